@@ -1,0 +1,45 @@
+# The two commands of the README: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+INSTALLED := $(VENV)/.installed
+
+.PHONY: setup demo test lint messages worker clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Compiles the translation catalogues (pure Python, no GNU gettext needed).
+messages: $(INSTALLED)
+	$(BIN)/pybabel compile --domain django --directory locale --statistics
+
+setup: $(INSTALLED) messages
+	mkdir -p var
+
+demo: setup
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	@echo "Portal on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
+	exec $(BIN)/daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+# Production shape: a Celery worker beside the daphne processes (needs REDIS_URL).
+worker: setup
+	$(BIN)/celery -A portal worker --loglevel=INFO
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,0 +1,85 @@
+"""The access helper of each shared object type.
+
+Every view and consumer that takes an object id goes through its helper. An outsider gets
+404, exactly as for an id that does not exist, and the refusal is audited.
+"""
+
+from django.http import Http404
+
+from portal import audit
+from portal.audit import Actor
+from portal.models import AuditPurpose, CareRelationship, IdentityConflict, Patient
+from portal.selectors import identity_conflicts_for_review, patients_visible_to
+
+
+def record_refusal(
+    *,
+    actor: Actor,
+    object_type: str,
+    object_id,
+    patient=None,
+    purpose="",
+    reason: str = "not entitled",
+) -> None:
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        action=audit.AuditAction.EXECUTE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        object_type=object_type,
+        object_id=str(object_id),
+        patient=patient,
+        purpose=purpose,
+        detail={"reason": reason},
+    )
+
+
+def get_patient_for_user(request, patient_id, *, purpose: str = AuditPurpose.CARE) -> Patient:
+    """The patient ``patient_id`` if ``request.user`` may open it for ``purpose``, else 404."""
+    try:
+        pk = int(patient_id)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    patient = patients_visible_to(request.user, purpose=purpose).filter(pk=pk).first()
+    if patient is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="portal.patient",
+            object_id=pk,
+            # Attach the refusal to the record when it exists, for the patient's access report.
+            patient=Patient.objects.filter(pk=pk).first(),
+            purpose=purpose,
+        )
+        raise Http404
+    return patient
+
+
+def get_care_relationship_for_user(request, patient_id, relationship_id) -> CareRelationship:
+    """An active care relationship of a patient ``request.user`` may open, else 404."""
+    patient = get_patient_for_user(request, patient_id)
+    relationship = (
+        CareRelationship.objects.filter(pk=relationship_id, patient=patient, ended_at__isnull=True)
+        .select_related("professional__user", "patient")
+        .first()
+    )
+    if relationship is None:
+        raise Http404
+    return relationship
+
+
+def get_identity_conflict_for_user(request, conflict_id) -> IdentityConflict:
+    """An identity conflict, for the identity-vigilance team only; others get 404."""
+    conflict = (
+        identity_conflicts_for_review(user=request.user, include_resolved=True)
+        .filter(pk=conflict_id)
+        .first()
+    )
+    if conflict is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="portal.identityconflict",
+            object_id=conflict_id,
+            purpose=AuditPurpose.ADMINISTRATION,
+        )
+        raise Http404
+    return conflict

@@ -1,0 +1,57 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+
+Run with ``daphne portal.asgi:application``.
+"""
+
+import os
+from urllib.parse import urlparse
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.db import database_sync_to_async  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from portal.access import record_refusal  # noqa: E402
+from portal.audit import Actor  # noqa: E402
+from portal.routing import websocket_urlpatterns  # noqa: E402
+
+
+def _origin(scope):
+    for name, value in scope.get("headers", []):
+        if name == b"origin":
+            try:
+                return urlparse(value.decode("latin1"))
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+class AuditRefusedOrigin:
+    """Records a security alert for each WebSocket refused for its Origin (DCM 110113)."""
+
+    def __init__(self, validator):
+        self.validator = validator
+
+    async def __call__(self, scope, receive, send):
+        origin = _origin(scope)
+        if not self.validator.valid_origin(origin):
+            await database_sync_to_async(record_refusal)(
+                actor=Actor.from_scope(scope),
+                object_type="websocket",
+                object_id=scope.get("path", ""),
+                reason=f"foreign origin {origin.geturl() if origin else '(none)'}",
+            )
+        return await self.validator(scope, receive, send)
+
+
+websocket_application = AuditRefusedOrigin(
+    AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+)
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

@@ -1,0 +1,16 @@
+from portal.selectors import (
+    AUDITOR_PERMISSION,
+    IDENTITY_REVIEW_PERMISSION,
+    unread_notification_count,
+)
+
+
+def navigation(request):
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {
+        "unread_notifications": unread_notification_count(user=user),
+        "can_read_audit": user.has_perm(AUDITOR_PERMISSION),
+        "can_review_identities": user.has_perm(IDENTITY_REVIEW_PERMISSION),
+    }

@@ -1,0 +1,116 @@
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from portal.identifiers import validate_ins_matricule
+from portal.models import (
+    AuditEventId,
+    AuditOutcome,
+    CareRole,
+    Establishment,
+    IdentityStatus,
+    InsOid,
+    Professional,
+    Sex,
+)
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%Y-%m-%d", **kwargs)
+
+
+class PatientSearchForm(forms.Form):
+    q = forms.CharField(
+        label=_("Search"),
+        required=False,
+        max_length=100,
+        widget=forms.TextInput(
+            attrs={
+                "type": "search",
+                "placeholder": _("Name, birth date (dd/mm/yyyy) or INS"),
+                "autocomplete": "off",
+            }
+        ),
+    )
+
+
+class PatientRegisterForm(forms.Form):
+    birth_name = forms.CharField(label=_("Birth name"), max_length=100)
+    first_names = forms.CharField(
+        label=_("First names (birth order)"),
+        max_length=200,
+        help_text=_("All first names as on the birth certificate, separated by spaces."),
+    )
+    used_name = forms.CharField(label=_("Used name"), max_length=100, required=False)
+    used_first_name = forms.CharField(label=_("Used first name"), max_length=100, required=False)
+    sex = forms.ChoiceField(label=_("Sex"), choices=Sex.choices)
+    birth_date = forms.DateField(label=_("Birth date"), widget=DateInput())
+    birth_place_code = forms.RegexField(
+        label=_("Birth place code (INSEE)"),
+        regex=r"^(\d{5}|2[AB]\d{3})$",
+        error_messages={"invalid": _("Enter the 5-character INSEE code of the birth place.")},
+    )
+    ins_matricule = forms.CharField(
+        label=_("INS matricule"),
+        max_length=15,
+        required=False,
+        validators=[validate_ins_matricule],
+    )
+    ins_oid = forms.ChoiceField(
+        label=_("INS OID"), choices=[("", "—"), *InsOid.choices], required=False
+    )
+    identity_status = forms.ChoiceField(
+        label=_("Identity status"),
+        choices=IdentityStatus.choices,
+        initial=IdentityStatus.PROVISIONAL,
+    )
+    establishment = forms.ModelChoiceField(
+        label=_("Establishment of the IPP"), queryset=Establishment.objects.none(), required=False
+    )
+    ipp = forms.CharField(label=_("IPP"), max_length=64, required=False)
+    role = forms.ChoiceField(label=_("Your role for this patient"), choices=CareRole.choices)
+
+    def __init__(self, *args, professional: Professional, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["establishment"].queryset = professional.establishments.all()
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("ins_matricule")) != bool(data.get("ins_oid")):
+            raise forms.ValidationError(_("Enter both the INS matricule and its OID, or neither."))
+        if bool(data.get("ipp")) != bool(data.get("establishment")):
+            raise forms.ValidationError(_("An IPP needs its establishment."))
+        if data.get("identity_status") == IdentityStatus.QUALIFIED and not data.get(
+            "ins_matricule"
+        ):
+            raise forms.ValidationError(_("A qualified identity must carry its INS."))
+        return data
+
+
+class CareTeamAddForm(forms.Form):
+    professional = forms.ModelChoiceField(
+        label=_("Professional"), queryset=Professional.objects.none()
+    )
+
+    def __init__(self, *args, professionals, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["professional"].queryset = professionals
+
+
+class AuditFilterForm(forms.Form):
+    date_from = forms.DateField(label=_("From"), required=False, widget=DateInput())
+    date_to = forms.DateField(label=_("To"), required=False, widget=DateInput())
+    actor = forms.CharField(label=_("Actor (name, e-mail or RPPS)"), required=False, max_length=200)
+    event_id = forms.ChoiceField(
+        label=_("Event"), required=False, choices=[("", _("All")), *AuditEventId.choices]
+    )
+    outcome = forms.TypedChoiceField(
+        label=_("Outcome"),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", _("All")), *AuditOutcome.choices],
+    )
+    patient = forms.IntegerField(label=_("Patient number"), required=False, min_value=1)

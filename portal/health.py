@@ -1,0 +1,63 @@
+"""State of the services the portal depends on, for load balancers and operators."""
+
+import uuid
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+
+from imaging.archive import archive_health
+from portal.celery import app as celery_app
+
+
+def _short(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+def database_health() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as error:  # noqa: BLE001 - any failure is reported, never raised
+        return _short(error)
+    return "ok"
+
+
+async def _layer_round_trip() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel("health.")
+    token = uuid.uuid4().hex
+    await layer.send(channel, {"type": "health.ping", "token": token})
+    message = await layer.receive(channel)
+    if message.get("token") != token:
+        raise RuntimeError("channel layer returned another message")
+
+
+def channel_layer_health() -> str:
+    try:
+        async_to_sync(_layer_round_trip)()
+    except Exception as error:  # noqa: BLE001
+        return _short(error)
+    return "ok"
+
+
+def task_queue_health() -> str:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "ok"
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as error:  # noqa: BLE001
+        return _short(error)
+    return "ok"
+
+
+def service_health() -> dict[str, str]:
+    return {
+        "database": database_health(),
+        "channel_layer": channel_layer_health(),
+        "archive": archive_health(),
+        "task_queue": task_queue_health(),
+    }

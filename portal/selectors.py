@@ -1,0 +1,151 @@
+"""Reads of the shared domain. Object permissions are queryset filters, never Python loops."""
+
+import datetime as dt
+
+from django.db.models import Case, Prefetch, Q, QuerySet, Value, When
+from guardian.shortcuts import get_objects_for_user
+
+from portal.models import (
+    Affiliation,
+    AuditEvent,
+    AuditPurpose,
+    CareRelationship,
+    CareRole,
+    IdentityConflict,
+    Notification,
+    Patient,
+    Professional,
+    search_key,
+)
+
+AUDITOR_PERMISSION = "portal.view_auditevent"
+IDENTITY_REVIEW_PERMISSION = "portal.change_identityconflict"
+
+
+def patients_visible_to(user, *, purpose: str = AuditPurpose.CARE) -> QuerySet[Patient]:
+    """Patients ``user`` may open for ``purpose``.
+
+    For care, only an object permission granted by a care relationship counts: neither a
+    global permission nor superuser status opens a patient record.
+    """
+    if not getattr(user, "is_authenticated", False):
+        return Patient.objects.none()
+    if purpose == AuditPurpose.AUDIT:
+        return (
+            Patient.objects.all() if user.has_perm(AUDITOR_PERMISSION) else Patient.objects.none()
+        )
+    return get_objects_for_user(
+        user,
+        "portal.view_patient",
+        klass=Patient,
+        use_groups=True,
+        with_superuser=False,
+        accept_global_perms=False,
+    )
+
+
+def identity_conflicts_for_review(*, user, include_resolved: bool = False):
+    """Conflicts the identity-vigilance team must look at (global permission, not per object)."""
+    if not user.has_perm(IDENTITY_REVIEW_PERMISSION):
+        return IdentityConflict.objects.none()
+    conflicts = IdentityConflict.objects.select_related(
+        "patient", "establishment", "reported_by", "resolved_by"
+    )
+    if not include_resolved:
+        conflicts = conflicts.filter(resolved_at__isnull=True)
+    return conflicts.order_by("resolved_at", "-created_at")
+
+
+def _parse_birth_date(text: str) -> dt.date | None:
+    for fmt in ("%d/%m/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%m-%Y"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()  # noqa: DTZ007 (a date, no time)
+        except ValueError:
+            continue
+    return None
+
+
+def patient_search(*, user, query: str = "") -> QuerySet[Patient]:
+    """The patients ``user`` may see whose name, birth date or INS matches ``query``.
+
+    Each word must match: "martin 12/03/1956" finds Martin born that day.
+    """
+    patients = patients_visible_to(user)
+    for word in query.split():
+        birth_date = _parse_birth_date(word)
+        if birth_date:
+            patients = patients.filter(birth_date=birth_date)
+        elif word.isdigit() and len(word) >= 5:
+            patients = patients.filter(ins_matricule__startswith=word)
+        else:
+            patients = patients.filter(name_search__contains=search_key(word))
+    return patients.order_by("birth_name", "first_names", "birth_date")
+
+
+def _professionals_with_establishments():
+    return Professional.objects.select_related("user").prefetch_related(
+        Prefetch("affiliations", queryset=Affiliation.objects.select_related("establishment"))
+    )
+
+
+def patient_care_team(*, patient: Patient) -> QuerySet[CareRelationship]:
+    """Active relationships: referring doctor first, then the GP, then the care team."""
+    role_rank = Case(
+        When(role=CareRole.REFERRING, then=Value(0)),
+        When(role=CareRole.GP, then=Value(1)),
+        default=Value(2),
+    )
+    return (
+        CareRelationship.objects.filter(patient=patient, ended_at__isnull=True)
+        .select_related("establishment")
+        .prefetch_related(Prefetch("professional", queryset=_professionals_with_establishments()))
+        .order_by(role_rank, "started_at")
+    )
+
+
+def professionals_for_care_team(*, patient: Patient) -> QuerySet[Professional]:
+    """Clinicians who could join the patient's care team (not already in it)."""
+    current = CareRelationship.objects.filter(patient=patient, ended_at__isnull=True).values(
+        "professional_id"
+    )
+    return (
+        _professionals_with_establishments()
+        .filter(user__is_active=True, rpps__isnull=False)
+        .exclude(pk__in=current)
+    )
+
+
+def audit_events(
+    *,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    actor: str = "",
+    event_id: str = "",
+    outcome: int | None = None,
+    patient: Patient | None = None,
+) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.select_related("patient")
+    if date_from:
+        events = events.filter(occurred_at__date__gte=date_from)
+    if date_to:
+        events = events.filter(occurred_at__date__lte=date_to)
+    if actor:
+        events = events.filter(
+            Q(actor_name__icontains=actor) | Q(actor_rpps=actor) | Q(actor__email__iexact=actor)
+        )
+    if event_id:
+        events = events.filter(event_id=event_id)
+    if outcome is not None:
+        events = events.filter(outcome=outcome)
+    if patient is not None:
+        events = events.filter(patient=patient)
+    return events.order_by("-occurred_at", "-id")
+
+
+def patient_access_report(*, patient: Patient) -> QuerySet[AuditEvent]:
+    """Who touched this patient's record, when and why: every event naming the patient."""
+    return AuditEvent.objects.filter(patient=patient).order_by("occurred_at", "id")
+
+
+def unread_notification_count(*, user) -> int:
+    return Notification.objects.filter(recipient=user, read_at__isnull=True).count()

@@ -1,0 +1,409 @@
+"""Writes of the shared domain: identity, care relationships, notifications.
+
+Each service runs in one transaction with the audit event it owes, and sends realtime
+events only once that transaction has committed.
+"""
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from guardian.shortcuts import assign_perm, remove_perm
+
+from portal import audit
+from portal.audit import Actor
+from portal.models import (
+    CareRelationship,
+    CareRole,
+    Establishment,
+    IdentityConflict,
+    IdentityConflictSource,
+    IdentityStatus,
+    Notification,
+    Patient,
+    PatientIdentifier,
+    Professional,
+    search_key,
+)
+
+PATIENT_VIEW = "portal.view_patient"
+
+
+# --- Identity --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientTraits:
+    """The five strict INS traits."""
+
+    birth_name: str
+    first_names: str
+    sex: str
+    birth_date: dt.date
+    birth_place_code: str
+
+    def normalized(self) -> dict:
+        return {
+            "birth_name": search_key(self.birth_name),
+            "first_names": search_key(self.first_names),
+            "sex": self.sex,
+            "birth_date": self.birth_date.isoformat(),
+            "birth_place_code": self.birth_place_code.upper(),
+        }
+
+    @classmethod
+    def of(cls, patient: Patient) -> "PatientTraits":
+        return cls(
+            birth_name=patient.birth_name,
+            first_names=patient.first_names,
+            sex=patient.sex,
+            birth_date=patient.birth_date,
+            birth_place_code=patient.birth_place_code,
+        )
+
+
+def differing_traits(a: PatientTraits, b: PatientTraits) -> list[str]:
+    left, right = a.normalized(), b.normalized()
+    return [name for name in left if left[name] != right[name]]
+
+
+class IdentityConflictError(Exception):
+    """An identifier matched a patient whose traits differ; the conflict was recorded."""
+
+    def __init__(self, conflict: IdentityConflict):
+        super().__init__(f"identity conflict on {conflict.matched_on}")
+        self.conflict = conflict
+
+
+@dataclass
+class RegistrationResult:
+    patient: Patient
+    created: bool
+
+
+def _name_search(*, birth_name: str, used_name: str, first_names: str, used_first_name: str) -> str:
+    return " ".join(
+        search_key(part) for part in (birth_name, used_name, first_names, used_first_name) if part
+    )
+
+
+def _matching_patients(*, ins_matricule, ins_oid, establishment, ipp) -> dict[int, tuple]:
+    """Every patient an incoming identifier designates: {pk: (patient, [identifiers])}."""
+    matches: dict[int, tuple] = {}
+    if ins_matricule:
+        patient = Patient.objects.filter(ins_matricule=ins_matricule, ins_oid=ins_oid).first()
+        if patient:
+            matches[patient.pk] = (patient, ["ins"])
+    if establishment and ipp:
+        identifier = (
+            PatientIdentifier.objects.filter(establishment=establishment, value=ipp)
+            .select_related("patient")
+            .first()
+        )
+        if identifier:
+            matches.setdefault(identifier.patient_id, (identifier.patient, []))[1].append("ipp")
+    return matches
+
+
+def _identity_disagreements(*, patient, traits, ins_matricule, ins_oid, several: bool) -> list:
+    differing = differing_traits(PatientTraits.of(patient), traits)
+    if several:
+        # The INS and the IPP designate two different patients.
+        differing.append("identifiers")
+    if (
+        ins_matricule
+        and patient.ins_matricule
+        and ((patient.ins_matricule, patient.ins_oid) != (ins_matricule, ins_oid))
+    ):
+        differing.append("ins")
+    return differing
+
+
+def _create_patient(
+    *,
+    traits,
+    used_name,
+    used_first_name,
+    ins_matricule,
+    ins_oid,
+    identity_status,
+    establishment,
+    ipp,
+    source,
+    care_role,
+    by,
+) -> Patient:
+    patient = Patient(
+        **asdict(traits),
+        used_name=used_name,
+        used_first_name=used_first_name,
+        ins_matricule=ins_matricule,
+        ins_oid=ins_oid,
+        identity_status=identity_status,
+        name_search=_name_search(
+            birth_name=traits.birth_name,
+            used_name=used_name,
+            first_names=traits.first_names,
+            used_first_name=used_first_name,
+        ),
+    )
+    patient.full_clean()
+    patient.save()
+    if establishment and ipp:
+        PatientIdentifier.objects.create(patient=patient, establishment=establishment, value=ipp)
+    detail = {"source": source}
+    if care_role and by.is_authenticated:
+        # Part of the creation: recorded in the creation event, not as a second one.
+        relationship = CareRelationship.objects.create(
+            patient=patient,
+            professional=by.user.professional,
+            role=care_role,
+            establishment=establishment,
+            created_by=by.user,
+        )
+        _sync_patient_permission(patient=patient, professional=relationship.professional)
+        detail["care_role"] = care_role
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.CREATE,
+        obj=patient,
+        detail=detail,
+    )
+    return patient
+
+
+def patient_register(
+    *,
+    traits: PatientTraits,
+    by: Actor,
+    source: str = IdentityConflictSource.MANUAL,
+    establishment: Establishment | None = None,
+    ipp: str = "",
+    ins_matricule: str = "",
+    ins_oid: str = "",
+    identity_status: str = IdentityStatus.PROVISIONAL,
+    used_name: str = "",
+    used_first_name: str = "",
+    care_role: str = "",
+) -> RegistrationResult:
+    """Find or create the patient an identity designates, without ever merging blindly.
+
+    An INS or IPP that designates an existing patient with the same five traits (and no
+    other INS) designates that patient. Any disagreement (other traits, another INS, an
+    INS and an IPP pointing at two patients) is recorded as an :class:`IdentityConflict`
+    for the identity-vigilance team and raises :class:`IdentityConflictError`: nothing is
+    attached.
+
+    With ``care_role``, the professional registering a new patient gets that care
+    relationship with it; an existing patient is never opened this way.
+    """
+    ins_matricule = ins_matricule.upper()
+    if bool(ins_matricule) != bool(ins_oid):
+        raise ValidationError(_("An INS needs both its matricule and its OID."))
+    if identity_status == IdentityStatus.QUALIFIED and not ins_matricule:
+        raise ValidationError(_("A qualified identity must carry its INS."))
+    with transaction.atomic():
+        matches = _matching_patients(
+            ins_matricule=ins_matricule, ins_oid=ins_oid, establishment=establishment, ipp=ipp
+        )
+        if not matches:
+            patient = _create_patient(
+                traits=traits,
+                used_name=used_name,
+                used_first_name=used_first_name,
+                ins_matricule=ins_matricule,
+                ins_oid=ins_oid,
+                identity_status=identity_status,
+                establishment=establishment,
+                ipp=ipp,
+                source=source,
+                care_role=care_role,
+                by=by,
+            )
+            return RegistrationResult(patient=patient, created=True)
+        conflicts = []
+        for patient, matched_on in matches.values():
+            differing = _identity_disagreements(
+                patient=patient,
+                traits=traits,
+                ins_matricule=ins_matricule,
+                ins_oid=ins_oid,
+                several=len(matches) > 1,
+            )
+            if not differing:
+                continue
+            conflict = IdentityConflict.objects.create(
+                patient=patient,
+                source=source,
+                establishment=establishment,
+                matched_on="+".join(matched_on),
+                incoming_traits={**traits.normalized(), "ipp": ipp, "ins": ins_matricule},
+                differing_traits=differing,
+                reported_by=by.user if by.is_authenticated else None,
+            )
+            audit.record(
+                actor=by,
+                event=audit.AuditEventId.SECURITY_ALERT,
+                action=audit.AuditAction.EXECUTE,
+                outcome=audit.AuditOutcome.MINOR_FAILURE,
+                obj=conflict,
+                patient=patient,
+                detail={"reason": "identity conflict", "differing": differing},
+            )
+            conflicts.append(conflict)
+        if not conflicts:
+            ((existing, _matched_on),) = matches.values()
+            # An identity feed completes the identifiers; a person typing an identity in
+            # does not get to change a record they may not see.
+            if establishment and ipp and source != IdentityConflictSource.MANUAL:
+                PatientIdentifier.objects.get_or_create(
+                    establishment=establishment, value=ipp, defaults={"patient": existing}
+                )
+            return RegistrationResult(patient=existing, created=False)
+    # Raised after the atomic block so the conflicts and their audit events stay committed.
+    raise IdentityConflictError(conflicts[0])
+
+
+def identity_conflict_resolve(
+    *, conflict: IdentityConflict, resolution: str, by: Actor
+) -> IdentityConflict:
+    """Close a conflict once the identity-vigilance team has checked the identity."""
+    resolution = resolution.strip()
+    if not resolution:
+        raise ValidationError(_("Say how the conflict was resolved."))
+    with transaction.atomic():
+        conflict = IdentityConflict.objects.select_for_update().get(pk=conflict.pk)
+        if conflict.resolved_at is not None:
+            raise ValidationError(_("This conflict was already resolved."))
+        conflict.resolved_at = timezone.now()
+        conflict.resolved_by = by.user
+        conflict.resolution = resolution
+        conflict.save(update_fields=["resolved_at", "resolved_by", "resolution"])
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=conflict,
+            patient=conflict.patient,
+            purpose=audit.AuditPurpose.ADMINISTRATION,
+            detail={"identity_conflict": "resolved"},
+        )
+    return conflict
+
+
+# --- Care relationships ----------------------------------------------------------------------
+
+
+def _sync_patient_permission(*, patient: Patient, professional: Professional) -> None:
+    user = professional.user
+    active = CareRelationship.objects.filter(
+        patient=patient, professional=professional, ended_at__isnull=True
+    ).exists()
+    if active:
+        assign_perm(PATIENT_VIEW, user, patient)
+    else:
+        remove_perm(PATIENT_VIEW, user, patient)
+
+
+def care_relationship_add(
+    *,
+    patient: Patient,
+    professional: Professional,
+    role: str,
+    by: Actor,
+    establishment: Establishment | None = None,
+) -> CareRelationship:
+    """Give ``professional`` access to ``patient`` for ``role``; a permission change, audited."""
+    if not professional.rpps:
+        raise ValidationError(
+            _("Only a health professional with an RPPS number can join a care team.")
+        )
+    with transaction.atomic():
+        if role == CareRole.GP:
+            current_gp = CareRelationship.objects.filter(
+                patient=patient, role=CareRole.GP, ended_at__isnull=True
+            ).first()
+            if current_gp and current_gp.professional_id != professional.pk:
+                raise ValidationError(_("This patient already has a general practitioner."))
+        relationship, created = CareRelationship.objects.get_or_create(
+            patient=patient,
+            professional=professional,
+            role=role,
+            ended_at=None,
+            defaults={
+                "establishment": establishment,
+                "created_by": by.user if by.is_authenticated else None,
+            },
+        )
+        if created:
+            _sync_patient_permission(patient=patient, professional=professional)
+            audit.record(
+                actor=by,
+                event=audit.AuditEventId.SECURITY_ALERT,
+                event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
+                action=audit.AuditAction.EXECUTE,
+                obj=relationship,
+                patient=patient,
+                purpose=audit.AuditPurpose.CARE,
+                detail={"granted_to": professional.user.email, "role": role},
+            )
+    return relationship
+
+
+def care_relationship_end(*, relationship: CareRelationship, by: Actor) -> CareRelationship:
+    """End a care relationship; the professional keeps access only through another one."""
+    with transaction.atomic():
+        relationship = CareRelationship.objects.select_for_update().get(pk=relationship.pk)
+        if relationship.ended_at is not None:
+            return relationship
+        relationship.ended_at = timezone.now()
+        relationship.save(update_fields=["ended_at"])
+        _sync_patient_permission(
+            patient=relationship.patient, professional=relationship.professional
+        )
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.SECURITY_ALERT,
+            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
+            action=audit.AuditAction.EXECUTE,
+            obj=relationship,
+            patient=relationship.patient,
+            purpose=audit.AuditPurpose.CARE,
+            detail={
+                "revoked_from": relationship.professional.user.email,
+                "role": relationship.role,
+            },
+        )
+    return relationship
+
+
+# --- Notifications ---------------------------------------------------------------------------
+
+
+def user_group_name(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def notify(*, recipient, message: str, url: str = "") -> Notification:
+    """Leave a notification for ``recipient`` and push it to their open pages after commit."""
+    notification = Notification.objects.create(recipient=recipient, message=message, url=url)
+    payload = {"type": "notification.new", "id": notification.pk, "message": message, "url": url}
+    transaction.on_commit(
+        lambda: async_to_sync(get_channel_layer().group_send)(
+            user_group_name(recipient.pk), payload
+        )
+    )
+    return notification
+
+
+def notification_mark_read(*, user, notification_ids: list[int] | None = None) -> int:
+    notifications = Notification.objects.filter(recipient=user, read_at__isnull=True)
+    if notification_ids is not None:
+        notifications = notifications.filter(pk__in=notification_ids)
+    return notifications.update(read_at=timezone.now())

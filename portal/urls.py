@@ -1,0 +1,47 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from portal import views
+
+patient_patterns = [
+    path("", views.patient_list, name="patient-list"),
+    path("nouveau/", views.patient_register, name="patient-register"),
+    path("<int:patient_id>/", views.patient_detail, name="patient-detail"),
+    path("<int:patient_id>/equipe/ajouter/", views.care_team_add, name="care-team-add"),
+    path(
+        "<int:patient_id>/equipe/<int:relationship_id>/retirer/",
+        views.care_team_end,
+        name="care-team-end",
+    ),
+]
+
+audit_patterns = [
+    path("", views.audit_event_list, name="audit-event-list"),
+    path(
+        "patients/<int:patient_id>/acces.csv",
+        views.patient_access_report,
+        name="patient-access-report",
+    ),
+]
+
+identity_patterns = [
+    path("", views.identity_conflict_list, name="identity-conflict-list"),
+    path(
+        "<int:conflict_id>/resoudre/",
+        views.identity_conflict_resolve,
+        name="identity-conflict-resolve",
+    ),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("health/", views.health, name="health"),
+    path("patients/", include(patient_patterns)),
+    path("audit/", include(audit_patterns)),
+    path("identitovigilance/", include(identity_patterns)),
+    path("notifications/", views.notification_list, name="notification-list"),
+    path("notifications/lues/", views.notification_mark_read, name="notification-mark-read"),
+    path("accounts/", include("allauth.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,400 @@
+import csv
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from portal import audit, selectors, services
+from portal.access import (
+    get_care_relationship_for_user,
+    get_identity_conflict_for_user,
+    get_patient_for_user,
+    record_refusal,
+)
+from portal.audit import Actor
+from portal.forms import AuditFilterForm, CareTeamAddForm, PatientRegisterForm, PatientSearchForm
+from portal.health import service_health
+from portal.models import AuditPurpose, CareRole, Notification, Professional
+
+PAGE_SIZE = 25
+
+
+def global_permission_required(permission: str):
+    """Like permission_required, but a refusal is audited (DCM 110113, outcome 4)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.has_perm(permission):
+                record_refusal(
+                    actor=Actor.from_request(request),
+                    object_type="view",
+                    object_id=request.path,
+                    reason=f"missing permission {permission}",
+                )
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def patient_data_view(view):
+    """A page that shows or changes patient data: signed-in users only, never cached."""
+
+    @wraps(view)
+    @login_required
+    @never_cache
+    def wrapper(request, *args, **kwargs):
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _csv_safe(value) -> str:
+    """Neutralise cells a spreadsheet would run as a formula (CSV injection)."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _professional_or_none(user) -> Professional | None:
+    try:
+        return user.professional
+    except Professional.DoesNotExist:
+        return None
+
+
+@require_GET
+def health(request):
+    state = service_health()
+    healthy = all(value == "ok" for value in state.values())
+    return JsonResponse(state, status=200 if healthy else 503)
+
+
+@login_required
+def home(request):
+    return render(
+        request,
+        "portal/home.html",
+        {
+            "patient_count": selectors.patients_visible_to(request.user).count(),
+            "professional": _professional_or_none(request.user),
+        },
+    )
+
+
+@patient_data_view
+def patient_list(request):
+    form = PatientSearchForm(request.GET or None)
+    query = form.cleaned_data["q"].strip() if form.is_valid() else ""
+    patients = selectors.patient_search(user=request.user, query=query)
+    page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        purpose=AuditPurpose.CARE,
+        query=query,
+        object_type="portal.patient",
+        detail={"results": page.paginator.count, "page": page.number},
+    )
+    template = "portal/patients/_results.html" if request.htmx else "portal/patients/list.html"
+    return render(
+        request,
+        template,
+        {
+            "form": form,
+            "page": page,
+            "query": query,
+            "can_register": bool(_professional_or_none(request.user)),
+        },
+    )
+
+
+@patient_data_view
+def patient_detail(request, patient_id):
+    patient = get_patient_for_user(request, patient_id)
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=patient,
+        purpose=AuditPurpose.CARE,
+    )
+    care_team = list(selectors.patient_care_team(patient=patient))
+    identifiers = patient.identifiers.select_related("establishment").order_by(
+        "establishment__name"
+    )
+    add_form = CareTeamAddForm(professionals=selectors.professionals_for_care_team(patient=patient))
+    return render(
+        request,
+        "portal/patients/detail.html",
+        {
+            "patient": patient,
+            "care_team": care_team,
+            "identifiers": identifiers,
+            "add_form": add_form,
+            "my_professional_id": getattr(_professional_or_none(request.user), "pk", None),
+        },
+    )
+
+
+@patient_data_view
+@require_POST
+def care_team_add(request, patient_id):
+    patient = get_patient_for_user(request, patient_id)
+    form = CareTeamAddForm(
+        request.POST, professionals=selectors.professionals_for_care_team(patient=patient)
+    )
+    if not form.is_valid():
+        messages.error(request, _("Choose a professional from the list."))
+        return redirect("patient-detail", patient_id=patient.pk)
+    professional = form.cleaned_data["professional"]
+    try:
+        services.care_relationship_add(
+            patient=patient,
+            professional=professional,
+            role=CareRole.CARE_TEAM,
+            by=Actor.from_request(request),
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(
+            request,
+            _("%(name)s now belongs to the care team.") % {"name": professional.display_name},
+        )
+    return redirect("patient-detail", patient_id=patient.pk)
+
+
+@patient_data_view
+@require_POST
+def care_team_end(request, patient_id, relationship_id):
+    relationship = get_care_relationship_for_user(request, patient_id, relationship_id)
+    if relationship.role != CareRole.CARE_TEAM:
+        messages.error(
+            request,
+            _(
+                "The referring doctor and the general practitioner can only be changed by "
+                "the administration."
+            ),
+        )
+        return redirect("patient-detail", patient_id=relationship.patient_id)
+    services.care_relationship_end(relationship=relationship, by=Actor.from_request(request))
+    messages.success(
+        request,
+        _("%(name)s no longer belongs to the care team.")
+        % {"name": relationship.professional.display_name},
+    )
+    if relationship.professional.user_id == request.user.pk:
+        return redirect("patient-list")
+    return redirect("patient-detail", patient_id=relationship.patient_id)
+
+
+@patient_data_view
+def patient_register(request):
+    professional = _professional_or_none(request.user)
+    if professional is None or not professional.rpps:
+        messages.error(request, _("Only health professionals can register a patient."))
+        return redirect("patient-list")
+    form = PatientRegisterForm(request.POST or None, professional=professional)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            result = services.patient_register(
+                traits=services.PatientTraits(
+                    birth_name=data["birth_name"],
+                    first_names=data["first_names"],
+                    sex=data["sex"],
+                    birth_date=data["birth_date"],
+                    birth_place_code=data["birth_place_code"],
+                ),
+                used_name=data["used_name"],
+                used_first_name=data["used_first_name"],
+                ins_matricule=data["ins_matricule"],
+                ins_oid=data["ins_oid"],
+                identity_status=data["identity_status"],
+                establishment=data["establishment"],
+                ipp=data["ipp"],
+                care_role=data["role"],
+                by=Actor.from_request(request),
+            )
+        except services.IdentityConflictError:
+            messages.error(
+                request,
+                _(
+                    "This identifier is already known with a different identity. Nothing was "
+                    "created: the identity-vigilance team has been asked to review it."
+                ),
+            )
+        except ValidationError as error:
+            # Model-level errors may name fields the form does not have.
+            form.add_error(None, error.messages)
+        else:
+            if result.created:
+                messages.success(request, _("Patient registered."))
+                return redirect("patient-detail", patient_id=result.patient.pk)
+            messages.warning(
+                request,
+                _(
+                    "A record already exists for this identity. Ask a member of the patient's "
+                    "care team to add you to it."
+                ),
+            )
+    return render(request, "portal/patients/register.html", {"form": form})
+
+
+@patient_data_view
+@global_permission_required(selectors.IDENTITY_REVIEW_PERMISSION)
+def identity_conflict_list(request):
+    show_resolved = request.GET.get("resolues") == "1"
+    conflicts = selectors.identity_conflicts_for_review(
+        user=request.user, include_resolved=show_resolved
+    )
+    page = Paginator(conflicts, PAGE_SIZE).get_page(request.GET.get("page"))
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        purpose=AuditPurpose.ADMINISTRATION,
+        object_type="portal.identityconflict",
+        detail={"results": page.paginator.count, "resolved": show_resolved},
+    )
+    return render(
+        request,
+        "portal/identity/conflicts.html",
+        {"page": page, "show_resolved": show_resolved},
+    )
+
+
+@patient_data_view
+@require_POST
+def identity_conflict_resolve(request, conflict_id):
+    conflict = get_identity_conflict_for_user(request, conflict_id)
+    try:
+        services.identity_conflict_resolve(
+            conflict=conflict,
+            resolution=request.POST.get("resolution", "")[:2000],
+            by=Actor.from_request(request),
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, _("Conflict marked as resolved."))
+    return redirect("identity-conflict-list")
+
+
+@login_required
+def notification_list(request):
+    notifications = Notification.objects.filter(recipient=request.user)[:50]
+    return render(request, "portal/notifications.html", {"notifications": notifications})
+
+
+@login_required
+@require_POST
+def notification_mark_read(request):
+    services.notification_mark_read(user=request.user)
+    return redirect("notification-list")
+
+
+@never_cache
+@login_required
+@global_permission_required(selectors.AUDITOR_PERMISSION)
+def audit_event_list(request):
+    form = AuditFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    patient = None
+    if filters.get("patient"):
+        patient = (
+            selectors.patients_visible_to(request.user, purpose=AuditPurpose.AUDIT)
+            .filter(pk=filters["patient"])
+            .first()
+        )
+    events = selectors.audit_events(
+        date_from=filters.get("date_from"),
+        date_to=filters.get("date_to"),
+        actor=filters.get("actor", ""),
+        event_id=filters.get("event_id", ""),
+        outcome=filters.get("outcome"),
+        patient=patient,
+    )
+    if filters.get("patient") and patient is None:
+        events = events.none()
+    # Recorded before the page is counted and read, so the count and the rows agree (the
+    # auditor's own read appears in what they read).
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.AUDIT_LOG_USED,
+        action=audit.AuditAction.READ,
+        purpose=AuditPurpose.AUDIT,
+        patient=patient,
+        query=request.GET.urlencode(),
+    )
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(
+        request, "portal/audit/list.html", {"form": form, "page": page, "patient": patient}
+    )
+
+
+@never_cache
+@login_required
+def patient_access_report(request, patient_id):
+    """CSV of every access to one patient's record, for the patient or the DPO."""
+    patient = get_patient_for_user(request, patient_id, purpose=AuditPurpose.AUDIT)
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.EXPORT,
+        action=audit.AuditAction.READ,
+        obj=patient,
+        purpose=AuditPurpose.AUDIT,
+        detail={"export": "access report"},
+    )
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d")
+    response["Content-Disposition"] = (
+        f'attachment; filename="acces-patient-{patient.pk}-{stamp}.csv"'
+    )
+    response.write("\ufeff")  # lets spreadsheet software read UTF-8 accents
+    writer = csv.writer(response, delimiter=";")
+    writer.writerow(
+        [
+            _("Date (Europe/Paris)"),
+            _("Actor"),
+            _("RPPS"),
+            _("Establishment (FINESS)"),
+            _("Event"),
+            _("Action"),
+            _("Outcome"),
+            _("Purpose"),
+            _("Object"),
+            _("Client IP"),
+        ]
+    )
+    for event in selectors.patient_access_report(patient=patient).iterator():
+        writer.writerow(
+            [
+                _csv_safe(value)
+                for value in (
+                    timezone.localtime(event.occurred_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    event.actor_name,
+                    event.actor_rpps,
+                    event.actor_establishment,
+                    event.get_event_id_display(),
+                    event.get_action_display(),
+                    event.get_outcome_display(),
+                    event.get_purpose_display(),
+                    f"{event.object_type} {event.object_id}".strip(),
+                    event.client_ip or "",
+                )
+            ]
+        )
+    return response

@@ -1,0 +1,186 @@
+"""The demo as a new user meets it: daphne serving the seeded portal, driven in Chromium.
+
+Starts the real ASGI server on a free loopback port with its own SQLite file, runs
+``migrate`` and ``seed_demo`` as ``make demo`` does, then signs in through the browser.
+Needs Debian's Chromium (/usr/bin/chromium); Playwright never downloads a browser.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_service
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DEMO_PASSWORD = "mirc-demo-2026"
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.service("chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+        "DJANGO_DEBUG": "true",
+        "DATABASE_URL": f"sqlite:///{workdir / 'demo.sqlite3'}",
+        "ARCHIVE_ROOT": str(workdir / "archive"),
+        "MEDIA_ROOT": str(workdir / "media"),
+        "MFA_ENFORCE": "staff",
+    }
+
+    def manage(*args):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    manage("migrate", "--noinput")
+    manage("seed_demo")
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "portal.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/health/", timeout=1).close()  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("daphne did not start: " + server.stderr.read1().decode())
+        yield base, manage
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (shutil.which(CHROMIUM) or os.path.exists(CHROMIUM)):
+        require_service("Chromium", f"{CHROMIUM} not found")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+def _sign_in(page, base, email):
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=login]", email)
+    page.fill("input[name=password]", DEMO_PASSWORD)
+    page.click("main button[type=submit]")
+
+
+def test_a_doctor_signs_in_and_finds_her_patients(demo_server, browser):
+    base, _manage = demo_server
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    _sign_in(page, base, "c.martin@mirc.test")
+    page.wait_for_url(f"{base}/")
+    assert "Claire Martin" in page.inner_text("header")
+
+    page.goto(f"{base}/patients/")
+    rows = page.locator("table tbody tr")
+    assert rows.count() >= 10
+    total = rows.count()
+    surname = rows.nth(3).locator("a").inner_text().split()[0]
+    # Live search (htmx): typed in lower case, without waiting for a submit.
+    page.fill("input[name=q]", surname.lower())
+    page.wait_for_function(
+        "n => document.querySelectorAll('#patient-results tbody tr').length < n", arg=total
+    )
+    link = page.locator("#patient-results tbody tr a").first
+    assert link.inner_text().startswith(surname)
+    response = page.goto(f"{base}{link.get_attribute('href')}")
+    assert "no-store" in response.headers["cache-control"]
+    assert page.locator(".patient-banner h1").inner_text().startswith(surname)
+    assert page.locator(".people li").count() >= 2  # the care team
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-patient-page.png"), full_page=True)
+    assert not errors, errors
+    context.close()
+
+
+def test_the_administrator_needs_the_totp_code(demo_server, browser):
+    base, manage = demo_server
+    context = browser.new_context()
+    page = context.new_page()
+    _sign_in(page, base, "admin@mirc.test")
+    page.wait_for_url(f"{base}/accounts/2fa/authenticate/")
+    code = manage("demo_totp", "admin@mirc.test").stdout.strip()
+    page.fill("input[name=code]", code)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    assert page.locator("a[href='/admin/']").count() == 1
+    # An administrator is not a carer: no patient is visible.
+    page.goto(f"{base}/patients/")
+    assert page.locator("table tbody tr").count() == 0
+    context.close()
+
+
+def test_a_radiologist_cannot_open_a_patient_he_does_not_follow(demo_server, browser):
+    base, _manage = demo_server
+    context = browser.new_context()
+    page = context.new_page()
+    _sign_in(page, base, "p.lefevre@mirc.test")
+    page.wait_for_url(f"{base}/")
+    page.goto(f"{base}/patients/")
+    mine = set(
+        page.locator("#patient-results tbody tr a").evaluate_all(
+            "links => links.map(a => a.getAttribute('href'))"
+        )
+    )
+    foreign = next(f"/patients/{n}/" for n in range(1, 60) if f"/patients/{n}/" not in mine)
+    response = page.goto(f"{base}{foreign}")
+    assert response.status == 404
+    context.close()

@@ -1,0 +1,305 @@
+"""Every route of the project against the permission matrix: the main defence against IDOR."""
+
+import re
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from portal.models import (
+    AuditEvent,
+    AuditEventId,
+    AuditOutcome,
+    CareRelationship,
+    IdentityConflict,
+    Patient,
+)
+from tests.conftest import client_for
+from tests.permission_matrix import (
+    MATRIX,
+    THIRD_PARTY_PREFIXES,
+    WEBSOCKET_MATRIX,
+    GlobalPermission,
+    ObjectRoute,
+    Public,
+    SignedIn,
+)
+
+
+def _iter_routes(patterns, prefix="", namespace=None):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            inner = ":".join(filter(None, [namespace, pattern.namespace])) or None
+            yield from _iter_routes(pattern.url_patterns, prefix + str(pattern.pattern), inner)
+        elif isinstance(pattern, URLPattern):
+            name = f"{namespace}:{pattern.name}" if namespace and pattern.name else pattern.name
+            yield name, prefix + str(pattern.pattern), pattern
+
+
+ROUTES = list(_iter_routes(get_resolver().url_patterns))
+PROJECT_ROUTES = [r for r in ROUTES if not r[1].lstrip("^").startswith(tuple(THIRD_PARTY_PREFIXES))]
+# The admin's own sign-in and sign-out pages are the only ones open to non-staff.
+ADMIN_ROUTES = [
+    r
+    for r in ROUTES
+    if r[1].lstrip("^").startswith("admin/") and r[0] not in ("admin:login", "admin:logout")
+]
+ALLAUTH_ROUTES = [r for r in ROUTES if r[1].lstrip("^").startswith("accounts/")]
+
+# Values that satisfy the converters of library routes, by argument name.
+SAMPLE_ARGUMENTS = {
+    "app_label": "portal",
+    "object_id": "1",
+    "content_type_id": "1",
+    "url": "x",
+    "key": "x",
+    "uidb36": "1",
+    "provider_id": "psc",
+    "id": "1",
+    "pk": "1",
+}
+
+
+def _sample_url(name, route):
+    groups = re.findall(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>", route)
+    kwargs = {a or b: SAMPLE_ARGUMENTS.get(a or b, "1") for a, b in groups}
+    if name:
+        return reverse(name, kwargs=kwargs)
+    # Unnamed library routes: substitute the sample values into the route itself.
+    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: kwargs[m.group(1)], route)
+    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: kwargs[m.group(1)], path)
+    return "/" + path.lstrip("^").rstrip("$").replace("\\Z", "")
+
+
+def test_every_route_has_an_entry():
+    missing = []
+    for name, route, _pattern in PROJECT_ROUTES:
+        if name not in MATRIX:
+            missing.append(f"{route} (name={name!r})")
+    assert not missing, "Routes missing from tests/permission_matrix.py: " + ", ".join(missing)
+    unknown = set(MATRIX) - {name for name, _route, _pattern in PROJECT_ROUTES}
+    assert not unknown, f"Matrix entries without a route: {sorted(unknown)}"
+
+
+def test_every_route_is_named():
+    # The matrix and the audit-coverage test key on names.
+    assert all(name for name, _route, _pattern in PROJECT_ROUTES)
+
+
+def _call(client, entry, url, world):
+    data = entry.data(world) if getattr(entry, "data", None) else {}
+    return getattr(client, entry.method)(url, data)
+
+
+def _is_login_redirect(response):
+    return response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_anonymous(name, world):
+    entry = MATRIX[name]
+    kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute) else {}
+    before = (
+        AuditEvent.objects.filter(outcome=AuditOutcome.SUCCESS)
+        .exclude(event_id=AuditEventId.USER_AUTHENTICATION)
+        .count()
+    )
+    response = _call(client_for(None), entry, reverse(name, kwargs=kwargs), world)
+    if isinstance(entry, Public):
+        assert response.status_code == entry.expect
+    else:
+        assert _is_login_redirect(response), f"{name}: {response.status_code}"
+        after = (
+            AuditEvent.objects.filter(outcome=AuditOutcome.SUCCESS)
+            .exclude(event_id=AuditEventId.USER_AUTHENTICATION)
+            .count()
+        )
+        assert after == before, "an anonymous request must not reach patient data"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in MATRIX.items() if isinstance(e, SignedIn)))
+def test_signed_in(name, world):
+    entry = MATRIX[name]
+    response = _call(client_for(world.outsider.user), entry, reverse(name), world)
+    assert response.status_code == entry.expect
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, e in MATRIX.items() if isinstance(e, GlobalPermission))
+)
+def test_global_permission(name, world):
+    entry = MATRIX[name]
+    url = reverse(name)
+    for user in (world.oncologist.user, world.coordinator.user):
+        refusals = AuditEvent.objects.filter(
+            event_id=AuditEventId.SECURITY_ALERT, outcome=AuditOutcome.MINOR_FAILURE, actor=user
+        )
+        assert client_for(user).get(url).status_code == 403, f"{name} open to {user}"
+        assert refusals.count() == 1, "a refused access is audited"
+    assert client_for(entry.holder(world)).get(url).status_code == entry.expect
+
+
+OBJECT_ROUTES = sorted(n for n, e in MATRIX.items() if isinstance(e, ObjectRoute))
+
+
+def _state(world):
+    """What an outsider's request must not change."""
+    return (
+        Patient.objects.count(),
+        list(CareRelationship.objects.order_by("pk").values_list("pk", "ended_at")),
+        list(IdentityConflict.objects.order_by("pk").values_list("pk", "resolved_at")),
+        AuditEvent.objects.exclude(
+            event_id=AuditEventId.SECURITY_ALERT, outcome=AuditOutcome.MINOR_FAILURE
+        )
+        .exclude(event_id=AuditEventId.USER_AUTHENTICATION)
+        .count(),
+    )
+
+
+@pytest.mark.parametrize("name", OBJECT_ROUTES)
+def test_outsider_gets_404_and_changes_nothing(name, world):
+    entry = MATRIX[name]
+    url = reverse(name, kwargs=entry.kwargs(world))
+    for outsider in [entry.outsider, *entry.extra_outsiders]:
+        user = outsider(world)
+        before = _state(world)
+        refusals = AuditEvent.objects.filter(event_id=AuditEventId.SECURITY_ALERT).count()
+        response = _call(client_for(user), entry, url, world)
+        assert response.status_code == 404, f"{name} as {user}: {response.status_code}"
+        assert _state(world) == before
+        assert (
+            AuditEvent.objects.filter(event_id=AuditEventId.SECURITY_ALERT).count() == refusals + 1
+        )
+
+
+@pytest.mark.parametrize("name", OBJECT_ROUTES)
+def test_entitled(name, world):
+    entry = MATRIX[name]
+    response = _call(
+        client_for(entry.entitled(world)), entry, reverse(name, kwargs=entry.kwargs(world)), world
+    )
+    assert response.status_code == entry.expect
+
+
+@pytest.mark.parametrize("name", OBJECT_ROUTES)
+def test_unknown_object_is_404_like_a_forbidden_one(name, world):
+    entry = MATRIX[name]
+    kwargs = dict.fromkeys(entry.kwargs(world), 987654)
+    response = _call(client_for(entry.entitled(world)), entry, reverse(name, kwargs=kwargs), world)
+    assert response.status_code == 404
+
+
+# --- Audit coverage: every view that shows or changes patient data writes exactly one event --
+
+AUDITED = sorted(n for n, e in MATRIX.items() if getattr(e, "audit_event", None))
+
+
+def test_patient_data_views_declare_their_audit_event():
+    silent = [
+        n
+        for n, e in MATRIX.items()
+        if getattr(e, "patient_data", False)
+        and not getattr(e, "audit_event", None)
+        and getattr(e, "method", "get") == "get"
+        and n != "patient-register"
+    ]
+    assert not silent, f"patient-data views without an audit event: {silent}"
+
+
+@pytest.mark.parametrize("name", AUDITED)
+def test_writes_exactly_one_audit_event(name, world):
+    entry = MATRIX[name]
+    user = (
+        entry.entitled(world)
+        if isinstance(entry, ObjectRoute)
+        else (entry.holder(world) if isinstance(entry, GlobalPermission) else world.oncologist.user)
+    )
+    kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute) else {}
+    url = reverse(name, kwargs=kwargs)
+    client = client_for(user)  # signing in writes its own event: count after it
+    last = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    response = _call(client, entry, url, world)
+    assert response.status_code == entry.expect
+    new = list(AuditEvent.objects.filter(pk__gt=last))
+    assert len(new) == 1, f"{name} wrote {[(e.event_id, e.action) for e in new]}"
+    event = new[0]
+    assert event.event_id == entry.audit_event
+    assert event.actor == user
+    assert event.outcome == AuditOutcome.SUCCESS
+    if isinstance(entry, ObjectRoute) and entry.patient:
+        assert event.patient == entry.patient(world)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        n
+        for n, e in MATRIX.items()
+        if getattr(e, "patient_data", False) and getattr(e, "method", "get") == "get"
+    ),
+)
+def test_patient_pages_are_never_cached(name, world):
+    entry = MATRIX[name]
+    user = entry.entitled(world) if isinstance(entry, ObjectRoute) else world.oncologist.user
+    kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute) else {}
+    response = client_for(user).get(reverse(name, kwargs=kwargs))
+    assert "no-store" in response["Cache-Control"]
+
+
+# --- Library routes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,route,pattern", ADMIN_ROUTES, ids=[r[1] for r in ADMIN_ROUTES])
+def test_admin_is_staff_only(name, route, pattern, world):
+    url = _sample_url(name, route)
+    for user in (None, world.oncologist.user, world.auditor_user):
+        response = client_for(user).get(url)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"], (
+            f"{url} as {user}: {response.status_code}"
+        )
+
+
+@pytest.mark.parametrize("name,route,pattern", ALLAUTH_ROUTES, ids=[r[1] for r in ALLAUTH_ROUTES])
+def test_allauth_routes_answer_anonymous_without_error(name, route, pattern, db):
+    response = client_for(None).get(_sample_url(name, route))
+    assert response.status_code < 500
+
+
+def test_admin_offers_no_patient_data():
+    from django.contrib import admin
+
+    registered = {model._meta.label for model in admin.site._registry}
+    assert not registered & {
+        "portal.Patient",
+        "portal.CareRelationship",
+        "portal.AuditEvent",
+        "portal.PatientIdentifier",
+        "portal.IdentityConflict",
+    }
+
+
+# --- WebSocket routes -------------------------------------------------------------------------
+
+
+def test_every_websocket_route_has_an_entry():
+    from portal.routing import websocket_urlpatterns
+
+    names = {pattern.name for pattern in websocket_urlpatterns}
+    assert names == set(WEBSOCKET_MATRIX)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("route", sorted(WEBSOCKET_MATRIX))
+async def test_websocket_refuses_anonymous(route):
+    from portal.asgi import application
+    from portal.routing import websocket_urlpatterns
+
+    pattern = next(p for p in websocket_urlpatterns if p.name == route)
+    path = "/" + re.sub(r"<[^>]+>", "1", str(pattern.pattern))
+    communicator = WebsocketCommunicator(
+        application, path, headers=[(b"origin", b"http://localhost")]
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+    await communicator.disconnect()
