@@ -7,6 +7,7 @@ REQUIRE_SERVICES=1 (CI), so that a missing service never passes silently.
 
 import datetime as dt
 import os
+from urllib.parse import urlparse, urlunparse
 
 import pytest
 from django.core.cache import cache
@@ -69,10 +70,15 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
+    """A PostgreSQL server's maintenance database, where test databases can be created."""
     import psycopg
 
     url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
+    if url.startswith(("postgres://", "postgresql://")):
+        # The same server as the suite's, but its maintenance database: the suite's own
+        # database name need not exist (pytest-django works in test_<name>).
+        url = urlunparse(urlparse(url)._replace(path="/postgres"))
+    else:
         url = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     try:
         psycopg.connect(url, connect_timeout=3).close()
