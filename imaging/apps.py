@@ -5,3 +5,9 @@ from django.utils.translation import gettext_lazy as _
 class ImagingConfig(AppConfig):
     name = "imaging"
     verbose_name = _("Imaging")
+
+    def seed_demo(self, stdout=None) -> int:
+        """Demo studies of the demo patients (called by ``manage.py seed_demo``)."""
+        from imaging.demo import seed
+
+        return seed(stdout=stdout)

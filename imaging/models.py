@@ -1,0 +1,283 @@
+"""Imaging: the embedded archive's index, and the portal's index of studies per patient.
+
+Two indexes on purpose. ``ArchivedInstance`` belongs to the embedded archive (it plays the
+part a PACS plays in production). ``Study``/``Series``/``Instance`` belong to the portal:
+which patient a study is about (the permission anchor), its summary for the dossier, and
+the content hash of every instance that went through the portal's ingest.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from portal.models import Establishment, Patient
+
+UID_LENGTH = 64
+
+
+class ArchivedInstance(models.Model):
+    """One Part 10 file of the embedded archive, stored under its SHA-256."""
+
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    series_instance_uid = models.CharField(max_length=UID_LENGTH, db_index=True)
+    study_instance_uid = models.CharField(max_length=UID_LENGTH, db_index=True)
+    sop_class_uid = models.CharField(max_length=UID_LENGTH)
+    transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    number_of_frames = models.PositiveIntegerField(default=1)
+    instance_number = models.IntegerField(null=True)
+    # Matching keys of QIDO-RS searches.
+    patient_id = models.CharField(max_length=64, blank=True, db_index=True)
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True)
+    patient_name = models.CharField(max_length=200, blank=True)
+    patient_birth_date = models.CharField(max_length=8, blank=True)
+    study_date = models.CharField(max_length=8, blank=True, db_index=True)
+    accession_number = models.CharField(max_length=16, blank=True, db_index=True)
+    modality = models.CharField(max_length=16, blank=True)
+    # DICOM JSON of each level's attributes, without bulk data.
+    study_attributes = models.JSONField(default=dict)
+    series_attributes = models.JSONField(default=dict)
+    instance_attributes = models.JSONField(default=dict)
+    stored_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["study_instance_uid", "series_instance_uid"],
+                name="archived_study_series_idx",
+            )
+        ]
+
+    def __str__(self):
+        return self.sop_instance_uid
+
+
+class StudyIdentity(models.TextChoices):
+    MATCHED = "matched", _("Matched to the patient")
+    REVIEW = "review", _("Identity to review")
+    UNKNOWN = "unknown", _("Unknown patient")
+
+
+class Study(models.Model):
+    """A study of the regional archive as the portal knows it."""
+
+    study_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="studies"
+    )
+    establishment = models.ForeignKey(
+        Establishment, on_delete=models.PROTECT, null=True, blank=True, related_name="studies"
+    )
+    identity = models.CharField(max_length=10, choices=StudyIdentity.choices)
+    # As the images say (DICOM), whatever the portal's patient says.
+    dicom_patient_id = models.CharField(max_length=64, blank=True)
+    dicom_issuer = models.CharField(max_length=64, blank=True)
+    dicom_patient_name = models.CharField(max_length=200, blank=True)
+    dicom_birth_date = models.CharField(max_length=8, blank=True)
+    dicom_sex = models.CharField(max_length=1, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    study_time = models.TimeField(null=True, blank=True)
+    accession_number = models.CharField(max_length=16, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    modalities = models.CharField(max_length=64, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    institution_name = models.CharField(max_length=200, blank=True)
+    referring_physician = models.CharField(max_length=200, blank=True)
+    series_count = models.PositiveIntegerField(default=0)
+    instance_count = models.PositiveIntegerField(default=0)
+    thumbnail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("study")
+        verbose_name_plural = _("studies")
+        indexes = [
+            models.Index(fields=["patient", "-study_date"], name="study_patient_date_idx"),
+            models.Index(fields=["identity"], name="study_identity_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.study_date or '?'} {self.modalities} {self.description}".strip()
+
+
+class Series(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    series_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    modality = models.CharField(max_length=16, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    instance_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["series_number", "pk"]
+
+    def __str__(self):
+        return f"{self.modality} {self.series_number} {self.description}".strip()
+
+
+class Instance(models.Model):
+    """An instance that went through the portal's ingest, with its content hash."""
+
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    sop_class_uid = models.CharField(max_length=UID_LENGTH)
+    instance_number = models.IntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
+    number_of_frames = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["instance_number", "pk"]
+
+    def __str__(self):
+        return self.sop_instance_uid
+
+
+class QuarantinedInstance(models.Model):
+    """A file whose SOPInstanceUID is known with other content: kept aside, reported."""
+
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, db_index=True)
+    study_instance_uid = models.CharField(max_length=UID_LENGTH, blank=True)
+    sha256 = models.CharField(max_length=64)
+    existing_sha256 = models.CharField(max_length=64, blank=True)
+    path = models.CharField(max_length=300)
+    reason = models.CharField(max_length=300)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return self.sop_instance_uid
+
+
+class StudyReport(models.Model):
+    """The report of a study: structured report text, or an encapsulated PDF in the archive."""
+
+    class Kind(models.TextChoices):
+        SR = "sr", _("Structured report")
+        PDF = "pdf", _("PDF report")
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="reports")
+    kind = models.CharField(max_length=3, choices=Kind.choices)
+    title = models.CharField(max_length=200, blank=True)
+    text = models.TextField(blank=True)
+    series_instance_uid = models.CharField(max_length=UID_LENGTH)
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    author = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return self.title or self.get_kind_display()
+
+
+class IngestBatch(models.Model):
+    """One upload: files spooled on disk, ingested by a Celery task, results per file."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting")
+        RUNNING = "running", _("In progress")
+        DONE = "done", _("Done")
+        RETRYING = "retrying", _("Archive unavailable, retrying")
+        FAILED = "failed", _("Failed")
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="ingest_batches")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"batch {self.pk} ({self.state})"
+
+    @property
+    def spool_dir(self) -> str:
+        return f"spool/{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+
+class IngestItem(models.Model):
+    class Status(models.TextChoices):
+        WAITING = "waiting", _("Waiting")
+        ACCEPTED = "accepted", _("Stored")
+        DUPLICATE = "duplicate", _("Already in the archive")
+        QUARANTINED = "quarantined", _("Quarantined")
+        REJECTED = "rejected", _("Rejected")
+
+    batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="items")
+    name = models.CharField(max_length=300)
+    spool_name = models.CharField(max_length=80, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.WAITING)
+    reason = models.CharField(max_length=300, blank=True)
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, blank=True)
+    study = models.ForeignKey(Study, on_delete=models.SET_NULL, null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self):
+        return f"{self.name}: {self.status}"
+
+
+class ArchiveSync(models.Model):
+    """When the portal last asked the archive for a patient's studies."""
+
+    patient = models.OneToOneField(Patient, on_delete=models.CASCADE, related_name="archive_sync")
+    requested_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    def __str__(self):
+        return f"sync {self.patient_id}"
+
+
+class ViewerToken(models.Model):
+    """A short-lived, revocable key to one study or one patient's studies, for an external
+    viewer (OHIF, Weasis) launched on the portal's DICOMweb service. Only a hash is kept."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="viewer_tokens"
+    )
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(study__isnull=False, patient__isnull=True)
+                | models.Q(study__isnull=True, patient__isnull=False),
+                name="viewer_token_one_scope",
+            )
+        ]
+
+    def __str__(self):
+        return f"token {self.pk} of {self.user_id}"
+
+    @property
+    def is_valid(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()

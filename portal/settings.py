@@ -129,13 +129,30 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_PREFIX", default="mirc"),
-        }
+        },
+        # Decoded and passed-through image frames: give Redis a maxmemory with an LRU
+        # policy, or point FRAMES_CACHE_URL at a Redis of its own.
+        "frames": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.str("FRAMES_CACHE_URL", default=REDIS_URL),
+            "KEY_PREFIX": env.str("CACHE_PREFIX", default="mirc") + "-frames",
+            "TIMEOUT": 24 * 3600,
+        },
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "frames": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "frames",
+            "TIMEOUT": 3600,
+            # About two CT series of 300 slices of 512x512.
+            "OPTIONS": {"MAX_ENTRIES": 1200},
+        },
+    }
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or None
 # Without a broker the demo runs every task in-process, at once.
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
@@ -151,6 +168,17 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 ARCHIVE_URL = env.str("ARCHIVE_URL", default="")
 ARCHIVE_ROOT = env.path("ARCHIVE_ROOT", default=VAR_DIR / "archive")
 ARCHIVE_TIMEOUT = env.float("ARCHIVE_TIMEOUT", default=3.0)
+# An external viewer launched on a study: a URL template with {dicomweb}, {study_uid} and
+# {token}, e.g. https://ohif.example.org/viewer?StudyInstanceUIDs={study_uid}&token={token}
+EXTERNAL_VIEWER_URL = env.str("EXTERNAL_VIEWER_URL", default="")
+
+# Limits on uploaded images (bytes and counts); the reverse proxy must allow as much.
+INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)
+INGEST_MAX_UPLOAD_BYTES = env.int("INGEST_MAX_UPLOAD_BYTES", default=4 * 1024**3)
+INGEST_MAX_ZIP_ENTRIES = env.int("INGEST_MAX_ZIP_ENTRIES", default=20_000)
+INGEST_MAX_ZIP_RATIO = env.int("INGEST_MAX_ZIP_RATIO", default=200)
+# A CT folder is hundreds of files; uploads stream to temporary files, not to memory.
+DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=5000)
 
 # --- Files --------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -304,5 +332,11 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # dicomweb-client logs every request at INFO, WeasyPrint every rendering step,
+        # Celery every eager task.
+        "dicomweb_client": {"level": "WARNING"},
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
+        "celery": {"level": "WARNING"},
     },
 }

@@ -37,6 +37,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("health/", views.health, name="health"),
     path("patients/", include(patient_patterns)),
+    path("", include("imaging.urls")),
+    path("dicomweb/", include("imaging.dicomweb_urls")),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),
     path("notifications/", views.notification_list, name="notification-list"),

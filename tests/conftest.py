@@ -27,6 +27,8 @@ from portal.models import (
     User,
 )
 
+pytest_plugins = ["tests.orthanc"]
+
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 PASSWORD = "correct-horse-battery-staple"
 

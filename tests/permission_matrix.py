@@ -9,9 +9,14 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from imaging import services as imaging_services
+from imaging.models import IngestBatch, Instance, Study, StudyReport
 from portal import services
 from portal.audit import Actor
 from portal.models import AuditEventId, CareRelationship, CareRole, IdentityConflict
+from tests.dicom_factory import ct_files, pdf_report_file, uid
 
 
 @dataclass
@@ -42,6 +47,20 @@ class GlobalPermission:
     audit_event: str | None = None
     expect: int = 200
     method: str = "get"
+
+
+@dataclass
+class DicomWebRoute:
+    """A route of the DICOMweb service: anonymous → 401, outsider → 404 (or an empty search),
+    entitled → ``expect``; a viewer token of another study → 404."""
+
+    kwargs: Callable  # world -> URL kwargs (study, series, instance of world.patient)
+    method: str = "get"
+    accept: str = ""
+    expect: int = 200
+    search: bool = False  # a search answers outsiders with nothing instead of 404
+    data: Callable | None = None
+    content_type: str = ""
 
 
 @dataclass
@@ -78,6 +97,74 @@ def _identity_conflict(world) -> IdentityConflict:
     except services.IdentityConflictError as error:
         return error.conflict
     raise AssertionError("the test identity should have conflicted")
+
+
+def _dicom_upload(world) -> dict:
+    files = ct_files(world.patient, key="matrix-upload", slices=2)
+    return {
+        "files": [
+            SimpleUploadedFile(f"ct-{n}.dcm", data, "application/dicom")
+            for n, data in enumerate(files)
+        ]
+    }
+
+
+def _ingest_batch(world) -> IngestBatch:
+    return imaging_services.ingest_batch_create(
+        patient=world.patient,
+        files=_dicom_upload(world)["files"],
+        by=Actor(user=world.oncologist.user),
+    )
+
+
+def _study_report(world) -> StudyReport:
+    batch = imaging_services.ingest_batch_create(
+        patient=world.patient,
+        files=[SimpleUploadedFile("cr.dcm", pdf_report_file(world.patient, key="matrix-pdf"))],
+        by=Actor(user=world.oncologist.user),
+    )
+    imaging_services.ingest_run(batch=batch)
+    return StudyReport.objects.get(study__patient=world.patient)
+
+
+def imaged_study(world, key: str = "matrix-study"):
+    """A CT study of world.patient in the archive and the index (built once per world)."""
+    cache = world.__dict__.setdefault("_studies", {})
+    if key not in cache:
+        batch = imaging_services.ingest_batch_create(
+            patient=world.patient,
+            files=[
+                SimpleUploadedFile(f"{n}.dcm", d)
+                for n, d in enumerate(ct_files(world.patient, key=key, slices=2))
+            ],
+            by=Actor(user=world.oncologist.user),
+        )
+        imaging_services.ingest_run(batch=batch)
+        study = Study.objects.get(study_instance_uid=uid(key, "study"))
+        instance = Instance.objects.filter(series__study=study).order_by("instance_number").first()
+        cache[key] = {
+            "study_uid": study.study_instance_uid,
+            "series_uid": instance.series.series_instance_uid,
+            "sop_uid": instance.sop_instance_uid,
+            "study": study,
+        }
+    return cache[key]
+
+
+def _study_kwargs(world, *names):
+    found = imaged_study(world)
+    return {name: found[name] for name in names}
+
+
+def _stow_body(world):
+    data = ct_files(world.patient, key="matrix-stow", slices=1)[0]
+    boundary = "mircboundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
 def _care_team_member(world) -> CareRelationship:
@@ -142,6 +229,129 @@ MATRIX = {
         expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
+    ),
+    # --- imaging ---
+    "recent-studies": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
+    "imaging-dossier": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "study-upload": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=_dicom_upload,
+        expect=302,
+        audit_event=AuditEventId.IMPORT,
+        patient=lambda w: w.patient,
+    ),
+    "ingest-batch": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk, "batch_id": _ingest_batch(w).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        # The GP sees the patient, not the oncologist's own imports.
+        extra_outsiders=[lambda w: w.gp.user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "ingest-batch-progress": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk, "batch_id": _ingest_batch(w).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        patient_data=False,  # counts and state only
+    ),
+    "ingest-batch-retry": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk, "batch_id": _ingest_batch(w).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        method="post",
+        expect=302,
+        patient_data=False,
+    ),
+    "study-report-pdf": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk, "report_id": _study_report(w).pk},
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: w.outsider.user,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "viewer-link-create": ObjectRoute(
+        kwargs=lambda w: {"study_id": imaged_study(w)["study"].pk},
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        audit_event=AuditEventId.SECURITY_ALERT,
+        patient=lambda w: w.patient,
+    ),
+    "viewer-link-revoke": ObjectRoute(
+        kwargs=lambda w: {
+            "token_id": imaging_services.viewer_token_issue(
+                by=Actor(user=w.gp.user), study=imaged_study(w)["study"]
+            )[0].pk
+        },
+        entitled=lambda w: w.gp.user,
+        # Another doctor of the same patient does not revoke the GP's links.
+        outsider=lambda w: w.oncologist.user,
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
+        patient=lambda w: w.patient,
+    ),
+    # --- DICOMweb service ---
+    "dicomweb-studies": DicomWebRoute(kwargs=lambda w: {}, search=True),
+    "dicomweb-study": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid"),
+        accept='multipart/related; type="application/dicom"',
+    ),
+    "dicomweb-study-metadata": DicomWebRoute(kwargs=lambda w: _study_kwargs(w, "study_uid")),
+    "dicomweb-study-thumbnail": DicomWebRoute(kwargs=lambda w: _study_kwargs(w, "study_uid")),
+    "dicomweb-study-series": DicomWebRoute(kwargs=lambda w: _study_kwargs(w, "study_uid")),
+    "dicomweb-study-instances": DicomWebRoute(kwargs=lambda w: _study_kwargs(w, "study_uid")),
+    "dicomweb-series": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid"),
+        accept='multipart/related; type="application/dicom"',
+    ),
+    "dicomweb-series-metadata": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid")
+    ),
+    "dicomweb-series-thumbnail": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid")
+    ),
+    "dicomweb-series-instances": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid")
+    ),
+    "dicomweb-instance": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid", "sop_uid"),
+        accept='multipart/related; type="application/dicom"',
+    ),
+    "dicomweb-instance-metadata": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid", "sop_uid")
+    ),
+    "dicomweb-instance-rendered": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid", "sop_uid")
+    ),
+    "dicomweb-instance-thumbnail": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid", "sop_uid")
+    ),
+    "dicomweb-frames": DicomWebRoute(
+        kwargs=lambda w: {
+            **_study_kwargs(w, "study_uid", "series_uid", "sop_uid"),
+            "frame_list": "1",
+        },
+        accept='multipart/related; type="application/octet-stream"',
+    ),
+    "dicomweb-frames-rendered": DicomWebRoute(
+        kwargs=lambda w: {
+            **_study_kwargs(w, "study_uid", "series_uid", "sop_uid"),
+            "frame_list": "1",
+        },
     ),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),

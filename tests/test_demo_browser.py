@@ -184,3 +184,63 @@ def test_a_radiologist_cannot_open_a_patient_he_does_not_follow(demo_server, bro
     response = page.goto(f"{base}{foreign}")
     assert response.status == 404
     context.close()
+
+
+def test_a_doctor_opens_the_imaging_dossier_and_imports_a_cd(demo_server, browser, tmp_path):
+    import datetime as dt
+    import types
+
+    from tests.dicom_factory import ct_files
+
+    base, _manage = demo_server
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    _sign_in(page, base, "c.martin@mirc.test")
+    page.wait_for_url(f"{base}/")
+    # The imaging page lists the recent studies of her patients: open one patient's dossier.
+    page.goto(f"{base}/imagerie/")
+    page.locator("table tbody tr a").first.click()
+    page.wait_for_selector("ul.studies")
+    page.locator(".crumbs a").nth(1).click()  # the patient's page: traits and IPP
+    page.wait_for_selector(".patient-banner")
+    traits = dict(
+        zip(
+            page.locator("dl.traits dt").all_inner_texts(),
+            page.locator("dl.traits dd").all_inner_texts(),
+            strict=False,
+        )
+    )
+    ipp = page.locator("table.table tbody tr td").first.inner_text().strip()
+    patient = types.SimpleNamespace(
+        birth_name=traits["Nom de naissance"],
+        first_names=traits["Prénoms"],
+        birth_date=dt.datetime.strptime(traits["Date de naissance"], "%d/%m/%Y").date(),  # noqa: DTZ007
+        sex={"Masculin": "M", "Féminin": "F"}.get(traits["Sexe"], "I"),
+    )
+    page.click("text=Dossier d'imagerie")
+    page.wait_for_selector("ul.studies")
+    # Seeded studies from several establishments, with thumbnails, newest first.
+    assert page.locator("li.study").count() >= 2
+    assert page.locator("li.study img[src^='data:image/png']").count() >= 2
+
+    folder = tmp_path / "cd"
+    folder.mkdir()
+    for number, data in enumerate(
+        ct_files(patient, key="browser-cd", slices=3, ipp=ipp, description="TDM apporté")
+    ):
+        (folder / f"IM{number}").write_bytes(data)
+    (folder / "LISEZMOI.txt").write_text("CD patient")
+    page.set_input_files(
+        "input[name=files]:not([webkitdirectory])", sorted(str(p) for p in folder.iterdir())
+    )
+    page.click("section.upload button[type=submit]")
+    page.wait_for_url("**/imagerie/import/*/")
+    page.wait_for_selector("tr.item-accepted", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "imaging-import.png"), full_page=True)
+    assert page.locator("tr.item-accepted").count() == 3
+    refused = page.locator("tr.item-rejected")
+    assert refused.count() == 1
+    assert "DICM" in refused.inner_text()
+    page.click("text=Retour au dossier d'imagerie")
+    assert page.locator("li.study h3", has_text="TDM apporté").count() == 1
+    context.close()

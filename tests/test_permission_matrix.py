@@ -4,6 +4,7 @@ import re
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from portal.models import (
@@ -19,10 +20,12 @@ from tests.permission_matrix import (
     MATRIX,
     THIRD_PARTY_PREFIXES,
     WEBSOCKET_MATRIX,
+    DicomWebRoute,
     GlobalPermission,
     ObjectRoute,
     Public,
     SignedIn,
+    imaged_study,
 )
 
 
@@ -95,7 +98,9 @@ def _is_login_redirect(response):
     return response.status_code == 302 and "/accounts/login/" in response["Location"]
 
 
-@pytest.mark.parametrize("name", sorted(MATRIX))
+@pytest.mark.parametrize(
+    "name", sorted(n for n, e in MATRIX.items() if not isinstance(e, DicomWebRoute))
+)
 def test_anonymous(name, world):
     entry = MATRIX[name]
     kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute) else {}
@@ -303,3 +308,63 @@ async def test_websocket_refuses_anonymous(route):
     connected, _ = await communicator.connect()
     assert not connected
     await communicator.disconnect()
+
+
+# --- DICOMweb service --------------------------------------------------------------------------
+
+DICOMWEB = sorted(n for n, e in MATRIX.items() if isinstance(e, DicomWebRoute))
+
+
+def _dicomweb_get(client, name, world, **headers):
+    entry = MATRIX[name]
+    url = reverse(name, kwargs=entry.kwargs(world))
+    if entry.accept:
+        headers.setdefault("HTTP_ACCEPT", entry.accept)
+    return client.get(url, **headers)
+
+
+@pytest.mark.parametrize("name", DICOMWEB)
+def test_dicomweb_anonymous_gets_401(name, world):
+    response = _dicomweb_get(client_for(None), name, world)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("name", DICOMWEB)
+def test_dicomweb_outsider_gets_404(name, world):
+    entry = MATRIX[name]
+    imaged_study(world)
+    response = _dicomweb_get(client_for(world.outsider.user), name, world)
+    if entry.search:
+        assert response.status_code == 200
+        assert response.json() == []
+    else:
+        assert response.status_code == 404
+
+
+@pytest.mark.parametrize("name", DICOMWEB)
+def test_dicomweb_entitled(name, world):
+    entry = MATRIX[name]
+    imaged_study(world)
+    response = _dicomweb_get(client_for(world.gp.user), name, world)
+    assert response.status_code == entry.expect, getattr(response, "content", b"")[:300]
+    if entry.search:
+        assert [s["0020000D"]["Value"][0] for s in response.json()] == [
+            imaged_study(world)["study_uid"]
+        ]
+
+
+@pytest.mark.parametrize("name", [n for n in DICOMWEB if not MATRIX[n].search])
+def test_dicomweb_token_of_another_study_gets_404(name, world):
+    from imaging.services import viewer_token_issue
+    from portal.audit import Actor
+
+    other = imaged_study(world, key="another-study")["study"]
+    _token, raw = viewer_token_issue(by=Actor(user=world.gp.user), study=other)
+    response = _dicomweb_get(Client(), name, world, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 404
+    # The same token opens its own study.
+    own = client_for(None).get(
+        reverse("dicomweb-study-metadata", args=[other.study_instance_uid]),
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert own.status_code == 200

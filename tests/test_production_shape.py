@@ -15,10 +15,7 @@ from urllib.parse import urlparse, urlunparse
 
 import psycopg
 import pytest
-from celery.contrib.testing.worker import start_worker
-
-from portal.celery import app as celery_app
-from portal.tasks import ping
+from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,15 +93,38 @@ def test_migrations_match_the_models_on_postgresql(fresh_postgres_database):
 
 
 @pytest.mark.service("redis")
-def test_a_celery_worker_runs_tasks_from_the_redis_broker(redis_url):
-    saved = {
-        key: celery_app.conf[key] for key in ("broker_url", "result_backend", "task_always_eager")
+def test_a_celery_worker_runs_tasks_from_the_redis_broker(redis_url, tmp_path):
+    """A real worker process, started as in production, takes a task from Redis."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.sqlite3'}",
     }
-    celery_app.conf.update(broker_url=redis_url, result_backend=redis_url, task_always_eager=False)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "-Q",
+            queue,
+            "--loglevel=WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    client = Celery("test-client", broker=redis_url, backend=redis_url)
     try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-            result = ping.delay()
-            assert result.get(timeout=15) == "pong"
-            assert result.successful()
+        result = client.send_task("portal.ping", queue=queue)
+        assert result.get(timeout=60) == "pong"
     finally:
-        celery_app.conf.update(saved)
+        worker.terminate()
+        worker.wait(timeout=20)
+        client.close()

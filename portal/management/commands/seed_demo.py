@@ -13,6 +13,7 @@ import random
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, Permission
@@ -233,6 +234,11 @@ class Command(BaseCommand):
             admin_secret = self._admin()
             patients = self._patients(establishments, professionals, actor)
             self._identity_conflict(establishments, patients, actor)
+        # Each domain app adds its own demo data (studies, meetings, requests).
+        for config in apps.get_app_configs():
+            seed_app = getattr(config, "seed_demo", None)
+            if seed_app is not None:
+                seed_app(stdout=self.stdout)
         self._print_summary(establishments, professionals, patients, admin_secret)
 
     def _establishments(self) -> dict[str, Establishment]:

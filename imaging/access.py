@@ -1,0 +1,74 @@
+"""Access helpers of the imaging objects: outsiders get 404, refusals are audited."""
+
+from django.http import Http404
+
+from imaging.models import IngestBatch, StudyReport
+from imaging.selectors import studies_visible_to
+from portal.access import get_patient_for_user, record_refusal
+from portal.audit import Actor
+
+
+def get_study_for_user(request, study_id):
+    """The study ``study_id`` if ``request.user`` may see it, else 404."""
+    study = studies_visible_to(request.user).filter(pk=study_id).select_related("patient").first()
+    if study is None:
+        record_refusal(
+            actor=Actor.from_request(request), object_type="imaging.study", object_id=study_id
+        )
+        raise Http404
+    return study
+
+
+def get_ingest_batch_for_user(request, patient_id, batch_id) -> IngestBatch:
+    """An import of this patient made by ``request.user``; anybody else gets 404."""
+    patient = get_patient_for_user(request, patient_id)
+    batch = IngestBatch.objects.filter(
+        pk=batch_id, patient=patient, uploaded_by=request.user
+    ).first()
+    if batch is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="imaging.ingestbatch",
+            object_id=batch_id,
+            patient=patient,
+        )
+        raise Http404
+    return batch
+
+
+def get_study_report_for_user(request, patient_id, report_id) -> StudyReport:
+    patient = get_patient_for_user(request, patient_id)
+    report = (
+        StudyReport.objects.filter(pk=report_id, study__patient=patient)
+        .filter(study__in=studies_visible_to(request.user))
+        .select_related("study")
+        .first()
+    )
+    if report is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="imaging.studyreport",
+            object_id=report_id,
+            patient=patient,
+        )
+        raise Http404
+    return report
+
+
+def get_viewer_token_for_user(request, token_id):
+    """One of ``request.user``'s own viewer tokens, else 404."""
+    from imaging.models import ViewerToken
+
+    token = (
+        ViewerToken.objects.filter(pk=token_id, user=request.user)
+        .select_related("study", "patient")
+        .first()
+    )
+    if token is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="imaging.viewertoken",
+            object_id=token_id,
+        )
+        raise Http404
+    return token

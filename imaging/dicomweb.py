@@ -1,0 +1,693 @@
+"""The portal's DICOMweb service (PS3.18): an authorization proxy in front of the archive.
+
+QIDO-RS, WADO-RS and STOW-RS under ``/dicomweb/``, answering only for the studies the
+caller may see. Callers authenticate with their portal session, or with a viewer token
+(``Authorization: Bearer``, or ``?token=`` for viewers launched from a URL) scoped to one
+study or one patient. Nobody reaches the archive directly: archive URLs never leave the
+portal (RetrieveURL and BulkDataURI attributes are rewritten or dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import wraps
+
+from django.core.cache import caches
+from django.db.models import Q, QuerySet
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from imaging import dicom, services
+from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
+from imaging.models import Study, ViewerToken
+from imaging.render import decode_frames, render_png_positional
+from imaging.sandbox import DecodeError, run_limited
+from imaging.selectors import studies_visible_to
+from imaging.validation import UploadedFile
+from portal import audit
+from portal.access import record_refusal
+from portal.audit import Actor
+from portal.models import AuditPurpose
+from portal.selectors import patients_visible_to
+
+DICOM_JSON = "application/dicom+json"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", EXPLICIT_LE}
+# Media types of frames in each compressed transfer syntax (PS3.18 Table 8.7.3-2).
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+AUDIT_WINDOW = 600  # seconds: one "instances accessed" event per caller, study and window
+
+
+# --- Callers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: object
+    token: ViewerToken | None
+    actor: Actor
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _caller(request) -> Caller | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    raw = header[7:].strip() if header.lower().startswith("bearer ") else request.GET.get("token")
+    if raw:
+        token = (
+            ViewerToken.objects.filter(token_hash=token_hash(raw)).select_related("user").first()
+        )
+        if token is None or not token.is_valid or not token.user.is_active:
+            return None
+        ViewerToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        actor = Actor.from_request(request)
+        return Caller(token.user, token, Actor(user=token.user, ip=actor.ip, name="viewer token"))
+    if request.user.is_authenticated:
+        return Caller(request.user, None, Actor.from_request(request))
+    return None
+
+
+def visible_studies(caller: Caller) -> QuerySet[Study]:
+    studies = studies_visible_to(caller.user)
+    if caller.token is not None:
+        if caller.token.study_id:
+            studies = studies.filter(pk=caller.token.study_id)
+        else:
+            studies = studies.filter(patient_id=caller.token.patient_id)
+    return studies
+
+
+def _problem(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def dicomweb_endpoint(view):
+    """Authenticate the caller, turn archive failures into 503/404, never a 500."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        caller = _caller(request)
+        if caller is None:
+            response = _problem(401, "authentication required")
+            response["WWW-Authenticate"] = 'Bearer realm="MIRC DICOMweb"'
+            return response
+        if request.method not in ("GET", "HEAD") and caller.token is None:
+            # A session (a browser) must prove the request comes from the portal's pages.
+            refusal = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+            if refusal is not None:
+                return refusal
+        try:
+            response = view(request, caller, *args, **kwargs)
+        except ArchiveUnavailable as error:
+            response = _problem(503, f"the regional archive is unavailable: {error}")
+            response["Retry-After"] = "30"
+        except ArchiveNotFound:
+            response = _problem(404, "not found")
+        except ArchiveError as error:
+            response = _problem(400, str(error))
+        except DecodeError as error:
+            response = _problem(422, f"the image cannot be decoded: {error}")
+        response["Cache-Control"] = "no-store"
+        return response
+
+    return wrapper
+
+
+def _study(request, caller: Caller, study_uid: str) -> Study:
+    study = visible_studies(caller).filter(study_instance_uid=study_uid).first()
+    if study is None:
+        record_refusal(actor=caller.actor, object_type="imaging.study", object_id=study_uid)
+        raise ArchiveNotFound(study_uid)
+    return study
+
+
+def _audit_access(caller: Caller, study: Study, what: str) -> None:
+    key = f"dicomweb-audit:{caller.user.pk}:{getattr(caller.token, 'pk', 's')}:{study.pk}"
+    if caches["default"].add(key, 1, timeout=AUDIT_WINDOW):
+        audit.record(
+            actor=caller.actor,
+            event=audit.AuditEventId.INSTANCES_ACCESSED,
+            action=audit.AuditAction.READ,
+            patient=study.patient,
+            object_type="imaging.study",
+            object_id=study.study_instance_uid,
+            purpose=AuditPurpose.CARE,
+            detail={"via": "dicomweb", "what": what, "token": getattr(caller.token, "pk", None)},
+        )
+
+
+# --- Media types ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acceptable:
+    media_type: str
+    params: dict
+
+
+def parse_accept(header: str) -> list[Acceptable]:
+    accepted = []
+    for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", header or ""):
+        pieces = [piece.strip() for piece in part.split(";") if piece.strip()]
+        if not pieces:
+            continue
+        params = {}
+        for piece in pieces[1:]:
+            name, _, value = piece.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        accepted.append(Acceptable(pieces[0].lower(), params))
+    return accepted or [Acceptable("*/*", {})]
+
+
+def _multipart(parts: Iterable[tuple[str, bytes]], boundary: str) -> Iterator[bytes]:
+    for content_type, body in parts:
+        yield (
+            f"--{boundary}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        yield body
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def _multipart_response(parts, part_type: str, *, stream: bool = False, extra: str = ""):
+    boundary = uuid.uuid4().hex
+    content_type = f'multipart/related; type="{part_type}"; boundary={boundary}{extra}'
+    if stream:
+        return StreamingHttpResponse(_multipart(parts, boundary), content_type=content_type)
+    return HttpResponse(b"".join(_multipart(parts, boundary)), content_type=content_type)
+
+
+def _json(data, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(data), content_type=DICOM_JSON, status=status)
+
+
+# --- Rewriting archive answers ----------------------------------------------------------------
+
+
+def _service_url(request, study_uid, series_uid=None, sop_uid=None) -> str:
+    path = reverse("dicomweb-study", args=[study_uid])
+    if series_uid:
+        path = reverse("dicomweb-series", args=[study_uid, series_uid])
+        if sop_uid:
+            path = reverse("dicomweb-instance", args=[study_uid, series_uid, sop_uid])
+    return request.build_absolute_uri(path)
+
+
+def _scrub(request, attributes: dict) -> dict:
+    """Archive URLs out, ours in: no caller learns where the archive is."""
+    clean = {
+        tag: value
+        for tag, value in attributes.items()
+        if not (isinstance(value, dict) and "BulkDataURI" in value)
+    }
+    study_uid = dicom.json_value(clean, "StudyInstanceUID")
+    if "00081190" in clean and study_uid:
+        clean["00081190"] = {
+            "vr": "UR",
+            "Value": [
+                _service_url(
+                    request,
+                    study_uid,
+                    dicom.json_value(clean, "SeriesInstanceUID"),
+                    dicom.json_value(clean, "SOPInstanceUID"),
+                )
+            ],
+        }
+    return clean
+
+
+# --- QIDO-RS ----------------------------------------------------------------------------------
+
+QIDO_STUDY_KEYS = {
+    "StudyInstanceUID",
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "0020000D",
+    "00100020",
+    "00100010",
+    "00080020",
+    "00080050",
+    "00080061",
+}
+KEY_ALIASES = {
+    "0020000D": "StudyInstanceUID",
+    "00100020": "PatientID",
+    "00100010": "PatientName",
+    "00080020": "StudyDate",
+    "00080050": "AccessionNumber",
+    "00080061": "ModalitiesInStudy",
+}
+CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "token"}
+
+
+def _study_filter(params) -> tuple[Q, list[str]]:
+    condition, ignored = Q(), []
+    for raw_key, value in params.items():
+        key = KEY_ALIASES.get(raw_key.upper(), raw_key)
+        if raw_key in CONTROL_PARAMETERS or not value:
+            continue
+        if key == "StudyInstanceUID":
+            condition &= Q(study_instance_uid__in=re.split(r"[,\\]", value))
+        elif key == "PatientID":
+            condition &= Q(dicom_patient_id=value)
+        elif key == "AccessionNumber":
+            condition &= Q(accession_number=value)
+        elif key == "PatientName":
+            pattern = re.escape(value.rstrip("*")).replace(r"\*", ".*").replace(r"\?", ".")
+            condition &= Q(dicom_patient_name__iregex="^" + pattern)
+        elif key == "ModalitiesInStudy":
+            modalities = Q()
+            for modality in re.split(r"[,\\]", value):
+                modalities |= Q(modalities__icontains=modality)
+            condition &= modalities
+        elif key == "StudyDate":
+            start, dash, end = value.partition("-")
+            if not dash:
+                condition &= Q(study_date=services._dicom_date(value))
+            else:
+                if start:
+                    condition &= Q(study_date__gte=services._dicom_date(start))
+                if end:
+                    condition &= Q(study_date__lte=services._dicom_date(end))
+        else:
+            ignored.append(raw_key)
+    return condition, ignored
+
+
+def _pn(value: str) -> dict:
+    return {"vr": "PN", "Value": [{"Alphabetic": value}]} if value else {"vr": "PN"}
+
+
+def _element(vr: str, *values) -> dict:
+    values = [value for value in values if value not in (None, "")]
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
+
+
+def study_json(request, study: Study) -> dict:
+    """A QIDO-RS study result (PS3.18 Table 10.6.3-3) from the portal's index."""
+    return {
+        "00080020": _element("DA", study.study_date.strftime("%Y%m%d") if study.study_date else ""),
+        "00080030": _element("TM", study.study_time.strftime("%H%M%S") if study.study_time else ""),
+        "00080050": _element("SH", study.accession_number),
+        "00080061": _element("CS", *study.modalities.split("/")),
+        "00080090": _pn(study.referring_physician),
+        "00081030": _element("LO", study.description),
+        "00081190": _element("UR", _service_url(request, study.study_instance_uid)),
+        "00100010": _pn(study.dicom_patient_name),
+        "00100020": _element("LO", study.dicom_patient_id),
+        "00100021": _element("LO", study.dicom_issuer),
+        "00100030": _element("DA", study.dicom_birth_date),
+        "00100040": _element("CS", study.dicom_sex),
+        "0020000D": _element("UI", study.study_instance_uid),
+        "00201206": _element("IS", study.series_count),
+        "00201208": _element("IS", study.instance_count),
+    }
+
+
+def _int_param(request, name: str, default: int | None) -> int | None:
+    try:
+        value = int(request.GET.get(name, default))
+    except (TypeError, ValueError):
+        return default
+    return max(0, value)
+
+
+@dicomweb_endpoint
+def search_studies(request, caller):
+    condition, ignored = _study_filter(request.GET)
+    studies = (
+        visible_studies(caller)
+        .filter(condition)
+        .order_by("-study_date", "-study_time", "study_instance_uid")
+    )
+    offset = _int_param(request, "offset", 0)
+    limit = min(_int_param(request, "limit", 200) or 200, 1000)
+    page = list(studies[offset : offset + limit])
+    audit.record(
+        actor=caller.actor,
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        object_type="imaging.study",
+        purpose=AuditPurpose.CARE,
+        query=request.GET.urlencode()[:500],
+        detail={"via": "dicomweb", "results": len(page)},
+    )
+    response = _json([study_json(request, study) for study in page])
+    if ignored:
+        response["Warning"] = f'299 mirc "unsupported matching keys ignored: {", ".join(ignored)}"'
+    return response
+
+
+def _archive_query(request) -> dict:
+    return {key: value for key, value in request.GET.items() if key not in CONTROL_PARAMETERS}
+
+
+@dicomweb_endpoint
+def search_series(request, caller, study_uid):
+    study = _study(request, caller, study_uid)
+    _audit_access(caller, study, "series search")
+    results = get_archive().search_series(study_uid, _archive_query(request))
+    return _json([_scrub(request, item) for item in results])
+
+
+@dicomweb_endpoint
+def search_instances(request, caller, study_uid, series_uid=None):
+    study = _study(request, caller, study_uid)
+    _audit_access(caller, study, "instance search")
+    results = get_archive().search_instances(study_uid, series_uid, _archive_query(request))
+    return _json([_scrub(request, item) for item in results])
+
+
+# --- WADO-RS ----------------------------------------------------------------------------------
+
+
+@dicomweb_endpoint
+def study_metadata(request, caller, study_uid, series_uid=None, sop_uid=None):
+    study = _study(request, caller, study_uid)
+    _audit_access(caller, study, "metadata")
+    metadata = get_archive().study_metadata(study_uid)
+    if series_uid:
+        metadata = [m for m in metadata if dicom.json_value(m, "SeriesInstanceUID") == series_uid]
+    if sop_uid:
+        metadata = [m for m in metadata if dicom.json_value(m, "SOPInstanceUID") == sop_uid]
+    if not metadata:
+        raise ArchiveNotFound(sop_uid or series_uid or study_uid)
+    return _json([_scrub(request, item) for item in metadata])
+
+
+def _instances_of(study_uid, series_uid=None) -> list[tuple[str, str]]:
+    found = get_archive().search_instances(study_uid, series_uid)
+    return [
+        (dicom.json_value(item, "SeriesInstanceUID"), dicom.json_value(item, "SOPInstanceUID"))
+        for item in found
+    ]
+
+
+@dicomweb_endpoint
+def retrieve(request, caller, study_uid, series_uid=None, sop_uid=None):
+    """Instances as ``multipart/related; type="application/dicom"`` in their stored syntax."""
+    study = _study(request, caller, study_uid)
+    accepted = parse_accept(request.META.get("HTTP_ACCEPT", ""))
+    if not any(
+        a.media_type in ("multipart/related", "*/*", "application/dicom")
+        and a.params.get("type", "application/dicom") in ("application/dicom", "*/*")
+        for a in accepted
+    ):
+        return _problem(406, "instances are served as multipart/related; type=application/dicom")
+    for wanted in accepted:
+        syntax = wanted.params.get("transfer-syntax")
+        if syntax and syntax != "*":
+            return _problem(406, "instances are served in their stored transfer syntax only")
+    archive = get_archive()
+    members = [(series_uid, sop_uid)] if sop_uid else _instances_of(study_uid, series_uid)
+    if not members:
+        raise ArchiveNotFound(series_uid or study_uid)
+    _audit_access(caller, study, "instances")
+    if sop_uid:
+        data = archive.retrieve_instance(study_uid, series_uid, sop_uid)
+        return _multipart_response([("application/dicom", data)], "application/dicom")
+    parts = (
+        (("application/dicom", archive.retrieve_instance(study_uid, series, sop)))
+        for series, sop in members
+    )
+    return _multipart_response(parts, "application/dicom", stream=True)
+
+
+def _wanted_syntax(accepted: list[Acceptable], stored: str) -> str | None:
+    """The transfer syntax to serve frames in, or None if nothing acceptable (406)."""
+    for wanted in accepted:
+        inner = wanted.params.get("type", "")
+        syntax = wanted.params.get("transfer-syntax", "")
+        if wanted.media_type == "*/*" or (
+            wanted.media_type == "multipart/related" and inner in ("", "*/*")
+        ):
+            return syntax if syntax and syntax != "*" else stored
+        if wanted.media_type != "multipart/related":
+            continue
+        if syntax == "*" or (syntax == stored and inner == _frame_media_type(stored)):
+            return stored
+        if inner == "application/octet-stream" and syntax in ("", EXPLICIT_LE, "1.2.840.10008.1.2"):
+            return EXPLICIT_LE
+        if inner == _frame_media_type(stored) and syntax in ("", stored):
+            return stored
+    return None
+
+
+def _frame_media_type(syntax: str) -> str:
+    return FRAME_MEDIA_TYPES.get(syntax, "application/octet-stream")
+
+
+def _frame_cache_key(sop_uid, number, syntax) -> str:
+    return f"frame:{sop_uid}:{number}:{syntax}"
+
+
+def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> tuple[str, list]:
+    """Frames in a transfer syntax the caller accepts, decoding when needed (cached)."""
+    cache = caches["frames"]
+    archive = get_archive()
+    # The stored syntax is cached with the frames: a warm request never asks the archive.
+    stored = cache.get(f"syntax:{sop_uid}")
+    if stored is not None:
+        target = _wanted_syntax(accepted, stored)
+        if target is None:
+            return "", []
+        keys = [_frame_cache_key(sop_uid, n, target) for n in numbers]
+        hits = cache.get_many(keys)
+        if len(hits) == len(keys):
+            return target, [hits[key] for key in keys]
+    native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
+    stored = native.transfer_syntax_uid
+    cache.set(f"syntax:{sop_uid}", stored, timeout=None)
+    target = _wanted_syntax(accepted, stored)
+    if target is None:
+        return "", []
+    if target == stored or (stored in NATIVE_SYNTAXES and target == EXPLICIT_LE):
+        frames = native.frames
+    elif target == EXPLICIT_LE:
+        data = archive.retrieve_instance(study_uid, series_uid, sop_uid)
+        _description, frames = run_limited(decode_frames, data, numbers, timeout=60)
+    else:
+        return "", []  # transcoding into a compressed syntax is not offered
+    cache.set_many(
+        {_frame_cache_key(sop_uid, n, target): f for n, f in zip(numbers, frames, strict=True)}
+    )
+    return target, frames
+
+
+@dicomweb_endpoint
+def retrieve_frames(request, caller, study_uid, series_uid, sop_uid, frame_list):
+    study = _study(request, caller, study_uid)
+    try:
+        numbers = [int(n) for n in frame_list.split(",") if n]
+    except ValueError:
+        return _problem(400, "frame numbers are integers separated by commas")
+    if not numbers or min(numbers) < 1:
+        return _problem(400, "frame numbers start at 1")
+    _audit_access(caller, study, "frames")
+    accepted = parse_accept(request.META.get("HTTP_ACCEPT", ""))
+    syntax, frames = frames_for(study_uid, series_uid, sop_uid, numbers, accepted)
+    if not frames:
+        return _problem(406, "no acceptable transfer syntax for these frames")
+    media_type = (
+        _frame_media_type(syntax) if syntax not in NATIVE_SYNTAXES else ("application/octet-stream")
+    )
+    part_type = f"{media_type}; transfer-syntax={syntax}"
+    return _multipart_response(
+        [(part_type, frame) for frame in frames],
+        media_type,
+        extra=f"; transfer-syntax={syntax}",
+    )
+
+
+def _window(request) -> tuple[float, float] | None:
+    value = request.GET.get("window", "")
+    try:
+        center, width = (float(part) for part in value.split(",")[:2])
+    except ValueError:
+        return None
+    return (center, width) if width > 0 else None
+
+
+def _viewport(request, default: int | None) -> int | None:
+    value = request.GET.get("viewport", "")
+    try:
+        return max(16, min(2048, max(int(part) for part in value.split(",")[:2])))
+    except ValueError:
+        return default
+
+
+def _rendered(study_uid, series_uid, sop_uid, *, frame, size, window) -> bytes:
+    cache = caches["frames"]
+    window_key = f"{window[0]:g}_{window[1]:g}" if window else "auto"
+    key = f"rendered:{sop_uid}:{frame}:{size or 'full'}:{window_key}"
+    png = cache.get(key)
+    if png is None:
+        data = get_archive().retrieve_instance(study_uid, series_uid, sop_uid)
+        png = run_limited(render_png_positional, data, frame, size, window, timeout=60)
+        cache.set(key, png)
+    return png
+
+
+@dicomweb_endpoint
+def rendered(request, caller, study_uid, series_uid, sop_uid, frame_list="1"):
+    study = _study(request, caller, study_uid)
+    try:
+        frame = int(frame_list.split(",")[0])
+    except ValueError:
+        return _problem(400, "bad frame number")
+    _audit_access(caller, study, "rendered")
+    png = _rendered(
+        study_uid,
+        series_uid,
+        sop_uid,
+        frame=frame,
+        size=_viewport(request, None),
+        window=_window(request),
+    )
+    return HttpResponse(png, content_type="image/png")
+
+
+@dicomweb_endpoint
+def thumbnail(request, caller, study_uid, series_uid=None, sop_uid=None):
+    study = _study(request, caller, study_uid)
+    _audit_access(caller, study, "thumbnail")
+    if sop_uid is None:
+        members = _instances_of(study_uid, series_uid)
+        if not members:
+            raise ArchiveNotFound(series_uid or study_uid)
+        series_uid, sop_uid = members[len(members) // 2]
+    png = _rendered(
+        study_uid, series_uid, sop_uid, frame=1, size=_viewport(request, 128), window=None
+    )
+    return HttpResponse(png, content_type="image/png")
+
+
+# --- STOW-RS ----------------------------------------------------------------------------------
+
+
+def _multipart_parts(body: bytes, content_type: str) -> list[bytes]:
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not match:
+        raise ValueError("multipart body without a boundary")
+    delimiter = b"--" + match.group(1).encode()
+    parts = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, separator, payload = chunk.partition(b"\r\n\r\n")
+        if not separator:
+            continue
+        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
+    return parts
+
+
+@dicomweb_endpoint
+def store(request, caller, study_uid=None):
+    """STOW-RS (PS3.18 §10.5): each study must belong to a patient the caller may see."""
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if not content_type.startswith("multipart/related"):
+        return _problem(415, 'send multipart/related; type="application/dicom"')
+    try:
+        parts = _multipart_parts(request.body, content_type)
+    except ValueError as error:
+        return _problem(400, str(error))
+    if not parts:
+        return _problem(400, "no DICOM part in the request")
+    visible = patients_visible_to(caller.user)
+    if caller.token is not None:
+        scope = caller.token.patient_id or caller.token.study.patient_id
+        visible = visible.filter(pk=scope)
+    uploads = [UploadedFile(f"part-{n + 1}", data) for n, data in enumerate(parts)]
+    results = services.ingest_stow(
+        uploads=uploads,
+        by=caller.actor,
+        may_attach=lambda patient: visible.filter(pk=patient.pk).exists(),
+    )
+    referenced, failed = [], []
+    for result, upload in zip(results, uploads, strict=True):
+        if study_uid and result.study and result.study.study_instance_uid != study_uid:
+            result.status, result.reason = "rejected", "instance of another study"
+        sop = result.sop_instance_uid
+        if result.status in ("accepted", "duplicate") and result.study:
+            referenced.append(
+                {
+                    "00081155": _element("UI", sop),
+                    "00081190": _element(
+                        "UR",
+                        _service_url(
+                            request,
+                            result.study.study_instance_uid,
+                            *_series_of(result.study, sop),
+                            sop,
+                        ),
+                    ),
+                }
+            )
+        else:
+            failed.append(
+                {
+                    "00081155": _element("UI", sop or _sop_of(upload.data)),
+                    # 0xA700 "out of resources" is wrong here; 0xC000 "cannot understand"
+                    # for bad files, 0x0124 "refused: not authorized" for identity refusals.
+                    "00081197": _element("US", 0x0124 if "patient" in result.reason else 0xC000),
+                    "0040A160": _element("UT", result.reason),
+                }
+            )
+    body = {"00081199": {"vr": "SQ", "Value": referenced}} if referenced else {}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else (202 if referenced else 409)
+    return _json(body, status=status)
+
+
+def _series_of(study: Study, sop_uid: str) -> tuple[str]:
+    from imaging.models import Instance
+
+    instance = Instance.objects.filter(sop_instance_uid=sop_uid).select_related("series").first()
+    return (instance.series.series_instance_uid,) if instance else ("",)
+
+
+def _sop_of(data: bytes) -> str:
+    try:
+        return str(dicom.read_header(data).SOPInstanceUID)
+    except Exception:  # noqa: BLE001 - a part that is not DICOM has no UID
+        return ""
+
+
+# --- Routing helpers: one URL, several methods ------------------------------------------------
+
+
+@csrf_exempt
+def studies_root(request):
+    return store(request) if request.method == "POST" else search_studies(request)
+
+
+@csrf_exempt
+def study_root(request, study_uid):
+    if request.method == "POST":
+        return store(request, study_uid=study_uid)
+    return retrieve(request, study_uid=study_uid)

@@ -1,0 +1,99 @@
+"""Pixel work that runs inside :mod:`imaging.sandbox` children: decode, window, encode.
+
+Functions here take and return plain bytes so they cross the process boundary cheaply.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+
+def _monochrome_to_8bit(ds, pixels, window: tuple[float, float] | None) -> np.ndarray:
+    """Modality then VOI LUT (PS3.3 C.11.1, C.11.2), or an explicit window, to 0-255."""
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if window is not None:
+        center, width = window
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
+        center = width = None
+    else:
+        center = width = None
+    if center is not None:
+        low, high = center - width / 2, center + width / 2
+    else:
+        low, high = float(np.percentile(values, 0.5)), float(np.percentile(values, 99.5))
+    if high <= low:
+        high = low + 1
+    scaled = np.clip((values - low) / (high - low), 0, 1) * 255
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        scaled = 255 - scaled
+    return scaled.astype(np.uint8)
+
+
+def render_png(
+    data: bytes,
+    *,
+    frame: int = 1,
+    size: int | None = None,
+    window: tuple[float, float] | None = None,
+) -> bytes:
+    """A PNG of one frame of a Part 10 file, windowed, optionally fitted in ``size`` px."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    pixels = ds.pixel_array
+    if frames > 1:
+        pixels = pixels[frame - 1]
+    if ds.get("SamplesPerPixel", 1) == 1:
+        image = Image.fromarray(_monochrome_to_8bit(ds, pixels, window), mode="L")
+    else:
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, ds.PhotometricInterpretation, "RGB")
+        image = Image.fromarray(pixels.astype(np.uint8), mode="RGB")
+    if size:
+        image.thumbnail((size, size))
+    output = io.BytesIO()
+    image.save(output, format="PNG", optimize=True)
+    return output.getvalue()
+
+
+def decode_frames(data: bytes, frame_numbers: list[int]) -> tuple[dict, list[bytes]]:
+    """Frames decoded to native little-endian bytes (PS3.5 §8.1.1), and their description.
+
+    The description (rows, columns, samples, bits allocated, photometric
+    interpretation) is what the pixel data now means: decoders may change the colour
+    space (YBR to RGB) or the bit depth.
+    """
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    array = ds.pixel_array
+    description = {
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "samples": int(ds.get("SamplesPerPixel", 1)),
+        "bits_allocated": int(ds.BitsAllocated),
+        "photometric": str(ds.PhotometricInterpretation),
+    }
+    if description["samples"] == 3 and description["photometric"].startswith("YBR"):
+        description["photometric"] = "RGB"  # pixel_array converts YBR to RGB
+    result = []
+    for number in frame_numbers:
+        frame = array[number - 1] if frames > 1 else array
+        result.append(np.ascontiguousarray(frame).astype(frame.dtype.newbyteorder("<")).tobytes())
+    return description, result
+
+
+def thumbnail_png(data: bytes) -> bytes:
+    """The dossier's thumbnail of an instance: its first frame fitted in 160 px."""
+    return render_png(data, size=160)
+
+
+def render_png_positional(data: bytes, frame: int, size: int | None, window) -> bytes:
+    """``render_png`` with positional arguments, as :func:`imaging.sandbox.run_limited` calls."""
+    return render_png(data, frame=frame, size=size, window=window)

@@ -1,0 +1,54 @@
+"""Celery tasks of the imaging domain: thin, they take ids and call a service."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from imaging import services
+from imaging.archive import ArchiveUnavailable
+from imaging.models import IngestBatch, Study
+from imaging.sandbox import DecodeError
+from portal.models import Patient
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, max_retries=12, name="imaging.ingest_batch")
+def ingest_batch(self, batch_id: int) -> None:
+    batch = IngestBatch.objects.get(pk=batch_id)
+    try:
+        services.ingest_run(batch=batch)
+    except ArchiveUnavailable as error:
+        # Files stay spooled; nothing is lost. Without a broker (the demo) there is no
+        # delayed retry: the batch page offers to try again.
+        services.ingest_mark_retrying(batch=batch, error=error)
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            raise self.retry(exc=error, countdown=min(600, 10 * 2**self.request.retries)) from error
+
+
+@shared_task(bind=True, max_retries=5, name="imaging.study_thumbnail")
+def study_thumbnail(self, study_id: int) -> None:
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        return
+    try:
+        services.study_thumbnail_render(study=study)
+    except ArchiveUnavailable as error:
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            raise self.retry(exc=error, countdown=30 * 2**self.request.retries) from error
+    except DecodeError as error:
+        logger.warning("no thumbnail for study %s: %s", study.study_instance_uid, error)
+
+
+@shared_task(bind=True, max_retries=5, name="imaging.patient_studies_sync")
+def patient_studies_sync(self, patient_id: int) -> None:
+    patient = Patient.objects.get(pk=patient_id)
+    try:
+        services.patient_studies_sync(patient=patient)
+    except ArchiveUnavailable as error:
+        services.archive_sync_finished(patient=patient, error=str(error))
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            raise self.retry(exc=error, countdown=30 * 2**self.request.retries) from error
+    else:
+        services.archive_sync_finished(patient=patient)

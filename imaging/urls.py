@@ -1,0 +1,39 @@
+from django.urls import path
+
+from imaging import views
+
+urlpatterns = [
+    path(
+        "imagerie/examens/<int:study_id>/lien-visionneuse/",
+        views.viewer_link_create,
+        name="viewer-link-create",
+    ),
+    path(
+        "imagerie/liens/<int:token_id>/revoquer/",
+        views.viewer_link_revoke,
+        name="viewer-link-revoke",
+    ),
+    path("imagerie/", views.recent_studies, name="recent-studies"),
+    path("patients/<int:patient_id>/imagerie/", views.patient_dossier, name="imaging-dossier"),
+    path("patients/<int:patient_id>/imagerie/import/", views.study_upload, name="study-upload"),
+    path(
+        "patients/<int:patient_id>/imagerie/import/<int:batch_id>/",
+        views.ingest_batch_detail,
+        name="ingest-batch",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/import/<int:batch_id>/progression/",
+        views.ingest_batch_progress,
+        name="ingest-batch-progress",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/import/<int:batch_id>/relancer/",
+        views.ingest_batch_retry,
+        name="ingest-batch-retry",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/comptes-rendus/<int:report_id>/",
+        views.study_report_pdf,
+        name="study-report-pdf",
+    ),
+]

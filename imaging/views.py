@@ -1,0 +1,221 @@
+import base64
+import datetime as dt
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from imaging import selectors, services
+from imaging.access import (
+    get_ingest_batch_for_user,
+    get_study_for_user,
+    get_study_report_for_user,
+    get_viewer_token_for_user,
+)
+from imaging.archive import ArchiveError, get_archive
+from imaging.models import ArchiveSync, IngestBatch
+from imaging.tasks import ingest_batch, patient_studies_sync
+from portal import audit
+from portal.access import get_patient_for_user
+from portal.audit import Actor
+from portal.models import AuditPurpose
+from portal.views import patient_data_view
+
+SYNC_EVERY = dt.timedelta(minutes=5)
+
+
+def _thumbnail_data_uri(path: str) -> str:
+    """Thumbnails travel inside the dossier page: one audited request shows them all."""
+    if not path or not default_storage.exists(path):
+        return ""
+    with default_storage.open(path, "rb") as stream:
+        return "data:image/png;base64," + base64.b64encode(stream.read()).decode()
+
+
+def _request_sync_if_stale(patient) -> ArchiveSync:
+    sync = ArchiveSync.objects.filter(patient=patient).first()
+    now = timezone.now()
+    if sync is None or sync.requested_at is None or now - sync.requested_at > SYNC_EVERY:
+        sync = services.archive_sync_requested(patient=patient)
+        patient_studies_sync.delay(patient.pk)
+        sync.refresh_from_db()
+    return sync
+
+
+@patient_data_view
+def patient_dossier(request, patient_id):
+    patient = get_patient_for_user(request, patient_id)
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=patient,
+        purpose=AuditPurpose.CARE,
+        detail={"view": "imaging dossier"},
+    )
+    sync = _request_sync_if_stale(patient)
+    studies = list(selectors.patient_studies(patient=patient))
+    for study in studies:
+        study.thumbnail_uri = _thumbnail_data_uri(study.thumbnail)
+    return render(
+        request,
+        "imaging/dossier.html",
+        {
+            "patient": patient,
+            "studies": studies,
+            "sync": sync,
+            "batches": selectors.ingest_batches_of(user=request.user, patient=patient)[:5],
+            "max_upload_mb": settings.INGEST_MAX_UPLOAD_BYTES // 1024**2,
+        },
+    )
+
+
+@patient_data_view
+@require_POST
+def study_upload(request, patient_id):
+    patient = get_patient_for_user(request, patient_id)
+    files = request.FILES.getlist("files")
+    if not files:
+        messages.error(request, _("Choose DICOM files, a folder or a zip archive to import."))
+        return redirect("imaging-dossier", patient_id=patient.pk)
+    if sum(upload.size for upload in files) > settings.INGEST_MAX_UPLOAD_BYTES:
+        messages.error(
+            request,
+            _("This import is larger than %(limit)d MB: split it.")
+            % {"limit": settings.INGEST_MAX_UPLOAD_BYTES // 1024**2},
+        )
+        return redirect("imaging-dossier", patient_id=patient.pk)
+    batch = services.ingest_batch_create(
+        patient=patient, files=files, by=Actor.from_request(request)
+    )
+    return redirect("ingest-batch", patient_id=patient.pk, batch_id=batch.pk)
+
+
+@patient_data_view
+def ingest_batch_detail(request, patient_id, batch_id):
+    batch = get_ingest_batch_for_user(request, patient_id, batch_id)
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=batch,
+        patient=batch.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"view": "image import results"},
+    )
+    return render(
+        request,
+        "imaging/batch.html",
+        {"batch": batch, "patient": batch.patient, "items": batch.items.select_related("study")},
+    )
+
+
+@login_required
+@never_cache
+@require_GET
+def ingest_batch_progress(request, patient_id, batch_id):
+    """Progress only (counts and state, no patient data), polled while the import runs."""
+    batch = get_ingest_batch_for_user(request, patient_id, batch_id)
+    response = render(request, "imaging/_batch_progress.html", {"batch": batch})
+    if batch.is_finished or batch.state == IngestBatch.State.RETRYING:
+        response["HX-Refresh"] = "true"  # the full page then shows the per-file results
+    return response
+
+
+@patient_data_view
+@require_POST
+def ingest_batch_retry(request, patient_id, batch_id):
+    batch = get_ingest_batch_for_user(request, patient_id, batch_id)
+    if batch.state == IngestBatch.State.RETRYING:
+        ingest_batch.delay(batch.pk)
+        messages.info(request, _("The import starts again."))
+    return redirect("ingest-batch", patient_id=batch.patient_id, batch_id=batch.pk)
+
+
+@patient_data_view
+def study_report_pdf(request, patient_id, report_id):
+    report = get_study_report_for_user(request, patient_id, report_id)
+    try:
+        data = get_archive().retrieve_instance(
+            report.study.study_instance_uid, report.series_instance_uid, report.sop_instance_uid
+        )
+        document = services.encapsulated_document(data)
+    except ArchiveError:
+        messages.error(request, _("The regional archive does not answer: try again shortly."))
+        return redirect("imaging-dossier", patient_id=report.study.patient_id)
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=report,
+        patient=report.study.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"view": "study report"},
+    )
+    response = HttpResponse(document, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="compte-rendu-{report.pk}.pdf"'
+    return response
+
+
+@patient_data_view
+def recent_studies(request):
+    studies = list(selectors.recent_studies(user=request.user))
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        purpose=AuditPurpose.CARE,
+        object_type="imaging.study",
+        detail={"view": "recent studies", "results": len(studies)},
+    )
+    return render(request, "imaging/recent.html", {"studies": studies})
+
+
+@patient_data_view
+@require_POST
+def viewer_link_create(request, study_id):
+    """Issue a viewer token for one study and show it once, with the ways to use it."""
+    study = get_study_for_user(request, study_id)
+    token, raw = services.viewer_token_issue(by=Actor.from_request(request), study=study)
+    base = request.build_absolute_uri(reverse("dicomweb-studies")).removesuffix("/studies")
+    weasis = (
+        f"weasis://?%24dicom%3Ars+--url+%22{quote(base)}%22+-r+%22studyUID%3D"
+        f"{study.study_instance_uid}%22+--query-header+%22Authorization%3ABearer+{raw}%22"
+    )
+    external = ""
+    if settings.EXTERNAL_VIEWER_URL:
+        external = settings.EXTERNAL_VIEWER_URL.format(
+            dicomweb=quote(base, safe=""), study_uid=study.study_instance_uid, token=raw
+        )
+    return render(
+        request,
+        "imaging/viewer_link.html",
+        {
+            "study": study,
+            "patient": study.patient,
+            "token": token,
+            "raw": raw,
+            "base": base,
+            "weasis": weasis,
+            "external": external,
+        },
+    )
+
+
+@login_required
+@require_POST
+def viewer_link_revoke(request, token_id):
+    token = get_viewer_token_for_user(request, token_id)
+    services.viewer_token_revoke(token=token, by=Actor.from_request(request))
+    messages.success(request, _("The viewer link no longer works."))
+    patient_id = token.patient_id or token.study.patient_id
+    return redirect("imaging-dossier", patient_id=patient_id)

@@ -1,0 +1,164 @@
+"""A real Orthanc with its DICOMweb plugin, for the tests that need a PACS.
+
+One Orthanc per test session (it starts in well under a second): its own temporary storage,
+index, logs and JSON configuration, a free loopback port, no DICOM listener, no remote
+access. Tests call ``orthanc.reset()`` to start from an empty archive. The process is always
+terminated, and waited for, at the end of the session.
+
+Use it with ``pytest_plugins = ["tests.orthanc"]`` in the conftest, or by importing the
+``orthanc`` fixture into a test module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import require_service
+
+ORTHANC_BINARY = Path(os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc"))
+DICOMWEB_PLUGIN = Path(
+    os.environ.get("ORTHANC_DICOMWEB_PLUGIN", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+)
+START_TIMEOUT = 20.0  # seconds for Orthanc to answer /system
+STOP_TIMEOUT = 10.0  # seconds for Orthanc to exit after SIGTERM
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass
+class OrthancServer:
+    rest: str  # Orthanc's own REST API, e.g. http://127.0.0.1:PORT
+    url: str  # its DICOMweb root, e.g. http://127.0.0.1:PORT/dicom-web
+    process: subprocess.Popen
+    directory: Path
+
+    def reset(self) -> None:
+        """Delete every study, so that each test starts from an empty archive."""
+        studies = requests.get(f"{self.rest}/studies", timeout=REQUEST_TIMEOUT)
+        studies.raise_for_status()
+        for study_id in studies.json():
+            requests.delete(
+                f"{self.rest}/studies/{study_id}", timeout=REQUEST_TIMEOUT
+            ).raise_for_status()
+
+    def log(self) -> str:
+        """The end of Orthanc's log, for failure messages."""
+        return _log_tail(self.directory)
+
+
+def _log_tail(directory: Path, size: int = 3000) -> str:
+    logs = sorted((directory / "logs").glob("Orthanc.log*"), key=os.path.getmtime)
+    return logs[-1].read_text(errors="replace")[-size:] if logs else ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _configuration(directory: Path, port: int) -> dict:
+    return {
+        "Name": "MIRC tests",
+        "StorageDirectory": str(directory / "storage"),
+        "IndexDirectory": str(directory / "index"),
+        "HttpPort": port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomServerEnabled": False,
+        # A second file with a known SOPInstanceUID never replaces the first.
+        "OverwriteInstances": False,
+        "StorageCompression": False,
+        "SaveJobs": False,
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+    }
+
+
+def _start(directory: Path) -> OrthancServer:
+    (directory / "logs").mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    config_path = directory / f"orthanc-{port}.json"
+    config_path.write_text(json.dumps(_configuration(directory, port), indent=2))
+    # Options come before the configuration path (Orthanc reads its arguments in order).
+    process = subprocess.Popen(
+        [str(ORTHANC_BINARY), f"--logdir={directory / 'logs'}", str(config_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rest = f"http://127.0.0.1:{port}"
+    server = OrthancServer(rest=rest, url=f"{rest}/dicom-web", process=process, directory=directory)
+    try:
+        _wait_until_ready(server)
+    except BaseException:
+        _stop(process)
+        raise
+    return server
+
+
+def _wait_until_ready(server: OrthancServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with status {server.process.returncode}")
+        try:
+            if requests.get(f"{server.rest}/system", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    else:
+        raise RuntimeError(f"Orthanc did not answer /system within {START_TIMEOUT:g} s")
+    try:
+        plugin = requests.get(f"{server.rest}/plugins/dicom-web", timeout=REQUEST_TIMEOUT)
+    except requests.RequestException as error:
+        raise RuntimeError(f"Orthanc stopped answering: {error}") from error
+    if not plugin.ok:
+        raise RuntimeError("Orthanc started without its DICOMweb plugin")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A running Orthanc 1.10 with DICOMweb on 127.0.0.1 (``.url``, ``.rest``, ``.reset()``)."""
+    missing = None
+    if not os.access(ORTHANC_BINARY, os.X_OK):
+        missing = f"{ORTHANC_BINARY} not found (Debian package orthanc)"
+    elif not DICOMWEB_PLUGIN.is_file():
+        missing = f"{DICOMWEB_PLUGIN} not found (Debian package orthanc-dicomweb)"
+    require_service("Orthanc", missing)
+
+    server = None
+    errors = []
+    # The free port is probed then released: another process may take it meanwhile.
+    for _attempt in range(3):
+        directory = tmp_path_factory.mktemp("orthanc")
+        try:
+            server = _start(directory)
+            break
+        except RuntimeError as error:
+            errors.append(f"{error}\n{_log_tail(directory)}")
+    if server is None:
+        require_service("Orthanc", "could not start:\n" + "\n---\n".join(errors))
+    try:
+        yield server
+    finally:
+        _stop(server.process)
