@@ -10,7 +10,9 @@ portal (RetrieveURL and BulkDataURI attributes are rewritten or dropped).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator
@@ -28,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from imaging import dicom, services
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
 from imaging.models import Study, ViewerToken
-from imaging.render import decode_frames, render_png_positional
+from imaging.render import decode_frames, render_positional, to_explicit_little_endian
 from imaging.sandbox import DecodeError, run_limited
 from imaging.selectors import studies_visible_to
 from imaging.validation import UploadedFile
@@ -37,6 +39,8 @@ from portal.access import record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.selectors import patients_visible_to
+
+logger = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -51,7 +55,15 @@ FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.81": "image/jls",
     "1.2.840.10008.1.2.4.90": "image/jp2",
     "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+# Older names some clients still send.
+MEDIA_TYPE_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
+LOSSY_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.91",
 }
 AUDIT_WINDOW = 600  # seconds: one "instances accessed" event per caller, study and window
 
@@ -120,14 +132,18 @@ def dicomweb_endpoint(view):
         try:
             response = view(request, caller, *args, **kwargs)
         except ArchiveUnavailable as error:
-            response = _problem(503, f"the regional archive is unavailable: {error}")
+            # The detail names the archive: it goes to the logs, never to the caller.
+            logger.warning("DICOMweb %s: archive unavailable: %s", request.path, error)
+            response = _problem(503, "the regional archive is unavailable, try again later")
             response["Retry-After"] = "30"
         except ArchiveNotFound:
             response = _problem(404, "not found")
         except ArchiveError as error:
-            response = _problem(400, str(error))
+            logger.info("DICOMweb %s: archive refused: %s", request.path, error)
+            response = _problem(400, "the regional archive refused this request")
         except DecodeError as error:
-            response = _problem(422, f"the image cannot be decoded: {error}")
+            logger.warning("DICOMweb %s: decoding failed: %s", request.path, error)
+            response = _problem(422, "the image cannot be decoded")
         response["Cache-Control"] = "no-store"
         return response
 
@@ -176,7 +192,10 @@ def parse_accept(header: str) -> list[Acceptable]:
         for piece in pieces[1:]:
             name, _, value = piece.partition("=")
             params[name.strip().lower()] = value.strip().strip('"')
-        accepted.append(Acceptable(pieces[0].lower(), params))
+        if "type" in params:
+            params["type"] = MEDIA_TYPE_ALIASES.get(params["type"].lower(), params["type"].lower())
+        media_type = pieces[0].lower()
+        accepted.append(Acceptable(MEDIA_TYPE_ALIASES.get(media_type, media_type), params))
     return accepted or [Acceptable("*/*", {})]
 
 
@@ -239,20 +258,6 @@ def _scrub(request, attributes: dict) -> dict:
 
 # --- QIDO-RS ----------------------------------------------------------------------------------
 
-QIDO_STUDY_KEYS = {
-    "StudyInstanceUID",
-    "PatientID",
-    "PatientName",
-    "StudyDate",
-    "AccessionNumber",
-    "ModalitiesInStudy",
-    "0020000D",
-    "00100020",
-    "00100010",
-    "00080020",
-    "00080050",
-    "00080061",
-}
 KEY_ALIASES = {
     "0020000D": "StudyInstanceUID",
     "00100020": "PatientID",
@@ -260,7 +265,16 @@ KEY_ALIASES = {
     "00080020": "StudyDate",
     "00080050": "AccessionNumber",
     "00080061": "ModalitiesInStudy",
+    "00080090": "ReferringPhysicianName",
+    "00200010": "StudyID",
 }
+
+
+def _name_pattern(value: str) -> str:
+    """A PN matching value (PS3.18 §8.3.4.6.1): wildcards, and a prefix by default."""
+    return "^" + re.escape(value.rstrip("*")).replace(r"\*", ".*").replace(r"\?", ".")
+
+
 CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "token"}
 
 
@@ -277,8 +291,11 @@ def _study_filter(params) -> tuple[Q, list[str]]:
         elif key == "AccessionNumber":
             condition &= Q(accession_number=value)
         elif key == "PatientName":
-            pattern = re.escape(value.rstrip("*")).replace(r"\*", ".*").replace(r"\?", ".")
-            condition &= Q(dicom_patient_name__iregex="^" + pattern)
+            condition &= Q(dicom_patient_name__iregex=_name_pattern(value))
+        elif key == "ReferringPhysicianName":
+            condition &= Q(referring_physician__iregex=_name_pattern(value))
+        elif key == "StudyID":
+            condition &= Q(study_id=value)
         elif key == "ModalitiesInStudy":
             modalities = Q()
             for modality in re.split(r"[,\\]", value):
@@ -316,6 +333,7 @@ def study_json(request, study: Study) -> dict:
         "00080061": _element("CS", *study.modalities.split("/")),
         "00080090": _pn(study.referring_physician),
         "00081030": _element("LO", study.description),
+        "00200010": _element("SH", study.study_id),
         "00081190": _element("UR", _service_url(request, study.study_instance_uid)),
         "00100010": _pn(study.dicom_patient_name),
         "00100020": _element("LO", study.dicom_patient_id),
@@ -362,24 +380,75 @@ def search_studies(request, caller):
     return response
 
 
-def _archive_query(request) -> dict:
-    return {key: value for key, value in request.GET.items() if key not in CONTROL_PARAMETERS}
+ARCHIVE_KEYS = {
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "SeriesNumber",
+    "InstanceNumber",
+}
+ARCHIVE_KEY_ALIASES = {
+    "0020000E": "SeriesInstanceUID",
+    "00080018": "SOPInstanceUID",
+    "00080016": "SOPClassUID",
+    "00080060": "Modality",
+    "00200011": "SeriesNumber",
+    "00200013": "InstanceNumber",
+}
+
+
+def _archive_query(request) -> tuple[dict, list[str]]:
+    """Matching keys the archives understand, and the ones ignored (PS3.18 §8.3.4.2)."""
+    query, ignored = {}, []
+    for raw_key, value in request.GET.items():
+        key = ARCHIVE_KEY_ALIASES.get(raw_key.upper(), raw_key)
+        if raw_key in CONTROL_PARAMETERS or not value:
+            continue
+        if key in ARCHIVE_KEYS:
+            query[key] = value
+        else:
+            ignored.append(raw_key)
+    return query, ignored
+
+
+def _with_retrieve_url(request, attributes: dict, study_uid: str) -> dict:
+    clean = _scrub(request, attributes)
+    clean["00081190"] = _element(
+        "UR",
+        _service_url(
+            request,
+            study_uid,
+            dicom.json_value(clean, "SeriesInstanceUID"),
+            dicom.json_value(clean, "SOPInstanceUID"),
+        ),
+    )
+    return clean
+
+
+def _search_answer(request, results, study_uid, ignored) -> HttpResponse:
+    response = _json([_with_retrieve_url(request, item, study_uid) for item in results])
+    if ignored:
+        response["Warning"] = f'299 mirc "unsupported matching keys ignored: {", ".join(ignored)}"'
+    return response
 
 
 @dicomweb_endpoint
 def search_series(request, caller, study_uid):
     study = _study(request, caller, study_uid)
     _audit_access(caller, study, "series search")
-    results = get_archive().search_series(study_uid, _archive_query(request))
-    return _json([_scrub(request, item) for item in results])
+    query, ignored = _archive_query(request)
+    results = get_archive().search_series(study_uid, query)
+    return _search_answer(request, results, study_uid, ignored)
 
 
 @dicomweb_endpoint
 def search_instances(request, caller, study_uid, series_uid=None):
     study = _study(request, caller, study_uid)
     _audit_access(caller, study, "instance search")
-    results = get_archive().search_instances(study_uid, series_uid, _archive_query(request))
-    return _json([_scrub(request, item) for item in results])
+    query, ignored = _archive_query(request)
+    results = get_archive().search_instances(study_uid, series_uid, query)
+    return _search_answer(request, results, study_uid, ignored)
 
 
 # --- WADO-RS ----------------------------------------------------------------------------------
@@ -409,32 +478,53 @@ def _instances_of(study_uid, series_uid=None) -> list[tuple[str, str]]:
 
 @dicomweb_endpoint
 def retrieve(request, caller, study_uid, series_uid=None, sop_uid=None):
-    """Instances as ``multipart/related; type="application/dicom"`` in their stored syntax."""
+    """Instances as ``multipart/related; type="application/dicom"`` (PS3.18 §8.7.3).
+
+    Explicit VR Little Endian unless the caller accepts another syntax (``*`` for the
+    stored one); lossless data is transcoded, lossy data stays as stored.
+    """
     study = _study(request, caller, study_uid)
-    accepted = parse_accept(request.META.get("HTTP_ACCEPT", ""))
-    if not any(
-        a.media_type in ("multipart/related", "*/*", "application/dicom")
-        and a.params.get("type", "application/dicom") in ("application/dicom", "*/*")
-        for a in accepted
-    ):
+    accepted = [
+        a
+        for a in parse_accept(request.META.get("HTTP_ACCEPT", ""))
+        if a.media_type in ("*/*", "application/dicom")
+        or (
+            a.media_type == "multipart/related"
+            and a.params.get("type", "application/dicom") in ("application/dicom", "*/*")
+        )
+    ]
+    if not accepted:
         return _problem(406, "instances are served as multipart/related; type=application/dicom")
-    for wanted in accepted:
-        syntax = wanted.params.get("transfer-syntax")
-        if syntax and syntax != "*":
-            return _problem(406, "instances are served in their stored transfer syntax only")
+    requested = {a.params.get("transfer-syntax", EXPLICIT_LE) for a in accepted}
     archive = get_archive()
     members = [(series_uid, sop_uid)] if sop_uid else _instances_of(study_uid, series_uid)
     if not members:
         raise ArchiveNotFound(series_uid or study_uid)
     _audit_access(caller, study, "instances")
-    if sop_uid:
-        data = archive.retrieve_instance(study_uid, series_uid, sop_uid)
-        return _multipart_response([("application/dicom", data)], "application/dicom")
-    parts = (
-        (("application/dicom", archive.retrieve_instance(study_uid, series, sop)))
-        for series, sop in members
-    )
-    return _multipart_response(parts, "application/dicom", stream=True)
+
+    def part(series, sop):
+        data = archive.retrieve_instance(study_uid, series, sop)
+        stored = str(dicom.read_header(data).file_meta.TransferSyntaxUID)
+        if "*" in requested or stored in requested or stored in LOSSY_SYNTAXES:
+            syntax = stored
+        elif EXPLICIT_LE in requested:
+            data, syntax = run_limited(to_explicit_little_endian, data, timeout=120), EXPLICIT_LE
+        else:
+            raise _NotAcceptable
+        return f"application/dicom; transfer-syntax={syntax}", data
+
+    try:
+        if sop_uid:
+            return _multipart_response([part(series_uid, sop_uid)], "application/dicom")
+        first = part(*members[0])  # a 406 must come before the streaming starts
+    except _NotAcceptable:
+        return _problem(406, "no acceptable transfer syntax for these instances")
+    rest = (part(series, sop) for series, sop in members[1:])
+    return _multipart_response(itertools.chain([first], rest), "application/dicom", stream=True)
+
+
+class _NotAcceptable(Exception):
+    pass
 
 
 def _wanted_syntax(accepted: list[Acceptable], stored: str) -> str | None:
@@ -540,16 +630,30 @@ def _viewport(request, default: int | None) -> int | None:
         return default
 
 
-def _rendered(study_uid, series_uid, sop_uid, *, frame, size, window) -> bytes:
+RENDERED_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+
+
+def _rendered_type(request) -> str | None:
+    """image/jpeg by default (PS3.18 §8.7.4), image/png on request, None: 406."""
+    for wanted in parse_accept(request.META.get("HTTP_ACCEPT", "")):
+        if wanted.media_type in ("*/*", "image/*"):
+            return "image/jpeg"
+        if wanted.media_type in RENDERED_TYPES:
+            return wanted.media_type
+    return None
+
+
+def _rendered(study_uid, series_uid, sop_uid, *, frame, size, window, media_type) -> bytes:
     cache = caches["frames"]
     window_key = f"{window[0]:g}_{window[1]:g}" if window else "auto"
-    key = f"rendered:{sop_uid}:{frame}:{size or 'full'}:{window_key}"
-    png = cache.get(key)
-    if png is None:
+    image_format = RENDERED_TYPES[media_type]
+    key = f"rendered:{sop_uid}:{frame}:{size or 'full'}:{window_key}:{image_format}"
+    image = cache.get(key)
+    if image is None:
         data = get_archive().retrieve_instance(study_uid, series_uid, sop_uid)
-        png = run_limited(render_png_positional, data, frame, size, window, timeout=60)
-        cache.set(key, png)
-    return png
+        image = run_limited(render_positional, data, frame, size, window, image_format, timeout=60)
+        cache.set(key, image)
+    return image
 
 
 @dicomweb_endpoint
@@ -559,31 +663,44 @@ def rendered(request, caller, study_uid, series_uid, sop_uid, frame_list="1"):
         frame = int(frame_list.split(",")[0])
     except ValueError:
         return _problem(400, "bad frame number")
+    media_type = _rendered_type(request)
+    if media_type is None:
+        return _problem(406, "rendered images are image/jpeg or image/png")
     _audit_access(caller, study, "rendered")
-    png = _rendered(
+    image = _rendered(
         study_uid,
         series_uid,
         sop_uid,
         frame=frame,
         size=_viewport(request, None),
         window=_window(request),
+        media_type=media_type,
     )
-    return HttpResponse(png, content_type="image/png")
+    return HttpResponse(image, content_type=media_type)
 
 
 @dicomweb_endpoint
 def thumbnail(request, caller, study_uid, series_uid=None, sop_uid=None):
     study = _study(request, caller, study_uid)
+    media_type = _rendered_type(request)
+    if media_type is None:
+        return _problem(406, "thumbnails are image/jpeg or image/png")
     _audit_access(caller, study, "thumbnail")
     if sop_uid is None:
         members = _instances_of(study_uid, series_uid)
         if not members:
             raise ArchiveNotFound(series_uid or study_uid)
         series_uid, sop_uid = members[len(members) // 2]
-    png = _rendered(
-        study_uid, series_uid, sop_uid, frame=1, size=_viewport(request, 128), window=None
+    image = _rendered(
+        study_uid,
+        series_uid,
+        sop_uid,
+        frame=1,
+        size=_viewport(request, 128),
+        window=None,
+        media_type=media_type,
     )
-    return HttpResponse(png, content_type="image/png")
+    return HttpResponse(image, content_type=media_type)
 
 
 # --- STOW-RS ----------------------------------------------------------------------------------
@@ -626,11 +743,10 @@ def store(request, caller, study_uid=None):
         uploads=uploads,
         by=caller.actor,
         may_attach=lambda patient: visible.filter(pk=patient.pk).exists(),
+        study_uid=study_uid,
     )
     referenced, failed = [], []
     for result, upload in zip(results, uploads, strict=True):
-        if study_uid and result.study and result.study.study_instance_uid != study_uid:
-            result.status, result.reason = "rejected", "instance of another study"
         sop = result.sop_instance_uid
         if result.status in ("accepted", "duplicate") and result.study:
             referenced.append(

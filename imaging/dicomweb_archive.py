@@ -54,6 +54,7 @@ UID_KEYS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClass
 LIST_KEYS = {"ModalitiesInStudy", "Modality"}
 TEXT_KEYS = {"PatientID", "IssuerOfPatientID", "AccessionNumber", "PatientName"}
 DATE_KEYS = {"StudyDate", "PatientBirthDate"}
+NUMBER_KEYS = {"SeriesNumber", "InstanceNumber"}
 IGNORED_PARAMETERS = {"includefield", "fuzzymatching", "limit", "offset"}
 
 STUDY_FIELDS = (
@@ -503,7 +504,7 @@ def _qido_filters(query: Mapping[str, str] | None) -> dict[str, str]:
         value = str(value)
         if key in UID_KEYS or key in LIST_KEYS:
             filters[key] = ",".join(item for item in re.split(r"[,\\]", value) if item)
-        elif key in DATE_KEYS:
+        elif key in DATE_KEYS or key in NUMBER_KEYS:
             filters[key] = value
         elif key in TEXT_KEYS:
             if key == "PatientName" and "*" not in value and "?" not in value:

@@ -73,6 +73,13 @@ def _filter(instances: QuerySet, query: Mapping[str, str] | None) -> QuerySet:
                 instances = instances.filter(**{f"{column}__regex": _wildcard_regex(value)})
             else:
                 instances = instances.filter(**{column: value})
+        elif key in ("InstanceNumber", "SeriesNumber"):
+            try:
+                number = int(value)
+            except ValueError as error:
+                raise ArchiveError(f"{key} is a number") from error
+            column = "instance_number" if key == "InstanceNumber" else "series_number"
+            instances = instances.filter(**{column: number})
         elif key == "PatientName":
             pattern = value if ("*" in value or "?" in value) else f"{value}*"
             instances = instances.filter(patient_name__iregex=_wildcard_regex(pattern))
@@ -149,31 +156,38 @@ class LocalArchive(Archive):
         existing = ArchivedInstance.objects.filter(sop_instance_uid=sop_uid).first()
         if existing is not None:
             return self._known(existing, data, sha256)
-        path = self._object_path(sha256)
-        self._write_once(path, data)
+        try:
+            # Everything indexed is computed before the file is written: a value that
+            # cannot be indexed refuses the file instead of leaving an orphan on disk.
+            index = ArchivedInstance(
+                sop_instance_uid=sop_uid,
+                series_instance_uid=series_uid,
+                study_instance_uid=study_uid,
+                sop_class_uid=str(ds.get("SOPClassUID", "")),
+                transfer_syntax_uid=transfer_syntax,
+                sha256=sha256,
+                size=len(data),
+                number_of_frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
+                instance_number=_int_or_none(ds.get("InstanceNumber")),
+                series_number=_int_or_none(ds.get("SeriesNumber")),
+                patient_id=str(ds.get("PatientID", ""))[:64],
+                issuer_of_patient_id=str(ds.get("IssuerOfPatientID", ""))[:64],
+                patient_name=str(ds.get("PatientName", ""))[:200],
+                patient_birth_date=str(ds.get("PatientBirthDate", ""))[:8],
+                study_date=str(ds.get("StudyDate", ""))[:8],
+                accession_number=str(ds.get("AccessionNumber", ""))[:16],
+                modality=str(ds.get("Modality", ""))[:16],
+                study_attributes=dicom.subset_json(ds, dicom.STUDY_KEYWORDS),
+                series_attributes=dicom.subset_json(ds, dicom.SERIES_KEYWORDS),
+                instance_attributes=dicom.metadata_json(ds),
+            )
+            index.full_clean(validate_unique=False, validate_constraints=False)
+        except Exception as error:  # noqa: BLE001 - the outcome carries the reason
+            return StoreOutcome(sop_uid, StoreStatus.FAILED, f"cannot be indexed: {error}"[:200])
+        self._write_once(self._object_path(sha256), data)
         try:
             with transaction.atomic():
-                ArchivedInstance.objects.create(
-                    sop_instance_uid=sop_uid,
-                    series_instance_uid=series_uid,
-                    study_instance_uid=study_uid,
-                    sop_class_uid=str(ds.get("SOPClassUID", "")),
-                    transfer_syntax_uid=transfer_syntax,
-                    sha256=sha256,
-                    size=len(data),
-                    number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
-                    instance_number=_int_or_none(ds.get("InstanceNumber")),
-                    patient_id=str(ds.get("PatientID", ""))[:64],
-                    issuer_of_patient_id=str(ds.get("IssuerOfPatientID", ""))[:64],
-                    patient_name=str(ds.get("PatientName", ""))[:200],
-                    patient_birth_date=str(ds.get("PatientBirthDate", ""))[:8],
-                    study_date=str(ds.get("StudyDate", ""))[:8],
-                    accession_number=str(ds.get("AccessionNumber", ""))[:16],
-                    modality=str(ds.get("Modality", ""))[:16],
-                    study_attributes=dicom.subset_json(ds, dicom.STUDY_KEYWORDS),
-                    series_attributes=dicom.subset_json(ds, dicom.SERIES_KEYWORDS),
-                    instance_attributes=dicom.metadata_json(ds),
-                )
+                index.save(force_insert=True)
         except IntegrityError:
             # Stored concurrently by another request: decide as for a known instance.
             existing = ArchivedInstance.objects.get(sop_instance_uid=sop_uid)

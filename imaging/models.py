@@ -28,6 +28,7 @@ class ArchivedInstance(models.Model):
     size = models.PositiveBigIntegerField()
     number_of_frames = models.PositiveIntegerField(default=1)
     instance_number = models.IntegerField(null=True)
+    series_number = models.IntegerField(null=True)
     # Matching keys of QIDO-RS searches.
     patient_id = models.CharField(max_length=64, blank=True, db_index=True)
     issuer_of_patient_id = models.CharField(max_length=64, blank=True)
@@ -80,6 +81,7 @@ class Study(models.Model):
     study_date = models.DateField(null=True, blank=True)
     study_time = models.TimeField(null=True, blank=True)
     accession_number = models.CharField(max_length=16, blank=True)
+    study_id = models.CharField(max_length=16, blank=True)
     description = models.CharField(max_length=200, blank=True)
     modalities = models.CharField(max_length=64, blank=True)
     body_part = models.CharField(max_length=64, blank=True)

@@ -41,6 +41,7 @@ def render_png(
     frame: int = 1,
     size: int | None = None,
     window: tuple[float, float] | None = None,
+    image_format: str = "PNG",
 ) -> bytes:
     """A PNG of one frame of a Part 10 file, windowed, optionally fitted in ``size`` px."""
     ds = pydicom.dcmread(io.BytesIO(data))
@@ -59,7 +60,10 @@ def render_png(
     if size:
         image.thumbnail((size, size))
     output = io.BytesIO()
-    image.save(output, format="PNG", optimize=True)
+    if image_format == "JPEG":
+        image.save(output, format="JPEG", quality=92)
+    else:
+        image.save(output, format="PNG", optimize=True)
     return output.getvalue()
 
 
@@ -94,6 +98,29 @@ def thumbnail_png(data: bytes) -> bytes:
     return render_png(data, size=160)
 
 
-def render_png_positional(data: bytes, frame: int, size: int | None, window) -> bytes:
+def render_positional(data: bytes, frame: int, size: int | None, window, image_format) -> bytes:
     """``render_png`` with positional arguments, as :func:`imaging.sandbox.run_limited` calls."""
-    return render_png(data, frame=frame, size=size, window=window)
+    return render_png(data, frame=frame, size=size, window=window, image_format=image_format)
+
+
+def to_explicit_little_endian(data: bytes) -> bytes:
+    """The instance re-encoded in Explicit VR Little Endian (PS3.5 A.2), pixels decoded.
+
+    Used when a client asks for the default transfer syntax of WADO-RS and the archive
+    holds the instance compressed, big endian, implicit or deflated.
+    """
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if "PixelData" in ds:
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress(generate_instance_uid=False)
+        elif not ds.file_meta.TransferSyntaxUID.is_little_endian:
+            array = ds.pixel_array
+            ds.PixelData = (
+                np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            )
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    output = io.BytesIO()
+    ds.save_as(output, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    return output.getvalue()

@@ -36,7 +36,14 @@ from imaging.models import (
 )
 from imaging.render import thumbnail_png
 from imaging.sandbox import run_limited
-from imaging.validation import ParsedFile, Rejected, UploadedFile, expand_zip, is_zip, parse_dicom
+from imaging.validation import (
+    ParsedFile,
+    Rejected,
+    UploadedFile,
+    expand_zip,
+    is_zip,
+    parse_dicom_files,
+)
 from portal import audit
 from portal.audit import Actor
 from portal.models import (
@@ -194,6 +201,7 @@ def resolve_study_owner(
 
 
 def _dicom_date(value: str) -> dt.date | None:
+    value = (value or "").replace(".", "")  # the ACR-NEMA form yyyy.mm.dd is still met
     try:
         return dt.datetime.strptime(value[:8], "%Y%m%d").date()  # noqa: DTZ007 - a date
     except (TypeError, ValueError):
@@ -201,7 +209,7 @@ def _dicom_date(value: str) -> dt.date | None:
 
 
 def _dicom_time(value: str) -> dt.time | None:
-    digits = (value or "").split(".")[0]
+    digits = (value or "").replace(":", "").split(".")[0]
     for fmt in ("%H%M%S", "%H%M", "%H"):
         try:
             return dt.datetime.strptime(digits, fmt).time()  # noqa: DTZ007 - a time of day
@@ -228,6 +236,7 @@ def _study_defaults(ds_or_json, owner: StudyOwner, identity: DicomIdentity) -> d
         "study_date": _dicom_date(str(get("StudyDate"))),
         "study_time": _dicom_time(str(get("StudyTime"))),
         "accession_number": str(get("AccessionNumber"))[:16],
+        "study_id": str(get("StudyID"))[:16],
         "description": str(get("StudyDescription"))[:200],
         "institution_name": str(get("InstitutionName"))[:200],
         "referring_physician": str(get("ReferringPhysicianName"))[:200],
@@ -382,7 +391,14 @@ def _expand_zips(batch: IngestBatch) -> None:
             continue
         with default_storage.open(item.spool_name, "rb") as stream:
             data = stream.read()
-        for number, entry in enumerate(expand_zip(item.name, data)):
+        entries = list(expand_zip(item.name, data))
+        if not entries:
+            default_storage.delete(item.spool_name)
+            item.spool_name = ""
+            item.save(update_fields=["spool_name"])
+            _reject(item, _("the zip archive holds no file to import"))
+            continue
+        for number, entry in enumerate(entries):
             if isinstance(entry, tuple):
                 IngestItem.objects.create(
                     batch=batch,
@@ -463,28 +479,19 @@ def ingest_parsed(
     archive = get_archive()
     touched: set[int] = set()
     for study_uid, members in _consistent_studies(parsed):
-        identity = DicomIdentity.of_dataset(members[0][1].dataset)
-        study = Study.objects.filter(study_instance_uid=study_uid).first()
-        if study is None:
-            owner = resolve_study_owner(identity=identity, target=target, by=actor)
-            if target is None and (owner.patient is None or not may_attach(owner.patient)):
-                for result, _file in members:
-                    _reject(result, _("no patient of yours matches the identity of these images"))
-                continue
-            study = Study.objects.create(
-                study_instance_uid=study_uid,
-                **_study_defaults(members[0][1].dataset, owner, identity),
-            )
-        elif target is not None and study.patient_id not in (None, target.pk):
+        try:
+            study = _ingest_study(archive, study_uid, members, target, actor, may_attach)
+        except ArchiveUnavailable:
+            raise
+        except Exception:
+            # One broken study must not stop the others, nor leave files without an answer.
+            logger.exception("ingest of study %s failed", study_uid)
             for result, _file in members:
-                _reject(result, _("this study belongs to another patient's record"))
-            continue
-        elif target is None and (study.patient is None or not may_attach(study.patient)):
-            for result, _file in members:
-                _reject(result, _("no patient of yours matches the identity of these images"))
-            continue
-        _store_members(archive, actor, study, members)
-        touched.add(study.pk)
+                if result.status == IngestItem.Status.WAITING:
+                    _reject(result, _("this file could not be stored (internal error, reported)"))
+            study = None
+        if study is not None:
+            touched.add(study.pk)
     for study in Study.objects.filter(pk__in=touched):
         _refresh_counts(study)
         audit.record(
@@ -502,6 +509,41 @@ def ingest_parsed(
     return touched
 
 
+def _ingest_study(archive, study_uid, members, target, actor, may_attach) -> Study | None:
+    """Store one study's files; the study is indexed only if one of its images is."""
+    identity = DicomIdentity.of_dataset(members[0][1].dataset)
+    study = Study.objects.filter(study_instance_uid=study_uid).first()
+    created = False
+    if study is None:
+        owner = resolve_study_owner(identity=identity, target=target, by=actor)
+        if target is None and (owner.patient is None or not may_attach(owner.patient)):
+            for result, _file in members:
+                _reject(result, _("no patient of yours matches the identity of these images"))
+            return None
+        study = Study.objects.create(
+            study_instance_uid=study_uid,
+            **_study_defaults(members[0][1].dataset, owner, identity),
+        )
+        created = True
+    elif target is not None and study.patient_id not in (None, target.pk):
+        for result, _file in members:
+            _reject(result, _("this study belongs to another patient's record"))
+        return None
+    elif target is None and (study.patient is None or not may_attach(study.patient)):
+        for result, _file in members:
+            _reject(result, _("no patient of yours matches the identity of these images"))
+        return None
+    try:
+        _store_members(archive, actor, study, members)
+    finally:
+        if created and not Instance.objects.filter(series__study=study).exists():
+            # Nothing of it was stored (all quarantined, refused or failed): no empty study.
+            IngestItem.objects.filter(study=study).update(study=None)
+            study.delete()
+            study = None
+    return study
+
+
 def ingest_run(*, batch: IngestBatch) -> IngestBatch:
     """Ingest a spooled batch: validate, match identities, store, index, report per file.
 
@@ -511,29 +553,42 @@ def ingest_run(*, batch: IngestBatch) -> IngestBatch:
     batch.save(update_fields=["state"])
     actor = Actor(user=batch.uploaded_by, name="ingest")
     _expand_zips(batch)
-    parsed = []
-    for item in batch.items.filter(status=IngestItem.Status.WAITING):
+    items = list(batch.items.filter(status=IngestItem.Status.WAITING))
+    uploads = []
+    for item in items:
         with default_storage.open(item.spool_name, "rb") as stream:
-            upload = UploadedFile(item.name, stream.read())
-        try:
-            parsed.append((item, parse_dicom(upload)))
-        except Rejected as error:
-            _reject(item, str(error))
+            uploads.append(UploadedFile(item.name, stream.read()))
+    parsed = []
+    for item, result in zip(items, parse_dicom_files(uploads), strict=True):
+        if isinstance(result, Rejected):
+            _reject(item, str(result))
+        else:
+            parsed.append((item, result))
     ingest_parsed(parsed=parsed, target=batch.patient, actor=actor)
     _finish(batch)
     return batch
 
 
-def ingest_stow(*, uploads: list[UploadedFile], by: Actor, may_attach) -> list[FileResult]:
-    """STOW-RS through the portal: each study must belong to a patient the caller may see."""
+def ingest_stow(
+    *, uploads: list[UploadedFile], by: Actor, may_attach, study_uid: str | None = None
+) -> list[FileResult]:
+    """STOW-RS through the portal: each study must belong to a patient the caller may see.
+
+    With ``study_uid`` (a POST to /studies/{uid}), instances of other studies are refused
+    before anything is stored (PS3.18 §10.5.1).
+    """
     results, parsed = [], []
-    for upload in uploads:
+    for upload, file in zip(uploads, parse_dicom_files(uploads), strict=True):
         result = FileResult(upload.name)
         results.append(result)
-        try:
-            parsed.append((result, parse_dicom(upload)))
-        except Rejected as error:
-            _reject(result, str(error))
+        if isinstance(file, Rejected):
+            _reject(result, str(file))
+            continue
+        if study_uid and file.study_instance_uid != study_uid:
+            result.sop_instance_uid = file.sop_instance_uid
+            _reject(result, _("this instance belongs to another study"))
+            continue
+        parsed.append((result, file))
     ingest_parsed(parsed=parsed, target=None, actor=by, may_attach=may_attach)
     return results
 
@@ -626,9 +681,24 @@ def _finish(batch: IngestBatch) -> None:
     )
 
 
+def ingest_mark_failed(*, batch: IngestBatch) -> None:
+    waiting = batch.items.filter(status=IngestItem.Status.WAITING)
+    waiting.update(
+        status=IngestItem.Status.REJECTED,
+        reason=_("this file could not be stored (internal error, reported)"),
+    )
+    batch.state = IngestBatch.State.FAILED
+    batch.finished_at = timezone.now()
+    batch.processed = batch.items.count()
+    batch.message = _("The import stopped on an internal error; the team has been told.")
+    batch.save(update_fields=["state", "finished_at", "processed", "message"])
+
+
 def ingest_mark_retrying(*, batch: IngestBatch, error: ArchiveUnavailable) -> None:
+    # The user reads this: no archive address, the detail goes to the logs.
+    logger.warning("ingest batch %s waits for the archive: %s", batch.pk, error)
     batch.state = IngestBatch.State.RETRYING
-    batch.message = str(error)[:300]
+    batch.message = _("The regional archive does not answer; the files are kept and sent again.")
     batch.save(update_fields=["state", "message"])
 
 

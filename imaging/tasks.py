@@ -25,6 +25,10 @@ def ingest_batch(self, batch_id: int) -> None:
         services.ingest_mark_retrying(batch=batch, error=error)
         if not settings.CELERY_TASK_ALWAYS_EAGER:
             raise self.retry(exc=error, countdown=min(600, 10 * 2**self.request.retries)) from error
+    except Exception:
+        # Never leave a batch "in progress" forever: every file gets an answer.
+        logger.exception("ingest batch %s failed", batch_id)
+        services.ingest_mark_failed(batch=batch)
 
 
 @shared_task(bind=True, max_retries=5, name="imaging.study_thumbnail")

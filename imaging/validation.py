@@ -1,9 +1,8 @@
 """Checks on untrusted uploads: zip archives and DICOM files, one clear reason per refusal.
 
-Nothing here decodes pixel data: metadata is parsed, and the pixel data's size and
-encapsulation are checked against what the header announces (PS3.5 §8 and Annex A.4).
-Pixel decoding of untrusted files happens only in :mod:`imaging.sandbox`, under time and
-memory limits.
+Untrusted files are parsed and checked (:mod:`imaging.dicom_checks`) in a sandboxed child
+process with time and memory limits; only files found sound are parsed here, and only
+their header.
 """
 
 from __future__ import annotations
@@ -16,11 +15,7 @@ from dataclasses import dataclass
 import pydicom
 from django.conf import settings
 from django.utils.translation import gettext as _
-from pydicom.encaps import generate_frames
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 
-REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 # Identity and study attributes that every file of one study must agree on.
 STUDY_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex")
 
@@ -123,69 +118,88 @@ def expand_zip(name: str, data: bytes) -> Iterator[UploadedFile | tuple[str, str
         yield UploadedFile(label, content)
 
 
-def _pixel_data_problem(ds: pydicom.Dataset) -> str | None:
-    if "PixelData" not in ds:
-        return None
-    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames < 1:
-        return _("invalid number of frames")
-    if transfer_syntax.is_encapsulated:
+def _reason(code: str, detail: str) -> str:
+    messages = {
+        "empty": _("empty file"),
+        "not_dicom": _("not a DICOM file (no DICM header)"),
+        "malformed": _("malformed DICOM (%(error)s)") % {"error": detail},
+        "bad_value": _("invalid value (%(error)s)") % {"error": detail},
+        "unknown_syntax": _("unknown transfer syntax"),
+        "missing_uid": _("missing or invalid %(attribute)s") % {"attribute": detail},
+        "missing_patient_id": _("missing PatientID"),
+        "invalid_frames": _("invalid number of frames"),
+        "missing_pixels": _("image without its pixel data (truncated file?)"),
+        "broken_encapsulation": _("broken encapsulated pixel data"),
+        "truncated_pixels": _("truncated pixel data"),
+        "long_pixels": _("pixel data longer than the image it describes"),
+        "no_image_description": _("pixel data without its image description (rows, columns, bits)"),
+        "unreadable": _("this file could not be read safely"),
+    }
+    return messages.get(code, code)
+
+
+CHECK_CHUNK_FILES = 64
+CHECK_CHUNK_BYTES = 256 * 1024**2
+
+
+def _verdicts(files: list[bytes]) -> list:
+    """Deep checks in a sandboxed child; a chunk that kills its child is retried file by file."""
+    from imaging.dicom_checks import check_files
+    from imaging.sandbox import DecodeError, run_limited
+
+    verdicts, chunk, size = [], [], 0
+
+    def flush():
+        nonlocal chunk, size
+        if not chunk:
+            return
         try:
-            found = sum(1 for _frame in generate_frames(ds.PixelData, number_of_frames=frames))
-        except Exception:  # noqa: BLE001 - any parsing failure is a broken encapsulation
-            return _("broken encapsulated pixel data")
-        return None if found == frames else _("truncated pixel data")
-    try:
-        expected = (
-            int(ds.Rows)
-            * int(ds.Columns)
-            * int(ds.get("SamplesPerPixel", 1))
-            * int(ds.BitsAllocated)
-            * frames
-            + 7
-        ) // 8
-    except (AttributeError, TypeError, ValueError):
-        return _("pixel data without its image description (rows, columns, bits)")
-    actual = len(ds.PixelData)
-    if actual < expected:
-        return _("truncated pixel data")
-    if actual > expected + 1:  # one padding byte keeps an even length
-        return _("pixel data longer than the image it describes")
-    return None
+            verdicts.extend(run_limited(check_files, chunk, timeout=120))
+        except DecodeError:
+            for data in chunk:
+                try:
+                    verdicts.extend(run_limited(check_files, [data], timeout=60))
+                except DecodeError:
+                    verdicts.append(("unreadable", ""))
+        chunk, size = [], 0
+
+    for data in files:
+        if len(chunk) >= CHECK_CHUNK_FILES or size + len(data) > CHECK_CHUNK_BYTES:
+            flush()
+        chunk.append(data)
+        size += len(data)
+    flush()
+    return verdicts
+
+
+def parse_dicom_files(uploads: list[UploadedFile]) -> list[ParsedFile | Rejected]:
+    """Check and parse uploaded files: a ParsedFile, or Rejected with its reason, each."""
+    max_file = settings.INGEST_MAX_FILE_BYTES
+    results: list = [None] * len(uploads)
+    to_check = []
+    for index, upload in enumerate(uploads):
+        if len(upload.data) > max_file:
+            results[index] = Rejected(_("file too large"))
+        else:
+            to_check.append(index)
+    verdicts = _verdicts([uploads[index].data for index in to_check])
+    for index, verdict in zip(to_check, verdicts, strict=True):
+        upload = uploads[index]
+        if verdict is not None:
+            results[index] = Rejected(_reason(*verdict))
+            continue
+        try:
+            header = pydicom.dcmread(io.BytesIO(upload.data), stop_before_pixels=True)
+        except Exception as error:  # noqa: BLE001 - checked already; belt and braces
+            results[index] = Rejected(_reason("malformed", str(error)))
+            continue
+        results[index] = ParsedFile(upload.name, upload.data, header)
+    return results
 
 
 def parse_dicom(upload: UploadedFile) -> ParsedFile:
-    """Parse and check one file; raises :class:`Rejected` with the reason."""
-    max_file = settings.INGEST_MAX_FILE_BYTES
-    if not upload.data:
-        raise Rejected(_("empty file"))
-    if len(upload.data) > max_file:
-        raise Rejected(_("file too large"))
-    if len(upload.data) < 132 or upload.data[128:132] != b"DICM":
-        raise Rejected(_("not a DICOM file (no DICM header)"))
-    try:
-        ds = pydicom.dcmread(io.BytesIO(upload.data))
-        # Values are converted lazily: walk every element, sequences included, so a bad
-        # value or a broken sequence is found now and not when someone views the study.
-        for element in ds.iterall():
-            element.value  # noqa: B018 - reading converts the raw value
-    except InvalidDicomError as error:
-        raise Rejected(_("not a DICOM file (%(error)s)") % {"error": error}) from error
-    except Exception as error:  # noqa: BLE001 - pydicom raises many types on broken input
-        raise Rejected(_("malformed DICOM (%(error)s)") % {"error": str(error)[:150]}) from error
-    transfer_syntax = ds.file_meta.get("TransferSyntaxUID")
-    if not transfer_syntax or not UID(transfer_syntax).is_transfer_syntax:
-        raise Rejected(_("unknown transfer syntax"))
-    for keyword in REQUIRED_UIDS:
-        value = ds.get(keyword)
-        if not value or not UID(str(value)).is_valid:
-            raise Rejected(_("missing or invalid %(attribute)s") % {"attribute": keyword})
-    if not str(ds.get("PatientID", "")).strip():
-        raise Rejected(_("missing PatientID"))
-    problem = _pixel_data_problem(ds)
-    if problem:
-        raise Rejected(problem)
-    if "PixelData" in ds:
-        del ds.PixelData  # the bytes stay in ``data``; the header is what gets read from now
-    return ParsedFile(upload.name, upload.data, ds)
+    """Check and parse one file; raises :class:`Rejected` with the reason."""
+    (result,) = parse_dicom_files([upload])
+    if isinstance(result, Rejected):
+        raise result
+    return result

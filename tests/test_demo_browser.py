@@ -5,6 +5,7 @@ Starts the real ASGI server on a free loopback port with its own SQLite file, ru
 Needs Debian's Chromium (/usr/bin/chromium); Playwright never downloads a browser.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -32,6 +33,23 @@ DEMO_PASSWORD = "mirc-demo-2026"
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = pytest.mark.service("chromium")
+
+DEMO_SNAPSHOT = """
+import json
+from django.db.models import Max
+from imaging.models import Instance, Study
+from portal.models import AuditEvent, CareRelationship, Patient, User
+studies = Study.objects.filter(identity="matched")
+print(json.dumps({
+    "users": User.objects.count(), "patients": Patient.objects.count(),
+    "care": CareRelationship.objects.count(), "audit": AuditEvent.objects.count(),
+    "studies": studies.count(), "instances": Instance.objects.count(),
+    "establishments_with_studies": studies.values("establishment").distinct().count(),
+    "largest_study": studies.aggregate(n=Max("instance_count"))["n"],
+    "thumbnails": studies.exclude(thumbnail="").count(),
+    "uids": sorted(Study.objects.values_list("study_instance_uid", flat=True)),
+}))
+"""
 
 
 def _free_port() -> int:
@@ -65,6 +83,14 @@ def demo_server(tmp_path_factory):
 
     manage("migrate", "--noinput")
     manage("seed_demo")
+    # The demo as make demo leaves it: realistic, and the same after a second run.
+    first = manage("shell", "-c", DEMO_SNAPSHOT).stdout
+    counts = json.loads(first.strip().splitlines()[-1])
+    assert counts["studies"] >= 8 and counts["establishments_with_studies"] >= 3
+    assert counts["largest_study"] >= 300  # the full CT
+    assert counts["thumbnails"] == counts["studies"]
+    manage("seed_demo")
+    assert manage("shell", "-c", DEMO_SNAPSHOT).stdout == first
     port = _free_port()
     server = subprocess.Popen(
         [

@@ -89,7 +89,7 @@ def test_an_instance_comes_back_byte_for_byte(world, study):
         HTTP_ACCEPT=DICOM_PARTS,
     )
     ((content_type, body),) = parts_of(response)
-    assert content_type == "application/dicom"
+    assert content_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
     assert body == get_archive().retrieve_instance(
         study["study_uid"], study["series_uid"], study["sop_uid"]
     )
@@ -184,15 +184,21 @@ def test_an_unservable_syntax_is_refused_with_406(world, study):
     assert response.status_code == 406
 
 
-def test_rendered_and_thumbnail_are_png(world, study):
+def test_rendered_and_thumbnail_images(world, study):
     client = client_for(world.gp.user)
     for name, args in (
         ("dicomweb-instance-rendered", [study["study_uid"], study["series_uid"], study["sop_uid"]]),
         ("dicomweb-study-thumbnail", [study["study_uid"]]),
     ):
-        response = client.get(reverse(name, args=args), {"window": "40,400"})
+        response = client.get(
+            reverse(name, args=args), {"window": "40,400"}, HTTP_ACCEPT="image/png"
+        )
         assert response.status_code == 200
         assert response.content[:8] == b"\x89PNG\r\n\x1a\n"
+        # JPEG is the default of rendered resources (PS3.18 §8.7.4).
+        default = client.get(reverse(name, args=args))
+        assert default["Content-Type"] == "image/jpeg"
+        assert default.content[:3] == b"\xff\xd8\xff"
 
 
 def test_access_is_audited_once_per_study_and_window(world, study):

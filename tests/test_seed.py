@@ -39,9 +39,11 @@ def _snapshot():
 
 
 def test_seed_is_idempotent_and_realistic(db):
-    call_command("seed_demo", "--force", verbosity=0)
+    # The shared data; the whole demo, imaging included, is seeded twice and compared by the
+    # browser tests' demo server (tests/test_demo_browser.py), which needs it anyway.
+    call_command("seed_demo", "--force", "--portal-only", verbosity=0)
     first = _snapshot()
-    call_command("seed_demo", "--force", verbosity=0)
+    call_command("seed_demo", "--force", "--portal-only", verbosity=0)
     assert _snapshot() == first
 
     names = {name for _finess, name in first["establishments"]}
@@ -63,7 +65,7 @@ def test_seed_is_idempotent_and_realistic(db):
 
 
 def test_demo_identities_are_test_identities_only(db):
-    call_command("seed_demo", "--force", verbosity=0)
+    call_command("seed_demo", "--force", "--portal-only", verbosity=0)
     oids = set(Patient.objects.exclude(ins_oid="").values_list("ins_oid", flat=True))
     assert oids <= {InsOid.NIR_TEST, InsOid.NIA_TEST}
     for matricule in Patient.objects.exclude(ins_matricule="").values_list(
@@ -76,7 +78,7 @@ def test_demo_identities_are_test_identities_only(db):
 
 
 def test_every_demo_doctor_sees_their_patients_and_only_them(db):
-    call_command("seed_demo", "--force", verbosity=0)
+    call_command("seed_demo", "--force", "--portal-only", verbosity=0)
     oncologist = User.objects.get(email="c.martin@mirc.test")
     gp = User.objects.get(email="p.lemoine@mirc.test")
     coordinator = User.objects.get(email="j.perrin@mirc.test")

@@ -223,8 +223,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--force", action="store_true", help="Run even with DEBUG off.")
+        parser.add_argument(
+            "--portal-only",
+            action="store_true",
+            help="Only the shared data (establishments, people, patients), not the apps' data.",
+        )
 
-    def handle(self, *args, force=False, **options):
+    def handle(self, *args, force=False, portal_only=False, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates demo accounts: run it with DJANGO_DEBUG=true.")
         actor = Actor.system("seed_demo")
@@ -235,7 +240,7 @@ class Command(BaseCommand):
             patients = self._patients(establishments, professionals, actor)
             self._identity_conflict(establishments, patients, actor)
         # Each domain app adds its own demo data (studies, meetings, requests).
-        for config in apps.get_app_configs():
+        for config in [] if portal_only else apps.get_app_configs():
             seed_app = getattr(config, "seed_demo", None)
             if seed_app is not None:
                 seed_app(stdout=self.stdout)
