@@ -43,6 +43,19 @@ def require_service(name: str, error: str | None) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _tasks_run_in_the_test_process():
+    """Tasks run inline, even on the production shape's Redis broker: a test sees their
+    effect at once. A real worker taking tasks from Redis is tested on its own
+    (tests/test_production_shape.py)."""
+    from portal.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
