@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import wraps
 
+from django.conf import settings
 from django.core.cache import caches
 from django.db.models import Q, QuerySet
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -29,8 +30,16 @@ from django.views.decorators.csrf import csrf_exempt
 
 from imaging import dicom, services
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
+from imaging.frames import (
+    EXPLICIT_LE,
+    LOSSY_SYNTAXES,
+    NATIVE_SYNTAXES,
+    _frame_media_type,
+    frames_for,
+    parse_accept,
+)
 from imaging.models import Study, ViewerToken
-from imaging.render import decode_frames, render_positional, to_explicit_little_endian
+from imaging.render import render_positional, to_explicit_little_endian
 from imaging.sandbox import DecodeError, run_limited
 from imaging.selectors import studies_visible_to
 from imaging.validation import UploadedFile
@@ -38,33 +47,11 @@ from portal import audit
 from portal.access import record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
-from portal.selectors import patients_visible_to
+from portal.selectors import access_generation, patients_visible_to
 
 logger = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-NATIVE_SYNTAXES = {"1.2.840.10008.1.2", EXPLICIT_LE}
-# Media types of frames in each compressed transfer syntax (PS3.18 Table 8.7.3-2).
-FRAME_MEDIA_TYPES = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-}
-# Older names some clients still send.
-MEDIA_TYPE_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
-LOSSY_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.91",
-}
 AUDIT_WINDOW = 600  # seconds: one "instances accessed" event per caller, study and window
 
 
@@ -91,7 +78,11 @@ def _caller(request) -> Caller | None:
         )
         if token is None or not token.is_valid or not token.user.is_active:
             return None
-        ViewerToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        # A viewer asks for hundreds of frames a minute: the last use is recorded at most
+        # once a minute, not written on every request.
+        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+            ViewerToken.objects.filter(pk=token.pk).update(last_used_at=now)
         actor = Actor.from_request(request)
         return Caller(token.user, token, Actor(user=token.user, ip=actor.ip, name="viewer token"))
     if request.user.is_authenticated:
@@ -150,11 +141,39 @@ def dicomweb_endpoint(view):
     return wrapper
 
 
+GRANT_SECONDS = 30
+
+
+def _grant_key(caller: Caller, study_uid: str) -> str:
+    generation = access_generation(caller.user.pk)
+    return (
+        f"dicomweb-grant:{caller.user.pk}:{generation}:"
+        f"{getattr(caller.token, 'pk', 's')}:{study_uid}"
+    )
+
+
 def _study(request, caller: Caller, study_uid: str) -> Study:
-    study = visible_studies(caller).filter(study_instance_uid=study_uid).first()
+    """The study if the caller may see it, else 404 (refusal audited).
+
+    A granted access is remembered for a few seconds: a viewer fetching a series asks
+    hundreds of times. Any change of the user's patient access (a care relationship
+    ended) moves their access generation, which forgets every grant at once.
+    """
+    cache = caches["default"]
+    key = _grant_key(caller, study_uid)
+    study = cache.get(key)
+    if study is not None:
+        return study
+    study = (
+        visible_studies(caller)
+        .filter(study_instance_uid=study_uid)
+        .select_related("patient")
+        .first()
+    )
     if study is None:
         record_refusal(actor=caller.actor, object_type="imaging.study", object_id=study_uid)
         raise ArchiveNotFound(study_uid)
+    cache.set(key, study, timeout=GRANT_SECONDS)
     return study
 
 
@@ -174,29 +193,6 @@ def _audit_access(caller: Caller, study: Study, what: str) -> None:
 
 
 # --- Media types ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Acceptable:
-    media_type: str
-    params: dict
-
-
-def parse_accept(header: str) -> list[Acceptable]:
-    accepted = []
-    for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", header or ""):
-        pieces = [piece.strip() for piece in part.split(";") if piece.strip()]
-        if not pieces:
-            continue
-        params = {}
-        for piece in pieces[1:]:
-            name, _, value = piece.partition("=")
-            params[name.strip().lower()] = value.strip().strip('"')
-        if "type" in params:
-            params["type"] = MEDIA_TYPE_ALIASES.get(params["type"].lower(), params["type"].lower())
-        media_type = pieces[0].lower()
-        accepted.append(Acceptable(MEDIA_TYPE_ALIASES.get(media_type, media_type), params))
-    return accepted or [Acceptable("*/*", {})]
 
 
 def _multipart(parts: Iterable[tuple[str, bytes]], boundary: str) -> Iterator[bytes]:
@@ -527,67 +523,6 @@ class _NotAcceptable(Exception):
     pass
 
 
-def _wanted_syntax(accepted: list[Acceptable], stored: str) -> str | None:
-    """The transfer syntax to serve frames in, or None if nothing acceptable (406)."""
-    for wanted in accepted:
-        inner = wanted.params.get("type", "")
-        syntax = wanted.params.get("transfer-syntax", "")
-        if wanted.media_type == "*/*" or (
-            wanted.media_type == "multipart/related" and inner in ("", "*/*")
-        ):
-            return syntax if syntax and syntax != "*" else stored
-        if wanted.media_type != "multipart/related":
-            continue
-        if syntax == "*" or (syntax == stored and inner == _frame_media_type(stored)):
-            return stored
-        if inner == "application/octet-stream" and syntax in ("", EXPLICIT_LE, "1.2.840.10008.1.2"):
-            return EXPLICIT_LE
-        if inner == _frame_media_type(stored) and syntax in ("", stored):
-            return stored
-    return None
-
-
-def _frame_media_type(syntax: str) -> str:
-    return FRAME_MEDIA_TYPES.get(syntax, "application/octet-stream")
-
-
-def _frame_cache_key(sop_uid, number, syntax) -> str:
-    return f"frame:{sop_uid}:{number}:{syntax}"
-
-
-def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> tuple[str, list]:
-    """Frames in a transfer syntax the caller accepts, decoding when needed (cached)."""
-    cache = caches["frames"]
-    archive = get_archive()
-    # The stored syntax is cached with the frames: a warm request never asks the archive.
-    stored = cache.get(f"syntax:{sop_uid}")
-    if stored is not None:
-        target = _wanted_syntax(accepted, stored)
-        if target is None:
-            return "", []
-        keys = [_frame_cache_key(sop_uid, n, target) for n in numbers]
-        hits = cache.get_many(keys)
-        if len(hits) == len(keys):
-            return target, [hits[key] for key in keys]
-    native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
-    stored = native.transfer_syntax_uid
-    cache.set(f"syntax:{sop_uid}", stored, timeout=None)
-    target = _wanted_syntax(accepted, stored)
-    if target is None:
-        return "", []
-    if target == stored or (stored in NATIVE_SYNTAXES and target == EXPLICIT_LE):
-        frames = native.frames
-    elif target == EXPLICIT_LE:
-        data = archive.retrieve_instance(study_uid, series_uid, sop_uid)
-        _description, frames = run_limited(decode_frames, data, numbers, timeout=60)
-    else:
-        return "", []  # transcoding into a compressed syntax is not offered
-    cache.set_many(
-        {_frame_cache_key(sop_uid, n, target): f for n, f in zip(numbers, frames, strict=True)}
-    )
-    return target, frames
-
-
 @dicomweb_endpoint
 def retrieve_frames(request, caller, study_uid, series_uid, sop_uid, frame_list):
     study = _study(request, caller, study_uid)
@@ -728,8 +663,14 @@ def store(request, caller, study_uid=None):
     content_type = request.META.get("CONTENT_TYPE", "")
     if not content_type.startswith("multipart/related"):
         return _problem(415, 'send multipart/related; type="application/dicom"')
+    limit = settings.INGEST_MAX_UPLOAD_BYTES
+    # Read as a stream, under the import limit: request.body would refuse anything over
+    # DATA_UPLOAD_MAX_MEMORY_SIZE (meant for forms, not for a CT series).
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _problem(413, f"more than {limit // 1024**2} MB in one request: split it")
     try:
-        parts = _multipart_parts(request.body, content_type)
+        parts = _multipart_parts(body, content_type)
     except ValueError as error:
         return _problem(400, str(error))
     if not parts:

@@ -55,3 +55,13 @@ def patient_studies_sync(self, patient_id: int) -> None:
             raise self.retry(exc=error, countdown=30 * 2**self.request.retries) from error
     else:
         services.archive_sync_finished(patient=patient)
+
+
+@shared_task(name="imaging.warm_series_frames", ignore_result=True)
+def warm_series_frames(study_uid: str, series_uid: str) -> None:
+    from imaging.frames import warm_series
+
+    try:
+        warm_series(study_uid, series_uid)
+    except ArchiveUnavailable as error:
+        logger.info("read-ahead of series %s stopped: %s", series_uid, error)

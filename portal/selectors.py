@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+from django.core.cache import cache
 from django.db.models import Case, Prefetch, Q, QuerySet, Value, When
 from guardian.shortcuts import get_objects_for_user
 
@@ -54,6 +55,12 @@ def identity_conflicts_for_review(*, user, include_resolved: bool = False):
     if not include_resolved:
         conflicts = conflicts.filter(resolved_at__isnull=True)
     return conflicts.order_by("resolved_at", "-created_at")
+
+
+def access_generation(user_id: int) -> int:
+    """A number that changes whenever the user's access to patients changes, so that
+    access decisions cached under it are forgotten at once."""
+    return cache.get_or_set(f"access-generation:{user_id}", 0, timeout=None)
 
 
 def _parse_birth_date(text: str) -> dt.date | None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -300,6 +301,17 @@ def identity_conflict_resolve(
 # --- Care relationships ----------------------------------------------------------------------
 
 
+def access_changed(*, user_id: int) -> None:
+    """Forget the access decisions cached for this user (see selectors.access_generation)."""
+    key = f"access-generation:{user_id}"
+    if cache.add(key, 1, timeout=None):
+        return
+    try:
+        cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, timeout=None)
+
+
 def _sync_patient_permission(*, patient: Patient, professional: Professional) -> None:
     user = professional.user
     active = CareRelationship.objects.filter(
@@ -309,6 +321,10 @@ def _sync_patient_permission(*, patient: Patient, professional: Professional) ->
         assign_perm(PATIENT_VIEW, user, patient)
     else:
         remove_perm(PATIENT_VIEW, user, patient)
+        # Cached grants (DICOMweb, live review) must not outlive the access. Forgotten now
+        # and again after the commit, so no request between the two re-caches the old one.
+        access_changed(user_id=user.pk)
+        transaction.on_commit(lambda: access_changed(user_id=user.pk))
 
 
 def care_relationship_add(

@@ -106,6 +106,12 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+    "DATABASE_POOL", default=True
+):
+    # Under ASGI each request runs in a new thread: without a pool, every request would
+    # open a new PostgreSQL connection.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several daphne workers and eager tasks write to one file: take the write lock at
     # BEGIN and wait for it instead of failing with "database is locked".
@@ -126,14 +132,14 @@ if REDIS_URL:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "portal.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_PREFIX", default="mirc"),
         },
         # Decoded and passed-through image frames: give Redis a maxmemory with an LRU
         # policy, or point FRAMES_CACHE_URL at a Redis of its own.
         "frames": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "portal.cache.SharedRedisCache",
             "LOCATION": env.str("FRAMES_CACHE_URL", default=REDIS_URL),
             "KEY_PREFIX": env.str("CACHE_PREFIX", default="mirc") + "-frames",
             "TIMEOUT": 24 * 3600,

@@ -304,3 +304,25 @@ def test_the_viewer_link_page_shows_the_token_once(world, study):
     token = ViewerToken.objects.get()
     assert "weasis://" in html and token.token_hash not in html
     assert token.expires_at > timezone.now()
+
+
+def test_reading_ahead_warms_the_whole_series(world, study, settings):
+    from imaging.frames import warm_series
+    from imaging.models import Instance
+
+    assert warm_series(study["study_uid"], study["series_uid"]) == 2
+    # The archive is gone: every frame of the series still comes, from the cache.
+    settings.ARCHIVE_URL = "http://127.0.0.1:9/dicom-web"
+    settings.ARCHIVE_TIMEOUT = 0.5
+    client = client_for(world.gp.user)
+    for sop in Instance.objects.filter(series__series_instance_uid=study["series_uid"]):
+        response = client.get(
+            reverse(
+                "dicomweb-frames",
+                args=[study["study_uid"], study["series_uid"], sop.sop_instance_uid, "1"],
+            ),
+            HTTP_ACCEPT=OCTETS,
+        )
+        assert response.status_code == 200
+    settings.ARCHIVE_URL = ""
+    assert warm_series(study["study_uid"], study["series_uid"]) == 0  # nothing left to do
