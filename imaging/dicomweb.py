@@ -30,6 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from imaging import dicom, services
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
+from imaging.fast_frames import credential_hash, remember_fast_grant
 from imaging.frames import (
     EXPLICIT_LE,
     LOSSY_SYNTAXES,
@@ -177,9 +178,12 @@ def _study(request, caller: Caller, study_uid: str) -> Study:
     return study
 
 
+def _audit_key(caller: Caller, study: Study) -> str:
+    return f"dicomweb-audit:{caller.user.pk}:{getattr(caller.token, 'pk', 's')}:{study.pk}"
+
+
 def _audit_access(caller: Caller, study: Study, what: str) -> None:
-    key = f"dicomweb-audit:{caller.user.pk}:{getattr(caller.token, 'pk', 's')}:{study.pk}"
-    if caches["default"].add(key, 1, timeout=AUDIT_WINDOW):
+    if caches["default"].add(_audit_key(caller, study), 1, timeout=AUDIT_WINDOW):
         audit.record(
             actor=caller.actor,
             event=audit.AuditEventId.INSTANCES_ACCESSED,
@@ -523,6 +527,25 @@ class _NotAcceptable(Exception):
     pass
 
 
+def _grant_fast_path(request, caller: Caller, study: Study) -> None:
+    """Let imaging.fast_frames answer this caller's next frames of this study from Redis."""
+    if caller.token is not None:
+        credential, expires = caller.token.token_hash, caller.token.expires_at
+    elif request.session.session_key:
+        credential = credential_hash(session_key=request.session.session_key)
+        expires = request.session.get_expiry_date()
+    else:
+        return
+    remember_fast_grant(
+        credential=credential,
+        study_uid=study.study_instance_uid,
+        user_id=caller.user.pk,
+        generation=access_generation(caller.user.pk),
+        audit_key=_audit_key(caller, study),
+        expires_at=expires.timestamp(),
+    )
+
+
 @dicomweb_endpoint
 def retrieve_frames(request, caller, study_uid, series_uid, sop_uid, frame_list):
     study = _study(request, caller, study_uid)
@@ -541,6 +564,7 @@ def retrieve_frames(request, caller, study_uid, series_uid, sop_uid, frame_list)
         _frame_media_type(syntax) if syntax not in NATIVE_SYNTAXES else ("application/octet-stream")
     )
     part_type = f"{media_type}; transfer-syntax={syntax}"
+    _grant_fast_path(request, caller, study)
     return _multipart_response(
         [(part_type, frame) for frame in frames],
         media_type,

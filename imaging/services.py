@@ -54,7 +54,7 @@ from portal.models import (
     PatientIdentifier,
     search_key,
 )
-from portal.services import notify
+from portal.services import access_changed, notify
 
 logger = logging.getLogger(__name__)
 
@@ -868,6 +868,8 @@ def viewer_token_revoke(*, token: ViewerToken, by: Actor) -> ViewerToken:
         if token.revoked_at is None:
             token.revoked_at = timezone.now()
             token.save(update_fields=["revoked_at"])
+            # Access granted through this token and remembered (fast frames) is forgotten.
+            access_changed(user_id=token.user_id)
             audit.record(
                 actor=by,
                 event=audit.AuditEventId.SECURITY_ALERT,

@@ -54,4 +54,9 @@ websocket_application = AuditRefusedOrigin(
     AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 )
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+# Warm image frames are answered from Redis before Django's request cycle (see there).
+from imaging.fast_frames import FastFrames  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {"http": FastFrames(django_asgi_app), "websocket": websocket_application}
+)

@@ -5,6 +5,7 @@ from django.dispatch import receiver
 
 from portal import audit
 from portal.audit import Actor
+from portal.services import access_changed
 
 
 def _authentication_event(
@@ -31,6 +32,8 @@ def audit_login(sender, request, user, **kwargs):
 def audit_logout(sender, request, user, **kwargs):
     if user is None:
         return
+    # Access remembered for this user's session (fast frames) ends with the session.
+    access_changed(user_id=user.pk)
     actor = Actor.from_request(request) if request is not None else Actor()
     actor = Actor(user=user, ip=actor.ip, session_hash=actor.session_hash)
     _authentication_event(actor=actor, event_type=audit.AuditEventType.LOGOUT)

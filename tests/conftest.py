@@ -10,7 +10,7 @@ import os
 from urllib.parse import urlparse, urlunparse
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import caches
 from django.test import Client
 
 from portal import services
@@ -62,8 +62,10 @@ def _fast_and_isolated(settings, tmp_path):
     settings.ARCHIVE_ROOT = tmp_path / "archive"
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    # Rate limits and used TOTP codes live in the cache: no test inherits another's.
-    cache.clear()
+    # Rate limits, used TOTP codes, access grants and image frames live in caches, and the
+    # synthetic studies have deterministic UIDs: no test inherits another's entries.
+    for alias in settings.CACHES:
+        caches[alias].clear()
 
 
 # --- Real services ---------------------------------------------------------------------------

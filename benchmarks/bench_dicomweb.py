@@ -1,0 +1,1013 @@
+"""The portal's DICOMweb service against Orthanc's own, measured in one run.
+
+Run from the project root::
+
+    .venv/bin/python benchmarks/bench_dicomweb.py
+
+What it starts, on its own, and stops in ``finally`` blocks:
+
+* two private Orthanc 1.10 servers with the DICOMweb plugin (temporary storage, free
+  loopback ports): "A", the archive behind the portal, and "B", an empty one that receives
+  the direct STOW-RS of the ingest comparison;
+* a temporary portal database (SQLite, or a temporary database on the PostgreSQL server of
+  ``DATABASE_URL`` when that is set), migrated with ``manage.py migrate``;
+* the portal in its production shape: ``DJANGO_DEBUG=false``, daphne processes
+  (``python -m daphne ... portal.asgi:application``) with ``ARCHIVE_URL`` on Orthanc A and
+  ``REDIS_URL`` on a dedicated Redis database (flushed at start and at the end), so that
+  the frame cache lives in Redis, shared by every daphne process.
+
+What it measures, portal against Orthanc, with a plain keep-alive HTTP client
+(``http.client``), the portal's requests authenticated by a patient-scoped viewer token:
+
+* ingest: a synthetic 300-slice CT (``imaging.synthetic``) stored with STOW-RS, in chunks,
+  through the portal (into Orthanc A) and straight into Orthanc B, once per round;
+* QIDO-RS: ``studies?PatientID=...``, repeated;
+* WADO-RS frames: frame 1 of every instance of the series, as native Explicit VR Little
+  Endian, cold (Orthanc A freshly restarted and, for the portal, its Redis database flushed)
+  then warm (a second pass right after), once per round.
+
+It prints a table of medians and ratios portal/Orthanc and writes the same figures, with
+every sample, to ``benchmarks/results/dicomweb-<UTC date>.json``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode, urlparse, urlunparse
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # run as a script: the portal's packages are importable
+RESULTS = PROJECT / "benchmarks" / "results"
+PYTHON = sys.executable
+
+ORTHANC_BINARY = Path(os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc"))
+DICOMWEB_PLUGIN = Path(
+    os.environ.get("ORTHANC_DICOMWEB_PLUGIN", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+)
+START_TIMEOUT = 30.0  # seconds for a server to answer
+STOP_TIMEOUT = 10.0  # seconds for a server to exit after SIGTERM
+REQUEST_TIMEOUT = 120.0
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+FRAMES_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
+DICOM_JSON = "application/dicom+json"
+
+# The benchmark patient, as the portal knows them and as the images name them.
+ISSUER = "CHRU-TOURS"
+IPP = "T100001"
+BIRTH_DATE = dt.date(1956, 3, 12)
+
+
+# --- Small helpers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+def log_tail(path: Path, size: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return ""
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    seconds: float
+
+
+class Http:
+    """One keep-alive HTTP/1.1 connection; each call times the request and the whole body.
+
+    Orthanc closes a connection idle for one second (``Keep-Alive: timeout=1``): one idle
+    for longer than IDLE_RECONNECT is replaced before the request, outside the timed span.
+    """
+
+    IDLE_RECONNECT = 0.5  # seconds
+
+    def __init__(self, port: int):
+        self.port = port
+        self.connection: http.client.HTTPConnection | None = None
+        self.last_used = 0.0
+
+    def reset(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
+
+    def request(self, method: str, path: str, *, headers=None, body=None) -> Answer:
+        if time.monotonic() - self.last_used > self.IDLE_RECONNECT:
+            self.reset()
+        for attempt in (1, 2):
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=REQUEST_TIMEOUT
+                )
+                self.connection.connect()  # outside the timed span, as on a kept-alive one
+            try:
+                start = time.perf_counter()
+                self.connection.request(method, path, body=body, headers=headers or {})
+                response = self.connection.getresponse()
+                data = response.read()
+                seconds = time.perf_counter() - start
+                self.last_used = time.monotonic()
+            except (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine):
+                # A kept-alive connection the server closed (a restart): GETs are retried.
+                self.reset()
+                if attempt == 2 or method != "GET":
+                    raise
+                continue
+            if response.getheader("Connection", "").lower() == "close":
+                self.reset()
+            headers_out = {name.lower(): value for name, value in response.getheaders()}
+            return Answer(response.status, headers_out, data, seconds)
+        raise AssertionError("unreachable")
+
+
+class RoundRobin:
+    """Requests spread over several daphne processes, as a reverse proxy would."""
+
+    def __init__(self, clients: list[Http]):
+        self.clients = clients
+        self.next = 0
+
+    def request(self, method: str, path: str, **kwargs) -> Answer:
+        client = self.clients[self.next % len(self.clients)]
+        self.next += 1
+        return client.request(method, path, **kwargs)
+
+    def reset(self) -> None:
+        for client in self.clients:
+            client.reset()
+
+
+def multipart_parts(content_type: str, body: bytes) -> list[bytes]:
+    """Payloads of a multipart/related answer (for the correctness check, never timed)."""
+    boundary = content_type.split("boundary=")[1].split(";")[0].strip().strip('"')
+    parts = []
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        _head, _sep, payload = chunk.partition(b"\r\n\r\n")
+        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
+    return parts
+
+
+def stow_body(files: list[bytes]) -> tuple[str, bytes]:
+    """A STOW-RS request body (PS3.18 §10.5.1.2): multipart/related of application/dicom."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        b"--%s\r\nContent-Type: application/dicom\r\n\r\n%s\r\n" % (boundary.encode(), data)
+        for data in files
+    )
+    body += b"--%s--\r\n" % boundary.encode()
+    return f'multipart/related; type="application/dicom"; boundary={boundary}', body
+
+
+# --- Orthanc --------------------------------------------------------------------------------
+
+
+class Orthanc:
+    """A private Orthanc with DICOMweb, as tests/orthanc.py configures it; restartable on the
+    same port and storage (a restart empties its in-memory caches, not the OS page cache)."""
+
+    def __init__(self, directory: Path, name: str, storage_cache_mb: int):
+        self.directory = directory
+        self.name = name
+        self.storage_cache_mb = storage_cache_mb
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.rest}/dicom-web"
+
+    def configuration(self) -> dict:
+        return {
+            "Name": f"MIRC benchmark {self.name}",
+            "StorageDirectory": str(self.directory / "storage"),
+            "IndexDirectory": str(self.directory / "index"),
+            "HttpPort": self.port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomServerEnabled": False,
+            "OverwriteInstances": False,
+            "StorageCompression": False,
+            "SaveJobs": False,
+            # Orthanc's own cache of stored files (its default is 128 MB).
+            "MaximumStorageCacheSize": self.storage_cache_mb,
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+        }
+
+    def start(self) -> None:
+        config = self.directory / "orthanc.json"
+        config.write_text(json.dumps(self.configuration(), indent=2))
+        errors = []
+        for _attempt in range(5):  # the port may still be held just after a restart
+            self.process = subprocess.Popen(
+                [str(ORTHANC_BINARY), f"--logdir={self.directory / 'logs'}", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                self._wait_until_ready()
+                return
+            except RuntimeError as error:
+                errors.append(str(error))
+                stop_process(self.process)
+                time.sleep(0.5)
+        raise RuntimeError(f"Orthanc {self.name} did not start: {errors}\n{self.log()}")
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        client = Http(self.port)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"exited with status {self.process.returncode}")
+            try:
+                if client.request("GET", "/plugins/dicom-web").status == 200:
+                    client.reset()
+                    return
+            except OSError:
+                client.reset()
+            time.sleep(0.05)
+        raise RuntimeError(f"no answer within {START_TIMEOUT:g} s")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        logs = sorted((self.directory / "logs").glob("Orthanc.log*"), key=os.path.getmtime)
+        return log_tail(logs[-1]) if logs else ""
+
+    def versions(self) -> dict:
+        client = Http(self.port)
+        system = json.loads(client.request("GET", "/system").body)
+        plugin = json.loads(client.request("GET", "/plugins/dicom-web").body)
+        client.reset()
+        return {"orthanc": system.get("Version"), "dicomweb_plugin": plugin.get("Version")}
+
+
+# --- The portal ------------------------------------------------------------------------------
+
+
+class Database:
+    """A temporary portal database: a SQLite file, or a database created on the PostgreSQL
+    server of DATABASE_URL (and dropped at the end)."""
+
+    def __init__(self, directory: Path, server_url: str):
+        self.server_url = server_url
+        self.created: str | None = None
+        if server_url.startswith(("postgres://", "postgresql://")):
+            name = f"mirc_bench_{os.getpid()}_{secrets.token_hex(3)}"
+            with self._maintenance() as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+            self.created = name
+            self.url = urlunparse(urlparse(server_url)._replace(path=f"/{name}"))
+            self.vendor = "postgresql"
+        elif server_url:
+            raise SystemExit(f"DATABASE_URL must be PostgreSQL or unset, not {server_url!r}")
+        else:
+            self.url = f"sqlite:///{directory / 'portal.sqlite3'}"
+            self.vendor = "sqlite"
+
+    def _maintenance(self):
+        import psycopg
+
+        url = urlunparse(urlparse(self.server_url)._replace(path="/postgres"))
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+    def drop(self) -> None:
+        if self.created:
+            with self._maintenance() as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{self.created}" WITH (FORCE)')
+            self.created = None
+
+
+def portal_environment(*, database_url: str, redis_url: str, archive_url: str, tmp: Path) -> dict:
+    """The production shape (README "Production shape"), on plain HTTP without a proxy."""
+    (tmp / "static").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",  # no TLS-terminating proxy in front of daphne here
+        "TRUSTED_PROXY_COUNT": "0",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "ARCHIVE_URL": archive_url,
+        "MEDIA_ROOT": str(tmp / "media"),
+        "STATIC_ROOT": str(tmp / "static"),
+        "EMAIL_URL": "dummymail://",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def migrate(env: dict, tmp: Path) -> None:
+    log = tmp / "migrate.log"
+    with log.open("w") as out:
+        result = subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput"],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py migrate failed:\n{log_tail(log)}")
+
+
+def build_world(env: dict) -> dict:
+    """The establishment, the professional, the patient with an IPP and a care relationship,
+    and a viewer token scoped to the patient (as tests/conftest.py builds its world)."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.db import connections
+
+    from imaging.services import viewer_token_issue
+    from portal import services
+    from portal.audit import Actor
+    from portal.identifiers import ins_key, luhn_complete
+    from portal.models import (
+        Affiliation,
+        CareRole,
+        Establishment,
+        IdentityStatus,
+        InsOid,
+        Professional,
+        User,
+    )
+
+    system = Actor.system("benchmark")
+    tours = Establishment.objects.create(
+        name="CHRU de Tours",
+        finess="370000481",
+        city="Tours",
+        kind="chu",
+        patient_id_issuer=ISSUER,
+    )
+    user = User.objects.create_user(
+        "oncologue@mirc.test",
+        secrets.token_urlsafe(16),
+        first_name="Claire",
+        last_name="Martin",
+    )
+    professional = Professional.objects.create(
+        user=user,
+        title="Dr",
+        profession="medecin",
+        specialty="oncologie_medicale",
+        rpps=luhn_complete("9970000001"),
+    )
+    Affiliation.objects.create(professional=professional, establishment=tours, is_primary=True)
+    first13 = f"2{BIRTH_DATE:%y%m}37261001"
+    patient = services.patient_register(
+        traits=services.PatientTraits(
+            birth_name="Dupont",
+            first_names="Jeanne Marie",
+            sex="F",
+            birth_date=BIRTH_DATE,
+            birth_place_code="37261",
+        ),
+        ins_matricule=first13 + ins_key(first13),
+        ins_oid=InsOid.NIR_TEST,
+        identity_status=IdentityStatus.QUALIFIED,
+        establishment=tours,
+        ipp=IPP,
+        by=system,
+    ).patient
+    services.care_relationship_add(
+        patient=patient, professional=professional, role=CareRole.REFERRING, by=system
+    )
+    _token, raw = viewer_token_issue(
+        by=Actor(user=user, ip="127.0.0.1", name="benchmark"), patient=patient, minutes=24 * 60
+    )
+    connections.close_all()
+    return {"token": raw, "patient_pk": patient.pk, "user_pk": user.pk}
+
+
+class Portal:
+    """daphne processes serving portal.asgi:application, and a Celery worker beside them
+    (production runs one: it reads series ahead into the frame cache)."""
+
+    def __init__(self, env: dict, tmp: Path, processes: int):
+        self.env = env
+        self.tmp = tmp
+        self.count = processes
+        self.processes: list[subprocess.Popen] = []
+        self.ports: list[int] = []
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        for index in range(self.count):
+            port = free_port()
+            log = self.tmp / f"daphne-{index}.log"
+            with log.open("w") as out:
+                process = subprocess.Popen(
+                    [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+                    + ["portal.asgi:application"],
+                    cwd=PROJECT,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            self.processes.append(process)
+            self.ports.append(port)
+            self.logs.append(log)
+        worker_log = self.tmp / "celery-worker.log"
+        with worker_log.open("w") as out:
+            self.worker = subprocess.Popen(
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--loglevel=WARNING",
+                    "--concurrency=1",
+                ],
+                cwd=PROJECT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        for process, port, log in zip(self.processes, self.ports, self.logs, strict=True):
+            self._wait_until_ready(process, port, log)
+
+    def _wait_until_ready(self, process, port, log) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        client = Http(port)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"daphne exited ({process.returncode}):\n{log_tail(log)}")
+            try:
+                # Unauthenticated: 401, without touching the archive.
+                if client.request("GET", "/dicomweb/studies").status == 401:
+                    client.reset()
+                    return
+            except OSError:
+                client.reset()
+            time.sleep(0.1)
+        raise RuntimeError(f"daphne did not answer within {START_TIMEOUT:g} s:\n{log_tail(log)}")
+
+    def client(self) -> RoundRobin:
+        return RoundRobin([Http(port) for port in self.ports])
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop_process(process)
+        self.processes = []
+        stop_process(getattr(self, "worker", None))
+        self.worker = None
+
+
+# --- The images ------------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    study_uid: str
+    series_uid: str
+    sop_uids: list[str]  # in InstanceNumber order
+    files: list[bytes]
+
+
+def ct_series(seed: int, slices: int) -> Series:
+    from imaging import synthetic
+
+    patient = synthetic.PatientIdentity(
+        patient_id=IPP,
+        issuer=ISSUER,
+        family_name="DUPONT",
+        given_names="Jeanne Marie",
+        sex="F",
+        birth_date=BIRTH_DATE,
+    )
+    spec = synthetic.StudySpec(
+        study_date=dt.date(2026, 1, 15) + dt.timedelta(days=seed),
+        institution_name="CHRU de Tours",
+        description="Scanner thoracique",
+        accession_number=f"BENCH{seed:04d}",
+    )
+    datasets = synthetic.study(patient=patient, spec=spec, modality="CT", seed=seed, slices=slices)
+    datasets.sort(key=lambda ds: int(ds.InstanceNumber))
+    return Series(
+        study_uid=str(datasets[0].StudyInstanceUID),
+        series_uid=str(datasets[0].SeriesInstanceUID),
+        sop_uids=[str(ds.SOPInstanceUID) for ds in datasets],
+        files=[synthetic.to_bytes(ds) for ds in datasets],
+    )
+
+
+# --- Measurements ----------------------------------------------------------------------------
+
+
+@dataclass
+class Pass:
+    """One timed sequence of requests: each request's seconds and the wall time of all."""
+
+    requests: list[float]
+    total: float
+
+
+def timed_pass(
+    send: Callable[[int], Answer], count: int, check: Callable[[int, Answer], None]
+) -> Pass:
+    seconds = []
+    start = time.perf_counter()
+    for index in range(count):
+        answer = send(index)
+        check(index, answer)
+        seconds.append(answer.seconds)
+    return Pass(seconds, time.perf_counter() - start)
+
+
+def check_stow(expected: int, answer: Answer) -> None:
+    if answer.status != 200:
+        raise RuntimeError(f"STOW-RS answered {answer.status}: {answer.body[:300]!r}")
+    stored = json.loads(answer.body).get("00081199", {}).get("Value", [])
+    if len(stored) != expected:
+        raise RuntimeError(f"STOW-RS stored {len(stored)} of {expected}")
+
+
+def check_frame(_index: int, answer: Answer) -> None:
+    if answer.status != 200 or len(answer.body) < 512 * 512 * 2:
+        raise RuntimeError(f"frame request answered {answer.status}: {answer.body[:300]!r}")
+
+
+class Bench:
+    def __init__(self, args, *, orthanc_a, orthanc_b, portal: Portal, token: str, redis_db):
+        self.args = args
+        self.redis = redis_db
+        self.orthanc_a = orthanc_a
+        self.orthanc_b = orthanc_b
+        self.portal = portal
+        self.portal_client = portal.client()
+        self.a_client = Http(orthanc_a.port)
+        self.b_client = Http(orthanc_b.port)
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.results: dict = {}
+
+    # -- ingest --
+
+    def ingest(self) -> Series:
+        rounds = []
+        first = None
+        for round_number in range(1, self.args.rounds + 1):
+            say(f"ingest round {round_number}: generating the {self.args.slices}-slice CT")
+            series = ct_series(round_number, self.args.slices)
+            first = first or series
+            chunk = self.args.stow_chunk
+            bodies = [
+                stow_body(series.files[start : start + chunk])
+                for start in range(0, len(series.files), chunk)
+            ]
+            sizes = [
+                len(series.files[start : start + chunk])
+                for start in range(0, len(series.files), chunk)
+            ]
+
+            def portal_send(index, bodies=bodies):
+                content_type, body = bodies[index]
+                headers = {**self.auth, "Content-Type": content_type, "Accept": DICOM_JSON}
+                return self.portal_client.request(
+                    "POST", "/dicomweb/studies", headers=headers, body=body
+                )
+
+            def orthanc_send(index, bodies=bodies):
+                content_type, body = bodies[index]
+                headers = {"Content-Type": content_type, "Accept": DICOM_JSON}
+                return self.b_client.request(
+                    "POST", "/dicom-web/studies", headers=headers, body=body
+                )
+
+            measured = {}
+            order = ["portal", "orthanc"] if round_number % 2 else ["orthanc", "portal"]
+            for side in order:
+                send = portal_send if side == "portal" else orthanc_send
+                say(f"ingest round {round_number}: {side}")
+                measured[side] = timed_pass(
+                    send,
+                    len(bodies),
+                    lambda index, answer, sizes=sizes: check_stow(sizes[index], answer),
+                )
+            rounds.append(measured)
+            if series is not first:
+                series.files = []  # only the first series is read back
+        self.results["ingest"] = self._summary(rounds)
+        return first
+
+    # -- QIDO --
+
+    def qido(self, series: Series) -> None:
+        query = urlencode({"PatientID": IPP})
+        portal_path = f"/dicomweb/studies?{query}"
+        orthanc_path = f"/dicom-web/studies?{query}"
+        headers = {"Accept": DICOM_JSON}
+
+        def portal_send(_index):
+            return self.portal_client.request("GET", portal_path, headers={**headers, **self.auth})
+
+        def orthanc_send(_index):
+            return self.a_client.request("GET", orthanc_path, headers=headers)
+
+        expected = self.args.rounds  # every ingest round stored one study
+
+        def check(answer: Answer) -> None:
+            found = json.loads(answer.body) if answer.status == 200 else None
+            if not isinstance(found, list) or len(found) != expected:
+                raise RuntimeError(f"QIDO-RS answered {answer.status}: {answer.body[:300]!r}")
+
+        for _ in range(5):  # warm-up, not counted
+            check(portal_send(0))
+            check(orthanc_send(0))
+        samples = {"portal": [], "orthanc": []}
+        for repetition in range(self.args.qido_repetitions):
+            order = ["portal", "orthanc"] if repetition % 2 else ["orthanc", "portal"]
+            for side in order:
+                answer = (portal_send if side == "portal" else orthanc_send)(0)
+                check(answer)
+                samples[side].append(answer.seconds)
+        self.results["qido"] = {
+            side: {
+                "median_ms": statistics.median(values) * 1000,
+                "p90_ms": _quantile(values, 0.9) * 1000,
+                "samples_ms": [round(v * 1000, 3) for v in values],
+            }
+            for side, values in samples.items()
+        }
+        self.results["qido"]["ratio"] = (
+            self.results["qido"]["portal"]["median_ms"]
+            / self.results["qido"]["orthanc"]["median_ms"]
+        )
+
+    # -- frames --
+
+    def frames(self, series: Series) -> None:
+        def path(prefix, sop_uid):
+            return (
+                f"{prefix}/studies/{series.study_uid}/series/{series.series_uid}"
+                f"/instances/{sop_uid}/frames/1"
+            )
+
+        headers = {"Accept": FRAMES_ACCEPT}
+        portal_paths = [path("/dicomweb", sop) for sop in series.sop_uids]
+        orthanc_paths = [path("/dicom-web", sop) for sop in series.sop_uids]
+
+        def portal_send(index):
+            return self.portal_client.request(
+                "GET", portal_paths[index], headers={**headers, **self.auth}
+            )
+
+        def orthanc_send(index):
+            return self.a_client.request("GET", orthanc_paths[index], headers=headers)
+
+        self._same_frames(portal_send, orthanc_send, len(portal_paths) // 2)
+        cold_rounds, warm_rounds = [], []
+        for round_number in range(1, self.args.rounds + 1):
+            cold, warm = {}, {}
+            order = ["orthanc", "portal"] if round_number % 2 else ["portal", "orthanc"]
+            for side in order:
+                self.make_cold(side)
+                send = portal_send if side == "portal" else orthanc_send
+                say(f"frames round {round_number}: {side} cold")
+                cold[side] = timed_pass(send, len(portal_paths), check_frame)
+                say(f"frames round {round_number}: {side} warm")
+                warm[side] = timed_pass(send, len(portal_paths), check_frame)
+            cold_rounds.append(cold)
+            warm_rounds.append(warm)
+        self.results["frames_cold"] = self._summary(cold_rounds)
+        self.results["frames_warm"] = self._summary(warm_rounds)
+
+    def make_cold(self, side: str) -> None:
+        """Orthanc A restarted (its storage cache emptied; the OS page cache is left as it
+        is); for the portal, its Redis database flushed too (frames, stored syntaxes, the
+        audit dedupe keys)."""
+        self.orthanc_a.restart()
+        self.a_client.reset()
+        if side == "portal":
+            self.redis.flushdb()
+
+    def _same_frames(self, portal_send, orthanc_send, index) -> None:
+        """The portal serves Orthanc's bytes (checked once, not timed; the frame is cached)."""
+        mine, theirs = portal_send(index), orthanc_send(index)
+        check_frame(index, mine)
+        check_frame(index, theirs)
+        mine_parts = multipart_parts(mine.headers["content-type"], mine.body)
+        theirs_parts = multipart_parts(theirs.headers["content-type"], theirs.body)
+        if mine_parts != theirs_parts or len(mine_parts) != 1:
+            raise RuntimeError("the portal's frame differs from Orthanc's")
+
+    # -- summaries --
+
+    def _summary(self, rounds: list[dict[str, Pass]]) -> dict:
+        summary = {}
+        for side in ("portal", "orthanc"):
+            requests = [s for measured in rounds for s in measured[side].requests]
+            totals = [measured[side].total for measured in rounds]
+            summary[side] = {
+                "median_request_ms": statistics.median(requests) * 1000,
+                "p90_request_ms": _quantile(requests, 0.9) * 1000,
+                "median_total_s": statistics.median(totals),
+                "totals_s": [round(t, 4) for t in totals],
+                "requests_per_pass": len(rounds[0][side].requests),
+                "samples_ms": [
+                    [round(s * 1000, 3) for s in measured[side].requests] for measured in rounds
+                ],
+            }
+        summary["ratio_request"] = (
+            summary["portal"]["median_request_ms"] / summary["orthanc"]["median_request_ms"]
+        )
+        summary["ratio_total"] = (
+            summary["portal"]["median_total_s"] / summary["orthanc"]["median_total_s"]
+        )
+        return summary
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- Report ------------------------------------------------------------------------------------
+
+
+def table(results: dict) -> str:
+    rows = [
+        ("measure", "portal ms/req", "Orthanc ms/req", "ratio", "portal s", "Orthanc s", "ratio"),
+    ]
+    labels = {
+        "ingest": "ingest (STOW-RS, series)",
+        "frames_cold": "frames cold (series)",
+        "frames_warm": "frames warm (series)",
+    }
+    for key in ("ingest", "qido", "frames_cold", "frames_warm"):
+        entry = results[key]
+        if key == "qido":
+            rows.append(
+                (
+                    "QIDO studies?PatientID",
+                    f"{entry['portal']['median_ms']:.2f}",
+                    f"{entry['orthanc']['median_ms']:.2f}",
+                    f"{entry['ratio']:.2f}",
+                    "",
+                    "",
+                    "",
+                )
+            )
+            continue
+        rows.append(
+            (
+                labels[key],
+                f"{entry['portal']['median_request_ms']:.2f}",
+                f"{entry['orthanc']['median_request_ms']:.2f}",
+                f"{entry['ratio_request']:.2f}",
+                f"{entry['portal']['median_total_s']:.3f}",
+                f"{entry['orthanc']['median_total_s']:.3f}",
+                f"{entry['ratio_total']:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            )
+        )
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    cold = results["frames_cold"]["ratio_total"]
+    warm = results["frames_warm"]["ratio_total"]
+    lines.append("")
+    lines.append(
+        f"targets: cold portal/Orthanc <= 1.10: {cold:.2f} "
+        f"{'met' if cold <= 1.10 else 'MISSED'}; "
+        f"warm portal/Orthanc < 1.00: {warm:.2f} {'met' if warm < 1.0 else 'MISSED'}"
+    )
+    return "\n".join(lines)
+
+
+def git_state() -> dict:
+    def git(*args):
+        result = subprocess.run(
+            ["git", *args], cwd=PROJECT, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+# --- Main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds, cold+warm passes")
+    parser.add_argument("--slices", type=int, default=300, help="slices of the CT series")
+    parser.add_argument("--qido-repetitions", type=int, default=50)
+    parser.add_argument(
+        "--stow-chunk",
+        type=int,
+        default=4,
+        help="instances per STOW-RS request (4 x 526 kB stays under Django's default "
+        "DATA_UPLOAD_MAX_MEMORY_SIZE of 2.5 MB, which the portal's STOW-RS is bound by)",
+    )
+    parser.add_argument(
+        "--daphne-processes", type=int, default=2, help="daphne processes, used in turn"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/13",
+        help="a Redis database for the benchmark alone: flushed at start and at the end",
+    )
+    parser.add_argument(
+        "--orthanc-storage-cache-mb",
+        type=int,
+        default=128,
+        help="Orthanc's MaximumStorageCacheSize (its default, 128)",
+    )
+    parser.add_argument("--output", type=Path, default=None, help="the JSON file to write")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import redis
+
+    for path, package in ((ORTHANC_BINARY, "orthanc"), (DICOMWEB_PLUGIN, "orthanc-dicomweb")):
+        if not path.exists():
+            raise SystemExit(f"{path} not found (Debian package {package})")
+    redis_db = redis.Redis.from_url(args.redis_url, socket_connect_timeout=2)
+    redis_db.ping()
+    redis_db.flushdb()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mirc-bench-dicomweb-"))
+    orthancs: list[Orthanc] = []
+    portal = None
+    database = None
+    started = dt.datetime.now(dt.UTC)
+    load_at_start = os.getloadavg()
+    try:
+        database = Database(tmp, os.environ.get("DATABASE_URL", ""))
+        for name in ("A", "B"):
+            orthanc = Orthanc(tmp / f"orthanc-{name}", name, args.orthanc_storage_cache_mb)
+            orthancs.append(orthanc)
+            orthanc.start()
+        orthanc_a, orthanc_b = orthancs
+        env = portal_environment(
+            database_url=database.url,
+            redis_url=args.redis_url,
+            archive_url=orthanc_a.dicomweb_url,
+            tmp=tmp,
+        )
+        say(f"migrating the {database.vendor} portal database")
+        migrate(env, tmp)
+        world = build_world(env)
+        portal = Portal(env, tmp, args.daphne_processes)
+        portal.start()
+        say(f"portal on ports {portal.ports}, Orthanc A on {orthanc_a.port}, B on {orthanc_b.port}")
+
+        bench = Bench(
+            args,
+            orthanc_a=orthanc_a,
+            orthanc_b=orthanc_b,
+            portal=portal,
+            token=world["token"],
+            redis_db=redis_db,
+        )
+        series = bench.ingest()
+        bench.qido(series)
+        bench.frames(series)
+
+        import django
+
+        results = {
+            "benchmark": "dicomweb",
+            "started_at": started.isoformat(),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+            "configuration": {
+                "rounds": args.rounds,
+                "slices": args.slices,
+                "frame_bytes": len(series.files[0]) if series.files else None,
+                "qido_repetitions": args.qido_repetitions,
+                "stow_chunk": args.stow_chunk,
+                "daphne_processes": args.daphne_processes,
+                "database": database.vendor,
+                "redis_url": args.redis_url,
+                "orthanc_storage_cache_mb": args.orthanc_storage_cache_mb,
+                "frames_accept": FRAMES_ACCEPT,
+                "cold": "Orthanc A restarted before the pass (its storage cache empty, the OS "
+                "page cache not dropped); for the portal, its Redis database flushed too",
+                "warm": "the same requests again, right after the cold pass",
+            },
+            "environment": {
+                "python": platform.python_version(),
+                "django": django.get_version(),
+                **orthanc_a.versions(),
+                "redis": redis_db.info("server").get("redis_version"),
+                "cpus": os.cpu_count(),
+                # Other work on the machine shows here: the ratios are measured side by side,
+                # but a loaded machine slows the portal (more CPU per request) the most.
+                "load_average_at_start": load_at_start,
+                "load_average_at_end": os.getloadavg(),
+                "platform": platform.platform(),
+                "git": git_state(),
+            },
+            "results": bench.results,
+        }
+        print(table(bench.results))
+        print(
+            f"load average (1 min) at start {load_at_start[0]:.2f}, "
+            f"at end {os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs"
+        )
+        output = args.output or RESULTS / f"dicomweb-{started:%Y-%m-%dT%H%M%SZ}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=1))
+        say(f"results written to {output}")
+        return 0
+    except BaseException:
+        if portal is not None:
+            for log in portal.logs:
+                say(f"--- {log.name}\n{log_tail(log)}")
+        raise
+    finally:
+        if portal is not None:
+            portal.stop()
+        for orthanc in orthancs:
+            orthanc.stop()
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:  # noqa: BLE001, S110 - Django may never have been set up
+            pass
+        if database is not None:
+            database.drop()
+        redis_db.flushdb()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
