@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test lint messages worker clean
+.PHONY: setup demo test lint messages viewer worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 messages: $(INSTALLED)
 	$(BIN)/pybabel compile --domain django --directory locale --statistics
 
-setup: $(INSTALLED) messages
+# The viewer (Cornerstone3D) bundled by Vite from frontend/ into static/build/ (not committed).
+VIEWER := static/build/viewer.js
+$(VIEWER): frontend/package.json frontend/package-lock.json frontend/vite.config.js $(shell find frontend/src -type f 2>/dev/null)
+	@command -v npm >/dev/null || { echo "npm (Node.js 20 or newer) is needed to build the viewer"; exit 1; }
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	touch $@
+
+viewer: $(VIEWER)
+
+setup: $(INSTALLED) messages $(VIEWER)
 	mkdir -p var
 
 demo: setup
@@ -42,4 +51,4 @@ worker: setup
 	$(BIN)/celery -A portal worker --loglevel=INFO
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) staticfiles .pytest_cache static/build frontend/node_modules

@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from imaging.models import IngestBatch, StudyReport
+from imaging.models import IngestBatch, ReviewRoom, StudyReport
 from imaging.selectors import studies_visible_to
 from portal.access import get_patient_for_user, record_refusal
 from portal.audit import Actor
@@ -72,3 +72,14 @@ def get_viewer_token_for_user(request, token_id):
         )
         raise Http404
     return token
+
+
+def get_review_room_for(actor: Actor, room_id) -> ReviewRoom:
+    """The open review room ``room_id`` if ``actor`` may join it, else 404 (pages and sockets)."""
+    from imaging.review import review_room_entitled
+
+    room = review_room_entitled(user=actor.user, room_id=room_id)
+    if room is None:
+        record_refusal(actor=actor, object_type="imaging.reviewroom", object_id=room_id)
+        raise Http404
+    return room

@@ -250,7 +250,47 @@ def seed(stdout=None) -> int:
                 f"  {plan.date:%d/%m/%Y} {plan.modality} {plan.description} "
                 f"({len(datasets)} instances) — {patient.display_name}"
             )
+    _review_room(stdout)
     return created
+
+
+REVIEW_ROOM_TITLE = "RCP thoracique — revue d'imagerie"
+
+
+def _review_room(stdout) -> None:
+    """A live review room on the first thoracic patient's 300-slice CT (once)."""
+    from imaging.models import ReviewRoom
+    from imaging.review import review_room_create
+    from portal.models import User
+
+    plan = PLAN[0]
+    patient = _patient(plan.group, plan.rank)
+    coordinator = User.objects.filter(email=plan.group).first()
+    if patient is None or coordinator is None:
+        return
+    if ReviewRoom.objects.filter(patient=patient, title=REVIEW_ROOM_TITLE).exists():
+        return
+    study = Study.objects.filter(
+        patient=patient, study_date=plan.date, modalities__contains=plan.modality
+    ).first()
+    if study is None:
+        return
+    members = User.objects.filter(
+        email__in=[
+            "a.rousseau@mirc.test",
+            "h.bertrand@mirc.test",
+            "j.moreau@mirc.test",
+            "s.girard@mirc.test",
+        ]
+    )
+    review_room_create(
+        study=study,
+        title=REVIEW_ROOM_TITLE,
+        members=list(members),
+        by=Actor(user=coordinator),
+    )
+    if stdout is not None:
+        stdout.write(f"  review room: {REVIEW_ROOM_TITLE} — {patient.display_name}")
 
 
 class _Result:

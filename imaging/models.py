@@ -6,6 +6,8 @@ which patient a study is about (the permission anchor), its summary for the doss
 the content hash of every instance that went through the portal's ingest.
 """
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -283,3 +285,50 @@ class ViewerToken(models.Model):
     @property
     def is_valid(self) -> bool:
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class ReviewRoom(models.Model):
+    """A live shared review of a patient's images (see docs/review-protocol.md).
+
+    The RCP and tele-expertise issues attach rooms to their sessions and requests; until then
+    a room is opened from a study by its coordinator, who invites colleagues. Whoever joins
+    must also be entitled to the patient: an invitation never opens a door the patient's
+    permissions keep shut.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(_("title"), max_length=200)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="review_rooms")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="review_rooms")
+    coordinator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="review_rooms", blank=True
+    )
+    presenter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.title
+
+
+class ReviewPresence(models.Model):
+    """One open WebSocket of a participant: presence survives across daphne processes."""
+
+    room = models.ForeignKey(ReviewRoom, on_delete=models.CASCADE, related_name="presences")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel_name = models.CharField(max_length=200, unique=True)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["room", "user"])]
+
+    def __str__(self):
+        return f"{self.user} in {self.room}"

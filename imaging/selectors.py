@@ -38,3 +38,61 @@ def recent_studies(*, user, limit: int = 50) -> QuerySet[Study]:
 
 def ingest_batches_of(*, user, patient: Patient) -> QuerySet[IngestBatch]:
     return IngestBatch.objects.filter(uploaded_by=user, patient=patient)
+
+
+def viewer_config(*, study: Study, user, room=None) -> dict:
+    """What the embedded viewer needs (the include ``imaging/_viewer.html``): the study, the
+    patient's other studies the user may see (to compare with a prior), the live room."""
+    from imaging.review import display_name
+    from imaging.viewer_labels import LABELS
+
+    patient = study.patient
+    others = list(
+        studies_visible_to(user)
+        .filter(patient=patient)
+        .exclude(pk=study.pk)
+        .order_by("-study_date", "-study_time", "-pk")[:20]
+    )
+    # The viewer compares with the next study in the list: the latest prior exam comes first,
+    # later exams after the priors.
+    if study.study_date is not None:
+        others.sort(
+            key=lambda other: bool(other.study_date and other.study_date > study.study_date)
+        )
+    studies = [study, *others]
+    return {
+        "dicomweb": "/dicomweb",
+        "studies": [
+            {
+                "uid": item.study_instance_uid,
+                "label": " · ".join(
+                    part
+                    for part in (
+                        item.study_date.strftime("%d/%m/%Y") if item.study_date else "",
+                        item.modalities,
+                        item.description,
+                    )
+                    if part
+                ),
+                "modalities": item.modalities,
+            }
+            for item in studies
+        ],
+        "patient": {
+            "name": patient.display_name,
+            "birthDate": patient.birth_date.strftime("%d/%m/%Y") if patient.birth_date else "",
+            "sex": patient.sex,
+        },
+        "room": (
+            {
+                "id": str(room.pk),
+                "ws": f"/ws/review/{room.pk}/",
+                "title": room.title,
+                "coordinator": room.coordinator_id == user.pk,
+            }
+            if room is not None
+            else None
+        ),
+        "user": {"id": user.pk, "name": display_name(user)},
+        "labels": {key: str(text) for key, text in LABELS.items()},
+    }

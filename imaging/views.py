@@ -14,14 +14,16 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from imaging import selectors, services
+from imaging import review, selectors, services
 from imaging.access import (
     get_ingest_batch_for_user,
+    get_review_room_for,
     get_study_for_user,
     get_study_report_for_user,
     get_viewer_token_for_user,
 )
 from imaging.archive import ArchiveError, get_archive
+from imaging.forms import ReviewRoomForm
 from imaging.models import ArchiveSync, IngestBatch
 from imaging.tasks import ingest_batch, patient_studies_sync
 from portal import audit
@@ -219,3 +221,107 @@ def viewer_link_revoke(request, token_id):
     messages.success(request, _("The viewer link no longer works."))
     patient_id = token.patient_id or token.study.patient_id
     return redirect("imaging-dossier", patient_id=patient_id)
+
+
+# --- Viewer and live shared review ---------------------------------------------------------------
+
+
+@patient_data_view
+@require_GET
+def study_viewer(request, study_id):
+    """The embedded viewer, full page, on one study (and the patient's priors to compare)."""
+    study = get_study_for_user(request, study_id)
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=study,
+        patient=study.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"view": "viewer"},
+    )
+    return render(
+        request,
+        "imaging/viewer.html",
+        {
+            "study": study,
+            "patient": study.patient,
+            "viewer": selectors.viewer_config(study=study, user=request.user),
+            "rooms": review.review_rooms_of_study(user=request.user, study=study),
+            "room_form": ReviewRoomForm(study=study, user=request.user),
+        },
+    )
+
+
+@patient_data_view
+@require_POST
+def review_room_create(request, study_id):
+    study = get_study_for_user(request, study_id)
+    form = ReviewRoomForm(request.POST, study=study, user=request.user)
+    if not form.is_valid():
+        messages.error(request, _("The review room was not opened: check the form."))
+        return redirect("study-viewer", study_id=study.pk)
+    room = review.review_room_create(
+        study=study,
+        title=form.cleaned_data["title"],
+        members=[professional.user for professional in form.cleaned_data["members"]],
+        by=Actor.from_request(request),
+    )
+    return redirect("review-room", room_id=room.pk)
+
+
+@patient_data_view
+@require_GET
+def review_room_list(request):
+    rooms = (
+        review.review_rooms_visible_to(request.user)
+        .select_related("patient", "study", "coordinator__professional")
+        .order_by("-created_at")[:50]
+    )
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        object_type="imaging.reviewroom",
+        purpose=AuditPurpose.CARE,
+        query="review rooms",
+    )
+    return render(request, "imaging/review_rooms.html", {"rooms": rooms})
+
+
+@patient_data_view
+@require_GET
+def review_room_detail(request, room_id):
+    actor = Actor.from_request(request)
+    room = get_review_room_for(actor, room_id)
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=room,
+        patient=room.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"view": "review room"},
+    )
+    return render(
+        request,
+        "imaging/review_room.html",
+        {
+            "room": room,
+            "patient": room.patient,
+            "viewer": selectors.viewer_config(study=room.study, user=request.user, room=room),
+        },
+    )
+
+
+@patient_data_view
+@require_POST
+def review_room_close(request, room_id):
+    actor = Actor.from_request(request)
+    room = get_review_room_for(actor, room_id)
+    if room.coordinator_id != request.user.pk:
+        messages.error(request, _("Only the coordinator of the room closes it."))
+        return redirect("review-room", room_id=room.pk)
+    review.review_room_close(room=room, by=actor)
+    messages.info(request, _("The review room is closed."))
+    return redirect("study-viewer", study_id=room.study_id)

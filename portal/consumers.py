@@ -48,3 +48,6 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 "url": event["url"],
             }
         )
+
+    async def access_changed(self, event):
+        return  # notifications carry no patient data: nothing to take back

@@ -304,12 +304,17 @@ def identity_conflict_resolve(
 def access_changed(*, user_id: int) -> None:
     """Forget the access decisions cached for this user (see selectors.access_generation)."""
     key = f"access-generation:{user_id}"
-    if cache.add(key, 1, timeout=None):
-        return
-    try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, timeout=None)
+    if not cache.add(key, 1, timeout=None):
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, timeout=None)
+    # Open WebSockets (live review) check again at once, not at their next message.
+    transaction.on_commit(
+        lambda: async_to_sync(get_channel_layer().group_send)(
+            user_group_name(user_id), {"type": "access.changed"}
+        )
+    )
 
 
 def _sync_patient_permission(*, patient: Patient, professional: Professional) -> None:

@@ -186,6 +186,10 @@ INGEST_MAX_ZIP_RATIO = env.int("INGEST_MAX_ZIP_RATIO", default=200)
 # A CT folder is hundreds of files; uploads stream to temporary files, not to memory.
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=5000)
 
+# Live shared review: a presenter whose connection drops keeps control this long, so that a
+# page reload or a network glitch does not hand the meeting to nobody.
+REVIEW_PRESENTER_GRACE_SECONDS = env.float("REVIEW_PRESENTER_GRACE_SECONDS", default=10.0)
+
 # --- Files --------------------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
@@ -318,7 +322,9 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0 if DEBUG else 1)
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
-        "script-src": [SELF],
+        # The viewer's image decoders are WebAssembly (Cornerstone3D's codecs), served here.
+        "script-src": [SELF, "'wasm-unsafe-eval'"],
+        "worker-src": [SELF],
         "style-src": [SELF],
         "img-src": [SELF, "data:", "blob:"],
         "connect-src": [SELF],

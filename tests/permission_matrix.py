@@ -151,6 +151,36 @@ def imaged_study(world, key: str = "matrix-study"):
     return cache[key]
 
 
+def _review_room(world):
+    """A room on world.patient's CT: the oncologist coordinates, the GP is invited."""
+    from imaging.review import review_room_create
+
+    rooms = world.__dict__.setdefault("_rooms", [])
+    if not rooms:
+        rooms.append(
+            review_room_create(
+                study=imaged_study(world)["study"],
+                title="RCP thoracique",
+                members=[world.gp.user],
+                by=Actor(user=world.oncologist.user),
+            )
+        )
+    return rooms[0]
+
+
+def _surgeon_in_care_team(world):
+    if not CareRelationship.objects.filter(
+        patient=world.patient, professional=world.surgeon, ended_at__isnull=True
+    ).exists():
+        services.care_relationship_add(
+            patient=world.patient,
+            professional=world.surgeon,
+            role=CareRole.CARE_TEAM,
+            by=Actor.system("tests"),
+        )
+    return world.surgeon.user
+
+
 def _study_kwargs(world, *names):
     found = imaged_study(world)
     return {name: found[name] for name in names}
@@ -353,6 +383,43 @@ MATRIX = {
             "frame_list": "1",
         },
     ),
+    "study-viewer": ObjectRoute(
+        kwargs=lambda w: {"study_id": imaged_study(w)["study"].pk},
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "review-room-create": ObjectRoute(
+        kwargs=lambda w: {"study_id": imaged_study(w)["study"].pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"title": "RCP thoracique", "members": [w.gp.pk]},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "review-room-list": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
+    "review-room": ObjectRoute(
+        kwargs=lambda w: {"room_id": _review_room(w).pk},
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: w.outsider.user,
+        # Seeing the patient is not enough: one must be invited (the surgeon is not).
+        extra_outsiders=[lambda w: w.admin_user, lambda w: _surgeon_in_care_team(w)],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "review-room-close": ObjectRoute(
+        kwargs=lambda w: {"room_id": _review_room(w).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),
     "audit-event-list": GlobalPermission(
@@ -377,4 +444,8 @@ THIRD_PARTY_PREFIXES = {
 # WebSocket routes: name -> what a connection gets.
 WEBSOCKET_MATRIX = {
     "ws-notifications": "the signed-in user's own notifications; anonymous refused",
+    "ws-review": (
+        "a live review room: invited and entitled to the patient (checked at connect, on every "
+        "changing message and when access changes); see tests/test_review_consumer.py"
+    ),
 }

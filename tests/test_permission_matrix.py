@@ -1,6 +1,7 @@
 """Every route of the project against the permission matrix: the main defence against IDOR."""
 
 import re
+import uuid
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -189,7 +190,10 @@ def test_entitled(name, world):
 @pytest.mark.parametrize("name", OBJECT_ROUTES)
 def test_unknown_object_is_404_like_a_forbidden_one(name, world):
     entry = MATRIX[name]
-    kwargs = dict.fromkeys(entry.kwargs(world), 987654)
+    kwargs = {
+        key: uuid.UUID(int=987654) if isinstance(value, uuid.UUID) else 987654
+        for key, value in entry.kwargs(world).items()
+    }
     response = _call(client_for(entry.entitled(world)), entry, reverse(name, kwargs=kwargs), world)
     assert response.status_code == 404
 
@@ -301,7 +305,11 @@ async def test_websocket_refuses_anonymous(route):
     from portal.routing import websocket_urlpatterns
 
     pattern = next(p for p in websocket_urlpatterns if p.name == route)
-    path = "/" + re.sub(r"<[^>]+>", "1", str(pattern.pattern))
+    path = "/" + re.sub(
+        r"<[^>]+>",
+        lambda m: "6f1c2d3e-0000-4000-8000-000000000001" if "uuid:" in m.group() else "1",
+        str(pattern.pattern),
+    )
     communicator = WebsocketCommunicator(
         application, path, headers=[(b"origin", b"http://localhost")]
     )

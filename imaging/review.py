@@ -1,0 +1,253 @@
+"""Live shared review: rooms, presence, control and the shared viewing state.
+
+The protocol is in docs/review-protocol.md; the WebSocket side is imaging/review_consumer.py.
+Rooms, presence and control live in the database (several daphne processes serve one room);
+the viewing state and the annotations, written up to 20 times a second, live in the cache
+(Redis in production), so a late joiner or a presenter who reconnects finds them anywhere.
+"""
+
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from imaging.models import ReviewPresence, ReviewRoom, Study
+from imaging.review_schema import MAX_ANNOTATIONS
+from imaging.selectors import studies_visible_to
+from portal import audit
+from portal.audit import Actor
+from portal.models import AuditPurpose
+
+STATE_TIMEOUT = 24 * 3600
+
+
+# --- Selectors ---------------------------------------------------------------------------------
+
+
+def review_rooms_visible_to(user) -> QuerySet[ReviewRoom]:
+    """Open rooms the user may join: invited (or coordinating) and entitled to the images."""
+    if not getattr(user, "is_authenticated", False):
+        return ReviewRoom.objects.none()
+    return (
+        ReviewRoom.objects.filter(closed_at__isnull=True, study__in=studies_visible_to(user))
+        .filter(Q(coordinator=user) | Q(members=user))
+        .distinct()
+    )
+
+
+def review_room_entitled(*, user, room_id) -> ReviewRoom | None:
+    """The open room ``room_id`` if ``user`` may join it, else None."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    room = (
+        ReviewRoom.objects.filter(pk=room_id, closed_at__isnull=True)
+        .select_related("patient", "study", "coordinator", "presenter")
+        .first()
+    )
+    if room is None:
+        return None
+    invited = room.coordinator_id == user.pk or room.members.filter(pk=user.pk).exists()
+    if not invited or not studies_visible_to(user).filter(pk=room.study_id).exists():
+        return None
+    return room
+
+
+def review_rooms_of_study(*, user, study: Study) -> QuerySet[ReviewRoom]:
+    return review_rooms_visible_to(user).filter(study=study)
+
+
+def participants(room_id) -> list[dict]:
+    """Who is in the room now (one entry per user, whatever their number of tabs)."""
+    room = ReviewRoom.objects.only("presenter_id").get(pk=room_id)
+    seen = {}
+    for presence in (
+        ReviewPresence.objects.filter(room_id=room_id)
+        .select_related("user")
+        .order_by("joined_at", "pk")
+    ):
+        if presence.user_id not in seen:
+            seen[presence.user_id] = {
+                "id": presence.user_id,
+                "name": display_name(presence.user),
+                "presenter": presence.user_id == room.presenter_id,
+            }
+    return list(seen.values())
+
+
+def presenter_of(room_id) -> dict | None:
+    room = ReviewRoom.objects.select_related("presenter").only("presenter").get(pk=room_id)
+    if room.presenter is None:
+        return None
+    return {"id": room.presenter_id, "name": display_name(room.presenter)}
+
+
+def display_name(user) -> str:
+    professional = getattr(user, "professional", None)
+    if professional is not None:
+        return str(professional)
+    return user.get_full_name() or user.email
+
+
+# --- Rooms ---------------------------------------------------------------------------------------
+
+
+def review_room_create(*, study: Study, title: str, members, by: Actor) -> ReviewRoom:
+    """Open a room on ``study``; only members entitled to the patient are invited."""
+    with transaction.atomic():
+        room = ReviewRoom.objects.create(
+            title=title, patient=study.patient, study=study, coordinator=by.user
+        )
+        entitled = [user for user in members if studies_visible_to(user).filter(pk=study.pk)]
+        room.members.set(entitled)
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.CREATE,
+            obj=room,
+            patient=study.patient,
+            purpose=AuditPurpose.CARE,
+            detail={"review_room": "opened", "members": [user.pk for user in entitled]},
+        )
+    return room
+
+
+def review_room_close(*, room: ReviewRoom, by: Actor) -> None:
+    ReviewRoom.objects.filter(pk=room.pk).update(closed_at=timezone.now(), presenter=None)
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.UPDATE,
+        obj=room,
+        patient=room.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"review_room": "closed"},
+    )
+
+
+# --- Presence (audited: joining shows the patient's images) --------------------------------------
+
+
+def presence_join(*, room: ReviewRoom, channel_name: str, by: Actor) -> None:
+    ReviewPresence.objects.create(room=room, user=by.user, channel_name=channel_name)
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=room,
+        patient=room.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"review_room": "joined"},
+    )
+
+
+def presence_leave(*, room: ReviewRoom, channel_name: str, by: Actor) -> bool:
+    """Forget this connection; True if the user has no other connection in the room."""
+    ReviewPresence.objects.filter(channel_name=channel_name).delete()
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=room,
+        patient=room.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"review_room": "left"},
+    )
+    return not ReviewPresence.objects.filter(room=room, user=by.user).exists()
+
+
+# --- Control ---------------------------------------------------------------------------------
+
+
+def control_take(*, room_id, user) -> bool:
+    """``user`` presents if nobody does (one conditional UPDATE: two takers, one winner)."""
+    return bool(
+        ReviewRoom.objects.filter(pk=room_id, presenter__isnull=True).update(presenter=user)
+    )
+
+
+def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
+    """The presenter or the coordinator hands control to a participant present in the room."""
+    current = ReviewRoom.objects.filter(pk=room.pk).values_list("presenter_id", flat=True).first()
+    if by.pk not in (current, room.coordinator_id):
+        return False
+    if not ReviewPresence.objects.filter(room=room, user_id=to_user_id).exists():
+        return False
+    return bool(
+        ReviewRoom.objects.filter(pk=room.pk, presenter_id=current).update(presenter_id=to_user_id)
+    )
+
+
+def control_release(*, room_id, user) -> bool:
+    return bool(ReviewRoom.objects.filter(pk=room_id, presenter=user).update(presenter=None))
+
+
+def control_return_if_gone(*, room_id, user_id) -> bool:
+    """After a presenter's grace period: control returns if they have not come back."""
+    if ReviewPresence.objects.filter(room_id=room_id, user_id=user_id).exists():
+        return False
+    return bool(ReviewRoom.objects.filter(pk=room_id, presenter_id=user_id).update(presenter=None))
+
+
+def is_presenter(*, room_id, user) -> bool:
+    return ReviewRoom.objects.filter(pk=room_id, presenter=user).exists()
+
+
+# --- Shared state (cache) ----------------------------------------------------------------------
+
+
+def _key(room_id, name: str) -> str:
+    return f"review:{room_id}:{name}"
+
+
+def next_seq(room_id) -> int:
+    key = _key(room_id, "seq")
+    if cache.add(key, 1, timeout=STATE_TIMEOUT):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between the two calls
+        cache.set(key, 1, timeout=STATE_TIMEOUT)
+        return 1
+
+
+def view_save(room_id, *, seq: int, view: dict, user_id: int) -> None:
+    cache.set(
+        _key(room_id, "view"), {"seq": seq, "view": view, "from": user_id}, timeout=STATE_TIMEOUT
+    )
+
+
+def snapshot(room_id) -> dict:
+    """What a joiner needs at once: the latest view and every annotation."""
+    found = cache.get_many(
+        [_key(room_id, "view"), _key(room_id, "annotations"), _key(room_id, "seq")]
+    )
+    view = found.get(_key(room_id, "view"))
+    annotations = found.get(_key(room_id, "annotations")) or {}
+    return {
+        "seq": found.get(_key(room_id, "seq"), 0),
+        "view": view["view"] if view else None,
+        "annotations": list(annotations.values()),
+    }
+
+
+def annotations_apply(room_id, message: dict) -> bool:
+    """Apply an annotation message to the room's set; False if the room is full.
+
+    Only the presenter writes (one connection at a time), so read-modify-write is safe.
+    """
+    key = _key(room_id, "annotations")
+    annotations = cache.get(key) or {}
+    op = message["op"]
+    if op == "upsert":
+        annotation = message["annotation"]
+        if annotation["uid"] not in annotations and len(annotations) >= MAX_ANNOTATIONS:
+            return False
+        annotations[annotation["uid"]] = annotation
+    elif op == "remove":
+        annotations.pop(message["uid"], None)
+    else:
+        annotations = {}
+    cache.set(key, annotations, timeout=STATE_TIMEOUT)
+    return True

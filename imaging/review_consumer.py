@@ -1,0 +1,312 @@
+"""The live shared review's WebSocket: docs/review-protocol.md is the contract.
+
+Only the presenter's viewing state travels; each browser loads the images itself through the
+portal's DICOMweb service. Rooms, presence and control are in the database, the shared state
+in the cache (imaging/review.py), so a room works across several daphne processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http import Http404
+
+from imaging import review
+from imaging.access import get_review_room_for
+from imaging.review_schema import MAX_MESSAGE_BYTES, validated
+from portal.audit import Actor
+from portal.selectors import access_generation
+from portal.services import user_group_name
+
+logger = logging.getLogger(__name__)
+
+CLOSE_INVALID = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_REVOKED = 4403
+CLOSE_NOT_FOUND = 4404
+MAX_INVALID = 50
+VIEW_INTERVAL = 0.05  # at most 20 relayed views a second per room
+CHANGING = {"view", "annotation", "take_control", "grant_control", "release_control"}
+
+
+def _dumps(message: dict) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+class ReviewConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.room = None
+        self.invalid = 0
+        self.pending_view = None
+        self.flush_handle = None
+        self.last_relay = 0.0
+        user = self.scope.get("user")
+        self.actor = Actor.from_scope(self.scope)
+        room_id = self.scope["url_route"]["kwargs"]["room_id"]
+        if user is None or not user.is_authenticated:
+            await database_sync_to_async(_refuse_anonymous)(self.actor, self.scope["path"])
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            room = await database_sync_to_async(get_review_room_for)(self.actor, room_id)
+        except Http404:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.room = room
+        self.user = user
+        self.group = f"review.{room.pk}"
+        self.generation = await database_sync_to_async(access_generation)(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(user_group_name(user.pk), self.channel_name)
+        await self.accept()
+        await database_sync_to_async(review.presence_join)(
+            room=room, channel_name=self.channel_name, by=self.actor
+        )
+        welcome = await database_sync_to_async(self._welcome)()
+        await self.send(text_data=_dumps(welcome))
+        await self._broadcast_presence()
+
+    def _welcome(self) -> dict:
+        state = review.snapshot(self.room.pk)
+        return {
+            "v": 1,
+            "type": "welcome",
+            "seq": state["seq"],
+            "you": {"id": self.user.pk, "name": review.display_name(self.user)},
+            "room": {"id": str(self.room.pk), "title": self.room.title},
+            "presenter": review.presenter_of(self.room.pk),
+            "participants": review.participants(self.room.pk),
+            "view": state["view"],
+            "annotations": state["annotations"],
+        }
+
+    async def disconnect(self, code):
+        if self.room is None:
+            return
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.channel_layer.group_discard(user_group_name(self.user.pk), self.channel_name)
+        gone = await database_sync_to_async(review.presence_leave)(
+            room=self.room, channel_name=self.channel_name, by=self.actor
+        )
+        if gone and await database_sync_to_async(review.is_presenter)(
+            room_id=self.room.pk, user=self.user
+        ):
+            # A presenter who reloads the page or loses the network for a moment keeps control.
+            asyncio.get_running_loop().create_task(
+                _return_control_later(self.channel_layer, self.group, self.room.pk, self.user.pk)
+            )
+        await self._broadcast_presence()
+
+    # --- From the client ----------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.room is None:
+            return
+        message = None
+        if text_data is not None and len(text_data.encode()) <= MAX_MESSAGE_BYTES:
+            try:
+                message = validated(json.loads(text_data))
+            except ValueError:
+                message = None
+        if message is None:
+            await self._drop()
+            return
+        if message["type"] in CHANGING and not await self._still_entitled():
+            return
+        await getattr(self, f"_on_{message['type']}")(message)
+
+    async def _drop(self):
+        self.invalid += 1
+        if self.invalid >= MAX_INVALID:
+            logger.warning(
+                "review room %s: closing a connection after %d invalid messages",
+                self.room.pk,
+                self.invalid,
+            )
+            await self.close(code=CLOSE_INVALID)
+            return
+        await self._error("invalid")
+
+    async def _error(self, code: str):
+        await self.send(text_data=_dumps({"v": 1, "type": "error", "code": code}))
+
+    async def _still_entitled(self) -> bool:
+        """Checked on every message that changes something: cheap unless access changed."""
+        current = await database_sync_to_async(access_generation)(self.user.pk)
+        if current == self.generation:
+            return True
+        try:
+            await database_sync_to_async(get_review_room_for)(self.actor, self.room.pk)
+        except Http404:
+            await self.close(code=CLOSE_REVOKED)
+            return False
+        self.generation = current
+        return True
+
+    async def _presenting(self) -> bool:
+        if await database_sync_to_async(review.is_presenter)(room_id=self.room.pk, user=self.user):
+            return True
+        await self._error("not_presenter")
+        return False
+
+    async def _on_view(self, message):
+        if not await self._presenting():
+            return
+        # Coalesced: the latest view wins; at most one relay every VIEW_INTERVAL.
+        self.pending_view = message["view"]
+        if self.flush_handle is not None:
+            return
+        wait = self.last_relay + VIEW_INTERVAL - time.monotonic()
+        if wait <= 0:
+            await self._flush_view()
+        else:
+            self.flush_handle = asyncio.get_running_loop().call_later(
+                wait, lambda: asyncio.ensure_future(self._flush_view())
+            )
+
+    async def _flush_view(self):
+        self.flush_handle = None
+        view, self.pending_view = self.pending_view, None
+        if view is None:
+            return
+        self.last_relay = time.monotonic()
+        seq = await database_sync_to_async(_save_view)(self.room.pk, view, self.user.pk)
+        await self.channel_layer.group_send(
+            self.group,
+            {
+                "type": "review.relay",
+                "sender": self.channel_name,
+                "message": {"v": 1, "type": "view", "seq": seq, "view": view, "from": self.user.pk},
+            },
+        )
+
+    async def _on_annotation(self, message):
+        if not await self._presenting():
+            return
+        applied = await database_sync_to_async(review.annotations_apply)(self.room.pk, message)
+        if not applied:
+            await self._error("too_many_annotations")
+            return
+        seq = await database_sync_to_async(review.next_seq)(self.room.pk)
+        relayed = {k: v for k, v in message.items() if k in ("op", "annotation", "uid")}
+        await self.channel_layer.group_send(
+            self.group,
+            {
+                "type": "review.relay",
+                "sender": self.channel_name,
+                "message": {
+                    "v": 1,
+                    "type": "annotation",
+                    "seq": seq,
+                    "from": self.user.pk,
+                    **relayed,
+                },
+            },
+        )
+
+    async def _on_take_control(self, message):
+        if not await database_sync_to_async(review.control_take)(
+            room_id=self.room.pk, user=self.user
+        ):
+            await self._error("control_taken")
+            return
+        await self._broadcast_presence()
+
+    async def _on_request_control(self, message):
+        await self.channel_layer.group_send(
+            self.group,
+            {
+                "type": "review.relay",
+                "sender": None,
+                "message": {
+                    "v": 1,
+                    "type": "control_requested",
+                    "by": {"id": self.user.pk, "name": review.display_name(self.user)},
+                },
+            },
+        )
+
+    async def _on_grant_control(self, message):
+        if not await database_sync_to_async(review.control_grant)(
+            room=self.room, by=self.user, to_user_id=message["to"]
+        ):
+            await self._error("not_allowed")
+            return
+        await self._broadcast_presence()
+
+    async def _on_release_control(self, message):
+        if not await database_sync_to_async(review.control_release)(
+            room_id=self.room.pk, user=self.user
+        ):
+            await self._error("not_presenter")
+            return
+        await self._broadcast_presence()
+
+    # --- From the group -----------------------------------------------------------------------
+
+    async def review_relay(self, event):
+        if event["sender"] != self.channel_name:
+            await self.send(text_data=_dumps(event["message"]))
+
+    async def review_presence(self, event):
+        await self.send(text_data=_dumps(event["message"]))
+
+    async def access_changed(self, event):
+        """The user's access changed somewhere (care ended, signed out): check again now."""
+        if self.room is not None:
+            await self._still_entitled()
+
+    async def notification_new(self, event):
+        return  # the user's notifications go to their NotificationConsumer
+
+    async def _broadcast_presence(self):
+        await self.channel_layer.group_send(
+            self.group,
+            {
+                "type": "review.presence",
+                "message": await database_sync_to_async(_presence_message)(self.room.pk),
+            },
+        )
+
+
+def _presence_message(room_id) -> dict:
+    return {
+        "v": 1,
+        "type": "presence",
+        "presenter": review.presenter_of(room_id),
+        "participants": review.participants(room_id),
+    }
+
+
+def _save_view(room_id, view, user_id) -> int:
+    seq = review.next_seq(room_id)
+    review.view_save(room_id, seq=seq, view=view, user_id=user_id)
+    return seq
+
+
+def _refuse_anonymous(actor, path):
+    from portal.access import record_refusal
+
+    record_refusal(actor=actor, object_type="websocket", object_id=path, reason="anonymous")
+
+
+async def _return_control_later(channel_layer, group, room_id, user_id):
+    await asyncio.sleep(settings.REVIEW_PRESENTER_GRACE_SECONDS)
+    if await database_sync_to_async(review.control_return_if_gone)(
+        room_id=room_id, user_id=user_id
+    ):
+        await channel_layer.group_send(
+            group,
+            {
+                "type": "review.presence",
+                "message": await database_sync_to_async(_presence_message)(room_id),
+            },
+        )

@@ -1,0 +1,467 @@
+"""The live shared review's WebSocket (docs/review-protocol.md), through the real ASGI app.
+
+Every test runs on the in-memory channel layer and on the Redis one.
+"""
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from imaging.models import ReviewPresence, ReviewRoom
+from imaging.review import review_room_create
+from portal import services
+from portal.audit import Actor
+from portal.models import AuditEvent, AuditEventId, CareRelationship, CareRole
+from tests.permission_matrix import imaged_study
+from tests.test_websocket import SAME_ORIGIN, _application, _session_cookie, channel_layer
+
+__all__ = ["channel_layer"]  # the fixture, imported for its parameters
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+def _view(index=0, ww=400, wc=40, **extra):
+    study = extra.pop("study", "1.2.3")
+    return {
+        "study": study,
+        "series": "1.2.3.4",
+        "index": index,
+        "voi": {"ww": ww, "wc": wc},
+        "zoom": 1.0,
+        "pan": [0, 0],
+        **extra,
+    }
+
+
+LENGTH = {
+    "uid": "a1",
+    "tool": "Length",
+    "study": "1.2.3",
+    "series": "1.2.3.4",
+    "sop": "1.2.3.4.5",
+    "frame": 1,
+    "points": [[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]],
+    "text": "",
+}
+
+
+@pytest.fixture
+def room(world):
+    """A room on world.patient's CT, coordinated by the oncologist, the surgeon invited."""
+    system = Actor.system("tests")
+    services.care_relationship_add(
+        patient=world.patient, professional=world.surgeon, role=CareRole.CARE_TEAM, by=system
+    )
+    study = imaged_study(world)["study"]
+    return review_room_create(
+        study=study,
+        title="RCP thoracique",
+        members=[world.surgeon.user, world.outsider.user],  # the outsider is filtered out
+        by=Actor(user=world.oncologist.user),
+    )
+
+
+class Peer:
+    """One browser tab in the room."""
+
+    def __init__(self, communicator):
+        self.ws = communicator
+
+    async def send(self, message: dict | str):
+        text = message if isinstance(message, str) else json.dumps({"v": 1, "seq": 1, **message})
+        await self.ws.send_to(text_data=text)
+
+    async def receive(self, timeout=2) -> dict:
+        return json.loads(await self.ws.receive_from(timeout=timeout))
+
+    async def receive_type(self, kind: str, timeout=2) -> dict:
+        """The next message of ``kind``, skipping others (presence updates, mostly)."""
+        while True:
+            message = await self.receive(timeout=timeout)
+            if message["type"] == kind:
+                return message
+
+    async def presence_until(self, predicate, timeout=2) -> dict:
+        """Presence updates, until one that satisfies ``predicate``."""
+        while True:
+            presence = await self.receive_type("presence", timeout=timeout)
+            if predicate(presence):
+                return presence
+
+    async def drain(self, wait=0.3) -> list[dict]:
+        """Every message that arrives within ``wait`` (without the communicator's timeout,
+        which would cancel the consumer)."""
+        await asyncio.sleep(wait)
+        messages = []
+        while not self.ws.output_queue.empty():
+            output = self.ws.output_queue.get_nowait()
+            if output["type"] == "websocket.send":
+                messages.append(json.loads(output["text"]))
+        return messages
+
+    async def nothing(self, kind: str | None = None, wait=0.3) -> bool:
+        """True if no message (of ``kind``) arrives within ``wait``."""
+        return not [m for m in await self.drain(wait) if kind is None or m["type"] == kind]
+
+
+async def _join(user, room_id, origin=SAME_ORIGIN):
+    headers = [origin] if origin else []
+    if user is not None:
+        headers.append((b"cookie", await _session_cookie(user)))
+    communicator = WebsocketCommunicator(_application(), f"/ws/review/{room_id}/", headers=headers)
+    connected, code = await communicator.connect(timeout=3)
+    return Peer(communicator), connected, code
+
+
+async def _member(user, room_id) -> tuple[Peer, dict]:
+    peer, connected, code = await _join(user, room_id)
+    assert connected, code
+    welcome = await peer.receive_type("welcome")
+    return peer, welcome
+
+
+# --- Who may join ---------------------------------------------------------------------------
+
+
+async def test_an_invited_doctor_of_the_patient_joins_and_sees_who_is_there(
+    channel_layer, world, room
+):
+    coordinator, welcome = await _member(world.oncologist.user, room.pk)
+    assert welcome["presenter"] is None and welcome["view"] is None
+    assert [p["id"] for p in welcome["participants"]] == [world.oncologist.user.pk]
+    surgeon, welcome = await _member(world.surgeon.user, room.pk)
+    assert {p["id"] for p in welcome["participants"]} == {
+        world.oncologist.user.pk,
+        world.surgeon.user.pk,
+    }
+    await coordinator.presence_until(lambda p: len(p["participants"]) == 2)
+    await surgeon.ws.disconnect()
+    presence = await coordinator.presence_until(lambda p: len(p["participants"]) == 1)
+    assert presence["participants"][0]["id"] == world.oncologist.user.pk
+    await coordinator.ws.disconnect()
+    # Joining and leaving the room are audited, with the patient.
+    events = await database_sync_to_async(
+        lambda: list(
+            AuditEvent.objects.filter(
+                event_id=AuditEventId.PATIENT_RECORD, object_id=str(room.pk), patient=world.patient
+            ).values_list("actor_id", "detail")
+        )
+    )()
+    assert (world.surgeon.user.pk, {"review_room": "joined"}) in events
+    assert (world.surgeon.user.pk, {"review_room": "left"}) in events
+
+
+async def test_anonymous_users_outsiders_and_the_uninvited_are_refused(channel_layer, world, room):
+    _peer, connected, code = await _join(None, room.pk)
+    assert (connected, code) == (False, 4401)
+    # The outsider was invited but has no access to the patient: the invitation was dropped.
+    _peer, connected, code = await _join(world.outsider.user, room.pk)
+    assert (connected, code) == (False, 4404)
+    # The GP sees the patient but was not invited.
+    _peer, connected, code = await _join(world.gp.user, room.pk)
+    assert (connected, code) == (False, 4404)
+    # Invited later while outside the care team: still refused.
+    await database_sync_to_async(room.members.add)(world.outsider.user)
+    _peer, connected, code = await _join(world.outsider.user, room.pk)
+    assert (connected, code) == (False, 4404)
+    refusals = await database_sync_to_async(
+        AuditEvent.objects.filter(
+            event_id=AuditEventId.SECURITY_ALERT, object_type="imaging.reviewroom"
+        ).count
+    )()
+    assert refusals == 3
+
+
+async def test_a_foreign_origin_is_refused(channel_layer, world, room):
+    _peer, connected, _code = await _join(
+        world.oncologist.user, room.pk, origin=(b"origin", b"https://evil.example.com")
+    )
+    assert not connected
+
+
+async def test_a_closed_room_cannot_be_joined(channel_layer, world, room):
+    from imaging.review import review_room_close
+
+    await database_sync_to_async(review_room_close)(room=room, by=Actor(user=world.oncologist.user))
+    _peer, connected, code = await _join(world.oncologist.user, room.pk)
+    assert (connected, code) == (False, 4404)
+
+
+# --- Control ------------------------------------------------------------------------------
+
+
+async def test_control_is_taken_requested_and_handed_over(channel_layer, world, room):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    # Only one presenter at a time.
+    await surgeon.send({"type": "take_control"})
+    assert (await surgeon.receive_type("error"))["code"] == "control_taken"
+    # A follower's view goes nowhere.
+    await surgeon.send({"type": "view", "view": _view(5)})
+    assert (await surgeon.receive_type("error"))["code"] == "not_presenter"
+    assert await oncologist.nothing("view")
+
+    await surgeon.send({"type": "request_control"})
+    request = await oncologist.receive_type("control_requested")
+    assert request["by"]["id"] == world.surgeon.user.pk
+    await oncologist.send({"type": "grant_control", "to": world.surgeon.user.pk})
+    presence = await oncologist.presence_until(
+        lambda p: (p["presenter"] or {}).get("id") == world.surgeon.user.pk
+    )
+    assert presence["presenter"]["id"] == world.surgeon.user.pk
+    assert {p["id"]: p["presenter"] for p in presence["participants"]} == {
+        world.oncologist.user.pk: False,
+        world.surgeon.user.pk: True,
+    }
+    await surgeon.send({"type": "view", "view": _view(7)})
+    assert (await oncologist.receive_type("view"))["view"]["index"] == 7
+
+    await surgeon.send({"type": "release_control"})
+    await oncologist.presence_until(lambda p: p["presenter"] is None)
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_only_the_presenter_or_the_coordinator_hands_control_over(channel_layer, world, room):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await surgeon.send({"type": "take_control"})
+    await oncologist.presence_until(lambda p: p["presenter"] is not None)
+    # The coordinator (the oncologist) takes it back for herself.
+    await oncologist.send({"type": "grant_control", "to": world.oncologist.user.pk})
+    await surgeon.presence_until(
+        lambda p: (p["presenter"] or {}).get("id") == world.oncologist.user.pk
+    )
+    # The surgeon, neither presenter nor coordinator, cannot.
+    await surgeon.send({"type": "grant_control", "to": world.surgeon.user.pk})
+    assert (await surgeon.receive_type("error"))["code"] == "not_allowed"
+    # Nor can control go to somebody who is not in the room.
+    await oncologist.send({"type": "grant_control", "to": world.gp.user.pk})
+    assert (await oncologist.receive_type("error"))["code"] == "not_allowed"
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_control_returns_when_the_presenter_leaves_but_not_on_a_reload(
+    channel_layer, world, room, settings
+):
+    settings.REVIEW_PRESENTER_GRACE_SECONDS = 0.3
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+
+    # A reload: gone and back within the grace period, still presenting.
+    await oncologist.ws.disconnect()
+    oncologist, welcome = await _member(world.oncologist.user, room.pk)
+    assert welcome["presenter"]["id"] == world.oncologist.user.pk
+    await asyncio.sleep(0.5)
+    assert await database_sync_to_async(
+        ReviewRoom.objects.filter(pk=room.pk, presenter=world.oncologist.user).exists
+    )()
+
+    # Gone for good: control returns, and everybody is told.
+    await oncologist.ws.disconnect()
+    deadline = asyncio.get_running_loop().time() + 3
+    await surgeon.presence_until(lambda p: p["presenter"] is None, timeout=3)
+    assert asyncio.get_running_loop().time() < deadline
+    await surgeon.ws.disconnect()
+    assert not await database_sync_to_async(ReviewPresence.objects.exists)()
+
+
+# --- State ---------------------------------------------------------------------------------
+
+
+async def test_a_late_joiner_gets_the_current_view_and_annotations_at_once(
+    channel_layer, world, room
+):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await oncologist.send({"type": "view", "view": _view(42, ww=1500, wc=-600)})
+    await oncologist.send({"type": "annotation", "op": "upsert", "annotation": LENGTH})
+    await oncologist.send(
+        {"type": "annotation", "op": "upsert", "annotation": {**LENGTH, "uid": "a2"}}
+    )
+    await oncologist.send({"type": "annotation", "op": "remove", "uid": "a2"})
+    await asyncio.sleep(0.2)
+
+    surgeon, welcome = await _member(world.surgeon.user, room.pk)
+    assert welcome["view"]["index"] == 42
+    assert welcome["view"]["voi"] == {"ww": 1500, "wc": -600}
+    assert welcome["annotations"] == [LENGTH]
+    assert welcome["presenter"]["id"] == world.oncologist.user.pk
+    assert welcome["seq"] >= 4
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_annotations_are_relayed_at_once_with_increasing_sequence(channel_layer, world, room):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await oncologist.send({"type": "annotation", "op": "upsert", "annotation": LENGTH})
+    first = await surgeon.receive_type("annotation")
+    assert first["op"] == "upsert" and first["annotation"] == LENGTH
+    assert first["from"] == world.oncologist.user.pk
+    await oncologist.send({"type": "annotation", "op": "clear"})
+    second = await surgeon.receive_type("annotation")
+    assert second["op"] == "clear" and second["seq"] > first["seq"]
+    # The presenter does not get its own messages back.
+    assert await oncologist.nothing("annotation")
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_views_are_coalesced_and_throttled_to_the_latest(channel_layer, world, room):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    # 100 updates as fast as the socket takes them (a scroll wheel spun hard).
+    for index in range(100):
+        await oncologist.send({"type": "view", "view": _view(index)})
+    received = [m for m in await surgeon.drain(0.6) if m["type"] == "view"]
+    # Far fewer than sent, in order, and the last one is the latest state.
+    assert 1 <= len(received) < 50
+    assert received[-1]["view"]["index"] == 99
+    seqs = [message["seq"] for message in received]
+    assert seqs == sorted(seqs)
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+# --- Hostile input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        "[1, 2]",
+        json.dumps({"v": 2, "seq": 1, "type": "view", "view": _view()}),
+        json.dumps({"v": 1, "seq": 1, "type": "teleport"}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(index=-1)}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(ww=0)}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": {**_view(), "script": "x"}}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(study="<img src=x>")}),
+        json.dumps(
+            {
+                "v": 1,
+                "seq": 1,
+                "type": "annotation",
+                "op": "upsert",
+                "annotation": {**LENGTH, "points": [[0, 0, 0]] * 9},
+            }
+        ),
+        json.dumps({"v": 1, "seq": 1, "type": "grant_control", "to": "everybody"}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(pointer=["a", "b"])}),
+        json.dumps({"v": 1, "seq": 1, "type": "take_control", "pad": "x" * 9000}),
+    ],
+)
+async def test_invalid_messages_are_dropped_and_answered(channel_layer, world, room, bad):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    await oncologist.send(bad)
+    assert (await oncologist.receive_type("error"))["code"] == "invalid"
+    assert await surgeon.nothing("view")
+    # The connection lives on, and the room's state is untouched.
+    await oncologist.send({"type": "view", "view": _view(3)})
+    assert (await surgeon.receive_type("view"))["view"]["index"] == 3
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_a_flood_of_invalid_messages_closes_the_connection(channel_layer, world, room):
+    peer, _ = await _member(world.oncologist.user, room.pk)
+    for _ in range(60):
+        await peer.send("{")
+    closed = None
+    for _ in range(100):
+        output = await peer.ws.receive_output(timeout=2)
+        if output["type"] == "websocket.close":
+            closed = output
+            break
+    assert closed is not None and closed["code"] == 4400
+
+
+async def test_too_many_annotations_are_refused(channel_layer, world, room, settings):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    for n in range(200):
+        await oncologist.send(
+            {"type": "annotation", "op": "upsert", "annotation": {**LENGTH, "uid": f"u{n}"}}
+        )
+    await oncologist.send(
+        {"type": "annotation", "op": "upsert", "annotation": {**LENGTH, "uid": "one-more"}}
+    )
+    assert (await oncologist.receive_type("error", timeout=5))["code"] == "too_many_annotations"
+    await oncologist.ws.disconnect()
+
+
+# --- Access revoked -------------------------------------------------------------------------
+
+
+async def test_a_participant_whose_access_ends_is_put_out_at_once(channel_layer, world, room):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+
+    def end_surgeon_care():
+        relationship = CareRelationship.objects.get(
+            patient=world.patient, professional=world.surgeon, ended_at__isnull=True
+        )
+        services.care_relationship_end(relationship=relationship, by=Actor.system("tests"))
+
+    await database_sync_to_async(end_surgeon_care)()
+    closed = None
+    for _ in range(20):
+        output = await surgeon.ws.receive_output(timeout=2)
+        if output["type"] == "websocket.close":
+            closed = output
+            break
+    assert closed is not None and closed["code"] == 4403
+    # And cannot come back.
+    _peer, connected, code = await _join(world.surgeon.user, room.pk)
+    assert (connected, code) == (False, 4404)
+    await oncologist.ws.disconnect()
+
+
+async def test_a_presenter_whose_access_ends_cannot_send_anything_more(channel_layer, world, room):
+    """Checked again on the next message that changes something, even without the push."""
+    from portal.services import access_changed  # noqa: F401 - the generation it bumps
+
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await surgeon.send({"type": "take_control"})
+    await oncologist.presence_until(lambda p: p["presenter"] is not None)
+
+    def revoke_quietly():
+        # The permission removed and the generation bumped, as care_relationship_end does,
+        # but no push: the next message must still be refused.
+        from guardian.shortcuts import remove_perm
+
+        from portal.selectors import access_generation
+
+        remove_perm("portal.view_patient", world.surgeon.user, world.patient)
+        CareRelationship.objects.filter(professional=world.surgeon).delete()
+        from django.core.cache import cache
+
+        cache.set(
+            f"access-generation:{world.surgeon.user.pk}",
+            access_generation(world.surgeon.user.pk) + 1,
+            timeout=None,
+        )
+
+    await database_sync_to_async(revoke_quietly)()
+    await surgeon.send({"type": "view", "view": _view(9)})
+    assert await oncologist.nothing("view", wait=0.5)
+    await oncologist.ws.disconnect()
