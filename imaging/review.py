@@ -101,28 +101,25 @@ def review_room_create(*, study: Study, title: str, members, by: Actor) -> Revie
         )
         entitled = [user for user in members if studies_visible_to(user).filter(pk=study.pk)]
         room.members.set(entitled)
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.PATIENT_RECORD,
-            action=audit.AuditAction.CREATE,
-            obj=room,
-            patient=study.patient,
-            purpose=AuditPurpose.CARE,
-            detail={"review_room": "opened", "members": [user.pk for user in entitled]},
-        )
+        _audit(room, by, audit.AuditAction.CREATE, "opened", members=[u.pk for u in entitled])
     return room
 
 
 def review_room_close(*, room: ReviewRoom, by: Actor) -> None:
     ReviewRoom.objects.filter(pk=room.pk).update(closed_at=timezone.now(), presenter=None)
+    _audit(room, by, audit.AuditAction.UPDATE, "closed")
+
+
+def _audit(room: ReviewRoom, by: Actor, action, what: str, **detail) -> None:
+    """Rooms show the patient's images: opening, closing, joining and leaving are audited."""
     audit.record(
         actor=by,
         event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.UPDATE,
+        action=action,
         obj=room,
         patient=room.patient,
         purpose=AuditPurpose.CARE,
-        detail={"review_room": "closed"},
+        detail={"review_room": what, **detail},
     )
 
 
@@ -131,29 +128,13 @@ def review_room_close(*, room: ReviewRoom, by: Actor) -> None:
 
 def presence_join(*, room: ReviewRoom, channel_name: str, by: Actor) -> None:
     ReviewPresence.objects.create(room=room, user=by.user, channel_name=channel_name)
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=room,
-        patient=room.patient,
-        purpose=AuditPurpose.CARE,
-        detail={"review_room": "joined"},
-    )
+    _audit(room, by, audit.AuditAction.READ, "joined")
 
 
 def presence_leave(*, room: ReviewRoom, channel_name: str, by: Actor) -> bool:
     """Forget this connection; True if the user has no other connection in the room."""
     ReviewPresence.objects.filter(channel_name=channel_name).delete()
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=room,
-        patient=room.patient,
-        purpose=AuditPurpose.CARE,
-        detail={"review_room": "left"},
-    )
+    _audit(room, by, audit.AuditAction.READ, "left")
     return not ReviewPresence.objects.filter(room=room, user=by.user).exists()
 
 
