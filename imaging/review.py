@@ -111,10 +111,18 @@ def review_room_close(*, room: ReviewRoom, by: Actor) -> None:
 
 
 def _audit(room: ReviewRoom, by: Actor, action, what: str, **detail) -> None:
-    """Rooms show the patient's images: opening, closing, joining and leaving are audited."""
+    """Rooms show the patient's images: opening, closing, joining and leaving are audited.
+
+    Joining and leaving are accesses to the images (DCM 110103, as a study viewed); opening
+    and closing change the patient's record (110110)."""
+    event = (
+        audit.AuditEventId.INSTANCES_ACCESSED
+        if action == audit.AuditAction.READ
+        else audit.AuditEventId.PATIENT_RECORD
+    )
     audit.record(
         actor=by,
-        event=audit.AuditEventId.PATIENT_RECORD,
+        event=event,
         action=action,
         obj=room,
         patient=room.patient,

@@ -233,7 +233,7 @@ def study_viewer(request, study_id):
     study = get_study_for_user(request, study_id)
     audit.record(
         actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
+        event=audit.AuditEventId.INSTANCES_ACCESSED,
         action=audit.AuditAction.READ,
         obj=study,
         patient=study.patient,
@@ -296,7 +296,7 @@ def review_room_detail(request, room_id):
     room = get_review_room_for(actor, room_id)
     audit.record(
         actor=actor,
-        event=audit.AuditEventId.PATIENT_RECORD,
+        event=audit.AuditEventId.INSTANCES_ACCESSED,
         action=audit.AuditAction.READ,
         obj=room,
         patient=room.patient,

@@ -388,7 +388,7 @@ MATRIX = {
         entitled=lambda w: w.gp.user,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.admin_user],
-        audit_event=AuditEventId.PATIENT_RECORD,
+        audit_event=AuditEventId.INSTANCES_ACCESSED,
         patient=lambda w: w.patient,
     ),
     "review-room-create": ObjectRoute(
@@ -408,7 +408,7 @@ MATRIX = {
         outsider=lambda w: w.outsider.user,
         # Seeing the patient is not enough: one must be invited (the surgeon is not).
         extra_outsiders=[lambda w: w.admin_user, lambda w: _surgeon_in_care_team(w)],
-        audit_event=AuditEventId.PATIENT_RECORD,
+        audit_event=AuditEventId.INSTANCES_ACCESSED,
         patient=lambda w: w.patient,
     ),
     "review-room-close": ObjectRoute(

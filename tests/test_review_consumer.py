@@ -142,11 +142,13 @@ async def test_an_invited_doctor_of_the_patient_joins_and_sees_who_is_there(
     presence = await coordinator.presence_until(lambda p: len(p["participants"]) == 1)
     assert presence["participants"][0]["id"] == world.oncologist.user.pk
     await coordinator.ws.disconnect()
-    # Joining and leaving the room are audited, with the patient.
+    # Joining and leaving the room are audited as accesses to the images, with the patient.
     events = await database_sync_to_async(
         lambda: list(
             AuditEvent.objects.filter(
-                event_id=AuditEventId.PATIENT_RECORD, object_id=str(room.pk), patient=world.patient
+                event_id=AuditEventId.INSTANCES_ACCESSED,
+                object_id=str(room.pk),
+                patient=world.patient,
             ).values_list("actor_id", "detail")
         )
     )()
