@@ -1,0 +1,956 @@
+"""The live shared review's WebSocket (docs/review-protocol.md): presenter-to-follower latency,
+loss and message size, against a bare WebSocket broadcast served by the same daphne.
+
+Run from the project root::
+
+    .venv/bin/python benchmarks/bench_review.py                 # about 4 minutes
+    .venv/bin/python benchmarks/bench_review.py --seconds 5 --followers 10   # a quick check
+
+What it starts, on its own, and stops in ``finally`` blocks (everything on loopback):
+
+* a temporary portal database (SQLite, or a temporary database on the PostgreSQL server of
+  ``DATABASE_URL``), migrated with ``manage.py migrate``, holding one patient, max(N)+1
+  doctors of the patient's care team (``portal.services``, as in tests/conftest.py), a study
+  of the patient in the index, and one review room per measured case
+  (``imaging.review.review_room_create``, every doctor invited); each doctor is signed in
+  with ``django.test.Client.force_login`` (a database session the daphne servers read);
+* the portal in its production shape (``DJANGO_DEBUG=false``) under daphne
+  (``python -m daphne ... portal.asgi:application``):
+  * "memory": one daphne process, the in-memory channel layer (it works within one process);
+  * "redis": two daphne processes, ``REDIS_URL`` on a Redis database of its own (db 11 by
+    default, flushed at the start and at the end); the presenter on the first process, the
+    followers alternately on both, so half the relays cross processes through Redis;
+* "floor": one daphne process serving ``floor_application`` below, a bare ASGI WebSocket app
+  that forwards each text frame of the presenter's connection to every other connection:
+  no Django, no Channels, no JSON, no database.
+
+In each case one presenter and N followers (N = 10 and 50) connect over real WebSockets
+(autobahn's asyncio client: daphne's own WebSocket library, already installed); the presenter
+takes control and sends ``view`` messages at ``--rate`` a second for ``--seconds``, each with
+its own ``view.index``. Presenter and followers live in this one asyncio process, so a
+follower's receive time minus the presenter's send time of the same index is the one-way
+latency on one clock. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import bench_dicomweb as dw  # noqa: E402 - the shared helpers (processes, database, env)
+
+PROJECT = dw.PROJECT
+RESULTS = dw.RESULTS
+PYTHON = dw.PYTHON
+
+CONNECT_TIMEOUT = 15.0
+SETTLE_TIMEOUT = 15.0
+DRAIN_SECONDS = 3.0  # after the last view, how long followers may still receive it
+WARMUP_INDEX = 9000  # warm-up views use indexes from here (not counted)
+
+# A study as the images name it (64-character-class UIDs, as scanners write them).
+STUDY_UID = "1.2.826.0.1.3680043.8.498.10219783617352118094125743128749312"
+SERIES_UID = "1.2.826.0.1.3680043.8.498.10219783617352118094125743128749312.2"
+
+TARGET_P95_MS = 50.0
+TARGET_BYTES = 1024
+
+
+# --- The floor: a bare WebSocket broadcast, served by daphne --------------------------------
+
+_floor_followers: dict[int, object] = {}
+
+
+async def floor_application(scope, receive, send):
+    """``/presenter/``: every text frame is sent on to each other connection; anything else
+    is a follower. HTTP answers 200 (the readiness check)."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"floor"})
+        return
+    if scope["type"] != "websocket":
+        return
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    presenter = scope["path"].rstrip("/").endswith("presenter")
+    key = id(send)
+    if not presenter:
+        _floor_followers[key] = send
+    try:
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                break
+            text = event.get("text")
+            if presenter and text is not None:
+                for peer in list(_floor_followers.values()):
+                    await peer({"type": "websocket.send", "text": text})
+    finally:
+        _floor_followers.pop(key, None)
+
+
+# --- Processes -----------------------------------------------------------------------------
+
+
+class Daphne:
+    """One daphne process on a free loopback port."""
+
+    def __init__(self, env: dict, tmp: Path, application: str, name: str):
+        self.env = env
+        self.application = application
+        self.port = dw.free_port()
+        self.log = tmp / f"daphne-{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.application],
+                cwd=PROJECT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + dw.START_TIMEOUT
+        client = dw.Http(self.port)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"daphne exited ({self.process.returncode}):\n{dw.log_tail(self.log)}"
+                )
+            try:
+                client.request("GET", "/")  # any answer: the application is loaded
+                client.reset()
+                return
+            except OSError:
+                client.reset()
+            time.sleep(0.1)
+        raise RuntimeError(f"daphne did not answer within {dw.START_TIMEOUT:g} s")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        dw.stop_process(self.process)
+        self.process = None
+
+
+def start_all(servers: list[Daphne]) -> None:
+    for server in servers:
+        server.start()
+    for server in servers:
+        server.wait_until_ready()
+
+
+# --- The portal's world --------------------------------------------------------------------
+
+
+def build_world(env: dict, doctors: int, room_names: list[str]) -> dict:
+    """One patient, ``doctors`` doctors of their care team (the first one coordinates every
+    room), a study of the patient in the index, a room per case, a session per doctor."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connections
+    from django.test import Client
+
+    from imaging.models import Study, StudyIdentity
+    from imaging.review import review_room_create
+    from portal import services
+    from portal.audit import Actor
+    from portal.identifiers import ins_key, luhn_complete
+    from portal.models import (
+        Affiliation,
+        CareRole,
+        Establishment,
+        IdentityStatus,
+        InsOid,
+        Professional,
+        User,
+    )
+
+    system = Actor.system("benchmark")
+    tours = Establishment.objects.create(
+        name="CHRU de Tours",
+        finess="370000481",
+        city="Tours",
+        kind="chu",
+        patient_id_issuer=dw.ISSUER,
+    )
+    first13 = f"2{dw.BIRTH_DATE:%y%m}37261001"
+    patient = services.patient_register(
+        traits=services.PatientTraits(
+            birth_name="Dupont",
+            first_names="Jeanne Marie",
+            sex="F",
+            birth_date=dw.BIRTH_DATE,
+            birth_place_code="37261",
+        ),
+        ins_matricule=first13 + ins_key(first13),
+        ins_oid=InsOid.NIR_TEST,
+        identity_status=IdentityStatus.QUALIFIED,
+        establishment=tours,
+        ipp=dw.IPP,
+        by=system,
+    ).patient
+    users = []
+    for number in range(doctors):
+        user = User.objects.create_user(
+            f"medecin{number:03d}@mirc.test",
+            secrets.token_urlsafe(16),
+            first_name="Claire" if number == 0 else "Paul",
+            last_name=f"Martin-{number:03d}",
+        )
+        professional = Professional.objects.create(
+            user=user,
+            title="Dr",
+            profession="medecin",
+            specialty="radiologie" if number else "oncologie_medicale",
+            rpps=luhn_complete(f"9970{number + 1:06d}"),
+        )
+        Affiliation.objects.create(professional=professional, establishment=tours, is_primary=True)
+        services.care_relationship_add(
+            patient=patient,
+            professional=professional,
+            role=CareRole.REFERRING if number == 0 else CareRole.CARE_TEAM,
+            by=system,
+        )
+        users.append(user)
+    study = Study.objects.create(
+        study_instance_uid=STUDY_UID,
+        patient=patient,
+        establishment=tours,
+        identity=StudyIdentity.MATCHED,
+        dicom_patient_id=dw.IPP,
+        dicom_issuer=dw.ISSUER,
+        study_date=dt.date(2026, 1, 15),
+        modalities="CT",
+        description="Scanner thoracique",
+        series_count=1,
+        instance_count=300,
+    )
+    coordinator = Actor(user=users[0], ip="127.0.0.1", name="benchmark")
+    rooms = {}
+    for name in room_names:
+        room = review_room_create(
+            study=study, title=f"RCP benchmark {name}", members=users[1:], by=coordinator
+        )
+        if room.members.count() != doctors - 1:
+            raise RuntimeError(f"room {name}: {room.members.count()} of {doctors - 1} invited")
+        rooms[name] = str(room.pk)
+    cookie_name = settings.SESSION_COOKIE_NAME
+    cookies = []
+    for user in users:
+        client = Client()
+        client.force_login(user)
+        cookies.append(f"{cookie_name}={client.cookies[cookie_name].value}")
+    connections.close_all()
+    return {"rooms": rooms, "cookies": cookies, "user_ids": [user.pk for user in users]}
+
+
+def world_in_child(env: dict, doctors: int, room_names: list[str], tmp: Path) -> dict:
+    """build_world in a child process: Django's setup imports daphne, which sets txaio to
+    Twisted for good, and this process's WebSocket client is autobahn on asyncio."""
+    output = tmp / "world.json"
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import bench_review; "
+        f"world = bench_review.build_world(dict(), {doctors}, {room_names!r}); "
+        f"open({str(output)!r}, 'w').write(json.dumps(world))"
+    )
+    log = tmp / "world.log"
+    with log.open("w") as out:
+        result = subprocess.run(
+            [PYTHON, "-c", code],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"building the world failed:\n{dw.log_tail(log)}")
+    return json.loads(output.read_text())
+
+
+# --- The WebSocket client ------------------------------------------------------------------
+
+
+def _autobahn():
+    import txaio
+
+    txaio.use_asyncio()
+    from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+    return WebSocketClientFactory, WebSocketClientProtocol
+
+
+def peer_class():
+    _factory, protocol = _autobahn()
+
+    class Peer(protocol):
+        """One browser tab: records every ``view`` it receives (time, frame size, room seq);
+        other messages go to ``inbox``."""
+
+        def setup(self, loop):
+            self.opened = loop.create_future()
+            self.closed = loop.create_future()
+            self.inbox: asyncio.Queue = asyncio.Queue()
+            self.views: dict[int, tuple[float, int, int | None]] = {}
+            self.duplicates = 0
+            self.close_code = None
+
+        def onOpen(self):  # noqa: N802 - autobahn's names
+            if not self.opened.done():
+                self.opened.set_result(True)
+
+        def onMessage(self, payload, isBinary):  # noqa: N802, N803
+            received = time.perf_counter()
+            message = json.loads(payload)
+            if message.get("type") == "view":
+                index = message["view"]["index"]
+                if index in self.views:
+                    self.duplicates += 1
+                else:
+                    self.views[index] = (received, len(payload), message.get("seq"))
+            else:
+                self.inbox.put_nowait(message)
+
+        def onClose(self, wasClean, code, reason):  # noqa: N802, N803
+            self.close_code = code
+            for future in (self.opened, self.closed):
+                if not future.done():
+                    future.set_result(False)
+
+        def send_json(self, message: dict) -> None:
+            self.sendMessage(json.dumps(message, separators=(",", ":")).encode())
+
+        async def expect(self, predicate, what: str, timeout=SETTLE_TIMEOUT) -> dict:
+            """The next inbox message that satisfies ``predicate`` (others are skipped)."""
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"no {what} within {timeout:g} s")
+                try:
+                    message = await asyncio.wait_for(self.inbox.get(), left)
+                except TimeoutError:
+                    raise RuntimeError(f"no {what} within {timeout:g} s") from None
+                if message.get("type") == "error" and what != "error":
+                    raise RuntimeError(f"waiting for {what}, the server answered {message}")
+                if predicate(message):
+                    return message
+
+        async def close_quietly(self) -> None:
+            if not self.closed.done():
+                self.sendClose(1000)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.closed), 5)
+                except TimeoutError:
+                    self.transport.abort()
+
+    return Peer
+
+
+async def connect(port: int, path: str, cookie: str | None):
+    import txaio
+
+    factory_class, _ = _autobahn()
+    Peer = peer_class()
+    loop = asyncio.get_running_loop()
+    txaio.config.loop = loop  # a new loop per case (asyncio.run)
+    headers = {"Cookie": cookie} if cookie else {}
+    factory = factory_class(
+        f"ws://127.0.0.1:{port}{path}", origin=f"http://127.0.0.1:{port}", headers=headers
+    )
+    # The browser's UTF-8 check of text frames is the client's cost, the same for every case.
+    factory.setProtocolOptions(
+        utf8validateIncoming=False, openHandshakeTimeout=CONNECT_TIMEOUT, closeHandshakeTimeout=5
+    )
+
+    def make():
+        peer = Peer()
+        peer.factory = factory
+        peer.setup(loop)
+        return peer
+
+    _transport, peer = await loop.create_connection(make, "127.0.0.1", port)
+    opened = await asyncio.wait_for(asyncio.shield(peer.opened), CONNECT_TIMEOUT)
+    if not opened:
+        raise RuntimeError(f"WebSocket {path} on {port} refused (close code {peer.close_code})")
+    return peer
+
+
+def view_message(index: int, seq: int) -> dict:
+    """A presenter's view as the browser sends it (every optional field present)."""
+    return {
+        "v": 1,
+        "type": "view",
+        "seq": seq,
+        "view": {
+            "study": STUDY_UID,
+            "series": SERIES_UID,
+            "index": index,
+            "voi": {"ww": 1500, "wc": -600},
+            "zoom": 1.8,
+            "pan": [12.5, -40.0],
+            "rotation": 0,
+            "flipH": False,
+            "flipV": False,
+            "pointer": [256.0 + index % 100, 310.5],
+        },
+    }
+
+
+# --- One measured case -----------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    kind: str  # floor, memory, redis
+    followers: int
+    presenter_port: int
+    follower_ports: list[int]
+    room: str | None = None  # None: the floor
+    cookies: list[str] = field(default_factory=list)
+    server_pids: list[int] = field(default_factory=list)
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of each server process, and of this process last."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = []
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            found.append((int(fields[11]) + int(fields[12])) / ticks)
+        except (OSError, IndexError, ValueError):
+            found.append(float("nan"))
+    found.append(time.process_time())
+    return found
+
+
+async def run_case(
+    case: Case, *, seconds: float, rate: float, warmup: float, pacing: str = "grid"
+) -> dict:
+    review = case.room is not None
+    path = f"/ws/review/{case.room}/" if review else "/ws/floor/"
+    peers = []
+    try:
+        presenter = await connect(
+            case.presenter_port,
+            path if review else "/ws/floor/presenter/",
+            case.cookies[0] if review else None,
+        )
+        peers.append(presenter)
+        me = None
+        if review:
+            me = (await presenter.expect(lambda m: m["type"] == "welcome", "welcome"))["you"]["id"]
+        followers = []
+        gate = asyncio.Semaphore(5)  # joining is not measured: a few at a time
+
+        async def join(number):
+            async with gate:
+                port = case.follower_ports[number % len(case.follower_ports)]
+                peer = await connect(port, path, case.cookies[number + 1] if review else None)
+                peers.append(peer)
+                if review:
+                    await peer.expect(lambda m: m["type"] == "welcome", "welcome")
+                return peer
+
+        followers = await asyncio.gather(*(join(n) for n in range(case.followers)))
+        if review:
+            presenter.send_json({"v": 1, "type": "take_control", "seq": 1})
+            await presenter.expect(
+                lambda m: m["type"] == "presence" and (m["presenter"] or {}).get("id") == me,
+                "presence with the presenter",
+            )
+            for peer in followers:
+                await peer.expect(
+                    lambda m: (
+                        m["type"] == "presence"
+                        and (m["presenter"] or {}).get("id") == me
+                        and len(m["participants"]) == case.followers + 1
+                    ),
+                    "presence with everybody and the presenter",
+                )
+        else:
+            await asyncio.sleep(0.5)
+
+        seq = 1
+
+        async def present(count: int, first_index: int, sends: dict[int, float]) -> None:
+            nonlocal seq
+            interval = 1.0 / rate
+            start = time.perf_counter() + interval
+            last = start - interval
+            for number in range(count):
+                if pacing == "grid":  # on a fixed grid: exactly ``rate`` a second on average
+                    delay = start + number * interval - time.perf_counter()
+                else:  # as frontend/src/review.js: the last send + the interval (a timer)
+                    delay = last + interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                seq += 1
+                data = json.dumps(
+                    view_message(first_index + number, seq), separators=(",", ":")
+                ).encode()
+                sent = last = time.perf_counter()
+                presenter.sendMessage(data)
+                sends[first_index + number] = sent
+
+        warm: dict[int, float] = {}
+        await present(round(warmup * rate), WARMUP_INDEX, warm)
+        await asyncio.sleep(0.5)
+        errors_before = presenter.inbox.qsize()
+        sends: dict[int, float] = {}
+        count = round(seconds * rate)
+        cpu_before, wall_before = cpu_seconds(case.server_pids), time.perf_counter()
+        load_before = os.getloadavg()[0]
+        await present(count, 0, sends)
+        wall = time.perf_counter() - wall_before
+        cpu = [
+            round((after - before) / wall * 100, 1)
+            for before, after in zip(cpu_before, cpu_seconds(case.server_pids), strict=True)
+        ]
+        load = [load_before, os.getloadavg()[0]]
+        last = count - 1
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline and not all(last in p.views for p in followers):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        presenter_messages = []
+        while not presenter.inbox.empty():
+            presenter_messages.append(presenter.inbox.get_nowait())
+        errors = [m for m in presenter_messages[errors_before:] if m.get("type") == "error"]
+        if review:
+            presenter.send_json({"v": 1, "type": "release_control", "seq": seq + 1})
+            await asyncio.sleep(0.2)
+        result = summarise(case, sends, followers, errors)
+        # CPU % of one core over the measured span: each daphne process, then this client.
+        result["cpu_percent"] = {"servers": cpu[:-1], "client": cpu[-1]}
+        result["load_average_1min"] = load
+        return result
+    finally:
+        await asyncio.gather(*(peer.close_quietly() for peer in peers), return_exceptions=True)
+
+
+def summarise(case: Case, sends: dict[int, float], followers, errors) -> dict:
+    indexes = sorted(sends)
+    latencies = []
+    sizes = []
+    received_total = 0
+    relayed = set()
+    seqs = set()
+    per_follower = []
+    for peer in followers:
+        mine = []
+        for index in indexes:
+            got = peer.views.get(index)
+            if got is None:
+                continue
+            received, size, seq = got
+            mine.append((received - sends[index]) * 1000)
+            sizes.append(size)
+            relayed.add(index)
+            seqs.add(seq)
+        received_total += len(mine)
+        latencies.extend(mine)
+        per_follower.append([round(v, 3) for v in mine])
+    sent = len(indexes)
+    expected = sent * len(followers)
+    intervals = [(sends[b] - sends[a]) * 1000 for a, b in zip(indexes, indexes[1:], strict=False)]
+    # Latency over time (median of every follower's, second by second): a drift shows here.
+    per_second = []
+    rate_per_second = max(1, round(1000 / statistics.median(intervals))) if intervals else 1
+    for start in range(0, sent, rate_per_second):
+        bucket = [
+            (peer.views[i][0] - sends[i]) * 1000
+            for peer in followers
+            for i in indexes[start : start + rate_per_second]
+            if i in peer.views
+        ]
+        per_second.append(round(statistics.median(bucket), 3) if bucket else None)
+    last = indexes[-1] if indexes else None
+    return {
+        "kind": case.kind,
+        "followers": case.followers,
+        "sent": sent,
+        "relayed": len(relayed),  # indexes at least one follower received
+        "relayed_server_seqs": len(seqs),
+        "coalesced": sent - len(relayed),  # never relayed to anybody
+        "received": received_total,
+        "missing": expected - received_total,  # follower-missing indexes, coalesced included
+        "lost_in_transit": len(relayed) * len(followers) - received_total,
+        "duplicates": sum(peer.duplicates for peer in followers),
+        "last_view_everywhere": all(last in peer.views for peer in followers),
+        "errors": errors,
+        "latency_ms": percentiles(latencies),
+        "frame_bytes": {
+            "median": statistics.median(sizes) if sizes else None,
+            "min": min(sizes) if sizes else None,
+            "max": max(sizes) if sizes else None,
+        },
+        "send_interval_ms": percentiles(intervals),
+        "latency_median_per_second_ms": per_second,
+        "samples_ms": per_follower,
+    }
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None, "count": 0}
+    return {
+        "p50": dw._quantile(values, 0.50),
+        "p95": dw._quantile(values, 0.95),
+        "p99": dw._quantile(values, 0.99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+        "count": len(values),
+    }
+
+
+# --- Report --------------------------------------------------------------------------------
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(cases: list[dict]) -> str:
+    floors = {c["followers"]: c for c in cases if c["kind"] == "floor"}
+    rows = [
+        (
+            "layer",
+            "followers",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "sent",
+            "coalesced",
+            "missing",
+            "in transit",
+            "bytes/update",
+            "p50/floor",
+            "p95/floor",
+        )
+    ]
+    order = ["floor", "memory", "redis"]
+    for case in sorted(cases, key=lambda c: (c["followers"], order.index(c["kind"]))):
+        latency = case["latency_ms"]
+        floor = floors.get(case["followers"])
+        ratio50 = ratio95 = ""
+        if floor and case["kind"] != "floor" and floor["latency_ms"]["p50"]:
+            ratio50 = f"{latency['p50'] / floor['latency_ms']['p50']:.2f}"
+            ratio95 = f"{latency['p95'] / floor['latency_ms']['p95']:.2f}"
+        rows.append(
+            (
+                case["kind"],
+                str(case["followers"]),
+                _ms(latency["p50"]),
+                _ms(latency["p95"]),
+                _ms(latency["p99"]),
+                _ms(latency["max"]),
+                str(case["sent"]),
+                str(case["coalesced"]),
+                str(case["missing"]),
+                str(case["lost_in_transit"]),
+                f"{case['frame_bytes']['median']:g}" if case["frame_bytes"]["median"] else "-",
+                ratio50,
+                ratio95,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            )
+        )
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    lines.append("")
+    lines.append(targets_line(cases))
+    return "\n".join(lines)
+
+
+def targets(cases: list[dict]) -> dict:
+    case = next((c for c in cases if c["kind"] == "redis" and c["followers"] == 50), None)
+    if case is None:
+        return {"measured": False}
+    reviews = [c for c in cases if c["kind"] != "floor"]
+    p95 = case["latency_ms"]["p95"]
+    missing = sum(c["missing"] for c in reviews)
+    size = max(c["frame_bytes"]["median"] or 0 for c in reviews)
+    return {
+        "measured": True,
+        "p95_ms_redis_50": p95,
+        "p95_met": p95 is not None and p95 < TARGET_P95_MS,
+        "missing_all_cases": missing,
+        "loss_met": missing == 0,
+        "bytes_per_update_max_median": size,
+        "bytes_met": size < TARGET_BYTES,
+    }
+
+
+def targets_line(cases: list[dict]) -> str:
+    found = targets(cases)
+    if not found["measured"]:
+        return "targets: not checked (they are about the Redis layer with 50 followers)"
+
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+
+    return (
+        f"targets: p95 < {TARGET_P95_MS:g} ms (redis, 50 followers): "
+        f"{_ms(found['p95_ms_redis_50'])} {verdict(found['p95_met'])}; "
+        f"no loss (every case): {found['missing_all_cases']} missing "
+        f"{verdict(found['loss_met'])}; "
+        f"< {TARGET_BYTES} B per update: {found['bytes_per_update_max_median']:g} "
+        f"{verdict(found['bytes_met'])}"
+    )
+
+
+def versions() -> dict:
+    found = {}
+    for package in ("django", "channels", "channels_redis", "daphne", "autobahn", "twisted"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+# --- Main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--followers", default="10,50", help="follower counts, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per case")
+    parser.add_argument("--rate", type=float, default=20.0, help="presenter views a second")
+    parser.add_argument(
+        "--layers", default="memory,redis", help="channel layers: memory, redis (comma-separated)"
+    )
+    parser.add_argument(
+        "--pacing",
+        choices=["grid", "browser"],
+        default="grid",
+        help="grid: views on a fixed 1/rate grid (exactly --rate a second, the protocol's "
+        "maximum); browser: each view 1/rate after the previous one was sent, as "
+        "frontend/src/review.js paces them (a little under --rate a second)",
+    )
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare broadcast floor")
+    parser.add_argument(
+        "--redis-processes", type=int, default=2, help="daphne processes of the Redis case"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/11",
+        help="a Redis database for the benchmark alone: flushed at start and at the end",
+    )
+    parser.add_argument(
+        "--application",
+        default="portal.asgi:application",
+        help="the ASGI application daphne serves for the memory and redis cases (a variant "
+        "importable from the project root or PYTHONPATH, to measure a candidate change)",
+    )
+    parser.add_argument("--output", type=Path, default=None, help="the JSON file to write")
+    args = parser.parse_args(argv)
+    args.follower_counts = [int(n) for n in args.followers.split(",") if n.strip()]
+    args.layer_names = [name.strip() for name in args.layers.split(",") if name.strip()]
+    for name in args.layer_names:
+        if name not in ("memory", "redis"):
+            parser.error(f"unknown layer {name!r}")
+    if not args.follower_counts or min(args.follower_counts) < 1:
+        parser.error("--followers: at least one count, each at least 1")
+    if args.rate <= 0 or args.seconds <= 0 or args.seconds * args.rate > WARMUP_INDEX:
+        parser.error(f"--seconds x --rate must be positive and at most {WARMUP_INDEX}")
+    if args.warmup * args.rate > 10000 - WARMUP_INDEX:
+        parser.error("--warmup too long")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import redis
+
+    redis_db = None
+    if "redis" in args.layer_names:
+        redis_db = redis.Redis.from_url(args.redis_url, socket_connect_timeout=2)
+        redis_db.ping()
+        redis_db.flushdb()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mirc-bench-review-"))
+    servers: list[Daphne] = []
+    database = None
+    started = dt.datetime.now(dt.UTC)
+    load_at_start = os.getloadavg()
+    cases: list[dict] = []
+    try:
+        database = dw.Database(tmp, os.environ.get("DATABASE_URL", ""))
+        env = dw.portal_environment(
+            database_url=database.url, redis_url="", archive_url="", tmp=tmp
+        )
+        env["ARCHIVE_ROOT"] = str(tmp / "archive")
+        say(f"migrating the {database.vendor} portal database")
+        dw.migrate(env, tmp)
+        doctors = max(args.follower_counts) + 1
+        room_names = [f"{layer}-{n}" for layer in args.layer_names for n in args.follower_counts]
+        say(f"creating the patient, {doctors} doctors and {len(room_names)} rooms")
+        world = world_in_child(env, doctors, room_names, tmp)
+
+        def measure(case: Case) -> None:
+            say(
+                f"{case.kind}: 1 presenter, {case.followers} followers, {args.seconds:g} s "
+                f"at {args.rate:g}/s"
+            )
+            result = asyncio.run(
+                run_case(
+                    case,
+                    seconds=args.seconds,
+                    rate=args.rate,
+                    warmup=args.warmup,
+                    pacing=args.pacing,
+                )
+            )
+            cases.append(result)
+            latency = result["latency_ms"]
+            say(
+                f"  p50 {_ms(latency['p50'])} ms, p95 {_ms(latency['p95'])} ms, coalesced "
+                f"{result['coalesced']} of {result['sent']}, missing {result['missing']}, "
+                f"errors {len(result['errors'])}; CPU % servers {result['cpu_percent']['servers']}"
+                f" client {result['cpu_percent']['client']}, load {result['load_average_1min']}"
+            )
+
+        if not args.no_floor:
+            floor = Daphne(env, tmp, "benchmarks.bench_review:floor_application", "floor")
+            servers.append(floor)
+            start_all([floor])
+            for count in args.follower_counts:
+                measure(Case("floor", count, floor.port, [floor.port], server_pids=[floor.pid]))
+            floor.stop()
+
+        for layer in args.layer_names:
+            layer_env = {**env}
+            processes = 1
+            if layer == "redis":
+                layer_env["REDIS_URL"] = args.redis_url
+                processes = args.redis_processes
+                redis_db.flushdb()
+            group = [
+                Daphne(layer_env, tmp, args.application, f"{layer}-{n}") for n in range(processes)
+            ]
+            servers.extend(group)
+            start_all(group)
+            for count in args.follower_counts:
+                ports = [server.port for server in group]
+                measure(
+                    Case(
+                        layer,
+                        count,
+                        presenter_port=ports[0],
+                        # Followers alternately on every process, starting with the other one.
+                        follower_ports=ports[1:] + ports[:1],
+                        room=world["rooms"][f"{layer}-{count}"],
+                        cookies=world["cookies"],
+                        server_pids=[server.pid for server in group],
+                    )
+                )
+            for server in group:
+                server.stop()
+
+        results = {
+            "benchmark": "review",
+            "started_at": started.isoformat(),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+            "configuration": {
+                "followers": args.follower_counts,
+                "seconds": args.seconds,
+                "rate": args.rate,
+                "warmup_seconds": args.warmup,
+                "pacing": args.pacing,
+                "layers": args.layer_names,
+                "redis_processes": args.redis_processes,
+                "application": args.application,
+                "redis_url": args.redis_url if redis_db is not None else None,
+                "database": database.vendor,
+                "client": "autobahn asyncio, one process, one event loop, TCP on 127.0.0.1",
+                "latency": "follower receive (perf_counter, start of onMessage) minus presenter "
+                "send (perf_counter, just before sendMessage) of the same view.index",
+                "floor": "floor_application: a bare ASGI WebSocket app under the same daphne "
+                "forwarding the presenter's text frames to every other connection",
+                "frame_bytes": "payload of the text frame a follower receives (no compression: "
+                "daphne does not negotiate permessage-deflate)",
+            },
+            "environment": {
+                "python": platform.python_version(),
+                **versions(),
+                "redis": redis_db.info("server").get("redis_version") if redis_db else None,
+                "cpus": os.cpu_count(),
+                "load_average_at_start": load_at_start,
+                "load_average_at_end": os.getloadavg(),
+                "platform": platform.platform(),
+                "git": dw.git_state(),
+            },
+            "targets": targets(cases),
+            "results": cases,
+        }
+        print(table(cases))
+        print(
+            f"load average (1 min) at start {load_at_start[0]:.2f}, "
+            f"at end {os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs"
+        )
+        output = args.output or RESULTS / f"review-{started:%Y-%m-%dT%H%M%SZ}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=1))
+        say(f"results written to {output}")
+        return 0
+    except BaseException:
+        for server in servers:
+            say(f"--- {server.log.name}\n{dw.log_tail(server.log)}")
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+        if database is not None:
+            database.drop()
+        if redis_db is not None:
+            redis_db.flushdb()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def say(message: str) -> None:
+    dw.say(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
