@@ -309,6 +309,10 @@ class ReviewRoom(models.Model):
     presenter = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A room of an RCP case: its committee's members join it, whoever was invited.
+    rcp_case = models.OneToOneField(
+        "rcp.Case", null=True, blank=True, on_delete=models.CASCADE, related_name="review_room"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
 

@@ -52,10 +52,8 @@ def render_png(
     if ds.get("SamplesPerPixel", 1) == 1:
         image = Image.fromarray(_monochrome_to_8bit(ds, pixels, window), mode="L")
     else:
-        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            pixels = convert_color_space(pixels, ds.PhotometricInterpretation, "RGB")
+        # pydicom 3's pixel_array already gives RGB for YBR data: converting again would
+        # tint colour ultrasound green.
         image = Image.fromarray(pixels.astype(np.uint8), mode="RGB")
     if size:
         image.thumbnail((size, size))

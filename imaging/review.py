@@ -48,7 +48,12 @@ def review_room_entitled(*, user, room_id) -> ReviewRoom | None:
     )
     if room is None:
         return None
-    invited = room.coordinator_id == user.pk or room.members.filter(pk=user.pk).exists()
+    if room.rcp_case_id is not None:
+        from rcp.selectors import cases_visible_to
+
+        invited = cases_visible_to(user).filter(pk=room.rcp_case_id).exists()
+    else:
+        invited = room.coordinator_id == user.pk or room.members.filter(pk=user.pk).exists()
     if not invited or not studies_visible_to(user).filter(pk=room.study_id).exists():
         return None
     return room
@@ -159,13 +164,41 @@ def control_take(*, room_id, user) -> bool:
 def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
     """The presenter or the coordinator hands control to a participant present in the room."""
     current = ReviewRoom.objects.filter(pk=room.pk).values_list("presenter_id", flat=True).first()
-    if by.pk not in (current, room.coordinator_id):
+    if by.pk not in (current, room.coordinator_id) and not _coordinates_case(room, by):
         return False
     if not ReviewPresence.objects.filter(room=room, user_id=to_user_id).exists():
         return False
     return bool(
         ReviewRoom.objects.filter(pk=room.pk, presenter_id=current).update(presenter_id=to_user_id)
     )
+
+
+def _coordinates_case(room: ReviewRoom, user) -> bool:
+    """In an RCP case's room, the committee's chair and coordinators hand control over."""
+    if room.rcp_case_id is None:
+        return False
+    from rcp.selectors import is_coordinating
+
+    return is_coordinating(committee=room.rcp_case.committee, user=user)
+
+
+def review_room_for_case(*, case, study: Study) -> ReviewRoom:
+    """The live review room of an RCP case (made on first use), showing ``study``."""
+    room = ReviewRoom.objects.filter(rcp_case=case).first()
+    if room is None:
+        room, _created = ReviewRoom.objects.get_or_create(
+            rcp_case=case,
+            defaults={
+                "title": str(case.committee),
+                "patient": case.patient,
+                "study": study,
+                "coordinator": case.submitted_by,
+            },
+        )
+    elif room.study_id != study.pk:
+        ReviewRoom.objects.filter(pk=room.pk).update(study=study)
+        room.study = study
+    return room
 
 
 def control_release(*, room_id, user) -> bool:
@@ -191,14 +224,14 @@ def _key(room_id, name: str) -> str:
 
 
 def next_seq(room_id) -> int:
+    """The room's next sequence number: one cache round trip but for the first."""
     key = _key(room_id, "seq")
-    if cache.add(key, 1, timeout=STATE_TIMEOUT):
-        return 1
     try:
         return cache.incr(key)
-    except ValueError:  # expired between the two calls
-        cache.set(key, 1, timeout=STATE_TIMEOUT)
-        return 1
+    except ValueError:  # no counter yet (or it expired)
+        if cache.add(key, 1, timeout=STATE_TIMEOUT):
+            return 1
+        return cache.incr(key)
 
 
 def view_save(room_id, *, seq: int, view: dict, user_id: int) -> None:

@@ -1,6 +1,6 @@
 """Reads of the imaging domain, filtered by what the user may see."""
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
 from portal.models import Patient
@@ -8,10 +8,12 @@ from portal.selectors import patients_visible_to
 
 
 def studies_visible_to(user) -> QuerySet[Study]:
-    """Studies attached to a patient the user may see (the RCP and tele-expertise issues
-    add the studies attached to their cases and requests)."""
-    return Study.objects.filter(
-        identity=StudyIdentity.MATCHED, patient__in=patients_visible_to(user)
+    """Studies of a patient the user may see, and those attached to an RCP case of a
+    committee the user sits on (the meeting reviews them)."""
+    from rcp.selectors import studies_shared_with_committees
+
+    return Study.objects.filter(identity=StudyIdentity.MATCHED).filter(
+        Q(patient__in=patients_visible_to(user)) | Q(pk__in=studies_shared_with_committees(user))
     )
 
 
@@ -40,9 +42,10 @@ def ingest_batches_of(*, user, patient: Patient) -> QuerySet[IngestBatch]:
     return IngestBatch.objects.filter(uploaded_by=user, patient=patient)
 
 
-def viewer_config(*, study: Study, user, room=None) -> dict:
+def viewer_config(*, study: Study, user, room=None, key_images: dict | None = None) -> dict:
     """What the embedded viewer needs (the include ``imaging/_viewer.html``): the study, the
-    patient's other studies the user may see (to compare with a prior), the live room."""
+    patient's other studies the user may see (to compare with a prior), the live room, and
+    where to post key images (``{"url", "csrf"}``, an RCP case's page) or None."""
     from imaging.review import display_name
     from imaging.viewer_labels import LABELS
 
@@ -94,5 +97,6 @@ def viewer_config(*, study: Study, user, room=None) -> dict:
             else None
         ),
         "user": {"id": user.pk, "name": display_name(user)},
+        "keyImages": key_images,
         "labels": {key: str(text) for key, text in LABELS.items()},
     }

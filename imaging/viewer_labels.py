@@ -73,6 +73,16 @@ LABELS = {
     "annotationText": _("Text of the arrow"),
     "ok": _("OK"),
     "cancel": _("Cancel"),
+    # Key images of an RCP case (frontend/src/keyimage.js)
+    "keyImage": _("Key image"),
+    "keyImageTitle": _(
+        "Mark the image of viewport 1, with its window and measurements, as a key image of the case"
+    ),
+    "keyImageSaving": _("Saving the key image…"),
+    "keyImageSaved": _("Key image added to the case."),
+    "keyImageFailed": _("The key image was not saved: {error}"),
+    "keyImageNoImage": _("No image is shown yet."),
+    "keyImageCaption": _("Series {number} · image {index} / {total} · W {ww} / L {wc}"),
     # Keyboard help
     "keyScroll": _("Previous / next image"),
     "keyScrollTen": _("10 images back / forward"),

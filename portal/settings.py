@@ -37,6 +37,11 @@ else:
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is empty: list the host names the portal answers on.")
+# The portal's public address, for the links of e-mails and calendar feeds (no request there).
+PORTAL_URL = env.str(
+    "PORTAL_URL",
+    default="http://127.0.0.1:8000" if DEBUG else f"https://{ALLOWED_HOSTS[0].lstrip('.')}",
+).rstrip("/")
 
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -163,6 +168,13 @@ CELERY_RESULT_BACKEND = REDIS_URL or None
 # Without a broker the demo runs every task in-process, at once.
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# Periodic jobs, run by `celery -A portal beat` beside the workers.
+CELERY_BEAT_SCHEDULE = {
+    "rcp-session-reminders": {
+        "task": "rcp.send_session_reminders",
+        "schedule": 15 * 60,  # seconds: sessions starting within 48 h get their reminder
+    },
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"

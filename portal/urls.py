@@ -38,6 +38,7 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("patients/", include(patient_patterns)),
     path("", include("imaging.urls")),
+    path("", include("rcp.urls")),
     path("dicomweb/", include("imaging.dicomweb_urls")),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),

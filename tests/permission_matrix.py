@@ -79,6 +79,17 @@ class ObjectRoute:
     extra_outsiders: list[Callable] = field(default_factory=list)
 
 
+@dataclass
+class TokenRoute:
+    """Reached without signing in, by a secret token in the address (calendar apps cannot
+    sign in): the right token → ``expect``; an unknown or revoked one → 404. No patient data."""
+
+    kwargs: Callable  # world -> URL kwargs, with a working token
+    revoke: Callable  # world -> None: the token of ``kwargs`` stops working
+    method: str = "get"
+    expect: int = 200
+
+
 def _identity_conflict(world) -> IdentityConflict:
     try:
         services.patient_register(
@@ -181,6 +192,147 @@ def _surgeon_in_care_team(world):
     return world.surgeon.user
 
 
+def _rcp(world):
+    from tests.rcp_world import rcp_world
+
+    return rcp_world(world)
+
+
+def _rcp_case(world, state: str = "on_agenda"):
+    """A thoracic case of world.patient in ``state`` (built once per world and state)."""
+    from portal.audit import Actor as _Actor
+    from rcp import services as rcp_services
+    from tests.rcp_world import case_on_agenda, submitted_case
+
+    cases = world.__dict__.setdefault("_rcp_cases", {})
+    if state not in cases:
+        if state == "draft":
+            _rcp(world)
+            case = rcp_services.case_create(
+                patient=world.patient,
+                committee=world.thoracic,
+                by=_Actor(user=world.oncologist.user),
+            )
+            from tests.rcp_world import COMPLETE_THORACIC
+
+            case = rcp_services.case_update(
+                case=case,
+                revision=case.revision,
+                by=_Actor(user=world.oncologist.user),
+                studies=[world.ct],
+                **COMPLETE_THORACIC,
+            )
+        elif state == "submitted":
+            case = submitted_case(world)
+        elif state == "validated":
+            case = case_on_agenda(world)
+            draft = rcp_services.decision_save(
+                case=case, revision=None, by=_Actor(user=world.surgeon.user), proposal="Lobectomie."
+            )
+            rcp_services.decision_validate(
+                case=case, revision=draft.revision, by=_Actor(user=world.oncologist.user)
+            )
+        else:
+            case = case_on_agenda(world)
+        case.refresh_from_db()
+        cases[state] = case
+    return cases[state]
+
+
+def _discussed(world):
+    from portal.audit import Actor as _Actor
+    from rcp import services as rcp_services
+
+    case = _rcp_case(world)
+    if not case.decisions.exists():
+        rcp_services.decision_save(
+            case=case, revision=None, by=_Actor(user=world.surgeon.user), proposal="Lobectomie."
+        )
+        case.refresh_from_db()
+    return case
+
+
+def _case_document(world):
+    from portal.audit import Actor as _Actor
+    from rcp import services as rcp_services
+
+    case = _rcp_case(world)
+    document = case.documents.first()
+    if document is None:
+        document = rcp_services.case_document_add(
+            case=case,
+            kind="letter",
+            title="Courrier",
+            upload=SimpleUploadedFile("c.pdf", b"%PDF-1.7\n"),
+            by=_Actor(user=world.oncologist.user),
+        )
+    return document
+
+
+def _rcp_fiche(world):
+    """The fiche RCP of world.patient's validated case, made (once per world)."""
+    from rcp import pdf
+
+    docs = world.__dict__.setdefault("_rcp_fiches", [])
+    if not docs:
+        case = _rcp_case(world, "validated")
+        # Queued by decision_validate; on_commit never fires inside the test's transaction.
+        docs.append(pdf.document_render(document=case.pdf_documents.get()))
+    return docs[0]
+
+
+def _rcp_minutes(world):
+    """The minutes of the session of world.patient's validated case, made (once per world)."""
+    from rcp import pdf
+
+    docs = world.__dict__.setdefault("_rcp_minutes", [])
+    if not docs:
+        document = pdf.request_minutes_pdf(
+            session=_rcp_case(world, "validated").session, by=Actor(user=world.coordinator.user)
+        )
+        docs.append(pdf.document_render(document=document))
+    return docs[0]
+
+
+def _two_on_agenda(world):
+    first = _rcp_case(world)
+    from tests.rcp_world import case_on_agenda
+
+    if "_second" not in world.__dict__:
+        world._second = case_on_agenda(world)
+    return {"case": first.pk, "direction": "down"}
+
+
+def _key_image_kwargs(world) -> dict:
+    """A key image of the case on the agenda, marked by the surgeon on the CT (once per world)."""
+    from rcp.key_images import key_image_add
+
+    images = world.__dict__.setdefault("_key_images", [])
+    if not images:
+        case = _rcp_case(world)
+        found = imaged_study(world)
+        view = {
+            "study": found["study_uid"],
+            "series": found["series_uid"],
+            "index": 0,
+            "voi": {"ww": 400, "wc": 40},
+            "zoom": 1,
+            "pan": [0, 0],
+        }
+        images.append(
+            key_image_add(
+                case=case,
+                by=Actor(user=world.surgeon.user),
+                study=found["study_uid"],
+                series=found["series_uid"],
+                sop=found["sop_uid"],
+                frame=1,
+                view=view,
+            )
+        )
+    return {"case_id": images[0].case_id, "key_image_id": images[0].pk}
+
+
 def _study_kwargs(world, *names):
     found = imaged_study(world)
     return {name: found[name] for name in names}
@@ -204,6 +356,22 @@ def _care_team_member(world) -> CareRelationship:
         role=CareRole.CARE_TEAM,
         by=Actor.system("tests"),
     )
+
+
+def _calendar_token(world) -> str:
+    from rcp.calendar import calendar_token_issue
+
+    tokens = world.__dict__.setdefault("_calendar_tokens", [])
+    if not tokens:
+        _rcp(world)
+        tokens.append(calendar_token_issue(by=Actor(user=world.surgeon.user))[1])
+    return tokens[0]
+
+
+def _calendar_token_revoke(world) -> None:
+    from rcp.calendar import calendar_token_revoke
+
+    calendar_token_revoke(by=Actor(user=world.surgeon.user))
 
 
 MATRIX = {
@@ -419,6 +587,308 @@ MATRIX = {
         expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
+    ),
+    # --- rcp ---
+    "rcp-home": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
+    "rcp-committee": ObjectRoute(
+        kwargs=lambda w: {"committee_id": _rcp(w).thoracic.pk},
+        entitled=lambda w: w.surgeon.user,
+        # A member of another committee, the patient's GP: not members.
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient_data=True,
+    ),
+    "rcp-session": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp(w).session.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+    ),
+    "rcp-session-agenda-add": ObjectRoute(
+        # The objects the data names are built with the kwargs, before any request.
+        kwargs=lambda w: {"session_id": _rcp_case(w, "submitted").committee.sessions.first().pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"case": _rcp_case(w, "submitted").pk},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-session-agenda-move": ObjectRoute(
+        kwargs=lambda w: {"session_id": _two_on_agenda(w) and _rcp(w).session.pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=_two_on_agenda,
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+    ),
+    "rcp-session-live": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp_case(w).session_id},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,  # the case under discussion
+    ),
+    "rcp-session-quorum": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp(w).session.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        patient_data=False,  # who attends, and the quorum
+    ),
+    "rcp-session-attend": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp(w).session.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"mode": "remote"},
+        expect=302,
+        patient_data=False,
+    ),
+    "rcp-case-create": ObjectRoute(
+        kwargs=lambda w: {"patient_id": _rcp(w).patient.pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.surgeon.user,
+        # A member of another committee gets 404 on this one's cases; so does the GP.
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-submit": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w, "draft").pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-agenda": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w, "submitted").pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"session": _rcp(w).session.pk},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-postpone": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"session": _rcp(w).later_session.pk},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-register": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-opinion": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: _rcp(w).radiotherapist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"text": "Radiothérapie stéréotaxique possible si inopérable."},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-document-upload": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {
+            "kind": "pathology",
+            "title": "Compte rendu anatomopathologique",
+            "file": SimpleUploadedFile("cr.pdf", b"%PDF-1.7\n%%EOF\n"),
+        },
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-document": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk, "document_id": _case_document(w).pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-decision": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"proposal": "Lobectomie.", "treatment_types": ["387713003"]},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-validate": ObjectRoute(
+        kwargs=lambda w: {"case_id": _discussed(w).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"revision": _discussed(w).decisions.get().revision},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-amend": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"reason": "Résultat de la biopsie reçu après la réunion."},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    # --- RCP key images (rcp/urls_key_images.py) ---
+    "rcp-case-key-image-add": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        method="post",
+        # The matrix posts a form; the endpoint takes JSON only, and says so with a 400
+        # (adding, with its audit event, is tested in tests/test_rcp_key_images.py).
+        expect=400,
+    ),
+    "rcp-case-key-images": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w).pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-key-image": ObjectRoute(
+        kwargs=_key_image_kwargs,
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-key-image-remove": ObjectRoute(
+        kwargs=_key_image_kwargs,
+        # Not the author: the committee's coordinator may remove it too.
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    # --- RCP calendar feeds ---
+    "rcp-calendar": SignedIn(),
+    "rcp-calendar-feed": TokenRoute(
+        kwargs=lambda w: {"token": _calendar_token(w)}, revoke=_calendar_token_revoke
+    ),
+    "rcp-committee-calendar-feed": TokenRoute(
+        kwargs=lambda w: {"token": _calendar_token(w), "committee_id": _rcp(w).thoracic.pk},
+        revoke=_calendar_token_revoke,
+    ),
+    "rcp-committee-calendar": ObjectRoute(
+        kwargs=lambda w: {"committee_id": _rcp(w).thoracic.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        # The patient's GP and the administrator do not sit on the committee.
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        patient_data=False,  # committee and session facts only
+    ),
+    "rcp-committee-indicators": ObjectRoute(
+        kwargs=lambda w: {"committee_id": _rcp(w).thoracic.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.QUERY,
+        patient_data=False,  # counts only, no patient; audited as a query
+    ),
+    "rcp-committee-indicators-csv": ObjectRoute(
+        kwargs=lambda w: {"committee_id": _rcp(w).thoracic.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.EXPORT,
+        patient_data=False,
+    ),
+    # --- RCP PDF outputs ---
+    "rcp-case-outputs": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        patient_data=False,  # the case's PDFs and their state, polled
+    ),
+    "rcp-case-pdf-request": ObjectRoute(
+        kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        method="post",
+        expect=302,
+    ),
+    "rcp-case-pdf": ObjectRoute(
+        kwargs=lambda w: {
+            "case_id": _rcp_case(w, "validated").pk,
+            "document_id": _rcp_fiche(w).pk,
+        },
+        # The patient's GP receives the fiche of the validated decision.
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        audit_event=AuditEventId.EXPORT,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-session-outputs": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp(w).session.pk},
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        patient_data=False,  # the session's minutes and their state, polled
+    ),
+    "rcp-minutes-pdf-request": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp(w).session.pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.gp.user],
+        method="post",
+        expect=302,
+    ),
+    "rcp-minutes-pdf": ObjectRoute(
+        kwargs=lambda w: {
+            "session_id": _rcp_minutes(w).session_id,
+            "document_id": _rcp_minutes(w).pk,
+        },
+        entitled=lambda w: w.surgeon.user,
+        outsider=lambda w: w.outsider.user,
+        # The patient's GP sees the fiche of a validated case, never a whole session.
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.EXPORT,
     ),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),

@@ -190,3 +190,27 @@ def test_warm_frames_come_from_the_cache_even_when_the_archive_is_gone(world, ca
     # A frame never asked for is not in the cache: the archive is really gone.
     cold = viewer.get(frames_url(jpeg, [2]), HTTP_ACCEPT=NATIVE_FRAMES)
     assert cold.status_code == 503
+
+
+def test_a_colour_jpeg_renders_in_its_own_colours(world):
+    """pydicom gives RGB for YBR data already: the rendering must not convert it twice."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom import dcmread
+
+    from imaging.render import render_png
+
+    source = KINDS["US, colour, 5 frames"](
+        patient=identity_of(world),
+        study=synthetic.StudySpec(
+            study_date=world.patient.birth_date.replace(year=2026),
+            institution_name="CHRU de Tours",
+            description="Échographie couleur",
+        ),
+    )
+    data = synthetic.to_bytes(synthetic.with_transfer_syntax(source, UID("1.2.840.10008.1.2.4.50")))
+    expected = dcmread(io.BytesIO(data)).pixel_array[0].astype(float)
+    shown = np.asarray(Image.open(io.BytesIO(render_png(data, frame=1))).convert("RGB"))
+    assert np.abs(shown.astype(float) - expected).mean() < 2

@@ -26,6 +26,7 @@ from tests.permission_matrix import (
     ObjectRoute,
     Public,
     SignedIn,
+    TokenRoute,
     imaged_study,
 )
 
@@ -104,14 +105,14 @@ def _is_login_redirect(response):
 )
 def test_anonymous(name, world):
     entry = MATRIX[name]
-    kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute) else {}
+    kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute | TokenRoute) else {}
     before = (
         AuditEvent.objects.filter(outcome=AuditOutcome.SUCCESS)
         .exclude(event_id=AuditEventId.USER_AUTHENTICATION)
         .count()
     )
     response = _call(client_for(None), entry, reverse(name, kwargs=kwargs), world)
-    if isinstance(entry, Public):
+    if isinstance(entry, Public | TokenRoute):
         assert response.status_code == entry.expect
     else:
         assert _is_login_redirect(response), f"{name}: {response.status_code}"
@@ -143,6 +144,16 @@ def test_global_permission(name, world):
         assert client_for(user).get(url).status_code == 403, f"{name} open to {user}"
         assert refusals.count() == 1, "a refused access is audited"
     assert client_for(entry.holder(world)).get(url).status_code == entry.expect
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in MATRIX.items() if isinstance(e, TokenRoute)))
+def test_token_route_refuses_unknown_and_revoked_tokens(name, world):
+    entry = MATRIX[name]
+    kwargs = entry.kwargs(world)
+    unknown = reverse(name, kwargs={**kwargs, "token": "not-a-token"})
+    assert client_for(None).get(unknown).status_code == 404
+    entry.revoke(world)
+    assert client_for(None).get(reverse(name, kwargs=kwargs)).status_code == 404
 
 
 OBJECT_ROUTES = sorted(n for n, e in MATRIX.items() if isinstance(e, ObjectRoute))

@@ -14,6 +14,7 @@ import {
 import * as csTools from '@cornerstonejs/tools';
 
 import { DicomWeb, DicomWebError, parseImageId } from './dicomweb.js';
+import { KeyImageButton } from './keyimage.js';
 import { el, makeTranslator } from './labels.js';
 
 const { ToolGroupManager, Enums: toolEnums, annotation: csAnnotation } = csTools;
@@ -185,6 +186,8 @@ export class Viewer {
       title: `${t('help')} (?)`, onclick: () => this.toggleHelp(),
     }, t('help'));
 
+    // An RCP case's page lets the user mark the image shown as a key image (keyimage.js).
+    this.keyImages = this.config.keyImages?.url ? new KeyImageButton(this, this.config.keyImages) : null;
     const toolbar = el('div', { class: 'mv-toolbar', role: 'toolbar', 'aria-label': t('toolbar') },
       el('div', { class: 'mv-group', role: 'group', 'aria-label': t('groupTools') }, toolButtons),
       el('div', { class: 'mv-group', role: 'group', 'aria-label': t('groupPresets') }, presetButtons),
@@ -198,6 +201,7 @@ export class Viewer {
       el('div', { class: 'mv-group', role: 'group', 'aria-label': t('groupCine') }, this.cineButton,
         el('label', { class: 'mv-fps-label' }, this.fpsInput, t('fpsUnit'))),
       el('div', { class: 'mv-group', role: 'group' }, this.layoutButton, this.helpButton),
+      this.keyImages?.node,
     );
     this.toolbar = toolbar;
 

@@ -1,0 +1,282 @@
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from imaging.models import Study
+from portal.models import Specialty
+from rcp import frcp
+from rcp.models import Case, CaseDocument, Committee, Session
+
+EMPTY = [("", "—")]
+
+
+class CaseCreateForm(forms.Form):
+    committee = forms.ModelChoiceField(
+        label=_("Committee"), queryset=Committee.objects.order_by("name")
+    )
+
+
+class _RevisionForm(forms.Form):
+    revision = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class CaseForm(_RevisionForm):
+    """The fiche RCP of a cancer board; codes from the national value sets (FRCP)."""
+
+    question = forms.CharField(
+        label=_("Question asked to the meeting"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+    )
+    presentation = forms.ChoiceField(
+        label=_("Presentation"),
+        choices=EMPTY + frcp.STATUT_CAS.choices(),
+        required=False,
+        help_text=_("A standard case that fits the guideline may be only registered."),
+    )
+    nature = forms.ChoiceField(
+        label=_("Meeting nature"), choices=EMPTY + frcp.NATURE_DISCUSSION.choices(), required=False
+    )
+    organ_system = forms.ChoiceField(
+        label=_("Body system"), choices=EMPTY + frcp.APPAREIL.choices(), required=False
+    )
+    organ = forms.ChoiceField(
+        label=_("Organ"), choices=EMPTY + frcp.ORGANE.choices(), required=False
+    )
+    phase = forms.ChoiceField(
+        label=_("Phase"), choices=EMPTY + frcp.PHASE.choices(), required=False
+    )
+    topography = forms.CharField(
+        label=_("Diagnosis (ICD-10)"),
+        required=False,
+        help_text=_("ICD-10 code of the primary tumour, e.g. C34.1."),
+    )
+    morphology = forms.CharField(
+        label=_("Histology (ICD-O-3)"), required=False, help_text=_("e.g. 8140/3.")
+    )
+    diagnosis_date = forms.DateField(
+        label=_("Date of diagnosis"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    tnm_prefix = forms.ChoiceField(
+        label=_("TNM prefix"), choices=EMPTY + frcp.TNM_PREFIXES, required=False
+    )
+    tnm_t = forms.CharField(label="T", required=False, max_length=16)
+    tnm_n = forms.CharField(label="N", required=False, max_length=16)
+    tnm_m = forms.CharField(label="M", required=False, max_length=16)
+    performance_status = forms.ChoiceField(
+        label=_("WHO performance status"), choices=EMPTY + frcp.OMS.choices(), required=False
+    )
+    history = forms.CharField(
+        label=_("Relevant history"), widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    comorbidities = forms.CharField(
+        label=_("Comorbidities"), widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
+    results = forms.CharField(
+        label=_("Results and events"), widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    studies = forms.ModelMultipleChoiceField(
+        label=_("Imaging studies to show in the meeting"),
+        queryset=Study.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    def __init__(self, *args, studies, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["studies"].queryset = studies
+        self.fields["studies"].label_from_instance = lambda study: " · ".join(
+            filter(
+                None,
+                [
+                    study.study_date.strftime("%d/%m/%Y") if study.study_date else "",
+                    study.modalities,
+                    study.description,
+                ],
+            )
+        )
+
+    def clean_topography(self):
+        code = self.cleaned_data["topography"].strip().upper()
+        if code and frcp.topography_label(code) is None:
+            raise forms.ValidationError(_("Not an ICD-10 code of the national list."))
+        return code
+
+    def clean_morphology(self):
+        code = self.cleaned_data["morphology"].strip()
+        if code and frcp.morphology_label(code) is None:
+            raise forms.ValidationError(_("Not an ICD-O-3 code of the national list."))
+        return code
+
+    def _clean_tnm(self, name, check):
+        value = frcp.normalize_tnm(self.cleaned_data[name].strip())
+        if value and not check(value):
+            raise forms.ValidationError(_("Not a TNM category."))
+        return value
+
+    def clean_tnm_t(self):
+        return self._clean_tnm("tnm_t", frcp.valid_t)
+
+    def clean_tnm_n(self):
+        return self._clean_tnm("tnm_n", frcp.valid_n)
+
+    def clean_tnm_m(self):
+        return self._clean_tnm("tnm_m", frcp.valid_m)
+
+
+class PerinatalCaseForm(_RevisionForm):
+    question = CaseForm.base_fields["question"]
+    gestational_weeks = forms.IntegerField(
+        label=_("Gestational age (weeks)"), min_value=0, max_value=45, required=False
+    )
+    gestational_days = forms.IntegerField(
+        label=_("and days"), min_value=0, max_value=6, required=False
+    )
+    expected_term = forms.DateField(
+        label=_("Expected term"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    pregnancy_history = forms.CharField(
+        label=_("Pregnancy history"), widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    fetal_findings = forms.CharField(
+        label=_("Fetal findings"), widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    investigations = forms.CharField(
+        label=_("Investigations"), widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    couple_wishes = forms.CharField(
+        label=_("The couple's wishes"), widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
+    termination_attestation_requested = forms.BooleanField(
+        label=_("An attestation for medical termination of pregnancy is requested"),
+        required=False,
+    )
+    studies = CaseForm.base_fields["studies"]
+
+    def __init__(self, *args, studies, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["studies"].queryset = studies
+
+
+def case_form_class(case: Case):
+    return PerinatalCaseForm if case.committee.is_cpdpn else CaseForm
+
+
+class DecisionForm(forms.Form):
+    revision = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    proposal = forms.CharField(
+        label=_("Proposal"), widget=forms.Textarea(attrs={"rows": 4}), required=False
+    )
+    treatment_types = forms.MultipleChoiceField(
+        label=_("Treatment types"),
+        choices=frcp.TYPE_TRAITEMENT.choices(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    conforms_to_guideline = forms.NullBooleanField(
+        label=_("Conforms to the regional guideline"),
+        required=False,
+        widget=forms.Select(choices=[("unknown", "—"), ("true", _("Yes")), ("false", _("No"))]),
+    )
+    non_conformity_reason = forms.CharField(
+        label=_("If not, why"), widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
+    trial_proposed = forms.BooleanField(label=_("A clinical trial is proposed"), required=False)
+    trial_name = forms.CharField(label=_("Trial"), required=False, max_length=200)
+    trial_nct = forms.RegexField(
+        label=_("NCT number"),
+        regex=r"^NCT\d{8}$",
+        required=False,
+        max_length=11,
+        error_messages={"invalid": _("An NCT number is NCT followed by 8 digits.")},
+    )
+    team_opinion = forms.CharField(
+        label=_("The team's opinion"), widget=forms.Textarea(attrs={"rows": 4}), required=False
+    )
+    termination_attested = forms.NullBooleanField(
+        label=_("Medical termination attested"),
+        required=False,
+        widget=forms.Select(choices=[("unknown", "—"), ("true", _("Yes")), ("false", _("No"))]),
+    )
+
+    CANCER_ONLY = (
+        "proposal",
+        "treatment_types",
+        "conforms_to_guideline",
+        "non_conformity_reason",
+        "trial_proposed",
+        "trial_name",
+        "trial_nct",
+    )
+    CPDPN_ONLY = ("team_opinion", "termination_attested")
+
+    def __init__(self, *args, cpdpn: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.CANCER_ONLY if cpdpn else self.CPDPN_ONLY:
+            del self.fields[name]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("conforms_to_guideline") is False and not data.get("non_conformity_reason"):
+            self.add_error(
+                "non_conformity_reason", _("Say why the proposal departs from the guideline.")
+            )
+        if data.get("trial_proposed") and not (data.get("trial_name") or data.get("trial_nct")):
+            self.add_error("trial_name", _("Name the trial or give its NCT number."))
+        return data
+
+
+class AgendaAddForm(forms.Form):
+    session = forms.ModelChoiceField(label=_("Session"), queryset=Session.objects.none())
+
+    def __init__(self, *args, sessions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["session"].queryset = sessions
+
+
+class PostponeForm(AgendaAddForm):
+    def __init__(self, *args, sessions, **kwargs):
+        super().__init__(*args, sessions=sessions, **kwargs)
+        self.fields["session"].required = False
+        self.fields["session"].empty_label = _("No session yet: back to the waiting cases")
+
+
+class ScheduleForm(forms.Form):
+    first_start = forms.DateTimeField(
+        label=_("First session"), widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    duration_minutes = forms.IntegerField(
+        label=_("Duration (minutes)"), min_value=15, max_value=600, initial=90
+    )
+    every = forms.ChoiceField(
+        label=_("Recurrence"),
+        choices=[
+            ("once", _("Once")),
+            ("weekly", _("Every week")),
+            ("biweekly", _("Every other week")),
+            ("monthly", _("Every month")),
+        ],
+    )
+    count = forms.IntegerField(label=_("Number of sessions"), min_value=1, max_value=52, initial=1)
+    deadline_days = forms.IntegerField(
+        label=_("Case submission deadline (days before)"), min_value=0, max_value=30, initial=2
+    )
+
+
+class AttendanceForm(forms.Form):
+    mode = forms.ChoiceField(
+        label=_("I attend"),
+        choices=[("in_person", _("In person")), ("remote", _("Remotely"))],
+    )
+
+
+class WrittenOpinionForm(forms.Form):
+    text = forms.CharField(label=_("Written opinion"), widget=forms.Textarea(attrs={"rows": 3}))
+
+
+SPECIALTY_LABELS = dict(Specialty.choices)
+
+
+class CaseDocumentForm(forms.Form):
+    kind = forms.ChoiceField(label=_("Kind"), choices=CaseDocument.Kind.choices)
+    title = forms.CharField(label=_("Title"), max_length=200)
+    file = forms.FileField(label=_("File (PDF, JPEG or PNG, 20 MB at most)"))

@@ -1,0 +1,252 @@
+"""Activity and quality indicators of one committee over a period (HAS/IPAQSS "RCP", the 3C
+activity reports): sessions held, cases presented, registered vs discussed (FRCP case status
+ORG-128 / ORG-134), delays, quorum (ORG-126), guideline conformity, trial proposals,
+postponements.
+
+Aggregate numbers only, never a patient. A fixed number of queries whatever the number of
+sessions and cases: one for the per-session rows (the totals are their sums), one for the
+decisions, one for the per-case dates the medians are taken from.
+
+What counts:
+
+* the period is whole days in Europe/Paris, both ends included; a session belongs to it by
+  its start;
+* a session is *held* if it was not cancelled and either presented a case or was opened
+  (in progress or closed);
+* a case is *presented* at the session it is attached to, once discussed, registered or
+  validated: a postponed case counts once, at the session where it was finally presented,
+  with the number of times it was postponed before;
+* a case is *registered* when its FRCP status is ORG-128 and it was never discussed; every
+  other presented case was discussed;
+* the decision counted is the one the meeting validated (version 1): later versions, made
+  after the meeting, change neither the quorum, the conformity nor the delays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from rcp import frcp
+from rcp.models import Case, Committee, Decision, Session
+
+PRESENTED_STATES = (Case.State.DISCUSSED, Case.State.REGISTERED, Case.State.VALIDATED)
+OPENED_STATUSES = (Session.Status.IN_PROGRESS, Session.Status.CLOSED)
+MEETING_DECISION_VERSION = 1  # the first version is the one validated at the meeting
+DAY = dt.timedelta(days=1)
+
+
+def _zone() -> ZoneInfo:
+    return ZoneInfo(settings.TIME_ZONE)
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole days, both ends included."""
+
+    start: dt.date
+    end: dt.date
+
+    @property
+    def starts_at(self) -> dt.datetime:
+        return dt.datetime.combine(self.start, dt.time.min, tzinfo=_zone())
+
+    @property
+    def ends_before(self) -> dt.datetime:
+        return dt.datetime.combine(self.end + DAY, dt.time.min, tzinfo=_zone())
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+def default_period(today: dt.date | None = None) -> Period:
+    """The last twelve months, today included."""
+    today = today or timezone.localdate()
+    try:
+        year_ago = today.replace(year=today.year - 1)
+    except ValueError:  # 29 February
+        year_ago = today.replace(year=today.year - 1, day=28)
+    return Period(start=year_ago + DAY, end=today)
+
+
+@dataclass(frozen=True)
+class Share:
+    count: int
+    total: int
+
+    @property
+    def percent(self) -> float | None:
+        return round(100 * self.count / self.total, 1) if self.total else None
+
+
+@dataclass(frozen=True)
+class Median:
+    """A median in days, and how many cases it is taken over."""
+
+    days: float | None
+    over: int
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    session_id: int
+    starts_at: dt.datetime
+    status: str
+    presented: int
+    registered: int
+    discussed: int
+    validated: int
+    quorum_reached: int
+
+    @property
+    def quorum_share(self) -> Share:
+        return Share(self.quorum_reached, self.validated)
+
+
+@dataclass(frozen=True)
+class Indicators:
+    committee: Committee
+    period: Period
+    rows: list[SessionRow]
+    cases_presented: int
+    registered: Share
+    discussed: Share
+    submission_to_discussion: Median
+    discussion_to_validation: Median
+    quorum_reached: Share
+    conforming: Share
+    trial_proposed: Share
+    postponed_cases: Share
+    postponements: int
+
+    @property
+    def sessions_held(self) -> int:
+        return len(self.rows)
+
+    @property
+    def cases_per_session(self) -> float | None:
+        if not self.rows:
+            return None
+        return round(self.cases_presented / len(self.rows), 1)
+
+    @property
+    def validated_decisions(self) -> Share:
+        """Presented cases with the meeting's decision validated (HAS level 1: a dated trace
+        of the proposal)."""
+        return Share(self.quorum_reached.total, self.cases_presented)
+
+
+def _presented_cases(committee: Committee, period: Period):
+    return Case.objects.filter(
+        committee=committee,
+        state__in=PRESENTED_STATES,
+        session__committee=committee,
+        session__starts_at__gte=period.starts_at,
+        session__starts_at__lt=period.ends_before,
+    ).exclude(session__status=Session.Status.CANCELLED)
+
+
+def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
+    """The sessions held in the period, oldest first, with their counts (one query)."""
+    presented = Q(cases__state__in=PRESENTED_STATES)
+    registered = presented & Q(
+        cases__presentation=frcp.CASE_REGISTERED, cases__discussed_at__isnull=True
+    )
+    meeting_decision = presented & Q(
+        cases__decisions__version=MEETING_DECISION_VERSION,
+        cases__decisions__validated_at__isnull=False,
+    )
+    sessions = (
+        Session.objects.filter(
+            committee=committee,
+            starts_at__gte=period.starts_at,
+            starts_at__lt=period.ends_before,
+        )
+        .exclude(status=Session.Status.CANCELLED)
+        # Cases and decisions are joined together: count cases once each.
+        .annotate(
+            n_presented=Count("cases", filter=presented, distinct=True),
+            n_registered=Count("cases", filter=registered, distinct=True),
+            n_validated=Count("cases__decisions", filter=meeting_decision, distinct=True),
+            n_quorum=Count(
+                "cases__decisions",
+                filter=meeting_decision & Q(cases__decisions__quorum_status=frcp.QUORUM_REACHED),
+                distinct=True,
+            ),
+        )
+        .filter(Q(n_presented__gt=0) | Q(status__in=OPENED_STATUSES))
+        .order_by("starts_at", "pk")
+        .values_list(
+            "pk", "starts_at", "status", "n_presented", "n_registered", "n_validated", "n_quorum"
+        )
+    )
+    return [
+        SessionRow(
+            session_id=pk,
+            starts_at=starts_at,
+            status=status,
+            presented=n_presented,
+            registered=n_registered,
+            discussed=n_presented - n_registered,
+            validated=n_validated,
+            quorum_reached=n_quorum,
+        )
+        for pk, starts_at, status, n_presented, n_registered, n_validated, n_quorum in sessions
+    ]
+
+
+def _median_days(pairs) -> Median:
+    delays = [(end - start) / DAY for start, end in pairs if start is not None and end is not None]
+    if not delays:
+        return Median(None, 0)
+    return Median(round(statistics.median(delays), 1), len(delays))
+
+
+def committee_indicators(*, committee: Committee, period: Period) -> Indicators:
+    """All the indicators of ``committee`` over ``period`` (three queries)."""
+    rows = session_rows(committee=committee, period=period)
+    presented = _presented_cases(committee, period)
+
+    decisions = Decision.objects.filter(
+        case__in=presented, version=MEETING_DECISION_VERSION, validated_at__isnull=False
+    ).aggregate(
+        total=Count("pk"),
+        quorum_reached=Count("pk", filter=Q(quorum_status=frcp.QUORUM_REACHED)),
+        conformity_recorded=Count("pk", filter=Q(conforms_to_guideline__isnull=False)),
+        conforming=Count("pk", filter=Q(conforms_to_guideline=True)),
+        trial_proposed=Count("pk", filter=Q(trial_proposed=True)),
+    )
+
+    # The first validation: a later version re-stamps Case.validated_at, not the meeting's.
+    cases = list(
+        presented.annotate(
+            decided_at=Min(
+                "decisions__validated_at",
+                filter=Q(decisions__version=MEETING_DECISION_VERSION),
+            )
+        ).values_list("submitted_at", "discussed_at", "decided_at", "postponements")
+    )
+
+    cases_presented = sum(row.presented for row in rows)
+    registered = sum(row.registered for row in rows)
+    return Indicators(
+        committee=committee,
+        period=period,
+        rows=rows,
+        cases_presented=cases_presented,
+        registered=Share(registered, cases_presented),
+        discussed=Share(cases_presented - registered, cases_presented),
+        submission_to_discussion=_median_days((s, d) for s, d, _v, _p in cases),
+        discussion_to_validation=_median_days((d, v) for _s, d, v, _p in cases),
+        quorum_reached=Share(decisions["quorum_reached"], decisions["total"]),
+        conforming=Share(decisions["conforming"], decisions["conformity_recorded"]),
+        trial_proposed=Share(decisions["trial_proposed"], decisions["total"]),
+        postponed_cases=Share(sum(1 for *_x, p in cases if p), len(cases)),
+        postponements=sum(p for *_x, p in cases),
+    )

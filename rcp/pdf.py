@@ -1,0 +1,741 @@
+"""PDF outputs of the RCP: the fiche RCP of a case and the minutes of a session.
+
+Two entry points for the other RCP services, both safe inside their transaction (the
+rendering is queued with ``transaction.on_commit``, never run in it):
+
+* :func:`request_case_pdf` — the fiche of one validated decision version. ``decision_validate``
+  calls it so that every validated version gets its fiche; asking again for a version that
+  already has one (being made or ready) returns that one.
+* :func:`request_minutes_pdf` — the minutes of a session, made again on request as decisions
+  change; one at a time per session.
+
+The Celery task :func:`rcp.tasks.render_document` calls :func:`document_render`, which renders
+the HTML template with WeasyPrint and keeps the file in ``default_storage`` with its SHA-256.
+WeasyPrint fetches images and stylesheets through :func:`portal_resources`: the portal's
+static files and the stored media the document names (its key images), read from storage;
+no network, no ``file://``, nothing else.
+
+The documents are in French whatever the reader's language: they are the record of the
+meeting (CI-SIS FRCP), made once and kept, and their labels are those of the national value
+sets (``rcp.frcp``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import mimetypes
+import posixpath
+import uuid
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import F, Prefetch
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from portal import audit
+from portal.audit import Actor
+from portal.models import CareRelationship, CareRole, InsOid, Specialty
+from rcp import frcp, selectors
+from rcp.models import Attendance, Case, Decision, RcpDocument, Session
+from rcp.quorum import quorum, required_specialties
+from rcp.services import RcpError
+
+Kind = RcpDocument.Kind
+Status = RcpDocument.Status
+
+# Errors worth another try: the storage (a full or unmounted disk, a network share) or the
+# database (locked, connection lost). Anything else is a bug or bad data: retrying won't help.
+TRANSIENT_ERRORS = (OSError, OperationalError)
+
+
+class DocumentCorrupted(Exception):
+    """The stored file no longer matches the SHA-256 recorded when it was made."""
+
+
+# --- Requests (called by views and by rcp.services) ---------------------------------------------
+
+
+def may_request_case_pdf(*, case: Case, user) -> bool:
+    """The chair or a coordinator of the committee, or the doctor who submitted the case."""
+    return case.submitted_by_id == user.pk or selectors.is_coordinating(
+        committee=case.committee, user=user
+    )
+
+
+def may_request_minutes_pdf(*, session: Session, user) -> bool:
+    return selectors.is_coordinating(committee=session.committee, user=user)
+
+
+def _queue(document: RcpDocument) -> None:
+    from rcp.tasks import render_document
+
+    transaction.on_commit(lambda pk=document.pk: render_document.delay(pk))
+
+
+def request_case_pdf(*, case: Case, decision: Decision, by: Actor) -> RcpDocument:
+    """Queue the fiche RCP of ``decision`` (a validated version of ``case``'s decision).
+
+    Returns the document, pending; or the one already made or being made for this version
+    (a failed one is made again). Call it inside the caller's transaction: the task starts
+    after commit. Raises :class:`rcp.services.RcpError` for a draft decision.
+    """
+    if decision.case_id != case.pk:
+        raise RcpError(_("This decision belongs to another case."))
+    if not decision.is_locked:
+        raise RcpError(_("Only a validated decision has an RCP form."))
+    with transaction.atomic():
+        existing = _live_fiche(decision)
+        if existing is not None:
+            return existing
+        try:
+            with transaction.atomic():
+                document = RcpDocument.objects.create(
+                    kind=Kind.FICHE, case=case, decision=decision, requested_by=by.user
+                )
+        except IntegrityError:
+            # Asked twice at once: the other request made it.
+            return _live_fiche(decision)
+        _queue(document)
+    return document
+
+
+def _live_fiche(decision: Decision) -> RcpDocument | None:
+    return (
+        RcpDocument.objects.filter(kind=Kind.FICHE, decision=decision)
+        .exclude(status=Status.FAILED)
+        .first()
+    )
+
+
+def request_minutes_pdf(*, session: Session, by: Actor) -> RcpDocument:
+    """Queue the minutes of ``session`` (all its cases in agenda order, attendance, quorum).
+
+    Returns the pending document, or the one already being made. Minutes made earlier stay
+    as they were: each request makes a new file from the record as it is now.
+    """
+    if session.status == Session.Status.CANCELLED:
+        raise RcpError(_("This session was cancelled: it has no minutes."))
+    with transaction.atomic():
+        existing = _minutes_in_flight(session)
+        if existing is not None:
+            return existing
+        try:
+            with transaction.atomic():
+                document = RcpDocument.objects.create(
+                    kind=Kind.MINUTES, session=session, requested_by=by.user
+                )
+        except IntegrityError:
+            return _minutes_in_flight(session)
+        _queue(document)
+    return document
+
+
+def _minutes_in_flight(session: Session) -> RcpDocument | None:
+    return RcpDocument.objects.filter(
+        kind=Kind.MINUTES, session=session, status__in=RcpDocument.IN_FLIGHT
+    ).first()
+
+
+# --- What the pages show --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The PDF block of a case or session page (``templates/rcp/_outputs.html``)."""
+
+    kind: str
+    documents: list[RcpDocument]
+    can_request: bool
+    request_url: str
+    refresh_url: str
+    # Validated decision versions without a fiche yet (cases), or whether decisions were
+    # validated since the last minutes (sessions).
+    missing_versions: list[int]
+    outdated: bool = False
+
+    @property
+    def in_flight(self) -> bool:
+        return any(document.is_in_flight for document in self.documents)
+
+
+def _shown(documents: list[RcpDocument], subject) -> list[RcpDocument]:
+    """Newest first; a failed try is shown only while nothing newer stands for its subject
+    (the version of a fiche, the session of minutes): the page then offers to try again."""
+    shown, settled = [], set()
+    for document in documents:
+        key = subject(document)
+        if document.status == Status.FAILED and key in settled:
+            continue
+        settled.add(key)
+        shown.append(document)
+    return shown
+
+
+def case_outputs(*, case: Case, user) -> Outputs:
+    documents = _shown(
+        list(case.pdf_documents.select_related("decision").order_by("-created_at", "-pk")),
+        subject=lambda document: document.decision_id,
+    )
+    made = {d.decision_id for d in documents if d.status != Status.FAILED}
+    validated = case.decisions.filter(validated_at__isnull=False).values_list("pk", "version")
+    for document in documents:
+        document.download_url = reverse(
+            "rcp-case-pdf", kwargs={"case_id": case.pk, "document_id": document.pk}
+        )
+    return Outputs(
+        kind=Kind.FICHE,
+        documents=documents,
+        can_request=may_request_case_pdf(case=case, user=user),
+        request_url=reverse("rcp-case-pdf-request", kwargs={"case_id": case.pk}),
+        refresh_url=reverse("rcp-case-outputs", kwargs={"case_id": case.pk}),
+        missing_versions=sorted(version for pk, version in validated if pk not in made),
+    )
+
+
+def session_outputs(*, session: Session, user) -> Outputs:
+    documents = _shown(
+        list(session.pdf_documents.order_by("-created_at", "-pk")),
+        subject=lambda document: document.session_id,
+    )
+    for document in documents:
+        document.download_url = reverse(
+            "rcp-minutes-pdf", kwargs={"session_id": session.pk, "document_id": document.pk}
+        )
+    latest = next((d for d in documents if d.status == Status.READY), None)
+    outdated = (
+        latest is not None
+        and Decision.objects.filter(
+            case__session=session, validated_at__gt=latest.created_at
+        ).exists()
+    )
+    return Outputs(
+        kind=Kind.MINUTES,
+        documents=documents,
+        can_request=may_request_minutes_pdf(session=session, user=user),
+        request_url=reverse("rcp-minutes-pdf-request", kwargs={"session_id": session.pk}),
+        refresh_url=reverse("rcp-session-outputs", kwargs={"session_id": session.pk}),
+        missing_versions=[],
+        outdated=outdated,
+    )
+
+
+def document_read(document: RcpDocument) -> bytes:
+    """The stored PDF, checked against its SHA-256 (a changed file is never handed out)."""
+    if document.status != Status.READY or not document.file:
+        raise DocumentCorrupted(f"document {document.pk} is not ready")
+    with default_storage.open(document.file.name, "rb") as stream:
+        data = stream.read()
+    if hashlib.sha256(data).hexdigest() != document.sha256:
+        raise DocumentCorrupted(f"document {document.pk}: the file changed since it was made")
+    return data
+
+
+def document_integrity_failed(*, document: RcpDocument, by: Actor, patient=None) -> None:
+    """A stored PDF no longer matches its SHA-256: never serve it, say so in the audit trail
+    (security alert, serious failure) and let it be made again (a failed fiche may be)."""
+    with transaction.atomic():
+        document_mark_failed(document=document, error=DocumentCorrupted("SHA-256 mismatch"))
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.SECURITY_ALERT,
+            action=audit.AuditAction.EXECUTE,
+            outcome=audit.AuditOutcome.SERIOUS_FAILURE,
+            obj=document,
+            patient=patient,
+            detail={"integrity": "sha256 mismatch", "expected": document.sha256},
+        )
+
+
+def download_name(document: RcpDocument) -> str:
+    """A file name without patient data (download folders and proxies keep it)."""
+    if document.kind == Kind.FICHE:
+        return f"fiche-rcp-{document.case_id}-v{document.decision.version}.pdf"
+    day = timezone.localtime(document.session.starts_at)
+    return f"compte-rendu-rcp-{document.session_id}-{day:%Y-%m-%d}.pdf"
+
+
+# --- Rendering (run by rcp.tasks.render_document) -------------------------------------------
+
+
+def document_render(*, document: RcpDocument) -> RcpDocument:
+    """Render the document's PDF, store it with its SHA-256 and mark it ready."""
+    RcpDocument.objects.filter(pk=document.pk).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1
+    )
+    # The templates are French and the file is kept: its labels (specialties, attendance
+    # modes) must be French too, whatever language the requesting page was in.
+    with translation.override("fr"):
+        if document.kind == Kind.FICHE:
+            html, media = fiche_html(document.decision)
+        else:
+            html, media = minutes_html(document.session)
+    data = write_pdf(html, media=media)
+    digest = hashlib.sha256(data).hexdigest()
+    now = timezone.now()
+    name = default_storage.save(f"rcp/pdf/{now:%Y/%m}/{uuid.uuid4().hex}.pdf", ContentFile(data))
+    RcpDocument.objects.filter(pk=document.pk).update(
+        status=Status.READY,
+        file=name,
+        sha256=digest,
+        size=len(data),
+        generated_at=now,
+        error="",
+    )
+    document.refresh_from_db()
+    return document
+
+
+def document_mark_retrying(*, document: RcpDocument, error: Exception) -> None:
+    RcpDocument.objects.filter(pk=document.pk).update(
+        status=Status.RETRYING, error=_describe(error)
+    )
+
+
+def document_mark_failed(*, document: RcpDocument, error: Exception) -> None:
+    RcpDocument.objects.filter(pk=document.pk).update(status=Status.FAILED, error=_describe(error))
+
+
+def _describe(error: Exception) -> str:
+    # Kept for the people who run the portal; never patient data (paths are random names).
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+# The origin the templates' addresses are resolved against. ".invalid" is reserved (RFC 2606):
+# no resolver answers for it, and the fetcher below never goes to the network anyway.
+BASE_URL = "https://pdf.mirc.invalid/"
+
+
+class ResourceRefused(ValueError):
+    """A template asked WeasyPrint for something other than our static files or its media."""
+
+
+def portal_resources(*, media=()):
+    """A WeasyPrint URL fetcher serving only the portal's static files and the named media.
+
+    ``media`` lists the storage names the document may show (its key images); any other
+    address — another stored file, ``file://``, ``http(s)://`` elsewhere, ``data:`` — raises
+    :class:`ResourceRefused` (WeasyPrint then leaves the resource out) and is listed in the
+    fetcher's ``refused``. Nothing is ever asked of the network.
+    """
+    return _portal_resources_class()(media=media)
+
+
+@functools.cache
+def _portal_resources_class() -> type:
+    # Built on first use: importing WeasyPrint takes half a second, and the web processes
+    # that only queue documents never need it.
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+    class PortalResources(URLFetcher):
+        def __init__(self, *, media=()):
+            super().__init__(timeout=1, allowed_protocols=["https"], allow_redirects=False)
+            self.media = frozenset(media)
+            self.refused: list[str] = []
+
+        def fetch(self, url, headers=None):
+            try:
+                body, content_type = self._read(url)
+            except ResourceRefused:
+                self.refused.append(url)
+                raise
+            return URLFetcherResponse(url, body=body, headers={"Content-Type": content_type})
+
+        def _read(self, url: str) -> tuple[bytes, str]:
+            base = urlsplit(BASE_URL)
+            parts = urlsplit(url)
+            if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+                raise ResourceRefused(f"not a portal resource: {url[:200]}")
+            path = unquote(parts.path)
+            name = _safe_name(path, settings.STATIC_URL)
+            if name is not None:
+                found = finders.find(name)
+                if not found:
+                    raise ResourceRefused(f"no such static file: {name}")
+                with open(found, "rb") as stream:
+                    return stream.read(), _content_type(name)
+            name = _safe_name(path, settings.MEDIA_URL)
+            if name is not None and name in self.media:
+                with default_storage.open(name, "rb") as stream:
+                    return stream.read(), _content_type(name)
+            raise ResourceRefused(f"not a resource of this document: {path[:200]}")
+
+    return PortalResources
+
+
+def _safe_name(path: str, prefix: str) -> str | None:
+    """The relative name under ``prefix``, or None; traversal and odd characters refused."""
+    if not prefix.startswith("/") or not path.startswith(prefix):
+        return None
+    name = path[len(prefix) :]
+    if not name or "\\" in name or "\x00" in name or name.startswith("/"):
+        raise ResourceRefused(f"bad resource name: {path[:200]}")
+    if posixpath.normpath(name) != name or any(part in ("", ".", "..") for part in name.split("/")):
+        raise ResourceRefused(f"bad resource name: {path[:200]}")
+    return name
+
+
+def _content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def media_url(name: str) -> str:
+    """The address of a stored file in a PDF template (see :func:`portal_resources`)."""
+    return BASE_URL.rstrip("/") + settings.MEDIA_URL + name
+
+
+def static_url(name: str) -> str:
+    return BASE_URL.rstrip("/") + settings.STATIC_URL + name
+
+
+def write_pdf(html: str, *, media=(), fetcher=None) -> bytes:
+    """HTML to PDF with WeasyPrint, fetching only through :func:`portal_resources`."""
+    from weasyprint import HTML
+
+    fetcher = fetcher or portal_resources(media=media)
+    return HTML(string=html, base_url=BASE_URL, url_fetcher=fetcher).write_pdf()
+
+
+# --- Contexts of the templates ----------------------------------------------------------------
+
+
+def coded(value_set, code: str) -> str:
+    """The French label of a code, or the code itself when the set does not know it."""
+    if not code:
+        return ""
+    concept = value_set.get(code) if value_set is not None else None
+    return concept.label if concept is not None else code
+
+
+def _with_code(value_set, code: str) -> str:
+    label = coded(value_set, code)
+    return f"{code} — {label}" if label and label != code else code
+
+
+def _specialty(code: str) -> str:
+    try:
+        return str(Specialty(code).label)
+    except ValueError:
+        return code
+
+
+ATTENDANCE_MODES = {
+    Attendance.Mode.IN_PERSON: "Présentiel",
+    Attendance.Mode.REMOTE: "À distance",
+}
+
+
+def _mode(code: str) -> str:
+    return ATTENDANCE_MODES.get(code, code)
+
+
+def _user_name(user) -> str:
+    if user is None:
+        return ""
+    try:
+        return user.professional.display_name
+    except ObjectDoesNotExist:  # staff without a professional profile
+        return user.get_full_name() or user.email
+
+
+TNM_PREFIX_MEANING = dict(frcp.TNM_PREFIXES)
+
+
+def _tnm(case: Case) -> str:
+    """The categories with their prefix once, as staging is written: "cT2a N1 M0 (c — …)"."""
+    categories = " ".join(part for part in (case.tnm_t, case.tnm_n, case.tnm_m) if part)
+    if not categories:
+        return ""
+    if not case.tnm_prefix:
+        return categories
+    meaning = TNM_PREFIX_MEANING.get(case.tnm_prefix, "")
+    text = f"{case.tnm_prefix}{categories}"
+    return f"{text} ({meaning})" if meaning else text
+
+
+def _who(code: str) -> str:
+    if not code:
+        return ""
+    grade = frcp.OMS_GRADE.get(code)
+    if grade is None:
+        return code
+    meaning = coded(frcp.OMS_INTERPRETATION, frcp.OMS_INTERPRETATION_BY_GRADE.get(code, ""))
+    return f"OMS {grade} — {meaning}" if meaning else f"OMS {grade}"
+
+
+def _gestational_age(case: Case) -> str:
+    if case.gestational_weeks is None:
+        return ""
+    days = case.gestational_days or 0
+    return f"{case.gestational_weeks} SA + {days} j" if days else f"{case.gestational_weeks} SA"
+
+
+def _yes_no(value) -> str:
+    return {True: "Oui", False: "Non"}.get(value, "Non renseigné")
+
+
+def _patient_context(case: Case) -> dict:
+    patient = case.patient
+    ins = patient.ins_for_output()
+    gp = (
+        CareRelationship.objects.filter(patient=patient, role=CareRole.GP, ended_at__isnull=True)
+        .select_related("professional__user")
+        .first()
+    )
+    age = None
+    if case.session is not None:
+        day = timezone.localtime(case.session.starts_at).date()
+        born = patient.birth_date
+        age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return {
+        "patient": patient,
+        "ins": (
+            {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)} if ins else None
+        ),
+        "age": age,
+        "gp": gp.professional.display_name if gp else "",
+    }
+
+
+def _attendees(decision: Decision) -> list[dict]:
+    return [
+        {
+            "name": entry.get("name", ""),
+            "specialty": _specialty(entry.get("specialty", "")),
+            "mode": _mode(entry.get("mode", "")),
+        }
+        for entry in decision.attendees or []
+    ]
+
+
+def _attesting(decision: Decision) -> list[str]:
+    names = []
+    for entry in decision.attesting_physicians or []:
+        if isinstance(entry, dict):
+            text = entry.get("name", "")
+            if entry.get("specialty"):
+                text = f"{text} ({_specialty(entry['specialty'])})"
+            names.append(text)
+        else:
+            names.append(str(entry))
+    return [name for name in names if name]
+
+
+MINUTES_ROWS = {
+    "Âge gestationnel",
+    "Phase",
+    "Diagnostic (CIM-10)",
+    "Histologie (CIM-O-3)",
+    "TNM",
+    "État général (OMS)",
+}
+
+
+def _case_rows(case: Case) -> list[tuple[str, str]]:
+    """The case's data as (label, value) rows, empty ones left out."""
+    if case.committee.is_cpdpn:
+        rows = [
+            ("Âge gestationnel", _gestational_age(case)),
+            ("Terme prévu", case.expected_term.strftime("%d/%m/%Y") if case.expected_term else ""),
+        ]
+    else:
+        nature = coded(frcp.NATURE_DISCUSSION, case.nature)
+        rows = [
+            ("Nature de la RCP", nature),
+            ("Appareil", coded(frcp.APPAREIL, case.organ_system)),
+            ("Organe", coded(frcp.ORGANE, case.organ)),
+            ("Phase", coded(frcp.PHASE, case.phase)),
+            ("Diagnostic (CIM-10)", _with_code(frcp.topography(), case.topography)),
+            (
+                "Date du diagnostic",
+                case.diagnosis_date.strftime("%d/%m/%Y") if case.diagnosis_date else "",
+            ),
+            ("Histologie (CIM-O-3)", _with_code(frcp.morphology(), case.morphology)),
+            ("TNM", _tnm(case)),
+            ("État général (OMS)", _who(case.performance_status)),
+            ("Statut du cas", coded(frcp.STATUT_CAS, case.presentation)),
+        ]
+    return [(label, value) for label, value in rows if value]
+
+
+def _texts(case: Case) -> list[tuple[str, str]]:
+    if case.committee.is_cpdpn:
+        texts = [
+            ("Antécédents obstétricaux", case.pregnancy_history),
+            ("Constatations fœtales", case.fetal_findings),
+            ("Examens réalisés", case.investigations),
+            ("Souhaits du couple", case.couple_wishes),
+        ]
+    else:
+        texts = [
+            ("Antécédents", case.history),
+            ("Comorbidités", case.comorbidities),
+            ("Résultats et événements", case.results),
+        ]
+    return [(label, text) for label, text in texts if text.strip()]
+
+
+def _decision_context(decision: Decision, *, with_previous: bool = True) -> dict:
+    previous = None
+    if with_previous and decision.version > 1:
+        previous = (
+            Decision.objects.filter(case_id=decision.case_id, version__lt=decision.version)
+            .exclude(validated_at__isnull=True)
+            .order_by("-version")
+            .first()
+        )
+    return {
+        "decision": decision,
+        "treatments": [coded(frcp.TYPE_TRAITEMENT, code) for code in decision.treatment_types],
+        "conformity": _yes_no(decision.conforms_to_guideline),
+        "quorum": coded(frcp.STATUT_QUORUM, decision.quorum_status) or "Non renseigné",
+        "quorum_met": decision.quorum_status == frcp.QUORUM_REACHED,
+        "attendees": _attendees(decision),
+        "attesting": _attesting(decision),
+        "termination": _yes_no(decision.termination_attested),
+        "validator": _user_name(decision.validated_by),
+        "previous": previous,
+    }
+
+
+def _header(committee) -> dict:
+    establishment = committee.establishment
+    return {
+        "establishment": establishment,
+        "committee": committee,
+        "kind_label": "CPDPN" if committee.is_cpdpn else "RCP",
+        "required": [_specialty(code) for code in required_specialties(committee)],
+        "logo_url": static_url("img/favicon.svg"),
+        "css_url": static_url("rcp/pdf.css"),
+        "generated_at": timezone.now(),
+    }
+
+
+def fiche_html(decision: Decision) -> tuple[str, list[str]]:
+    """The HTML of the fiche RCP of a validated decision, and the media it may show."""
+    case = (
+        Case.objects.select_related(
+            "patient",
+            "committee__establishment",
+            "session",
+            "submitted_by__professional",
+        )
+        .prefetch_related("written_opinions__professional__user", "key_images")
+        .get(pk=decision.case_id)
+    )
+    decision = Decision.objects.select_related("validated_by__professional").get(pk=decision.pk)
+    key_images = [
+        {"url": media_url(image.rendering.name), "caption": image.caption}
+        for image in case.key_images.all()
+        if image.rendering
+    ]
+    context = {
+        **_header(case.committee),
+        **_patient_context(case),
+        **_decision_context(decision),
+        "case": case,
+        "session": case.session,
+        "requester": _user_name(case.submitted_by),
+        "rows": _case_rows(case),
+        "texts": _texts(case),
+        "opinions": [
+            {
+                "name": opinion.professional.display_name,
+                "specialty": _specialty(opinion.specialty),
+                "text": opinion.text,
+                "recorded_at": opinion.recorded_at,
+            }
+            for opinion in case.written_opinions.all()
+        ],
+        "key_images": key_images,
+    }
+    with translation.override("fr"):
+        html = render_to_string("rcp/pdf/fiche.html", context)
+    return html, [image.rendering.name for image in case.key_images.all() if image.rendering]
+
+
+def minutes_html(session: Session) -> tuple[str, list[str]]:
+    """The HTML of a session's minutes (no media: key images stay in the fiches)."""
+    session = Session.objects.select_related("committee__establishment").get(pk=session.pk)
+    attendances = list(
+        session.attendances.select_related("professional__user").order_by("arrived_at", "pk")
+    )
+    session_quorum = quorum(
+        committee=session.committee,
+        present=[(a.professional.profession, a.specialty) for a in attendances],
+    )
+    validated = Decision.objects.filter(validated_at__isnull=False).select_related(
+        "validated_by__professional"
+    )
+    cases = (
+        selectors.agenda(session)
+        .select_related("committee")
+        .prefetch_related(
+            Prefetch("decisions", queryset=validated.order_by("-version"), to_attr="validated")
+        )
+    )
+    items = []
+    for case in cases:
+        decision = case.validated[0] if case.validated else None
+        items.append(
+            {
+                "case": case,
+                "rows": [row for row in _case_rows(case) if row[0] in MINUTES_ROWS],
+                "decision": (
+                    _decision_context(decision, with_previous=False) if decision else None
+                ),
+            }
+        )
+    context = {
+        **_header(session.committee),
+        "session": session,
+        "attendances": [
+            {
+                "name": a.professional.display_name,
+                "specialty": _specialty(a.specialty),
+                "mode": _mode(a.mode),
+                "arrived_at": a.arrived_at,
+                "left_at": a.left_at,
+            }
+            for a in attendances
+        ],
+        "quorum": session_quorum,
+        "quorum_label": coded(frcp.STATUT_QUORUM, session_quorum.status_code),
+        "missing": [_specialty(code) for code in session_quorum.missing],
+        "items": items,
+        "validated_count": sum(1 for item in items if item["decision"]),
+    }
+    with translation.override("fr"):
+        html = render_to_string("rcp/pdf/minutes.html", context)
+    return html, []
+
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "DocumentCorrupted",
+    "Outputs",
+    "ResourceRefused",
+    "case_outputs",
+    "document_integrity_failed",
+    "document_mark_failed",
+    "document_mark_retrying",
+    "document_read",
+    "document_render",
+    "download_name",
+    "may_request_case_pdf",
+    "may_request_minutes_pdf",
+    "request_case_pdf",
+    "request_minutes_pdf",
+    "session_outputs",
+    "portal_resources",
+    "write_pdf",
+]

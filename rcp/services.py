@@ -1,0 +1,585 @@
+"""RCP services: scheduling, cases and their life cycle, attendance, decisions.
+
+Every change of a case's state is audited (DCM 110110 on the patient's record). Edits carry
+the revision they were made on: a stale one is refused, never silently merged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from portal import audit
+from portal.audit import Actor
+from portal.models import AuditPurpose, Profession, Professional
+from rcp import frcp
+from rcp.models import (
+    Attendance,
+    Case,
+    CaseDocument,
+    Committee,
+    CommitteeMember,
+    Decision,
+    Session,
+    WrittenOpinion,
+)
+from rcp.quorum import session_quorum
+
+State = Case.State
+
+PRESENTATION_REGISTERED = frcp.CASE_REGISTERED
+PRESENTATION_DISCUSSED = frcp.CASE_DISCUSSED
+PHASE_INITIAL = frcp.PHASE_INITIAL
+NATURE_ORGAN = frcp.NATURE_ORGAN
+
+
+class RcpError(Exception):
+    """A request the rules refuse; the message is for the user."""
+
+
+class StaleEdit(RcpError):
+    """Somebody else saved in between: the form must be reloaded, nothing was written."""
+
+
+def audit_case(case: Case, by: Actor, detail: dict, *, action=audit.AuditAction.UPDATE) -> None:
+    """A change of the case, on the patient's record (DCM 110110)."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=action,
+        obj=case,
+        patient=case.patient,
+        purpose=AuditPurpose.CARE,
+        detail=detail,
+    )
+
+
+# --- Transitions ---------------------------------------------------------------------------
+
+TRANSITIONS = {
+    State.DRAFT: {State.SUBMITTED},
+    State.SUBMITTED: {State.ON_AGENDA, State.DRAFT},
+    # ON_AGENDA -> ON_AGENDA: postponed straight onto a later session's agenda.
+    State.ON_AGENDA: {
+        State.DISCUSSED,
+        State.REGISTERED,
+        State.POSTPONED,
+        State.SUBMITTED,
+        State.ON_AGENDA,
+    },
+    State.POSTPONED: {State.ON_AGENDA},
+    State.REGISTERED: {State.ON_AGENDA, State.VALIDATED},
+    State.DISCUSSED: {State.VALIDATED, State.POSTPONED, State.ON_AGENDA},
+    State.VALIDATED: {State.VALIDATED},  # a new version of the decision
+}
+
+
+def _move(case: Case, to: str, *, by: Actor, changes: dict | None = None, **detail) -> Case:
+    """Change the case's state (and ``changes``), only those columns: an edit saved meanwhile
+    by somebody else is kept, and its author's next save is told (the revision moves)."""
+    if to not in TRANSITIONS[case.state]:
+        raise RcpError(
+            _("A case in state “%(state)s” cannot become “%(to)s”.")
+            % {"state": case.get_state_display(), "to": State(to).label}
+        )
+    before = case.state
+    Case.objects.filter(pk=case.pk).update(state=to, revision=F("revision") + 1, **(changes or {}))
+    case.refresh_from_db()
+    audit_case(case, by, {"rcp_case": f"{before} -> {to}", **detail})
+    return case
+
+
+# --- Committees and sessions -------------------------------------------------------------------
+
+
+def committee_create(*, name: str, kind: str, members: list[tuple[Professional, str]], **fields):
+    with transaction.atomic():
+        committee = Committee.objects.create(name=name, kind=kind, **fields)
+        for professional, role in members:
+            CommitteeMember.objects.create(
+                committee=committee, professional=professional, role=role
+            )
+    return committee
+
+
+EVERY = {
+    "once": None,
+    "weekly": dt.timedelta(weeks=1),
+    "biweekly": dt.timedelta(weeks=2),
+    "monthly": "monthly",
+}
+
+
+def _add_months(moment: dt.datetime, months: int) -> dt.datetime:
+    month = moment.month - 1 + months
+    year, month = moment.year + month // 12, month % 12 + 1
+    # The same weekday of the same week of the month: "every first Thursday".
+    week = (moment.day - 1) // 7
+    first = moment.replace(year=year, month=month, day=1)
+    offset = (moment.weekday() - first.weekday()) % 7
+    day = 1 + offset + 7 * week
+    if day > 28:
+        day -= 7 if (first + dt.timedelta(days=day - 1)).month != month else 0
+    return first.replace(day=day)
+
+
+def sessions_schedule(
+    *,
+    committee: Committee,
+    first_start: dt.datetime,
+    duration: dt.timedelta,
+    every: str = "once",
+    count: int = 1,
+    deadline_before: dt.timedelta = dt.timedelta(days=2),
+    place: str = "",
+    video_url: str = "",
+) -> list[Session]:
+    """One session, or a recurring series (weekly, every other week, monthly)."""
+    if every not in EVERY:
+        raise RcpError(_("Unknown recurrence."))
+    if count < 1 or duration <= dt.timedelta():
+        raise RcpError(_("A session lasts some time, and there is at least one."))
+    count = 1 if every == "once" else count
+    # Counted in Paris wall-clock time: a weekly 17:00 session stays at 17:00 across DST.
+    first_start = timezone.localtime(first_start)
+    series = uuid.uuid4() if count > 1 else None
+    sessions = []
+    with transaction.atomic():
+        for n in range(count):
+            if every == "monthly":
+                start = _add_months(first_start, n)
+            else:
+                start = first_start + (EVERY[every] or dt.timedelta()) * n
+            sessions.append(
+                Session.objects.create(
+                    committee=committee,
+                    starts_at=start,
+                    ends_at=start + duration,
+                    submission_deadline=start - deadline_before,
+                    place=place or committee.place,
+                    video_url=video_url or committee.video_url,
+                    series=series,
+                )
+            )
+    return sessions
+
+
+# --- Cases -----------------------------------------------------------------------------------
+
+CASE_FIELDS = [
+    "nature",
+    "organ_system",
+    "organ",
+    "phase",
+    "topography",
+    "morphology",
+    "diagnosis_date",
+    "tnm_prefix",
+    "tnm_t",
+    "tnm_n",
+    "tnm_m",
+    "performance_status",
+    "history",
+    "comorbidities",
+    "results",
+    "question",
+    "presentation",
+    "gestational_weeks",
+    "gestational_days",
+    "expected_term",
+    "pregnancy_history",
+    "fetal_findings",
+    "investigations",
+    "couple_wishes",
+    "termination_attestation_requested",
+]
+
+
+def case_create(*, patient, committee: Committee, by: Actor, **fields) -> Case:
+    case = Case.objects.create(
+        patient=patient,
+        committee=committee,
+        submitted_by=by.user,
+        **{k: v for k, v in fields.items() if k in CASE_FIELDS},
+    )
+    audit_case(
+        case,
+        by,
+        {"rcp_case": "created", "committee": committee.pk},
+        action=audit.AuditAction.CREATE,
+    )
+    return case
+
+
+EDITABLE_STATES = (State.DRAFT, State.SUBMITTED, State.POSTPONED, State.ON_AGENDA)
+
+
+def case_update(*, case: Case, revision: int, by: Actor, studies=None, **fields) -> Case:
+    """Save the form's fields if nobody saved since ``revision`` (else StaleEdit)."""
+    if case.state not in EDITABLE_STATES:
+        raise RcpError(_("The case was discussed: its data can no longer change."))
+    changes = {k: v for k, v in fields.items() if k in CASE_FIELDS}
+    with transaction.atomic():
+        updated = Case.objects.filter(pk=case.pk, revision=revision).update(
+            revision=F("revision") + 1, **changes
+        )
+        if not updated:
+            raise StaleEdit(
+                _(
+                    "Somebody else changed this case while you were editing it. Your changes "
+                    "were not saved: reload the case, then apply them again."
+                )
+            )
+        if studies is not None:
+            case.studies.set(studies)
+        audit_case(case, by, {"rcp_case": "edited", "fields": sorted(changes)})
+    case.refresh_from_db()
+    return case
+
+
+def case_completeness(case: Case) -> list[str]:
+    """What a case still lacks before it can enter an agenda (empty: complete)."""
+    missing = []
+
+    def need(value, message):
+        if value in (None, ""):
+            missing.append(message)
+
+    need(case.question, _("The question asked to the meeting."))
+    if case.committee.is_cpdpn:
+        need(case.gestational_weeks, _("The gestational age."))
+        need(case.fetal_findings, _("The fetal findings."))
+        need(case.couple_wishes, _("The couple's wishes."))
+    else:
+        need(case.nature, _("The meeting nature."))
+        if case.nature == NATURE_ORGAN:
+            need(case.organ, _("The organ."))
+        need(case.phase, _("The phase (initial or relapse)."))
+        need(case.topography, _("The diagnosis (ICD-10 topography)."))
+        need(case.performance_status, _("The WHO performance status."))
+        need(case.presentation, _("Whether the case is to be discussed or only registered."))
+        if case.phase == PHASE_INITIAL and case.nature == NATURE_ORGAN:
+            for value, label in ((case.tnm_t, "T"), (case.tnm_n, "N"), (case.tnm_m, "M")):
+                need(
+                    value,
+                    _("The TNM %(part)s.") % {"part": label},
+                )
+    discussed = case.committee.is_cpdpn or case.presentation != PRESENTATION_REGISTERED
+    if discussed and not (case.studies.exists() or case.documents.exists()):
+        missing.append(_("At least one imaging study or document to look at in the meeting."))
+    return missing
+
+
+def case_submit(*, case: Case, by: Actor) -> Case:
+    missing = case_completeness(case)
+    if missing:
+        raise RcpError(_("The case is not complete: ") + " ".join(missing))
+    return _move(case, State.SUBMITTED, by=by, changes={"submitted_at": timezone.now()})
+
+
+def _check_session(case: Case, session: Session) -> None:
+    if session.committee_id != case.committee_id:
+        raise RcpError(_("This session belongs to another committee."))
+    if session.status in (Session.Status.CLOSED, Session.Status.CANCELLED):
+        raise RcpError(_("This session is over."))
+
+
+def case_put_on_agenda(*, case: Case, session: Session, by: Actor) -> Case:
+    _check_session(case, session)
+    missing = case_completeness(case)
+    if missing:
+        raise RcpError(_("The case is not complete: ") + " ".join(missing))
+    with transaction.atomic():
+        last = Case.objects.filter(session=session).aggregate(m=Max("agenda_position"))["m"]
+        return _move(
+            case,
+            State.ON_AGENDA,
+            by=by,
+            changes={"session": session, "agenda_position": (last or 0) + 1},
+            session=session.pk,
+        )
+
+
+def agenda_reorder(*, session: Session, case_ids: list[int], by: Actor) -> None:
+    on_agenda = set(Case.objects.filter(session=session).values_list("pk", flat=True))
+    if len(case_ids) != len(set(case_ids)) or set(case_ids) != on_agenda:
+        raise RcpError(_("The agenda changed meanwhile: reload it."))
+    with transaction.atomic():
+        for position, case_id in enumerate(case_ids, start=1):
+            Case.objects.filter(pk=case_id).update(agenda_position=position)
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.UPDATE,
+        object_type="rcp.session",
+        object_id=str(session.pk),
+        purpose=AuditPurpose.CARE,
+        detail={"agenda": case_ids},
+    )
+
+
+def case_postpone(*, case: Case, to_session: Session | None, by: Actor) -> Case:
+    """Postponed to a later session (at the end of its agenda), or to none yet: the case then
+    waits, postponed, for the coordinator to put it on an agenda."""
+    if case.state not in (State.ON_AGENDA, State.DISCUSSED):
+        raise RcpError(_("Only a case on an agenda can be postponed."))
+    changes = {"session": None, "agenda_position": None, "postponements": F("postponements") + 1}
+    target = State.POSTPONED
+    with transaction.atomic():
+        if to_session is not None:
+            _check_session(case, to_session)
+            if to_session.pk == case.session_id:
+                raise RcpError(_("Choose a later session."))
+            last = Case.objects.filter(session=to_session).aggregate(m=Max("agenda_position"))
+            changes.update(session=to_session, agenda_position=(last["m"] or 0) + 1)
+            target = State.ON_AGENDA
+        return _move(
+            case,
+            target,
+            by=by,
+            changes=changes,
+            postponed_to=to_session.pk if to_session else None,
+        )
+
+
+def case_register(*, case: Case, by: Actor) -> Case:
+    """A standard case the coordinator pre-read: registered without discussion."""
+    return _move(case, State.REGISTERED, by=by, changes={"presentation": PRESENTATION_REGISTERED})
+
+
+def case_return_to_discussion(*, case: Case, by: Actor) -> Case:
+    return _move(case, State.ON_AGENDA, by=by, changes={"presentation": PRESENTATION_DISCUSSED})
+
+
+def session_open(*, session: Session) -> None:
+    """The meeting starts when its chair or a coordinator comes in."""
+    Session.objects.filter(pk=session.pk, status=Session.Status.PLANNED).update(
+        status=Session.Status.IN_PROGRESS
+    )
+
+
+# --- Attendance and opinions -----------------------------------------------------------------
+
+
+def attendance_arrive(*, session: Session, professional: Professional, mode: str) -> Attendance:
+    attendance, _created = Attendance.objects.update_or_create(
+        session=session,
+        professional=professional,
+        defaults={
+            "mode": mode,
+            "specialty": professional.specialty,
+            "arrived_at": timezone.now(),
+            "left_at": None,
+        },
+    )
+    return attendance
+
+
+def attendance_leave(*, session: Session, professional: Professional) -> None:
+    Attendance.objects.filter(session=session, professional=professional).update(
+        left_at=timezone.now()
+    )
+
+
+def written_opinion_record(*, case: Case, professional: Professional, text: str, by: Actor):
+    if professional.profession != Profession.PHYSICIAN or not professional.specialty:
+        raise RcpError(_("A written opinion is given by a physician, with their specialty."))
+    if case.state not in EDITABLE_STATES:
+        raise RcpError(_("The case was discussed: opinions are given before the meeting."))
+    opinion = WrittenOpinion.objects.create(
+        case=case, professional=professional, specialty=professional.specialty, text=text
+    )
+    audit_case(case, by, {"rcp_case": "written opinion", "specialty": professional.specialty})
+    return opinion
+
+
+# --- Decisions -------------------------------------------------------------------------------
+
+DECISION_FIELDS = [
+    "proposal",
+    "treatment_types",
+    "conforms_to_guideline",
+    "non_conformity_reason",
+    "trial_proposed",
+    "trial_name",
+    "trial_nct",
+    "team_opinion",
+    "termination_attested",
+    "attesting_physicians",
+]
+
+
+def decision_draft(case: Case) -> Decision | None:
+    return case.decisions.filter(validated_at__isnull=True).order_by("-version").first()
+
+
+def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> Decision:
+    """Create or edit the case's draft decision; ``revision`` is the draft's revision the
+    form was built on (None for a new draft)."""
+    changes = {k: v for k, v in fields.items() if k in DECISION_FIELDS}
+    if case.state not in (State.ON_AGENDA, State.DISCUSSED, State.REGISTERED, State.VALIDATED):
+        raise RcpError(_("The case is not on an agenda: there is no decision to record yet."))
+    with transaction.atomic():
+        draft = decision_draft(case)
+        if draft is None:
+            if revision is not None:
+                raise StaleEdit(_("The decision was validated meanwhile: reload the case."))
+            if case.decisions.filter(validated_at__isnull=False).exists():
+                raise RcpError(_("The decision is validated: make a new version with a reason."))
+            draft = Decision.objects.create(case=case, version=1, created_by=by.user, **changes)
+        else:
+            updated = Decision.objects.filter(pk=draft.pk, revision=revision).update(
+                revision=F("revision") + 1, updated_at=timezone.now(), **changes
+            )
+            if not updated:
+                raise StaleEdit(
+                    _(
+                        "Somebody else changed this decision while you were editing it. Your "
+                        "text was not saved: copy it, reload, and apply it again."
+                    )
+                )
+            draft.refresh_from_db()
+        detail = {"rcp_decision": draft.version, "fields": sorted(changes)}
+        if case.state == State.ON_AGENDA:
+            # Whatever the author proposed, a case the meeting decides on was discussed.
+            _move(
+                case,
+                State.DISCUSSED,
+                by=by,
+                changes={"discussed_at": timezone.now(), "presentation": PRESENTATION_DISCUSSED},
+                **detail,
+            )
+        else:
+            audit_case(case, by, detail)
+    return draft
+
+
+@dataclass(frozen=True)
+class Validator:
+    can_validate: bool
+    reason: str = ""
+
+
+def can_validate(*, case: Case, user) -> Validator:
+    role = (
+        CommitteeMember.objects.filter(committee=case.committee, professional__user=user)
+        .values_list("role", flat=True)
+        .first()
+    )
+    if role not in (CommitteeMember.Role.CHAIR, CommitteeMember.Role.COORDINATOR):
+        return Validator(False, _("Only the chair or a coordinator validates a decision."))
+    return Validator(True)
+
+
+def decision_validate(*, case: Case, revision: int, by: Actor) -> Decision:
+    """Lock the draft as the validated version, with the quorum and attendees of now."""
+    verdict = can_validate(case=case, user=by.user)
+    if not verdict.can_validate:
+        raise RcpError(verdict.reason)
+    with transaction.atomic():
+        draft = decision_draft(case)
+        if draft is None or draft.revision != revision:
+            raise StaleEdit(_("The decision changed meanwhile: check it, then validate again."))
+        if not draft.proposal.strip() and not draft.team_opinion.strip():
+            raise RcpError(_("Write the proposal before validating it."))
+        attendees = []
+        quorum_status = ""
+        earlier = case.decisions.filter(validated_at__isnull=False).order_by("-version").first()
+        if earlier is not None:
+            # A new version changes the proposal, not the meeting that made it.
+            attendees, quorum_status = earlier.attendees, earlier.quorum_status
+        elif case.session is not None:
+            q = session_quorum(case.session, case)
+            quorum_status = q.status_code
+            attendees = [
+                {"name": str(a.professional), "specialty": a.specialty, "mode": a.mode}
+                for a in case.session.attendances.filter(left_at__isnull=True).select_related(
+                    "professional__user"
+                )
+            ]
+        now = timezone.now()
+        Decision.objects.filter(pk=draft.pk).update(
+            validated_at=now,
+            validated_by=by.user,
+            quorum_status=quorum_status,
+            attendees=attendees,
+            revision=F("revision") + 1,
+        )
+        case = _move(
+            case,
+            State.VALIDATED,
+            by=by,
+            changes={"validated_at": now},
+            decision_version=draft.version,
+        )
+        draft.refresh_from_db()
+        # The fiche RCP is made in Celery, and the referring doctor and the GP are told,
+        # once the validation is committed.
+        from rcp.notifications import notify_decision_validated
+        from rcp.pdf import request_case_pdf
+
+        request_case_pdf(case=case, decision=draft, by=by)
+        notify_decision_validated(case=case, decision=draft)
+    return draft
+
+
+def decision_amend(*, case: Case, reason: str, by: Actor) -> Decision:
+    """A new draft version after validation, starting from the last validated one."""
+    if not reason.strip():
+        raise RcpError(_("Say why the validated decision changes."))
+    with transaction.atomic():
+        if decision_draft(case) is not None:
+            raise RcpError(_("A new version is already being written."))
+        last = case.decisions.filter(validated_at__isnull=False).order_by("-version").first()
+        if last is None:
+            raise RcpError(_("There is no validated decision to change."))
+        draft = Decision.objects.create(
+            case=case,
+            version=last.version + 1,
+            created_by=by.user,
+            change_reason=reason,
+            **{name: getattr(last, name) for name in DECISION_FIELDS},
+        )
+        audit_case(case, by, {"rcp_decision": draft.version, "reason": reason})
+    return draft
+
+
+# --- Documents -------------------------------------------------------------------------------
+
+DOCUMENT_TYPES = {
+    "application/pdf": b"%PDF-",
+    "image/jpeg": b"\xff\xd8\xff",
+    "image/png": b"\x89PNG",
+}
+DOCUMENT_MAX_BYTES = 20 * 1024 * 1024
+
+
+def case_document_add(*, case: Case, kind: str, title: str, upload, by: Actor) -> CaseDocument:
+    """Attach a report or letter (PDF, JPEG or PNG, checked by content, not by name)."""
+    if case.state not in EDITABLE_STATES:
+        raise RcpError(_("The case was discussed: documents can no longer be added."))
+    if upload.size > DOCUMENT_MAX_BYTES:
+        raise RcpError(_("This document is larger than 20 MB."))
+    head = upload.read(8)
+    upload.seek(0)
+    content_type = next((t for t, magic in DOCUMENT_TYPES.items() if head.startswith(magic)), None)
+    if content_type is None:
+        raise RcpError(_("Only PDF, JPEG and PNG documents can be attached."))
+    with transaction.atomic():
+        document = CaseDocument.objects.create(
+            case=case,
+            kind=kind,
+            title=title,
+            file=upload,
+            content_type=content_type,
+            size=upload.size,
+            uploaded_by=by.user,
+        )
+        audit_case(case, by, {"rcp_case": "document added", "document": document.pk, "kind": kind})
+    return document

@@ -1,0 +1,103 @@
+"""An RCP around the `world` personas: the thoracic board of Tours and a digestive board.
+
+* thoracic board: the oncologist chairs, the coordinator coordinates, the surgeon and a
+  radiation oncologist are members; required specialties: thoracic surgery, medical
+  oncology, radiation oncology;
+* digestive board (another committee): the outsider radiologist is its member;
+* an upcoming session of the thoracic board, and world.patient's CT.
+"""
+
+import datetime as dt
+
+from django.utils import timezone
+
+from portal.audit import Actor
+from portal.models import Specialty
+from rcp import frcp, services
+from rcp.models import Committee, CommitteeMember
+from tests.conftest import make_professional
+from tests.permission_matrix import imaged_study
+
+COMPLETE_THORACIC = {
+    "question": "Chirurgie d'emblée ou traitement néoadjuvant ?",
+    "nature": frcp.NATURE_ORGAN,
+    "organ_system": "312419003",  # appareil respiratoire et/ou cavité thoracique
+    "organ": "MED-255",  # trachée, bronches, poumon
+    "phase": frcp.PHASE_INITIAL,
+    "topography": "C34.1",
+    "morphology": "8140/3",
+    "tnm_prefix": "c",
+    "tnm_t": "T2a",
+    "tnm_n": "N0",
+    "tnm_m": "M0",
+    "performance_status": frcp.OMS.concepts[0].code,
+    "presentation": frcp.CASE_DISCUSSED,
+}
+
+
+def rcp_world(world):
+    """Builds the committees once per world; returns ``world`` with them attached."""
+    if hasattr(world, "thoracic"):
+        return world
+    world.radiotherapist = make_professional(
+        email="radiotherapeute@mirc.test",
+        first_name="Hélène",
+        last_name="Bertrand",
+        specialty=Specialty.RADIOTHERAPY,
+        establishment=world.tours,
+    )
+    Role = CommitteeMember.Role
+    world.thoracic = services.committee_create(
+        name="RCP thoracique — CHRU de Tours",
+        kind=Committee.Kind.ORGAN,
+        establishment=world.tours,
+        required_specialties=[
+            Specialty.THORACIC_SURGERY,
+            Specialty.MEDICAL_ONCOLOGY,
+            Specialty.RADIOTHERAPY,
+        ],
+        members=[
+            (world.oncologist, Role.CHAIR),
+            (world.coordinator, Role.COORDINATOR),
+            (world.surgeon, Role.MEMBER),
+            (world.radiotherapist, Role.MEMBER),
+        ],
+    )
+    world.digestive = services.committee_create(
+        name="RCP digestive — CH de Bourges",
+        kind=Committee.Kind.ORGAN,
+        establishment=world.bourges,
+        members=[(world.outsider, Role.CHAIR)],
+    )
+    start = timezone.now().replace(microsecond=0) + dt.timedelta(days=3)
+    world.session, world.later_session = services.sessions_schedule(
+        committee=world.thoracic,
+        first_start=start,
+        duration=dt.timedelta(hours=2),
+        every="weekly",
+        count=2,
+    )
+    world.ct = imaged_study(world)["study"]
+    return world
+
+
+def submitted_case(world, **fields):
+    """world.patient's complete thoracic case with the CT, submitted by the oncologist."""
+    rcp_world(world)
+    by = Actor(user=world.oncologist.user)
+    case = services.case_create(patient=world.patient, committee=world.thoracic, by=by)
+    case = services.case_update(
+        case=case,
+        revision=case.revision,
+        by=by,
+        studies=[world.ct],
+        **{**COMPLETE_THORACIC, **fields},
+    )
+    return services.case_submit(case=case, by=by)
+
+
+def case_on_agenda(world, **fields):
+    case = submitted_case(world, **fields)
+    return services.case_put_on_agenda(
+        case=case, session=world.session, by=Actor(user=world.coordinator.user)
+    )

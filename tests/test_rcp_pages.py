@@ -1,0 +1,230 @@
+"""The RCP pages as their users go through them (services are tested in test_rcp_services)."""
+
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from portal.audit import Actor
+from rcp import frcp, services
+from rcp.models import Case
+from tests.conftest import client_for as _client_for
+from tests.rcp_world import COMPLETE_THORACIC, case_on_agenda, rcp_world, submitted_case
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user):
+    """Pages in English, whatever the portal's default: the assertions quote the source."""
+    client = _client_for(user)
+    client.cookies["django_language"] = "en"
+    return client
+
+
+def _form_data(case, **fields):
+    data = {**COMPLETE_THORACIC, "revision": case.revision, "studies": [], **fields}
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_a_doctor_submits_a_complete_thoracic_case_with_its_ct(world):
+    rcp_world(world)
+    client = client_for(world.oncologist.user)
+    response = client.post(
+        reverse("rcp-case-create", args=[world.patient.pk]), {"committee": world.thoracic.pk}
+    )
+    case = Case.objects.get()
+    assert response["Location"] == reverse("rcp-case", args=[case.pk])
+    page = client.get(response["Location"]).content.decode()
+    assert "The question asked to the meeting." in page  # what is missing, said plainly
+
+    # Submitting too early: refused, with the reasons, nothing changes.
+    client.post(reverse("rcp-case-submit", args=[case.pk]))
+    case.refresh_from_db()
+    assert case.state == Case.State.DRAFT
+
+    # A bad TNM and an unknown ICD-10 code: refused field by field, nothing saved.
+    bad = client.post(
+        reverse("rcp-case", args=[case.pk]),
+        _form_data(case, tnm_t="T9", topography="X99.9", studies=[world.ct.pk]),
+    )
+    assert bad.status_code == 400
+    assert "Not a TNM category." in bad.content.decode()
+    case.refresh_from_db()
+    assert case.question == ""
+
+    saved = client.post(
+        reverse("rcp-case", args=[case.pk]), _form_data(case, tnm_t=" t2A ", studies=[world.ct.pk])
+    )
+    assert saved.status_code == 302
+    case.refresh_from_db()
+    assert case.tnm_t == "T2a" and list(case.studies.all()) == [world.ct]
+    client.post(reverse("rcp-case-submit", args=[case.pk]))
+    case.refresh_from_db()
+    assert case.state == Case.State.SUBMITTED
+    page = client.get(reverse("rcp-case", args=[case.pk])).content.decode()
+    assert "C34.1" in page
+
+
+def test_a_stale_edit_is_refused_and_nothing_is_lost(world):
+    case = submitted_case(world)
+    stale = case.revision
+    coordinator = client_for(world.coordinator.user)
+    coordinator.post(
+        reverse("rcp-case", args=[case.pk]),
+        _form_data(case, question="Question précisée par la coordination", studies=[world.ct.pk]),
+    )
+    doctor = client_for(world.oncologist.user)
+    response = doctor.post(
+        reverse("rcp-case", args=[case.pk]),
+        {**_form_data(case, question="Ma version", studies=[world.ct.pk]), "revision": stale},
+    )
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "Somebody else changed this case" in html
+    assert "Ma version" in html  # the doctor's text is still in the form, to apply again
+    case.refresh_from_db()
+    assert case.question == "Question précisée par la coordination"
+
+
+def test_the_coordinator_builds_the_agenda_and_the_meeting_decides(world):
+    case = submitted_case(world)
+    coordinator = client_for(world.coordinator.user)
+    coordinator.post(reverse("rcp-session-agenda-add", args=[world.session.pk]), {"case": case.pk})
+    case.refresh_from_db()
+    assert case.state == Case.State.ON_AGENDA and case.session == world.session
+
+    live = reverse("rcp-session-live", args=[world.session.pk])
+    quorum = reverse("rcp-session-quorum", args=[world.session.pk])
+    assert 'data-met="false"' in coordinator.get(quorum).content.decode()
+    for person in (world.oncologist, world.surgeon, world.radiotherapist):
+        client_for(person.user).post(
+            reverse("rcp-session-attend", args=[world.session.pk]), {"mode": "remote"}
+        )
+    fragment = coordinator.get(quorum).content.decode()
+    assert 'data-met="true"' in fragment and "Hélène Bertrand" in fragment
+
+    page = client_for(world.surgeon.user).get(live + f"?dossier={case.pk}")
+    html = page.content.decode()
+    assert world.patient.display_name in html
+    assert "/ws/review/" in html  # the CT in live shared review
+    surgeon = client_for(world.surgeon.user)
+    surgeon.post(
+        reverse("rcp-case-decision", args=[case.pk]),
+        {
+            "proposal": "Lobectomie supérieure droite avec curage.",
+            "treatment_types": ["387713003"],
+            "conforms_to_guideline": "true",
+            "next": live,
+        },
+    )
+    case.refresh_from_db()
+    assert case.state == Case.State.DISCUSSED
+    draft = services.decision_draft(case)
+    # A member cannot validate; the chair (the oncologist) can.
+    surgeon.post(reverse("rcp-case-validate", args=[case.pk]), {"revision": draft.revision})
+    case.refresh_from_db()
+    assert case.state == Case.State.DISCUSSED
+    client_for(world.oncologist.user).post(
+        reverse("rcp-case-validate", args=[case.pk]), {"revision": draft.revision}
+    )
+    case.refresh_from_db()
+    assert case.state == Case.State.VALIDATED
+    decision = case.decisions.get()
+    assert decision.quorum_status == frcp.QUORUM_REACHED
+    assert {a["name"] for a in decision.attendees} >= {str(world.surgeon)}
+    page = client_for(world.oncologist.user).get(reverse("rcp-case", args=[case.pk]))
+    assert "intervention chirurgicale" in page.content.decode()
+
+
+def test_members_of_another_committee_and_outsiders_get_404(world):
+    case = case_on_agenda(world)
+    for user in (world.outsider.user, world.gp.user):
+        client = client_for(user)
+        assert client.get(reverse("rcp-case", args=[case.pk])).status_code == 404
+        assert client.get(reverse("rcp-session", args=[world.session.pk])).status_code == 404
+        assert client.get(reverse("rcp-session-live", args=[world.session.pk])).status_code == 404
+        assert client.get(reverse("rcp-committee", args=[world.thoracic.pk])).status_code == 404
+
+
+def test_the_agenda_pages_cost_the_same_queries_with_5_or_50_cases(world):
+    rcp_world(world)
+    by = Actor(user=world.oncologist.user)
+    coordinator = Actor(user=world.coordinator.user)
+
+    def add_cases(n):
+        for _ in range(n):
+            case = services.case_create(patient=world.patient, committee=world.thoracic, by=by)
+            case = services.case_update(
+                case=case, revision=case.revision, by=by, studies=[world.ct], **COMPLETE_THORACIC
+            )
+            case = services.case_submit(case=case, by=by)
+            services.case_put_on_agenda(case=case, session=world.session, by=coordinator)
+
+    client = client_for(world.coordinator.user)
+    pages = [
+        reverse("rcp-session", args=[world.session.pk]),
+        reverse("rcp-session-live", args=[world.session.pk]),
+    ]
+    add_cases(5)
+    counts = {}
+    for url in pages:
+        client.get(url)
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        counts[url] = len(queries)
+    add_cases(45)
+    for url in pages:
+        with CaptureQueriesContext(connection) as queries:
+            html = client.get(url).content.decode()
+        assert len(queries) == counts[url], url
+    assert len(re.findall(r'class="state state-on_agenda"', html)) >= 49
+
+
+def test_documents_are_checked_by_content_and_read_by_the_committee(world, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from portal.models import AuditEvent
+
+    case = submitted_case(world)
+    doctor = client_for(world.oncologist.user)
+    url = reverse("rcp-case-document-upload", args=[case.pk])
+    # A script renamed .pdf is refused, and nothing is stored.
+    doctor.post(
+        url,
+        {
+            "kind": "pathology",
+            "title": "CR anapath",
+            "file": SimpleUploadedFile("cr.pdf", b"<script>alert(1)</script>"),
+        },
+    )
+    assert not case.documents.exists()
+    doctor.post(
+        url,
+        {
+            "kind": "pathology",
+            "title": "CR anapath",
+            "file": SimpleUploadedFile("cr.pdf", b"%PDF-1.7\n%%EOF\n"),
+        },
+    )
+    document = case.documents.get()
+    assert document.content_type == "application/pdf"
+    reading = reverse("rcp-case-document", args=[case.pk, document.pk])
+    response = client_for(world.surgeon.user).get(reading)
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    assert b"".join(response.streaming_content).startswith(b"%PDF-")
+    assert AuditEvent.objects.filter(
+        actor=world.surgeon.user, patient=world.patient, detail__document=document.pk
+    ).exists()
+    assert client_for(world.outsider.user).get(reading).status_code == 404
+    # A member who is neither the submitter nor a coordinator does not add documents.
+    client_for(world.surgeon.user).post(
+        url,
+        {
+            "kind": "letter",
+            "title": "Courrier",
+            "file": SimpleUploadedFile("c.pdf", b"%PDF-1.7\n"),
+        },
+    )
+    assert case.documents.count() == 1
