@@ -12,6 +12,11 @@ urlpatterns = [
         name="rcp-session-agenda-add",
     ),
     path(
+        "rcp/seances/<int:session_id>/ordre-du-jour/envoyer/",
+        views.session_agenda_send,
+        name="rcp-session-agenda-send",
+    ),
+    path(
         "rcp/seances/<int:session_id>/ordre-du-jour/deplacer/",
         views.session_agenda_move,
         name="rcp-session-agenda-move",

@@ -3,6 +3,8 @@
 import datetime as dt
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -30,6 +32,7 @@ from rcp.forms import (
     case_form_class,
 )
 from rcp.models import Case
+from rcp.notifications import notify_agenda
 from rcp.quorum import session_quorum
 
 
@@ -167,6 +170,20 @@ def session_agenda_add(request, session_id):
         services.case_put_on_agenda(case=case, session=session, by=Actor.from_request(request))
     except services.RcpError as error:
         messages.error(request, str(error))
+    return redirect("rcp-session", session_id=session.pk)
+
+
+@login_required
+@require_POST
+def session_agenda_send(request, session_id):
+    """The coordinator sends the agenda to the members (no patient names leave the portal)."""
+    session = get_session_for_user(request, session_id)
+    if not _coordinating(request, session.committee):
+        messages.error(request, _("Only the chair or a coordinator sends the agenda."))
+        return redirect("rcp-session", session_id=session.pk)
+    with transaction.atomic():
+        told = notify_agenda(session=session, by=Actor.from_request(request))
+    messages.success(request, _("Agenda sent to %(count)d members.") % {"count": told})
     return redirect("rcp-session", session_id=session.pk)
 
 

@@ -617,6 +617,14 @@ MATRIX = {
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
+    "rcp-session-agenda-send": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp_case(w).session_id},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        expect=302,
+        patient_data=False,  # members are told the count of cases and the link
+    ),
     "rcp-session-agenda-move": ObjectRoute(
         kwargs=lambda w: {"session_id": _two_on_agenda(w) and _rcp(w).session.pk},
         entitled=lambda w: w.coordinator.user,

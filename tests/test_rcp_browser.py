@@ -148,3 +148,54 @@ def test_a_thoracic_case_from_submission_to_signed_minutes(demo_server, browser)
         context.close()
     martin_context.close()
     perrin_context.close()
+
+
+def test_a_perinatal_case_counts_only_with_the_four_core_specialties(demo_server, browser):  # noqa: F811
+    """The CPDPN of Tours: the seeded case with its ultrasound, on the next agenda."""
+    base, manage = demo_server
+    case_id, session_id = _shell(
+        manage,
+        "from rcp.models import Case;"
+        "c = Case.objects.get(committee__kind='cpdpn', state='on_agenda');"
+        "print(c.pk, c.session_id)",
+    ).split()
+    live = f"{base}/rcp/seances/{session_id}/direct/?dossier={case_id}"
+    contexts = []
+    chair = None
+    errors = []
+    for email in ("m.petit@mirc.test", "l.fontaine@mirc.test", "h.blanc@mirc.test"):
+        context, page, more = _page(browser, base, email)
+        errors += more
+        page.goto(live)
+        page.click("[data-testid=join]")
+        contexts.append(context)
+        chair = chair or page
+    # Three of the four core specialties: no quorum, genetics is missing.
+    chair.goto(live)
+    quorum = chair.locator("[data-testid=quorum]")
+    assert quorum.get_attribute("data-met") == "false"
+    assert "Génétique" in quorum.inner_text()
+    context, page, more = _page(browser, base, "a.roux@mirc.test")
+    errors += more
+    page.goto(live)
+    page.click("[data-testid=join]")
+    contexts.append(context)
+    _wait(chair, lambda: chair.locator("[data-testid=quorum]").get_attribute("data-met") == "true")
+    # The ultrasound loop is in the viewer; the team's opinion is recorded and validated.
+    assert chair.evaluate("window.mircViewers[0].ready.then(() => true)") is True
+    form = chair.locator("[data-testid=decision-form]")
+    assert form.locator("textarea[name=proposal]").count() == 0  # a cancer-board field
+    form.locator("textarea[name=team_opinion]").fill("Contrôle échographique à 26 SA.")
+    form.locator("button[type=submit]").click()
+    chair.click("[data-testid=validate]")
+    chair.goto(f"{base}/rcp/dossiers/{case_id}/")
+    assert chair.locator("[data-testid=case-state]").inner_text() == "Décision validée"
+    link = chair.locator(".rcp-outputs a", has_text="Télécharger")
+    link.wait_for(timeout=20_000)
+    pdf = chair.request.get(base + link.get_attribute("href")).body()
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "AVIS DU CPDPN" in text and "Contrôle échographique à 26 SA." in text
+    chair.screenshot(path=str(ARTIFACTS / "rcp-cpdpn-validated.png"), full_page=True)
+    assert not errors, errors
+    for context in contexts:
+        context.close()

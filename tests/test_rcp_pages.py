@@ -228,3 +228,23 @@ def test_documents_are_checked_by_content_and_read_by_the_committee(world, setti
         },
     )
     assert case.documents.count() == 1
+
+
+def test_the_coordinator_sends_the_agenda_to_the_members(world, django_capture_on_commit_callbacks):
+    from django.core import mail
+
+    from portal.models import Notification
+
+    case = case_on_agenda(world)
+    with django_capture_on_commit_callbacks(execute=True):
+        client_for(world.coordinator.user).post(
+            reverse("rcp-session-agenda-send", args=[case.session_id])
+        )
+    assert len(mail.outbox) == 3
+    told = set(Notification.objects.values_list("recipient", flat=True))
+    assert told == {world.oncologist.user.pk, world.surgeon.user.pk, world.radiotherapist.user.pk}
+    assert world.patient.birth_name not in " ".join(m.body for m in mail.outbox)
+    # A plain member cannot.
+    before = Notification.objects.count()
+    client_for(world.surgeon.user).post(reverse("rcp-session-agenda-send", args=[case.session_id]))
+    assert Notification.objects.count() == before
