@@ -664,7 +664,7 @@ def fiche_html(decision: Decision) -> tuple[str, list[str]]:
 
 
 def minutes_html(session: Session) -> tuple[str, list[str]]:
-    """The HTML of a session's minutes (no media: key images stay in the fiches)."""
+    """The HTML of a session's minutes, with each case's key images, and the media it shows."""
     session = Session.objects.select_related("committee__establishment").get(pk=session.pk)
     attendances = list(
         session.attendances.select_related("professional__user").order_by("arrived_at", "pk")
@@ -680,15 +680,23 @@ def minutes_html(session: Session) -> tuple[str, list[str]]:
         selectors.agenda(session)
         .select_related("committee")
         .prefetch_related(
-            Prefetch("decisions", queryset=validated.order_by("-version"), to_attr="validated")
+            Prefetch("decisions", queryset=validated.order_by("-version"), to_attr="validated"),
+            "key_images",
         )
     )
     items = []
+    media = []
     for case in cases:
         decision = case.validated[0] if case.validated else None
+        images = [image for image in case.key_images.all() if image.rendering]
+        media += [image.rendering.name for image in images]
         items.append(
             {
                 "case": case,
+                "key_images": [
+                    {"url": media_url(image.rendering.name), "caption": image.caption}
+                    for image in images
+                ],
                 "rows": [row for row in _case_rows(case) if row[0] in MINUTES_ROWS],
                 "decision": (
                     _decision_context(decision, with_previous=False) if decision else None
@@ -716,7 +724,7 @@ def minutes_html(session: Session) -> tuple[str, list[str]]:
     }
     with translation.override("fr"):
         html = render_to_string("rcp/pdf/minutes.html", context)
-    return html, []
+    return html, media
 
 
 __all__ = [

@@ -411,6 +411,10 @@ def test_minutes_list_the_cases_in_agenda_order_with_attendance_and_quorum(board
         assert expected.casefold() in text.casefold(), f"{expected!r} missing from the minutes"
     assert PROPOSAL_V1 not in text
     assert text.index(board.patient.display_name) < text.index(durand.display_name)
+    # Every key image of the session's cases is in the minutes too.
+    reader = PdfReader(io.BytesIO(stored(document)))
+    assert KeyImage.objects.filter(case__session=board.session).exists()
+    assert [img for page in reader.pages for img in page.images], "the key image is embedded"
 
     # The coordinator reorders the agenda: the next minutes follow it.
     services.agenda_reorder(
