@@ -111,6 +111,13 @@ def test_a_thoracic_case_from_submission_to_signed_minutes(demo_server, browser)
     # The CT is there, in live shared review, for everybody.
     rousseau = members[0][1]
     assert rousseau.evaluate("window.mircViewers[0].ready.then(() => true)") is True
+    for _context, page in members:
+        _wait(
+            page,
+            lambda page=page: (
+                page.locator("[data-mirc-viewer]").get_attribute("data-review") == "connected"
+            ),
+        )
     perrin.screenshot(path=str(ARTIFACTS / "rcp-live-quorum.png"), full_page=True)
 
     # --- The chair records and validates the decision ---

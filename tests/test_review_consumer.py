@@ -467,3 +467,36 @@ async def test_a_presenter_whose_access_ends_cannot_send_anything_more(channel_l
     await surgeon.send({"type": "view", "view": _view(9)})
     assert await oncologist.nothing("view", wait=0.5)
     await oncologist.ws.disconnect()
+
+
+# --- Rooms of RCP cases -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def case_room(world):
+    from imaging.review import review_room_for_case
+    from tests.rcp_world import case_on_agenda
+
+    case = case_on_agenda(world)
+    return case, review_room_for_case(case=case, study=world.ct)
+
+
+async def test_an_rcp_case_room_opens_to_its_committee_not_to_other_doctors(
+    channel_layer, world, case_room
+):
+    case, room = case_room
+    # The surgeon sits on the board: no invitation needed.
+    surgeon, welcome = await _member(world.surgeon.user, room.pk)
+    assert welcome["room"]["id"] == str(room.pk)
+    # The patient's GP is not on the board, and the case is not decided yet; the member of
+    # another board is an outsider.
+    for user in (world.gp.user, world.outsider.user):
+        _peer, connected, code = await _join(user, room.pk)
+        assert (connected, code) == (False, 4404)
+    # The board's coordinator hands control over, though she did not open the room.
+    coordinator, _ = await _member(world.coordinator.user, room.pk)
+    await coordinator.send({"type": "grant_control", "to": world.surgeon.user.pk})
+    presence = await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    assert presence["presenter"]["id"] == world.surgeon.user.pk
+    await surgeon.ws.disconnect()
+    await coordinator.ws.disconnect()
