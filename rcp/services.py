@@ -364,6 +364,23 @@ def session_open(*, session: Session) -> None:
     )
 
 
+def session_close(*, session: Session, by: Actor) -> None:
+    """The meeting is over: attendance ends, and cases left undecided wait for another session."""
+    now = timezone.now()
+    with transaction.atomic():
+        Session.objects.filter(pk=session.pk).update(status=Session.Status.CLOSED)
+        session.attendances.filter(left_at__isnull=True).update(left_at=now)
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            object_type="rcp.session",
+            object_id=str(session.pk),
+            purpose=AuditPurpose.CARE,
+            detail={"rcp_session": "closed"},
+        )
+
+
 # --- Attendance and opinions -----------------------------------------------------------------
 
 

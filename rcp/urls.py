@@ -11,6 +11,7 @@ urlpatterns = [
         views.session_agenda_add,
         name="rcp-session-agenda-add",
     ),
+    path("rcp/seances/<int:session_id>/cloturer/", views.session_close, name="rcp-session-close"),
     path(
         "rcp/seances/<int:session_id>/ordre-du-jour/envoyer/",
         views.session_agenda_send,

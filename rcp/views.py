@@ -187,6 +187,18 @@ def session_agenda_send(request, session_id):
     return redirect("rcp-session", session_id=session.pk)
 
 
+@login_required
+@require_POST
+def session_close(request, session_id):
+    session = get_session_for_user(request, session_id)
+    if not _coordinating(request, session.committee):
+        messages.error(request, _("Only the chair or a coordinator closes the session."))
+        return redirect("rcp-session", session_id=session.pk)
+    services.session_close(session=session, by=Actor.from_request(request))
+    messages.success(request, _("The session is closed."))
+    return redirect("rcp-session", session_id=session.pk)
+
+
 @patient_data_view
 @require_POST
 def session_agenda_move(request, session_id):

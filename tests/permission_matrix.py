@@ -617,6 +617,15 @@ MATRIX = {
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
+    "rcp-session-close": ObjectRoute(
+        kwargs=lambda w: {"session_id": _rcp(w).later_session.pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient_data=False,
+    ),
     "rcp-session-agenda-send": ObjectRoute(
         kwargs=lambda w: {"session_id": _rcp_case(w).session_id},
         entitled=lambda w: w.coordinator.user,

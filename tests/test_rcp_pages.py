@@ -248,3 +248,25 @@ def test_the_coordinator_sends_the_agenda_to_the_members(world, django_capture_o
     before = Notification.objects.count()
     client_for(world.surgeon.user).post(reverse("rcp-session-agenda-send", args=[case.session_id]))
     assert Notification.objects.count() == before
+
+
+def test_the_coordinator_closes_the_session_and_attendance_ends(world):
+    from rcp.models import Attendance, Session
+
+    case = case_on_agenda(world)
+    client_for(world.surgeon.user).post(
+        reverse("rcp-session-attend", args=[case.session_id]), {"mode": "remote"}
+    )
+    # A plain member cannot close it.
+    client_for(world.surgeon.user).post(reverse("rcp-session-close", args=[case.session_id]))
+    assert Session.objects.get(pk=case.session_id).status != Session.Status.CLOSED
+    client_for(world.coordinator.user).post(reverse("rcp-session-close", args=[case.session_id]))
+    assert Session.objects.get(pk=case.session_id).status == Session.Status.CLOSED
+    assert not Attendance.objects.filter(session_id=case.session_id, left_at__isnull=True).exists()
+    # A closed session takes no more cases.
+    other = submitted_case(world)
+    client_for(world.coordinator.user).post(
+        reverse("rcp-session-agenda-add", args=[case.session_id]), {"case": other.pk}
+    )
+    other.refresh_from_db()
+    assert other.state == Case.State.SUBMITTED
