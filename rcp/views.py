@@ -245,7 +245,8 @@ def _case_context(request, case, form=None, decision_form=None):
     draft = services.decision_draft(case)
     decisions = list(case.decisions.order_by("version"))
     studies = studies_visible_to(request.user).filter(patient=case.patient)
-    if form is None and case.state in services.EDITABLE_STATES:
+    editor = case.submitted_by_id == request.user.pk or coordinating
+    if form is None and editor and case.state in services.EDITABLE_STATES:
         form = case_form_class(case)(
             initial={
                 **{f: getattr(case, f) for f in services.CASE_FIELDS},
@@ -280,8 +281,7 @@ def _case_context(request, case, form=None, decision_form=None):
         or draft is not None,
         "opinion_form": WrittenOpinionForm(),
         "document_form": CaseDocumentForm()
-        if case.state in services.EDITABLE_STATES
-        and (case.submitted_by_id == request.user.pk or coordinating)
+        if editor and case.state in services.EDITABLE_STATES
         else None,
     }
 

@@ -270,3 +270,13 @@ def test_the_coordinator_closes_the_session_and_attendance_ends(world):
     )
     other.refresh_from_db()
     assert other.state == Case.State.SUBMITTED
+
+
+def test_members_read_the_fiche_only_its_author_and_the_coordinators_edit_it(world):
+    case = case_on_agenda(world)
+    url = reverse("rcp-case", args=[case.pk])
+    assert 'data-testid="case-form"' in client_for(world.oncologist.user).get(url).content.decode()
+    assert 'data-testid="case-form"' in client_for(world.coordinator.user).get(url).content.decode()
+    member = client_for(world.surgeon.user).get(url).content.decode()
+    assert 'data-testid="case-form"' not in member
+    assert "C34.1" in member  # the fiche, read-only
