@@ -326,8 +326,8 @@ def case_detail(request, case_id):
     return render(request, "rcp/case.html", _case_context(request, case))
 
 
-def _case_action(request, case_id, action, *, coordinator_only=False, submitter_only=False):
-    case = get_case_for_user(request, case_id)
+def _case_action(request, case, action, *, coordinator_only=False, submitter_only=False):
+    """Run ``action(case, actor)`` on a case the caller already fetched through its helper."""
     if coordinator_only and not _coordinating(request, case.committee):
         messages.error(request, _("Only the chair or a coordinator can do this."))
         return redirect("rcp-case", case_id=case.pk)
@@ -346,7 +346,7 @@ def _case_action(request, case_id, action, *, coordinator_only=False, submitter_
 def case_submit(request, case_id):
     return _case_action(
         request,
-        case_id,
+        get_case_for_user(request, case_id),
         lambda case, by: services.case_submit(case=case, by=by),
         submitter_only=True,
     )
@@ -364,7 +364,7 @@ def case_agenda(request, case_id):
         return redirect("rcp-case", case_id=case.pk)
     return _case_action(
         request,
-        case_id,
+        case,
         lambda case, by: services.case_put_on_agenda(
             case=case, session=form.cleaned_data["session"], by=by
         ),
@@ -385,7 +385,7 @@ def case_postpone(request, case_id):
         return redirect("rcp-case", case_id=case.pk)
     return _case_action(
         request,
-        case_id,
+        case,
         lambda case, by: services.case_postpone(
             case=case, to_session=form.cleaned_data["session"], by=by
         ),
@@ -401,7 +401,7 @@ def case_register(request, case_id):
             return services.case_return_to_discussion(case=case, by=by)
         return services.case_register(case=case, by=by)
 
-    return _case_action(request, case_id, act, coordinator_only=True)
+    return _case_action(request, get_case_for_user(request, case_id), act, coordinator_only=True)
 
 
 @patient_data_view
@@ -484,7 +484,7 @@ def case_validate(request, case_id):
 def case_amend(request, case_id):
     return _case_action(
         request,
-        case_id,
+        get_case_for_user(request, case_id),
         lambda case, by: services.decision_amend(
             case=case, reason=request.POST.get("reason", ""), by=by
         ),
