@@ -313,6 +313,14 @@ class ReviewRoom(models.Model):
     rcp_case = models.OneToOneField(
         "rcp.Case", null=True, blank=True, on_delete=models.CASCADE, related_name="review_room"
     )
+    # A room of a tele-expertise request: the expert opens it, the requester is invited.
+    expertise_request = models.OneToOneField(
+        "expertise.Request",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="review_room",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
 

@@ -8,12 +8,16 @@ from portal.selectors import patients_visible_to
 
 
 def studies_visible_to(user) -> QuerySet[Study]:
-    """Studies of a patient the user may see, and those attached to an RCP case of a
-    committee the user sits on (the meeting reviews them)."""
+    """Studies of a patient the user may see, those attached to an RCP case of a committee
+    the user sits on (the meeting reviews them), and those attached to a tele-expertise
+    request routed to the user (the expert answers on them)."""
+    from expertise.selectors import studies_shared_with_experts
     from rcp.selectors import studies_shared_with_committees
 
     return Study.objects.filter(identity=StudyIdentity.MATCHED).filter(
-        Q(patient__in=patients_visible_to(user)) | Q(pk__in=studies_shared_with_committees(user))
+        Q(patient__in=patients_visible_to(user))
+        | Q(pk__in=studies_shared_with_committees(user))
+        | Q(pk__in=studies_shared_with_experts(user))
     )
 
 

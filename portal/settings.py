@@ -174,6 +174,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rcp.send_session_reminders",
         "schedule": 15 * 60,  # seconds: sessions starting within 48 h get their reminder
     },
+    "expertise-deadlines": {
+        "task": "expertise.watch_deadlines",
+        # Seconds: an urgent request's reminder comes 6 h before its deadline, so a few
+        # minutes late is still in time.
+        "schedule": 5 * 60,
+    },
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

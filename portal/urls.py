@@ -39,6 +39,7 @@ urlpatterns = [
     path("patients/", include(patient_patterns)),
     path("", include("imaging.urls")),
     path("", include("rcp.urls")),
+    path("", include("expertise.urls")),
     path("dicomweb/", include("imaging.dicomweb_urls")),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),

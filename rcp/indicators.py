@@ -27,52 +27,16 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db.models import Count, Min, Q
-from django.utils import timezone
 
+from portal.periods import DAY, Period
 from rcp import frcp
 from rcp.models import Case, Committee, Decision, Session
 
 PRESENTED_STATES = (Case.State.DISCUSSED, Case.State.REGISTERED, Case.State.VALIDATED)
 OPENED_STATUSES = (Session.Status.IN_PROGRESS, Session.Status.CLOSED)
 MEETING_DECISION_VERSION = 1  # the first version is the one validated at the meeting
-DAY = dt.timedelta(days=1)
-
-
-def _zone() -> ZoneInfo:
-    return ZoneInfo(settings.TIME_ZONE)
-
-
-@dataclass(frozen=True)
-class Period:
-    """Whole days, both ends included."""
-
-    start: dt.date
-    end: dt.date
-
-    @property
-    def starts_at(self) -> dt.datetime:
-        return dt.datetime.combine(self.start, dt.time.min, tzinfo=_zone())
-
-    @property
-    def ends_before(self) -> dt.datetime:
-        return dt.datetime.combine(self.end + DAY, dt.time.min, tzinfo=_zone())
-
-    def __str__(self) -> str:
-        return f"{self.start.isoformat()}..{self.end.isoformat()}"
-
-
-def default_period(today: dt.date | None = None) -> Period:
-    """The last twelve months, today included."""
-    today = today or timezone.localdate()
-    try:
-        year_ago = today.replace(year=today.year - 1)
-    except ValueError:  # 29 February
-        year_ago = today.replace(year=today.year - 1, day=28)
-    return Period(start=year_ago + DAY, end=today)
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,13 @@ E-mails are sent by a Celery task after commit, one message per recipient; on an
 the task retries for the recipients not yet served, so nobody gets the same message twice.
 """
 
-import contextlib
 import datetime as dt
 import logging
-import smtplib
 from functools import partial
 from zoneinfo import ZoneInfo
 
 from celery import shared_task
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.db.models import Count
 from django.template.loader import render_to_string
@@ -28,6 +25,7 @@ from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from portal.mail import EmailsNotSent, send_each
 from portal.models import CareRole, User
 from portal.services import notify
 from rcp.models import Case, Committee, Decision, Session
@@ -196,14 +194,6 @@ def notify_decision_validated(*, case: Case, decision: Decision) -> list[User]:
 # --- E-mails -------------------------------------------------------------------------------
 
 
-class EmailsNotSent(Exception):
-    """The mail server failed part-way: ``remaining`` are the recipients not served."""
-
-    def __init__(self, remaining: list[int], error: Exception):
-        super().__init__(f"{len(remaining)} e-mail(s) not sent: {error}")
-        self.remaining = remaining
-
-
 def _session_context(session: Session) -> dict:
     return {
         "committee_name": session.committee.name,
@@ -253,42 +243,7 @@ def emails_send(*, kind: str, object_id: int, recipient_ids: list[int]) -> int:
             logger.info("RCP %s e-mail about %s dropped: no longer relevant", kind, object_id)
             return 0
         subject, body = _render(*content)
-    users = {
-        user.pk: user
-        for user in User.objects.filter(pk__in=recipient_ids, is_active=True).exclude(email="")
-    }
-    pending = [pk for pk in recipient_ids if pk in users]
-    connection = get_connection()
-    try:
-        connection.open()
-    except (smtplib.SMTPException, OSError) as error:
-        raise EmailsNotSent(pending, error) from error
-    sent = 0
-    try:
-        for position, pk in enumerate(pending):
-            message = EmailMessage(
-                subject=subject,
-                body=body,
-                to=[users[pk].email],
-                connection=connection,
-                # RFC 3834: no vacation auto-replies to a robot.
-                headers={"Auto-Submitted": "auto-generated"},
-            )
-            try:
-                message.send()
-            except smtplib.SMTPRecipientsRefused:
-                # A permanent refusal of this address: retrying would not help, nor should
-                # it hold back the others.
-                logger.warning("RCP %s e-mail refused for user %s", kind, pk)
-                continue
-            except (smtplib.SMTPException, OSError) as error:
-                raise EmailsNotSent(pending[position:], error) from error
-            sent += 1
-    finally:
-        # Everything sent is sent: a failure to say goodbye to the server changes nothing.
-        with contextlib.suppress(smtplib.SMTPException, OSError):
-            connection.close()
-    return sent
+    return send_each(subject=subject, body=body, recipient_ids=recipient_ids, what=f"RCP {kind}")
 
 
 # --- Tasks (registered by rcp/tasks.py) ----------------------------------------------------

@@ -11,9 +11,9 @@ rendering is queued with ``transaction.on_commit``, never run in it):
 
 The Celery task :func:`rcp.tasks.render_document` calls :func:`document_render`, which renders
 the HTML template with WeasyPrint and keeps the file in ``default_storage`` with its SHA-256.
-WeasyPrint fetches images and stylesheets through :func:`portal_resources`: the portal's
-static files and the stored media the document names (its key images), read from storage;
-no network, no ``file://``, nothing else.
+WeasyPrint fetches images and stylesheets through :func:`portal.pdf.portal_resources` (shared
+with the other domains that make PDFs): the portal's static files and the stored media the
+document names (its key images), read from storage; no network, no ``file://``, nothing else.
 
 The documents are in French whatever the reader's language: they are the record of the
 meeting (CI-SIS FRCP), made once and kept, and their labels are those of the national value
@@ -22,20 +22,14 @@ sets (``rcp.frcp``).
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import mimetypes
-import posixpath
 import uuid
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
-from django.conf import settings
-from django.contrib.staticfiles import finders
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Prefetch
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -45,6 +39,18 @@ from django.utils.translation import gettext as _
 from portal import audit
 from portal.audit import Actor
 from portal.models import CareRelationship, CareRole, InsOid, Specialty
+from portal.pdf import (
+    BASE_URL,
+    TRANSIENT_ERRORS,
+    DocumentCorrupted,
+    ResourceRefused,
+    describe_error,
+    media_url,
+    portal_resources,
+    read_verified,
+    static_url,
+    write_pdf,
+)
 from rcp import frcp, selectors
 from rcp.models import Attendance, Case, Decision, RcpDocument, Session
 from rcp.quorum import quorum, required_specialties
@@ -52,15 +58,6 @@ from rcp.services import RcpError
 
 Kind = RcpDocument.Kind
 Status = RcpDocument.Status
-
-# Errors worth another try: the storage (a full or unmounted disk, a network share) or the
-# database (locked, connection lost). Anything else is a bug or bad data: retrying won't help.
-TRANSIENT_ERRORS = (OSError, OperationalError)
-
-
-class DocumentCorrupted(Exception):
-    """The stored file no longer matches the SHA-256 recorded when it was made."""
-
 
 # --- Requests (called by views and by rcp.services) ---------------------------------------------
 
@@ -233,11 +230,10 @@ def document_read(document: RcpDocument) -> bytes:
     """The stored PDF, checked against its SHA-256 (a changed file is never handed out)."""
     if document.status != Status.READY or not document.file:
         raise DocumentCorrupted(f"document {document.pk} is not ready")
-    with default_storage.open(document.file.name, "rb") as stream:
-        data = stream.read()
-    if hashlib.sha256(data).hexdigest() != document.sha256:
-        raise DocumentCorrupted(f"document {document.pk}: the file changed since it was made")
-    return data
+    try:
+        return read_verified(name=document.file.name, sha256=document.sha256)
+    except DocumentCorrupted as error:
+        raise DocumentCorrupted(f"document {document.pk}: {error}") from error
 
 
 def document_integrity_failed(*, document: RcpDocument, by: Actor, patient=None) -> None:
@@ -279,7 +275,9 @@ def document_render(*, document: RcpDocument) -> RcpDocument:
             html, media = fiche_html(document.decision)
         else:
             html, media = minutes_html(document.session)
-    data = write_pdf(html, media=media)
+    # The fetcher is built here, from this module's name: a test (or the benchmark) that
+    # replaces rcp.pdf.portal_resources sees what this document fetched.
+    data = write_pdf(html, fetcher=portal_resources(media=media))
     digest = hashlib.sha256(data).hexdigest()
     now = timezone.now()
     name = default_storage.save(f"rcp/pdf/{now:%Y/%m}/{uuid.uuid4().hex}.pdf", ContentFile(data))
@@ -297,112 +295,14 @@ def document_render(*, document: RcpDocument) -> RcpDocument:
 
 def document_mark_retrying(*, document: RcpDocument, error: Exception) -> None:
     RcpDocument.objects.filter(pk=document.pk).update(
-        status=Status.RETRYING, error=_describe(error)
+        status=Status.RETRYING, error=describe_error(error)
     )
 
 
 def document_mark_failed(*, document: RcpDocument, error: Exception) -> None:
-    RcpDocument.objects.filter(pk=document.pk).update(status=Status.FAILED, error=_describe(error))
-
-
-def _describe(error: Exception) -> str:
-    # Kept for the people who run the portal; never patient data (paths are random names).
-    return f"{type(error).__name__}: {error}"[:300]
-
-
-# The origin the templates' addresses are resolved against. ".invalid" is reserved (RFC 2606):
-# no resolver answers for it, and the fetcher below never goes to the network anyway.
-BASE_URL = "https://pdf.mirc.invalid/"
-
-
-class ResourceRefused(ValueError):
-    """A template asked WeasyPrint for something other than our static files or its media."""
-
-
-def portal_resources(*, media=()):
-    """A WeasyPrint URL fetcher serving only the portal's static files and the named media.
-
-    ``media`` lists the storage names the document may show (its key images); any other
-    address — another stored file, ``file://``, ``http(s)://`` elsewhere, ``data:`` — raises
-    :class:`ResourceRefused` (WeasyPrint then leaves the resource out) and is listed in the
-    fetcher's ``refused``. Nothing is ever asked of the network.
-    """
-    return _portal_resources_class()(media=media)
-
-
-@functools.cache
-def _portal_resources_class() -> type:
-    # Built on first use: importing WeasyPrint takes half a second, and the web processes
-    # that only queue documents never need it.
-    from weasyprint.urls import URLFetcher, URLFetcherResponse
-
-    class PortalResources(URLFetcher):
-        def __init__(self, *, media=()):
-            super().__init__(timeout=1, allowed_protocols=["https"], allow_redirects=False)
-            self.media = frozenset(media)
-            self.refused: list[str] = []
-
-        def fetch(self, url, headers=None):
-            try:
-                body, content_type = self._read(url)
-            except ResourceRefused:
-                self.refused.append(url)
-                raise
-            return URLFetcherResponse(url, body=body, headers={"Content-Type": content_type})
-
-        def _read(self, url: str) -> tuple[bytes, str]:
-            base = urlsplit(BASE_URL)
-            parts = urlsplit(url)
-            if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
-                raise ResourceRefused(f"not a portal resource: {url[:200]}")
-            path = unquote(parts.path)
-            name = _safe_name(path, settings.STATIC_URL)
-            if name is not None:
-                found = finders.find(name)
-                if not found:
-                    raise ResourceRefused(f"no such static file: {name}")
-                with open(found, "rb") as stream:
-                    return stream.read(), _content_type(name)
-            name = _safe_name(path, settings.MEDIA_URL)
-            if name is not None and name in self.media:
-                with default_storage.open(name, "rb") as stream:
-                    return stream.read(), _content_type(name)
-            raise ResourceRefused(f"not a resource of this document: {path[:200]}")
-
-    return PortalResources
-
-
-def _safe_name(path: str, prefix: str) -> str | None:
-    """The relative name under ``prefix``, or None; traversal and odd characters refused."""
-    if not prefix.startswith("/") or not path.startswith(prefix):
-        return None
-    name = path[len(prefix) :]
-    if not name or "\\" in name or "\x00" in name or name.startswith("/"):
-        raise ResourceRefused(f"bad resource name: {path[:200]}")
-    if posixpath.normpath(name) != name or any(part in ("", ".", "..") for part in name.split("/")):
-        raise ResourceRefused(f"bad resource name: {path[:200]}")
-    return name
-
-
-def _content_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-def media_url(name: str) -> str:
-    """The address of a stored file in a PDF template (see :func:`portal_resources`)."""
-    return BASE_URL.rstrip("/") + settings.MEDIA_URL + name
-
-
-def static_url(name: str) -> str:
-    return BASE_URL.rstrip("/") + settings.STATIC_URL + name
-
-
-def write_pdf(html: str, *, media=(), fetcher=None) -> bytes:
-    """HTML to PDF with WeasyPrint, fetching only through :func:`portal_resources`."""
-    from weasyprint import HTML
-
-    fetcher = fetcher or portal_resources(media=media)
-    return HTML(string=html, base_url=BASE_URL, url_fetcher=fetcher).write_pdf()
+    RcpDocument.objects.filter(pk=document.pk).update(
+        status=Status.FAILED, error=describe_error(error)
+    )
 
 
 # --- Contexts of the templates ----------------------------------------------------------------
@@ -728,6 +628,7 @@ def minutes_html(session: Session) -> tuple[str, list[str]]:
 
 
 __all__ = [
+    "BASE_URL",
     "TRANSIENT_ERRORS",
     "DocumentCorrupted",
     "Outputs",
@@ -739,11 +640,13 @@ __all__ = [
     "document_read",
     "document_render",
     "download_name",
+    "media_url",
     "may_request_case_pdf",
     "may_request_minutes_pdf",
     "request_case_pdf",
     "request_minutes_pdf",
     "session_outputs",
     "portal_resources",
+    "static_url",
     "write_pdf",
 ]

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from portal import audit
 from portal.audit import Actor
 from portal.models import AuditPurpose, Profession, Professional
+from portal.uploads import DOCUMENT_MAX_BYTES, sniff_content_type
 from rcp import frcp
 from rcp.models import (
     Attendance,
@@ -569,13 +570,6 @@ def decision_amend(*, case: Case, reason: str, by: Actor) -> Decision:
 
 # --- Documents -------------------------------------------------------------------------------
 
-DOCUMENT_TYPES = {
-    "application/pdf": b"%PDF-",
-    "image/jpeg": b"\xff\xd8\xff",
-    "image/png": b"\x89PNG",
-}
-DOCUMENT_MAX_BYTES = 20 * 1024 * 1024
-
 
 def case_document_add(*, case: Case, kind: str, title: str, upload, by: Actor) -> CaseDocument:
     """Attach a report or letter (PDF, JPEG or PNG, checked by content, not by name)."""
@@ -583,9 +577,7 @@ def case_document_add(*, case: Case, kind: str, title: str, upload, by: Actor) -
         raise RcpError(_("The case was discussed: documents can no longer be added."))
     if upload.size > DOCUMENT_MAX_BYTES:
         raise RcpError(_("This document is larger than 20 MB."))
-    head = upload.read(8)
-    upload.seek(0)
-    content_type = next((t for t, magic in DOCUMENT_TYPES.items() if head.startswith(magic)), None)
+    content_type = sniff_content_type(upload)
     if content_type is None:
         raise RcpError(_("Only PDF, JPEG and PNG documents can be attached."))
     with transaction.atomic():

@@ -23,9 +23,10 @@ from portal import audit
 from portal.audit import Actor
 from portal.forms import DateInput
 from portal.models import AuditPurpose
+from portal.periods import Period, default_period
 from portal.views import _csv_safe, patient_data_view
 from rcp.access import get_committee_for_user
-from rcp.indicators import Indicators, Period, committee_indicators, default_period
+from rcp.indicators import Indicators, committee_indicators
 from rcp.models import Session
 
 EARLIEST = dt.date(2000, 1, 1)

@@ -374,6 +374,150 @@ def _calendar_token_revoke(world) -> None:
     calendar_token_revoke(by=Actor(user=world.surgeon.user))
 
 
+# --- Tele-expertise builders (once per world and state) -------------------------------------------
+
+
+def _tele(world):
+    from tests.expertise_world import expertise_world
+
+    return expertise_world(world)
+
+
+def _expertise_request(world, state: str = "accepted"):
+    """A request of the GP for world.patient to the teleradiology pool, in ``state``; accepted
+    by the teleradiologist from "accepted" on."""
+    from expertise import services as expertise_services
+    from tests import expertise_world as ew
+
+    built = world.__dict__.setdefault("_expertise_requests", {})
+    if state not in built:
+        _tele(world)
+        if state == "draft":
+            request = ew.draft_request(world)
+        elif state == "sent":
+            request = ew.sent_request(world)
+        elif state == "reported":  # accepted, with a saved draft report
+            request = ew.accepted_request(world)
+            expertise_services.report_save(
+                request=request,
+                by=Actor(user=world.teleradiologist.user),
+                revision=None,
+                **ew.REPORT,
+            )
+        elif state == "declined":
+            request = ew.sent_request(world)
+            expertise_services.request_decline(
+                request=request,
+                by=Actor(user=world.pool_coordinator.user),
+                reason="Relève de la dermatologie.",
+                to="requester",
+            )
+        elif state == "answered":
+            request = ew.answered_request(world)
+        else:
+            request = ew.accepted_request(world)
+        request.refresh_from_db()
+        built[state] = request
+    return built[state]
+
+
+def _expertise_report_pdf(world):
+    """The PDF of the answered request's signed report, made (once per world)."""
+    from expertise import pdf as expertise_pdf
+    from expertise.models import ReportDocument
+
+    if "_expertise_report_pdf" not in world.__dict__:
+        request = _expertise_request(world, "answered")
+        # Queued by report_sign_and_send; on_commit never fires inside the test's transaction.
+        document = ReportDocument.objects.get(report__request=request)
+        world._expertise_report_pdf = expertise_pdf.document_render(document=document)
+    return world._expertise_report_pdf
+
+
+def _expertise_evaluator(world):
+    """The regional programme's evaluator: every pool's indicators (built once per world)."""
+    if "_expertise_evaluator" not in world.__dict__:
+        from django.contrib.auth.models import Permission
+
+        from portal.models import User
+        from tests.conftest import PASSWORD
+
+        user = User.objects.create_user(
+            "evaluation@mirc.test", PASSWORD, first_name="Hélène", last_name="Morel"
+        )
+        user.user_permissions.add(
+            Permission.objects.get(codename="view_indicators", content_type__app_label="expertise")
+        )
+        world._expertise_evaluator = user
+    return world._expertise_evaluator
+
+
+def _billing_office(world):
+    """The billing officer of CHRU de Tours, who exports its acts (built once per world)."""
+    if "_billing_office" not in world.__dict__:
+        from django.contrib.auth.models import Permission
+
+        from tests.conftest import make_professional
+
+        officer = make_professional(
+            email="facturation@mirc.test",
+            first_name="Sylvie",
+            last_name="Caron",
+            profession="autre",
+            establishment=world.tours,
+            title="Mme",
+            with_rpps=False,
+        )
+        officer.user.user_permissions.add(
+            Permission.objects.get(codename="export_acts", content_type__app_label="expertise")
+        )
+        world._billing_office = officer.user
+    return world._billing_office
+
+
+def _jpeg():
+    from tests.expertise_world import jpeg_upload
+
+    return jpeg_upload()
+
+
+def _expertise_attachment(world):
+    from expertise import services as expertise_services
+    from tests.expertise_world import jpeg_upload
+
+    request = _expertise_request(world, "draft")
+    attachment = request.attachments.first()
+    if attachment is None:
+        attachment = expertise_services.attachment_add(
+            request=request,
+            by=Actor(user=world.gp.user),
+            kind="photo",
+            title="Lésion",
+            upload=jpeg_upload(),
+        )
+    return attachment
+
+
+def _expertise_route(state, *, entitled, method="post", data=None, expect=302, **extra):
+    """A route on a request in ``state``: the other pool's expert and the administrator get
+    404, and so does the colleague of the pool once the request is claimed."""
+    outsiders = [lambda w: w.admin_user]
+    if state not in ("draft", "sent", "declined"):
+        outsiders.append(lambda w: _tele(w).second_radiologist.user)
+    return ObjectRoute(
+        kwargs=lambda w: {"request_id": _expertise_request(w, state).pk},
+        entitled=entitled,
+        outsider=lambda w: _tele(w).outsider.user,
+        extra_outsiders=outsiders,
+        method=method,
+        data=data,
+        expect=expect,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+        **extra,
+    )
+
+
 MATRIX = {
     "home": SignedIn(),
     "health": Public(),
@@ -907,6 +1051,124 @@ MATRIX = {
         extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
         audit_event=AuditEventId.EXPORT,
     ),
+    "expertise-home": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
+    "expertise-request-create": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "expertise-request": _expertise_route(
+        "accepted", entitled=lambda w: _tele(w).teleradiologist.user, method="get", expect=200
+    ),
+    "expertise-request-edit": _expertise_route(
+        "draft",
+        entitled=lambda w: w.gp.user,
+        method="get",
+        expect=200,
+        # A draft is its author's only: not even the pool's experts see it.
+    ),
+    "expertise-attachment-add": _expertise_route(
+        "draft",
+        entitled=lambda w: w.gp.user,
+        data=lambda w: {
+            "file-kind": "photo",
+            "file-title": "Lésion",
+            "file-file": _jpeg(),
+        },
+    ),
+    "expertise-attachment": ObjectRoute(
+        kwargs=lambda w: {
+            "request_id": _expertise_attachment(w).request_id,
+            "attachment_id": _expertise_attachment(w).pk,
+        },
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: _tele(w).teleradiologist.user,  # a draft: not routed yet
+        extra_outsiders=[lambda w: w.outsider.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "expertise-request-send": _expertise_route("draft", entitled=lambda w: w.gp.user),
+    "expertise-request-claim": _expertise_route(
+        "sent", entitled=lambda w: _tele(w).second_radiologist.user
+    ),
+    "expertise-request-decline": _expertise_route(
+        "accepted",
+        entitled=lambda w: _tele(w).teleradiologist.user,
+        data=lambda w: {"reason": "Hors de mon champ.", "to": "requester"},
+    ),
+    "expertise-request-ask": _expertise_route(
+        "accepted",
+        entitled=lambda w: _tele(w).teleradiologist.user,
+        data=lambda w: {"question": "Antécédents ?"},
+    ),
+    "expertise-message-post": _expertise_route(
+        "accepted", entitled=lambda w: w.gp.user, data=lambda w: {"body": "Merci."}
+    ),
+    "expertise-report-save": _expertise_route(
+        "accepted",
+        entitled=lambda w: _tele(w).teleradiologist.user,
+        data=lambda w: {"findings": "Nodule", "conclusion": "Bénin", "revision": ""},
+    ),
+    "expertise-report-sign": _expertise_route(
+        "reported",
+        entitled=lambda w: _tele(w).teleradiologist.user,
+        data=lambda w: {"revision": _expertise_request(w, "reported").report.revision},
+    ),
+    "expertise-request-close": _expertise_route(
+        "answered", entitled=lambda w: w.gp.user, data=lambda w: {"outcome": "avoided"}
+    ),
+    "expertise-request-cancel": _expertise_route(
+        "sent", entitled=lambda w: w.gp.user, data=lambda w: {"reason": "Plus nécessaire."}
+    ),
+    "expertise-request-redraft": _expertise_route("declined", entitled=lambda w: w.gp.user),
+    "expertise-review-start": _expertise_route(
+        "accepted",
+        entitled=lambda w: _tele(w).teleradiologist.user,
+        data=lambda w: {"study": w.ct.pk},
+    ),
+    "expertise-pool": ObjectRoute(
+        kwargs=lambda w: {"pool_id": _tele(w).teleradiology.pk},
+        entitled=lambda w: _tele(w).pool_coordinator.user,
+        outsider=lambda w: _tele(w).outsider.user,
+        # The pool's experts have their queue; the board is the coordinator's.
+        extra_outsiders=[lambda w: _tele(w).teleradiologist.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.QUERY,
+    ),
+    "expertise-report-outputs": ObjectRoute(
+        kwargs=lambda w: {"request_id": _expertise_request(w, "answered").pk},
+        entitled=lambda w: _tele(w).teleradiologist.user,
+        outsider=lambda w: _tele(w).outsider.user,
+        extra_outsiders=[lambda w: _tele(w).second_radiologist.user, lambda w: w.admin_user],
+        patient_data=False,  # the state of the report's PDF, polled
+    ),
+    "expertise-report-pdf": ObjectRoute(
+        kwargs=lambda w: {
+            "request_id": _expertise_request(w, "answered").pk,
+            "document_id": _expertise_report_pdf(w).pk,
+        },
+        # The patient's GP (here also the requester) receives the signed report.
+        entitled=lambda w: w.gp.user,
+        outsider=lambda w: _tele(w).outsider.user,
+        # The pool's other radiologist lost sight of it when the teleradiologist claimed it.
+        extra_outsiders=[lambda w: _tele(w).second_radiologist.user, lambda w: w.admin_user],
+        audit_event=AuditEventId.EXPORT,
+        patient=lambda w: w.patient,
+    ),
+    "expertise-report-pdf-retry": ObjectRoute(
+        kwargs=lambda w: {"request_id": _expertise_request(w, "answered").pk},
+        entitled=lambda w: w.gp.user,  # the requester (the expert may too)
+        outsider=lambda w: _tele(w).outsider.user,
+        extra_outsiders=[lambda w: _tele(w).second_radiologist.user, lambda w: w.admin_user],
+        method="post",
+        expect=302,
+    ),
+    "expertise-indicators": GlobalPermission(
+        holder=_expertise_evaluator, audit_event=AuditEventId.QUERY
+    ),
+    "expertise-acts": GlobalPermission(holder=_billing_office, audit_event=AuditEventId.EXPORT),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),
     "audit-event-list": GlobalPermission(

@@ -23,8 +23,9 @@ from django.utils import timezone
 import portal.urls
 from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, AuditOutcome
+from portal.periods import Period, default_period
 from rcp import frcp, services
-from rcp.indicators import Period, committee_indicators, default_period
+from rcp.indicators import committee_indicators
 from rcp.models import Case, Decision, Session
 from tests.conftest import client_for
 from tests.rcp_world import COMPLETE_THORACIC, rcp_world, submitted_case

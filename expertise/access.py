@@ -1,0 +1,38 @@
+"""The access helper of tele-expertise requests: outsiders get 404 (like a missing id), audited."""
+
+from django.http import Http404
+
+from expertise.models import Request
+from expertise.selectors import requests_visible_to
+from portal.access import record_refusal
+from portal.audit import Actor
+from portal.models import AuditPurpose
+
+
+def get_request_for_user(request, request_id) -> Request:
+    """The tele-expertise request ``request_id`` if ``request.user`` may see it, else 404."""
+    try:
+        pk = int(request_id)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    found = (
+        requests_visible_to(request.user)
+        .filter(pk=pk)
+        .select_related(
+            "patient",
+            "pool__establishment",
+            "requester__professional",
+            "expert__professional",
+            "requester_establishment",
+        )
+        .first()
+    )
+    if found is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="expertise.request",
+            object_id=pk,
+            purpose=AuditPurpose.EXPERTISE,
+        )
+        raise Http404
+    return found

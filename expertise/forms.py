@@ -1,0 +1,235 @@
+from django import forms
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from expertise.models import (
+    EXPECTED_DELAY,
+    Attachment,
+    ConsentMethod,
+    Pool,
+    PoolMember,
+    Report,
+    Request,
+    Urgency,
+)
+from expertise.services import DeclineTo, requirement_label
+from portal.models import User
+
+EMPTY = [("", "—")]
+
+
+def _hours(delay) -> int:
+    return int(delay.total_seconds() // 3600)
+
+
+def urgency_choices():
+    labels = {
+        Urgency.URGENT: _("Urgent — answer expected within %(hours)d hours"),
+        Urgency.PRIORITY: _("Priority — answer expected within %(days)d days"),
+        Urgency.ROUTINE: _("Routine — answer expected within %(days)d days"),
+    }
+    return [
+        (
+            level,
+            labels[level]
+            % {"hours": _hours(EXPECTED_DELAY[level]), "days": EXPECTED_DELAY[level].days},
+        )
+        for level in Urgency.values
+    ]
+
+
+class PoolChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, pool):
+        need = requirement_label(pool.specialty)
+        values = {"specialty": pool.get_specialty_display(), "pool": pool.name, "need": need}
+        if need:
+            return _("%(specialty)s · %(pool)s (needs %(need)s)") % values
+        return _("%(specialty)s · %(pool)s") % values
+
+
+class ExpertChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, user):
+        return str(getattr(user, "professional", None) or user)
+
+
+class RequestForm(forms.Form):
+    """The request: where it goes, the question, the files, the patient's consent."""
+
+    pool = PoolChoiceField(
+        label=_("Specialty and pool"),
+        queryset=Pool.objects.none(),
+        help_text=_("The pool's experts share its queue; the first available one answers."),
+    )
+    expert = ExpertChoiceField(
+        label=_("Named expert (optional)"),
+        queryset=User.objects.none(),
+        required=False,
+        help_text=_("Only this expert of the pool will see the request until they decline it."),
+    )
+    urgency = forms.ChoiceField(label=_("Urgency"), choices=urgency_choices)
+    question = forms.CharField(
+        label=_("Question to the expert"), widget=forms.Textarea(attrs={"rows": 3})
+    )
+    clinical_context = forms.CharField(
+        label=_("Clinical context"),
+        widget=forms.Textarea(attrs={"rows": 5}),
+        required=False,
+        help_text=_("History, treatments, what was already done, what you expect."),
+    )
+    studies = forms.ModelMultipleChoiceField(
+        label=_("Imaging studies from the patient's dossier"),
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    patient_informed = forms.BooleanField(
+        label=_("The patient was informed of the tele-expertise and consents to it"),
+        required=False,
+    )
+    consent_date = forms.DateField(
+        label=_("Date of consent"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    consent_method = forms.ChoiceField(
+        label=_("How consent was obtained"), choices=EMPTY + ConsentMethod.choices, required=False
+    )
+
+    def __init__(self, *args, studies, **kwargs):
+        super().__init__(*args, **kwargs)
+        from expertise.selectors import pools_for_request_form
+
+        self.fields["pool"].queryset = pools_for_request_form()
+        self.fields["expert"].queryset = (
+            User.objects.filter(
+                is_active=True,
+                professional__expertise_memberships__role=PoolMember.Role.EXPERT,
+                professional__expertise_memberships__pool__is_active=True,
+            )
+            .select_related("professional")
+            .distinct()
+            .order_by("last_name", "first_name")
+        )
+        self.fields["studies"].queryset = studies
+        self.fields["studies"].label_from_instance = lambda study: " · ".join(
+            part
+            for part in (
+                study.study_date.strftime("%d/%m/%Y") if study.study_date else "",
+                study.modalities,
+                study.description,
+                study.institution_name,
+            )
+            if part
+        )
+
+    def clean_consent_date(self):
+        value = self.cleaned_data.get("consent_date")
+        if value and value > timezone.localdate():
+            raise forms.ValidationError(_("The consent date cannot be in the future."))
+        return value
+
+    def clean(self):
+        data = super().clean()
+        pool, expert = data.get("pool"), data.get("expert")
+        if pool and expert:
+            is_member = PoolMember.objects.filter(
+                pool=pool, professional__user=expert, role=PoolMember.Role.EXPERT
+            ).exists()
+            if not is_member:
+                self.add_error("expert", _("This expert does not answer for the chosen pool."))
+        return data
+
+
+class RequestEditForm(RequestForm):
+    revision = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class AttachmentForm(forms.Form):
+    kind = forms.ChoiceField(label=_("Kind"), choices=Attachment.Kind.choices)
+    title = forms.CharField(label=_("Title"), max_length=200, required=False)
+    file = forms.FileField(
+        label=_("File"), help_text=_("PDF, JPEG or PNG, 20 MB at most. Photos: JPEG or PNG.")
+    )
+
+    def __init__(self, *args, optional: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        # On the request form the file is optional: the browser must not ask for one.
+        if optional:
+            self.fields["file"].required = False
+
+
+class MessageForm(forms.Form):
+    body = forms.CharField(
+        label=_("Message"), widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    file = forms.FileField(label=_("Attach a file (optional)"), required=False)
+    kind = forms.ChoiceField(
+        label=_("The file is"),
+        choices=Attachment.Kind.choices,
+        initial=Attachment.Kind.DOCUMENT,
+        required=False,
+    )
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(label=_("Reason"), widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class DeclineForm(ReasonForm):
+    to = forms.ChoiceField(
+        label=_("The request goes"),
+        choices=[
+            (DeclineTo.POOL, _("back to the pool, for another expert")),
+            (DeclineTo.REQUESTER, _("back to the requester")),
+        ],
+        widget=forms.RadioSelect,
+        initial=DeclineTo.POOL,
+    )
+
+
+class QuestionForm(forms.Form):
+    question = forms.CharField(
+        label=_("Your question to the requester"), widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+
+class CloseForm(forms.Form):
+    outcome = forms.ChoiceField(
+        label=_("Did this tele-expertise avoid a referral or an exam?"),
+        choices=Request.Outcome.choices,
+        widget=forms.RadioSelect,
+    )
+
+
+class ReportForm(forms.ModelForm):
+    revision = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Report
+        fields = [
+            "findings",
+            "conclusion",
+            "recommendation",
+            "needs_consultation",
+            "needs_exam",
+            "exam_detail",
+        ]
+        widgets = {
+            "findings": forms.Textarea(attrs={"rows": 5}),
+            "conclusion": forms.Textarea(attrs={"rows": 3}),
+            "recommendation": forms.Textarea(attrs={"rows": 3}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A draft may be saved incomplete; signing checks completeness.
+        self.fields["findings"].required = False
+        self.fields["conclusion"].required = False
+
+
+class ReviewForm(forms.Form):
+    study = forms.ModelChoiceField(label=_("Study"), queryset=None, empty_label=None)
+
+    def __init__(self, *args, studies, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["study"].queryset = studies

@@ -1,0 +1,350 @@
+"""The PDF of the expert's signed report: made, stored, delivered, handed out.
+
+* :func:`request_report_pdf` — called by ``expertise.services.report_sign_and_send`` inside
+  its transaction (the rendering is queued with ``transaction.on_commit``, never run in it),
+  and by the retry of the request page when the last try failed.
+* :func:`document_render` — run by the Celery task ``expertise.render_report``: renders the
+  French template with WeasyPrint (through :mod:`portal.pdf`, which fetches nothing but our
+  static files), keeps the file with its SHA-256, and the first time a PDF of the report is
+  ready tells the requester and the patient's GP (in the portal and by an e-mail without
+  patient data).
+* :func:`report_outputs` — what the request page's PDF block shows
+  (``templates/expertise/_report_outputs.html``).
+
+The PDF is in French whatever the reader's language: it is the record of the act (CSP
+R6316-1), made once and kept, the same for the requester, the GP and the archive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from expertise import emails, notifications
+from expertise.models import (
+    Act,
+    ConsentMethod,
+    Report,
+    ReportDocument,
+    Request,
+    Urgency,
+)
+from expertise.services import ExpertiseError
+from portal import audit
+from portal.audit import Actor
+from portal.models import AuditPurpose, InsOid, Specialty
+from portal.pdf import (
+    TRANSIENT_ERRORS,
+    DocumentCorrupted,
+    describe_error,
+    portal_resources,
+    read_verified,
+    static_url,
+    store_pdf,
+    write_pdf,
+)
+
+Status = ReportDocument.Status
+PARIS = ZoneInfo("Europe/Paris")
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "DocumentCorrupted",
+    "ReportOutputs",
+    "document_integrity_failed",
+    "document_mark_failed",
+    "document_mark_retrying",
+    "document_read",
+    "document_render",
+    "download_name",
+    "may_ask_again",
+    "report_html",
+    "report_outputs",
+    "report_pdf_ask_again",
+    "request_report_pdf",
+]
+
+
+# --- Requests -----------------------------------------------------------------------------------
+
+
+def _live(report: Report) -> ReportDocument | None:
+    """The report's PDF being made or made (at most one: report_document_one_live)."""
+    return report.documents.exclude(status=Status.FAILED).first()
+
+
+def request_report_pdf(*, report: Report) -> ReportDocument:
+    """Queue the PDF of the signed ``report``; the one already made or being made is returned
+    as it is (a failed one is made again). Call it inside the caller's transaction: the task
+    starts after commit. Raises ExpertiseError for a report not signed."""
+    if not report.is_locked:
+        raise ExpertiseError(_("Only a signed report has a PDF."))
+    with transaction.atomic():
+        existing = _live(report)
+        if existing is not None:
+            return existing
+        try:
+            with transaction.atomic():
+                document = ReportDocument.objects.create(report=report)
+        except IntegrityError:
+            # Asked twice at once: the other call made it.
+            return _live(report)
+        from expertise.tasks import render_report
+
+        transaction.on_commit(lambda pk=document.pk: render_report.delay(pk))
+    return document
+
+
+def may_ask_again(*, request: Request, user) -> bool:
+    """The expert who signed and the requester may ask for the PDF again after a failure."""
+    return user.pk in (request.requester_id, request.expert_id)
+
+
+def report_pdf_ask_again(*, request: Request, by: Actor) -> ReportDocument:
+    """A new try after the last one failed (or its file was found altered)."""
+    if not may_ask_again(request=request, user=by.user):
+        raise ExpertiseError(_("Only the expert or the requester can ask for the PDF again."))
+    report = Report.objects.filter(request=request).first()
+    if report is None or not report.is_locked:
+        raise ExpertiseError(_("Only a signed report has a PDF."))
+    if _live(report) is not None:
+        raise ExpertiseError(_("The PDF of this report is ready or being made."))
+    return request_report_pdf(report=report)
+
+
+# --- What the request page shows -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportOutputs:
+    """The PDF block of a request page (``templates/expertise/_report_outputs.html``)."""
+
+    signed: bool
+    documents: list[ReportDocument]
+    can_ask_again: bool
+    ask_again_url: str
+    refresh_url: str
+
+    @property
+    def in_flight(self) -> bool:
+        return any(document.status in ReportDocument.IN_FLIGHT for document in self.documents)
+
+
+def report_outputs(*, request: Request, user) -> ReportOutputs:
+    """The report's PDF as the page shows it: the one made or being made, else the last
+    failed try (with the button to try again for the expert and the requester)."""
+    report = Report.objects.filter(request=request).first()
+    documents = list(report.documents.order_by("-created_at", "-pk")) if report else []
+    live = [document for document in documents if document.status != Status.FAILED]
+    shown = live or documents[:1]
+    for document in shown:
+        document.download_url = reverse(
+            "expertise-report-pdf",
+            kwargs={"request_id": request.pk, "document_id": document.pk},
+        )
+        document.in_flight = document.status in ReportDocument.IN_FLIGHT
+    signed = report is not None and report.is_locked
+    return ReportOutputs(
+        signed=signed,
+        documents=shown,
+        can_ask_again=signed and not live and may_ask_again(request=request, user=user),
+        ask_again_url=reverse("expertise-report-pdf-retry", kwargs={"request_id": request.pk}),
+        refresh_url=reverse("expertise-report-outputs", kwargs={"request_id": request.pk}),
+    )
+
+
+# --- Download -----------------------------------------------------------------------------------
+
+
+def document_read(document: ReportDocument) -> bytes:
+    """The stored PDF, checked against its SHA-256 (a changed file is never handed out)."""
+    if document.status != Status.READY or not document.file:
+        raise DocumentCorrupted(f"report document {document.pk} is not ready")
+    try:
+        return read_verified(name=document.file.name, sha256=document.sha256)
+    except DocumentCorrupted as error:
+        raise DocumentCorrupted(f"report document {document.pk}: {error}") from error
+
+
+def document_integrity_failed(*, document: ReportDocument, by: Actor, patient) -> None:
+    """A stored PDF no longer matches its SHA-256: never serve it, raise a security alert
+    (serious failure) and mark it failed, so that it can be made again."""
+    with transaction.atomic():
+        document_mark_failed(document=document, error=DocumentCorrupted("SHA-256 mismatch"))
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.SECURITY_ALERT,
+            action=audit.AuditAction.EXECUTE,
+            outcome=audit.AuditOutcome.SERIOUS_FAILURE,
+            obj=document,
+            patient=patient,
+            purpose=AuditPurpose.EXPERTISE,
+            detail={"integrity": "sha256 mismatch", "expected": document.sha256},
+        )
+
+
+def download_name(request: Request) -> str:
+    """A file name without patient data (download folders and proxies keep it)."""
+    return f"compte-rendu-teleexpertise-{request.pk}.pdf"
+
+
+# --- Rendering (run by expertise.tasks.render_report) -----------------------------------------
+
+
+def document_render(*, document: ReportDocument) -> ReportDocument:
+    """Render the report's PDF, store it with its SHA-256, mark it ready and deliver it the
+    first time a PDF of this report is ready."""
+    ReportDocument.objects.filter(pk=document.pk).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1
+    )
+    html = report_html(document.report)
+    data = write_pdf(html, fetcher=portal_resources())
+    stored = store_pdf(data, folder="expertise/pdf")
+    ReportDocument.objects.filter(pk=document.pk).update(
+        status=Status.READY,
+        file=stored.name,
+        sha256=stored.sha256,
+        size=stored.size,
+        generated_at=stored.stored_at,
+        error="",
+    )
+    document.refresh_from_db()
+    document_deliver(document=document)
+    return document
+
+
+def document_deliver(*, document: ReportDocument) -> bool:
+    """Tell the requester and the GP that the report is available, once per report: the
+    claim is one conditional UPDATE (a redelivered task, two workers, a remade PDF after an
+    altered file: nobody is told twice). True when this call delivered it."""
+    already = ReportDocument.objects.filter(
+        report_id=OuterRef("report_id"), delivered_at__isnull=False
+    )
+    with transaction.atomic():
+        claimed = (
+            ReportDocument.objects.filter(
+                pk=document.pk, status=Status.READY, delivered_at__isnull=True
+            )
+            .filter(~Exists(already))
+            .update(delivered_at=timezone.now())
+        )
+        if not claimed:
+            return False
+        request = Request.objects.select_related("patient", "requester").get(
+            pk=document.report.request_id
+        )
+        # The task may run in a page's request (in-process): the messages are in the portal's
+        # language, not in the language of whoever happened to trigger it.
+        with translation.override(settings.LANGUAGE_CODE):
+            recipients = notifications.report_delivered(request)
+        emails.report_available_after_commit(request=request, recipients=recipients)
+    return True
+
+
+def document_mark_retrying(*, document: ReportDocument, error: Exception) -> None:
+    ReportDocument.objects.filter(pk=document.pk).update(
+        status=Status.RETRYING, error=describe_error(error)
+    )
+
+
+def document_mark_failed(*, document: ReportDocument, error: Exception) -> None:
+    ReportDocument.objects.filter(pk=document.pk).update(
+        status=Status.FAILED, error=describe_error(error)
+    )
+
+
+# --- The template's context -------------------------------------------------------------------
+
+# The record's own wording, not the interface's catalogue: the PDF reads the same whatever the
+# state of the translations (the portal's labels of specialty and sex are translated already
+# and come out in French under translation.override("fr")).
+URGENCY_FR = {
+    Urgency.URGENT: "Urgente (réponse attendue sous 24 h)",
+    Urgency.PRIORITY: "Prioritaire (réponse attendue sous 3 jours)",
+    Urgency.ROUTINE: "Standard (réponse attendue sous 7 jours)",
+}
+CONSENT_METHOD_FR = {
+    ConsentMethod.ORAL: "Information orale, consentement consigné dans le dossier",
+    ConsentMethod.WRITTEN: "Consentement écrit",
+    ConsentMethod.REPRESENTATIVE: "Consentement du représentant légal",
+}
+ACT_FR = {
+    Act.Code.TE2: "Acte de télé-expertise du médecin requis",
+    Act.Code.RQD: "Demande de télé-expertise du médecin requérant",
+}
+
+
+def _specialty(code: str) -> str:
+    try:
+        return str(Specialty(code).label)
+    except ValueError:
+        return code
+
+
+def _professional(user) -> dict:
+    """Name, RPPS and main establishment of a user as they are now."""
+    if user is None:
+        return {"name": "", "rpps": "", "establishment": None}
+    try:
+        professional = user.professional
+    except ObjectDoesNotExist:  # staff without a professional profile
+        return {"name": user.get_full_name() or user.email, "rpps": "", "establishment": None}
+    return {
+        "name": professional.display_name,
+        "rpps": professional.rpps or "",
+        "establishment": professional.primary_establishment(),
+    }
+
+
+def report_html(report: Report) -> str:
+    """The HTML of the signed report's PDF, in French."""
+    report = Report.objects.select_related(
+        "request__patient",
+        "request__pool__establishment",
+        "request__requester__professional",
+        "request__requester_establishment",
+    ).get(pk=report.pk)
+    request = report.request
+    patient = request.patient
+    ins = patient.ins_for_output()
+    gp = notifications.gp_of(request)
+    with translation.override("fr"), timezone.override(PARIS):
+        requester = _professional(request.requester)
+        context = {
+            "request": request,
+            "report": report,
+            "patient": patient,
+            "sex": patient.get_sex_display(),
+            "ins": (
+                {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)}
+                if ins
+                else None
+            ),
+            "requester": {
+                **requester,
+                "establishment": request.requester_establishment or requester["establishment"],
+            },
+            "gp": _professional(gp)["name"] if gp else "",
+            "pool": request.pool,
+            "establishment": request.pool.establishment,
+            "specialty": _specialty(request.specialty),
+            "urgency": URGENCY_FR.get(request.urgency, request.urgency),
+            "consent_method": CONSENT_METHOD_FR.get(request.consent_method, ""),
+            "studies": list(request.studies.order_by("study_date", "pk")),
+            "acts": [
+                {"act": act, "label": ACT_FR.get(act.code, act.code)}
+                for act in request.acts.order_by("-code")  # TE2, then RQD
+            ],
+            "logo_url": static_url("img/favicon.svg"),
+            "generated_at": timezone.now(),
+        }
+        return render_to_string("expertise/pdf/report.html", context)

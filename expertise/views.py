@@ -1,0 +1,555 @@
+"""Tele-expertise pages: thin views over expertise.services and expertise.selectors, every one
+that takes a request id going through expertise.access.get_request_for_user."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from expertise import selectors, services
+from expertise.access import get_request_for_user
+from expertise.billing import EXPORT_ACTS_PERMISSION
+from expertise.forms import (
+    AttachmentForm,
+    CloseForm,
+    DeclineForm,
+    MessageForm,
+    QuestionForm,
+    ReasonForm,
+    ReportForm,
+    RequestEditForm,
+    RequestForm,
+    ReviewForm,
+)
+from expertise.indicators import may_see_indicators
+from expertise.models import Report, Request
+from imaging.models import ReviewRoom
+from imaging.selectors import studies_visible_to
+from portal import audit
+from portal.access import get_patient_for_user, record_refusal
+from portal.audit import Actor
+from portal.models import AuditPurpose
+from portal.views import patient_data_view
+
+State = Request.State
+PAGE_SIZE = 20
+
+
+def _audit(request, *, event, action, obj=None, patient=None, **detail):
+    audit.record(
+        actor=Actor.from_request(request),
+        event=event,
+        action=action,
+        obj=obj,
+        patient=patient,
+        purpose=AuditPurpose.EXPERTISE,
+        detail=detail,
+    )
+
+
+def _audit_read(request, obj, patient, **detail):
+    _audit(
+        request,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=obj,
+        patient=patient,
+        **detail,
+    )
+
+
+def _to_request(found: Request):
+    return redirect("expertise-request", request_id=found.pk)
+
+
+# --- Lists -----------------------------------------------------------------------------------
+
+
+def _state_tabs(counts: dict[str, int]) -> list[tuple[str, str, int]]:
+    return [(code, label, counts[code]) for code, label in State.choices if counts.get(code)]
+
+
+@patient_data_view
+@require_GET
+def expertise_home(request):
+    """The user's requests by state; for experts, their pools' queue and their accepted ones."""
+    user = request.user
+    state = request.GET.get("state", "")
+    if state not in State.values:
+        state = ""
+    mine = Paginator(selectors.my_requests(user=user, state=state), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    is_expert = selectors.pools_of(user, role="expert").exists()
+    queue = assignments = None
+    if is_expert:
+        queue = Paginator(selectors.pool_queue(user=user), PAGE_SIZE).get_page(
+            request.GET.get("queue_page")
+        )
+        assignments = selectors.my_assignments(user=user)[:50]
+    coordinated = list(selectors.coordinated_pools(user).select_related("establishment"))
+    _audit(
+        request,
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        query=f"tele-expertise lists state={state}",
+    )
+    return render(
+        request,
+        "expertise/home.html",
+        {
+            "mine": mine,
+            "state": state,
+            "state_tabs": _state_tabs(selectors.my_request_counts(user=user)),
+            "is_expert": is_expert,
+            "queue": queue,
+            "assignments": assignments,
+            "coordinated": coordinated,
+            "can_see_indicators": may_see_indicators(user),
+            "can_export_acts": user.has_perm(EXPORT_ACTS_PERMISSION),
+        },
+    )
+
+
+@patient_data_view
+@require_GET
+def pool_board(request, pool_id):
+    """The coordinator's board of one pool: open requests first, with their delays."""
+    pool = selectors.coordinated_pools(request.user).filter(pk=pool_id).first()
+    if pool is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="expertise.pool",
+            object_id=pool_id,
+            purpose=AuditPurpose.EXPERTISE,
+        )
+        raise Http404
+    state = request.GET.get("state", "open")
+    if state not in [*State.values, "open", "all"]:
+        state = "open"
+    requests = selectors.pool_board(pool=pool, state="" if state == "all" else state)
+    page = Paginator(requests, PAGE_SIZE).get_page(request.GET.get("page"))
+    _audit(
+        request,
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        query=f"tele-expertise pool board state={state}",
+        pool=pool.pk,
+    )
+    return render(
+        request,
+        "expertise/pool_board.html",
+        {"pool": pool, "page": page, "state": state, "states": State.choices},
+    )
+
+
+# --- Writing a request -------------------------------------------------------------------------
+
+
+def _patient_studies(request, patient):
+    return (
+        studies_visible_to(request.user)
+        .filter(patient=patient)
+        .order_by("-study_date", "-study_time", "-pk")
+    )
+
+
+def _request_fields(data: dict) -> dict:
+    return {
+        key: data[key]
+        for key in (
+            "urgency",
+            "question",
+            "clinical_context",
+            "patient_informed",
+            "consent_date",
+            "consent_method",
+        )
+    }
+
+
+@patient_data_view
+def request_create(request, patient_id):
+    patient = get_patient_for_user(request, patient_id, purpose=AuditPurpose.EXPERTISE)
+    studies = _patient_studies(request, patient)
+    form = RequestForm(request.POST or None, studies=studies)
+    attachment_form = AttachmentForm(
+        request.POST or None, request.FILES or None, prefix="file", optional=True
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        upload = request.FILES.get("file-file")
+        if upload is not None and not attachment_form.is_valid():
+            messages.error(request, _("The file was not attached: check its fields."))
+        else:
+            try:
+                created = services.request_create(
+                    patient=patient,
+                    pool=data["pool"],
+                    expert=data["expert"],
+                    studies=list(data["studies"]),
+                    by=Actor.from_request(request),
+                    **_request_fields(data),
+                )
+            except services.ExpertiseError as error:
+                messages.error(request, str(error))
+            else:
+                if upload is not None:
+                    try:
+                        services.attachment_add(
+                            request=created,
+                            by=Actor.from_request(request),
+                            kind=attachment_form.cleaned_data["kind"],
+                            title=attachment_form.cleaned_data["title"],
+                            upload=upload,
+                        )
+                    except services.ExpertiseError as error:
+                        messages.error(request, str(error))
+                messages.success(request, _("Draft saved. Check it, then send it."))
+                return _to_request(created)
+    elif request.method == "POST":
+        messages.error(request, _("The request was not saved: check the highlighted fields."))
+    if request.method == "GET":
+        _audit_read(request, patient, patient, view="tele-expertise request form")
+    return render(
+        request,
+        "expertise/request_form.html",
+        {"patient": patient, "form": form, "attachment_form": attachment_form},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@patient_data_view
+def request_edit(request, request_id):
+    found = get_request_for_user(request, request_id)
+    if found.requester_id != request.user.pk or found.state != State.DRAFT:
+        messages.error(request, _("Only the requester edits a draft."))
+        return _to_request(found)
+    initial = {
+        "pool": found.pool,
+        "expert": found.expert,
+        "urgency": found.urgency,
+        "question": found.question,
+        "clinical_context": found.clinical_context,
+        "studies": list(found.studies.all()),
+        "patient_informed": found.patient_informed,
+        "consent_date": found.consent_date,
+        "consent_method": found.consent_method,
+        "revision": found.revision,
+    }
+    form = RequestEditForm(
+        request.POST or None, initial=initial, studies=_patient_studies(request, found.patient)
+    )
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.request_update(
+                    request=found,
+                    revision=data["revision"],
+                    by=Actor.from_request(request),
+                    pool=data["pool"],
+                    expert=data["expert"],
+                    studies=list(data["studies"]),
+                    **_request_fields(data),
+                )
+            except services.StaleEdit as error:
+                messages.error(request, str(error))
+                status = 409
+            except services.ExpertiseError as error:
+                messages.error(request, str(error))
+                status = 400
+            else:
+                messages.success(request, _("Draft saved."))
+                return _to_request(found)
+        else:
+            messages.error(request, _("The request was not saved: check the highlighted fields."))
+            status = 400
+    else:
+        _audit_read(request, found, found.patient, view="tele-expertise request form")
+    return render(
+        request,
+        "expertise/request_form.html",
+        {"patient": found.patient, "form": form, "found": found},
+        status=status,
+    )
+
+
+# --- The request's page ------------------------------------------------------------------------
+
+
+def _detail_context(request, found: Request) -> dict:
+    user = request.user
+    is_requester = found.requester_id == user.pk
+    is_expert = found.expert_id == user.pk
+    report = Report.objects.filter(request=found).first()
+    can_write_report = is_expert and found.state in (State.ACCEPTED, State.INFO_REQUESTED)
+    is_coordinator = services.is_pool_coordinator(pool=found.pool, user=user)
+    studies = list(found.studies.all().order_by("-study_date", "-pk"))
+    room = ReviewRoom.objects.filter(expertise_request=found, closed_at__isnull=True).first()
+    from expertise.pdf import report_outputs
+
+    return {
+        "found": found,
+        "patient": found.patient,
+        "is_requester": is_requester,
+        "is_expert": is_expert,
+        "is_coordinator": is_coordinator,
+        "may_claim": services.may_claim(request=found, user=user),
+        "may_decline": services.may_decline(request=found, user=user),
+        "may_write": services.may_write(request=found, user=user),
+        "may_review": services.may_start_review(request=found, user=user) and bool(studies),
+        "missing": services.request_missing(found) if found.state == State.DRAFT else [],
+        "requirement": services.requirement_label(found.specialty),
+        "limit_reached": (is_expert or services.may_claim(request=found, user=user))
+        and found.state in (State.SENT, State.ACCEPTED, State.INFO_REQUESTED)
+        and services.annual_limit_reached(found, expert=user),
+        "studies": studies,
+        "attachments": list(found.attachments.filter(message__isnull=True)),
+        "thread": list(
+            found.messages.select_related("author__professional").prefetch_related("attachments")
+        ),
+        "events": list(found.events.select_related("actor__professional")),
+        "report": report,
+        "report_form": ReportForm(
+            instance=report, initial={"revision": report.revision if report else None}
+        )
+        if can_write_report and not (report and report.is_locked)
+        else None,
+        "report_missing": services.report_missing(report) if can_write_report else [],
+        "room": room,
+        "message_form": MessageForm(),
+        "attachment_form": AttachmentForm(prefix="file"),
+        "decline_form": DeclineForm(),
+        "reason_form": ReasonForm(),
+        "question_form": QuestionForm(),
+        "close_form": CloseForm(),
+        "review_form": ReviewForm(studies=found.studies.all()) if studies else None,
+        "outputs": report_outputs(request=found, user=user)
+        if report and report.is_locked
+        else None,
+    }
+
+
+@patient_data_view
+@require_GET
+def request_detail(request, request_id):
+    found = get_request_for_user(request, request_id)
+    _audit_read(request, found, found.patient, view="tele-expertise request")
+    return render(request, "expertise/request.html", _detail_context(request, found))
+
+
+def _act(request, found: Request, action):
+    """Run ``action(actor)`` for a request fetched through its helper; refusals are messages."""
+    try:
+        action(Actor.from_request(request))
+    except services.ExpertiseError as error:
+        messages.error(request, str(error))
+    return _to_request(found)
+
+
+def _with_form(request, found, form, action):
+    if not form.is_valid():
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+        return _to_request(found)
+    return _act(request, found, lambda by: action(by, form.cleaned_data))
+
+
+@patient_data_view
+@require_POST
+def attachment_add(request, request_id):
+    found = get_request_for_user(request, request_id)
+    form = AttachmentForm(request.POST, request.FILES, prefix="file")
+    return _with_form(
+        request,
+        found,
+        form,
+        lambda by, data: services.attachment_add(
+            request=found, by=by, kind=data["kind"], title=data["title"], upload=data["file"]
+        ),
+    )
+
+
+@patient_data_view
+@require_GET
+def attachment_download(request, request_id, attachment_id):
+    found = get_request_for_user(request, request_id)
+    attachment = found.attachments.filter(pk=attachment_id).first()
+    if attachment is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="expertise.attachment",
+            object_id=attachment_id,
+            patient=found.patient,
+            purpose=AuditPurpose.EXPERTISE,
+        )
+        raise Http404
+    _audit_read(request, attachment, found.patient, expertise_request=found.pk)
+    response = FileResponse(
+        attachment.file.open("rb"),
+        content_type=attachment.content_type,
+        as_attachment=attachment.content_type == "application/pdf",
+        filename=attachment.file.name.rsplit("/", 1)[-1],
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@patient_data_view
+@require_POST
+def request_send(request, request_id):
+    found = get_request_for_user(request, request_id)
+    return _act(request, found, lambda by: services.request_send(request=found, by=by))
+
+
+@patient_data_view
+@require_POST
+def request_claim(request, request_id):
+    found = get_request_for_user(request, request_id)
+    return _act(request, found, lambda by: services.request_claim(request=found, by=by))
+
+
+@patient_data_view
+@require_POST
+def request_decline(request, request_id):
+    found = get_request_for_user(request, request_id)
+    response = _with_form(
+        request,
+        found,
+        DeclineForm(request.POST),
+        lambda by, data: services.request_decline(
+            request=found, by=by, reason=data["reason"], to=data["to"]
+        ),
+    )
+    # Declined back to the pool, the request may no longer be the expert's to see.
+    if selectors.requests_visible_to(request.user).filter(pk=found.pk).exists():
+        return response
+    messages.info(request, _("The request left your list."))
+    return redirect("expertise-home")
+
+
+@patient_data_view
+@require_POST
+def request_ask(request, request_id):
+    found = get_request_for_user(request, request_id)
+    return _with_form(
+        request,
+        found,
+        QuestionForm(request.POST),
+        lambda by, data: services.request_ask_information(
+            request=found, by=by, question=data["question"]
+        ),
+    )
+
+
+@patient_data_view
+@require_POST
+def message_post(request, request_id):
+    found = get_request_for_user(request, request_id)
+    form = MessageForm(request.POST, request.FILES)
+    return _with_form(
+        request,
+        found,
+        form,
+        lambda by, data: services.message_post(
+            request=found,
+            by=by,
+            body=data["body"],
+            upload=data["file"],
+            kind=data["kind"] or "document",
+        ),
+    )
+
+
+@patient_data_view
+@require_POST
+def report_save(request, request_id):
+    found = get_request_for_user(request, request_id)
+    report = Report.objects.filter(request=found).first()
+    form = ReportForm(request.POST, instance=report)
+    if not form.is_valid():
+        messages.error(request, _("The report was not saved: check its fields."))
+        return _to_request(found)
+    data = dict(form.cleaned_data)
+    revision = data.pop("revision")
+    try:
+        services.report_save(
+            request=found, by=Actor.from_request(request), revision=revision, **data
+        )
+    except services.ExpertiseError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, _("Report saved (not sent)."))
+    return _to_request(found)
+
+
+@patient_data_view
+@require_POST
+def report_sign(request, request_id):
+    found = get_request_for_user(request, request_id)
+    try:
+        revision = int(request.POST.get("revision", ""))
+    except ValueError:
+        messages.error(request, _("Save the report before signing it."))
+        return _to_request(found)
+    response = _act(
+        request,
+        found,
+        lambda by: services.report_sign_and_send(request=found, by=by, revision=revision),
+    )
+    found.refresh_from_db()
+    if found.state == State.ANSWERED:
+        messages.success(request, _("Report signed and sent to the requester and the GP."))
+    return response
+
+
+@patient_data_view
+@require_POST
+def request_close(request, request_id):
+    found = get_request_for_user(request, request_id)
+    return _with_form(
+        request,
+        found,
+        CloseForm(request.POST),
+        lambda by, data: services.request_close(request=found, by=by, outcome=data["outcome"]),
+    )
+
+
+@patient_data_view
+@require_POST
+def request_cancel(request, request_id):
+    found = get_request_for_user(request, request_id)
+    return _with_form(
+        request,
+        found,
+        ReasonForm(request.POST),
+        lambda by, data: services.request_cancel(request=found, by=by, reason=data["reason"]),
+    )
+
+
+@patient_data_view
+@require_POST
+def request_redraft(request, request_id):
+    found = get_request_for_user(request, request_id)
+    return _act(request, found, lambda by: services.request_redraft(request=found, by=by))
+
+
+@patient_data_view
+@require_POST
+def review_start(request, request_id):
+    found = get_request_for_user(request, request_id)
+    form = ReviewForm(request.POST, studies=found.studies.all())
+    if not form.is_valid():
+        messages.error(request, _("Choose one of the request's studies."))
+        return _to_request(found)
+    try:
+        room = services.review_start(
+            request=found, study=form.cleaned_data["study"], by=Actor.from_request(request)
+        )
+    except services.ExpertiseError as error:
+        messages.error(request, str(error))
+        return _to_request(found)
+    return redirect("review-room", room_id=room.pk)

@@ -1,0 +1,262 @@
+"""The tele-expertise pages as their users meet them: forms, lists, the request's page."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from expertise import services
+from expertise.models import Attachment, Request
+from portal.audit import Actor
+from tests.conftest import client_for
+from tests.expertise_world import (
+    QUESTION,
+    REPORT,
+    accepted_request,
+    answered_request,
+    draft_request,
+    expertise_world,
+    jpeg_upload,
+    sent_request,
+)
+from tests.permission_matrix import imaged_study
+
+State = Request.State
+
+
+@pytest.fixture
+def tele(world):
+    return expertise_world(world)
+
+
+def english(user):
+    """A signed-in client reading the pages in English (the tests assert English text)."""
+    client = client_for(user)
+    client.cookies["django_language"] = "en"
+    return client
+
+
+def _form(tele, **overrides):
+    data = {
+        "pool": tele.teleradiology.pk,
+        "expert": "",
+        "urgency": "priority",
+        "question": QUESTION,
+        "clinical_context": "Fumeur.",
+        "studies": [tele.ct.pk],
+        "patient_informed": "on",
+        "consent_date": "2026-11-20",
+        "consent_method": "oral",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_the_gp_writes_a_request_from_the_patient_record_and_sends_it(tele):
+    gp = english(tele.gp.user)
+    record = gp.get(reverse("patient-detail", args=[tele.patient.pk]))
+    create_url = reverse("expertise-request-create", args=[tele.patient.pk])
+    assert create_url in record.content.decode()
+
+    form = gp.get(create_url).content.decode()
+    # The form says what each specialty needs, and offers the patient's CT.
+    assert "needs at least one imaging study" in form
+    assert tele.ct.description in form
+
+    response = gp.post(create_url, _form(tele))
+    request = Request.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("expertise-request", args=[request.pk])
+    assert request.state == State.DRAFT and list(request.studies.all()) == [tele.ct]
+
+    page = gp.get(response["Location"]).content.decode()
+    assert QUESTION.split(":")[0] in page and 'data-testid="send-request"' in page
+    gp.post(reverse("expertise-request-send", args=[request.pk]))
+    request.refresh_from_db()
+    assert request.state == State.SENT
+
+
+def test_an_invalid_form_says_why_and_creates_nothing(tele):
+    gp = english(tele.gp.user)
+    url = reverse("expertise-request-create", args=[tele.patient.pk])
+    response = gp.post(url, _form(tele, question="", consent_date="2999-01-01"))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "The consent date cannot be in the future." in page
+    assert not Request.objects.exists()
+    # An expert of another pool than the one chosen.
+    response = gp.post(url, _form(tele, expert=tele.outsider.user.pk))
+    assert response.status_code == 400
+    assert not Request.objects.exists()
+
+
+def test_a_dermatology_request_takes_its_photo_with_the_form(tele):
+    gp = english(tele.gp.user)
+    data = _form(tele, pool=tele.dermatology.pk, studies=None)
+    data.update({"file-kind": "photo", "file-title": "Lésion dorsale", "file-file": jpeg_upload()})
+    gp.post(reverse("expertise-request-create", args=[tele.patient.pk]), data)
+    request = Request.objects.get()
+    assert request.attachments.get().kind == Attachment.Kind.PHOTO
+    assert services.request_missing(request) == []
+    download = gp.get(
+        reverse("expertise-attachment", args=[request.pk, request.attachments.get().pk])
+    )
+    assert download.status_code == 200 and download["Content-Type"] == "image/jpeg"
+
+
+def test_a_stale_draft_edit_is_refused_with_a_message(tele):
+    request = draft_request(tele)
+    gp = english(tele.gp.user)
+    url = reverse("expertise-request-edit", args=[request.pk])
+    seen = request.revision
+    assert gp.post(url, _form(tele, revision=seen, question="v2")).status_code == 302
+    response = gp.post(url, _form(tele, revision=seen, question="v3"))
+    assert response.status_code == 409
+    assert "Somebody changed this request" in response.content.decode()
+    request.refresh_from_db()
+    assert request.question == "v2"
+
+
+def test_a_refused_step_is_a_message_not_an_error(tele):
+    request = draft_request(tele)
+    Request.objects.filter(pk=request.pk).update(patient_informed=False)
+    gp = english(tele.gp.user)
+    response = gp.post(reverse("expertise-request-send", args=[request.pk]), follow=True)
+    assert response.status_code == 200
+    assert "cannot be sent yet" in response.content.decode()
+    assert Request.objects.get(pk=request.pk).state == State.DRAFT
+
+
+def test_the_expert_claims_asks_reads_the_answer_and_signs(tele):
+    request = sent_request(tele)
+    expert = english(tele.teleradiologist.user)
+    home = expert.get(reverse("expertise-home")).content.decode()
+    assert f'data-request="{request.pk}"' in home
+
+    expert.post(reverse("expertise-request-claim", args=[request.pk]))
+    expert.post(reverse("expertise-request-ask", args=[request.pk]), {"question": "Tabac actif ?"})
+    request.refresh_from_db()
+    assert request.state == State.INFO_REQUESTED
+
+    gp = english(tele.gp.user)
+    page = gp.get(reverse("expertise-request", args=[request.pk])).content.decode()
+    assert "Tabac actif ?" in page and "Answer the expert" in page
+    gp.post(reverse("expertise-message-post", args=[request.pk]), {"body": "Oui, actif."})
+    request.refresh_from_db()
+    assert request.state == State.ACCEPTED
+
+    expert.post(reverse("expertise-report-save", args=[request.pk]), {**REPORT, "revision": ""})
+    revision = request.report.revision
+    expert.post(reverse("expertise-report-sign", args=[request.pk]), {"revision": revision})
+    request.refresh_from_db()
+    assert request.state == State.ANSWERED
+    page = gp.get(reverse("expertise-request", args=[request.pk])).content.decode()
+    assert REPORT["conclusion"] in page and 'data-testid="close-request"' in page
+    gp.post(reverse("expertise-request-close", args=[request.pk]), {"outcome": "avoided"})
+    assert Request.objects.get(pk=request.pk).state == State.CLOSED
+
+
+def test_the_expert_is_warned_when_the_patient_has_four_acts_this_year(tele):
+    for _ in range(4):
+        answered_request(tele)
+    request = accepted_request(tele)
+    page = english(tele.teleradiologist.user).get(reverse("expertise-request", args=[request.pk]))
+    assert 'data-testid="annual-limit"' in page.content.decode()
+    other = sent_request(tele)
+    page = english(tele.second_radiologist.user).get(reverse("expertise-request", args=[other.pk]))
+    assert 'data-testid="annual-limit"' not in page.content.decode()
+
+
+def test_declined_back_to_the_pool_the_expert_is_sent_to_the_list(tele):
+    request = accepted_request(tele, expert=tele.teleradiologist.user)
+    response = english(tele.teleradiologist.user).post(
+        reverse("expertise-request-decline", args=[request.pk]),
+        {"reason": "Absente demain", "to": "pool"},
+    )
+    assert response.status_code == 302
+    request.refresh_from_db()
+    assert request.state == State.SENT and request.expert is None
+
+
+def test_the_expert_opens_a_live_review_with_the_requester(tele):
+    request = accepted_request(tele)
+    response = english(tele.teleradiologist.user).post(
+        reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
+    )
+    room = request.review_room
+    assert response["Location"] == reverse("review-room", args=[room.pk])
+    # The requester is invited, and the request's page leads there.
+    joined = english(tele.gp.user).get(reverse("review-room", args=[room.pk]))
+    assert joined.status_code == 200
+    page = english(tele.gp.user).get(reverse("expertise-request", args=[request.pk]))
+    assert reverse("review-room", args=[room.pk]) in page.content.decode()
+    # Once answered, the room closes.
+    expert = Actor(user=tele.teleradiologist.user)
+    report = services.report_save(request=request, by=expert, revision=None, **REPORT)
+    services.report_sign_and_send(request=request, by=expert, revision=report.revision)
+    assert english(tele.gp.user).get(reverse("review-room", args=[room.pk])).status_code == 404
+
+
+def test_a_study_not_attached_to_the_request_cannot_be_reviewed(tele):
+    other_ct = imaged_study(tele, key="other-ct")["study"]
+    request = draft_request(tele, with_ct=False)
+    services.request_update(
+        request=request, revision=request.revision, by=Actor(user=tele.gp.user), studies=[other_ct]
+    )
+    services.request_send(request=request, by=Actor(user=tele.gp.user))
+    services.request_claim(request=request, by=Actor(user=tele.teleradiologist.user))
+    response = english(tele.teleradiologist.user).post(
+        reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
+    )
+    assert response.status_code == 302
+    assert not hasattr(Request.objects.get(pk=request.pk), "review_room")
+
+
+def _lists(client, tele):
+    with CaptureQueriesContext(connection) as queries:
+        for url in (
+            reverse("expertise-home"),
+            reverse("expertise-home") + "?state=sent",
+        ):
+            assert client.get(url).status_code == 200
+    return len(queries)
+
+
+def test_lists_cost_the_same_queries_for_3_or_12_requests(tele):
+    for _ in range(3):
+        sent_request(tele)
+    expert, gp = english(tele.teleradiologist.user), english(tele.gp.user)
+    coordinator = english(tele.pool_coordinator.user)
+    board = reverse("expertise-pool", args=[tele.teleradiology.pk])
+    few = (_lists(expert, tele), _lists(gp, tele), len_queries(coordinator, board))
+    for _ in range(9):
+        accepted_request(tele)
+    many = (_lists(expert, tele), _lists(gp, tele), len_queries(coordinator, board))
+    assert few == many
+
+
+def len_queries(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+def test_the_board_shows_the_pool_and_its_delays(tele):
+    request = sent_request(tele, urgency="urgent")
+    Request.objects.filter(pk=request.pk).update(due_at=request.sent_at)  # overdue
+    page = english(tele.pool_coordinator.user).get(
+        reverse("expertise-pool", args=[tele.teleradiology.pk])
+    )
+    html = page.content.decode()
+    assert f'data-request="{request.pk}"' in html and 'data-testid="overdue"' in html
+
+
+def test_pages_speak_french_first(tele):
+    request = accepted_request(tele)
+    client = client_for(tele.teleradiologist.user)
+    html = client.get(reverse("expertise-request", args=[request.pk])).content.decode()
+    assert "Accepté" in html or "Acceptée" in html
+    assert "Demander des précisions au requérant" in html
+    client.cookies["django_language"] = "en"
+    html = client.get(reverse("expertise-request", args=[request.pk])).content.decode()
+    assert "Ask the requester for more information" in html
