@@ -147,7 +147,16 @@ def test_a_gp_asks_teleradiology_and_gets_a_signed_report(demo_server, browser):
     programme_context, programme, more = _page(browser, base, "m.dumas@mirc.test")
     errors += more
     programme.goto(f"{base}/teleexpertise/indicateurs/")
-    assert POOL in programme.locator("main").inner_text()
+    row = programme.locator("table").first.locator("tbody tr", has_text=POOL)
+    sent, avoided = _shell(
+        manage,
+        "from expertise.models import Request as R;"
+        f"q = R.objects.filter(pool__name='{POOL}', sent_at__isnull=False);"
+        "print(q.count(), q.filter(state='closed', outcome='avoided').count())",
+    ).split()
+    # This request counts among the pool's requests and among those that avoided a referral.
+    assert row.locator("td").first.inner_text() == sent
+    assert f"{avoided} / " in row.locator("td").last.inner_text()
     programme.screenshot(path=str(ARTIFACTS / "expertise-indicators.png"), full_page=True)
 
     assert not errors, errors
