@@ -203,6 +203,21 @@ class Request(models.Model):
         return int(self.expected_delay.total_seconds() // 3600)
 
     @property
+    def answer_hours(self) -> float | None:
+        """Hours from sending to the report, for the boards (None until answered)."""
+        if self.sent_at is None or self.answered_at is None:
+            return None
+        return round((self.answered_at - self.sent_at).total_seconds() / 3600, 1)
+
+    @property
+    def answered_in_time(self) -> bool:
+        return (
+            self.answered_at is not None
+            and self.due_at is not None
+            and (self.answered_at <= self.due_at)
+        )
+
+    @property
     def is_overdue(self) -> bool:
         return (
             self.state in self.OPEN_STATES

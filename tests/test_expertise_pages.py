@@ -1,5 +1,7 @@
 """The tele-expertise pages as their users meet them: forms, lists, the request's page."""
 
+import datetime as dt
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -244,11 +246,16 @@ def len_queries(client, url):
 def test_the_board_shows_the_pool_and_its_delays(tele):
     request = sent_request(tele, urgency="urgent")
     Request.objects.filter(pk=request.pk).update(due_at=request.sent_at)  # overdue
-    page = english(tele.pool_coordinator.user).get(
-        reverse("expertise-pool", args=[tele.teleradiology.pk])
+    answered = answered_request(tele)
+    Request.objects.filter(pk=answered.pk).update(
+        answered_at=answered.sent_at + dt.timedelta(hours=21, minutes=30)
     )
-    html = page.content.decode()
+    coordinator = english(tele.pool_coordinator.user)
+    board = reverse("expertise-pool", args=[tele.teleradiology.pk])
+    html = coordinator.get(board).content.decode()
     assert f'data-request="{request.pk}"' in html and 'data-testid="overdue"' in html
+    html = coordinator.get(board + "?state=answered").content.decode()
+    assert f'data-request="{answered.pk}"' in html and "answered in 21.5 h" in html
 
 
 def test_pages_speak_french_first(tele):
