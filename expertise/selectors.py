@@ -136,17 +136,3 @@ def pools_for_request_form() -> QuerySet[Pool]:
         .prefetch_related(Prefetch("memberships", queryset=experts, to_attr="experts"))
         .order_by("specialty", "name")
     )
-
-
-def request_detail(request_id: int) -> Request | None:
-    return (
-        Request.objects.filter(pk=request_id)
-        .select_related(
-            "patient",
-            "pool__establishment",
-            "requester__professional",
-            "expert__professional",
-            "requester_establishment",
-        )
-        .first()
-    )
