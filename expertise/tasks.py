@@ -11,15 +11,9 @@ from expertise import pdf
 from expertise.deadlines import watch_deadlines  # noqa: F401
 from expertise.emails import send_report_emails  # noqa: F401
 from expertise.models import ReportDocument
+from portal.pdf import MAX_RETRIES, render_with_retries
 
 logger = logging.getLogger(__name__)
-
-MAX_RETRIES = 5
-
-
-def retry_delay(retries: int) -> int:
-    """Seconds before the next try: 15 s, 30 s, 1 min, 2 min, 4 min (bounded at 5 min)."""
-    return min(300, 15 * 2**retries)
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES, acks_late=True, name="expertise.render_report")
@@ -38,21 +32,11 @@ def render_report(self, document_id: int) -> None:
         # Deleted meanwhile, a redelivery (acks_late) of a finished task, or given up on:
         # a failed document stays failed, the retry makes a new one.
         return
-    try:
-        pdf.document_render(document=document)
-    except pdf.TRANSIENT_ERRORS as error:
-        if self.request.is_eager or self.request.retries >= self.max_retries:
-            logger.warning(
-                "Report document %s failed after %s tries: %s",
-                document_id,
-                self.request.retries + 1,
-                error,
-            )
-            pdf.document_mark_failed(document=document, error=error)
-            return
-        pdf.document_mark_retrying(document=document, error=error)
-        raise self.retry(exc=error, countdown=retry_delay(self.request.retries)) from error
-    except Exception as error:
-        # Bad data or a bug: another try would fail the same way. Never leave it pending.
-        logger.exception("Report document %s failed", document_id)
-        pdf.document_mark_failed(document=document, error=error)
+    render_with_retries(
+        self,
+        document=document,
+        render=pdf.document_render,
+        mark_retrying=pdf.document_mark_retrying,
+        mark_failed=pdf.document_mark_failed,
+        logger=logger,
+    )

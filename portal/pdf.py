@@ -174,3 +174,41 @@ def write_pdf(html: str, *, media=(), fetcher=None) -> bytes:
 
     fetcher = fetcher or portal_resources(media=media)
     return HTML(string=html, base_url=BASE_URL, url_fetcher=fetcher).write_pdf()
+
+
+# --- The Celery side: one rendering, retried when the failure is transient -----------------
+
+MAX_RETRIES = 5
+
+
+def retry_delay(retries: int) -> int:
+    """Seconds before the next try: 15 s, 30 s, 1 min, 2 min, 4 min (bounded at 5 min)."""
+    return min(300, 15 * 2**retries)
+
+
+def render_with_retries(task, *, document, render, mark_retrying, mark_failed, logger) -> None:
+    """Run ``render(document=...)`` inside the bound Celery ``task``: transient errors
+    (storage, database) are retried with backoff, bounded; anything else marks the document
+    failed at once, so it never stays pending.
+
+    Run in-process (the demo, the tests) there is no delayed retry: the document is marked
+    failed at once and its page offers to make it again.
+    """
+    try:
+        render(document=document)
+    except TRANSIENT_ERRORS as error:
+        if task.request.is_eager or task.request.retries >= task.max_retries:
+            logger.warning(
+                "Document %s failed after %s tries: %s",
+                document.pk,
+                task.request.retries + 1,
+                error,
+            )
+            mark_failed(document=document, error=error)
+            return
+        mark_retrying(document=document, error=error)
+        raise task.retry(exc=error, countdown=retry_delay(task.request.retries)) from error
+    except Exception as error:
+        # Bad data or a bug: another try would fail the same way.
+        logger.exception("Document %s failed", document.pk)
+        mark_failed(document=document, error=error)

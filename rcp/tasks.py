@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 
+from portal.pdf import MAX_RETRIES, render_with_retries
 from rcp import pdf
 from rcp.models import RcpDocument
 
@@ -12,13 +13,6 @@ from rcp.models import RcpDocument
 from rcp.notifications import send_rcp_emails, send_session_reminders  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-MAX_RETRIES = 5
-
-
-def retry_delay(retries: int) -> int:
-    """Seconds before the next try: 15 s, 30 s, 1 min, 2 min, 4 min (bounded at 5 min)."""
-    return min(300, 15 * 2**retries)
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES, acks_late=True, name="rcp.render_document")
@@ -33,21 +27,11 @@ def render_document(self, document_id: int) -> None:
     )
     if document is None or document.status == RcpDocument.Status.READY:
         return  # deleted meanwhile, or a redelivery (acks_late) of a finished task
-    try:
-        pdf.document_render(document=document)
-    except pdf.TRANSIENT_ERRORS as error:
-        if self.request.is_eager or self.request.retries >= self.max_retries:
-            logger.warning(
-                "RCP document %s failed after %s tries: %s",
-                document_id,
-                self.request.retries + 1,
-                error,
-            )
-            pdf.document_mark_failed(document=document, error=error)
-            return
-        pdf.document_mark_retrying(document=document, error=error)
-        raise self.retry(exc=error, countdown=retry_delay(self.request.retries)) from error
-    except Exception as error:
-        # Bad data or a bug: another try would fail the same way. Never leave it pending.
-        logger.exception("RCP document %s failed", document_id)
-        pdf.document_mark_failed(document=document, error=error)
+    render_with_retries(
+        self,
+        document=document,
+        render=pdf.document_render,
+        mark_retrying=pdf.document_mark_retrying,
+        mark_failed=pdf.document_mark_failed,
+        logger=logger,
+    )
