@@ -36,7 +36,8 @@ demo: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo "Portal on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
-	exec $(BIN)/daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
+	@# daphne, with its access log going through Python logging, which redacts viewer tokens.
+	exec $(BIN)/python -m portal.logging -b 127.0.0.1 -p $(PORT) portal.asgi:application
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

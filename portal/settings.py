@@ -354,14 +354,37 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Every handler carries the redaction filter (portal/logging.py): viewer tokens sent as
+# ?token= and Authorization headers never reach a log line. Django's default handlers
+# (its console and mail_admins on "django", its runserver lines on "django.server") are
+# replaced by these, so that no record bypasses the filter.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"redact_secrets": {"()": "portal.logging.RedactSecrets"}},
+    "formatters": {
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact_secrets"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_secrets"],
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        "django": {"handlers": [], "level": "INFO"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # daphne's access log, one line per request (`python -m portal.logging`, make demo).
+        "daphne.access": {"level": "INFO"},
         # dicomweb-client logs every request at INFO, WeasyPrint every rendering step,
         # Celery every eager task.
         "dicomweb_client": {"level": "WARNING"},
