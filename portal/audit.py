@@ -4,13 +4,17 @@ Every view that shows or changes patient data calls :func:`record` exactly once,
 the transaction of the access it records, so no read or change exists without its trace.
 """
 
+import datetime as dt
 import hashlib
 import ipaddress
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import models
+from django.db import connections, models, router, transaction
+from django.utils import timezone
 
 from portal.models import (
     AuditAction,
@@ -29,8 +33,12 @@ __all__ = [
     "AuditEventType",
     "AuditOutcome",
     "AuditPurpose",
+    "ChainReport",
+    "PurgeReport",
     "client_ip",
+    "purge",
     "record",
+    "verify_chain",
 ]
 
 
@@ -120,13 +128,13 @@ def record(
     query: str = "",
     detail: dict | None = None,
 ) -> AuditEvent:
-    """Append one audit event; ``obj`` fills the object type and id."""
+    """Append one audit event to the chain; ``obj`` fills the object type and id."""
     if obj is not None:
         object_type = object_type or obj._meta.label_lower
         object_id = object_id or str(obj.pk)
         if isinstance(obj, Patient) and patient is None:
             patient = obj
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         event_id=event,
         event_type=event_type,
         action=action,
@@ -139,3 +147,334 @@ def record(
         detail=detail or {},
         **_actor_fields(actor),
     )
+    using = router.db_for_write(AuditEvent)
+    # savepoint=False: inside the caller's transaction this costs no extra query; alone,
+    # it makes the lock, the read of the head and the insert one transaction.
+    with transaction.atomic(using=using, savepoint=False):
+        _lock_chain(using)
+        # Stamped once the chain is ours, so dates never go backwards along the chain.
+        event.occurred_at = timezone.now()
+        event.previous_hash = _head_hash(using)
+        event.event_hash = seal(_chained_values(event), event.previous_hash)
+        event.save(force_insert=True, using=using)
+    return event
+
+
+# --- The hash chain ------------------------------------------------------------------------
+#
+# Each event's hash covers its fields and the hash of the event before it, so changing,
+# removing or inserting one event breaks every link after it. The chain is plain SHA-256:
+# it shows tampering by anyone who did not also recompute every later hash; the head that
+# audit_verify prints, kept outside the database, shows that too.
+
+# The stored fields an event's hash covers. Adding one changes every hash: it needs a
+# migration that seals the trail again, as 0003_audit_chain did.
+CHAINED_FIELDS = (
+    "occurred_at",
+    "event_id",
+    "event_type",
+    "action",
+    "outcome",
+    "actor_id",
+    "actor_name",
+    "actor_rpps",
+    "actor_establishment",
+    "session_hash",
+    "client_ip",
+    "object_type",
+    "object_id",
+    "patient_id",
+    "purpose",
+    "query",
+    "detail",
+)
+GENESIS = ""  # the previous hash of the first event ever written
+# One PostgreSQL advisory lock for the whole trail ("audit" in ASCII): two writers would
+# otherwise read the same head and fork the chain.
+_CHAIN_LOCK = 0x6175646974
+
+
+def _canonical(value):
+    """One spelling per value, as it reads back from SQLite or PostgreSQL."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        # jsonb keeps numbers as decimals: 1e16 comes back as the integer 10000000000000000.
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    raise TypeError(f"cannot seal a {type(value).__name__} in an audit event")
+
+
+def seal(values: Mapping, previous_hash: str) -> str:
+    """SHA-256 of an event's chained fields and the previous event's hash."""
+    payload = {name: _canonical(values[name]) for name in CHAINED_FIELDS}
+    # JSON round trip first: keys become strings and tuples lists, as the database returns them.
+    payload["detail"] = _canonical(json.loads(json.dumps(values["detail"])))
+    if payload["client_ip"]:
+        # PostgreSQL's inet and Django's cleaning may spell an IPv6 address differently.
+        payload["client_ip"] = ipaddress.ip_address(payload["client_ip"]).exploded
+    payload["previous_hash"] = previous_hash
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _chained_values(event: AuditEvent) -> dict:
+    return {name: getattr(event, name) for name in CHAINED_FIELDS}
+
+
+def _lock_chain(using: str) -> None:
+    """Serialize appends until the current transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite takes its write lock at BEGIN
+    (transaction_mode IMMEDIATE in settings), so writers are serialized already.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK])
+
+
+def _head_hash(using: str) -> str:
+    head = AuditEvent.objects.using(using).order_by("-id").values_list("event_hash", flat=True)
+    return head.first() or GENESIS
+
+
+def _is_purge(values: Mapping) -> bool:
+    return (
+        values["event_id"] == AuditEventId.AUDIT_LOG_USED
+        and values["action"] == AuditAction.DELETE
+        and values["object_type"] == PURGED_OBJECT_TYPE
+        and isinstance(values["detail"], dict)
+        and "purge" in values["detail"]
+    )
+
+
+PURGED_OBJECT_TYPE = "portal.auditevent"
+
+
+def _expected_anchor(using: str) -> tuple[str, int | None]:
+    """Where the chain must start: the anchor of the last purge, else the genesis."""
+    candidates = (
+        AuditEvent.objects.using(using)
+        .filter(
+            event_id=AuditEventId.AUDIT_LOG_USED,
+            action=AuditAction.DELETE,
+            object_type=PURGED_OBJECT_TYPE,
+        )
+        .order_by("-id")
+        .values("id", "event_id", "action", "object_type", "detail")
+    )
+    for values in candidates.iterator(chunk_size=50):
+        if _is_purge(values):
+            return values["detail"]["purge"]["anchor"], values["id"]
+    return GENESIS, None
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    event_pk: int | None
+    reason: str
+
+    def __str__(self):
+        return f"event #{self.event_pk}: {self.reason}" if self.event_pk else self.reason
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    count: int
+    first_pk: int | None
+    last_pk: int | None
+    anchor: str
+    head_hash: str
+    broken: ChainBreak | None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
+
+
+def _short(digest: str) -> str:
+    return f"{digest[:16]}…" if digest else "(genesis)"
+
+
+def _walk(rows, anchor: str, anchor_source: str):
+    """Yield (values, break or None) for each row, in id order, until the first break."""
+    expected_previous, previous_pk = anchor, None
+    for values in rows:
+        if values["previous_hash"] != expected_previous:
+            if previous_pk is None:
+                reason = (
+                    f"the trail starts after {_short(values['previous_hash'])}, but "
+                    f"{anchor_source} says it starts after {_short(anchor)}: "
+                    "events were removed outside a purge"
+                )
+            else:
+                reason = (
+                    f"its previous hash {_short(values['previous_hash'])} is not the hash of "
+                    f"event #{previous_pk} ({_short(expected_previous)}): events between "
+                    "them were removed, or one was inserted out of chain"
+                )
+            yield values, ChainBreak(values["id"], reason)
+            return
+        computed = seal(values, values["previous_hash"])
+        if computed != values["event_hash"]:
+            reason = (
+                f"its fields no longer match its hash (stored {_short(values['event_hash'])}, "
+                f"computed {_short(computed)}): the row was altered"
+            )
+            yield values, ChainBreak(values["id"], reason)
+            return
+        yield values, None
+        expected_previous, previous_pk = values["event_hash"], values["id"]
+
+
+def _chain_rows(using: str, **filters):
+    return (
+        AuditEvent.objects.using(using)
+        .filter(**filters)
+        .order_by("id")
+        .values("id", "previous_hash", "event_hash", *CHAINED_FIELDS)
+        .iterator(chunk_size=2000)
+    )
+
+
+def _anchor_source(purge_pk: int | None) -> str:
+    return f"the purge recorded in event #{purge_pk}" if purge_pk else "the genesis"
+
+
+def verify_chain(*, using: str | None = None, known_hash: str | None = None) -> ChainReport:
+    """Walk the whole trail in id order, in constant memory; stop at the first broken link.
+
+    ``known_hash``: a head printed by an earlier run (after the last purge). A chain only
+    shows what changed before its end; that hash, kept elsewhere, shows a trail cut short.
+    """
+    using = using or router.db_for_read(AuditEvent)
+    anchor, purge_pk = _expected_anchor(using)
+    count, first_pk, last_pk, head = 0, None, None, anchor
+    seen_known = known_hash in (None, anchor)
+    for values, broken in _walk(_chain_rows(using), anchor, _anchor_source(purge_pk)):
+        if broken is not None:
+            return ChainReport(count, first_pk, last_pk, anchor, head, broken)
+        count += 1
+        first_pk = first_pk or values["id"]
+        last_pk, head = values["id"], values["event_hash"]
+        seen_known = seen_known or values["event_hash"] == known_hash
+    broken = None
+    if not seen_known:
+        broken = ChainBreak(
+            None,
+            f"the head {_short(known_hash)} of an earlier check is no longer in the trail "
+            f"(which now ends with event #{last_pk}): events at its end were removed",
+        )
+    return ChainReport(count, first_pk, last_pk, anchor, head, broken)
+
+
+# --- Retention purge -----------------------------------------------------------------------
+
+PURGE_TABLE = "portal_auditevent_purge"  # read by the delete trigger (0003_audit_chain)
+
+
+class PurgeRefused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    removed: int
+    cutoff: dt.datetime
+    event: AuditEvent
+
+
+def retention_cutoff(now: dt.datetime | None = None) -> dt.datetime:
+    """Events before this moment are past the retention period (AUDIT_RETENTION_DAYS)."""
+    return (now or timezone.now()) - dt.timedelta(days=settings.AUDIT_RETENTION_DAYS)
+
+
+def purge(*, before: dt.datetime | None = None, by: Actor) -> PurgeReport:
+    """Delete the events older than ``before`` (default: the retention cutoff), and audit it.
+
+    The events removed are always the oldest ones, a prefix of the chain: the first event
+    kept still names the last one removed as its previous hash, and that hash is written in
+    the purge's own event as the chain's new anchor. The purge refuses to run when the
+    part it would remove is broken, so that it never destroys the evidence of tampering.
+    """
+    latest_allowed = retention_cutoff()
+    cutoff = before or latest_allowed
+    if cutoff > latest_allowed:
+        raise PurgeRefused(
+            f"events after {latest_allowed:%Y-%m-%d %H:%M} UTC are still within the "
+            f"{settings.AUDIT_RETENTION_DAYS}-day retention period"
+        )
+    using = router.db_for_write(AuditEvent)
+    with transaction.atomic(using=using):
+        _lock_chain(using)
+        events = AuditEvent.objects.using(using)
+        # Dates are stamped under the chain lock, so they grow with ids; the first event
+        # at or after the cutoff is where the kept part of the chain begins.
+        first_kept = (
+            events.filter(occurred_at__gte=cutoff).order_by("id").values("id", "previous_hash")
+        ).first()
+        doomed = events.filter(id__lt=first_kept["id"]) if first_kept else events.all()
+        summary = doomed.aggregate(
+            count=models.Count("id"),
+            last_id=models.Max("id"),
+            oldest=models.Min("occurred_at"),
+            newest=models.Max("occurred_at"),
+        )
+        anchor, purge_pk = _expected_anchor(using)
+        if summary["count"]:
+            last_removed = events.filter(id=summary["last_id"]).values("event_hash").get()
+            rows = _chain_rows(using, id__lte=summary["last_id"])
+            for _values, broken in _walk(rows, anchor, _anchor_source(purge_pk)):
+                if broken is not None:
+                    raise PurgeRefused(f"the chain is broken, nothing was removed: {broken}")
+            if first_kept and first_kept["previous_hash"] != last_removed["event_hash"]:
+                raise PurgeRefused(
+                    f"the chain is broken, nothing was removed: event #{first_kept['id']} "
+                    f"does not follow event #{summary['last_id']}"
+                )
+            anchor = last_removed["event_hash"]
+            below_id = summary["last_id"] + 1
+            with connections[using].cursor() as cursor:
+                cursor.execute(f"INSERT INTO {PURGE_TABLE} (below_id) VALUES (%s)", [below_id])  # noqa: S608
+                cursor.execute(
+                    f"DELETE FROM {AuditEvent._meta.db_table} WHERE id < %s",  # noqa: S608
+                    [below_id],
+                )
+                cursor.execute(f"DELETE FROM {PURGE_TABLE}")  # noqa: S608
+        event = record(
+            actor=by,
+            event=AuditEventId.AUDIT_LOG_USED,
+            action=AuditAction.DELETE,
+            object_type=PURGED_OBJECT_TYPE,
+            purpose=AuditPurpose.ADMINISTRATION,
+            detail={
+                "purge": {
+                    "removed": summary["count"],
+                    "cutoff": cutoff.isoformat(),
+                    "retention_days": settings.AUDIT_RETENTION_DAYS,
+                    "oldest_removed": _iso(summary["oldest"]),
+                    "newest_removed": _iso(summary["newest"]),
+                    "last_removed_id": summary["last_id"],
+                    "first_kept_id": first_kept["id"] if first_kept else None,
+                    # The chain now starts after this hash: audit_verify checks it.
+                    "anchor": anchor,
+                }
+            },
+        )
+    return PurgeReport(removed=summary["count"], cutoff=cutoff, event=event)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

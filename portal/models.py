@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Length, Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -578,6 +578,10 @@ class AuditEvent(models.Model):
     )
     query = models.CharField(_("query"), max_length=500, blank=True)
     detail = models.JSONField(_("detail"), default=dict, blank=True)
+    # The trail is a hash chain (portal.audit): each event seals the one before it, so a
+    # row altered, removed or slipped in shows as the first broken link (audit_verify).
+    previous_hash = models.CharField(_("previous event's hash"), max_length=64, editable=False)
+    event_hash = models.CharField(_("hash"), max_length=64, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -589,6 +593,15 @@ class AuditEvent(models.Model):
             models.Index(fields=["patient", "occurred_at"], name="audit_patient_idx"),
             models.Index(fields=["actor", "occurred_at"], name="audit_actor_idx"),
             models.Index(fields=["event_id", "occurred_at"], name="audit_event_idx"),
+        ]
+        constraints = [
+            # Two events sealing the same predecessor would fork the chain.
+            models.UniqueConstraint(fields=["previous_hash"], name="audit_chain_no_fork"),
+            # A row written around portal.audit.record carries no hash: refuse it.
+            models.CheckConstraint(
+                condition=models.lookups.Exact(Length("event_hash"), 64),
+                name="audit_event_is_sealed",
+            ),
         ]
 
     def __str__(self):

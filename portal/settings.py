@@ -336,6 +336,18 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Number of reverse proxies in front of daphne whose X-Forwarded-For we trust (audit IPs).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0 if DEBUG else 1)
+# How long the audit trail keeps an event before `manage.py audit_purge` may delete it.
+# Three years: the CNIL's recommendation on logging (deliberation 2021-122) allows six
+# months to one year in general and up to three years when the logs serve to control what
+# authorised users do; that is this trail's purpose (who opened which patient's record,
+# asked for by the DPO or by a patient long after the care). Six months is the floor:
+# the CNIL's, and the code de la santé publique's for access traces to patient data in
+# health establishments (R6113-9-2).
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=3 * 365)
+if AUDIT_RETENTION_DAYS < 183:
+    raise ImproperlyConfigured(
+        "AUDIT_RETENTION_DAYS must be at least 183: access traces are kept six months at least."
+    )
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
