@@ -1,14 +1,25 @@
-"""State of the services the portal depends on, for load balancers and operators."""
+"""State of the services the portal depends on, for load balancers and operators.
 
+The failure details name internal hosts, ports and paths: anonymous callers (the load
+balancer, anyone on the Internet) get only ``ok`` or ``error`` per service; staff see the
+details, and every failure is logged with them.
+"""
+
+import logging
 import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
 from imaging.archive import archive_health
 from portal.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
 
 
 def _short(error: Exception) -> str:
@@ -61,3 +72,25 @@ def service_health() -> dict[str, str]:
         "archive": archive_health(),
         "task_queue": task_queue_health(),
     }
+
+
+def _sees_details(request) -> bool:
+    try:
+        return request.user.is_staff
+    except Exception:  # noqa: BLE001 - sessions live in the database, maybe the failing service
+        return False
+
+
+@require_GET
+@never_cache
+def health(request):
+    """200 when every service answers, 503 otherwise; details for staff only."""
+    state = service_health()
+    failing = {name: detail for name, detail in state.items() if detail != "ok"}
+    if failing:
+        logger.error(
+            "health: %s", "; ".join(f"{name}: {detail}" for name, detail in failing.items())
+        )
+    if not _sees_details(request):
+        state = {name: "error" if name in failing else "ok" for name in state}
+    return JsonResponse(state, status=503 if failing else 200)

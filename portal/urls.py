@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import views
+from portal import health, views
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -35,7 +35,7 @@ identity_patterns = [
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("health/", views.health, name="health"),
+    path("health/", health.health, name="health"),
     path("patients/", include(patient_patterns)),
     path("", include("imaging.urls")),
     path("", include("rcp.urls")),
