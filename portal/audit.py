@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -310,6 +311,11 @@ def _short(digest: str) -> str:
 
 def _walk(rows, anchor: str, anchor_source: str):
     """Yield (values, break or None) for each row, in id order, until the first break."""
+    with closing(rows):
+        yield from _links(rows, anchor, anchor_source)
+
+
+def _links(rows, anchor: str, anchor_source: str):
     expected_previous, previous_pk = anchor, None
     for values in rows:
         if values["previous_hash"] != expected_previous:
@@ -363,13 +369,14 @@ def verify_chain(*, using: str | None = None, known_hash: str | None = None) -> 
     anchor, purge_pk = _expected_anchor(using)
     count, first_pk, last_pk, head = 0, None, None, anchor
     seen_known = known_hash in (None, anchor)
-    for values, broken in _walk(_chain_rows(using), anchor, _anchor_source(purge_pk)):
-        if broken is not None:
-            return ChainReport(count, first_pk, last_pk, anchor, head, broken)
-        count += 1
-        first_pk = first_pk or values["id"]
-        last_pk, head = values["id"], values["event_hash"]
-        seen_known = seen_known or values["event_hash"] == known_hash
+    with closing(_walk(_chain_rows(using), anchor, _anchor_source(purge_pk))) as walk:
+        for values, broken in walk:
+            if broken is not None:
+                return ChainReport(count, first_pk, last_pk, anchor, head, broken)
+            count += 1
+            first_pk = first_pk or values["id"]
+            last_pk, head = values["id"], values["event_hash"]
+            seen_known = seen_known or values["event_hash"] == known_hash
     broken = None
     if not seen_known:
         broken = ChainBreak(
@@ -436,9 +443,11 @@ def purge(*, before: dt.datetime | None = None, by: Actor) -> PurgeReport:
         if summary["count"]:
             last_removed = events.filter(id=summary["last_id"]).values("event_hash").get()
             rows = _chain_rows(using, id__lte=summary["last_id"])
-            for _values, broken in _walk(rows, anchor, _anchor_source(purge_pk)):
-                if broken is not None:
-                    raise PurgeRefused(f"the chain is broken, nothing was removed: {broken}")
+            # Closed before the refusal rolls back: PostgreSQL's server-side cursor goes too.
+            with closing(_walk(rows, anchor, _anchor_source(purge_pk))) as walk:
+                broken = next((broken for _values, broken in walk if broken), None)
+            if broken is not None:
+                raise PurgeRefused(f"the chain is broken, nothing was removed: {broken}")
             if first_kept and first_kept["previous_hash"] != last_removed["event_hash"]:
                 raise PurgeRefused(
                     f"the chain is broken, nothing was removed: event #{first_kept['id']} "
