@@ -91,6 +91,14 @@ class Archive(abc.ABC):
         """QIDO-RS instances of one study (and series)."""
 
     @abc.abstractmethod
+    def locate_instances(self, sop_uids: set[str]) -> dict[str, tuple[str, str]]:
+        """Where the archive's index puts each instance it holds: ``{sop: (study, series)}``.
+
+        Instances it does not hold are left out. The portal checks with it that an instance
+        asked for under a study's path really belongs to that study.
+        """
+
+    @abc.abstractmethod
     def study_metadata(self, study_uid: str) -> list[dict]:
         """WADO-RS metadata: one DICOM JSON dataset per instance, without bulk data."""
 

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,6 @@ from django.views.decorators.csrf import csrf_exempt
 
 from imaging import dicom, services
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
-from imaging.fast_frames import credential_hash, remember_fast_grant
 from imaging.frames import (
     EXPLICIT_LE,
     LOSSY_SYNTAXES,
@@ -38,6 +38,19 @@ from imaging.frames import (
     _frame_media_type,
     frames_for,
     parse_accept,
+)
+from imaging.grants import (
+    FrameListError,
+    credential_hash,
+    frame_parts,
+    frames_content_type,
+    max_answer_bytes,
+    membership_known,
+    parse_frame_list,
+    remember_fast_grant,
+    remember_membership,
+    rendered_key,
+    too_large_message,
 )
 from imaging.models import Study, ViewerToken
 from imaging.render import render_positional, to_explicit_little_endian
@@ -70,15 +83,31 @@ def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _caller(request) -> Caller | None:
+@dataclass(frozen=True)
+class Unauthenticated:
+    """Why a DICOMweb request has no caller, and the token it named if that token exists."""
+
+    reason: str
+    token: ViewerToken | None = None
+
+
+def _caller(request) -> Caller | Unauthenticated:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     raw = header[7:].strip() if header.lower().startswith("bearer ") else request.GET.get("token")
     if raw:
         token = (
-            ViewerToken.objects.filter(token_hash=token_hash(raw)).select_related("user").first()
+            ViewerToken.objects.filter(token_hash=token_hash(raw))
+            .select_related("user", "study__patient", "patient")
+            .first()
         )
-        if token is None or not token.is_valid or not token.user.is_active:
-            return None
+        if token is None:
+            return Unauthenticated("unknown viewer token")
+        if token.revoked_at is not None:
+            return Unauthenticated("revoked viewer token", token)
+        if not token.is_valid:
+            return Unauthenticated("expired viewer token", token)
+        if not token.user.is_active:
+            return Unauthenticated("viewer token of a deactivated account", token)
         now = timezone.now()
         # A viewer asks for hundreds of frames a minute: the last use is recorded at most
         # once a minute, not written on every request.
@@ -88,7 +117,39 @@ def _caller(request) -> Caller | None:
         return Caller(token.user, token, Actor(user=token.user, ip=actor.ip, name="viewer token"))
     if request.user.is_authenticated:
         return Caller(request.user, None, Actor.from_request(request))
-    return None
+    return Unauthenticated("no credentials")
+
+
+UNAUTHENTICATED_AUDIT_SECONDS = 60
+
+
+def _audit_unauthenticated(request, failure: Unauthenticated) -> None:
+    """One security alert per caller address, token and minute, not one per request.
+
+    A viewer left open on an expired token retries every frame: hundreds of refusals a
+    minute would drown the trail, while one event per minute still shows who kept trying,
+    from where, and (for a token that exists) on which patient's images.
+    """
+    actor = Actor.from_request(request)
+    token = failure.token
+    minute = int(time.time() // UNAUTHENTICATED_AUDIT_SECONDS)
+    key = f"dicomweb-401:{actor.ip}:{getattr(token, 'pk', '-')}:{minute}"
+    if not caches["default"].add(key, 1, timeout=2 * UNAUTHENTICATED_AUDIT_SECONDS):
+        return
+    patient = None
+    if token is not None:
+        patient = token.patient if token.patient_id else token.study.patient
+    record_refusal(
+        actor=Actor(
+            user=token.user if token is not None else None,
+            ip=actor.ip,
+            name="viewer token" if token is not None else "",
+        ),
+        object_type="imaging.viewertoken" if token is not None else "dicomweb",
+        object_id=token.pk if token is not None else request.path[:200],
+        patient=patient,
+        reason=failure.reason,
+    )
 
 
 def visible_studies(caller: Caller) -> QuerySet[Study]:
@@ -112,7 +173,8 @@ def dicomweb_endpoint(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         caller = _caller(request)
-        if caller is None:
+        if isinstance(caller, Unauthenticated):
+            _audit_unauthenticated(request, caller)
             response = _problem(401, "authentication required")
             response["WWW-Authenticate"] = 'Bearer realm="MIRC DICOMweb"'
             return response
@@ -176,6 +238,38 @@ def _study(request, caller: Caller, study_uid: str) -> Study:
         raise ArchiveNotFound(study_uid)
     cache.set(key, study, timeout=GRANT_SECONDS)
     return study
+
+
+def _instance_in_study(caller: Caller, study: Study, series_uid: str, sop_uid: str) -> None:
+    """404 unless the archive's index puts ``sop_uid`` in ``series_uid`` of ``study``.
+
+    The grant is made on the study of the path: an instance of another study put under it
+    (another patient's, or one the caller lost access to) is refused like a missing one,
+    and the refusal is audited against the patient that instance really belongs to.
+    """
+    study_uid = study.study_instance_uid
+    if membership_known(study_uid, series_uid, sop_uid):
+        return
+    location = get_archive().locate_instances({sop_uid}).get(sop_uid)
+    if location == (study_uid, series_uid):
+        remember_membership(study_uid, series_uid, sop_uid)
+        return
+    if location is not None:
+        owner = (
+            study
+            if location[0] == study_uid
+            else Study.objects.filter(study_instance_uid=location[0])
+            .select_related("patient")
+            .first()
+        )
+        record_refusal(
+            actor=caller.actor,
+            object_type="imaging.instance",
+            object_id=sop_uid,
+            patient=owner.patient if owner is not None else None,
+            reason=f"instance requested under study {study_uid}, series {series_uid}",
+        )
+    raise ArchiveNotFound(sop_uid)
 
 
 def _audit_key(caller: Caller, study: Study) -> str:
@@ -457,6 +551,8 @@ def search_instances(request, caller, study_uid, series_uid=None):
 @dicomweb_endpoint
 def study_metadata(request, caller, study_uid, series_uid=None, sop_uid=None):
     study = _study(request, caller, study_uid)
+    if sop_uid:
+        _instance_in_study(caller, study, series_uid, sop_uid)
     _audit_access(caller, study, "metadata")
     metadata = get_archive().study_metadata(study_uid)
     if series_uid:
@@ -497,6 +593,8 @@ def retrieve(request, caller, study_uid, series_uid=None, sop_uid=None):
         return _problem(406, "instances are served as multipart/related; type=application/dicom")
     requested = {a.params.get("transfer-syntax", EXPLICIT_LE) for a in accepted}
     archive = get_archive()
+    if sop_uid:
+        _instance_in_study(caller, study, series_uid, sop_uid)
     members = [(series_uid, sop_uid)] if sop_uid else _instances_of(study_uid, series_uid)
     if not members:
         raise ArchiveNotFound(series_uid or study_uid)
@@ -550,25 +648,25 @@ def _grant_fast_path(request, caller: Caller, study: Study) -> None:
 def retrieve_frames(request, caller, study_uid, series_uid, sop_uid, frame_list):
     study = _study(request, caller, study_uid)
     try:
-        numbers = [int(n) for n in frame_list.split(",") if n]
-    except ValueError:
-        return _problem(400, "frame numbers are integers separated by commas")
-    if not numbers or min(numbers) < 1:
-        return _problem(400, "frame numbers start at 1")
+        numbers = parse_frame_list(frame_list)
+    except FrameListError as error:
+        return _problem(error.status, error.message)
+    _instance_in_study(caller, study, series_uid, sop_uid)
     _audit_access(caller, study, "frames")
     accepted = parse_accept(request.META.get("HTTP_ACCEPT", ""))
     syntax, frames = frames_for(study_uid, series_uid, sop_uid, numbers, accepted)
     if not frames:
         return _problem(406, "no acceptable transfer syntax for these frames")
+    if sum(len(frame) for frame in frames) > max_answer_bytes():
+        return _problem(413, too_large_message())
     media_type = (
         _frame_media_type(syntax) if syntax not in NATIVE_SYNTAXES else ("application/octet-stream")
     )
-    part_type = f"{media_type}; transfer-syntax={syntax}"
     _grant_fast_path(request, caller, study)
-    return _multipart_response(
-        [(part_type, frame) for frame in frames],
-        media_type,
-        extra=f"; transfer-syntax={syntax}",
+    boundary = uuid.uuid4().hex
+    return StreamingHttpResponse(
+        frame_parts(frames, media_type=media_type, syntax=syntax, boundary=boundary),
+        content_type=frames_content_type(media_type, syntax, boundary),
     )
 
 
@@ -606,7 +704,15 @@ def _rendered(study_uid, series_uid, sop_uid, *, frame, size, window, media_type
     cache = caches["frames"]
     window_key = f"{window[0]:g}_{window[1]:g}" if window else "auto"
     image_format = RENDERED_TYPES[media_type]
-    key = f"rendered:{sop_uid}:{frame}:{size or 'full'}:{window_key}:{image_format}"
+    key = rendered_key(
+        study_uid,
+        series_uid,
+        sop_uid,
+        frame=frame,
+        size=size,
+        window_key=window_key,
+        image_format=image_format,
+    )
     image = cache.get(key)
     if image is None:
         data = get_archive().retrieve_instance(study_uid, series_uid, sop_uid)
@@ -622,9 +728,12 @@ def rendered(request, caller, study_uid, series_uid, sop_uid, frame_list="1"):
         frame = int(frame_list.split(",")[0])
     except ValueError:
         return _problem(400, "bad frame number")
+    if frame < 1:
+        return _problem(400, "frame numbers start at 1")
     media_type = _rendered_type(request)
     if media_type is None:
         return _problem(406, "rendered images are image/jpeg or image/png")
+    _instance_in_study(caller, study, series_uid, sop_uid)
     _audit_access(caller, study, "rendered")
     image = _rendered(
         study_uid,
@@ -644,6 +753,8 @@ def thumbnail(request, caller, study_uid, series_uid=None, sop_uid=None):
     media_type = _rendered_type(request)
     if media_type is None:
         return _problem(406, "thumbnails are image/jpeg or image/png")
+    if sop_uid is not None:
+        _instance_in_study(caller, study, series_uid, sop_uid)
     _audit_access(caller, study, "thumbnail")
     if sop_uid is None:
         members = _instances_of(study_uid, series_uid)

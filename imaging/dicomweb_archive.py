@@ -379,7 +379,7 @@ class DicomWebArchive(Archive):
                 continue
             readable.append((index, sop_uid, data))
 
-        archived = self._archived_locations({sop_uid for _, sop_uid, _ in readable})
+        archived = self.locate_instances({sop_uid for _, sop_uid, _ in readable})
         reference: dict[str, bytes] = {}  # the copy each later file of the batch is compared to
         to_send: list[tuple[int, str, bytes]] = []
         followers: dict[str, list[int]] = {}  # files compared to one still to be sent
@@ -409,7 +409,7 @@ class DicomWebArchive(Archive):
                     outcomes[index] = StoreOutcome(sop_uid, StoreStatus.STORED)
         return outcomes  # type: ignore[return-value] - every index was filled
 
-    def _archived_locations(self, sop_uids: set[str]) -> dict[str, tuple[str, str]]:
+    def locate_instances(self, sop_uids: set[str]) -> dict[str, tuple[str, str]]:
         """Study and series of the instances the archive already holds (QIDO-RS UID list
         matching, PS3.18 §8.3.4.1), looked up ``LOOKUP_BATCH`` at a time."""
         uids = sorted(uid for uid in sop_uids if _is_uid(uid))

@@ -6,13 +6,18 @@ the audit dedupe (about 12 ms measured), while the answer is already in Redis. S
 request is answered here, on the event loop, when all of this holds:
 
 * the Django view granted this credential (viewer token or session) access to this study
-  less than a minute ago (a "fast grant", written by :func:`remember_fast_grant`);
+  less than a minute ago (a "fast grant", see :mod:`imaging.grants`);
 * the user's access generation has not moved since (a care relationship ended, a token was
-  revoked, the user signed out: see ``portal.services.access_changed``);
+  changed or revoked, the user signed out: see ``portal.services.access_changed``);
 * the audit event of this access is recorded and within its window (its dedupe key exists);
-* every frame asked for is in the frame cache, in a syntax the caller accepts.
+* the archive's index placed this instance in this series of this study (the membership
+  mark that the Django path writes after checking): an instance of another study put under
+  a granted study's path is never answered here;
+* the frame list asks each frame once and no more than the limit, and every frame asked for
+  is in the frame cache (keyed by study, series and instance) in a syntax the caller accepts.
 
-Anything else goes to Django, which checks, audits, fetches and grants again. Only the
+Anything else goes to Django, which checks, refuses or audits, fetches and grants again: this
+path never refuses, it only answers what Django would answer the same way. Only the
 production shape (Redis) has a fast path: the embedded default's caches live in each
 process's memory.
 """
@@ -20,7 +25,6 @@ process's memory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import pickle
 import re
 import time
@@ -30,55 +34,31 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.cache import caches
 
-from imaging.frames import (
-    NATIVE_SYNTAXES,
-    _frame_cache_key,
-    _frame_media_type,
-    _wanted_syntax,
-    parse_accept,
+from imaging.frames import NATIVE_SYNTAXES, _frame_media_type, _wanted_syntax, parse_accept
+from imaging.grants import (
+    FrameListError,
+    access_generation_key,
+    credential_hash,
+    fast_grant_key,
+    frame_key,
+    frame_parts,
+    frames_content_type,
+    max_answer_bytes,
+    member_key,
+    parse_frame_list,
+    syntax_key,
 )
 
 FRAMES_PATH = re.compile(
     r"^/dicomweb/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)"
     r"/frames/([0-9]+(?:,[0-9]+)*)$"
 )
-FAST_GRANT_SECONDS = 60
 SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
-
-
-def credential_hash(*, token: str = "", session_key: str = "") -> str:
-    """A token's hash is the one stored in ViewerToken.token_hash; sessions get their own."""
-    if token:
-        return hashlib.sha256(token.encode()).hexdigest()
-    return hashlib.sha256(f"session:{session_key}".encode()).hexdigest()
-
-
-def _fast_grant_key(credential: str, study_uid: str) -> str:
-    return f"dicomweb-fastgrant:{credential}:{study_uid}"
-
-
-def remember_fast_grant(
-    *,
-    credential: str,
-    study_uid: str,
-    user_id: int,
-    generation: int,
-    audit_key: str,
-    expires_at: float,
-) -> None:
-    """Called by the Django view after it checked and audited an access to frames."""
-    lifetime = min(FAST_GRANT_SECONDS, int(expires_at - time.time()) - 1)
-    if lifetime > 0:
-        caches["default"].set(
-            _fast_grant_key(credential, study_uid),
-            (user_id, generation, audit_key, expires_at),
-            timeout=lifetime,
-        )
 
 
 def _loads(value: bytes):
@@ -149,17 +129,19 @@ class FastFrames:
         credential = self._credential(scope)
         if credential is None:
             return False
-        study_uid, _series_uid, sop_uid, frame_list = match.groups()
-        numbers = [int(n) for n in frame_list.split(",")]
-        if min(numbers) < 1:
-            return False
-        grant, stored = await self._mget(
+        study_uid, series_uid, sop_uid, frame_list = match.groups()
+        try:
+            numbers = parse_frame_list(frame_list)
+        except FrameListError:
+            return False  # Django answers the refusal, with its message
+        grant, member, stored = await self._mget(
             [
-                ("default", _fast_grant_key(credential, study_uid)),
-                ("frames", f"syntax:{sop_uid}"),
+                ("default", fast_grant_key(credential, study_uid)),
+                ("frames", member_key(study_uid, series_uid, sop_uid)),
+                ("frames", syntax_key(study_uid, series_uid, sop_uid)),
             ]
         )
-        if grant is None or stored is None:
+        if grant is None or member is None or stored is None:
             return False
         user_id, generation, audit_key, expires_at = _loads(grant)
         if expires_at <= time.time():
@@ -172,43 +154,41 @@ class FastFrames:
             return False
         current, audited, *values = await self._mget(
             [
-                ("default", f"access-generation:{user_id}"),
+                ("default", access_generation_key(user_id)),
                 ("default", audit_key),
-                *(("frames", _frame_cache_key(sop_uid, n, target)) for n in numbers),
+                *(
+                    ("frames", frame_key(study_uid, series_uid, sop_uid, n, target))
+                    for n in numbers
+                ),
             ]
         )
         if current is None or _loads(current) != generation or audited is None:
             return False
         if any(value is None for value in values):
             return False
+        frames = [_loads(value) for value in values]
+        if sum(len(frame) for frame in frames) > max_answer_bytes():
+            return False  # Django answers 413
         media_type = (
             "application/octet-stream" if target in NATIVE_SYNTAXES else _frame_media_type(target)
         )
         boundary = uuid.uuid4().hex
-        part_head = (
-            f"--{boundary}\r\nContent-Type: {media_type}; transfer-syntax={target}\r\n"
-            "Content-Length: {}\r\n\r\n"
-        )
-        chunks = []
-        for value in values:
-            frame = _loads(value)
-            chunks += [part_head.format(len(frame)).encode(), frame, b"\r\n"]
-        chunks.append(f"--{boundary}--\r\n".encode())
-        content_type = (
-            f'multipart/related; type="{media_type}"; boundary={boundary}; transfer-syntax={target}'
-        )
+        chunks = list(frame_parts(frames, media_type=media_type, syntax=target, boundary=boundary))
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
-                    (b"content-type", content_type.encode()),
+                    (
+                        b"content-type",
+                        frames_content_type(media_type, target, boundary).encode(),
+                    ),
                     (b"content-length", str(sum(len(chunk) for chunk in chunks)).encode()),
                     *SECURITY_HEADERS,
                 ],
             }
         )
-        # Sent piece by piece: a frame is not copied into one joined body.
+        # Sent piece by piece: the frames are not copied into one joined body.
         for index, chunk in enumerate(chunks):
             await send(
                 {"type": "http.response.body", "body": chunk, "more_body": index < len(chunks) - 1}

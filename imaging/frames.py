@@ -15,6 +15,7 @@ from django.core.cache import caches
 
 from imaging import dicom
 from imaging.archive import get_archive
+from imaging.grants import frame_key, remember_membership, syntax_key
 from imaging.render import decode_frames
 from imaging.sandbox import run_limited
 
@@ -89,28 +90,24 @@ def _wanted_syntax(accepted: list[Acceptable], stored: str) -> str | None:
     return None
 
 
-def _frame_cache_key(sop_uid, number, syntax) -> str:
-    return f"frame:{sop_uid}:{number}:{syntax}"
-
-
 def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> tuple[str, list]:
     """Frames in a transfer syntax the caller accepts, decoding when needed (cached)."""
     cache = caches["frames"]
     archive = get_archive()
     # The stored syntax is cached with the frames: a warm request never asks the archive.
-    stored = cache.get(f"syntax:{sop_uid}")
+    stored = cache.get(syntax_key(study_uid, series_uid, sop_uid))
     if stored is not None:
         target = _wanted_syntax(accepted, stored)
         if target is None:
             return "", []
-        keys = [_frame_cache_key(sop_uid, n, target) for n in numbers]
+        keys = [frame_key(study_uid, series_uid, sop_uid, n, target) for n in numbers]
         hits = cache.get_many(keys)
         if len(hits) == len(keys):
             return target, [hits[key] for key in keys]
     native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
     _read_ahead(study_uid, series_uid)
     stored = native.transfer_syntax_uid
-    cache.set(f"syntax:{sop_uid}", stored, timeout=None)
+    cache.set(syntax_key(study_uid, series_uid, sop_uid), stored, timeout=None)
     target = _wanted_syntax(accepted, stored)
     if target is None:
         return "", []
@@ -122,7 +119,10 @@ def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> 
     else:
         return "", []  # transcoding into a compressed syntax is not offered
     cache.set_many(
-        {_frame_cache_key(sop_uid, n, target): f for n, f in zip(numbers, frames, strict=True)}
+        {
+            frame_key(study_uid, series_uid, sop_uid, n, target): f
+            for n, f in zip(numbers, frames, strict=True)
+        }
     )
     return target, frames
 
@@ -133,7 +133,7 @@ def _read_ahead(study_uid: str, series_uid: str) -> None:
 
     if warm_series_frames.app.conf.task_always_eager:
         return  # no worker: reading ahead inline would only delay this answer
-    if caches["default"].add(f"read-ahead:{series_uid}", 1, timeout=READ_AHEAD_SECONDS):
+    if caches["default"].add(f"read-ahead:{study_uid}:{series_uid}", 1, timeout=READ_AHEAD_SECONDS):
         warm_series_frames.delay(study_uid, series_uid)
 
 
@@ -153,21 +153,21 @@ def warm_series(study_uid: str, series_uid: str) -> int:
         sop_uid = dicom.json_value(attributes, "SOPInstanceUID")
         count = int(dicom.json_value(attributes, "NumberOfFrames", 1) or 1)
         numbers = list(range(1, count + 1))
-        stored = cache.get(f"syntax:{sop_uid}")
-        if (
-            stored
-            and len(
-                cache.get_many([_frame_cache_key(sop_uid, n, _served_as(stored)) for n in numbers])
-            )
-            == count
-        ):
-            continue
+        # The archive listed this instance under this series of this study: its index says
+        # so, which is what the fast path needs before answering it.
+        remember_membership(study_uid, series_uid, sop_uid)
+        stored = cache.get(syntax_key(study_uid, series_uid, sop_uid))
+        if stored:
+            served = _served_as(stored)
+            keys = [frame_key(study_uid, series_uid, sop_uid, n, served) for n in numbers]
+            if len(cache.get_many(keys)) == count:
+                continue
         native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
-        cache.set(f"syntax:{sop_uid}", native.transfer_syntax_uid, timeout=None)
+        cache.set(syntax_key(study_uid, series_uid, sop_uid), native.transfer_syntax_uid, None)
         served = _served_as(native.transfer_syntax_uid)
         cache.set_many(
             {
-                _frame_cache_key(sop_uid, n, served): frame
+                frame_key(study_uid, series_uid, sop_uid, n, served): frame
                 for n, frame in zip(numbers, native.frames, strict=True)
             }
         )

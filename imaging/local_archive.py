@@ -282,6 +282,12 @@ class LocalArchive(Archive):
             raise ArchiveNotFound(f"study {study_uid}")
         return metadata
 
+    def locate_instances(self, sop_uids: set[str]) -> dict[str, tuple[str, str]]:
+        rows = ArchivedInstance.objects.filter(sop_instance_uid__in=sop_uids).values_list(
+            "sop_instance_uid", "study_instance_uid", "series_instance_uid"
+        )
+        return {sop: (study, series) for sop, study, series in rows}
+
     # --- retrieve ----------------------------------------------------------------------------
 
     def _instance(self, study_uid, series_uid, sop_uid) -> ArchivedInstance:

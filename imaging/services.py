@@ -824,6 +824,10 @@ def encapsulated_document(data: bytes) -> bytes:
 VIEWER_TOKEN_MINUTES = 120
 
 
+class StaleToken(Exception):
+    """The token cannot be changed by this caller, or changed meanwhile."""
+
+
 def viewer_token_issue(
     *,
     by: Actor,
@@ -861,6 +865,39 @@ def viewer_token_issue(
             },
         )
     return token, raw
+
+
+def viewer_token_change_expiry(
+    *, token: ViewerToken, expires_at: dt.datetime, by: Actor
+) -> ViewerToken:
+    """Move a token's expiry (to shorten it, or to extend it).
+
+    Only the token's owner may. Access remembered for the token (the fast frame path keeps
+    its expiry for up to a minute) is forgotten at once: a shortened token stops working
+    now, not a minute later.
+    """
+    if by.user is None or by.user.pk != token.user_id:
+        raise StaleToken("only the token's owner changes its expiry")
+    with transaction.atomic():
+        changed = ViewerToken.objects.filter(
+            pk=token.pk, revoked_at__isnull=True, expires_at=token.expires_at
+        ).update(expires_at=expires_at)
+        if not changed:
+            raise StaleToken("the token was revoked or changed meanwhile")
+        access_changed(user_id=token.user_id)
+        transaction.on_commit(lambda: access_changed(user_id=token.user_id))
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.SECURITY_ALERT,
+            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
+            action=audit.AuditAction.EXECUTE,
+            obj=token,
+            patient=token.patient or token.study.patient,
+            purpose=audit.AuditPurpose.CARE,
+            detail={"viewer_token": "expiry changed", "expires_at": expires_at.isoformat()},
+        )
+    token.refresh_from_db()
+    return token
 
 
 def viewer_token_revoke(*, token: ViewerToken, by: Actor) -> ViewerToken:

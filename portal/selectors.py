@@ -57,10 +57,15 @@ def identity_conflicts_for_review(*, user, include_resolved: bool = False):
     return conflicts.order_by("resolved_at", "-created_at")
 
 
+def access_generation_key(user_id: int) -> str:
+    """The cache key of the user's access generation (read raw by imaging.fast_frames too)."""
+    return f"access-generation:{user_id}"
+
+
 def access_generation(user_id: int) -> int:
     """A number that changes whenever the user's access to patients changes, so that
     access decisions cached under it are forgotten at once."""
-    return cache.get_or_set(f"access-generation:{user_id}", 0, timeout=None)
+    return cache.get_or_set(access_generation_key(user_id), 0, timeout=None)
 
 
 def _parse_birth_date(text: str) -> dt.date | None:

@@ -31,6 +31,7 @@ from portal.models import (
     Professional,
     search_key,
 )
+from portal.selectors import access_generation_key
 
 PATIENT_VIEW = "portal.view_patient"
 
@@ -303,7 +304,7 @@ def identity_conflict_resolve(
 
 def access_changed(*, user_id: int) -> None:
     """Forget the access decisions cached for this user (see selectors.access_generation)."""
-    key = f"access-generation:{user_id}"
+    key = access_generation_key(user_id)
     if not cache.add(key, 1, timeout=None):
         try:
             cache.incr(key)

@@ -204,6 +204,15 @@ INGEST_MAX_ZIP_RATIO = env.int("INGEST_MAX_ZIP_RATIO", default=200)
 # A CT folder is hundreds of files; uploads stream to temporary files, not to memory.
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=5000)
 
+# One WADO-RS frames answer: viewers ask one frame at a time, a cine loop a few hundred at
+# most; the byte cap bounds what one request can make the server hold (413 beyond).
+DICOMWEB_MAX_FRAMES_PER_REQUEST = env.int("DICOMWEB_MAX_FRAMES_PER_REQUEST", default=1000)
+DICOMWEB_MAX_ANSWER_BYTES = env.int("DICOMWEB_MAX_ANSWER_BYTES", default=256 * 1024**2)
+if DICOMWEB_MAX_FRAMES_PER_REQUEST < 1 or DICOMWEB_MAX_ANSWER_BYTES < 1024**2:
+    raise ImproperlyConfigured(
+        "DICOMWEB_MAX_FRAMES_PER_REQUEST must be >= 1 and DICOMWEB_MAX_ANSWER_BYTES >= 1 MiB."
+    )
+
 # Live shared review: a presenter whose connection drops keeps control this long, so that a
 # page reload or a network glitch does not hand the meeting to nobody.
 REVIEW_PRESENTER_GRACE_SECONDS = env.float("REVIEW_PRESENTER_GRACE_SECONDS", default=10.0)

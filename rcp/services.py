@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from portal import audit
 from portal.audit import Actor
 from portal.models import AuditPurpose, Profession, Professional
+from portal.services import access_changed
 from portal.uploads import DOCUMENT_MAX_BYTES, sniff_content_type
 from rcp import frcp
 from rcp.models import (
@@ -238,7 +239,15 @@ def case_update(*, case: Case, revision: int, by: Actor, studies=None, **fields)
                 )
             )
         if studies is not None:
+            withdrawn = set(case.studies.values_list("pk", flat=True)) - {s.pk for s in studies}
             case.studies.set(studies)
+            if withdrawn and case.state != Case.State.DRAFT:
+                # The committee saw these studies through the case: grants cached on them
+                # (DICOMweb, fast frames, live review) end now, not when they expire.
+                for user_id in case.committee.memberships.values_list(
+                    "professional__user_id", flat=True
+                ):
+                    access_changed(user_id=user_id)
         audit_case(case, by, {"rcp_case": "edited", "fields": sorted(changes)})
     case.refresh_from_db()
     return case

@@ -326,3 +326,71 @@ def test_reading_ahead_warms_the_whole_series(world, study, settings):
         assert response.status_code == 200
     settings.ARCHIVE_URL = ""
     assert warm_series(study["study_uid"], study["series_uid"]) == 0  # nothing left to do
+
+
+def _frames_url(study, frames: str) -> str:
+    return reverse(
+        "dicomweb-frames",
+        args=[study["study_uid"], study["series_uid"], study["sop_uid"], frames],
+    )
+
+
+def test_a_frame_asked_many_times_is_refused_not_multiplied(world, study):
+    """A 1 KB URL repeating one frame once built a 210 MB answer."""
+    client = client_for(world.gp.user)
+    response = client.get(_frames_url(study, ",".join(["1"] * 300)), HTTP_ACCEPT=OCTETS)
+    assert response.status_code == 400
+    assert "once" in response.json()["error"]
+
+
+def test_frames_requests_are_capped_in_count_and_bytes(world, study, settings):
+    client = client_for(world.gp.user)
+    settings.DICOMWEB_MAX_FRAMES_PER_REQUEST = 1
+    response = client.get(_frames_url(study, "1,2"), HTTP_ACCEPT=OCTETS)
+    assert response.status_code == 413
+    assert "at most 1 frames" in response.json()["error"]
+    settings.DICOMWEB_MAX_FRAMES_PER_REQUEST = 1000
+    settings.DICOMWEB_MAX_ANSWER_BYTES = 1000  # one 32x32 16-bit frame is 2,048 bytes
+    response = client.get(_frames_url(study, "1"), HTTP_ACCEPT=OCTETS)
+    assert response.status_code == 413
+    assert "exceed" in response.json()["error"]
+
+
+def test_frames_answers_are_streamed_part_by_part(world, study):
+    response = client_for(world.gp.user).get(_frames_url(study, "1"), HTTP_ACCEPT=OCTETS)
+    assert response.status_code == 200
+    assert response.streaming
+    ((content_type, frame),) = parts_of(response)
+    assert content_type.startswith("application/octet-stream")
+    assert len(frame) == 32 * 32 * 2
+
+
+def test_refused_tokens_are_audited_once_a_minute_per_address_against_their_patient(
+    world, study
+):
+    import time_machine
+
+    token, raw = viewer_token_issue(by=Actor(user=world.gp.user), study=study["study"])
+    ViewerToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    url = _frames_url(study, "1")
+
+    def refusals(**filters):
+        return AuditEvent.objects.filter(
+            event_id=AuditEventId.SECURITY_ALERT, detail__reason__isnull=False, **filters
+        ).count()
+
+    with time_machine.travel(dt.datetime(2026, 12, 1, 10, 0, 5, tzinfo=dt.UTC), tick=False):
+        for _ in range(50):
+            assert Client().get(url, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+        for _ in range(20):
+            assert Client().get(url, HTTP_AUTHORIZATION="Bearer forged").status_code == 401
+    assert refusals(patient=world.patient, object_id=str(token.pk)) == 1
+    event = AuditEvent.objects.get(
+        patient=world.patient, object_id=str(token.pk), detail__reason__isnull=False
+    )
+    assert event.detail["reason"] == "revoked viewer token"
+    assert event.actor == world.gp.user
+    assert refusals(object_type="dicomweb") == 1
+    with time_machine.travel(dt.datetime(2026, 12, 1, 10, 1, 5, tzinfo=dt.UTC), tick=False):
+        assert Client().get(url, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    assert refusals(patient=world.patient, object_id=str(token.pk)) == 2

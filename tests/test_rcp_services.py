@@ -13,6 +13,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone, translation
 
 from portal.audit import Actor
@@ -22,7 +23,7 @@ from rcp.models import Attendance, Case, Committee, CommitteeMember, Decision, S
 from rcp.quorum import quorum, session_quorum
 from rcp.selectors import waiting_cases
 from rcp.services import RcpError, StaleEdit
-from tests.conftest import make_professional
+from tests.conftest import client_for, make_professional
 from tests.permission_matrix import imaged_study
 
 pytestmark = pytest.mark.django_db
@@ -1083,3 +1084,22 @@ def test_an_unknown_recurrence_is_refused_and_nothing_is_scheduled(world):
         )
 
     assert scheduled(world.thoracic) == []
+
+
+def test_a_study_withdrawn_from_a_submitted_case_closes_the_committees_cached_grants(world):
+    """The surgeon sees the CT through the case; withdrawn from it, he must lose it at once,
+    not when the grants cached by the DICOMweb service and the fast path expire."""
+    from portal.selectors import access_generation
+
+    case = submitted_case(world)
+    surgeon = client_for(world.surgeon.user)
+    ct = imaged_study(world)
+    metadata = reverse("dicomweb-study-metadata", args=[ct["study_uid"]])
+    assert surgeon.get(metadata).status_code == 200  # granted, and the grant is cached
+    before = access_generation(world.surgeon.user.pk)
+
+    services.case_update(
+        case=case, revision=case.revision, by=Actor(user=world.oncologist.user), studies=[]
+    )
+    assert access_generation(world.surgeon.user.pk) != before
+    assert surgeon.get(metadata).status_code == 404
