@@ -406,6 +406,20 @@ def test_instances_of_a_study_and_of_a_series(archive, studies):
     assert {(value(r, "00280010"), value(r, "00280011")) for r in of_series} == {(64, 64)}
 
 
+def test_the_index_places_each_instance_in_its_study_and_series(archive, studies):
+    """What the portal checks before answering an instance asked for under a study's path."""
+    march = studies.datasets[-1]
+    january = studies.datasets[0]
+    unknown = generate_uid()
+    located = archive.locate_instances(
+        {january.SOPInstanceUID, march.SOPInstanceUID, unknown, "not-a-uid"}
+    )
+    assert located == {
+        january.SOPInstanceUID: (studies.january, studies.january_ct),
+        march.SOPInstanceUID: (studies.march, march.SeriesInstanceUID),
+    }
+
+
 def test_searching_an_unknown_study_finds_nothing(archive, studies):
     unknown = generate_uid()
 
