@@ -32,12 +32,29 @@ viewer: $(VIEWER)
 setup: $(INSTALLED) messages $(VIEWER)
 	mkdir -p var
 
-demo: setup
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
+# The demo runs as production does, DEBUG off: the portal's own error pages, never Django's
+# technical ones (which list the URL patterns). It is served over plain http://127.0.0.1, so
+# no TLS redirect and no secure-only cookies; e-mails go to the console; its secret key is
+# generated once into var/ (never committed); static files are collected for WhiteNoise.
+DEMO_SECRET := var/demo-secret-key
+DEMO_ENV = DJANGO_DEBUG=false SECRET_KEY="$$(cat $(DEMO_SECRET))" \
+	ALLOWED_HOSTS='127.0.0.1,localhost,[::1]' PORTAL_URL=http://127.0.0.1:$(PORT) \
+	SECURE_SSL_REDIRECT=false SESSION_COOKIE_SECURE=false CSRF_COOKIE_SECURE=false \
+	SECURE_HSTS_SECONDS=0 TRUSTED_PROXY_COUNT=0 MFA_ENFORCE=$${MFA_ENFORCE:-none} \
+	MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN=true EMAIL_URL=consolemail://
+
+$(DEMO_SECRET):
+	mkdir -p var
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+demo: setup $(DEMO_SECRET)
+	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
+	$(DEMO_ENV) $(BIN)/python manage.py seed_demo --force
+	$(DEMO_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "Portal on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
 	@# daphne, with its access log going through Python logging, which redacts viewer tokens.
-	exec $(BIN)/python -m portal.logging -b 127.0.0.1 -p $(PORT) portal.asgi:application
+	exec env $(DEMO_ENV) $(BIN)/python -m portal.logging -b 127.0.0.1 -p $(PORT) \
+		portal.asgi:application
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

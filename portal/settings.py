@@ -193,8 +193,15 @@ ARCHIVE_URL = env.str("ARCHIVE_URL", default="")
 ARCHIVE_ROOT = env.path("ARCHIVE_ROOT", default=VAR_DIR / "archive")
 ARCHIVE_TIMEOUT = env.float("ARCHIVE_TIMEOUT", default=3.0)
 # An external viewer launched on a study: a URL template with {dicomweb}, {study_uid} and
-# {token}, e.g. https://ohif.example.org/viewer?StudyInstanceUIDs={study_uid}&token={token}
+# {token}, e.g. https://viewer.example.org/?StudyInstanceUIDs={study_uid}#token={token}.
+# The token goes in the #fragment, which browsers never send to a server: in a path or a
+# query it would land in access logs, proxies and the history. The viewer sends it back as
+# Authorization: Bearer (the portal's viewer does: frontend/src/dicomweb.js).
 EXTERNAL_VIEWER_URL = env.str("EXTERNAL_VIEWER_URL", default="")
+if "{token}" in EXTERNAL_VIEWER_URL.partition("#")[0]:
+    raise ImproperlyConfigured(
+        "EXTERNAL_VIEWER_URL puts {token} in the path or query: put it after '#' (#token={token})."
+    )
 
 # Limits on uploaded images (bytes and counts); the reverse proxy must allow as much.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)
@@ -289,7 +296,8 @@ ACCOUNT_RATE_LIMITS = {
 
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_TOTP_ISSUER = "MIRC Centre-Val de Loire"
-MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
+# The demo (make demo) runs with DEBUG off on plain http://127.0.0.1 and sets this.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = env.bool("MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN", default=DEBUG)
 MFA_PASSKEY_LOGIN_ENABLED = False
 # Who must have a second factor before using the portal: "none", "staff" or "all".
 # A login through the OpenID Connect provider (Pro Santé Connect, CPS or e-CPS) counts as
@@ -332,9 +340,12 @@ CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# The portal's own page for a refused form (templates/403.html), not Django's technical one.
+CSRF_FAILURE_VIEW = "portal.views_errors.csrf_failure"
 if not DEBUG:
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+    # Only the demo (make demo: DEBUG off over plain http://127.0.0.1) turns these off.
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     # Load balancers probe /health/ over plain HTTP inside the private network.
     SECURE_REDIRECT_EXEMPT = [r"^health/$"]

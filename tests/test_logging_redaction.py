@@ -6,9 +6,11 @@ really configures (their filters and formatters), and the access log is read fro
 daphne started as ``make demo`` starts it.
 """
 
+import html
 import io
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,13 +19,18 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import pytest
 from django.conf import settings
+from django.urls import reverse
 
 from portal.logging import AccessLog, RedactSecrets
+from tests.conftest import client_for
+from tests.permission_matrix import imaged_study
 
 ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_ENV_NAMES = {"DATABASE_URL", "REDIS_URL", "EXTERNAL_VIEWER_URL", "DJANGO_DEBUG"}
 SECRET = "vt_S3CR3T-viewer-token_abcdef0123456789"
 
 # The token first, in the middle and last in the query string.
@@ -176,3 +183,50 @@ def test_the_demo_servers_access_log_never_shows_a_viewer_token(tmp_path):
     assert '"GET /static/css/portal.css?StudyInstanceUIDs=1.2.3&token=[redacted]&frame=1" 200' in (
         logged
     )
+
+
+# --- Links the portal generates: the token never in a path or a query -------------------------
+
+
+def test_the_viewer_links_keep_the_token_out_of_every_url_a_server_sees(world, settings):
+    settings.EXTERNAL_VIEWER_URL = (
+        "https://viewer.example.org/?StudyInstanceUIDs={study_uid}&dicomweb={dicomweb}"
+        "#token={token}"
+    )
+    study = imaged_study(world)["study"]
+    response = client_for(world.gp.user).post(reverse("viewer-link-create", args=[study.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    raw = response.context["raw"]
+    links = [html.unescape(href) for href in re.findall(r'href="([^"]+)"', page)]
+    external = [link for link in links if link.startswith("https://viewer.example.org/")]
+    assert len(external) == 1
+    parts = urlsplit(external[0])
+    assert raw not in unquote(parts.path + "?" + parts.query)
+    assert parts.fragment == f"token={raw}"
+    # Weasis receives it as the Authorization header of its own DICOMweb requests.
+    weasis = [unquote_plus(link) for link in links if link.startswith("weasis:")]
+    assert len(weasis) == 1 and f"Authorization:Bearer {raw}" in weasis[0]
+    for link in links:
+        if link.startswith(("http", "/")):
+            parts = urlsplit(link)
+            assert raw not in unquote(parts.path + "?" + parts.query), link
+
+
+def test_an_external_viewer_url_with_the_token_in_its_query_is_refused_at_start_up():
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV_NAMES}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={
+            **env,
+            "EXTERNAL_VIEWER_URL": "https://ohif.example.org/viewer?StudyInstanceUIDs="
+            "{study_uid}&token={token}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "EXTERNAL_VIEWER_URL" in result.stderr

@@ -2,9 +2,35 @@
  * The portal's DICOMweb service, as the viewer uses it (PS3.18): QIDO-RS series of a study
  * (§10.6), WADO-RS series metadata (§10.4, DICOM JSON of PS3.18 Annex F) and frames, fetched by
  * Cornerstone's wadors loader with the stored transfer syntax (`transfer-syntax=*`).
- * Same origin, session cookie: no token travels in the page.
+ * Same origin: the session cookie is the credential, or a viewer token held in memory and sent
+ * as `Authorization: Bearer` (never in a URL, where access logs and the browser history would
+ * keep it).
  */
 import { wadors } from '@cornerstonejs/dicom-image-loader';
+
+/** The viewer token of a page launched with one (see takeTokenFromFragment), else null. */
+let bearerToken = null;
+
+/**
+ * A viewer launched from a link carrying `#token=…` takes the token from the URL fragment,
+ * which the browser never sends to a server (so no access log sees it), then removes it from
+ * the address bar and the history: from then on it lives in this module's memory only.
+ */
+export function takeTokenFromFragment(location = window.location, history = window.history) {
+  const params = new URLSearchParams(String(location.hash || '').replace(/^#/, ''));
+  const token = params.get('token');
+  if (!token) return false;
+  params.delete('token');
+  const rest = params.toString();
+  history.replaceState(history.state, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+  bearerToken = token;
+  return true;
+}
+
+/** The headers that authenticate a DICOMweb request: the bearer token when there is one. */
+export function authHeaders() {
+  return bearerToken ? { Authorization: `Bearer ${bearerToken}` } : {};
+}
 
 /** Series that hold no pixels: hidden from the series browser. */
 const NON_IMAGE_MODALITIES = new Set([
@@ -35,7 +61,7 @@ async function getJson(url, signal) {
   try {
     response = await fetch(url, {
       credentials: 'same-origin',
-      headers: { Accept: 'application/dicom+json, application/json' },
+      headers: { Accept: 'application/dicom+json, application/json', ...authHeaders() },
       signal,
     });
   } catch (error) {
@@ -65,6 +91,18 @@ export class DicomWeb {
 
   thumbnailUrl(study, series) {
     return `${this.seriesUrl(study, series)}/thumbnail`;
+  }
+
+  /**
+   * What an <img> shows for a series' thumbnail. An image element cannot send a header: with
+   * a bearer token the thumbnail is fetched with it and shown from a blob: URL.
+   */
+  async thumbnailSrc(study, series) {
+    const url = this.thumbnailUrl(study, series);
+    if (!bearerToken) return url;
+    const response = await fetch(url, { credentials: 'same-origin', headers: authHeaders() });
+    if (!response.ok) throw new DicomWebError(response.status, url);
+    return URL.createObjectURL(await response.blob());
   }
 
   imageId(study, series, sop, frame = 1) {

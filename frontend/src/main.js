@@ -8,6 +8,7 @@ import { init as coreInit } from '@cornerstonejs/core';
 import { init as imageLoaderInit } from '@cornerstonejs/dicom-image-loader';
 import { addTool, init as toolsInit } from '@cornerstonejs/tools';
 
+import { authHeaders, takeTokenFromFragment } from './dicomweb.js';
 import { ReviewClient } from './review.js';
 import { TOOL_CLASSES, Viewer } from './viewer.js';
 import './viewer.css';
@@ -41,6 +42,8 @@ function initialiseCornerstone() {
   coreInit();
   imageLoaderInit({
     maxWebWorkers: Math.max(1, Math.min(4, Math.floor((navigator.hardwareConcurrency || 2) / 2))),
+    // Frames carry the viewer token as a header, like every other DICOMweb request.
+    beforeSend: () => authHeaders(),
   });
   toolsInit();
   for (const ToolClass of Object.values(TOOL_CLASSES)) addTool(ToolClass);
@@ -74,6 +77,8 @@ function hooks(viewer) {
 }
 
 function mountAll() {
+  // Before anything else reads the address: the token leaves the URL at once.
+  takeTokenFromFragment();
   window.mircViewers = window.mircViewers || [];
   const elements = document.querySelectorAll('[data-mirc-viewer]:not([data-mirc-mounted])');
   if (!elements.length) return;

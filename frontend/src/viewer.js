@@ -395,11 +395,10 @@ export class Viewer {
     }
     if (this.panels[this.activePanel].studyUid !== study) return;
     this.seriesList.replaceChildren(...list.map((series) => {
-      const img = el('img', {
-        src: this.web.thumbnailUrl(study, series.uid), alt: '', loading: 'lazy', decoding: 'async',
-        width: 96, height: 96,
-      });
-      img.addEventListener('error', () => img.replaceWith(el('span', { class: 'mv-thumb-missing' }, series.modality)));
+      const img = el('img', { alt: '', loading: 'lazy', decoding: 'async', width: 96, height: 96 });
+      const missing = () => img.replaceWith(el('span', { class: 'mv-thumb-missing' }, series.modality));
+      img.addEventListener('error', missing);
+      this.web.thumbnailSrc(study, series.uid).then((src) => { img.src = src; }, missing);
       const current = panel.seriesUid === series.uid;
       return el('li', {},
         el('button', {
