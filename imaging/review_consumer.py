@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -20,6 +21,7 @@ from django.http import Http404
 from imaging import review
 from imaging.access import get_review_room_for
 from imaging.review_schema import MAX_MESSAGE_BYTES, validated
+from portal import audit
 from portal.audit import Actor
 from portal.selectors import access_generation
 from portal.services import user_group_name
@@ -30,12 +32,70 @@ CLOSE_INVALID = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_REVOKED = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429  # like HTTP 429: the client sent more messages than its budget
 MAX_INVALID = 50
 # The presenter's client sends at most 20 views a second. The server's own limit must be
 # looser (25 a second, one early relay tolerated), or any jitter at exactly 20 a second
 # accumulates as delay and ends in dropped views (measured: benchmarks/bench_review.py).
 VIEW_INTERVAL = 0.04
 CHANGING = {"view", "annotation", "take_control", "grant_control", "release_control"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``burst`` messages at once, then one every ``every`` seconds (a GCRA, per connection)."""
+
+    burst: int
+    every: float
+
+
+# What each client message type may cost, per connection. Sized for a board of 20 participants,
+# where one hostile or broken client must not flood the 19 others nor the server, while a
+# human at their busiest never meets the limit. Over budget, a message is dropped (answered
+# once with error "rate_limited"); a connection that keeps going is closed (CLOSE_TOO_MANY).
+RATE_LIMITS = {
+    # The presenter's client sends at most 20 views a second (coalesced), so scrolling a
+    # 300-slice CT end to end is 15 s at 20 a second; 50 a second leaves room for jitter. The
+    # burst is 10 s of the client's maximum, delivered at once by TCP after a network stall.
+    # Views are relayed at VIEW_INTERVAL anyway; this bounds the entitlement checks behind them.
+    "view": Budget(burst=200, every=1 / 50),
+    # Sent when a measurement is completed or changed (changes debounced per measurement,
+    # ~8 a second while one is dragged). "Clear measurements" sends one remove per
+    # measurement at once, up to the room's 200 (review_schema.MAX_ANNOTATIONS).
+    "annotation": Budget(burst=220, every=1 / 10),
+    # Relayed to every participant, each of whom sees a notice: a human asks a few times a
+    # minute at most, so 3 at once then one every 10 s.
+    "request_control": Budget(burst=3, every=10.0),
+    # Each change of control writes the room and sends presence to all: a coordinator passes
+    # control round the board a few times a minute; 5 at once covers double clicks.
+    "take_control": Budget(burst=5, every=2.0),
+    "grant_control": Budget(burst=5, every=2.0),
+    "release_control": Budget(burst=5, every=2.0),
+}
+# Drops tolerated before the connection is closed: 50 within 10 s. A person clicking a button
+# over and over gets the error, not the door; a script sending thousands a second is out
+# within a fraction of a second.
+DROP_BUDGET = Budget(burst=50, every=0.2)
+# The rate limits' clock (seconds, monotonic); the tests replace it to simulate time.
+clock = time.monotonic
+
+
+class Gcra:
+    """The generic cell rate algorithm: one float per bucket, arithmetic only (no I/O), so
+    checking it costs nothing on the relay path."""
+
+    __slots__ = ("budget", "tat")
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.tat = float("-inf")  # theoretical arrival time of the next conforming message
+
+    def allow(self, now: float) -> bool:
+        tat = max(self.tat, now)
+        if tat - now > (self.budget.burst - 1) * self.budget.every:
+            return False
+        self.tat = tat + self.budget.every
+        return True
 
 
 def _dumps(message: dict) -> str:
@@ -45,7 +105,11 @@ def _dumps(message: dict) -> str:
 class ReviewConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.room = None
+        self.closing = False
         self.invalid = 0
+        self.buckets = {kind: Gcra(budget) for kind, budget in RATE_LIMITS.items()}
+        self.drops = Gcra(DROP_BUDGET)
+        self.told_limited = set()  # message types already answered "rate_limited" in this run
         self.pending_view = None
         self.flush_handle = None
         self.next_relay = 0.0  # GCRA: the theoretical time of the next relay
@@ -111,7 +175,7 @@ class ReviewConsumer(AsyncWebsocketConsumer):
     # --- From the client ----------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
-        if self.room is None:
+        if self.room is None or self.closing:
             return
         message = None
         if text_data is not None and len(text_data.encode()) <= MAX_MESSAGE_BYTES:
@@ -121,6 +185,8 @@ class ReviewConsumer(AsyncWebsocketConsumer):
                 message = None
         if message is None:
             await self._drop()
+            return
+        if not await self._within_budget(message["type"]):
             return
         if message["type"] in CHANGING and not await self._still_entitled():
             return
@@ -137,6 +203,31 @@ class ReviewConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_INVALID)
             return
         await self._error("invalid")
+
+    async def _within_budget(self, kind: str) -> bool:
+        """Before any I/O: a message over its type's budget is dropped, not relayed."""
+        now = clock()
+        if self.buckets[kind].allow(now):
+            self.told_limited.discard(kind)
+            return True
+        if not self.drops.allow(now):
+            await self._close_flooding(kind)
+            return False
+        if kind not in self.told_limited:  # one answer per run of drops, not one per drop
+            self.told_limited.add(kind)
+            await self._error("rate_limited")
+        return False
+
+    async def _close_flooding(self, kind: str):
+        self.closing = True  # the messages still queued behind this one are ignored
+        logger.warning(
+            "review room %s: closing user %s's connection, too many %r messages",
+            self.room.pk,
+            self.user.pk,
+            kind,
+        )
+        await self.close(code=CLOSE_TOO_MANY)
+        await database_sync_to_async(_audit_flood)(self.actor, self.room, kind)
 
     async def _error(self, code: str):
         await self.send(text_data=_dumps({"v": 1, "type": "error", "code": code}))
@@ -293,6 +384,19 @@ def _save_view(room_id, view, user_id) -> int:
     seq = review.next_seq(room_id)
     review.view_save(room_id, seq=seq, view=view, user_id=user_id)
     return seq
+
+
+def _audit_flood(actor, room, kind):
+    """Once per closed connection: a security alert in the patient's access report."""
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        action=audit.AuditAction.EXECUTE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        obj=room,
+        patient=room.patient,
+        detail={"reason": "too many messages", "message_type": kind},
+    )
 
 
 def _refuse_anonymous(actor, path):

@@ -119,9 +119,13 @@ LABELS = {
     "reviewClosed_4401": _("Disconnected: please sign in again."),
     "reviewClosed_4403": _("Disconnected: your access to this patient has ended."),
     "reviewClosed_4404": _("This review room is closed or not open to you."),
+    "reviewClosed_4429": _(
+        "Disconnected: too many messages were sent. Reload the page to join the review again."
+    ),
     "reviewError_invalid": _("A message was refused by the server."),
     "reviewError_not_presenter": _("Only the presenter can change the shared view."),
     "reviewError_control_taken": _("Someone already presents."),
     "reviewError_not_allowed": _("You cannot give control."),
     "reviewError_too_many_annotations": _("The room holds too many measurements."),
+    "reviewError_rate_limited": _("Too many messages: some were not sent to the others."),
 }

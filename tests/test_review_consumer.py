@@ -10,6 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from imaging import review_consumer
 from imaging.models import ReviewPresence, ReviewRoom
 from imaging.review import review_room_create
 from portal import services
@@ -328,10 +329,11 @@ async def test_views_are_coalesced_and_throttled_to_the_latest(channel_layer, wo
     # 100 updates as fast as the socket takes them (a scroll wheel spun hard).
     for index in range(100):
         await oncologist.send({"type": "view", "view": _view(index)})
-    received = [m for m in await surgeon.drain(0.6) if m["type"] == "view"]
-    # Far fewer than sent, in order, and the last one is the latest state.
-    assert 1 <= len(received) < 50
-    assert received[-1]["view"]["index"] == 99
+    received = [await surgeon.receive_type("view", timeout=5)]
+    while received[-1]["view"]["index"] != 99:  # the latest state arrives, whatever the load
+        received.append(await surgeon.receive_type("view", timeout=5))
+    # Far fewer than sent, and in order.
+    assert len(received) < 50
     seqs = [message["seq"] for message in received]
     assert seqs == sorted(seqs)
     await oncologist.ws.disconnect()
@@ -406,6 +408,156 @@ async def test_too_many_annotations_are_refused(channel_layer, world, room, sett
     )
     assert (await oncologist.receive_type("error", timeout=5))["code"] == "too_many_annotations"
     await oncologist.ws.disconnect()
+
+
+# --- Rate limits ------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """The rate limits' clock, moved by the test: no sleeps, and the same on a slow machine.
+
+    The server reads it once per message it takes, whenever it gets round to it, so the time
+    a message arrives is set by ``tick``: the clock moves that much at each reading.
+    """
+
+    def __init__(self):
+        self.now = 1000.0
+        self.tick = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(review_consumer, "clock", clock)
+    return clock
+
+
+async def _outputs_until_closed(peer: Peer, timeout=5) -> tuple[list[dict], dict | None]:
+    """What the server sent this peer, up to its close frame (None if it never came)."""
+    messages = []
+    while True:
+        output = await peer.ws.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return messages, output
+        messages.append(json.loads(output["text"]))
+
+
+async def test_a_follower_flooding_control_requests_is_cut_off_and_the_room_carries_on(
+    channel_layer, world, room, fake_clock
+):
+    await database_sync_to_async(room.members.add)(world.gp.user)
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    gp, _ = await _member(world.gp.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await gp.presence_until(lambda p: p["presenter"] is not None and len(p["participants"]) == 3)
+
+    # 2,000 requests in one burst (the clock does not move).
+    for _ in range(2000):
+        await surgeon.send({"type": "request_control"})
+    received, closed = await _outputs_until_closed(surgeon)
+    assert closed is not None and closed["code"] == 4429
+    errors = [m["code"] for m in received if m["type"] == "error"]
+    assert errors == ["rate_limited"]  # told once, not 2,000 times
+
+    # The presenter was asked at most the budget's worth of times. The GP's own request,
+    # sent after the flood ended, marks the end of what the flood could have relayed.
+    await gp.send({"type": "request_control"})
+    from_surgeon = 0
+    while True:
+        request = await oncologist.receive_type("control_requested", timeout=5)
+        if request["by"]["id"] == world.gp.user.pk:
+            break
+        from_surgeon += 1
+    assert 1 <= from_surgeon <= review_consumer.RATE_LIMITS["request_control"].burst
+
+    # The others are still there and the room works.
+    await surgeon.ws.disconnect()
+    await gp.presence_until(lambda p: len(p["participants"]) == 2)
+    await oncologist.send({"type": "view", "view": _view(12)})
+    assert (await gp.receive_type("view"))["view"]["index"] == 12
+
+    # The abuse is in the patient's access report, once.
+    alerts = await database_sync_to_async(
+        lambda: list(
+            AuditEvent.objects.filter(
+                event_id=AuditEventId.SECURITY_ALERT,
+                object_type="imaging.reviewroom",
+                object_id=str(room.pk),
+                patient=world.patient,
+            ).values_list("actor_id", "detail")
+        )
+    )()
+    assert alerts == [
+        (
+            world.surgeon.user.pk,
+            {"reason": "too many messages", "message_type": "request_control"},
+        )
+    ]
+    await oncologist.ws.disconnect()
+    await gp.ws.disconnect()
+
+
+async def test_a_presenter_scrolling_a_ct_at_a_human_pace_is_never_limited(
+    channel_layer, world, room, fake_clock
+):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    # A message every 40 ms: 25 views a second for 12 s, a 300-slice CT scrolled end to end,
+    # faster than the client's own 20 a second, with a measurement every 2 s and control
+    # asked for now and then.
+    fake_clock.tick = 0.04
+    for index in range(300):
+        await oncologist.send({"type": "view", "view": _view(index)})
+        if index % 50 == 0:
+            await oncologist.send(
+                {"type": "annotation", "op": "upsert", "annotation": {**LENGTH, "uid": f"m{index}"}}
+            )
+        if index % 100 == 0:
+            await surgeon.send({"type": "request_control"})
+    while (await surgeon.receive_type("view", timeout=5))["view"]["index"] != 299:
+        pass
+    # Every message was taken: nobody was told "rate_limited". The presenter's take_control,
+    # answered "control_taken", marks the end of the answers to what came before.
+    await oncologist.send({"type": "take_control"})
+    errors = []
+    while not errors or errors[-1] != "control_taken":
+        errors.append((await oncologist.receive_type("error", timeout=5))["code"])
+    assert errors == ["control_taken"]
+    await surgeon.send({"type": "take_control"})
+    assert (await surgeon.receive_type("error"))["code"] == "control_taken"
+    await oncologist.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_a_presenter_flooding_views_is_cut_off(channel_layer, world, room, fake_clock):
+    oncologist, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await oncologist.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    # A script, not the viewer: 2,000 views at once.
+    for index in range(2000):
+        await oncologist.send({"type": "view", "view": _view(index % 10000)})
+    received, closed = await _outputs_until_closed(oncologist)
+    assert closed is not None and closed["code"] == 4429
+    assert [m["code"] for m in received if m["type"] == "error"] == ["rate_limited"]
+    # The follower saw only views from within the budget, up to the presenter's departure.
+    await oncologist.ws.disconnect()
+    views = []
+    while True:
+        message = await surgeon.receive(timeout=5)
+        if message["type"] == "view":
+            views.append(message["view"]["index"])
+        if message["type"] == "presence" and len(message["participants"]) == 1:
+            break
+    assert views and max(views) < review_consumer.RATE_LIMITS["view"].burst
+    await surgeon.ws.disconnect()
 
 
 # --- Access revoked -------------------------------------------------------------------------

@@ -14,7 +14,9 @@ import { ANNOTATION_TOOLS, toProtocolAnnotation, upsertProtocolAnnotation } from
 
 const VIEW_INTERVAL_MS = 50; // 20 a second at most
 const ANNOTATION_MODIFIED_DELAY_MS = 120;
-const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
+// Closed for good: reconnecting would be refused again, or (4429, too many messages) would
+// flood again. The status shows why (labels reviewClosed_<code>).
+const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404, 4429]);
 const UID = /^[0-9]+(\.[0-9]+)*$/;
 
 export class ReviewClient {
