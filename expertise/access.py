@@ -4,7 +4,7 @@ from django.http import Http404
 
 from expertise.models import Request
 from expertise.selectors import requests_visible_to
-from portal.access import record_refusal
+from portal.access import patient_of, record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
 
@@ -32,6 +32,7 @@ def get_request_for_user(request, request_id) -> Request:
             actor=Actor.from_request(request),
             object_type="expertise.request",
             object_id=pk,
+            patient=patient_of(Request.objects.filter(pk=pk)),
             purpose=AuditPurpose.EXPERTISE,
         )
         raise Http404

@@ -2,9 +2,9 @@
 
 from django.http import Http404
 
-from imaging.models import IngestBatch, ReviewRoom, StudyReport
+from imaging.models import IngestBatch, ReviewRoom, Study, StudyReport
 from imaging.selectors import studies_visible_to
-from portal.access import get_patient_for_user, record_refusal
+from portal.access import get_patient_for_user, patient_of, record_refusal
 from portal.audit import Actor
 
 
@@ -13,7 +13,10 @@ def get_study_for_user(request, study_id):
     study = studies_visible_to(request.user).filter(pk=study_id).select_related("patient").first()
     if study is None:
         record_refusal(
-            actor=Actor.from_request(request), object_type="imaging.study", object_id=study_id
+            actor=Actor.from_request(request),
+            object_type="imaging.study",
+            object_id=study_id,
+            patient=patient_of(Study.objects.filter(pk=study_id)),
         )
         raise Http404
     return study
@@ -69,6 +72,10 @@ def get_viewer_token_for_user(request, token_id):
             actor=Actor.from_request(request),
             object_type="imaging.viewertoken",
             object_id=token_id,
+            # A token opens one study or one patient's studies.
+            patient=patient_of(
+                ViewerToken.objects.filter(pk=token_id), "patient", "study__patient"
+            ),
         )
         raise Http404
     return token
@@ -80,6 +87,11 @@ def get_review_room_for(actor: Actor, room_id) -> ReviewRoom:
 
     room = review_room_entitled(user=actor.user, room_id=room_id)
     if room is None:
-        record_refusal(actor=actor, object_type="imaging.reviewroom", object_id=room_id)
+        record_refusal(
+            actor=actor,
+            object_type="imaging.reviewroom",
+            object_id=room_id,
+            patient=patient_of(ReviewRoom.objects.filter(pk=room_id)),
+        )
         raise Http404
     return room

@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from portal.access import record_refusal
+from portal.access import patient_of, record_refusal
 from portal.audit import Actor
 from rcp.models import Case, Committee, Session
 from rcp.selectors import cases_visible_to, committees_of, sessions_visible_to
@@ -25,6 +25,9 @@ def get_committee_for_user(request, committee_id) -> Committee:
     return committee
 
 
+# A committee or a session is about several patients: its refusal names none of them.
+
+
 def get_session_for_user(request, session_id) -> Session:
     session = (
         sessions_visible_to(request.user).filter(pk=session_id).select_related("committee").first()
@@ -42,5 +45,5 @@ def get_case_for_user(request, case_id) -> Case:
         .first()
     )
     if case is None:
-        _refuse(request, "rcp.case", case_id)
+        _refuse(request, "rcp.case", case_id, patient_of(Case.objects.filter(pk=case_id)))
     return case

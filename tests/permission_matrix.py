@@ -77,6 +77,13 @@ class ObjectRoute:
     patient: Callable | None = None  # world -> the patient the access is about
     patient_data: bool = True
     extra_outsiders: list[Callable] = field(default_factory=list)
+    # world -> the patient an outsider's refusal names (for that patient's access report);
+    # ``patient`` unless said otherwise: a session or a committee names no single patient.
+    refusal_patient: Callable | None = None
+
+    def __post_init__(self):
+        if self.refusal_patient is None:
+            self.refusal_patient = self.patient
 
 
 @dataclass
@@ -604,6 +611,7 @@ MATRIX = {
     "ingest-batch-progress": ObjectRoute(
         kwargs=lambda w: {"patient_id": w.patient.pk, "batch_id": _ingest_batch(w).pk},
         entitled=lambda w: w.oncologist.user,
+        patient=lambda w: w.patient,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.gp.user],
         patient_data=False,  # counts and state only
@@ -611,6 +619,7 @@ MATRIX = {
     "ingest-batch-retry": ObjectRoute(
         kwargs=lambda w: {"patient_id": w.patient.pk, "batch_id": _ingest_batch(w).pk},
         entitled=lambda w: w.oncologist.user,
+        patient=lambda w: w.patient,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.gp.user],
         method="post",
@@ -760,6 +769,7 @@ MATRIX = {
         expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
+        refusal_patient=lambda w: None,  # a session is about several patients
     ),
     "rcp-session-close": ObjectRoute(
         kwargs=lambda w: {"session_id": _rcp(w).later_session.pk},
@@ -794,6 +804,7 @@ MATRIX = {
         extra_outsiders=[lambda w: w.gp.user],
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,  # the case under discussion
+        refusal_patient=lambda w: None,  # a session is about several patients
     ),
     "rcp-session-quorum": ObjectRoute(
         kwargs=lambda w: {"session_id": _rcp(w).session.pk},
@@ -930,6 +941,7 @@ MATRIX = {
     "rcp-case-key-image-add": ObjectRoute(
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.surgeon.user,
+        patient=lambda w: w.patient,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.gp.user],
         method="post",
@@ -1001,6 +1013,7 @@ MATRIX = {
     "rcp-case-outputs": ObjectRoute(
         kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
         entitled=lambda w: w.surgeon.user,
+        patient=lambda w: w.patient,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.admin_user],
         patient_data=False,  # the case's PDFs and their state, polled
@@ -1008,6 +1021,7 @@ MATRIX = {
     "rcp-case-pdf-request": ObjectRoute(
         kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
         entitled=lambda w: w.coordinator.user,
+        patient=lambda w: w.patient,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.admin_user],
         method="post",
@@ -1140,6 +1154,7 @@ MATRIX = {
     "expertise-report-outputs": ObjectRoute(
         kwargs=lambda w: {"request_id": _expertise_request(w, "answered").pk},
         entitled=lambda w: _tele(w).teleradiologist.user,
+        patient=lambda w: w.patient,
         outsider=lambda w: _tele(w).outsider.user,
         extra_outsiders=[lambda w: _tele(w).second_radiologist.user, lambda w: w.admin_user],
         patient_data=False,  # the state of the report's PDF, polled
@@ -1160,6 +1175,7 @@ MATRIX = {
     "expertise-report-pdf-retry": ObjectRoute(
         kwargs=lambda w: {"request_id": _expertise_request(w, "answered").pk},
         entitled=lambda w: w.gp.user,  # the requester (the expert may too)
+        patient=lambda w: w.patient,
         outsider=lambda w: _tele(w).outsider.user,
         extra_outsiders=[lambda w: _tele(w).second_radiologist.user, lambda w: w.admin_user],
         method="post",

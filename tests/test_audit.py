@@ -390,6 +390,59 @@ def test_a_non_existent_patient_id_is_refused_the_same_way_without_a_patient(wor
     assert (event.object_type, event.object_id) == ("portal.patient", str(missing_id))
 
 
+def _study(world):
+    from tests.permission_matrix import imaged_study
+
+    return imaged_study(world)["study"]
+
+
+def _rcp_case(world):
+    from tests.rcp_world import case_on_agenda, rcp_world
+
+    rcp_world(world)
+    return case_on_agenda(world)
+
+
+def _expertise_request(world):
+    from tests.expertise_world import accepted_request, expertise_world
+
+    expertise_world(world)
+    return accepted_request(world)
+
+
+@pytest.mark.parametrize(
+    "route,argument,build,object_type",
+    [
+        ("study-viewer", "study_id", _study, "imaging.study"),
+        ("rcp-case", "case_id", _rcp_case, "rcp.case"),
+        ("expertise-request", "request_id", _expertise_request, "expertise.request"),
+    ],
+    ids=["study", "rcp case", "tele-expertise request"],
+)
+def test_an_outsiders_refused_access_to_a_patients_object_is_in_her_access_report(
+    world, route, argument, build, object_type
+):
+    """The Bourges radiologist follows neither Jeanne Dupont's CT, nor her RCP case, nor her
+    tele-expertise request: he gets 404, and the DPO sees his attempt in her report."""
+    found = build(world)
+    outsider = client_for(world.outsider.user)
+
+    refused = outsider.get(reverse(route, kwargs={argument: found.pk}))
+    missing = outsider.get(reverse(route, kwargs={argument: 987654}))
+
+    assert refused.status_code == missing.status_code == 404
+    header, *rows = _csv_rows(_download_report(world, world.patient))
+    [attempt] = [row for row in rows if row[1] == "Paul Lefèvre"]
+    assert attempt[8] == f"{object_type} {found.pk}"
+    assert attempt[2] == world.outsider.rpps
+    assert attempt[4] == _label(refused, AuditEventId.SECURITY_ALERT)
+    assert attempt[6] == _label(refused, AuditOutcome.MINOR_FAILURE)
+    # The id that names nothing is refused too, but belongs to no patient's report.
+    assert not any(row[8] == f"{object_type} 987654" for row in rows)
+    [nobodys] = AuditEvent.objects.filter(object_type=object_type, object_id="987654")
+    assert (nobodys.actor, nobodys.patient) == (world.outsider.user, None)
+
+
 # --- The audit page ----------------------------------------------------------------------------
 
 

@@ -173,20 +173,64 @@ def _state(world):
     )
 
 
+def _unknown_kwargs(entry, world) -> dict:
+    return {
+        key: uuid.UUID(int=987654) if isinstance(value, uuid.UUID) else 987654
+        for key, value in entry.kwargs(world).items()
+    }
+
+
+def _new_refusals(last):
+    return list(
+        AuditEvent.objects.filter(
+            pk__gt=last, event_id=AuditEventId.SECURITY_ALERT, outcome=AuditOutcome.MINOR_FAILURE
+        )
+    )
+
+
+def _last_event_pk() -> int:
+    return AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def _headers(response) -> dict:
+    # The length follows the page's own address, compared in the body.
+    return {
+        key.lower(): value for key, value in response.items() if key.lower() != "content-length"
+    }
+
+
+def _body(response) -> bytes:
+    """The page without what differs from one request to the next: the CSRF token, masked
+    afresh each time, the seconds left before the idle sign-out, and the page's own address
+    (the language switch returns to it)."""
+    body = re.sub(
+        rb'(name="csrfmiddlewaretoken" value|data-expires-in)="[^"]*"', b"", response.content
+    )
+    return body.replace(response.wsgi_request.get_full_path().encode(), b"<this page>")
+
+
 @pytest.mark.parametrize("name", OBJECT_ROUTES)
 def test_outsider_gets_404_and_changes_nothing(name, world):
     entry = MATRIX[name]
     url = reverse(name, kwargs=entry.kwargs(world))
+    # The refusal names the object's patient, so it shows in that patient's access report.
+    expected_patient = entry.refusal_patient(world) if entry.refusal_patient else None
     for outsider in [entry.outsider, *entry.extra_outsiders]:
         user = outsider(world)
+        client = client_for(user)
         before = _state(world)
-        refusals = AuditEvent.objects.filter(event_id=AuditEventId.SECURITY_ALERT).count()
-        response = _call(client_for(user), entry, url, world)
+        last = _last_event_pk()
+        response = _call(client, entry, url, world)
         assert response.status_code == 404, f"{name} as {user}: {response.status_code}"
         assert _state(world) == before
-        assert (
-            AuditEvent.objects.filter(event_id=AuditEventId.SECURITY_ALERT).count() == refusals + 1
-        )
+        [refusal] = _new_refusals(last)
+        assert refusal.actor == user
+        assert refusal.patient == expected_patient, f"{name} as {user}"
+    # Existence never leaks: a refused object and a missing one get the same answer.
+    missing = _call(client, entry, reverse(name, kwargs=_unknown_kwargs(entry, world)), world)
+    assert missing.status_code == 404
+    assert _body(missing) == _body(response)
+    assert _headers(missing) == _headers(response)
 
 
 @pytest.mark.parametrize("name", OBJECT_ROUTES)
@@ -201,12 +245,13 @@ def test_entitled(name, world):
 @pytest.mark.parametrize("name", OBJECT_ROUTES)
 def test_unknown_object_is_404_like_a_forbidden_one(name, world):
     entry = MATRIX[name]
-    kwargs = {
-        key: uuid.UUID(int=987654) if isinstance(value, uuid.UUID) else 987654
-        for key, value in entry.kwargs(world).items()
-    }
-    response = _call(client_for(entry.entitled(world)), entry, reverse(name, kwargs=kwargs), world)
+    url = reverse(name, kwargs=_unknown_kwargs(entry, world))
+    client = client_for(entry.entitled(world))
+    last = _last_event_pk()
+    response = _call(client, entry, url, world)
     assert response.status_code == 404
+    # Nothing exists to name: the refusal, when there is one, names no patient.
+    assert [event.patient for event in _new_refusals(last)] in ([], [None])
 
 
 # --- Audit coverage: every view that shows or changes patient data writes exactly one event --
