@@ -8,9 +8,11 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import math
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
@@ -148,14 +150,22 @@ def record(
         detail=detail or {},
         **_actor_fields(actor),
     )
-    using = router.db_for_write(AuditEvent)
+    return _append(event, using=router.db_for_write(AuditEvent))
+
+
+def _append(event: AuditEvent, *, using: str, empty_trail_head: str = "") -> AuditEvent:
+    """Seal ``event`` to the head of the chain and insert it.
+
+    ``empty_trail_head``: what an empty trail follows. The genesis, except right after a
+    purge that removed every event: then the last event removed.
+    """
     # savepoint=False: inside the caller's transaction this costs no extra query; alone,
     # it makes the lock, the read of the head and the insert one transaction.
     with transaction.atomic(using=using, savepoint=False):
         _lock_chain(using)
         # Stamped once the chain is ours, so dates never go backwards along the chain.
         event.occurred_at = timezone.now()
-        event.previous_hash = _head_hash(using)
+        event.previous_hash = _head_hash(using) or empty_trail_head or GENESIS
         event.event_hash = seal(_chained_values(event), event.previous_hash)
         event.save(force_insert=True, using=using)
     return event
@@ -195,39 +205,53 @@ GENESIS = ""  # the previous hash of the first event ever written
 _CHAIN_LOCK = 0x6175646974
 
 
-def _canonical(value):
-    """One spelling per value, as it reads back from SQLite or PostgreSQL."""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        # jsonb keeps numbers as decimals: 1e16 comes back as the integer 10000000000000000.
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+def _canonical_json(value) -> str:
+    """One spelling per value, whether it is being written or read back from the database.
+
+    Compact JSON with sorted keys, except numbers: jsonb keeps a number as a decimal, so
+    1e16 comes back as 10000000000000000 and 1.0 as 1.0 (SQLite as written). Each number is
+    therefore spelt as its normalized decimal value: 1e16, 10000000000000000 and 1e+16 all
+    read 10000000000000000, and 1.0 reads 1.
+    """
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return _canonical_number(value)
     if isinstance(value, str):
-        return str(value)
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, dt.datetime):
+        return json.dumps(value.astimezone(dt.UTC).isoformat(timespec="microseconds"))
     if isinstance(value, Mapping):
-        return {str(key): _canonical(item) for key, item in value.items()}
+        items = sorted(((str(key), item) for key, item in value.items()), key=lambda kv: kv[0])
+        return "{" + ",".join(f"{json.dumps(k)}:{_canonical_json(v)}" for k, v in items) + "}"
     if isinstance(value, list | tuple):
-        return [_canonical(item) for item in value]
+        return "[" + ",".join(_canonical_json(item) for item in value) + "]"
     raise TypeError(f"cannot seal a {type(value).__name__} in an audit event")
+
+
+def _canonical_number(number: int | float) -> str:
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError("an audit event holds finite numbers only (JSON has no NaN)")
+    # repr() is the shortest text that reads back as the same float: what JSON stores.
+    decimal = Decimal(repr(number) if isinstance(number, float) else number)
+    if decimal.is_zero():
+        return "0"  # PostgreSQL's numeric has no negative zero
+    decimal = decimal.normalize()
+    if decimal.as_tuple().exponent >= 0:
+        return str(int(decimal))
+    return str(decimal)  # e.g. 0.5, 1E-7
 
 
 def seal(values: Mapping, previous_hash: str) -> str:
     """SHA-256 of an event's chained fields and the previous event's hash."""
-    payload = {name: _canonical(values[name]) for name in CHAINED_FIELDS}
+    payload = {name: values[name] for name in CHAINED_FIELDS}
     # JSON round trip first: keys become strings and tuples lists, as the database returns them.
-    payload["detail"] = _canonical(json.loads(json.dumps(values["detail"])))
+    payload["detail"] = json.loads(json.dumps(values["detail"]))
     if payload["client_ip"]:
         # PostgreSQL's inet and Django's cleaning may spell an IPv6 address differently.
         payload["client_ip"] = ipaddress.ip_address(payload["client_ip"]).exploded
     payload["previous_hash"] = previous_hash
-    text = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_canonical_json(payload).encode()).hexdigest()
 
 
 def _chained_values(event: AuditEvent) -> dict:
@@ -248,7 +272,7 @@ def _lock_chain(using: str) -> None:
 
 def _head_hash(using: str) -> str:
     head = AuditEvent.objects.using(using).order_by("-id").values_list("event_hash", flat=True)
-    return head.first() or GENESIS
+    return head.first() or ""
 
 
 def _is_purge(values: Mapping) -> bool:
@@ -462,10 +486,10 @@ def purge(*, before: dt.datetime | None = None, by: Actor) -> PurgeReport:
                     [below_id],
                 )
                 cursor.execute(f"DELETE FROM {PURGE_TABLE}")  # noqa: S608
-        event = record(
-            actor=by,
-            event=AuditEventId.AUDIT_LOG_USED,
+        event = AuditEvent(
+            event_id=AuditEventId.AUDIT_LOG_USED,
             action=AuditAction.DELETE,
+            outcome=AuditOutcome.SUCCESS,
             object_type=PURGED_OBJECT_TYPE,
             purpose=AuditPurpose.ADMINISTRATION,
             detail={
@@ -481,7 +505,9 @@ def purge(*, before: dt.datetime | None = None, by: Actor) -> PurgeReport:
                     "anchor": anchor,
                 }
             },
+            **_actor_fields(by),
         )
+        _append(event, using=using, empty_trail_head=anchor)
     return PurgeReport(removed=summary["count"], cutoff=cutoff, event=event)
 
 

@@ -42,7 +42,8 @@ def _read(patient, by, when=None) -> AuditEvent:
             patient=patient,
             obj=patient,
             purpose=AuditPurpose.CARE,
-            detail={"via": "dossier", "score": 1.0, "pages": [1, 2]},
+            # Numbers as jsonb gives them back differently: 1e16 as 10000000000000000.
+            detail={"via": "dossier", "score": 1.0, "pages": [1, 2], "bytes": 1e16, "ratio": 1e-7},
         )
 
     if when is None:
@@ -325,6 +326,19 @@ def test_a_second_purge_restarts_from_the_anchor_of_the_first(years_of_trail):
     # This week's sign-ins and the first purge's event are now past retention too.
     assert "Removed 4 audit events" in output
     assert AuditEvent.objects.count() == 2
+    assert "intact" in _verify()
+
+
+def test_a_purge_of_every_event_leaves_a_trail_that_verifies(years_of_trail):
+    old, recent = years_of_trail
+    years_later = dt.datetime.now(UTC) + dt.timedelta(days=800)
+
+    with time_machine.travel(years_later, tick=False):
+        output = _purge()
+
+    assert f"Removed {len(old) + len(recent)} audit events" in output
+    [event] = AuditEvent.objects.all()
+    assert event.previous_hash == recent[-1].event_hash == event.detail["purge"]["anchor"]
     assert "intact" in _verify()
 
 

@@ -130,13 +130,22 @@ def seal_existing_events(apps, schema_editor):
 
     AuditEvent = apps.get_model("portal", "AuditEvent")
     alias = schema_editor.connection.alias
+    # Sealing again after a rollback of this migration: the trail starts where the last
+    # retention purge left it, not at the genesis.
+    purges = (
+        AuditEvent.objects.using(alias)
+        .filter(event_id="110101", action="D", object_type="portal.auditevent")
+        .order_by("-id")
+        .values_list("detail", flat=True)
+    )
+    anchors = (detail["purge"]["anchor"] for detail in purges if "purge" in (detail or {}))
     rows = (
         AuditEvent.objects.using(alias)
         .order_by("id")
         .values("id", *CHAINED_FIELDS)
         .iterator(chunk_size=2000)
     )
-    previous, batch = GENESIS, []
+    previous, batch = next(anchors, GENESIS), []
     for row in rows:
         event_hash = seal(row, previous)
         batch.append(AuditEvent(id=row["id"], previous_hash=previous, event_hash=event_hash))
