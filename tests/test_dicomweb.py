@@ -365,9 +365,7 @@ def test_frames_answers_are_streamed_part_by_part(world, study):
     assert len(frame) == 32 * 32 * 2
 
 
-def test_refused_tokens_are_audited_once_a_minute_per_address_against_their_patient(
-    world, study
-):
+def test_refused_tokens_are_audited_once_a_minute_per_address_against_their_patient(world, study):
     import time_machine
 
     token, raw = viewer_token_issue(by=Actor(user=world.gp.user), study=study["study"])
