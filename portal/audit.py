@@ -2,6 +2,8 @@
 
 Every view that shows or changes patient data calls :func:`record` exactly once, inside
 the transaction of the access it records, so no read or change exists without its trace.
+Events form a hash chain, checked by ``manage.py audit_verify``; only ``manage.py
+audit_purge`` removes events, past the retention period, and it says so in the trail.
 """
 
 import datetime as dt
@@ -300,7 +302,8 @@ def _expected_anchor(using: str) -> tuple[str, int | None]:
         .order_by("-id")
         .values("id", "event_id", "action", "object_type", "detail")
     )
-    for values in candidates.iterator(chunk_size=50):
+    # A few rows (one per purge): read at once, no server-side cursor left open.
+    for values in candidates:
         if _is_purge(values):
             return values["detail"]["purge"]["anchor"], values["id"]
     return GENESIS, None
