@@ -20,6 +20,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from portal.access import record_refusal  # noqa: E402
 from portal.audit import Actor  # noqa: E402
+from portal.middleware import WebSocketStrongAuthentication  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -51,8 +52,12 @@ class AuditRefusedOrigin:
         return await self.validator(scope, receive, send)
 
 
+# The strong-authentication guard needs the session and user that AuthMiddlewareStack puts in
+# the scope, and refuses before any consumer runs.
 websocket_application = AuditRefusedOrigin(
-    AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    AllowedHostsOriginValidator(
+        AuthMiddlewareStack(WebSocketStrongAuthentication(URLRouter(websocket_urlpatterns)))
+    )
 )
 
 # Warm image frames are answered from Redis before Django's request cycle (see there).

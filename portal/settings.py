@@ -79,8 +79,11 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "portal.middleware.MfaEnforcementMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After the messages (the timeout says why it signed you out) and before the second
+    # factor (an abandoned session is ended, not sent to set up a factor).
+    "portal.middleware.IdleTimeoutMiddleware",
+    "portal.middleware.MfaEnforcementMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -299,10 +302,12 @@ MFA_TOTP_ISSUER = "MIRC Centre-Val de Loire"
 # The demo (make demo) runs with DEBUG off on plain http://127.0.0.1 and sets this.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = env.bool("MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN", default=DEBUG)
 MFA_PASSKEY_LOGIN_ENABLED = False
-# Who must have a second factor before using the portal: "none", "staff" or "all".
-# A login through the OpenID Connect provider (Pro Santé Connect, CPS or e-CPS) counts as
-# strong authentication already.
-MFA_ENFORCE = env.str("MFA_ENFORCE", default="none" if DEBUG else "staff")
+# Who must pass a second factor before using the portal (pages and WebSockets): "none",
+# "staff" or "all". Health data needs strong authentication (PGSSI-S), so production
+# defaults to "all"; the embedded demo (DEBUG) defaults to "none", its personas signing in
+# with a password. A login through the OpenID Connect provider (Pro Santé Connect, CPS or
+# e-CPS) counts as strong authentication already.
+MFA_ENFORCE = env.str("MFA_ENFORCE", default="none" if DEBUG else "all")
 if MFA_ENFORCE not in {"none", "staff", "all"}:
     raise ImproperlyConfigured("MFA_ENFORCE must be one of: none, staff, all.")
 
@@ -334,6 +339,13 @@ ANONYMOUS_USER_NAME = None
 
 # --- Security --------------------------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=10 * 3600)
+# A session without user activity for this long (seconds) is ended; the page warns two
+# minutes before (static/js/idle.js). SESSION_COOKIE_AGE stays the cap of a working day.
+SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_TIMEOUT", default=30 * 60)
+if SESSION_IDLE_TIMEOUT <= 120:
+    raise ImproperlyConfigured(
+        "SESSION_IDLE_TIMEOUT must be more than 120 seconds: the page warns two minutes before."
+    )
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True

@@ -36,7 +36,13 @@ def audit_logout(sender, request, user, **kwargs):
     access_changed(user_id=user.pk)
     actor = Actor.from_request(request) if request is not None else Actor()
     actor = Actor(user=user, ip=actor.ip, session_hash=actor.session_hash)
-    _authentication_event(actor=actor, event_type=audit.AuditEventType.LOGOUT)
+    # A logout the portal decided (portal.middleware.IdleTimeoutMiddleware) says why.
+    reason = getattr(request, "logout_reason", None)
+    _authentication_event(
+        actor=actor,
+        event_type=audit.AuditEventType.LOGOUT,
+        detail={"reason": reason} if reason else None,
+    )
 
 
 def audit_failed_authentication(*, request, credentials, reason: str = "wrong credentials"):

@@ -1187,6 +1187,8 @@ MATRIX = {
     "expertise-acts": GlobalPermission(holder=_billing_office, audit_event=AuditEventId.EXPORT),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),
+    # The idle script's keep-alive: how long the session has left, "I am still here".
+    "session-keepalive": SignedIn(method="post"),
     "audit-event-list": GlobalPermission(
         holder=lambda w: w.auditor_user, audit_event=AuditEventId.AUDIT_LOG_USED
     ),

@@ -10,11 +10,18 @@ import pytest
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
 from allauth.socialaccount.models import SocialApp
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import reverse
 
-from portal.models import AuditEvent, AuditEventId, AuditEventType, User
+from imaging.review import review_room_create
+from portal import services as portal_services
+from portal.audit import Actor
+from portal.models import AuditEvent, AuditEventId, AuditEventType, CareRole, User
 from tests.conftest import PASSWORD, client_for
+from tests.permission_matrix import imaged_study
 
 
 def _login(client, email, password=PASSWORD):
@@ -96,6 +103,20 @@ def test_totp_user_is_asked_for_the_code_before_being_signed_in(world):
     assert login.actor == world.oncologist.user
 
 
+def _patient_page(client, world):
+    return client.get(reverse("patient-detail", args=[world.patient.pk]))
+
+
+def _sso_session(client, user):
+    """What allauth leaves in a session opened through the OpenID Connect provider."""
+    session = client.session
+    session["account_authentication_methods"] = [
+        {"method": "socialaccount", "at": time.time(), "provider": "psc", "uid": "x"}
+    ]
+    session["account_authentication_methods_user"] = str(user.pk)
+    session.save()
+
+
 class TestMfaEnforcement:
     def test_off_by_default_in_the_demo(self, world, settings):
         settings.MFA_ENFORCE = "none"
@@ -115,8 +136,31 @@ class TestMfaEnforcement:
 
     def test_staff_with_totp_goes_on(self, world, settings):
         settings.MFA_ENFORCE = "staff"
-        TOTP.activate(world.admin_user, generate_totp_secret())
-        assert client_for(world.admin_user).get(reverse("home")).status_code == 200
+        world.admin_user.is_staff = True
+        world.admin_user.save()
+        secret = generate_totp_secret()
+        TOTP.activate(world.admin_user, secret)
+        client = Client()
+        _login(client, world.admin_user.email)
+        client.post(reverse("mfa_authenticate"), {"code": _totp_code(secret)})
+        assert client.get(reverse("home")).status_code == 200
+
+    def test_a_second_factor_set_up_but_not_passed_in_this_session_is_asked_for(
+        self, world, settings
+    ):
+        # A session opened with the password before the second factor was set up.
+        settings.MFA_ENFORCE = "all"
+        secret = generate_totp_secret()
+        TOTP.activate(world.oncologist.user, secret)
+        client = client_for(world.oncologist.user)
+        page = reverse("patient-detail", args=[world.patient.pk])
+        response = client.get(page)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("mfa_reauthenticate"))
+        response = client.post(response["Location"], {"code": _totp_code(secret)})
+        assert response.status_code == 302
+        assert response["Location"] == page
+        assert client.get(page).status_code == 200
 
     def test_professionals_are_not_forced_in_staff_mode(self, world, settings):
         settings.MFA_ENFORCE = "staff"
@@ -131,13 +175,32 @@ class TestMfaEnforcement:
     def test_sso_session_counts_as_strong(self, world, settings):
         settings.MFA_ENFORCE = "all"
         client = client_for(world.oncologist.user)
-        session = client.session
-        session["account_authentication_methods"] = [
-            {"method": "socialaccount", "at": time.time(), "provider": "psc", "uid": "x"}
-        ]
-        session["account_authentication_methods_user"] = str(world.oncologist.user.pk)
-        session.save()
+        _sso_session(client, world.oncologist.user)
         assert client.get(reverse("home")).status_code == 200
+
+    def test_password_only_clinician_is_sent_to_set_up_a_second_factor(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        client = Client()
+        assert _login(client, "oncologue@mirc.test").status_code == 302
+        response = _patient_page(client, world)
+        assert response.status_code == 302
+        assert response["Location"] == reverse("mfa_activate_totp")
+        assert world.patient.birth_name.encode() not in response.content
+
+    def test_clinician_who_passed_totp_reaches_the_patient(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        secret = generate_totp_secret()
+        TOTP.activate(world.oncologist.user, secret)
+        client = Client()
+        _login(client, "oncologue@mirc.test")
+        client.post(reverse("mfa_authenticate"), {"code": _totp_code(secret)})
+        assert _patient_page(client, world).status_code == 200
+
+    def test_sso_clinician_reaches_the_patient(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        client = client_for(world.oncologist.user)
+        _sso_session(client, world.oncologist.user)
+        assert _patient_page(client, world).status_code == 200
 
 
 class _Discovery(http.server.BaseHTTPRequestHandler):
@@ -198,3 +261,100 @@ def test_sso_login_uses_pkce(db, oidc_provider, settings):
     assert query["code_challenge_method"] == ["S256"]
     assert len(query["code_challenge"][0]) >= 43
     assert not SocialApp.objects.exists()  # configured from the environment, not the database
+
+
+# --- The same requirement on the live review's WebSocket -------------------------------------
+
+
+def _review_room(world):
+    portal_services.care_relationship_add(
+        patient=world.patient,
+        professional=world.surgeon,
+        role=CareRole.CARE_TEAM,
+        by=Actor.system("tests"),
+    )
+    return review_room_create(
+        study=imaged_study(world)["study"],
+        title="RCP thoracique",
+        members=[world.surgeon.user],
+        by=Actor(user=world.oncologist.user),
+    )
+
+
+async def _open_review(client, room):
+    from portal.asgi import application  # builds the ASGI stack: only when a test needs it
+
+    name = django_settings.SESSION_COOKIE_NAME
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"cookie", f"{name}={client.cookies[name].value}".encode()),
+    ]
+    communicator = WebsocketCommunicator(application, f"/ws/review/{room.pk}/", headers=headers)
+    connected, code = await communicator.connect(timeout=3)
+    await communicator.disconnect()
+    return connected, code
+
+
+def _second_factor_refusals(room):
+    return AuditEvent.objects.filter(
+        event_id=AuditEventId.SECURITY_ALERT,
+        object_type="websocket",
+        object_id=f"/ws/review/{room.pk}/",
+        detail__reason__startswith="second factor required",
+    ).count()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+class TestReviewWebSocketNeedsStrongAuthentication:
+    async def test_password_only_clinician_cannot_open_the_review(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        room = await database_sync_to_async(_review_room)(world)
+        client = Client()
+        await database_sync_to_async(_login)(client, "oncologue@mirc.test")
+        connected, code = await _open_review(client, room)
+        assert not connected
+        assert code == 4403
+        assert await database_sync_to_async(_second_factor_refusals)(room) == 1
+
+    async def test_clinician_who_passed_totp_opens_the_review(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        room = await database_sync_to_async(_review_room)(world)
+        secret = generate_totp_secret()
+        await database_sync_to_async(TOTP.activate)(world.oncologist.user, secret)
+        client = Client()
+
+        def sign_in_with_totp():
+            _login(client, "oncologue@mirc.test")
+            client.post(reverse("mfa_authenticate"), {"code": _totp_code(secret)})
+
+        await database_sync_to_async(sign_in_with_totp)()
+        connected, _ = await _open_review(client, room)
+        assert connected
+        assert await database_sync_to_async(_second_factor_refusals)(room) == 0
+
+    async def test_sso_clinician_opens_the_review(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        room = await database_sync_to_async(_review_room)(world)
+
+        def sso_client():
+            client = client_for(world.oncologist.user)
+            _sso_session(client, world.oncologist.user)
+            return client
+
+        client = await database_sync_to_async(sso_client)()
+        connected, _ = await _open_review(client, room)
+        assert connected
+
+    async def test_staff_mode_still_guards_staff_on_the_websocket(self, world, settings):
+        settings.MFA_ENFORCE = "staff"
+        room = await database_sync_to_async(_review_room)(world)
+
+        def staff_oncologist():
+            world.oncologist.user.is_staff = True
+            world.oncologist.user.save()
+            return client_for(world.oncologist.user)
+
+        client = await database_sync_to_async(staff_oncologist)()
+        connected, code = await _open_review(client, room)
+        assert (connected, code) == (False, 4403)

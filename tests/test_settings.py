@@ -28,6 +28,7 @@ def _run(args, **env):
             "DATABASE_URL",
             "REDIS_URL",
             "MFA_ENFORCE",
+            "SESSION_IDLE_TIMEOUT",
         }
     }
     return subprocess.run(
@@ -59,6 +60,34 @@ def test_a_bad_value_is_named_at_start_up():
     result = _run(["manage.py", "check"], MFA_ENFORCE="sometimes")
     assert result.returncode != 0
     assert "MFA_ENFORCE" in result.stderr
+
+
+PRINT_AUTH_SETTINGS = (
+    "from django.conf import settings; print(settings.MFA_ENFORCE, settings.SESSION_IDLE_TIMEOUT)"
+)
+
+
+def test_production_demands_a_second_factor_from_everyone_by_default():
+    result = _run(
+        ["manage.py", "shell", "-c", PRINT_AUTH_SETTINGS],
+        DJANGO_DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="portail.example.org",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["all", "1800"]
+
+
+def test_the_demo_signs_in_with_a_password_alone_by_default():
+    result = _run(["manage.py", "shell", "-c", PRINT_AUTH_SETTINGS])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["none", "1800"]
+
+
+def test_an_idle_timeout_shorter_than_its_warning_is_refused_at_start_up():
+    result = _run(["manage.py", "check"], SESSION_IDLE_TIMEOUT="60")
+    assert result.returncode != 0
+    assert "SESSION_IDLE_TIMEOUT" in result.stderr
 
 
 def test_deployment_checks_pass_in_production_mode():
