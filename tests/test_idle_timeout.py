@@ -18,7 +18,7 @@ from django.urls import reverse
 from portal.middleware import LAST_ACTIVITY_KEY
 from portal.models import AuditEvent, AuditEventType
 from tests.conftest import PASSWORD, client_for, require_service
-from tests.test_demo_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_demo_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 TIMEOUT = 1800
 START = 1_790_000_000  # a fixed instant (2026), travelled to with the clock stopped
@@ -204,6 +204,8 @@ def test_the_warning_shows_and_typed_input_survives_a_new_sign_in(world, setting
         warning = page.locator("[data-testid=idle-warning]")
         warning.wait_for(state="visible", timeout=15_000)
         assert "Votre session va bientôt prendre fin" in warning.inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "idle-warning.png"))
 
         # The server's clock moves on (same process): the session is over when the user
         # finally answers the warning.
@@ -216,6 +218,7 @@ def test_the_warning_shows_and_typed_input_survives_a_new_sign_in(world, setting
             assert page.input_value("input[name=birth_name]") == "DURAND"
             assert page.input_value("input[name=first_names]") == "Marie Louise"
             assert "remis en place" in page.inner_text("[data-toasts]")
+            page.screenshot(path=str(ARTIFACTS / "idle-input-restored.png"))
         browser.close()
     # pytest-django's live server speaks HTTP only: the notifications socket cannot connect.
     assert not [error for error in errors if "/ws/notifications/" not in error], errors
