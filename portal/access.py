@@ -71,14 +71,23 @@ def get_patient_for_user(request, patient_id, *, purpose: str = AuditPurpose.CAR
 
 
 def get_care_relationship_for_user(request, patient_id, relationship_id) -> CareRelationship:
-    """An active care relationship of a patient ``request.user`` may open, else 404."""
+    """A care relationship of a patient ``request.user`` may open, else 404.
+
+    Ended ones too: whoever clicks "Remove" a second time is told it is done, not 404.
+    """
     patient = get_patient_for_user(request, patient_id)
     relationship = (
-        CareRelationship.objects.filter(pk=relationship_id, patient=patient, ended_at__isnull=True)
+        CareRelationship.objects.filter(pk=relationship_id, patient=patient)
         .select_related("professional__user", "patient")
         .first()
     )
     if relationship is None:
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="portal.carerelationship",
+            object_id=relationship_id,
+            patient=patient,
+        )
         raise Http404
     return relationship
 

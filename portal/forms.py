@@ -99,6 +99,15 @@ class CareTeamAddForm(forms.Form):
         self.fields["professional"].queryset = professionals
 
 
+class CareTeamEndForm(forms.Form):
+    reason = forms.CharField(
+        label=_("Why does this professional leave the care team?"),
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={"required": _("Say why this professional leaves the care team.")},
+    )
+
+
 class AuditFilterForm(forms.Form):
     date_from = forms.DateField(label=_("From"), required=False, widget=DateInput())
     date_to = forms.DateField(label=_("To"), required=False, widget=DateInput())

@@ -418,6 +418,16 @@ class CareRelationship(models.Model):
         blank=True,
         related_name="+",
     )
+    # Who ended it and why (portal.services.care_relationship_end): empty for relationships
+    # ended before the reason was asked, or by the portal itself.
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    end_reason = models.TextField(_("reason for leaving the care team"), blank=True)
 
     class Meta:
         verbose_name = _("care relationship")

@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from guardian.shortcuts import assign_perm, remove_perm
 
-from portal import audit
+from portal import audit, permissions
 from portal.audit import Actor
 from portal.models import (
     CareRelationship,
@@ -333,6 +333,21 @@ def _sync_patient_permission(*, patient: Patient, professional: Professional) ->
         transaction.on_commit(lambda: access_changed(user_id=user.pk))
 
 
+def _refuse_care_team_change(*, by: Actor, relationship_or_patient, patient, reason) -> None:
+    """Audit a refused change of the care team (DCM 110113, outcome 4), then refuse it."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        action=audit.AuditAction.EXECUTE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        obj=relationship_or_patient,
+        patient=patient,
+        purpose=audit.AuditPurpose.CARE,
+        detail={"reason": reason},
+    )
+    raise PermissionDenied(reason)
+
+
 def care_relationship_add(
     *,
     patient: Patient,
@@ -341,11 +356,24 @@ def care_relationship_add(
     by: Actor,
     establishment: Establishment | None = None,
 ) -> CareRelationship:
-    """Give ``professional`` access to ``patient`` for ``role``; a permission change, audited."""
+    """Give ``professional`` access to ``patient`` for ``role``; a permission change, audited.
+
+    Who may add: a clinician of the patient's care team, or the establishment's
+    administration (portal.permissions.may_add_to_care_team). Who may be added: a
+    professional of the national directory (an RPPS number), whose account is active, and
+    who takes care of patients (physician, midwife, nurse): a hospital opens a record to a
+    colleague who will treat the patient, not to any account that happens to exist.
+    """
+    if by.user is not None and not permissions.may_add_to_care_team(user=by.user, patient=patient):
+        _refuse_care_team_change(
+            by=by, relationship_or_patient=patient, patient=patient, reason="may not add"
+        )
     if not professional.rpps:
         raise ValidationError(
             _("Only a health professional with an RPPS number can join a care team.")
         )
+    if not permissions.may_join_care_team(professional=professional):
+        raise ValidationError(_("Only an active clinician of the directory can join a care team."))
     with transaction.atomic():
         if role == CareRole.GP:
             current_gp = CareRelationship.objects.filter(
@@ -378,14 +406,46 @@ def care_relationship_add(
     return relationship
 
 
-def care_relationship_end(*, relationship: CareRelationship, by: Actor) -> CareRelationship:
-    """End a care relationship; the professional keeps access only through another one."""
+class CareRelationshipAlreadyEnded(ValidationError):
+    """The relationship had already ended (a second click, or someone else was quicker)."""
+
+
+def care_relationship_end(
+    *, relationship: CareRelationship, by: Actor, reason: str = ""
+) -> CareRelationship:
+    """End a care relationship; the professional keeps access only through another one.
+
+    A person must be allowed (portal.permissions.may_end_care_relationship) and give a
+    reason, stored with who ended it; the portal itself (an actor without a user) may omit
+    it. One guarded step: the row is ended only if still active, with its audit event in
+    the same transaction, so two removals at once end it once and the second is told
+    (CareRelationshipAlreadyEnded). The removed professional is notified unless they left.
+    """
+    reason = reason.strip()
+    if by.user is not None:
+        if not permissions.may_end_care_relationship(user=by.user, relationship=relationship):
+            _refuse_care_team_change(
+                by=by,
+                relationship_or_patient=relationship,
+                patient=relationship.patient,
+                reason="may not end",
+            )
+        if not reason:
+            raise ValidationError(_("Say why this professional leaves the care team."))
     with transaction.atomic():
-        relationship = CareRelationship.objects.select_for_update().get(pk=relationship.pk)
-        if relationship.ended_at is not None:
-            return relationship
-        relationship.ended_at = timezone.now()
-        relationship.save(update_fields=["ended_at"])
+        ended = CareRelationship.objects.filter(pk=relationship.pk, ended_at__isnull=True).update(
+            ended_at=timezone.now(),
+            ended_by=by.user if by.is_authenticated else None,
+            end_reason=reason,
+        )
+        if not ended:
+            raise CareRelationshipAlreadyEnded(
+                _("%(name)s had already left the care team.")
+                % {"name": relationship.professional.display_name}
+            )
+        relationship = CareRelationship.objects.select_related("patient", "professional__user").get(
+            pk=relationship.pk
+        )
         _sync_patient_permission(
             patient=relationship.patient, professional=relationship.professional
         )
@@ -400,9 +460,25 @@ def care_relationship_end(*, relationship: CareRelationship, by: Actor) -> CareR
             detail={
                 "revoked_from": relationship.professional.user.email,
                 "role": relationship.role,
+                "reason": reason,
             },
         )
+        removed = relationship.professional.user
+        if by.user is not None and removed.pk != by.user.pk:
+            # No patient named (portal.Notification): who ended the access, and that it ended.
+            notify(
+                recipient=removed,
+                message=_("%(by)s removed you from a patient's care team.")
+                % {"by": _actor_display_name(by.user)},
+            )
     return relationship
+
+
+def _actor_display_name(user) -> str:
+    try:
+        return user.professional.display_name
+    except ObjectDoesNotExist:
+        return user.get_full_name() or user.email
 
 
 # --- Notifications ---------------------------------------------------------------------------

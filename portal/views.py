@@ -10,9 +10,9 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal import audit, selectors, services
+from portal import audit, permissions, selectors, services
 from portal.access import (
     get_care_relationship_for_user,
     get_identity_conflict_for_user,
@@ -20,7 +20,13 @@ from portal.access import (
     record_refusal,
 )
 from portal.audit import Actor
-from portal.forms import AuditFilterForm, CareTeamAddForm, PatientRegisterForm, PatientSearchForm
+from portal.forms import (
+    AuditFilterForm,
+    CareTeamAddForm,
+    CareTeamEndForm,
+    PatientRegisterForm,
+    PatientSearchForm,
+)
 from portal.health import service_health
 from portal.models import AuditPurpose, CareRole, Notification, Professional
 
@@ -134,13 +140,21 @@ def patient_detail(request, patient_id):
     identifiers = patient.identifiers.select_related("establishment").order_by(
         "establishment__name"
     )
-    add_form = CareTeamAddForm(professionals=selectors.professionals_for_care_team(patient=patient))
+    can_add = permissions.may_add_to_care_team(user=request.user, patient=patient)
+    add_form = (
+        CareTeamAddForm(professionals=selectors.professionals_for_care_team(patient=patient))
+        if can_add
+        else None
+    )
     return render(
         request,
         "portal/patients/detail.html",
         {
             "patient": patient,
             "care_team": care_team,
+            "removable": permissions.removable_relationships(
+                user=request.user, patient=patient, care_team=care_team
+            ),
             "identifiers": identifiers,
             "add_form": add_form,
             "my_professional_id": getattr(_professional_or_none(request.user), "pk", None),
@@ -166,6 +180,14 @@ def care_team_add(request, patient_id):
             role=CareRole.CARE_TEAM,
             by=Actor.from_request(request),
         )
+    except PermissionDenied:
+        messages.error(
+            request,
+            _(
+                "Only a clinician of the patient's care team or the establishment's "
+                "administration can add a colleague."
+            ),
+        )
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     else:
@@ -176,28 +198,77 @@ def care_team_add(request, patient_id):
     return redirect("patient-detail", patient_id=patient.pk)
 
 
-@patient_data_view
-@require_POST
-def care_team_end(request, patient_id, relationship_id):
-    relationship = get_care_relationship_for_user(request, patient_id, relationship_id)
+def _may_not_end_message(relationship) -> str:
     if relationship.role != CareRole.CARE_TEAM:
-        messages.error(
-            request,
-            _(
-                "The referring doctor and the general practitioner can only be changed by "
-                "the administration."
-            ),
+        return _(
+            "The referring doctor and the general practitioner can only be changed by "
+            "the administration."
         )
-        return redirect("patient-detail", patient_id=relationship.patient_id)
-    services.care_relationship_end(relationship=relationship, by=Actor.from_request(request))
-    messages.success(
-        request,
-        _("%(name)s no longer belongs to the care team.")
-        % {"name": relationship.professional.display_name},
+    return _(
+        "Only the patient's referring doctor, the establishment's administration or the "
+        "professional concerned can remove %(name)s from the care team."
+    ) % {"name": relationship.professional.display_name}
+
+
+@patient_data_view
+@require_http_methods(["GET", "POST"])
+def care_team_end(request, patient_id, relationship_id):
+    """Take a professional out of the care team: a confirmation page that asks why (GET),
+    then the removal (POST)."""
+    relationship = get_care_relationship_for_user(request, patient_id, relationship_id)
+    back = redirect("patient-detail", patient_id=relationship.patient_id)
+    if not relationship.is_active:
+        messages.info(
+            request,
+            _("%(name)s had already left the care team.")
+            % {"name": relationship.professional.display_name},
+        )
+        return back
+    if not permissions.may_end_care_relationship(user=request.user, relationship=relationship):
+        messages.error(request, _may_not_end_message(relationship))
+        return back
+    form = CareTeamEndForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.care_relationship_end(
+                relationship=relationship,
+                by=Actor.from_request(request),
+                reason=form.cleaned_data["reason"],
+            )
+        except PermissionDenied:
+            messages.error(request, _may_not_end_message(relationship))
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            leaving = relationship.professional.user_id == request.user.pk
+            messages.success(
+                request,
+                _("You left the care team.")
+                if leaving
+                else _("%(name)s no longer belongs to the care team.")
+                % {"name": relationship.professional.display_name},
+            )
+            if leaving:
+                return redirect("patient-list")
+        return back
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=relationship,
+        patient=relationship.patient,
+        purpose=AuditPurpose.CARE,
     )
-    if relationship.professional.user_id == request.user.pk:
-        return redirect("patient-list")
-    return redirect("patient-detail", patient_id=relationship.patient_id)
+    return render(
+        request,
+        "portal/patients/care_team_end.html",
+        {
+            "patient": relationship.patient,
+            "relationship": relationship,
+            "form": form,
+            "leaving": relationship.professional.user_id == request.user.pk,
+        },
+    )
 
 
 @patient_data_view

@@ -557,9 +557,11 @@ MATRIX = {
     ),
     "care-team-end": ObjectRoute(
         kwargs=lambda w: {"patient_id": w.patient.pk, "relationship_id": _care_team_member(w).pk},
+        # The referring doctor; the confirmation page (GET) is in tests/test_patients.py.
         entitled=lambda w: w.oncologist.user,
         outsider=lambda w: w.outsider.user,
         method="post",
+        data=lambda w: {"reason": "Prise en charge chirurgicale terminée."},
         expect=302,
         audit_event=AuditEventId.SECURITY_ALERT,
         patient=lambda w: w.patient,

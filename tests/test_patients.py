@@ -6,10 +6,12 @@ Durand; the thoracic surgeon (Pr Antoine Rousseau) follows nobody until he is as
 """
 
 import datetime as dt
+from html import unescape
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -19,12 +21,15 @@ from portal.models import (
     AuditAction,
     AuditEvent,
     AuditEventId,
+    AuditOutcome,
     CareRelationship,
     CareRole,
+    Notification,
 )
 from portal.selectors import patients_visible_to
 from portal.services import care_relationship_add, care_relationship_end
-from tests.conftest import client_for, make_patient
+from tests.conftest import client_for, make_patient, make_professional
+from tests.test_i18n import catalogues, compiled_locale  # noqa: F401 - fixtures
 
 LIST_URL = reverse("patient-list")
 # fmt: off
@@ -252,7 +257,10 @@ def test_the_oncologist_brings_the_surgeon_in_and_later_takes_him_out(world):
     assert relationship.created_by == world.oncologist.user
     assert "DUPONT Jeanne" in html(surgeon.get(LIST_URL))
 
-    removed = oncologist.post(reverse("care-team-end", args=[world.patient.pk, relationship.pk]))
+    removed = oncologist.post(
+        reverse("care-team-end", args=[world.patient.pk, relationship.pk]),
+        {"reason": "Chirurgie récusée en RCP."},
+    )
 
     assert removed.status_code == 302
     assert surgeon.get(detail_url(world.patient)).status_code == 404
@@ -328,3 +336,292 @@ def test_a_coordinator_without_rpps_cannot_join_a_care_team(world):
     assert not CareRelationship.objects.filter(professional=world.coordinator).exists()
     assert world.patient not in patients_visible_to(world.coordinator.user)
     assert AuditEvent.objects.filter(event_id=AuditEventId.SECURITY_ALERT).count() == alerts
+
+
+# --- Who may take a professional out of the care team ----------------------------------------
+# Jeanne Dupont's team: Dr Martin (oncologist) her referring doctor, Dr Lemoine her GP, and
+# here Pr Rousseau (thoracic surgeon) brought into the care team.
+
+REASON = "Prise en charge chirurgicale terminée."
+
+
+@pytest.fixture
+def surgeon_in_team(world):
+    return give_care_team_access(world.patient, world.surgeon)
+
+
+def end_url(relationship) -> str:
+    return reverse("care-team-end", args=[relationship.patient_id, relationship.pk])
+
+
+def relationship_of(world, professional):
+    return CareRelationship.objects.get(patient=world.patient, professional=professional)
+
+
+def still_active(relationship) -> bool:
+    relationship.refresh_from_db()
+    return relationship.ended_at is None
+
+
+def security_alerts():
+    return AuditEvent.objects.filter(event_id=AuditEventId.SECURITY_ALERT)
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+@pytest.mark.parametrize("member", ["surgeon", "oncologist"])
+def test_the_gp_cannot_remove_a_colleague_from_the_care_team(world, surgeon_in_team, member):
+    relationship = relationship_of(world, getattr(world, member))
+    page = client_for(world.gp.user).get(detail_url(world.patient))
+    confirmation = client_for(world.gp.user).get(end_url(relationship))
+    posted = client_for(world.gp.user).post(end_url(relationship), {"reason": REASON})
+
+    assert end_url(relationship) not in html(page)  # no "Remove…" offered
+    for response in (confirmation, posted):
+        assert response.status_code == 302
+        assert response["Location"] == detail_url(world.patient)
+        assert [m.level_tag for m in get_messages(response.wsgi_request)] == ["error"]
+    assert still_active(relationship)
+    assert world.patient in patients_visible_to(getattr(world, member).user)
+    # The service refuses too, whoever calls it, and the attempt is in the trail.
+    with pytest.raises(PermissionDenied):
+        care_relationship_end(
+            relationship=relationship, by=Actor(user=world.gp.user), reason=REASON
+        )
+    assert still_active(relationship)
+    refusal = security_alerts().latest("pk")
+    assert (refusal.actor, refusal.outcome, refusal.patient) == (
+        world.gp.user,
+        AuditOutcome.MINOR_FAILURE,
+        world.patient,
+    )
+
+
+def test_a_care_team_colleague_cannot_remove_the_gp(world, surgeon_in_team):
+    gp_relationship = relationship_of(world, world.gp)
+
+    with pytest.raises(PermissionDenied):
+        care_relationship_end(
+            relationship=gp_relationship, by=Actor(user=world.surgeon.user), reason=REASON
+        )
+    response = client_for(world.surgeon.user).post(end_url(gp_relationship), {"reason": REASON})
+
+    assert response.status_code == 302
+    assert still_active(gp_relationship)
+    assert world.patient in patients_visible_to(world.gp.user)
+
+
+def test_the_referring_doctor_removes_a_member_with_a_reason(world, surgeon_in_team):
+    oncologist = client_for(world.oncologist.user)
+    surgeon = client_for(world.surgeon.user)
+
+    confirmation = oncologist.get(end_url(surgeon_in_team))
+
+    assert confirmation.status_code == 200
+    assert "no-store" in confirmation["Cache-Control"]
+    assert "Pr Antoine Rousseau" in html(confirmation)
+    assert 'name="reason"' in html(confirmation)
+    assert still_active(surgeon_in_team)  # asking is not removing
+
+    removed = oncologist.post(end_url(surgeon_in_team), {"reason": REASON})
+
+    assert removed.status_code == 302
+    assert removed["Location"] == detail_url(world.patient)
+    surgeon_in_team.refresh_from_db()
+    assert surgeon_in_team.ended_at is not None
+    assert surgeon_in_team.ended_by == world.oncologist.user
+    assert surgeon_in_team.end_reason == REASON
+    event = security_alerts().filter(actor=world.oncologist.user).latest("pk")
+    assert event.patient == world.patient
+    assert event.detail["reason"] == REASON
+    # The surgeon is told, without the patient's name, and has lost the record.
+    [notice] = Notification.objects.filter(recipient=world.surgeon.user)
+    assert "Dr Claire Martin" in notice.message
+    assert "DUPONT" not in notice.message.upper()
+    assert surgeon.get(detail_url(world.patient)).status_code == 404
+    assert world.patient not in patients_visible_to(world.surgeon.user)
+
+
+def test_a_member_leaves_the_care_team_themself(world, surgeon_in_team):
+    surgeon = client_for(world.surgeon.user)
+    page = surgeon.get(detail_url(world.patient))
+    assert end_url(surgeon_in_team) in html(page)
+    # Only his own line: not the referring doctor's nor the GP's.
+    assert end_url(relationship_of(world, world.gp)) not in html(page)
+
+    left = surgeon.post(end_url(surgeon_in_team), {"reason": "Je quitte le service."})
+
+    assert left.status_code == 302
+    assert left["Location"] == LIST_URL
+    surgeon_in_team.refresh_from_db()
+    assert surgeon_in_team.ended_by == world.surgeon.user
+    assert surgeon.get(detail_url(world.patient)).status_code == 404
+    assert not Notification.objects.filter(recipient=world.surgeon.user).exists()
+
+
+@pytest.mark.usefixtures("catalogues")
+def test_an_empty_reason_is_refused_and_changes_nothing(world, surgeon_in_team):
+    alerts = security_alerts().count()
+
+    response = client_for(world.oncologist.user).post(end_url(surgeon_in_team), {"reason": "  "})
+
+    assert response.status_code == 200
+    assert "Indiquez pourquoi ce professionnel quitte l'équipe de soins." in unescape(
+        html(response)
+    )
+    assert still_active(surgeon_in_team)
+    assert security_alerts().count() == alerts
+    assert not Notification.objects.filter(recipient=world.surgeon.user).exists()
+    with pytest.raises(ValidationError):
+        care_relationship_end(
+            relationship=surgeon_in_team, by=Actor(user=world.oncologist.user), reason=""
+        )
+    assert still_active(surgeon_in_team)
+
+
+@pytest.mark.usefixtures("catalogues")
+def test_removing_twice_says_it_is_done_and_ends_it_once(world, surgeon_in_team):
+    client_for(world.oncologist.user).post(end_url(surgeon_in_team), {"reason": REASON})
+    ended_at = CareRelationship.objects.get(pk=surgeon_in_team.pk).ended_at
+
+    again = client_for(world.oncologist.user).post(end_url(surgeon_in_team), {"reason": REASON})
+
+    assert again.status_code == 302
+    assert messages_of(again) == ["Pr Antoine Rousseau avait déjà quitté l'équipe de soins."]
+    assert CareRelationship.objects.get(pk=surgeon_in_team.pk).ended_at == ended_at
+    assert security_alerts().filter(actor=world.oncologist.user).count() == 1
+    assert Notification.objects.filter(recipient=world.surgeon.user).count() == 1
+    # Two removals racing: the second one to reach the database is told, not obeyed.
+    with pytest.raises(ValidationError):
+        care_relationship_end(
+            relationship=surgeon_in_team, by=Actor(user=world.oncologist.user), reason=REASON
+        )
+
+
+@pytest.mark.usefixtures("catalogues")
+def test_the_removal_page_speaks_french(world, surgeon_in_team):
+    oncologist = client_for(world.oncologist.user)
+
+    page = unescape(html(oncologist.get(end_url(surgeon_in_team))))
+    record = html(oncologist.get(detail_url(world.patient)))
+
+    assert "Retirer de l'équipe de soins" in page
+    assert "Pourquoi ce professionnel quitte-t-il l'équipe de soins ?" in page
+    assert "n'aura plus accès au dossier de ce patient et en sera informé" in page
+    assert "Retirer…" in record
+    gp_refused = client_for(world.gp.user).post(end_url(surgeon_in_team), {"reason": REASON})
+    assert messages_of(gp_refused) == [
+        "Seuls le médecin référent du patient, l'administration de l'établissement ou le "
+        "professionnel concerné peuvent retirer Pr Antoine Rousseau de l'équipe de soins."
+    ]
+
+
+@pytest.fixture
+def admissions_office(world):
+    """The admissions office of CHRU de Tours, where Jeanne Dupont has her IPP."""
+    officer = make_professional(
+        email="admissions@mirc.test",
+        first_name="Sophie",
+        last_name="Marchand",
+        profession="autre",
+        establishment=world.tours,
+        title="Mme",
+        with_rpps=False,
+    )
+    officer.user.user_permissions.add(Permission.objects.get(codename="change_carerelationship"))
+    return officer
+
+
+def test_the_establishment_administration_may_change_the_gp_of_its_own_patients(
+    world, admissions_office
+):
+    gp_relationship = relationship_of(world, world.gp)
+
+    care_relationship_end(
+        relationship=gp_relationship,
+        by=Actor(user=admissions_office.user),
+        reason="La patiente a déclaré un autre médecin traitant.",
+    )
+
+    assert not still_active(gp_relationship)
+    assert world.patient not in patients_visible_to(world.gp.user)
+
+
+def test_the_permission_alone_does_not_make_another_establishment_the_administration(
+    world, admissions_office
+):
+    # Bourges's admissions office holds the same permission, but Jeanne Dupont is not theirs.
+    bourges_office = make_professional(
+        email="admissions.bourges@mirc.test",
+        first_name="Luc",
+        last_name="Garnier",
+        profession="autre",
+        establishment=world.bourges,
+        title="M.",
+        with_rpps=False,
+    )
+    bourges_office.user.user_permissions.add(
+        Permission.objects.get(codename="change_carerelationship")
+    )
+    gp_relationship = relationship_of(world, world.gp)
+
+    for user in (bourges_office.user, world.admin_user):
+        with pytest.raises(PermissionDenied):
+            care_relationship_end(relationship=gp_relationship, by=Actor(user=user), reason=REASON)
+
+    assert still_active(gp_relationship)
+
+
+# --- Who may bring a professional in ----------------------------------------------------------
+
+
+def test_only_a_clinician_of_the_care_team_may_add_a_colleague(world):
+    # The outsider sees other patients, not Jeanne Dupont: he cannot open her record to anyone.
+    with pytest.raises(PermissionDenied):
+        care_relationship_add(
+            patient=world.patient,
+            professional=world.surgeon,
+            role=CareRole.CARE_TEAM,
+            by=Actor(user=world.outsider.user),
+        )
+
+    assert world.patient not in patients_visible_to(world.surgeon.user)
+    refusal = security_alerts().latest("pk")
+    assert (refusal.actor, refusal.patient) == (world.outsider.user, world.patient)
+
+
+def test_the_establishment_administration_may_add_a_colleague(world, admissions_office):
+    care_relationship_add(
+        patient=world.patient,
+        professional=world.surgeon,
+        role=CareRole.CARE_TEAM,
+        by=Actor(user=admissions_office.user),
+    )
+
+    assert world.patient in patients_visible_to(world.surgeon.user)
+
+
+@pytest.mark.parametrize("who", ["inactive doctor", "non-clinician with an RPPS"])
+def test_only_an_active_clinician_of_the_directory_can_join(world, who):
+    candidate = make_professional(
+        email="candidat@mirc.test",
+        first_name="Marc",
+        last_name="Henry",
+        profession="medecin" if who == "inactive doctor" else "autre",
+        establishment=world.tours,
+    )
+    if who == "inactive doctor":
+        candidate.user.is_active = False
+        candidate.user.save(update_fields=["is_active"])
+
+    with pytest.raises(ValidationError):
+        care_relationship_add(
+            patient=world.patient,
+            professional=candidate,
+            role=CareRole.CARE_TEAM,
+            by=Actor(user=world.oncologist.user),
+        )
+
+    assert world.patient not in patients_visible_to(candidate.user)

@@ -1,0 +1,124 @@
+"""Who may act on the shared domain: the ``may_*`` predicates.
+
+Views call them to decide what to offer; services call them again to refuse, whoever their
+caller is. An actor without a user is the portal itself (seeding, identity feeds, jobs):
+those callers are code, not people, and are not asked.
+"""
+
+from django.core.exceptions import ObjectDoesNotExist
+
+from portal.models import (
+    CareRelationship,
+    CareRole,
+    Patient,
+    PatientIdentifier,
+    Profession,
+    Professional,
+)
+
+# The model permission "Can change care relationship", held by the admissions office of an
+# establishment (a group in the Django admin). Alone it opens nothing: see
+# is_establishment_administration.
+CARE_TEAM_ADMINISTRATION_PERMISSION = "portal.change_carerelationship"
+
+# Who takes care of patients: the only professions that join a care team or run one.
+CLINICAL_PROFESSIONS = frozenset({Profession.PHYSICIAN, Profession.MIDWIFE, Profession.NURSE})
+
+
+def _professional(user) -> Professional | None:
+    if not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        return user.professional
+    except ObjectDoesNotExist:
+        return None
+
+
+def is_establishment_administration(*, user, patient: Patient) -> bool:
+    """``user`` runs the care teams of an establishment that holds ``patient``'s record.
+
+    The narrowest notion the portal has: the care-relationship permission *and* an
+    affiliation to an establishment where the patient has a local identifier (IPP). The
+    permission alone, a superuser or staff status do not make one the administration of
+    every patient of the region.
+    """
+    professional = _professional(user)
+    if professional is None or not user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION):
+        return False
+    return PatientIdentifier.objects.filter(
+        patient=patient, establishment__affiliations__professional=professional
+    ).exists()
+
+
+def may_join_care_team(*, professional: Professional) -> bool:
+    """A professional of the national directory (RPPS), active, and a clinician."""
+    return bool(
+        professional.rpps
+        and professional.user.is_active
+        and professional.profession in CLINICAL_PROFESSIONS
+    )
+
+
+def _active_roles(*, user, patient: Patient) -> set[str]:
+    return set(
+        CareRelationship.objects.filter(
+            patient=patient, professional__user=user, ended_at__isnull=True
+        ).values_list("role", flat=True)
+    )
+
+
+def may_add_to_care_team(*, user, patient: Patient) -> bool:
+    """A clinician of the patient's care team (any role), or the establishment's
+    administration, brings a colleague in."""
+    professional = _professional(user)
+    if professional is None:
+        return False
+    if professional.profession in CLINICAL_PROFESSIONS and _active_roles(
+        user=user, patient=patient
+    ):
+        return True
+    return is_establishment_administration(user=user, patient=patient)
+
+
+def _may_end(*, relationship: CareRelationship, user, my_roles: set[str], admin: bool) -> bool:
+    if admin:
+        return True
+    if relationship.role != CareRole.CARE_TEAM:
+        # The referring doctor and the GP are changed by the administration: the patient
+        # must not lose them to a colleague's click, nor by their own.
+        return False
+    return relationship.professional.user_id == user.pk or CareRole.REFERRING in my_roles
+
+
+def may_end_care_relationship(*, user, relationship: CareRelationship) -> bool:
+    """Who may take a professional out of a patient's care team.
+
+    A care-team member: the patient's referring doctor, the establishment's administration,
+    or the member themself (leaving). The referring doctor and the GP: the administration
+    only. Nobody else, a GP or a fellow member included.
+    """
+    if _professional(user) is None:
+        return False
+    patient = relationship.patient
+    return _may_end(
+        relationship=relationship,
+        user=user,
+        my_roles=_active_roles(user=user, patient=patient),
+        admin=is_establishment_administration(user=user, patient=patient),
+    )
+
+
+def removable_relationships(
+    *, user, patient: Patient, care_team: list[CareRelationship]
+) -> set[int]:
+    """The ids of the relationships of ``care_team`` (``patient``'s active ones, loaded)
+    that ``user`` may end: the record page's "Remove" buttons, without a query per row."""
+    if not care_team or _professional(user) is None:
+        return set()
+    my_roles = {r.role for r in care_team if r.professional.user_id == user.pk}
+    admin = is_establishment_administration(user=user, patient=patient)
+    return {
+        r.pk
+        for r in care_team
+        if _may_end(relationship=r, user=user, my_roles=my_roles, admin=admin)
+    }
