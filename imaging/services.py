@@ -886,18 +886,27 @@ def viewer_token_change_expiry(
             raise StaleToken("the token was revoked or changed meanwhile")
         access_changed(user_id=token.user_id)
         transaction.on_commit(lambda: access_changed(user_id=token.user_id))
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-            action=audit.AuditAction.EXECUTE,
-            obj=token,
-            patient=token.patient or token.study.patient,
-            purpose=audit.AuditPurpose.CARE,
-            detail={"viewer_token": "expiry changed", "expires_at": expires_at.isoformat()},
+        _audit_token(
+            token,
+            by,
+            {"viewer_token": "expiry changed", "expires_at": expires_at.isoformat()},
         )
     token.refresh_from_db()
     return token
+
+
+def _audit_token(token: ViewerToken, by: Actor, detail: dict) -> None:
+    """A change of a token's security attributes, against the patient it opens."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
+        action=audit.AuditAction.EXECUTE,
+        obj=token,
+        patient=token.patient or token.study.patient,
+        purpose=audit.AuditPurpose.CARE,
+        detail=detail,
+    )
 
 
 def viewer_token_revoke(*, token: ViewerToken, by: Actor) -> ViewerToken:
@@ -907,14 +916,5 @@ def viewer_token_revoke(*, token: ViewerToken, by: Actor) -> ViewerToken:
             token.save(update_fields=["revoked_at"])
             # Access granted through this token and remembered (fast frames) is forgotten.
             access_changed(user_id=token.user_id)
-            audit.record(
-                actor=by,
-                event=audit.AuditEventId.SECURITY_ALERT,
-                event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-                action=audit.AuditAction.EXECUTE,
-                obj=token,
-                patient=token.patient or token.study.patient,
-                purpose=audit.AuditPurpose.CARE,
-                detail={"viewer_token": "revoked"},
-            )
+            _audit_token(token, by, {"viewer_token": "revoked"})
     return token
