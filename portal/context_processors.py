@@ -1,3 +1,4 @@
+from portal.middleware import strong_authentication_gap
 from portal.selectors import (
     AUDITOR_PERMISSION,
     IDENTITY_REVIEW_PERMISSION,
@@ -11,6 +12,9 @@ def navigation(request):
         return {}
     return {
         "unread_notifications": unread_notification_count(user=user),
+        # The second-factor set-up pages show the header too, but the WebSocket of live
+        # notifications refuses their session: the page must not knock on it in a loop.
+        "live_notifications": strong_authentication_gap(user=user, session=request.session) is None,
         "can_read_audit": user.has_perm(AUDITOR_PERMISSION),
         "can_review_identities": user.has_perm(IDENTITY_REVIEW_PERMISSION),
     }

@@ -172,6 +172,18 @@ class TestMfaEnforcement:
         assert response.status_code == 302
         assert not Authenticator.objects.filter(user=world.oncologist.user).exists()
 
+    def test_the_set_up_pages_do_not_knock_on_the_notification_socket(self, world, settings):
+        """The socket refuses a session that has not passed its second factor (and audits
+        each refusal): the set-up pages must not open it, the portal's pages must."""
+        settings.MFA_ENFORCE = "all"
+        client = client_for(world.oncologist.user)
+        set_up = client.get(reverse("mfa_activate_totp"), follow=True)
+        assert set_up.status_code == 200
+        assert b"data-notification-badge" in set_up.content
+        assert b"data-live" not in set_up.content
+        _sso_session(client, world.oncologist.user)
+        assert b"data-live" in client.get(reverse("home")).content
+
     def test_sso_session_counts_as_strong(self, world, settings):
         settings.MFA_ENFORCE = "all"
         client = client_for(world.oncologist.user)

@@ -1,7 +1,8 @@
 // Live notifications: the server pushes new ones over /ws/notifications/.
 (function () {
   "use strict";
-  const badge = document.querySelector("[data-notification-badge] .badge");
+  // data-live: the session may open the socket (not before its second factor is passed).
+  const badge = document.querySelector("[data-notification-badge][data-live] .badge");
   const toasts = document.querySelector("[data-toasts]");
   if (!badge || !("WebSocket" in window)) return;
 
