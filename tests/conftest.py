@@ -43,6 +43,14 @@ def require_service(name: str, error: str | None) -> None:
     pytest.skip(message)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests driving Chromium are also marked ``browser``: the CI runs them in the embedded
+    default's pass only (they serve the demo on SQLite, whatever DATABASE_URL says)."""
+    for item in items:
+        if any(mark.args == ("chromium",) for mark in item.iter_markers("service")):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _tasks_run_in_the_test_process():
     """Tasks run inline, even on the production shape's Redis broker: a test sees their
@@ -271,6 +279,17 @@ def client_for(user) -> Client:
     if user is not None:
         client.force_login(user)
     return client
+
+
+@pytest.fixture(scope="session")
+def seeded_demo(tmp_path_factory):
+    """The demo's database, archive and media, seeded once per session (tests/demo_seed.py);
+    browser modules copy it rather than seed again."""
+    from tests.demo_seed import seed
+
+    workdir = tmp_path_factory.mktemp("demo-seed")
+    seed(workdir)
+    return workdir
 
 
 @pytest.fixture

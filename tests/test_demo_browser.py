@@ -1,11 +1,11 @@
 """The demo as a new user meets it: daphne serving the seeded portal, driven in Chromium.
 
-Starts the real ASGI server on a free loopback port with its own SQLite file, runs
-``migrate`` and ``seed_demo`` as ``make demo`` does, then signs in through the browser.
+Starts the real ASGI server on a free loopback port with its own copy of the demo (SQLite,
+archive and media, after ``migrate`` and ``seed_demo`` as ``make demo`` runs them: see
+tests/demo_seed.py), then signs in through the browser.
 Needs Debian's Chromium (/usr/bin/chromium); Playwright never downloads a browser.
 """
 
-import json
 import os
 import shutil
 import socket
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_service
+from tests.demo_seed import demo_env, manager
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -34,23 +35,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = pytest.mark.service("chromium")
 
-DEMO_SNAPSHOT = """
-import json
-from django.db.models import Max
-from imaging.models import Instance, Study
-from portal.models import AuditEvent, CareRelationship, Patient, User
-studies = Study.objects.filter(identity="matched")
-print(json.dumps({
-    "users": User.objects.count(), "patients": Patient.objects.count(),
-    "care": CareRelationship.objects.count(), "audit": AuditEvent.objects.count(),
-    "studies": studies.count(), "instances": Instance.objects.count(),
-    "establishments_with_studies": studies.values("establishment").distinct().count(),
-    "largest_study": studies.aggregate(n=Max("instance_count"))["n"],
-    "thumbnails": studies.exclude(thumbnail="").count(),
-    "uids": sorted(Study.objects.values_list("study_instance_uid", flat=True)),
-}))
-"""
-
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -59,38 +43,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
-        "DJANGO_DEBUG": "true",
-        "DATABASE_URL": f"sqlite:///{workdir / 'demo.sqlite3'}",
-        "ARCHIVE_ROOT": str(workdir / "archive"),
-        "MEDIA_ROOT": str(workdir / "media"),
-        "MFA_ENFORCE": "staff",
-    }
-
-    def manage(*args):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    manage("migrate", "--noinput")
-    manage("seed_demo")
-    # The demo as make demo leaves it: realistic, and the same after a second run.
-    first = manage("shell", "-c", DEMO_SNAPSHOT).stdout
-    counts = json.loads(first.strip().splitlines()[-1])
-    assert counts["studies"] >= 8 and counts["establishments_with_studies"] >= 3
-    assert counts["largest_study"] >= 300  # the full CT
-    assert counts["thumbnails"] == counts["studies"]
-    manage("seed_demo")
-    assert manage("shell", "-c", DEMO_SNAPSHOT).stdout == first
+def demo_server(seeded_demo, tmp_path_factory):
+    """daphne serving this module's own copy of the seeded demo (see tests/demo_seed.py)."""
+    workdir = tmp_path_factory.mktemp("demo") / "portal"
+    shutil.copytree(seeded_demo, workdir)
+    env = demo_env(workdir)
+    manage = manager(env)
     port = _free_port()
     server = subprocess.Popen(
         [
