@@ -67,6 +67,11 @@ class Committee(models.Model):
     def is_cpdpn(self) -> bool:
         return self.kind == self.Kind.CPDPN
 
+    def get_required_specialties_display(self) -> list[str]:
+        """The quorum's specialties by their labels, as ``get_FOO_display`` does for a choice."""
+        labels = dict(Specialty.choices)
+        return [str(labels.get(code, code)) for code in self.required_specialties]
+
 
 class CommitteeMember(models.Model):
     class Role(models.TextChoices):

@@ -280,3 +280,13 @@ def test_members_read_the_fiche_only_its_author_and_the_coordinators_edit_it(wor
     member = client_for(world.surgeon.user).get(url).content.decode()
     assert 'data-testid="case-form"' not in member
     assert "C34.1" in member  # the fiche, read-only
+
+
+def test_the_committee_page_names_the_quorums_specialties_not_their_codes(world):
+    rcp_world(world)
+    page = client_for(world.coordinator.user).get(
+        reverse("rcp-committee", args=[world.thoracic.pk])
+    )
+    text = page.content.decode()
+    assert "chirurgie_thoracique" not in text
+    assert "Thoracic surgery" in text  # the page is in English here (see client_for)
