@@ -21,14 +21,9 @@ from django.urls import reverse
 from django.utils import translation
 
 from expertise.models import ReportDocument, Request
-from portal.mail import EmailsNotSent, send_each
+from portal.mail import EmailsNotSent, portal_url, send_each
 
 logger = logging.getLogger(__name__)
-
-
-def portal_url(path: str) -> str:
-    """The absolute address of a portal page (an e-mail has no request to build it from)."""
-    return settings.PORTAL_URL.rstrip("/") + path
 
 
 def report_available_after_commit(*, request: Request, recipients) -> None:

@@ -8,11 +8,19 @@ import contextlib
 import logging
 import smtplib
 
+from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 
 from portal.models import User
 
 logger = logging.getLogger(__name__)
+
+
+def portal_url(path: str) -> str:
+    """The absolute address of a portal page, from PORTAL_URL alone: e-mails, calendar feeds
+    and tasks have no request to build it from, and a request's Host header is not to be
+    trusted for links that leave the portal."""
+    return settings.PORTAL_URL.rstrip("/") + path
 
 
 class EmailsNotSent(Exception):

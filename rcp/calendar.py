@@ -24,8 +24,8 @@ from django.utils.translation import gettext as _
 
 from portal import audit
 from portal.audit import Actor
+from portal.mail import portal_url
 from rcp.models import CalendarFeedToken, Committee, Session
-from rcp.notifications import portal_url
 from rcp.selectors import committees_of, sessions_visible_to
 
 PARIS = ZoneInfo("Europe/Paris")

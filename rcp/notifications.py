@@ -25,7 +25,7 @@ from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from portal.mail import EmailsNotSent, send_each
+from portal.mail import EmailsNotSent, portal_url, send_each
 from portal.models import CareRole, User
 from portal.services import notify
 from rcp.models import Case, Committee, Decision, Session
@@ -40,12 +40,6 @@ NOTIFICATION_MAX = 300  # portal.Notification.message
 REMINDER = "reminder"
 AGENDA = "agenda"
 DECISION = "decision"
-
-
-def portal_url(path: str) -> str:
-    """The absolute address of a portal page, for e-mails and calendar feeds (no request
-    there to build it from)."""
-    return settings.PORTAL_URL.rstrip("/") + path
 
 
 def session_url(session: Session) -> str:

@@ -13,9 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from portal.audit import Actor
+from portal.mail import portal_url
 from rcp import calendar
 from rcp.access import get_committee_for_user
-from rcp.notifications import portal_url
 from rcp.selectors import committees_of
 
 
