@@ -15,7 +15,11 @@ What counts:
   hours; a request declined back to the pool and claimed again counts from its sending, so
   the decline's delay is in it;
 * *within the expected delay* is answered on or before ``due_at``, which the wait for the
-  requester's information has moved: the expert is not blamed for the requester's wait;
+  requester's information has moved: the expert is not blamed for the requester's wait. A
+  request still unanswered past its deadline at the end of the period (or now, if earlier)
+  counts as late: answered requests alone would read 100 % while one lies forgotten. Only
+  the states where the expert's clock runs count (sent, accepted): one waiting for the
+  requester's information, declined back to its author or cancelled is nobody's late answer;
 * *declined* is declined at least once (by an expert or a coordinator), wherever it went;
 * *avoided* is among the closed requests, the requester's answer that a referral or an exam
   was avoided.
@@ -30,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
 
 from expertise.models import Pool, Request, RequestEvent
 from expertise.selectors import coordinated_pools
@@ -140,8 +145,19 @@ class _Sent:
     declined: bool
 
 
-def _figures(pool: Pool | None, sent: list[_Sent]) -> Figures:
+def _overdue_unanswered(request: _Sent, cutoff: dt.datetime) -> bool:
+    return (
+        request.answered_at is None
+        and request.state in Request.OPEN_STATES
+        and request.due_at is not None
+        and request.due_at < cutoff
+    )
+
+
+def _figures(pool: Pool | None, sent: list[_Sent], *, cutoff: dt.datetime) -> Figures:
+    """``cutoff``: the end of the period, or now if earlier (what is overdue by then)."""
     answered = [r for r in sent if r.answered_at is not None]
+    overdue = sum(1 for r in sent if _overdue_unanswered(r, cutoff))
     closed = [r for r in sent if r.state == Request.State.CLOSED]
     return Figures(
         pool=pool,
@@ -150,7 +166,7 @@ def _figures(pool: Pool | None, sent: list[_Sent]) -> Figures:
         to_answer=Durations.of(r.answered_at - r.sent_at for r in answered),
         within_delay=Share(
             sum(1 for r in answered if r.due_at is not None and r.answered_at <= r.due_at),
-            len(answered),
+            len(answered) + overdue,
         ),
         declined=Share(sum(1 for r in sent if r.declined), len(sent)),
         avoided=Share(sum(1 for r in closed if r.outcome == Request.Outcome.AVOIDED), len(closed)),
@@ -192,11 +208,12 @@ def expertise_indicators(*, pools: QuerySet[Pool], period: Period) -> Indicators
     by_pool: dict[int, list[_Sent]] = defaultdict(list)
     for request in sent:
         by_pool[request.pool_id].append(request)
+    cutoff = min(period.ends_before, timezone.now())
     zone = local_zone()
     per_month = Counter(r.sent_at.astimezone(zone).date().replace(day=1) for r in sent)
     return Indicators(
         period=period,
-        rows=[_figures(pool, by_pool[pool.pk]) for pool in pool_list],
-        total=_figures(None, sent),
+        rows=[_figures(pool, by_pool[pool.pk], cutoff=cutoff) for pool in pool_list],
+        total=_figures(None, sent, cutoff=cutoff),
         months=[(month, per_month[month]) for month in period.months()],
     )

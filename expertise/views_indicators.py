@@ -149,8 +149,10 @@ def indicator_csv_header() -> list[str]:
         _("Answered"),
         _("Median time to answer (h)"),
         _("90th percentile time to answer (h)"),
-        _("Answered within the expected delay"),
-        _("Answered within the expected delay (%)"),
+        # Overdue unanswered requests are in the denominator: the header says so, since a
+        # spreadsheet reader has no page to explain it.
+        _("Answered within the expected delay, overdue unanswered requests counted as late"),
+        _("Answered within the expected delay, overdue unanswered requests counted as late (%)"),
         _("Declined at least once"),
         _("Declined at least once (%)"),
         _("Closed"),

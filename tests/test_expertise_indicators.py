@@ -17,7 +17,8 @@ r6      —         —         168   declined back to the pool, waiting
 ======  ========  ========  ====  ===============================================
 
 So: accepted in 2, 4, 6, 8, 20 h (median 6 h, 90th percentile 15.2 h); answered in 10, 30,
-50, 100 h (median 40 h, 90th percentile 85 h); 3 of 4 answered within the expected delay;
+50, 100 h (median 40 h, 90th percentile 85 h); 3 of 6 answered within the expected delay
+(r5 and r6 are past their deadline, unanswered: late);
 2 of 6 declined at least once; 2 of 3 closed requests avoided a referral.
 
 Also: a request answered 400 days ago (outside the last twelve months), a draft (never
@@ -55,6 +56,7 @@ from tests.expertise_world import (
     expertise_world,
     sent_request,
 )
+from tests.test_i18n import catalogues, compiled_locale  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -177,10 +179,11 @@ def test_the_teleradiology_pool_over_the_last_twelve_months(activity):
     assert (answer.median, answer.p90, answer.over) == (40.0, 85.0, 4)
     # r2 answered 30 h after sending: late for its urgency (24 h), in time once the 12 h
     # waiting for the requester are given back (due at 36 h).
+    # r5 and r6, unanswered past their deadline, count as late.
     assert (row.within_delay.count, row.within_delay.total, row.within_delay.percent) == (
         3,
-        4,
-        75.0,
+        6,
+        50.0,
     )
     assert (row.declined.count, row.declined.total, row.declined.percent) == (2, 6, 33.3)
     assert (row.avoided.count, row.avoided.total, row.avoided.percent) == (2, 3, 66.7)
@@ -248,7 +251,7 @@ def test_the_coordinator_reads_the_page_of_their_pool(activity):
     html = response.content.decode()
     assert [row.pool for row in response.context["indicators"].rows] == [w.teleradiology]
     assert "Radiologie — CH de Bourges" not in html
-    for shown in ("6 h", "15.2 h", "40 h", "85 h", "75 %", "33.3 %", "66.7 %"):
+    for shown in ("6 h", "15.2 h", "40 h", "85 h", "50 %", "33.3 %", "66.7 %"):
         assert shown in html, shown
     assert "medico-economic evaluation" in html
     assert "<svg" in html and "<script" not in html.split("</header>")[1]
@@ -381,8 +384,10 @@ def test_the_csv_has_one_row_per_pool_and_the_total(activity):
         "Answered": "4",
         "Median time to answer (h)": "40.0",
         "90th percentile time to answer (h)": "85.0",
-        "Answered within the expected delay": "3",
-        "Answered within the expected delay (%)": "75.0",
+        "Answered within the expected delay, overdue unanswered requests counted as late": "3",
+        "Answered within the expected delay, overdue unanswered requests counted as late (%)": (
+            "50.0"
+        ),
         "Declined at least once": "2",
         "Declined at least once (%)": "33.3",
         "Closed": "3",
@@ -467,3 +472,53 @@ def test_the_page_and_csv_take_the_same_queries_for_3_or_30_requests(world):
     assert page.context["indicators"].total.declined.count == 1 + 9
     assert _rows(export)[-1][5] == "30"
     assert thirty == three, (three, thirty)
+
+
+# --- Overdue unanswered requests ---------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("catalogues")
+def test_an_overdue_unanswered_request_counts_as_late_in_the_within_delay_share(world):
+    """One request answered on time, one forgotten past its deadline: 50 %, not 100 %."""
+    w = expertise_world(world)
+    base = timezone.now().replace(microsecond=0) - dt.timedelta(days=5)
+    on_time = answered_request(w)
+    _times(on_time, base, accepted=1, answered=5, due=24)
+    forgotten = accepted_request(w)
+    _times(forgotten, base + H, accepted=2, due=24)
+    # Waiting for the requester's information, past its former deadline: the expert's
+    # clock is stopped, so it is nobody's late answer.
+    paused = accepted_request(w)
+    _times(paused, base + 2 * H, accepted=2, due=24)
+    Request.objects.filter(pk=paused.pk).update(state=Request.State.INFO_REQUESTED)
+
+    [row] = expertise_indicators(pools=_tele_pools(w), period=default_period()).rows
+    assert (row.within_delay.count, row.within_delay.total, row.within_delay.percent) == (
+        1,
+        2,
+        50.0,
+    )
+
+    html = _get(w.pool_coordinator.user)().content.decode()
+    assert "overdue unanswered requests counted as late" in html
+    assert "50 %" in html and "100 %" not in html
+    french = client_for(w.pool_coordinator.user).get(reverse(URL), HTTP_ACCEPT_LANGUAGE="fr")
+    assert "demandes en retard sans réponse comptées comme hors délai" in french.content.decode()
+    header = _rows(_get(w.pool_coordinator.user, format="csv")())[0]
+    assert "Answered within the expected delay, overdue unanswered requests counted as late" in (
+        header
+    )
+
+
+def test_a_request_due_after_the_end_of_the_period_is_not_yet_late(world):
+    w = expertise_world(world)
+    base = timezone.now().replace(microsecond=0) - dt.timedelta(days=20)
+    waiting = accepted_request(w)
+    _times(waiting, base, accepted=1, due=24 * 7)  # due 13 days ago
+    sent_day = timezone.localdate(base)
+    # The period ends the day after the sending: the deadline was still ahead then.
+    period = Period(start=sent_day, end=sent_day + dt.timedelta(days=1))
+    [row] = expertise_indicators(pools=_tele_pools(w), period=period).rows
+    assert (row.within_delay.count, row.within_delay.total) == (0, 0)
+    [row] = expertise_indicators(pools=_tele_pools(w), period=default_period()).rows
+    assert (row.within_delay.count, row.within_delay.total) == (0, 1)
