@@ -96,13 +96,19 @@ def my_request_counts(*, user) -> dict[str, int]:
 
 
 def pool_queue(*, user) -> QuerySet[Request]:
-    """Unclaimed requests of the user's pools (and those addressed to them by name): urgent
-    first, then the oldest."""
+    """Unclaimed requests of the user's pools (and those addressed to them by name): overdue
+    first, the latest of them first, then the others by deadline, earliest first.
+
+    The urgency is already in the deadline (24 h, 3 or 7 days from the sending, moved on by
+    any wait for the requester): ranking by urgency first put a routine request a day late
+    after an urgent one sent an hour ago. A request is overdue when ``due_at`` has passed, so
+    the earliest ``due_at`` is both the latest overdue one and, past those, the nearest
+    deadline. Urgency, then the sending, break ties."""
     expert_pools = pools_of(user, role=PoolMember.Role.EXPERT).values("pk")
     requests = Request.objects.filter(
         Q(expert__isnull=True) | Q(expert=user), state=State.SENT, pool__in=expert_pools
     )
-    return _with_list_columns(requests).order_by(URGENCY_ORDER, "sent_at", "pk")
+    return _with_list_columns(requests).order_by("due_at", URGENCY_ORDER, "sent_at", "pk")
 
 
 def my_assignments(*, user) -> QuerySet[Request]:

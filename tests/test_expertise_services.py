@@ -559,7 +559,7 @@ def test_the_assigned_expert_is_the_one_reminded(tele):
 # --- Queues ---------------------------------------------------------------------------------------
 
 
-def test_the_queue_shows_urgent_first_then_the_oldest(tele):
+def test_the_queue_shows_the_nearest_deadline_first(tele):
     start = timezone.now().replace(microsecond=0)
     with time_machine.travel(start - dt.timedelta(hours=5), tick=False):
         old_routine = sent_request(tele, urgency=Urgency.ROUTINE)
@@ -581,3 +581,25 @@ def test_celery_beat_watches_the_deadlines_every_few_minutes(settings):
     assert entry["schedule"] <= 15 * 60
     app.loader.import_default_modules()
     assert entry["task"] in app.tasks
+
+
+def test_an_overdue_standard_request_comes_before_a_fresh_urgent_one(tele):
+    start = timezone.now().replace(microsecond=0)
+    with time_machine.travel(start - dt.timedelta(days=8), tick=False):
+        late_by_a_day = sent_request(tele, urgency=Urgency.ROUTINE)  # due 7 days after
+    with time_machine.travel(start - dt.timedelta(days=4), tick=False):
+        late_by_an_hour = sent_request(tele, urgency=Urgency.PRIORITY)
+    Request.objects.filter(pk=late_by_an_hour.pk).update(due_at=start - dt.timedelta(hours=1))
+    with time_machine.travel(start - dt.timedelta(days=1), tick=False):
+        due_in_two_days = sent_request(tele, urgency=Urgency.PRIORITY)
+    with time_machine.travel(start - dt.timedelta(minutes=10), tick=False):
+        fresh_urgent = sent_request(tele, urgency=Urgency.URGENT)
+    with time_machine.travel(start, tick=False):
+        queue = list(pool_queue(user=tele.second_radiologist.user))
+        assert [r.pk for r in queue] == [
+            late_by_a_day.pk,
+            late_by_an_hour.pk,
+            fresh_urgent.pk,
+            due_in_two_days.pk,
+        ]
+        assert [r.is_overdue for r in queue] == [True, True, False, False]
