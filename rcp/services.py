@@ -84,16 +84,30 @@ TRANSITIONS = {
 
 def _move(case: Case, to: str, *, by: Actor, changes: dict | None = None, **detail) -> Case:
     """Change the case's state (and ``changes``), only those columns: an edit saved meanwhile
-    by somebody else is kept, and its author's next save is told (the revision moves)."""
+    by somebody else is kept, and its author's next save is told (the revision moves).
+
+    One UPDATE conditioned on the state and the session the caller saw, with its audit event
+    in the same transaction: two coordinators acting on the same case at once, one wins and
+    the other is refused (StaleEdit); an audit that fails undoes the change."""
     if to not in TRANSITIONS[case.state]:
         raise RcpError(
             _("A case in state “%(state)s” cannot become “%(to)s”.")
             % {"state": case.get_state_display(), "to": State(to).label}
         )
     before = case.state
-    Case.objects.filter(pk=case.pk).update(state=to, revision=F("revision") + 1, **(changes or {}))
-    case.refresh_from_db()
-    audit_case(case, by, {"rcp_case": f"{before} -> {to}", **detail})
+    with transaction.atomic():
+        updated = Case.objects.filter(pk=case.pk, state=before, session_id=case.session_id).update(
+            state=to, revision=F("revision") + 1, **(changes or {})
+        )
+        if not updated:
+            raise StaleEdit(
+                _(
+                    "The case changed meanwhile (another coordinator or its doctor acted): "
+                    "nothing was done, reload it."
+                )
+            )
+        case.refresh_from_db()
+        audit_case(case, by, {"rcp_case": f"{before} -> {to}", **detail})
     return case
 
 
@@ -204,18 +218,19 @@ CASE_FIELDS = [
 
 
 def case_create(*, patient, committee: Committee, by: Actor, **fields) -> Case:
-    case = Case.objects.create(
-        patient=patient,
-        committee=committee,
-        submitted_by=by.user,
-        **{k: v for k, v in fields.items() if k in CASE_FIELDS},
-    )
-    audit_case(
-        case,
-        by,
-        {"rcp_case": "created", "committee": committee.pk},
-        action=audit.AuditAction.CREATE,
-    )
+    with transaction.atomic():
+        case = Case.objects.create(
+            patient=patient,
+            committee=committee,
+            submitted_by=by.user,
+            **{k: v for k, v in fields.items() if k in CASE_FIELDS},
+        )
+        audit_case(
+            case,
+            by,
+            {"rcp_case": "created", "committee": committee.pk},
+            action=audit.AuditAction.CREATE,
+        )
     return case
 
 
@@ -323,15 +338,15 @@ def agenda_reorder(*, session: Session, case_ids: list[int], by: Actor) -> None:
     with transaction.atomic():
         for position, case_id in enumerate(case_ids, start=1):
             Case.objects.filter(pk=case_id).update(agenda_position=position)
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.UPDATE,
-        object_type="rcp.session",
-        object_id=str(session.pk),
-        purpose=AuditPurpose.CARE,
-        detail={"agenda": case_ids},
-    )
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            object_type="rcp.session",
+            object_id=str(session.pk),
+            purpose=AuditPurpose.CARE,
+            detail={"agenda": case_ids},
+        )
 
 
 def case_postpone(*, case: Case, to_session: Session | None, by: Actor) -> Case:
@@ -378,7 +393,14 @@ def session_close(*, session: Session, by: Actor) -> None:
     """The meeting is over: attendance ends, and cases left undecided wait for another session."""
     now = timezone.now()
     with transaction.atomic():
-        Session.objects.filter(pk=session.pk).update(status=Session.Status.CLOSED)
+        # Conditioned on the status the caller saw: closed by somebody else meanwhile, the
+        # attendance and the trail are left as the first close wrote them.
+        closed = Session.objects.filter(pk=session.pk, status=session.status).update(
+            status=Session.Status.CLOSED
+        )
+        if not closed:
+            raise StaleEdit(_("The session changed meanwhile (somebody closed it): reload it."))
+        session.status = Session.Status.CLOSED
         session.attendances.filter(left_at__isnull=True).update(left_at=now)
         audit.record(
             actor=by,
@@ -419,10 +441,11 @@ def written_opinion_record(*, case: Case, professional: Professional, text: str,
         raise RcpError(_("A written opinion is given by a physician, with their specialty."))
     if case.state not in EDITABLE_STATES:
         raise RcpError(_("The case was discussed: opinions are given before the meeting."))
-    opinion = WrittenOpinion.objects.create(
-        case=case, professional=professional, specialty=professional.specialty, text=text
-    )
-    audit_case(case, by, {"rcp_case": "written opinion", "specialty": professional.specialty})
+    with transaction.atomic():
+        opinion = WrittenOpinion.objects.create(
+            case=case, professional=professional, specialty=professional.specialty, text=text
+        )
+        audit_case(case, by, {"rcp_case": "written opinion", "specialty": professional.specialty})
     return opinion
 
 
@@ -453,6 +476,9 @@ def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> D
     if case.state not in (State.ON_AGENDA, State.DISCUSSED, State.REGISTERED, State.VALIDATED):
         raise RcpError(_("The case is not on an agenda: there is no decision to record yet."))
     with transaction.atomic():
+        # The case's row is the lock: two people starting the first proposal at once make one
+        # draft, and the second is told (not a duplicate version refused by the database).
+        Case.objects.select_for_update().only("pk").get(pk=case.pk)
         draft = decision_draft(case)
         if draft is None:
             if revision is not None:
@@ -531,13 +557,18 @@ def decision_validate(*, case: Case, revision: int, by: Actor) -> Decision:
                 )
             ]
         now = timezone.now()
-        Decision.objects.filter(pk=draft.pk).update(
+        # Conditioned on the revision read above: two validators at once, one wins.
+        validated = Decision.objects.filter(
+            pk=draft.pk, revision=revision, validated_at__isnull=True
+        ).update(
             validated_at=now,
             validated_by=by.user,
             quorum_status=quorum_status,
             attendees=attendees,
             revision=F("revision") + 1,
         )
+        if not validated:
+            raise StaleEdit(_("The decision changed meanwhile: check it, then validate again."))
         case = _move(
             case,
             State.VALIDATED,
@@ -561,6 +592,9 @@ def decision_amend(*, case: Case, reason: str, by: Actor) -> Decision:
     if not reason.strip():
         raise RcpError(_("Say why the validated decision changes."))
     with transaction.atomic():
+        # The case's row is the lock: two coordinators amending at once write one new version
+        # (the second finds the first's draft), not two drafts of the same number.
+        Case.objects.select_for_update().only("pk").get(pk=case.pk)
         if decision_draft(case) is not None:
             raise RcpError(_("A new version is already being written."))
         last = case.decisions.filter(validated_at__isnull=False).order_by("-version").first()

@@ -194,8 +194,12 @@ def session_close(request, session_id):
     if not _coordinating(request, session.committee):
         messages.error(request, _("Only the chair or a coordinator closes the session."))
         return redirect("rcp-session", session_id=session.pk)
-    services.session_close(session=session, by=Actor.from_request(request))
-    messages.success(request, _("The session is closed."))
+    try:
+        services.session_close(session=session, by=Actor.from_request(request))
+    except services.RcpError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, _("The session is closed."))
     return redirect("rcp-session", session_id=session.pk)
 
 

@@ -10,12 +10,15 @@ merged, and every change of a case's state is written on the patient's audit tra
 
 import contextlib
 import datetime as dt
+import threading
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection, connections
 from django.urls import reverse
 from django.utils import timezone, translation
 
+from portal import audit
 from portal.audit import Actor
 from portal.models import AuditEvent, Profession, Specialty
 from rcp import services
@@ -1103,3 +1106,179 @@ def test_a_study_withdrawn_from_a_submitted_case_closes_the_committees_cached_gr
     )
     assert access_generation(world.surgeon.user.pk) != before
     assert surgeon.get(metadata).status_code == 404
+
+
+# --- 6. Two coordinators at once: one guarded, atomic step ------------------------------------
+
+
+def case_history(case) -> tuple:
+    """What the case's page shows of its place: state, session, position, postponements."""
+    stored = fresh(case)
+    return (stored.state, stored.session_id, stored.agenda_position, stored.postponements)
+
+
+def at_once(*calls):
+    """Run the calls from threads released together, each on its own database connection, as
+    two requests would; returns what each returned or raised."""
+    start = threading.Barrier(len(calls), timeout=30)
+    outcomes = [None] * len(calls)
+
+    def run(n, call):
+        try:
+            start.wait()
+            outcomes[n] = call()
+        except Exception as exc:  # noqa: BLE001 (the loser's refusal is the outcome)
+            outcomes[n] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n, call)) for n, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
+
+
+def one_won_one_was_told(outcomes) -> None:
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 1, outcomes
+    assert isinstance(refused[0], StaleEdit)
+    assert "changed meanwhile" in str(refused[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_coordinators_putting_the_same_case_on_agendas_at_once_one_wins_on_postgresql(
+    world,
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("runs on the production shape: DATABASE_URL=postgres://...")
+    session, other = session_of(world.thoracic), session_of(world.thoracic, days=14)
+    case = submitted_case(world)
+    events = patient_trail(case).count()
+    # Both pages were loaded while the case was submitted.
+    coordinators_copy, chairs_copy = fresh(case), fresh(case)
+
+    outcomes = at_once(
+        lambda: services.case_put_on_agenda(
+            case=coordinators_copy, session=session, by=by(world.coordinator)
+        ),
+        lambda: services.case_put_on_agenda(case=chairs_copy, session=other, by=by(world.surgeon)),
+    )
+
+    one_won_one_was_told(outcomes)
+    (winner,) = [o for o in outcomes if isinstance(o, Case)]
+    assert case_history(case) == (State.ON_AGENDA, winner.session_id, 1, 0)
+    assert patient_trail(case).count() == events + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_coordinators_postponing_the_same_case_at_once_postpone_it_once_on_postgresql(world):
+    if connection.vendor != "postgresql":
+        pytest.skip("runs on the production shape: DATABASE_URL=postgres://...")
+    session, later = session_of(world.thoracic), session_of(world.thoracic, days=14)
+    case = case_on_agenda(world, session)
+    events = patient_trail(case).count()
+    coordinators_copy, chairs_copy = fresh(case), fresh(case)
+
+    outcomes = at_once(
+        lambda: services.case_postpone(
+            case=coordinators_copy, to_session=later, by=by(world.coordinator)
+        ),
+        lambda: services.case_postpone(case=chairs_copy, to_session=later, by=by(world.surgeon)),
+    )
+
+    one_won_one_was_told(outcomes)
+    # Postponed once: on the later agenda, counted once, one event on the trail.
+    assert case_history(case) == (State.ON_AGENDA, later.pk, 1, 1)
+    assert patient_trail(case).count() == events + 1
+
+
+def test_a_coordinator_acting_on_a_case_put_on_an_agenda_meanwhile_is_refused(world):
+    session, other = session_of(world.thoracic), session_of(world.thoracic, days=14)
+    case = submitted_case(world)
+    chairs_page = fresh(case)  # loaded while the case was still submitted
+    services.case_put_on_agenda(case=fresh(case), session=session, by=by(world.coordinator))
+    seen = case_history(case), patient_trail(case).count()
+
+    with pytest.raises(StaleEdit, match="changed meanwhile"):
+        services.case_put_on_agenda(case=chairs_page, session=other, by=by(world.surgeon))
+
+    assert (case_history(case), patient_trail(case).count()) == seen
+    assert not Case.objects.filter(session=other).exists()
+
+
+def test_a_second_postponement_from_an_outdated_page_is_refused_and_counts_nothing(world):
+    session, later = session_of(world.thoracic), session_of(world.thoracic, days=14)
+    case = case_on_agenda(world, session)
+    chairs_page = fresh(case)  # still on the first session's agenda
+    services.case_postpone(case=fresh(case), to_session=later, by=by(world.coordinator))
+    seen = case_history(case), patient_trail(case).count()
+    assert seen[0] == (State.ON_AGENDA, later.pk, 1, 1)
+
+    with pytest.raises(StaleEdit, match="changed meanwhile"):
+        services.case_postpone(case=chairs_page, to_session=None, by=by(world.surgeon))
+
+    assert (case_history(case), patient_trail(case).count()) == seen
+
+
+def test_a_session_closed_meanwhile_is_not_closed_twice(world):
+    session = session_of(world.thoracic)
+    services.session_open(session=session)
+    chairs_page = fresh(session)
+    services.session_close(session=fresh(session), by=by(world.coordinator))
+    closings = AuditEvent.objects.filter(object_type="rcp.session", object_id=str(session.pk))
+
+    with pytest.raises(StaleEdit, match="changed meanwhile"):
+        services.session_close(session=chairs_page, by=by(world.surgeon))
+
+    assert closings.count() == 1
+    assert fresh(session).status == Session.Status.CLOSED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chair_and_the_coordinator_validating_at_once_validate_once_on_postgresql(world):
+    if connection.vendor != "postgresql":
+        pytest.skip("runs on the production shape: DATABASE_URL=postgres://...")
+    session = session_of(world.thoracic)
+    arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
+    case, decision = discussed_case(world, session)
+    events = patient_trail(case).count()
+    chairs_page, coordinators_page = fresh(case), fresh(case)
+
+    outcomes = at_once(
+        lambda: services.decision_validate(
+            case=chairs_page, revision=decision.revision, by=by(world.surgeon)
+        ),
+        lambda: services.decision_validate(
+            case=coordinators_page, revision=decision.revision, by=by(world.coordinator)
+        ),
+    )
+
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], StaleEdit), outcomes
+    assert fresh(case).state == State.VALIDATED
+    assert fresh(decision).revision == decision.revision + 1
+    assert patient_trail(case).count() == events + 1
+
+
+@pytest.mark.parametrize("step", ["submit", "register"])
+def test_a_state_change_whose_audit_fails_is_undone(world, monkeypatch, step):
+    session = session_of(world.thoracic)
+    case = case_on_agenda(world, session) if step == "register" else thoracic_case(world)
+    seen = case_history(case), patient_trail(case).count()
+
+    def trail_unavailable(**kwargs):
+        raise RuntimeError("audit trail unavailable")
+
+    monkeypatch.setattr(audit, "record", trail_unavailable)
+    with pytest.raises(RuntimeError):
+        if step == "register":
+            services.case_register(case=fresh(case), by=by(world.coordinator))
+        else:
+            services.case_submit(case=fresh(case), by=by(world.oncologist))
+    monkeypatch.undo()
+
+    # No change without its trace: the case is where it was.
+    assert (case_history(case), patient_trail(case).count()) == seen
