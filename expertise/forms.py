@@ -1,5 +1,5 @@
 from django import forms
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
 
 from expertise.models import (
@@ -66,7 +66,13 @@ class RequestForm(forms.Form):
         required=False,
         help_text=_("Only this expert of the pool will see the request until they decline it."),
     )
-    urgency = forms.ChoiceField(label=_("Urgency"), choices=urgency_choices)
+    # The standard delay unless the requester says otherwise: with "urgent" as the first
+    # option, every request left as it came was urgent, and jumped the queue.
+    urgency = forms.ChoiceField(
+        label=_("Urgency"),
+        choices=urgency_choices,
+        initial=Request._meta.get_field("urgency").default,
+    )
     question = forms.CharField(
         label=_("Question to the expert"), widget=forms.Textarea(attrs={"rows": 3})
     )
@@ -100,27 +106,66 @@ class RequestForm(forms.Form):
         from expertise.selectors import pools_for_request_form
 
         self.fields["pool"].queryset = pools_for_request_form()
-        self.fields["expert"].queryset = (
-            User.objects.filter(
-                is_active=True,
-                professional__expertise_memberships__role=PoolMember.Role.EXPERT,
-                professional__expertise_memberships__pool__is_active=True,
-            )
-            .select_related("professional")
-            .distinct()
-            .order_by("last_name", "first_name")
-        )
+        self._offer_experts_of(self._chosen_pool())
         self.fields["studies"].queryset = studies
         self.fields["studies"].label_from_instance = lambda study: " · ".join(
             part
             for part in (
-                study.study_date.strftime("%d/%m/%Y") if study.study_date else "",
+                formats.date_format(study.study_date, "SHORT_DATE_FORMAT")
+                if study.study_date
+                else "",
                 study.modalities,
                 study.description,
                 study.institution_name,
             )
             if part
         )
+
+    def _chosen_pool(self) -> Pool | None:
+        """The pool the form was posted (or opened) with, if it is one of the choices."""
+        value = self.data.get(self.add_prefix("pool")) if self.is_bound else None
+        value = value or self.initial.get("pool")
+        value = getattr(value, "pk", value)
+        if not value:
+            return None
+        try:
+            return self.fields["pool"].queryset.filter(pk=value).first()
+        except (TypeError, ValueError):
+            return None
+
+    def _offer_experts_of(self, pool: Pool | None) -> None:
+        """Only the experts of ``pool`` once it is known (an expert of another specialty was
+        offered, then refused); before that, each pool's experts under its name.
+
+        The field still accepts any expert of an active pool, so that one posted for the
+        wrong pool gets :meth:`clean`'s message rather than "not one of the choices"."""
+        experts = PoolMember.objects.filter(
+            role=PoolMember.Role.EXPERT, pool__is_active=True, professional__user__is_active=True
+        )
+        field = self.fields["expert"]
+        field.queryset = (
+            User.objects.filter(pk__in=experts.values("professional__user"))
+            .select_related("professional")
+            .order_by("last_name", "first_name")
+        )
+        if pool is not None:
+            experts = experts.filter(pool=pool)
+        optgroups: dict[str, list] = {}
+        for member in experts.select_related("pool", "professional__user").order_by(
+            "pool__specialty", "pool__name", "professional__user__last_name"
+        ):
+            group = _("%(specialty)s · %(pool)s") % {
+                "specialty": member.pool.get_specialty_display(),
+                "pool": member.pool.name,
+            }
+            optgroups.setdefault(group, []).append(
+                (member.professional.user_id, str(member.professional))
+            )
+        if pool is not None:
+            offered = [choice for choices in optgroups.values() for choice in choices]
+        else:
+            offered = list(optgroups.items())
+        field.widget.choices = [("", field.empty_label), *offered]
 
     def clean_consent_date(self):
         value = self.cleaned_data.get("consent_date")

@@ -174,7 +174,11 @@ def _request_fields(data: dict) -> dict:
 def request_create(request, patient_id):
     patient = get_patient_for_user(request, patient_id, purpose=AuditPurpose.EXPERTISE)
     studies = _patient_studies(request, patient)
-    form = RequestForm(request.POST or None, studies=studies)
+    # ?pool= (a pool's link, or the page reloaded after choosing one) narrows the named
+    # experts to that pool's.
+    form = RequestForm(
+        request.POST or None, initial={"pool": request.GET.get("pool")}, studies=studies
+    )
     attachment_form = AttachmentForm(
         request.POST or None, request.FILES or None, prefix="file", optional=True
     )

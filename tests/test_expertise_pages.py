@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from expertise import services
 from expertise.models import Attachment, Request
@@ -267,3 +268,54 @@ def test_pages_speak_french_first(tele):
     client.cookies["django_language"] = "en"
     html = client.get(reverse("expertise-request", args=[request.pk])).content.decode()
     assert "Ask the requester for more information" in html
+
+
+# --- The request form: named experts, urgency, delays, dates ------------------------------------
+
+
+def _expert_select(html: str) -> str:
+    start = html.index('name="expert"')
+    return html[start : html.index("</select>", start)]
+
+
+def test_the_named_expert_of_another_specialty_is_refused_and_not_offered(tele):
+    gp = english(tele.gp.user)
+    create_url = reverse("expertise-request-create", args=[tele.patient.pk])
+    dermatologist = f'value="{tele.dermatologist.user.pk}"'
+    teleradiologist = f'value="{tele.teleradiologist.user.pk}"'
+
+    # Before a pool is chosen, each expert is listed under their pool's name.
+    experts = _expert_select(gp.get(create_url).content.decode())
+    dermatology = experts.index('<optgroup label="Dermatology · Dermatologie — CHRU de Tours">')
+    assert experts.index(dermatologist) > dermatology
+    assert experts.index(teleradiologist) > experts.index("Téléradiologie — CHRU de Tours")
+    assert teleradiologist not in experts[dermatology : experts.index("</optgroup>", dermatology)]
+
+    # The pool known, only its experts are offered.
+    experts = _expert_select(gp.get(create_url, {"pool": tele.teleradiology.pk}).content.decode())
+    assert teleradiologist in experts and dermatologist not in experts
+
+    # Posted anyway, the dermatologist is refused for the teleradiology pool.
+    response = gp.post(create_url, _form(tele, expert=tele.dermatologist.user.pk))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "This expert does not answer for the chosen pool." in html
+    assert dermatologist not in _expert_select(html)
+    assert not Request.objects.exists()
+
+
+def test_the_form_offers_the_standard_delay_by_default_and_delays_in_days(tele):
+    gp = english(tele.gp.user)
+    form = gp.get(reverse("expertise-request-create", args=[tele.patient.pk])).content.decode()
+    urgency = form[form.index('name="urgency"') :]
+    urgency = urgency[: urgency.index("</select>")]
+    assert '<option value="routine" selected>' in urgency
+    assert '<option value="urgent" selected>' not in urgency
+    assert "Priority — answer expected within 3 days" in urgency
+
+    request = sent_request(tele, urgency="priority")
+    page = gp.get(reverse("expertise-request", args=[request.pk])).content.decode()
+    assert "answer expected within 3 days" in page and "72 h" not in page
+    french = client_for(tele.gp.user).get(reverse("expertise-request", args=[request.pk]))
+    sent = timezone.localtime(request.sent_at)
+    assert sent.strftime("%d/%m/%Y %H:%M") in french.content.decode()
