@@ -13,6 +13,7 @@ from expertise.models import (
     Urgency,
 )
 from expertise.services import DeclineTo, requirement_label
+from portal.forms import DateInput
 from portal.models import User
 
 EMPTY = [("", "—")]
@@ -95,7 +96,7 @@ class RequestForm(forms.Form):
     consent_date = forms.DateField(
         label=_("Date of consent"),
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
+        widget=DateInput(),
     )
     consent_method = forms.ChoiceField(
         label=_("How consent was obtained"), choices=EMPTY + ConsentMethod.choices, required=False

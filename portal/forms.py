@@ -15,10 +15,27 @@ from portal.models import (
 
 
 class DateInput(forms.DateInput):
+    """An ``<input type="date">`` for every date field of the portal.
+
+    The browser only takes an ISO value (HTML, "valid date string"): Django would otherwise
+    localise it to the French dd/mm/yyyy, which the browser shows empty and then posts back
+    empty, erasing the date on the next save. The browser posts ISO too, which DateField
+    accepts in every language (ISO_INPUT_FORMATS).
+    """
+
     input_type = "date"
 
     def __init__(self, **kwargs):
         super().__init__(format="%Y-%m-%d", **kwargs)
+
+
+class DateTimeLocalInput(forms.DateTimeInput):
+    """An ``<input type="datetime-local">``: ISO without seconds, for the same reason."""
+
+    input_type = "datetime-local"
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%Y-%m-%dT%H:%M", **kwargs)
 
 
 class PatientSearchForm(forms.Form):

@@ -2,6 +2,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from imaging.models import Study
+from portal.forms import DateInput, DateTimeLocalInput
 from portal.models import Specialty
 from rcp import frcp
 from rcp.models import Case, CaseDocument, Committee, Session
@@ -54,14 +55,30 @@ class CaseForm(_RevisionForm):
         label=_("Histology (ICD-O-3)"), required=False, help_text=_("e.g. 8140/3.")
     )
     diagnosis_date = forms.DateField(
-        label=_("Date of diagnosis"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=_("Date of diagnosis"), required=False, widget=DateInput()
     )
     tnm_prefix = forms.ChoiceField(
         label=_("TNM prefix"), choices=EMPTY + frcp.TNM_PREFIXES, required=False
     )
-    tnm_t = forms.CharField(label="T", required=False, max_length=16)
-    tnm_n = forms.CharField(label="N", required=False, max_length=16)
-    tnm_m = forms.CharField(label="M", required=False, max_length=16)
+    # max_length leaves room for a typed prefix and spaces: the stored category fits in 16.
+    tnm_t = forms.CharField(
+        label="T",
+        required=False,
+        max_length=24,
+        help_text=_("UICC category, e.g. T2a, Tis, TX (2a or cT2a are read as T2a)."),
+    )
+    tnm_n = forms.CharField(
+        label="N",
+        required=False,
+        max_length=24,
+        help_text=_("UICC category, e.g. N1, N2b, N0(i+) (1 or pN1 are read as N1)."),
+    )
+    tnm_m = forms.CharField(
+        label="M",
+        required=False,
+        max_length=24,
+        help_text=_("UICC category, e.g. M0, M1b, M1(PUL,OSS) (0 or cM0 are read as M0)."),
+    )
     performance_status = forms.ChoiceField(
         label=_("WHO performance status"), choices=EMPTY + frcp.OMS.choices(), required=False
     )
@@ -107,20 +124,54 @@ class CaseForm(_RevisionForm):
             raise forms.ValidationError(_("Not an ICD-O-3 code of the national list."))
         return code
 
-    def _clean_tnm(self, name, check):
-        value = frcp.normalize_tnm(self.cleaned_data[name].strip())
-        if value and not check(value):
-            raise forms.ValidationError(_("Not a TNM category."))
-        return value
+    TNM_EXAMPLES = {
+        "T": "T2a, 2a, cT2a, Tis, TX",
+        "N": "N1, 1, pN2b, N0(i+), NX",
+        "M": "M0, 0, cM0, M1b, M1(PUL,OSS)",
+    }
+
+    def _clean_tnm(self, name, axis):
+        read = frcp.read_tnm(self.cleaned_data[name], axis)
+        if read is None:
+            raise forms.ValidationError(
+                _(
+                    "Not a TNM category. Expected format: the %(axis)s category of the UICC TNM,"
+                    " with or without its prefix (c, p, yc, yp, rc, rp), e.g. %(examples)s."
+                )
+                % {"axis": axis, "examples": self.TNM_EXAMPLES[axis]}
+            )
+        self._typed_prefixes[name] = read[0]
+        return read[1]
 
     def clean_tnm_t(self):
-        return self._clean_tnm("tnm_t", frcp.valid_t)
+        return self._clean_tnm("tnm_t", "T")
 
     def clean_tnm_n(self):
-        return self._clean_tnm("tnm_n", frcp.valid_n)
+        return self._clean_tnm("tnm_n", "N")
 
     def clean_tnm_m(self):
-        return self._clean_tnm("tnm_m", frcp.valid_m)
+        return self._clean_tnm("tnm_m", "M")
+
+    def full_clean(self):
+        self._typed_prefixes = {}
+        super().full_clean()
+
+    def clean(self):
+        data = super().clean()
+        # "pT2a" in the T field: the prefix goes to its own field, unless it contradicts it.
+        chosen = data.get("tnm_prefix") or ""
+        for name, prefix in self._typed_prefixes.items():
+            if not prefix:
+                continue
+            if not chosen:
+                chosen = data["tnm_prefix"] = prefix
+            elif prefix != chosen:
+                self.add_error(
+                    name,
+                    _("The prefix typed here (%(typed)s) is not the TNM prefix (%(chosen)s).")
+                    % {"typed": prefix, "chosen": chosen},
+                )
+        return data
 
 
 class PerinatalCaseForm(_RevisionForm):
@@ -131,9 +182,7 @@ class PerinatalCaseForm(_RevisionForm):
     gestational_days = forms.IntegerField(
         label=_("and days"), min_value=0, max_value=6, required=False
     )
-    expected_term = forms.DateField(
-        label=_("Expected term"), required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    expected_term = forms.DateField(label=_("Expected term"), required=False, widget=DateInput())
     pregnancy_history = forms.CharField(
         label=_("Pregnancy history"), widget=forms.Textarea(attrs={"rows": 3}), required=False
     )
@@ -241,9 +290,7 @@ class PostponeForm(AgendaAddForm):
 
 
 class ScheduleForm(forms.Form):
-    first_start = forms.DateTimeField(
-        label=_("First session"), widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
+    first_start = forms.DateTimeField(label=_("First session"), widget=DateTimeLocalInput())
     duration_minutes = forms.IntegerField(
         label=_("Duration (minutes)"), min_value=15, max_value=600, initial=90
     )

@@ -675,7 +675,8 @@ def __getattr__(name: str) -> ValueSet:
 #     site notation, e.g. M1(PUL,OSS). MX is refused: the 7th edition removed it because it
 #     blocked stage grouping (Sobin & Compton, Cancer 2010;116:5336-9); clinical M is M0 when
 #     examination finds no metastasis.
-# The prefix (c, p, y, r) is a separate field, so "pT2" is refused as a T value.
+# The prefix (c, p, y, r) is a separate field, so "pT2" is refused as a stored T value; what a
+# doctor types ("pT2", "2", "t2") goes through ``read_tnm`` first, which splits it off.
 
 TNM_PREFIXES = [
     ("c", "c — clinique, avant traitement"),
@@ -720,6 +721,30 @@ def normalize_tnm(value: str) -> str:
         return match.group(0)
 
     return re.sub(r"\(([a-z,]+)\)", qualifier, canonical)
+
+
+# Longest first, so that "ypT2" is read as yp + T2 and not as y + pT2.
+_TYPED = re.compile(r"(?P<prefix>yp|yc|rp|rc|c|p)?(?P<axis>[tnm])?(?P<rest>.+)")
+_AXIS_PATTERNS = {"T": _T, "N": _N, "M": _M}
+
+
+def read_tnm(value: str, axis: str) -> tuple[str, str] | None:
+    """A category as doctors type it in the ``axis`` ("T", "N" or "M") field, as stored.
+
+    Returns ``(prefix, category)``: "cT2a", "c T2a", "2a", "t2a" in the T field all give
+    ``("c", "T2a")`` or ``("", "T2a")``; ``("", "")`` for an empty value; ``None`` when the
+    value is not a category of that axis (a T value in the N field included).
+    """
+    compact = "".join(value.split()).lower()
+    if not compact:
+        return "", ""
+    typed = _TYPED.fullmatch(compact)
+    if typed is None or (typed["axis"] and typed["axis"] != axis.lower()):
+        return None
+    category = normalize_tnm(axis + typed["rest"])
+    if _AXIS_PATTERNS[axis].fullmatch(category) is None:
+        return None
+    return typed["prefix"] or "", category
 
 
 def _valid(pattern: re.Pattern[str], value: object) -> bool:

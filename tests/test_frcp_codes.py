@@ -348,3 +348,24 @@ def test_every_value_set_matches_frcp_md_code_for_code():
         assert value_set.choices() == tables[value_set.name], value_set.name
     assert len(tables["JDV_Tumeur_CISIS"]) == len(frcp.TOPOGRAPHY) == 724
     assert len(tables["JDV_Morphologie_CISIS"]) == len(frcp.MORPHOLOGY) == 1032
+
+
+@pytest.mark.parametrize("typed", ["T2a", "2a", "cT2a", "pT2a", "t2a", " T 2 a ", "c T2a", "ypT2a"])
+def test_the_usual_spellings_of_a_t_category_read_as_the_stored_t2a(typed):
+    prefix, category = frcp.read_tnm(typed, "T")
+    assert category == "T2a" and prefix in ("", "c", "p", "yp")
+
+
+def test_a_typed_prefix_is_split_off_and_the_axis_letter_may_be_left_out():
+    assert frcp.read_tnm("pN1mi", "N") == ("p", "N1mi")
+    assert frcp.read_tnm("0", "M") == ("", "M0")
+    assert frcp.read_tnm("x", "N") == ("", "NX")
+    assert frcp.read_tnm("is", "T") == ("", "Tis")
+    assert frcp.read_tnm("  ", "T") == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("typed", "axis"), [("T9", "T"), ("N1", "T"), ("MX", "M"), ("c", "T"), ("yT2", "T")]
+)
+def test_what_is_no_category_of_the_field_s_axis_is_not_read(typed, axis):
+    assert frcp.read_tnm(typed, axis) is None

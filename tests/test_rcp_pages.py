@@ -290,3 +290,51 @@ def test_the_committee_page_names_the_quorums_specialties_not_their_codes(world)
     text = page.content.decode()
     assert "chirurgie_thoracique" not in text
     assert "Thoracic surgery" in text  # the page is in English here (see client_for)
+
+
+@pytest.mark.parametrize("typed", ["T2a", "2a", "cT2a", "t2a", "c T 2a"])
+def test_the_usual_spellings_of_the_t_category_are_saved_as_t2a(world, typed):
+    case = submitted_case(world, tnm_t="T1")
+    response = client_for(world.oncologist.user).post(
+        reverse("rcp-case", args=[case.pk]), _form_data(case, tnm_t=typed, studies=[world.ct.pk])
+    )
+    assert response.status_code == 302
+    case.refresh_from_db()
+    assert (case.tnm_prefix, case.tnm_t) == ("c", "T2a")
+
+
+def test_a_typed_prefix_fills_the_empty_prefix_field(world):
+    case = submitted_case(world, tnm_prefix="")
+    client_for(world.oncologist.user).post(
+        reverse("rcp-case", args=[case.pk]),
+        _form_data(case, tnm_prefix="", tnm_t="pT2a", tnm_n="pN0", studies=[world.ct.pk]),
+    )
+    case.refresh_from_db()
+    assert (case.tnm_prefix, case.tnm_t, case.tnm_n) == ("p", "T2a", "N0")
+
+
+def test_a_typed_prefix_that_contradicts_the_prefix_field_is_refused(world):
+    case = submitted_case(world)  # prefix c
+    response = client_for(world.oncologist.user).post(
+        reverse("rcp-case", args=[case.pk]),
+        _form_data(case, tnm_t="pT3", studies=[world.ct.pk]),
+    )
+    assert response.status_code == 400
+    assert "The prefix typed here (p) is not the TNM prefix (c)." in response.content.decode()
+    case.refresh_from_db()
+    assert case.tnm_t == "T2a"
+
+
+def test_an_invalid_tnm_is_refused_with_the_expected_format_in_french(world):
+    case = submitted_case(world)
+    doctor = _client_for(world.oncologist.user)  # the portal's default language
+    form_page = doctor.get(reverse("rcp-case", args=[case.pk])).content.decode()
+    assert "T2a, Tis, TX" in form_page  # the format is shown before any mistake
+    response = doctor.post(
+        reverse("rcp-case", args=[case.pk]), _form_data(case, tnm_t="2z", studies=[world.ct.pk])
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "Format attendu" in html and "T2a, 2a, cT2a, Tis, TX" in html
+    case.refresh_from_db()
+    assert case.tnm_t == "T2a"
