@@ -1126,7 +1126,10 @@ def at_once(*calls):
     def run(n, call):
         try:
             start.wait()
-            outcomes[n] = call()
+            # A new thread speaks the portal's default language (French), not the test's:
+            # the messages are read in the source language, as the other tests read them.
+            with translation.override("en"):
+                outcomes[n] = call()
         except Exception as exc:  # noqa: BLE001 (the loser's refusal is the outcome)
             outcomes[n] = exc
         finally:
