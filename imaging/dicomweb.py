@@ -96,9 +96,7 @@ def _caller(request) -> Caller | Unauthenticated:
     raw = header[7:].strip() if header.lower().startswith("bearer ") else request.GET.get("token")
     if raw:
         token = (
-            ViewerToken.objects.filter(token_hash=token_hash(raw))
-            .select_related("user", "study__patient", "patient")
-            .first()
+            ViewerToken.objects.filter(token_hash=token_hash(raw)).select_related("user").first()
         )
         if token is None:
             return Unauthenticated("unknown viewer token")

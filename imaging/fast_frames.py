@@ -37,7 +37,6 @@ from django.core.cache import caches
 from imaging.frames import NATIVE_SYNTAXES, _frame_media_type, _wanted_syntax, parse_accept
 from imaging.grants import (
     FrameListError,
-    access_generation_key,
     credential_hash,
     fast_grant_key,
     frame_key,
@@ -48,6 +47,7 @@ from imaging.grants import (
     parse_frame_list,
     syntax_key,
 )
+from portal.selectors import access_generation_key
 
 FRAMES_PATH = re.compile(
     r"^/dicomweb/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)"

@@ -25,10 +25,6 @@ from collections.abc import Iterator, Sequence
 from django.conf import settings
 from django.core.cache import caches
 
-from portal.selectors import access_generation_key
-
-__all__ = ["access_generation_key"]  # the fast path reads the generation under this key
-
 FAST_GRANT_SECONDS = 60
 # How long "this instance is in this series of this study" is remembered. UIDs are unique
 # and an instance never moves between studies; an identity correction moves the whole study

@@ -850,15 +850,10 @@ def viewer_token_issue(
             patient=patient,
             expires_at=timezone.now() + dt.timedelta(minutes=minutes),
         )
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-            action=audit.AuditAction.EXECUTE,
-            obj=token,
-            patient=patient or study.patient,
-            purpose=audit.AuditPurpose.CARE,
-            detail={
+        _audit_token(
+            token,
+            by,
+            {
                 "viewer_token": "issued",
                 "minutes": minutes,
                 "study": study.study_instance_uid if study else None,
@@ -885,7 +880,6 @@ def viewer_token_change_expiry(
         if not changed:
             raise StaleToken("the token was revoked or changed meanwhile")
         access_changed(user_id=token.user_id)
-        transaction.on_commit(lambda: access_changed(user_id=token.user_id))
         _audit_token(
             token,
             by,

@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from guardian.shortcuts import assign_perm, remove_perm
 
 from portal import audit, permissions
+from portal.access import record_refusal
 from portal.audit import Actor
 from portal.models import (
     CareRelationship,
@@ -303,19 +304,30 @@ def identity_conflict_resolve(
 
 
 def access_changed(*, user_id: int) -> None:
-    """Forget the access decisions cached for this user (see selectors.access_generation)."""
+    """Forget the access decisions cached for this user (see selectors.access_generation).
+
+    The generation moves now and again once the transaction commits: a request served
+    between the two would otherwise cache a grant that the commit is about to end.
+    """
+    _bump_access_generation(user_id)
+
+    def after_commit():
+        _bump_access_generation(user_id)
+        # Open WebSockets (live review) check again at once, not at their next message.
+        async_to_sync(get_channel_layer().group_send)(
+            user_group_name(user_id), {"type": "access.changed"}
+        )
+
+    transaction.on_commit(after_commit)
+
+
+def _bump_access_generation(user_id: int) -> None:
     key = access_generation_key(user_id)
     if not cache.add(key, 1, timeout=None):
         try:
             cache.incr(key)
         except ValueError:
             cache.set(key, 1, timeout=None)
-    # Open WebSockets (live review) check again at once, not at their next message.
-    transaction.on_commit(
-        lambda: async_to_sync(get_channel_layer().group_send)(
-            user_group_name(user_id), {"type": "access.changed"}
-        )
-    )
 
 
 def _sync_patient_permission(*, patient: Patient, professional: Professional) -> None:
@@ -327,23 +339,19 @@ def _sync_patient_permission(*, patient: Patient, professional: Professional) ->
         assign_perm(PATIENT_VIEW, user, patient)
     else:
         remove_perm(PATIENT_VIEW, user, patient)
-        # Cached grants (DICOMweb, live review) must not outlive the access. Forgotten now
-        # and again after the commit, so no request between the two re-caches the old one.
+        # Cached grants (DICOMweb, live review) must not outlive the access.
         access_changed(user_id=user.pk)
-        transaction.on_commit(lambda: access_changed(user_id=user.pk))
 
 
 def _refuse_care_team_change(*, by: Actor, relationship_or_patient, patient, reason) -> None:
     """Audit a refused change of the care team (DCM 110113, outcome 4), then refuse it."""
-    audit.record(
+    record_refusal(
         actor=by,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        action=audit.AuditAction.EXECUTE,
-        outcome=audit.AuditOutcome.MINOR_FAILURE,
-        obj=relationship_or_patient,
+        object_type=relationship_or_patient._meta.label_lower,
+        object_id=relationship_or_patient.pk,
         patient=patient,
         purpose=audit.AuditPurpose.CARE,
-        detail={"reason": reason},
+        reason=reason,
     )
     raise PermissionDenied(reason)
 

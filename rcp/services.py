@@ -82,6 +82,19 @@ TRANSITIONS = {
 }
 
 
+def _audit_session(session: Session, by: Actor, detail: dict) -> None:
+    """A change of the session's agenda or status (it covers several patients: none named)."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.UPDATE,
+        object_type="rcp.session",
+        object_id=str(session.pk),
+        purpose=AuditPurpose.CARE,
+        detail=detail,
+    )
+
+
 def _move(case: Case, to: str, *, by: Actor, changes: dict | None = None, **detail) -> Case:
     """Change the case's state (and ``changes``), only those columns: an edit saved meanwhile
     by somebody else is kept, and its author's next save is told (the revision moves).
@@ -338,15 +351,7 @@ def agenda_reorder(*, session: Session, case_ids: list[int], by: Actor) -> None:
     with transaction.atomic():
         for position, case_id in enumerate(case_ids, start=1):
             Case.objects.filter(pk=case_id).update(agenda_position=position)
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.PATIENT_RECORD,
-            action=audit.AuditAction.UPDATE,
-            object_type="rcp.session",
-            object_id=str(session.pk),
-            purpose=AuditPurpose.CARE,
-            detail={"agenda": case_ids},
-        )
+        _audit_session(session, by, {"agenda": case_ids})
 
 
 def case_postpone(*, case: Case, to_session: Session | None, by: Actor) -> Case:
@@ -402,15 +407,7 @@ def session_close(*, session: Session, by: Actor) -> None:
             raise StaleEdit(_("The session changed meanwhile (somebody closed it): reload it."))
         session.status = Session.Status.CLOSED
         session.attendances.filter(left_at__isnull=True).update(left_at=now)
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.PATIENT_RECORD,
-            action=audit.AuditAction.UPDATE,
-            object_type="rcp.session",
-            object_id=str(session.pk),
-            purpose=AuditPurpose.CARE,
-            detail={"rcp_session": "closed"},
-        )
+        _audit_session(session, by, {"rcp_session": "closed"})
 
 
 # --- Attendance and opinions -----------------------------------------------------------------
