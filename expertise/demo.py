@@ -15,9 +15,9 @@ Who does what (password ``mirc-demo-2026``, e-mail ``<login>@mirc.test``):
 * ``d.masson`` (geriatrics, CH Bourges) and ``a.renard`` (pulmonology, Hôpitaux de Chartres)
   send teleradiology requests with their patients' CT; the GPs ``p.lemoine`` and ``s.benali``
   send photos to dermatology and ECG tracings to cardiology.
-* ``m.dumas``, of the regional tele-expertise programme: the only holder of
-  ``expertise.view_indicators`` (group "Programme régional de télé-expertise"), the
-  indicators of every pool; no patient record either.
+* ``m.dumas``, of the regional programme: the only holder of ``expertise.view_indicators``
+  and ``rcp.view_indicators`` (group "Programme régional"), the indicators of every pool and
+  every committee; no patient record either.
 
 The requests are played through ``expertise.services`` as the users would, then each step is
 dated back (request columns, timeline, messages, files, report, acts) so that the delays look
@@ -92,7 +92,8 @@ Role = PoolMember.Role
 Decline = services.DeclineTo
 
 BILLING_GROUP = "Facturation de la télé-expertise"
-PROGRAMME_GROUP = "Programme régional de télé-expertise"
+# The regional programme evaluates both tele-expertise and the RCP.
+PROGRAMME_GROUP = "Programme régional"
 
 # login, title, first name, last name, profession, specialty, FINESS (None: no establishment).
 # RPPS numbers continue the portal demo's test range (997…) from index 101.
@@ -189,7 +190,11 @@ def _people() -> dict[str, Professional]:
     billing, _ = Group.objects.get_or_create(name=BILLING_GROUP)
     billing.permissions.add(_permission("export_acts"))
     programme, _ = Group.objects.get_or_create(name=PROGRAMME_GROUP)
-    programme.permissions.add(_permission("view_indicators"))
+    programme.permissions.add(
+        _permission("view_indicators"),
+        # Granted by name: the tele-expertise app does not import the RCP's.
+        Permission.objects.get(codename="view_indicators", content_type__app_label="rcp"),
+    )
     User.objects.get(email="v.morel@mirc.test").groups.add(billing)
     User.objects.get(email="m.dumas@mirc.test").groups.add(programme)
     return {
@@ -788,7 +793,7 @@ ROLES = {
     "l.fabre": "expert, dermatology",
     "r.lemaire": "expert, cardiology",
     "v.morel": "coordinator of the three pools, exports the acts (billing office)",
-    "m.dumas": "regional programme: indicators of every pool",
+    "m.dumas": "regional programme: indicators of every pool and every RCP committee",
     "d.masson": "requester (CH Bourges): teleradiology",
     "a.renard": "requester (Chartres): teleradiology",
     "p.lemoine": "requester (GP): dermatology, cardiology, and the live teleradiology story",

@@ -7,8 +7,6 @@ the page or the CSV, with the establishment, the period and how many acts.
 """
 
 import csv
-import datetime as dt
-from dataclasses import dataclass
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -29,7 +27,7 @@ from expertise.indicators import (
     indicator_pools,
     may_see_indicators,
 )
-from portal import audit
+from portal import audit, charts
 from portal.access import record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
@@ -71,46 +69,6 @@ def _write_csv(filename: str, header: list, rows) -> HttpResponse:
 
 
 # --- Indicators ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MonthBar:
-    """One column of the requests-per-month chart, in SVG user units."""
-
-    month: dt.date
-    count: int
-    x: float
-    y: float
-    width: float
-    height: float
-    label_x: float
-    count_y: float
-
-
-CHART_HEIGHT = 160  # the tallest bar
-CHART_TOP = 20  # room for the count above the tallest bar
-COLUMN = 44
-
-
-def month_bars(months) -> list[MonthBar]:
-    tallest = max((count for _month, count in months), default=0) or 1
-    bars = []
-    for index, (month, count) in enumerate(months):
-        height = round(CHART_HEIGHT * count / tallest, 1)
-        x = index * COLUMN + 6
-        bars.append(
-            MonthBar(
-                month=month,
-                count=count,
-                x=x,
-                y=CHART_TOP + CHART_HEIGHT - height,
-                width=COLUMN - 12,
-                height=height,
-                label_x=x + (COLUMN - 12) / 2,
-                count_y=CHART_TOP + CHART_HEIGHT - height - 4,
-            )
-        )
-    return bars
 
 
 def _audit_indicators(request, data: dict, event, action, pools: int) -> None:
@@ -242,7 +200,6 @@ def indicators_page(request):
     _audit_indicators(
         request, data, audit.AuditEventId.QUERY, audit.AuditAction.EXECUTE, len(indicators.rows)
     )
-    bars = month_bars(indicators.months)
     return render(
         request,
         "expertise/indicators.html",
@@ -250,10 +207,9 @@ def indicators_page(request):
             "form": form,
             "indicators": indicators,
             "table_rows": [*indicators.rows, indicators.total],
-            "month_bars": bars,
-            "chart_width": max(len(bars), 1) * COLUMN,
-            "chart_height": CHART_TOP + CHART_HEIGHT + 24,
-            "chart_baseline": CHART_TOP + CHART_HEIGHT,
+            "months_chart": charts.bar_chart(
+                [charts.month_column(month, [count]) for month, count in indicators.months]
+            ),
             "csv_url": f"?{query}&format=csv",
         },
     )

@@ -1,4 +1,6 @@
-"""Indicators of a committee (rcp/indicators.py): a page and its CSV export, for members.
+"""The RCP indicators (rcp/indicators.py): a page and its CSV export, per committee for its
+members, and for every committee for the regional programme (permission
+``rcp.view_indicators``), who chooses one committee or all of them.
 
 Aggregate numbers only, no patient: yet both are audited, the page as a query (DCM 110112)
 and the CSV as an export (DCM 110106), with the period asked.
@@ -10,7 +12,9 @@ from dataclasses import dataclass
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -19,7 +23,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
-from portal import audit
+from portal import audit, charts
+from portal.access import record_refusal
 from portal.audit import Actor
 from portal.forms import DateInput
 from portal.models import AuditPurpose
@@ -27,7 +32,10 @@ from portal.periods import Period, default_period
 from portal.views import _csv_safe, patient_data_view
 from rcp.access import get_committee_for_user
 from rcp.indicators import Indicators, committee_indicators
-from rcp.models import Session
+from rcp.models import Committee, Session
+from rcp.selectors import committees_of
+
+VIEW_INDICATORS_PERMISSION = "rcp.view_indicators"
 
 EARLIEST = dt.date(2000, 1, 1)
 LATEST = dt.date(2100, 12, 31)
@@ -62,13 +70,58 @@ class PeriodForm(forms.Form):
         return data
 
 
-def _period_form(request) -> tuple[PeriodForm, Period | None]:
-    """The period of the query string (the last twelve months without one), or None and the
+class IndicatorFilterForm(PeriodForm):
+    """The period and one of the committees the user may see, or all of them."""
+
+    committee = forms.ModelChoiceField(
+        label=gettext_lazy("Committee"),
+        queryset=Committee.objects.none(),
+        required=False,
+        empty_label=gettext_lazy("All committees"),
+    )
+    field_order = ["committee", "start", "end"]
+
+    def __init__(self, *args, committees, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["committee"].queryset = committees
+
+
+# --- Who sees which committees -------------------------------------------------------------------
+
+
+def may_see_every_committee(user) -> bool:
+    """Granted, not implied: the technical administrator's blanket rights run the portal, they
+    do not make them a reader of every committee's activity."""
+    if not getattr(user, "is_authenticated", False) or user.is_superuser:
+        return False
+    return user.has_perm(VIEW_INDICATORS_PERMISSION)
+
+
+def indicator_committees(user):
+    """Every committee for the regional programme; the committees they sit on for others."""
+    if may_see_every_committee(user):
+        return Committee.objects.order_by("name")
+    return committees_of(user).order_by("name")
+
+
+def _committee_for_indicators(request, committee_id) -> Committee:
+    """A committee's indicators: its members through the committee's access helper (404 for
+    outsiders, audited), any committee for the holders of the permission."""
+    if may_see_every_committee(request.user):
+        committee = Committee.objects.filter(pk=committee_id).first()
+        if committee is None:
+            raise Http404
+        return committee
+    return get_committee_for_user(request, committee_id)
+
+
+def _period_form(request, form_class=PeriodForm, **kwargs) -> tuple[PeriodForm, Period | None]:
+    """The filters of the query string (the last twelve months without one), or None and the
     form with its errors."""
     if not request.GET:
         period = default_period()
-        return PeriodForm(initial={"start": period.start, "end": period.end}), period
-    form = PeriodForm(request.GET)
+        return form_class(initial={"start": period.start, "end": period.end}, **kwargs), period
+    form = form_class(request.GET, **kwargs)
     if not form.is_valid():
         return form, None
     return form, form.cleaned_data["period"]
@@ -79,7 +132,7 @@ def _bad_period(request, committee, form):
     return render(
         request,
         "rcp/indicators.html",
-        {"committee": committee, "form": form, "indicators": None},
+        {"committee": committee, "form": form, "figures": None, "indicators": None},
         status=400,
     )
 
@@ -123,13 +176,94 @@ def summary_lines(indicators: Indicators) -> list[Line]:
     ]
 
 
+@dataclass(frozen=True)
+class CommitteeFigures:
+    """One committee's indicators, and its sessions closed without a case discussed."""
+
+    committee: Committee
+    indicators: Indicators
+    not_held: int
+
+    @property
+    def lines(self) -> list[Line]:
+        return summary_lines(self.indicators)
+
+    @property
+    def without_quorum(self) -> int:
+        """Decisions validated although the quorum was not reached."""
+        quorum = self.indicators.quorum_reached
+        return quorum.total - quorum.count
+
+    @property
+    def sessions(self) -> dict:
+        held = self.indicators.sessions_held
+        return {"held": held, "not_held": self.not_held, "total": held + self.not_held}
+
+
+def _not_held(committees: list[Committee], period: Period) -> dict[int, int]:
+    """Per committee, the sessions of the period closed without any case discussed (one
+    query): the other side of the indicators' "sessions held"."""
+    return dict(
+        Session.objects.filter(
+            committee__in=committees,
+            status=Session.Status.NOT_HELD,
+            starts_at__gte=period.starts_at,
+            starts_at__lt=period.ends_before,
+        )
+        .values("committee")
+        .annotate(n=Count("pk"))
+        .values_list("committee", "n")
+    )
+
+
+def committee_figures(committees: list[Committee], period: Period) -> list[CommitteeFigures]:
+    """The indicators of each committee: rcp.indicators' three queries per committee (a region
+    has a handful of committees), whatever the number of sessions and cases, and one more."""
+    not_held = _not_held(committees, period)
+    return [
+        CommitteeFigures(
+            committee=committee,
+            indicators=committee_indicators(committee=committee, period=period),
+            not_held=not_held.get(committee.pk, 0),
+        )
+        for committee in committees
+    ]
+
+
+def months_chart(figures: list[CommitteeFigures], period: Period) -> charts.BarChart:
+    """Cases presented per month, one colour per committee, from the sessions' rows."""
+    months = period.months()
+    index = {month: position for position, month in enumerate(months)}
+    counts = [[0] * len(figures) for _month in months]
+    for series, one in enumerate(figures):
+        for row in one.indicators.rows:
+            month = timezone.localtime(row.starts_at).date().replace(day=1)
+            if month in index:
+                counts[index[month]][series] += row.presented
+    return charts.bar_chart(
+        [charts.month_column(month, values) for month, values in zip(months, counts, strict=True)],
+        series=[one.committee.name for one in figures],
+    )
+
+
+def _indicator_context(figures: list[CommitteeFigures], period: Period) -> dict:
+    single = figures[0] if len(figures) == 1 else None
+    return {
+        "figures": figures,
+        "single": single,
+        "indicators": single.indicators if single else None,
+        "period": period,
+        "months_chart": months_chart(figures, period),
+    }
+
+
 def _audit(request, committee, period, event, action, **detail):
     audit.record(
         actor=Actor.from_request(request),
         event=event,
         action=action,
         object_type="rcp.committee",
-        object_id=str(committee.pk),
+        object_id=str(committee.pk) if committee else "",
         purpose=AuditPurpose.RCP,
         query=f"RCP indicators {period}",
         detail=detail,
@@ -139,11 +273,11 @@ def _audit(request, committee, period, event, action, **detail):
 @patient_data_view
 @require_GET
 def committee_indicators_page(request, committee_id):
-    committee = get_committee_for_user(request, committee_id)
+    committee = _committee_for_indicators(request, committee_id)
     form, period = _period_form(request)
     if period is None:
         return _bad_period(request, committee, form)
-    indicators = committee_indicators(committee=committee, period=period)
+    figures = committee_figures([committee], period)
     _audit(request, committee, period, audit.AuditEventId.QUERY, audit.AuditAction.EXECUTE)
     csv_url = reverse("rcp-committee-indicators-csv", args=[committee.pk])
     query = urlencode({"start": period.start.isoformat(), "end": period.end.isoformat()})
@@ -153,9 +287,10 @@ def committee_indicators_page(request, committee_id):
         {
             "committee": committee,
             "form": form,
-            "indicators": indicators,
-            "lines": summary_lines(indicators),
             "csv_url": f"{csv_url}?{query}",
+            # The regional programme reads the counts, not the sessions (their cases).
+            "session_links": committees_of(request.user).filter(pk=committee.pk).exists(),
+            **_indicator_context(figures, period),
         },
     )
 
@@ -171,7 +306,7 @@ def _number(value) -> str:
 @patient_data_view
 @require_GET
 def committee_indicators_csv(request, committee_id):
-    committee = get_committee_for_user(request, committee_id)
+    committee = _committee_for_indicators(request, committee_id)
     form, period = _period_form(request)
     if period is None:
         return _bad_period(request, committee, form)
@@ -221,4 +356,104 @@ def committee_indicators_csv(request, committee_id):
             session.validated,
             session.quorum_reached,
         )
+    return response
+
+
+# --- Every committee (the regional programme) ----------------------------------------------------
+
+
+def _overview_filters(request):
+    """The committees the user may see (refused when none: 403, audited) and the filters."""
+    visible = indicator_committees(request.user)
+    if not may_see_every_committee(request.user) and not visible.exists():
+        record_refusal(
+            actor=Actor.from_request(request),
+            object_type="view",
+            object_id=request.path,
+            purpose=AuditPurpose.RCP,
+            reason="neither a committee member nor an indicators reader",
+        )
+        raise PermissionDenied
+    form, period = _period_form(request, IndicatorFilterForm, committees=visible)
+    if period is None:
+        return visible, form, None, None
+    chosen = form.cleaned_data.get("committee") if form.is_bound else None
+    return visible, form, period, [chosen] if chosen else list(visible)
+
+
+@patient_data_view
+@require_GET
+def indicators_page(request):
+    """The indicators of one committee or of all those the user may see, with charts."""
+    _visible, form, period, committees = _overview_filters(request)
+    if period is None:
+        return _bad_period(request, None, form)
+    chosen = committees[0] if len(committees) == 1 and form.is_bound else None
+    figures = committee_figures(committees, period)
+    _audit(
+        request,
+        chosen,
+        period,
+        audit.AuditEventId.QUERY,
+        audit.AuditAction.EXECUTE,
+        committees=len(figures),
+    )
+    query = urlencode(
+        {
+            "committee": chosen.pk if chosen else "",
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+        }
+    )
+    return render(
+        request,
+        "rcp/indicators.html",
+        {
+            "committee": None,
+            "form": form,
+            "csv_url": f"{reverse('rcp-indicators-csv')}?{query}",
+            **_indicator_context(figures, period),
+        },
+    )
+
+
+@patient_data_view
+@require_GET
+def indicators_csv(request):
+    """One line per committee, one column per indicator."""
+    _visible, form, period, committees = _overview_filters(request)
+    if period is None:
+        return _bad_period(request, None, form)
+    chosen = committees[0] if len(committees) == 1 and form.is_bound else None
+    figures = committee_figures(committees, period)
+    _audit(
+        request,
+        chosen,
+        period,
+        audit.AuditEventId.EXPORT,
+        audit.AuditAction.READ,
+        export="indicators",
+        committees=len(figures),
+    )
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="indicateurs-rcp-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv"'
+    )
+    response.write("\ufeff")  # lets spreadsheet software read UTF-8 accents
+    writer = csv.writer(response, delimiter=";")
+    header = [_("Committee"), _("From"), _("To")]
+    for line in summary_lines(figures[0].indicators) if figures else []:
+        header.append(line.label)
+        if line.out_of is not None:
+            header.append(f"{line.label} — %")
+    header.append(_("Sessions not held"))
+    writer.writerow([_csv_safe(value) for value in header])
+    for one in figures:
+        cells = [one.committee.name, period.start.isoformat(), period.end.isoformat()]
+        for line in one.lines:
+            cells.append(_number(line.value))
+            if line.out_of is not None:
+                cells.append(_number(line.percent))
+        cells.append(one.not_held)
+        writer.writerow([_csv_safe(value) for value in cells])
     return response

@@ -232,7 +232,10 @@ def _rcp_case(world, state: str = "on_agenda"):
         elif state == "submitted":
             case = submitted_case(world)
         elif state == "validated":
+            from tests.rcp_world import open_with_quorum
+
             case = case_on_agenda(world)
+            open_with_quorum(world)
             draft = rcp_services.decision_save(
                 case=case, revision=None, by=_Actor(user=world.surgeon.user), proposal="Lobectomie."
             )
@@ -246,16 +249,52 @@ def _rcp_case(world, state: str = "on_agenda"):
     return cases[state]
 
 
-def _discussed(world):
+def _discussed(world, without_quorum=False):
     from portal.audit import Actor as _Actor
     from rcp import services as rcp_services
+    from tests.rcp_world import open_session, open_with_quorum
 
     case = _rcp_case(world)
     if not case.decisions.exists():
+        # Validated in its meeting: the session open, with its quorum (or, for the path
+        # without quorum, open with nobody seated).
+        if without_quorum:
+            open_session(world.session, by_user=world.coordinator.user)
+        else:
+            open_with_quorum(world)
         rcp_services.decision_save(
             case=case, revision=None, by=_Actor(user=world.surgeon.user), proposal="Lobectomie."
         )
         case.refresh_from_db()
+    return case
+
+
+def _session_today(world):
+    """world.session on its day (planned): its coordinator may open or close it."""
+    from tests.rcp_world import session_day_has_come
+
+    _rcp(world)
+    if not world.__dict__.get("_rcp_session_today"):
+        session_day_has_come(world.session)
+        world._rcp_session_today = True
+    world.session.refresh_from_db()
+    return world.session
+
+
+def _asked_without_quorum(world):
+    """world.patient's case whose validation without quorum the chair asked for."""
+    from portal.audit import Actor as _Actor
+    from rcp import services as rcp_services
+
+    case = _discussed(world, without_quorum=True)
+    draft = rcp_services.decision_draft(case)
+    if not draft.without_quorum_reason:
+        rcp_services.decision_request_without_quorum(
+            case=case,
+            revision=draft.revision,
+            reason="Radiothérapeute absent, décision urgente.",
+            by=_Actor(user=world.oncologist.user),
+        )
     return case
 
 
@@ -459,6 +498,27 @@ def _expertise_evaluator(world):
     return world._expertise_evaluator
 
 
+def _regional_programme(world):
+    """The regional programme, like the demo's m.dumas: the indicators of every pool and
+    every RCP committee, no committee seat, no patient (built once per world)."""
+    if "_regional_programme" not in world.__dict__:
+        from django.contrib.auth.models import Permission
+
+        from portal.models import User
+        from tests.conftest import PASSWORD
+
+        user = User.objects.create_user(
+            "programme@mirc.test", PASSWORD, first_name="Mathilde", last_name="Dumas"
+        )
+        user.user_permissions.add(
+            *Permission.objects.filter(
+                codename="view_indicators", content_type__app_label__in=["rcp", "expertise"]
+            )
+        )
+        world._regional_programme = user
+    return world._regional_programme
+
+
 def _billing_office(world):
     """The billing officer of CHRU de Tours, who exports its acts (built once per world)."""
     if "_billing_office" not in world.__dict__:
@@ -527,6 +587,8 @@ def _expertise_route(state, *, entitled, method="post", data=None, expect=302, *
 
 MATRIX = {
     "home": SignedIn(),
+    # The GP marks his home's news read (his own notifications and news only).
+    "home-news-read": SignedIn(method="post", expect=302),
     "health": Public(),
     "set_language": Public(
         method="post", data=lambda w: {"language": "en", "next": "/"}, expect=302
@@ -745,6 +807,8 @@ MATRIX = {
     ),
     # --- rcp ---
     "rcp-home": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
+    # The GP's list of his patients' cases (only theirs: empty for anyone else).
+    "rcp-gp-cases": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
     "rcp-committee": ObjectRoute(
         kwargs=lambda w: {"committee_id": _rcp(w).thoracic.pk},
         entitled=lambda w: w.surgeon.user,
@@ -773,8 +837,17 @@ MATRIX = {
         patient=lambda w: w.patient,
         refusal_patient=lambda w: None,  # a session is about several patients
     ),
+    "rcp-session-open": ObjectRoute(
+        kwargs=lambda w: {"session_id": _session_today(w).pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient_data=False,
+    ),
     "rcp-session-close": ObjectRoute(
-        kwargs=lambda w: {"session_id": _rcp(w).later_session.pk},
+        kwargs=lambda w: {"session_id": _session_today(w).pk},
         entitled=lambda w: w.coordinator.user,
         outsider=lambda w: w.outsider.user,
         method="post",
@@ -833,9 +906,10 @@ MATRIX = {
     "rcp-case": ObjectRoute(
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.surgeon.user,
-        # A member of another committee gets 404 on this one's cases; so does the GP.
+        # A member of another committee gets 404 on this one's cases; the patient's GP reads
+        # it (tests/test_gp_rcp_access.py), the GP of another patient does not.
         outsider=lambda w: w.outsider.user,
-        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
+        extra_outsiders=[lambda w: w.admin_user],
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
@@ -843,6 +917,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w, "draft").pk},
         entitled=lambda w: w.oncologist.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
@@ -852,6 +928,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w, "submitted").pk},
         entitled=lambda w: w.coordinator.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {"session": _rcp(w).session.pk},
         expect=302,
@@ -862,6 +940,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.coordinator.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {"session": _rcp(w).later_session.pk},
         expect=302,
@@ -872,6 +952,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.coordinator.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
@@ -881,6 +963,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: _rcp(w).radiotherapist.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {"text": "Radiothérapie stéréotaxique possible si inopérable."},
         expect=302,
@@ -891,6 +975,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.oncologist.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {
             "kind": "pathology",
@@ -905,7 +991,7 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk, "document_id": _case_document(w).pk},
         entitled=lambda w: w.surgeon.user,
         outsider=lambda w: w.outsider.user,
-        extra_outsiders=[lambda w: w.gp.user],
+        # The patient's GP reads his patient's case (tests/test_gp_rcp_access.py).
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
@@ -913,6 +999,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.surgeon.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {"proposal": "Lobectomie.", "treatment_types": ["387713003"]},
         expect=302,
@@ -923,8 +1011,33 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _discussed(w).pk},
         entitled=lambda w: w.oncologist.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {"revision": _discussed(w).decisions.get().revision},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-validate-without-quorum": ObjectRoute(
+        kwargs=lambda w: {"case_id": _discussed(w, without_quorum=True).pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {
+            "revision": _discussed(w, without_quorum=True).decisions.get().revision,
+            "reason": "Radiothérapeute absent, décision urgente.",
+        },
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "rcp-case-confirm-without-quorum": ObjectRoute(
+        kwargs=lambda w: {"case_id": _asked_without_quorum(w).pk},
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"revision": _asked_without_quorum(w).decisions.get().revision},
         expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
@@ -933,6 +1046,8 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
         entitled=lambda w: w.oncologist.user,
         outsider=lambda w: w.outsider.user,
+        # The patient's GP reads the case, never acts on it.
+        extra_outsiders=[lambda w: w.gp.user],
         method="post",
         data=lambda w: {"reason": "Résultat de la biopsie reçu après la réunion."},
         expect=302,
@@ -955,7 +1070,7 @@ MATRIX = {
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.surgeon.user,
         outsider=lambda w: w.outsider.user,
-        extra_outsiders=[lambda w: w.gp.user],
+        # The patient's GP reads his patient's case (tests/test_gp_rcp_access.py).
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
@@ -963,7 +1078,7 @@ MATRIX = {
         kwargs=_key_image_kwargs,
         entitled=lambda w: w.surgeon.user,
         outsider=lambda w: w.outsider.user,
-        extra_outsiders=[lambda w: w.gp.user],
+        # The patient's GP reads his patient's case (tests/test_gp_rcp_access.py).
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
@@ -980,6 +1095,9 @@ MATRIX = {
     ),
     # --- RCP calendar feeds ---
     "rcp-calendar": SignedIn(),
+    # Search over the national code lists of the fiche RCP: reference data, no patient data.
+    "rcp-codes-topography": SignedIn(),
+    "rcp-codes-morphology": SignedIn(),
     "rcp-calendar-feed": TokenRoute(
         kwargs=lambda w: {"token": _calendar_token(w)}, revoke=_calendar_token_revoke
     ),
@@ -1011,6 +1129,12 @@ MATRIX = {
         audit_event=AuditEventId.EXPORT,
         patient_data=False,
     ),
+    # Every committee for the regional programme; a committee's members see theirs (the
+    # matrix's oncologist and coordinator sit on none until the RCP world is built).
+    "rcp-indicators": GlobalPermission(holder=_regional_programme, audit_event=AuditEventId.QUERY),
+    "rcp-indicators-csv": GlobalPermission(
+        holder=_regional_programme, audit_event=AuditEventId.EXPORT
+    ),
     # --- RCP PDF outputs ---
     "rcp-case-outputs": ObjectRoute(
         kwargs=lambda w: {"case_id": _rcp_case(w, "validated").pk},
@@ -1025,7 +1149,7 @@ MATRIX = {
         entitled=lambda w: w.coordinator.user,
         patient=lambda w: w.patient,
         outsider=lambda w: w.outsider.user,
-        extra_outsiders=[lambda w: w.admin_user],
+        extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
         method="post",
         expect=302,
     ),
