@@ -1,4 +1,8 @@
+import json
+
 from django import forms
+from django.urls import reverse
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from imaging.models import Study
@@ -38,10 +42,22 @@ class CaseForm(_RevisionForm):
         label=_("Meeting nature"), choices=EMPTY + frcp.NATURE_DISCUSSION.choices(), required=False
     )
     organ_system = forms.ChoiceField(
-        label=_("Body system"), choices=EMPTY + frcp.APPAREIL.choices(), required=False
+        label=_("Body system"),
+        choices=EMPTY + frcp.APPAREIL.choices(),
+        required=False,
+        # static/js/fiche.js narrows the organ list to the chosen system's organs.
+        widget=forms.Select(
+            attrs={
+                "data-organ-filter": "id_organ",
+                "data-organs": json.dumps(frcp.ORGANS_BY_APPAREIL, separators=(",", ":")),
+            }
+        ),
     )
     organ = forms.ChoiceField(
-        label=_("Organ"), choices=EMPTY + frcp.ORGANE.choices(), required=False
+        label=_("Organ"),
+        choices=EMPTY + frcp.ORGANE.choices(),
+        required=False,
+        help_text=_("Choose the body system first: only its organs are offered."),
     )
     phase = forms.ChoiceField(
         label=_("Phase"), choices=EMPTY + frcp.PHASE.choices(), required=False
@@ -49,10 +65,18 @@ class CaseForm(_RevisionForm):
     topography = forms.CharField(
         label=_("Diagnosis (ICD-10)"),
         required=False,
-        help_text=_("ICD-10 code of the primary tumour, e.g. C34.1."),
+        help_text=_(
+            "ICD-10 code of the primary tumour from the national list: type a code or words"
+            " (e.g. C34.1, poumon) and choose."
+        ),
     )
     morphology = forms.CharField(
-        label=_("Histology (ICD-O-3)"), required=False, help_text=_("e.g. 8140/3.")
+        label=_("Histology (ICD-O-3)"),
+        required=False,
+        help_text=_(
+            "ICD-O-3 code from the national list: type a code or words (e.g. 8140/3,"
+            " adénocarcinome) and choose."
+        ),
     )
     diagnosis_date = forms.DateField(
         label=_("Date of diagnosis"), required=False, widget=DateInput()
@@ -98,8 +122,45 @@ class CaseForm(_RevisionForm):
         widget=forms.CheckboxSelectMultiple,
     )
 
+    CODE_LISTS = {
+        "topography": ("rcp-codes-topography", frcp.topography_label),
+        "morphology": ("rcp-codes-morphology", frcp.morphology_label),
+    }
+
+    # Choices from the national value sets: their labels are the official French ones, in
+    # every language of the page (marked lang="fr", and said so to English readers).
+    FRCP_CHOICES = (
+        "presentation",
+        "nature",
+        "organ_system",
+        "organ",
+        "phase",
+        "performance_status",
+    )
+
     def __init__(self, *args, studies, **kwargs):
         super().__init__(*args, **kwargs)
+        french = (get_language() or "fr").startswith("fr")
+        for name in self.FRCP_CHOICES + tuple(self.CODE_LISTS):
+            field = self.fields[name]
+            if name in self.FRCP_CHOICES:
+                field.widget.attrs["lang"] = "fr"
+            if not french:
+                hint = _("Official French labels of the national list.")
+                field.help_text = f"{field.help_text} {hint}" if field.help_text else hint
+        for name, (url_name, label_of) in self.CODE_LISTS.items():
+            value = (self.data.get(name) if self.is_bound else self.initial.get(name)) or ""
+            value = value.strip().upper() if name == "topography" else value.strip()
+            # static/js/fiche.js turns these inputs into a search over the national list and
+            # shows the chosen code's official (French) label after the input.
+            self.fields[name].widget.attrs.update(
+                {
+                    "data-code-search": reverse(url_name),
+                    "data-code-label": label_of(value) or "",
+                    "autocomplete": "off",
+                    "spellcheck": "false",
+                }
+            )
         self.fields["studies"].queryset = studies
         self.fields["studies"].label_from_instance = lambda study: " · ".join(
             filter(
@@ -158,6 +219,16 @@ class CaseForm(_RevisionForm):
 
     def clean(self):
         data = super().clean()
+        system, organ = data.get("organ_system"), data.get("organ")
+        if system and organ and organ not in frcp.organs_of(system):
+            self.add_error(
+                "organ",
+                _(
+                    "This organ (%(organ)s) is not one of the body system %(system)s:"
+                    " choose one of its organs, or change the body system."
+                )
+                % {"organ": frcp.ORGANE.label(organ), "system": frcp.APPAREIL.label(system)},
+            )
         # "pT2a" in the T field: the prefix goes to its own field, unless it contradicts it.
         chosen = data.get("tnm_prefix") or ""
         for name, prefix in self._typed_prefixes.items():

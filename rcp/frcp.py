@@ -10,8 +10,11 @@ The two long appendices live in ``rcp/data/*.tsv`` and are loaded on first use, 
 the form does not parse 1,800 rows; ``TOPOGRAPHY`` and ``MORPHOLOGY`` are resolved lazily by the
 module ``__getattr__`` below.
 
-Organs are not linked to a body system: the ANS organ file is a flat list with no such link
-(frcp.md §4.3), so any organ may be chosen under any appareil.
+Organs are linked to their body system by ``ORGANS_BY_APPAREIL`` below. The ANS organ file is
+a flat list with no such link (frcp.md §4.3): the grouping is the portal's, made by reading the
+labels (an organ may sit under two systems, e.g. the peritoneum and retroperitoneum under the
+digestive system and the soft tissues), and a test checks that it covers the published lists
+exactly, so that a new ANS revision cannot slip an organ out of every system.
 """
 
 from __future__ import annotations
@@ -268,6 +271,65 @@ ORGANE = ValueSet(
         Concept("C12664", "Péritoine-rétropéritoine", NCIT),
     ),
 )
+
+# The portal's grouping of §4.3 organs under §4.2 body systems (see the module docstring): the
+# case form offers only the chosen system's organs and refuses another system's. Each system
+# lists itself first when the organ list has the same code ("système digestif" as a whole).
+ORGANS_BY_APPAREIL: dict[str, tuple[str, ...]] = {
+    "387910009": ("387910009", "23451007", "69748006"),  # glande endocrine
+    "57171008": (  # système hématopoïétique
+        "57171008",
+        "C3211",
+        "C88",
+        "C9357",
+        "C3483",
+        "C3163",
+        "C3167",
+        "C3172",
+        "C3171",
+        "C3174",
+        "C4861",
+        "C9300",
+        "C27262",
+        "C3242",
+    ),
+    "81745001": ("81745001",),  # œil
+    "272673000": ("306721000",),  # os -> os et/ou articulation
+    "39937001": ("39937001",),  # peau
+    "76752008": ("76752008",),  # sein
+    "86762007": (  # système digestif
+        "86762007",
+        "32849002",
+        "69695003",
+        "30315005",
+        "MED-251",
+        "303270005",
+        "15776009",
+        "C12664",
+    ),
+    "53065001": ("53065001", "C94529", "23952005", "71252005", "15497006"),  # génital féminin
+    "90264002": ("90264002", "18911002", "41216001", "40689003"),  # génital masculin
+    "25087005": ("21483005", "84782009"),  # système nerveux
+    "122489005": ("122489005", "431491007", "64033007", "89837001"),  # système urinaire
+    "312419003": ("312419003", "MED-255", "3120008", "72410000"),  # respiratoire / thorax
+    "87784001": ("87784001", "C12664"),  # tissus mous
+    "119253004": (  # voie aérodigestive supérieure
+        "119253004",
+        "74262004",
+        "48477009",
+        "21974007",
+        "54066008",
+        "4596009",
+        "MED-237",
+        "385294005",
+    ),
+}
+
+
+def organs_of(appareil: str) -> tuple[str, ...]:
+    """The organ codes offered under a body system (none for an unknown system)."""
+    return ORGANS_BY_APPAREIL.get(appareil, ())
+
 
 # §4.4, revised 2023-07-25
 TRAITEMENT_SOINS = ValueSet(

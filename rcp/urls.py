@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from rcp import views
+from rcp import views, views_codes
 
 urlpatterns = [
     path("rcp/", views.rcp_home, name="rcp-home"),
@@ -58,3 +58,15 @@ urlpatterns = [
     path("rcp/", include("rcp.urls_indicators")),
     path("rcp/", include("rcp.urls_key_images")),
 ]
+    path(
+        "rcp/codes/cim-10/",
+        views_codes.code_search,
+        {"list_name": "topography"},
+        name="rcp-codes-topography",
+    ),
+    path(
+        "rcp/codes/cim-o-3/",
+        views_codes.code_search,
+        {"list_name": "morphology"},
+        name="rcp-codes-morphology",
+    ),

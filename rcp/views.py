@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -38,6 +39,10 @@ from rcp.quorum import session_quorum
 
 def _audit_read(request, obj, patient=None, **detail):
     audit.record(
+from rcp.status import case_status_details, postponement_sentence
+
+# The GP's list of his patients' cases: the latest ones (a GP follows a few hundred patients).
+GP_CASES_SHOWN = 100
         actor=Actor.from_request(request),
         event=audit.AuditEventId.PATIENT_RECORD,
         action=audit.AuditAction.READ,
@@ -55,6 +60,10 @@ def _coordinating(request, committee) -> bool:
 def _refused(request, error, to):
     messages.error(request, str(error))
     return to
+
+def _session_label(session) -> str:
+    return timezone.localtime(session.starts_at).strftime("%d/%m/%Y %H:%M")
+
 
 
 def _back(request, default: str):
@@ -247,7 +256,10 @@ def case_create(request, patient_id):
 def _case_context(request, case, form=None, decision_form=None):
     coordinating = _coordinating(request, case.committee)
     draft = services.decision_draft(case)
-    decisions = list(case.decisions.order_by("version"))
+    decisions = list(
+        case.decisions.select_related("validated_by__professional").order_by("version")
+    )
+    validated = [d for d in decisions if d.validated_at is not None]
     studies = studies_visible_to(request.user).filter(patient=case.patient)
     editor = case.submitted_by_id == request.user.pk or coordinating
     if form is None and editor and case.state in services.EDITABLE_STATES:
@@ -330,8 +342,9 @@ def case_detail(request, case_id):
     return render(request, "rcp/case.html", _case_context(request, case))
 
 
-def _case_action(request, case, action, *, coordinator_only=False, submitter_only=False):
-    """Run ``action(case, actor)`` on a case the caller already fetched through its helper."""
+def _case_action(request, case, action, *, done=None, coordinator_only=False, submitter_only=False):
+    """Run ``action(case, actor)`` on a case the caller already fetched through its helper;
+    ``done`` is the confirmation shown once it succeeded (a str, or a callable of the case)."""
     if coordinator_only and not _coordinating(request, case.committee):
         messages.error(request, _("Only the chair or a coordinator can do this."))
         return redirect("rcp-case", case_id=case.pk)
@@ -339,13 +352,17 @@ def _case_action(request, case, action, *, coordinator_only=False, submitter_onl
         messages.error(request, _("Only the submitting doctor can do this."))
         return redirect("rcp-case", case_id=case.pk)
     try:
-        action(case, Actor.from_request(request))
+        moved = action(case, Actor.from_request(request))
     except services.RcpError as error:
         messages.error(request, str(error))
     return _back(request, reverse("rcp-case", args=[case.pk]))
 
 
 @patient_data_view
+        "status_details": case_status_details(
+            case, validated_decision=validated[-1] if validated else None
+        ),
+        "postponement_sentence": postponement_sentence(case),
 @require_POST
 def case_submit(request, case_id):
     return _case_action(
@@ -401,11 +418,19 @@ def case_postpone(request, case_id):
 @require_POST
 def case_register(request, case_id):
     def act(case, by):
-        if request.POST.get("discuss"):
+        if discuss:
             return services.case_return_to_discussion(case=case, by=by)
         return services.case_register(case=case, by=by)
 
-    return _case_action(request, get_case_for_user(request, case_id), act, coordinator_only=True)
+    return _case_action(
+        request,
+        get_case_for_user(request, case_id),
+        act,
+        done=_("Case returned to discussion: it is on the agenda again.")
+        if discuss
+        else _("Case registered without discussion."),
+        coordinator_only=True,
+    )
 
 
 @patient_data_view
@@ -420,6 +445,9 @@ def case_written_opinion(request, case_id):
     try:
         services.written_opinion_record(
             case=case,
+    else:
+        if done:
+            messages.success(request, done(moved or case) if callable(done) else done)
             professional=professional,
             text=form.cleaned_data["text"],
             by=Actor.from_request(request),
@@ -430,6 +458,7 @@ def case_written_opinion(request, case_id):
 
 
 def _decision_data(form) -> dict:
+        done=_("Case submitted to the committee: the coordinator will put it on an agenda."),
     data = dict(form.cleaned_data)
     data.pop("revision", None)
     return data
@@ -450,6 +479,8 @@ def case_decision(request, case_id):
         )
     try:
         services.decision_save(
+        done=_("Case put on the agenda of the session of %(session)s.")
+        % {"session": _session_label(form.cleaned_data["session"])},
             case=case,
             revision=form.cleaned_data["revision"],
             by=Actor.from_request(request),
@@ -471,6 +502,10 @@ def case_decision(request, case_id):
 @require_POST
 def case_validate(request, case_id):
     case = get_case_for_user(request, case_id)
+        done=_("Case postponed to the session of %(session)s.")
+        % {"session": _session_label(form.cleaned_data["session"])}
+        if form.cleaned_data["session"]
+        else _("Case postponed: it waits for a later session."),
     try:
         revision = int(request.POST.get("revision", ""))
     except ValueError:
@@ -478,6 +513,8 @@ def case_validate(request, case_id):
     try:
         services.decision_validate(case=case, revision=revision, by=Actor.from_request(request))
         messages.success(request, _("Decision validated: it is now locked."))
+    discuss = bool(request.POST.get("discuss"))
+
     except services.RcpError as error:
         messages.error(request, str(error))
     return _back(request, reverse("rcp-case", args=[case.pk]))
@@ -504,6 +541,8 @@ def case_amend(request, case_id):
 def session_live(request, session_id):
     session = get_session_for_user(request, session_id)
     agenda = list(selectors.agenda(session))
+    else:
+        messages.success(request, _("Written opinion recorded."))
     current = None
     wanted = request.GET.get("dossier")
     for case in agenda:
