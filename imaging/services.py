@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from imaging import dicom
 from imaging.archive import ArchiveUnavailable, StoreStatus, get_archive
@@ -675,8 +676,8 @@ def _finish(batch: IngestBatch) -> None:
     )
     notify(
         recipient=batch.uploaded_by,
-        message=_("Image import finished: %(stored)d stored, %(refused)d refused.")
-        % {"stored": stored, "refused": refused},
+        message=gettext_noop("Image import finished: %(stored)d stored, %(refused)d refused."),
+        params={"stored": stored, "refused": refused},
         url=f"/patients/{batch.patient_id}/imagerie/import/{batch.pk}/",
     )
 

@@ -8,8 +8,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Length, Lower
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from portal.identifiers import validate_finess, validate_ins_matricule, validate_rpps
@@ -457,13 +457,46 @@ class CareRelationship(models.Model):
 # --- In-portal notifications ---------------------------------------------------------------
 
 
+def render_notification_text(*, msgid: str, msgid_plural: str, params: dict, fallback: str) -> str:
+    """A notification's message in the active language, from its English source and
+    parameters. A parameter given as ``{"msgid": "..."}`` (a specialty, a state) is
+    translated too. A source the catalogue or the parameters no longer fit falls back to the
+    text stored when the notification was left."""
+    if not msgid:
+        return fallback
+    values = {
+        key: gettext(value["msgid"]) if isinstance(value, dict) and "msgid" in value else value
+        for key, value in (params or {}).items()
+    }
+    if msgid_plural:
+        try:
+            count = int(values.get("count", 0))
+        except (TypeError, ValueError):
+            return fallback
+        template = ngettext(msgid, msgid_plural, count)
+    else:
+        template = gettext(msgid)
+    try:
+        return template % values
+    except (KeyError, TypeError, ValueError):
+        return fallback
+
+
 class Notification(models.Model):
-    """A message for one user. Never carries patient identity: the link leads to it."""
+    """A message for one user. Never carries patient identity: the link leads to it.
+
+    The message is kept as its English source (``msgid``, ``msgid_plural`` with a ``count``
+    parameter) and its parameters, and rendered when read, in the reader's language
+    (:attr:`text`). ``message`` holds the text in the portal's language when it was left: what
+    older rows (left before the source was stored) show, and the fallback."""
 
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
     )
     message = models.CharField(max_length=300)
+    msgid = models.TextField(blank=True, default="")
+    msgid_plural = models.TextField(blank=True, default="")
+    params = models.JSONField(blank=True, default=dict)
     url = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
@@ -473,7 +506,17 @@ class Notification(models.Model):
         indexes = [models.Index(fields=["recipient", "read_at"], name="notification_unread_idx")]
 
     def __str__(self):
-        return self.message
+        return self.text
+
+    @property
+    def text(self) -> str:
+        """The message in the active language (the reader's): what every page shows."""
+        return render_notification_text(
+            msgid=self.msgid,
+            msgid_plural=self.msgid_plural,
+            params=self.params,
+            fallback=self.message,
+        )
 
 
 # --- Audit trail ---------------------------------------------------------------------------

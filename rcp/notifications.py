@@ -1,10 +1,13 @@
 """Notifications of the RCP: session reminders, the agenda, a validated decision.
 
 Each goes to the portal (portal.services.notify, pushed after commit) and by e-mail. An
-e-mail leaves the portal's security perimeter: it never names a patient nor carries clinical
-content, only a committee, dates, a place, a count of cases and a link into the portal, where
-the reader signs in. The in-portal notifications follow the rule of portal.Notification
-(no patient identity either): the link leads to the case.
+e-mail leaves the portal's security perimeter: it never names a patient, only a committee,
+dates, a place, the video link and a link into the portal, where the reader signs in. The
+agenda e-mail alone lists the cases, as the members prepare the meeting from it: each by the
+patient's initials and the question asked, never a name, a birth date or an identifier. The
+in-portal notifications follow the rule of portal.Notification (no patient identity either):
+the link leads to the case; they keep their English source and are read in the reader's
+language.
 
 E-mails are sent by a Celery task after commit, one message per recipient; on an SMTP error
 the task retries for the recipients not yet served, so nobody gets the same message twice.
@@ -18,18 +21,20 @@ from zoneinfo import ZoneInfo
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_noop
 
+from portal import audit
+from portal.audit import Actor
 from portal.mail import EmailsNotSent, portal_url, send_each
-from portal.models import CareRole, User
+from portal.models import AuditPurpose, CareRole, User
 from portal.services import notify
 from rcp.models import Case, Committee, Decision, Session
-from rcp.selectors import agenda
+from rcp.selectors import agenda, is_coordinating
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ NOTIFICATION_MAX = 300  # portal.Notification.message
 
 REMINDER = "reminder"
 AGENDA = "agenda"
+AGENDA_UPDATE = "agenda_update"
 DECISION = "decision"
 
 
@@ -65,9 +71,10 @@ def committee_members(committee: Committee) -> list[User]:
     )
 
 
-def _notify_all(recipients, message: str, url: str) -> None:
+def _notify_all(recipients, message: str, url: str, *, params: dict) -> None:
+    """``message`` is the English source: each reader reads it in their language."""
     for user in recipients:
-        notify(recipient=user, message=message[:NOTIFICATION_MAX], url=url)
+        notify(recipient=user, message=message, url=url, params=params)
 
 
 def _email_after_commit(kind: str, object_id: int, recipients) -> None:
@@ -112,17 +119,20 @@ def session_reminders_send(*, now: dt.datetime | None = None) -> list[int]:
             if not claimed:
                 continue
             members = committee_members(session.committee)
-            with translation.override(settings.LANGUAGE_CODE):
-                message = ngettext(
-                    "Reminder: %(committee)s meets on %(date)s, %(count)s case on the agenda.",
-                    "Reminder: %(committee)s meets on %(date)s, %(count)s cases on the agenda.",
-                    session.case_count,
-                ) % {
+            # Stored as a source read in each reader's language: no plural forms there, so
+            # the count stands apart from the words.
+            _notify_all(
+                members,
+                gettext_noop(
+                    "Reminder: %(committee)s meets on %(date)s; cases on the agenda: %(count)s."
+                ),
+                reverse("rcp-session", args=[session.pk]),
+                params={
                     "committee": session.committee.name,
                     "date": _short_date(session.starts_at),
                     "count": session.case_count,
-                }
-            _notify_all(members, message, reverse("rcp-session", args=[session.pk]))
+                },
+            )
             _email_after_commit(REMINDER, session.pk, members)
         reminded.append(session.pk)
     return reminded
@@ -131,26 +141,103 @@ def session_reminders_send(*, now: dt.datetime | None = None) -> list[int]:
 # --- Agenda ------------------------------------------------------------------------------
 
 
-def notify_agenda(*, session: Session, by) -> int:
-    """Send the agenda to the committee's members (but its sender): a notification, and an
-    e-mail with the number of cases and the link to the session page. Returns how many
-    members were told. Call it inside the caller's transaction: e-mails leave on commit."""
-    count = agenda(session).count()
+class AgendaNotSent(Exception):
+    """The agenda was not sent; the message says why, for the coordinator."""
+
+
+class AgendaUpdateToConfirm(AgendaNotSent):
+    """The agenda was sent already (perhaps a moment ago, by another coordinator): sending it
+    again is an update, which the coordinator confirms first. Nothing was sent."""
+
+    def __init__(self, message: str, session: Session):
+        super().__init__(message)
+        self.session = session
+
+
+def agenda_send(*, session: Session, by: Actor, seen_sendings: int, confirmed: bool) -> int:
+    """Send the agenda of ``session`` to its committee's members (but the sender); how many
+    members were told.
+
+    ``seen_sendings`` is how many times the agenda had been sent on the page the coordinator
+    acted from. A first sending needs no confirmation; any later one is an update, sent only
+    ``confirmed``, and said so in the e-mail. The sending is claimed by one UPDATE on that
+    count: two coordinators acting at once send one agenda (or one update), and the other
+    is asked again, with who sent it and when. The session records when and by whom, with
+    its audit event and the notifications, in one transaction; e-mails leave on commit."""
+    if not is_coordinating(committee=session.committee, user=by.user):
+        raise AgendaNotSent(_("Only the chair or a coordinator sends the agenda."))
+    if session.status != Session.Status.PLANNED:
+        raise AgendaNotSent(_("The agenda of a session that started or is over is not sent."))
+    cases = list(agenda(session).values_list("pk", flat=True))
+    if not cases:
+        raise AgendaNotSent(_("The agenda is empty: put cases on it before sending it."))
+    if seen_sendings > 0 and not confirmed:
+        raise AgendaUpdateToConfirm(
+            _("The agenda was sent already: confirm to send an update."), session
+        )
+    with transaction.atomic():
+        claimed = Session.objects.filter(
+            pk=session.pk, agenda_sendings=seen_sendings, status=Session.Status.PLANNED
+        ).update(
+            agenda_sent_at=timezone.now(),
+            agenda_sent_by=by.user,
+            agenda_sendings=F("agenda_sendings") + 1,
+        )
+        if not claimed:
+            fresh = Session.objects.select_related("agenda_sent_by__professional").get(
+                pk=session.pk
+            )
+            if fresh.status != Session.Status.PLANNED:
+                raise AgendaNotSent(
+                    _("The agenda of a session that started or is over is not sent.")
+                )
+            raise AgendaUpdateToConfirm(
+                _("The agenda was sent meanwhile by somebody else: confirm to send an update."),
+                fresh,
+            )
+        session.refresh_from_db(fields=["agenda_sent_at", "agenda_sent_by", "agenda_sendings"])
+        update = session.agenda_sendings > 1
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.EXECUTE,
+            object_type="rcp.session",
+            object_id=str(session.pk),
+            purpose=AuditPurpose.CARE,
+            # The e-mail lists the cases by initials and question: which ones left, and to how
+            # many members (a session is about several patients: none named here).
+            detail={"agenda_sent": session.agenda_sendings, "cases": cases},
+        )
+        told = _notify_agenda(session=session, by=by, count=len(cases), update=update)
+    return told
+
+
+def _notify_agenda(*, session: Session, by, count: int, update: bool) -> int:
     sender_id = getattr(by.user, "pk", None)
     members = [user for user in committee_members(session.committee) if user.pk != sender_id]
-    with translation.override(settings.LANGUAGE_CODE):
-        message = ngettext(
-            "Agenda of %(committee)s on %(date)s: %(count)s case.",
-            "Agenda of %(committee)s on %(date)s: %(count)s cases.",
-            count,
-        ) % {
+    if update:
+        message = gettext_noop("Agenda update of %(committee)s on %(date)s; cases: %(count)s.")
+    else:
+        message = gettext_noop("Agenda of %(committee)s on %(date)s; cases: %(count)s.")
+    _notify_all(
+        members,
+        message,
+        reverse("rcp-session", args=[session.pk]),
+        params={
             "committee": session.committee.name,
             "date": _short_date(session.starts_at),
             "count": count,
-        }
-    _notify_all(members, message, reverse("rcp-session", args=[session.pk]))
-    _email_after_commit(AGENDA, session.pk, members)
+        },
+    )
+    _email_after_commit(AGENDA_UPDATE if update else AGENDA, session.pk, members)
     return len(members)
+
+
+def notify_agenda(*, session: Session, by) -> int:
+    """Send the agenda as a first sending: see agenda_send (kept for its callers)."""
+    return agenda_send(
+        session=session, by=by, seen_sendings=session.agenda_sendings, confirmed=True
+    )
 
 
 # --- Validated decision ------------------------------------------------------------------
@@ -176,11 +263,12 @@ def notify_decision_validated(*, case: Case, decision: Decision) -> list[User]:
     portal, and by an e-mail that says only that, with the link. Call it inside the
     validating transaction: e-mails leave on commit."""
     recipients = decision_recipients(case)
-    with translation.override(settings.LANGUAGE_CODE):
-        message = _("A decision of %(committee)s is available.") % {
-            "committee": case.committee.name
-        }
-    _notify_all(recipients, message, reverse("rcp-case", args=[case.pk]))
+    _notify_all(
+        recipients,
+        gettext_noop("A decision of %(committee)s is available."),
+        reverse("rcp-case", args=[case.pk]),
+        params={"committee": case.committee.name},
+    )
     _email_after_commit(DECISION, decision.pk, recipients)
     return recipients
 
@@ -201,9 +289,24 @@ def _session_context(session: Session) -> dict:
     }
 
 
+def patient_initials(patient) -> str:
+    """ "G. D.": the initial of the first name in use, then of the name in use. What an
+    e-mail may say of a patient: enough for the members to match their files, not a name."""
+    first = (patient.used_first_name or patient.first_names).strip()
+    name = (patient.used_name or patient.birth_name).strip()
+    return " ".join(f"{part[0].upper()}." for part in (first, name) if part)
+
+
+def _agenda_cases(session: Session) -> list[dict]:
+    return [
+        {"initials": patient_initials(case.patient), "question": " ".join(case.question.split())}
+        for case in agenda(session)
+    ]
+
+
 def _email_content(kind: str, object_id: int) -> tuple[str, dict] | None:
     """The template and its context, or None when the message no longer makes sense."""
-    if kind in (REMINDER, AGENDA):
+    if kind in (AGENDA, AGENDA_UPDATE):
         session = Session.objects.select_related("committee").filter(pk=object_id).first()
         if (
             session is None
@@ -211,7 +314,19 @@ def _email_content(kind: str, object_id: int) -> tuple[str, dict] | None:
             or session.starts_at <= timezone.now()
         ):
             return None
-        return ("session_reminder" if kind == REMINDER else "agenda"), _session_context(session)
+        context = _session_context(session)
+        context["cases"] = _agenda_cases(session)
+        context["update"] = kind == AGENDA_UPDATE
+        return "agenda", context
+    if kind == REMINDER:
+        session = Session.objects.select_related("committee").filter(pk=object_id).first()
+        if (
+            session is None
+            or session.status != Session.Status.PLANNED
+            or session.starts_at <= timezone.now()
+        ):
+            return None
+        return "session_reminder", _session_context(session)
     if kind == DECISION:
         decision = Decision.objects.select_related("case").filter(pk=object_id).first()
         if decision is None or decision.validated_at is None:

@@ -4,11 +4,10 @@ import datetime as dt
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -20,7 +19,12 @@ from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
 from rcp import pdf, selectors, services
-from rcp.access import get_case_for_user, get_committee_for_user, get_session_for_user
+from rcp.access import (
+    get_case_for_user,
+    get_committee_for_user,
+    get_session_for_user,
+    may_act_on_case,
+)
 from rcp.forms import (
     AgendaAddForm,
     AttendanceForm,
@@ -33,16 +37,16 @@ from rcp.forms import (
     case_form_class,
 )
 from rcp.models import Case
-from rcp.notifications import notify_agenda
+from rcp.notifications import AgendaNotSent, AgendaUpdateToConfirm, agenda_send
 from rcp.quorum import session_quorum
-
-
-def _audit_read(request, obj, patient=None, **detail):
-    audit.record(
 from rcp.status import case_status_details, postponement_sentence
 
 # The GP's list of his patients' cases: the latest ones (a GP follows a few hundred patients).
 GP_CASES_SHOWN = 100
+
+
+def _audit_read(request, obj, patient=None, **detail):
+    audit.record(
         actor=Actor.from_request(request),
         event=audit.AuditEventId.PATIENT_RECORD,
         action=audit.AuditAction.READ,
@@ -57,13 +61,13 @@ def _coordinating(request, committee) -> bool:
     return selectors.is_coordinating(committee=committee, user=request.user)
 
 
-def _refused(request, error, to):
-    messages.error(request, str(error))
-    return to
-
 def _session_label(session) -> str:
     return timezone.localtime(session.starts_at).strftime("%d/%m/%Y %H:%M")
 
+
+def _refused(request, error, to):
+    messages.error(request, str(error))
+    return to
 
 
 def _back(request, default: str):
@@ -100,6 +104,23 @@ def rcp_home(request):
 
 
 @patient_data_view
+@require_GET
+def gp_cases(request):
+    """Décisions RCP de mes patients: the GP follows his patients' cases, read-only."""
+    cases = list(selectors.cases_of_my_patients(request.user)[:GP_CASES_SHOWN])
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.QUERY,
+        action=audit.AuditAction.EXECUTE,
+        object_type="rcp.case",
+        purpose=AuditPurpose.CARE,
+        query="my patients' RCP cases",
+        detail={"results": len(cases)},
+    )
+    return render(request, "rcp/gp_cases.html", {"cases": cases, "limit": GP_CASES_SHOWN})
+
+
+@patient_data_view
 def committee_detail(request, committee_id):
     committee = get_committee_for_user(request, committee_id)
     coordinating = _coordinating(request, committee)
@@ -113,18 +134,39 @@ def committee_detail(request, committee_id):
             )
         if form.is_valid():
             data = form.cleaned_data
-            sessions = services.sessions_schedule(
-                committee=committee,
-                first_start=data["first_start"],
-                duration=dt.timedelta(minutes=data["duration_minutes"]),
-                every=data["every"],
-                count=data["count"],
-                deadline_before=dt.timedelta(days=data["deadline_days"]),
-            )
-            messages.success(
-                request, _("%(count)d session(s) scheduled.") % {"count": len(sessions)}
-            )
-            return redirect("rcp-committee", committee_id=committee.pk)
+            try:
+                sessions = services.sessions_schedule(
+                    committee=committee,
+                    first_start=data["first_start"],
+                    duration=dt.timedelta(minutes=data["duration_minutes"]),
+                    every=data["every"],
+                    count=data["count"],
+                    deadline_before=dt.timedelta(days=data["deadline_days"]),
+                )
+            except services.RcpError as error:
+                form.add_error("first_start", str(error))
+                messages.error(request, str(error))
+            else:
+                messages.success(
+                    request, _("%(count)d session(s) scheduled.") % {"count": len(sessions)}
+                )
+                late = services.deadlines_passed(sessions)
+                if late:
+                    messages.warning(
+                        request,
+                        _(
+                            "The case submission deadline of %(count)d of these sessions is "
+                            "already over (first: %(date)s): no case can be submitted in time "
+                            "for them."
+                        )
+                        % {
+                            "count": len(late),
+                            "date": timezone.localtime(late[0].starts_at).strftime(
+                                "%d/%m/%Y %H:%M"
+                            ),
+                        },
+                    )
+                return redirect("rcp-committee", committee_id=committee.pk)
     waiting = list(selectors.waiting_cases(committee=committee)) if coordinating else []
     _audit_read(request, committee, view="committee")
     return render(
@@ -182,33 +224,64 @@ def session_agenda_add(request, session_id):
     return redirect("rcp-session", session_id=session.pk)
 
 
-@login_required
+@patient_data_view
 @require_POST
 def session_agenda_send(request, session_id):
-    """The coordinator sends the agenda to the members (no patient names leave the portal)."""
+    """The coordinator sends the agenda to the members (cases by initials and question).
+    Sending it again is an update: the coordinator is asked first, and nothing leaves until
+    the form comes back with ``confirm``."""
     session = get_session_for_user(request, session_id)
-    if not _coordinating(request, session.committee):
-        messages.error(request, _("Only the chair or a coordinator sends the agenda."))
-        return redirect("rcp-session", session_id=session.pk)
-    with transaction.atomic():
-        told = notify_agenda(session=session, by=Actor.from_request(request))
-    messages.success(request, _("Agenda sent to %(count)d members.") % {"count": told})
+    try:
+        seen = int(request.POST.get("sendings", "0"))
+    except ValueError:
+        seen = -1  # matches no session: the coordinator is asked, with the facts
+    try:
+        told = agenda_send(
+            session=session,
+            by=Actor.from_request(request),
+            seen_sendings=seen,
+            confirmed=request.POST.get("confirm") == "yes",
+        )
+    except AgendaUpdateToConfirm as question:
+        return render(
+            request,
+            "rcp/agenda_confirm.html",
+            {"session": question.session, "committee": session.committee, "question": question},
+        )
+    except AgendaNotSent as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, _("Agenda sent to %(count)d members.") % {"count": told})
     return redirect("rcp-session", session_id=session.pk)
+
+
+@login_required
+@require_POST
+def session_open(request, session_id):
+    """The chair or a coordinator opens the meeting, on its day (rules in the service)."""
+    session = get_session_for_user(request, session_id)
+    try:
+        services.session_open(session=session, by=Actor.from_request(request))
+    except services.RcpError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, _("The session is open: decisions can be validated."))
+    return _back(request, reverse("rcp-session-live", args=[session.pk]))
 
 
 @login_required
 @require_POST
 def session_close(request, session_id):
     session = get_session_for_user(request, session_id)
-    if not _coordinating(request, session.committee):
-        messages.error(request, _("Only the chair or a coordinator closes the session."))
-        return redirect("rcp-session", session_id=session.pk)
     try:
-        services.session_close(session=session, by=Actor.from_request(request))
+        session = services.session_close(session=session, by=Actor.from_request(request))
     except services.RcpError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, _("The session is closed."))
+        messages.success(
+            request,
+            _("The session is closed: %(status)s.") % {"status": session.get_status_display()},
+        )
     return redirect("rcp-session", session_id=session.pk)
 
 
@@ -255,6 +328,8 @@ def case_create(request, patient_id):
 
 def _case_context(request, case, form=None, decision_form=None):
     coordinating = _coordinating(request, case.committee)
+    # The patient's GP (or another of the patient's doctors) reads the case: no form, no button.
+    can_act = may_act_on_case(case=case, user=request.user)
     draft = services.decision_draft(case)
     decisions = list(
         case.decisions.select_related("validated_by__professional").order_by("version")
@@ -283,6 +358,10 @@ def _case_context(request, case, form=None, decision_form=None):
         "committee": case.committee,
         "coordinating": coordinating,
         "is_submitter": case.submitted_by_id == request.user.pk,
+        "status_details": case_status_details(
+            case, validated_decision=validated[-1] if validated else None
+        ),
+        "postponement_sentence": postponement_sentence(case),
         "form": form,
         "missing": services.case_completeness(case),
         "decision_form": decision_form,
@@ -292,9 +371,12 @@ def _case_context(request, case, form=None, decision_form=None):
         "documents": case.documents.all(),
         "opinions": case.written_opinions.select_related("professional__user"),
         "sessions": selectors.upcoming_sessions(committee=case.committee),
-        "can_decide": case.state
-        in (Case.State.ON_AGENDA, Case.State.DISCUSSED, Case.State.REGISTERED)
-        or draft is not None,
+        "can_act": can_act,
+        "can_decide": can_act
+        and (
+            case.state in (Case.State.ON_AGENDA, Case.State.DISCUSSED, Case.State.REGISTERED)
+            or draft is not None
+        ),
         "opinion_form": WrittenOpinionForm(),
         "document_form": CaseDocumentForm()
         if editor and case.state in services.EDITABLE_STATES
@@ -355,20 +437,20 @@ def _case_action(request, case, action, *, done=None, coordinator_only=False, su
         moved = action(case, Actor.from_request(request))
     except services.RcpError as error:
         messages.error(request, str(error))
+    else:
+        if done:
+            messages.success(request, done(moved or case) if callable(done) else done)
     return _back(request, reverse("rcp-case", args=[case.pk]))
 
 
 @patient_data_view
-        "status_details": case_status_details(
-            case, validated_decision=validated[-1] if validated else None
-        ),
-        "postponement_sentence": postponement_sentence(case),
 @require_POST
 def case_submit(request, case_id):
     return _case_action(
         request,
         get_case_for_user(request, case_id),
         lambda case, by: services.case_submit(case=case, by=by),
+        done=_("Case submitted to the committee: the coordinator will put it on an agenda."),
         submitter_only=True,
     )
 
@@ -389,6 +471,8 @@ def case_agenda(request, case_id):
         lambda case, by: services.case_put_on_agenda(
             case=case, session=form.cleaned_data["session"], by=by
         ),
+        done=_("Case put on the agenda of the session of %(session)s.")
+        % {"session": _session_label(form.cleaned_data["session"])},
         coordinator_only=True,
     )
 
@@ -410,6 +494,10 @@ def case_postpone(request, case_id):
         lambda case, by: services.case_postpone(
             case=case, to_session=form.cleaned_data["session"], by=by
         ),
+        done=_("Case postponed to the session of %(session)s.")
+        % {"session": _session_label(form.cleaned_data["session"])}
+        if form.cleaned_data["session"]
+        else _("Case postponed: it waits for a later session."),
         coordinator_only=True,
     )
 
@@ -417,6 +505,8 @@ def case_postpone(request, case_id):
 @patient_data_view
 @require_POST
 def case_register(request, case_id):
+    discuss = bool(request.POST.get("discuss"))
+
     def act(case, by):
         if discuss:
             return services.case_return_to_discussion(case=case, by=by)
@@ -445,20 +535,18 @@ def case_written_opinion(request, case_id):
     try:
         services.written_opinion_record(
             case=case,
-    else:
-        if done:
-            messages.success(request, done(moved or case) if callable(done) else done)
             professional=professional,
             text=form.cleaned_data["text"],
             by=Actor.from_request(request),
         )
     except services.RcpError as error:
         messages.error(request, str(error))
+    else:
+        messages.success(request, _("Written opinion recorded."))
     return redirect("rcp-case", case_id=case.pk)
 
 
 def _decision_data(form) -> dict:
-        done=_("Case submitted to the committee: the coordinator will put it on an agenda."),
     data = dict(form.cleaned_data)
     data.pop("revision", None)
     return data
@@ -479,8 +567,6 @@ def case_decision(request, case_id):
         )
     try:
         services.decision_save(
-        done=_("Case put on the agenda of the session of %(session)s.")
-        % {"session": _session_label(form.cleaned_data["session"])},
             case=case,
             revision=form.cleaned_data["revision"],
             by=Actor.from_request(request),
@@ -498,23 +584,61 @@ def case_decision(request, case_id):
     return _back(request, reverse("rcp-case", args=[case.pk]))
 
 
+def _posted_revision(request) -> int:
+    try:
+        return int(request.POST.get("revision", ""))
+    except ValueError:
+        return -1
+
+
 @patient_data_view
 @require_POST
 def case_validate(request, case_id):
     case = get_case_for_user(request, case_id)
-        done=_("Case postponed to the session of %(session)s.")
-        % {"session": _session_label(form.cleaned_data["session"])}
-        if form.cleaned_data["session"]
-        else _("Case postponed: it waits for a later session."),
     try:
-        revision = int(request.POST.get("revision", ""))
-    except ValueError:
-        revision = -1
-    try:
-        services.decision_validate(case=case, revision=revision, by=Actor.from_request(request))
+        services.decision_validate(
+            case=case, revision=_posted_revision(request), by=Actor.from_request(request)
+        )
         messages.success(request, _("Decision validated: it is now locked."))
-    discuss = bool(request.POST.get("discuss"))
+    except services.RcpError as error:
+        messages.error(request, str(error))
+    return _back(request, reverse("rcp-case", args=[case.pk]))
 
+
+@patient_data_view
+@require_POST
+def case_validate_without_quorum(request, case_id):
+    """First validator: asks, with the reason, to validate although the quorum is not met."""
+    case = get_case_for_user(request, case_id)
+    try:
+        services.decision_request_without_quorum(
+            case=case,
+            revision=_posted_revision(request),
+            reason=request.POST.get("reason", ""),
+            by=Actor.from_request(request),
+        )
+        messages.success(
+            request,
+            _(
+                "Validation without quorum asked: another chair or coordinator of the "
+                "committee confirms it."
+            ),
+        )
+    except services.RcpError as error:
+        messages.error(request, str(error))
+    return _back(request, reverse("rcp-case", args=[case.pk]))
+
+
+@patient_data_view
+@require_POST
+def case_confirm_without_quorum(request, case_id):
+    """Second validator: confirms the validation without quorum asked by the first."""
+    case = get_case_for_user(request, case_id)
+    try:
+        services.decision_confirm_without_quorum(
+            case=case, revision=_posted_revision(request), by=Actor.from_request(request)
+        )
+        messages.success(request, _("Decision validated without quorum: it is now locked."))
     except services.RcpError as error:
         messages.error(request, str(error))
     return _back(request, reverse("rcp-case", args=[case.pk]))
@@ -541,8 +665,6 @@ def case_amend(request, case_id):
 def session_live(request, session_id):
     session = get_session_for_user(request, session_id)
     agenda = list(selectors.agenda(session))
-    else:
-        messages.success(request, _("Written opinion recorded."))
     current = None
     wanted = request.GET.get("dossier")
     for case in agenda:
@@ -553,11 +675,16 @@ def session_live(request, session_id):
             (c for c in agenda if c.state in (Case.State.ON_AGENDA, Case.State.DISCUSSED)),
             agenda[0],
         )
+    coordinating = _coordinating(request, session.committee)
     context = {
         "session": session,
         "committee": session.committee,
         "agenda": agenda,
-        "coordinating": _coordinating(request, session.committee),
+        "coordinating": coordinating,
+        # The explicit "open the session" button: only on its day (the service decides).
+        "may_open": coordinating
+        and session.status == session.Status.PLANNED
+        and services.session_may_open_now(session),
         "attendance_form": AttendanceForm(),
         "attending": session.attendances.filter(
             professional__user=request.user, left_at__isnull=True
@@ -625,8 +752,6 @@ def session_attend(request, session_id):
         form = AttendanceForm(request.POST)
         mode = form.cleaned_data["mode"] if form.is_valid() else "in_person"
         services.attendance_arrive(session=session, professional=professional, mode=mode)
-    if _coordinating(request, session.committee):
-        services.session_open(session=session)
     return _back(request, reverse("rcp-session-live", args=[session.pk]))
 
 

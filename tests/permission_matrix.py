@@ -861,7 +861,8 @@ MATRIX = {
         outsider=lambda w: w.outsider.user,
         method="post",
         expect=302,
-        patient_data=False,  # members are told the count of cases and the link
+        # The e-mail lists the cases by initials and question: one event for the session.
+        audit_event=AuditEventId.PATIENT_RECORD,
     ),
     "rcp-session-agenda-move": ObjectRoute(
         kwargs=lambda w: {"session_id": _two_on_agenda(w) and _rcp(w).session.pk},
@@ -1255,7 +1256,14 @@ MATRIX = {
     "expertise-report-sign": _expertise_route(
         "reported",
         entitled=lambda w: _tele(w).teleradiologist.user,
-        data=lambda w: {"revision": _expertise_request(w, "reported").report.revision},
+        # The password re-entered is the signature.
+        data=lambda w: {
+            "revision": _expertise_request(w, "reported").report.revision,
+            "password": "correct-horse-battery-staple",
+        },
+    ),
+    "expertise-report-confirm": _expertise_route(
+        "reported", entitled=lambda w: _tele(w).teleradiologist.user, method="get", expect=200
     ),
     "expertise-request-close": _expertise_route(
         "answered", entitled=lambda w: w.gp.user, data=lambda w: {"outcome": "avoided"}
