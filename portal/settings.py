@@ -177,6 +177,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rcp.send_session_reminders",
         "schedule": 15 * 60,  # seconds: sessions starting within 48 h get their reminder
     },
+    "rcp-close-past-sessions": {
+        "task": "rcp.close_past_sessions",
+        # Seconds: hourly; a session is closed the day after it (Europe/Paris), with what
+        # was discussed, if its coordinator did not close it.
+        "schedule": 60 * 60,
+    },
     "expertise-deadlines": {
         "task": "expertise.watch_deadlines",
         # Seconds: an urgent request's reminder comes 6 h before its deadline, so a few

@@ -16,7 +16,7 @@ from imaging.models import Study
 from portal.audit import Actor
 from portal.models import Establishment, Professional, Specialty
 from rcp import frcp, services
-from rcp.models import Committee, CommitteeMember
+from rcp.models import Committee, CommitteeMember, Session
 
 PARIS = ZoneInfo("Europe/Paris")
 Role = CommitteeMember.Role
@@ -33,6 +33,7 @@ BOARDS = [
             Specialty.RADIOTHERAPY,
         ],
         "place": "CHRU de Tours, hôpital Bretonneau, salle de staff B2",
+        "video_url": "https://visio.mirc.test/rcp-thoracique-tours",
         "weekday": 3,  # Thursday
         "members": [
             ("a.rousseau", Role.CHAIR),
@@ -73,6 +74,7 @@ BOARDS = [
         "organ_system": "",
         "required": [],
         "place": "CHRU de Tours, maternité Olympe de Gouges, salle du CPDPN",
+        "video_url": "https://visio.mirc.test/cpdpn-tours",
         "weekday": 0,  # Monday
         "members": [
             ("m.petit", Role.CHAIR),
@@ -132,6 +134,44 @@ def _next_weekday(weekday: int, *, weeks: int = 0) -> dt.date:
     return today + dt.timedelta(days=(weekday - today.weekday()) % 7 or 7, weeks=weeks)
 
 
+def _today_start() -> dt.datetime:
+    """Today's session starts in 45 to 50 minutes: whenever the demo is seeded, its
+    coordinator may open it at once (an hour before its start at the earliest) and it stays
+    among the upcoming sessions long enough for the walks."""
+    start = timezone.localtime() + dt.timedelta(minutes=50)
+    return start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
+
+
+def _past_session(board, start: dt.datetime) -> Session:
+    """A meeting three weeks ago, as history: planning refuses the past, so it is written as
+    it was then, in progress since its start (closed once its cases are decided)."""
+    return Session.objects.create(
+        committee=board,
+        starts_at=start,
+        ends_at=start + dt.timedelta(hours=2),
+        submission_deadline=start - dt.timedelta(days=2),
+        place=board.place,
+        video_url=board.video_url,
+        status=Session.Status.IN_PROGRESS,
+        opened_at=start,
+    )
+
+
+def _close_past(board, people, coordinator: str) -> None:
+    """Close the past session: held if a case was decided in it, else not held (closed
+    automatically the next day, as Celery beat does), at the time the meeting ended."""
+    past = board.sessions.order_by("starts_at").first()
+    held = past.cases.exists()
+    services.session_close(
+        session=past,
+        by=Actor(user=people[coordinator].user) if held else Actor.system("rcp-beat"),
+        automatic=not held,
+    )
+    Session.objects.filter(pk=past.pk).update(
+        closed_at=past.ends_at if held else past.ends_at + dt.timedelta(hours=7)
+    )
+
+
 def seed(stdout=None) -> int:
     if Committee.objects.filter(name=BOARDS[0]["name"]).exists():
         return 0
@@ -143,6 +183,9 @@ def seed(stdout=None) -> int:
         _thoracic(boards[0], people)
         _digestive(boards[1], people)
         _perinatal(boards[2], people)
+        for board, spec in zip(boards, BOARDS, strict=True):
+            coordinator = next(key for key, role in spec["members"] if role == Role.COORDINATOR)
+            _close_past(board, people, coordinator)
     if stdout is not None:
         for board in boards:
             stdout.write(f"  {board.name}: {board.sessions.count()} sessions")
@@ -157,13 +200,14 @@ def _board(spec, people) -> Committee:
         organ_system=spec["organ_system"],
         required_specialties=[str(s) for s in spec["required"]],
         place=spec["place"],
+        video_url=spec.get("video_url", ""),
         members=[(people[key], role) for key, role in spec["members"]],
     )
-    # A past session, and the next four weekly ones at 17:00.
+    # A past session (held if a case was decided in it, else not held), today's session
+    # (planned: its coordinator opens it), and the next four weekly ones at 17:00.
+    _past_session(board, _at(_next_weekday(spec["weekday"], weeks=-3), 17))
     services.sessions_schedule(
-        committee=board,
-        first_start=_at(_next_weekday(spec["weekday"], weeks=-3), 17),
-        duration=dt.timedelta(hours=2),
+        committee=board, first_start=_today_start(), duration=dt.timedelta(hours=2)
     )
     services.sessions_schedule(
         committee=board,
@@ -199,7 +243,7 @@ def _decide(case, session, people, attendees, chair, coordinator, **decision):
 
 
 def _thoracic(board, people):
-    past, upcoming, *_ = board.sessions.order_by("starts_at")
+    past, today, *_ = board.sessions.order_by("starts_at")
     preop = _patient("c.martin@mirc.test", 1)
     followed = _patient("c.martin@mirc.test", 0)
     if preop is not None:
@@ -235,12 +279,12 @@ def _thoracic(board, people):
         case = _case(board, followed, people["c.martin"], studies, THORACIC_CASE)
         if case is not None:
             services.case_put_on_agenda(
-                case=case, session=upcoming, by=Actor(user=people["j.perrin"].user)
+                case=case, session=today, by=Actor(user=people["j.perrin"].user)
             )
 
 
 def _digestive(board, people):
-    upcoming = board.sessions.order_by("starts_at")[1]
+    upcoming = board.sessions.order_by("starts_at")[2]  # next week's
     patient = _patient("c.dubois@mirc.test", 0)
     if patient is None:
         return
@@ -271,8 +315,8 @@ def _digestive(board, people):
 
 def _perinatal(board, people):
     """One pregnancy: the first-trimester finding was discussed at the last session, the
-    second-trimester one is on the next agenda."""
-    past, upcoming, *_ = board.sessions.order_by("starts_at")
+    second-trimester one is on today's agenda."""
+    past, today, *_ = board.sessions.order_by("starts_at")
     patient = _patient("m.petit@mirc.test", 0)
     if patient is None:
         return
@@ -304,5 +348,5 @@ def _perinatal(board, people):
     case = _case(board, patient, people["m.petit"], second, PERINATAL_CASE)
     if case is not None:
         services.case_put_on_agenda(
-            case=case, session=upcoming, by=Actor(user=people["j.perrin"].user)
+            case=case, session=today, by=Actor(user=people["j.perrin"].user)
         )

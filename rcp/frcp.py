@@ -826,3 +826,30 @@ def valid_n(value: object) -> bool:
 def valid_m(value: object) -> bool:
     """A UICC distant-metastasis category without prefix; MX is not one since the 7th edition."""
     return _valid(_M, value)
+
+
+@dataclass(frozen=True)
+class QuorumStatus:
+    """The FR-Statut-dossier-RCP quorum observation of a validated decision (§3.9): ORG-125
+    valued in JDV_StatutQuorum_CISIS (§4.10), and the FR-Commentaire-ER of the organizer,
+    which says when the decision was validated without quorum, why, and by whom as second
+    validator (the value set has no code for it)."""
+
+    observation: Concept
+    value: Concept | None
+    comment: str
+
+
+def quorum_status(decision) -> QuorumStatus:
+    """``decision``: a validated rcp.models.Decision (its second validator loaded or not)."""
+    value = STATUT_QUORUM.get(decision.quorum_status) if decision.quorum_status else None
+    comment = ""
+    if decision.validated_without_quorum:
+        second = decision.second_validator
+        professional = getattr(second, "professional", None) if second else None
+        name = professional.display_name if professional else (second.email if second else "")
+        comment = (
+            f"Validée sans quorum — motif : {decision.without_quorum_reason} — "
+            f"second validateur : {name}"
+        )
+    return QuorumStatus(observation=OBS_QUORUM, value=value, comment=comment)

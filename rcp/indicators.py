@@ -11,15 +11,18 @@ What counts:
 
 * the period is whole days in Europe/Paris, both ends included; a session belongs to it by
   its start;
-* a session is *held* if it was not cancelled and either presented a case or was opened
-  (in progress or closed);
-* a case is *presented* at the session it is attached to, once discussed, registered or
+* a session is *held* once closed with at least one case discussed, registered or validated
+  (status "held", set when its coordinator closes it or the next day by Celery beat); a
+  session closed without any is *not held*, listed as such and never counted as held;
+  planned, in progress and cancelled sessions are not counted;
+* a case is *presented* at the held session it is attached to, once discussed, registered or
   validated: a postponed case counts once, at the session where it was finally presented,
   with the number of times it was postponed before;
 * a case is *registered* when its FRCP status is ORG-128 and it was never discussed; every
   other presented case was discussed;
 * the decision counted is the one the meeting validated (version 1): later versions, made
-  after the meeting, change neither the quorum, the conformity nor the delays.
+  after the meeting, change neither the quorum, the conformity nor the delays; a decision
+  validated without quorum (reason and second validator) is counted as such.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from rcp import frcp
 from rcp.models import Case, Committee, Decision, Session
 
 PRESENTED_STATES = (Case.State.DISCUSSED, Case.State.REGISTERED, Case.State.VALIDATED)
-OPENED_STATUSES = (Session.Status.IN_PROGRESS, Session.Status.CLOSED)
+CLOSED_STATUSES = (Session.Status.HELD, Session.Status.NOT_HELD)
 MEETING_DECISION_VERSION = 1  # the first version is the one validated at the meeting
 
 
@@ -84,6 +87,7 @@ class Indicators:
     submission_to_discussion: Median
     discussion_to_validation: Median
     quorum_reached: Share
+    validated_without_quorum: Share
     conforming: Share
     trial_proposed: Share
     postponed_cases: Share
@@ -91,13 +95,17 @@ class Indicators:
 
     @property
     def sessions_held(self) -> int:
-        return len(self.rows)
+        return sum(1 for row in self.rows if row.status == Session.Status.HELD)
+
+    @property
+    def sessions_not_held(self) -> int:
+        return sum(1 for row in self.rows if row.status == Session.Status.NOT_HELD)
 
     @property
     def cases_per_session(self) -> float | None:
-        if not self.rows:
+        if not self.sessions_held:
             return None
-        return round(self.cases_presented / len(self.rows), 1)
+        return round(self.cases_presented / self.sessions_held, 1)
 
     @property
     def validated_decisions(self) -> Share:
@@ -113,11 +121,13 @@ def _presented_cases(committee: Committee, period: Period):
         session__committee=committee,
         session__starts_at__gte=period.starts_at,
         session__starts_at__lt=period.ends_before,
-    ).exclude(session__status=Session.Status.CANCELLED)
+        session__status=Session.Status.HELD,
+    )
 
 
 def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
-    """The sessions held in the period, oldest first, with their counts (one query)."""
+    """The sessions of the period closed held or not held, oldest first, with their counts
+    (one query)."""
     presented = Q(cases__state__in=PRESENTED_STATES)
     registered = presented & Q(
         cases__presentation=frcp.CASE_REGISTERED, cases__discussed_at__isnull=True
@@ -131,8 +141,8 @@ def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
             committee=committee,
             starts_at__gte=period.starts_at,
             starts_at__lt=period.ends_before,
+            status__in=CLOSED_STATUSES,
         )
-        .exclude(status=Session.Status.CANCELLED)
         # Cases and decisions are joined together: count cases once each.
         .annotate(
             n_presented=Count("cases", filter=presented, distinct=True),
@@ -144,7 +154,6 @@ def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
                 distinct=True,
             ),
         )
-        .filter(Q(n_presented__gt=0) | Q(status__in=OPENED_STATUSES))
         .order_by("starts_at", "pk")
         .values_list(
             "pk", "starts_at", "status", "n_presented", "n_registered", "n_validated", "n_quorum"
@@ -182,6 +191,7 @@ def committee_indicators(*, committee: Committee, period: Period) -> Indicators:
     ).aggregate(
         total=Count("pk"),
         quorum_reached=Count("pk", filter=Q(quorum_status=frcp.QUORUM_REACHED)),
+        without_quorum=Count("pk", filter=Q(validated_without_quorum=True)),
         conformity_recorded=Count("pk", filter=Q(conforms_to_guideline__isnull=False)),
         conforming=Count("pk", filter=Q(conforms_to_guideline=True)),
         trial_proposed=Count("pk", filter=Q(trial_proposed=True)),
@@ -209,6 +219,7 @@ def committee_indicators(*, committee: Committee, period: Period) -> Indicators:
         submission_to_discussion=_median_days((s, d) for s, d, _v, _p in cases),
         discussion_to_validation=_median_days((d, v) for _s, d, v, _p in cases),
         quorum_reached=Share(decisions["quorum_reached"], decisions["total"]),
+        validated_without_quorum=Share(decisions["without_quorum"], decisions["total"]),
         conforming=Share(decisions["conforming"], decisions["conformity_recorded"]),
         trial_proposed=Share(decisions["trial_proposed"], decisions["total"]),
         postponed_cases=Share(sum(1 for *_x, p in cases if p), len(cases)),

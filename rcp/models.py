@@ -59,6 +59,9 @@ class Committee(models.Model):
     class Meta:
         verbose_name = _("multidisciplinary committee")
         ordering = ["name"]
+        permissions = [
+            ("view_indicators", _("Can see the RCP indicators of every committee")),
+        ]
 
     def __str__(self):
         return self.name
@@ -98,8 +101,14 @@ class Session(models.Model):
     class Status(models.TextChoices):
         PLANNED = "planned", _("Planned")
         IN_PROGRESS = "in_progress", _("In progress")
-        CLOSED = "closed", _("Closed")
+        # Closed with at least one case discussed or registered: the only sessions the
+        # indicators count as held.
+        HELD = "held", _("Held")
+        # Closed with no case discussed: the meeting did not take place.
+        NOT_HELD = "not_held", _("Not held")
         CANCELLED = "cancelled", _("Cancelled")
+
+    OVER = (Status.HELD, Status.NOT_HELD, Status.CANCELLED)
 
     committee = models.ForeignKey(Committee, on_delete=models.PROTECT, related_name="sessions")
     starts_at = models.DateTimeField(_("starts at"))
@@ -113,6 +122,19 @@ class Session(models.Model):
     # Sessions scheduled together (weekly, every other week, monthly) share a series.
     series = models.UUIDField(null=True, blank=True, db_index=True)
     reminder_sent_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # Null on a closed session: closed automatically the next day (Celery beat).
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # The agenda e-mail: when it was last sent, by whom, and how many times (a second sending
+    # is an update, said so in the e-mail).
+    agenda_sent_at = models.DateTimeField(null=True, blank=True)
+    agenda_sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    agenda_sendings = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -282,6 +304,13 @@ class Decision(models.Model):
     trial_nct = models.CharField(_("NCT number"), max_length=20, blank=True)
     quorum_status = models.CharField(_("quorum status"), max_length=20, blank=True)
     attendees = models.JSONField(default=list, blank=True)  # snapshot at validation
+    # Validated although the quorum was not met: an explicit act, with its reason and a
+    # second validator, carried into the fiche, the PDF and the indicators.
+    validated_without_quorum = models.BooleanField(default=False)
+    without_quorum_reason = models.TextField(_("why validated without quorum"), blank=True)
+    second_validator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     # CPDPN
     team_opinion = models.TextField(_("the team's opinion"), blank=True)
     termination_attested = models.BooleanField(_("medical termination attested"), null=True)

@@ -503,6 +503,11 @@ def _decision_context(decision: Decision, *, with_previous: bool = True) -> dict
         "attesting": _attesting(decision),
         "termination": _yes_no(decision.termination_attested),
         "validator": _user_name(decision.validated_by),
+        # Validated although the quorum was not met: the reason and the second validator,
+        # on the fiche and the minutes (what a 3C audits).
+        "without_quorum": decision.validated_without_quorum,
+        "without_quorum_reason": decision.without_quorum_reason,
+        "second_validator": _user_name(decision.second_validator),
         "previous": previous,
     }
 
@@ -532,7 +537,9 @@ def fiche_html(decision: Decision) -> tuple[str, list[str]]:
         .prefetch_related("written_opinions__professional__user", "key_images")
         .get(pk=decision.case_id)
     )
-    decision = Decision.objects.select_related("validated_by__professional").get(pk=decision.pk)
+    decision = Decision.objects.select_related(
+        "validated_by__professional", "second_validator__professional"
+    ).get(pk=decision.pk)
     key_images = [
         {"url": media_url(image.rendering.name), "caption": image.caption}
         for image in case.key_images.all()
@@ -574,7 +581,7 @@ def minutes_html(session: Session) -> tuple[str, list[str]]:
         present=[(a.professional.profession, a.specialty) for a in attendances],
     )
     validated = Decision.objects.filter(validated_at__isnull=False).select_related(
-        "validated_by__professional"
+        "validated_by__professional", "second_validator__professional"
     )
     cases = (
         selectors.agenda(session)

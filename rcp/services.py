@@ -31,7 +31,7 @@ from rcp.models import (
     Session,
     WrittenOpinion,
 )
-from rcp.quorum import session_quorum
+from rcp.quorum import MINIMUM_PHYSICIANS, session_quorum
 
 State = Case.State
 
@@ -76,7 +76,8 @@ TRANSITIONS = {
         State.ON_AGENDA,
     },
     State.POSTPONED: {State.ON_AGENDA},
-    State.REGISTERED: {State.ON_AGENDA, State.VALIDATED},
+    # -> POSTPONED: the session closed before the decision was validated.
+    State.REGISTERED: {State.ON_AGENDA, State.VALIDATED, State.POSTPONED},
     State.DISCUSSED: {State.VALIDATED, State.POSTPONED, State.ON_AGENDA},
     State.VALIDATED: {State.VALIDATED},  # a new version of the decision
 }
@@ -169,7 +170,8 @@ def sessions_schedule(
     place: str = "",
     video_url: str = "",
 ) -> list[Session]:
-    """One session, or a recurring series (weekly, every other week, monthly)."""
+    """One session, or a recurring series (weekly, every other week, monthly), never in the
+    past (see ``deadlines_passed`` for the warning on a deadline already over)."""
     if every not in EVERY:
         raise RcpError(_("Unknown recurrence."))
     if count < 1 or duration <= dt.timedelta():
@@ -178,13 +180,22 @@ def sessions_schedule(
     # Counted in Paris wall-clock time: a weekly 17:00 session stays at 17:00 across DST.
     first_start = timezone.localtime(first_start)
     series = uuid.uuid4() if count > 1 else None
+    starts = [
+        _add_months(first_start, n)
+        if every == "monthly"
+        else first_start + (EVERY[every] or dt.timedelta()) * n
+        for n in range(count)
+    ]
+    now = timezone.now()
+    past = [start for start in starts if start < now]
+    if past:
+        raise RcpError(
+            _("A session cannot be planned in the past (%(start)s): choose a later date.")
+            % {"start": timezone.localtime(past[0]).strftime("%d/%m/%Y %H:%M")}
+        )
     sessions = []
     with transaction.atomic():
-        for n in range(count):
-            if every == "monthly":
-                start = _add_months(first_start, n)
-            else:
-                start = first_start + (EVERY[every] or dt.timedelta()) * n
+        for start in starts:
             sessions.append(
                 Session.objects.create(
                     committee=committee,
@@ -197,6 +208,13 @@ def sessions_schedule(
                 )
             )
     return sessions
+
+
+def deadlines_passed(sessions: list[Session]) -> list[Session]:
+    """Sessions scheduled whose case submission deadline is already over: the coordinator is
+    warned (no case can be submitted in time for them), they are kept."""
+    now = timezone.now()
+    return [session for session in sessions if session.submission_deadline < now]
 
 
 # --- Cases -----------------------------------------------------------------------------------
@@ -324,7 +342,7 @@ def case_submit(*, case: Case, by: Actor) -> Case:
 def _check_session(case: Case, session: Session) -> None:
     if session.committee_id != case.committee_id:
         raise RcpError(_("This session belongs to another committee."))
-    if session.status in (Session.Status.CLOSED, Session.Status.CANCELLED):
+    if session.status in (Session.Status.HELD, Session.Status.NOT_HELD, Session.Status.CANCELLED):
         raise RcpError(_("This session is over."))
 
 
@@ -387,27 +405,148 @@ def case_return_to_discussion(*, case: Case, by: Actor) -> Case:
     return _move(case, State.ON_AGENDA, by=by, changes={"presentation": PRESENTATION_DISCUSSED})
 
 
-def session_open(*, session: Session) -> None:
-    """The meeting starts when its chair or a coordinator comes in."""
-    Session.objects.filter(pk=session.pk, status=Session.Status.PLANNED).update(
-        status=Session.Status.IN_PROGRESS
+# --- The session's life cycle -----------------------------------------------------------------
+#
+# planned -> in_progress (opened by its chair or a coordinator, on the day) -> held / not_held
+# (closed by them, or the next day by Celery beat). A session is held when at least one case
+# was discussed, registered or validated in it: the indicators count only those.
+
+# A coordinator may open the meeting a little before its start (set up the room, the video).
+OPEN_EARLY = dt.timedelta(minutes=60)
+PRESENTED_STATES = (State.DISCUSSED, State.REGISTERED, State.VALIDATED)
+# Left undecided when the session closes: back among the cases waiting for a session.
+UNDECIDED_STATES = (State.ON_AGENDA, State.DISCUSSED, State.REGISTERED)
+
+
+def may_run_session(*, committee: Committee, user) -> bool:
+    """The chair or a coordinator of the committee opens and closes its sessions."""
+    return CommitteeMember.objects.filter(
+        committee=committee,
+        professional__user=user,
+        role__in=[CommitteeMember.Role.CHAIR, CommitteeMember.Role.COORDINATOR],
+    ).exists()
+
+
+def session_day(session: Session) -> dt.date:
+    """The session's day, in Paris (where the meeting is held)."""
+    return timezone.localdate(session.starts_at)
+
+
+def session_may_open_now(session: Session, *, now: dt.datetime | None = None) -> bool:
+    """On the session's day (Europe/Paris), or in the hour before its start."""
+    now = now or timezone.now()
+    if timezone.localdate(now) == session_day(session):
+        return True
+    return session.starts_at - OPEN_EARLY <= now < session.starts_at
+
+
+def _refuse_unless_running_it(session: Session, by: Actor, message: str) -> None:
+    if by.user is None or not may_run_session(committee=session.committee, user=by.user):
+        raise RcpError(message)
+
+
+def session_open(*, session: Session, by: Actor) -> Session:
+    """The meeting starts: its chair or a coordinator opens it, on its day."""
+    _refuse_unless_running_it(
+        session, by, _("Only the chair or a coordinator of the committee opens the session.")
     )
-
-
-def session_close(*, session: Session, by: Actor) -> None:
-    """The meeting is over: attendance ends, and cases left undecided wait for another session."""
+    if session.status != Session.Status.PLANNED:
+        raise RcpError(
+            _("The session is “%(status)s”: only a planned session can be opened.")
+            % {"status": session.get_status_display()}
+        )
     now = timezone.now()
+    if not session_may_open_now(session, now=now):
+        raise RcpError(
+            _(
+                "A session opens on its day only (%(day)s), at the earliest an hour before "
+                "it starts."
+            )
+            % {"day": session_day(session).strftime("%d/%m/%Y")}
+        )
     with transaction.atomic():
+        opened = Session.objects.filter(pk=session.pk, status=Session.Status.PLANNED).update(
+            status=Session.Status.IN_PROGRESS, opened_at=now
+        )
+        if not opened:
+            raise StaleEdit(
+                _("The session changed meanwhile (somebody opened or closed it): reload it.")
+            )
+        session.status, session.opened_at = Session.Status.IN_PROGRESS, now
+        _audit_session(session, by, {"rcp_session": "opened"})
+    return session
+
+
+def session_close(*, session: Session, by: Actor, automatic: bool = False) -> Session:
+    """The meeting is over: held if a case was discussed, registered or validated in it, else
+    not held; attendance ends; cases left undecided wait for another session (postponed,
+    counted). ``automatic``: closed by Celery beat the day after (closed_by stays empty)."""
+    if not automatic:
+        _refuse_unless_running_it(
+            session, by, _("Only the chair or a coordinator of the committee closes the session.")
+        )
+    now = timezone.now()
+    if session.status == Session.Status.PLANNED and timezone.localdate(now) < session_day(session):
+        raise RcpError(_("The session has not taken place yet: it closes on its day or later."))
+    if session.status not in (Session.Status.PLANNED, Session.Status.IN_PROGRESS):
+        raise StaleEdit(_("The session changed meanwhile (somebody closed it): reload it."))
+    with transaction.atomic():
+        held = Case.objects.filter(session=session, state__in=PRESENTED_STATES).exists()
+        status = Session.Status.HELD if held else Session.Status.NOT_HELD
         # Conditioned on the status the caller saw: closed by somebody else meanwhile, the
-        # attendance and the trail are left as the first close wrote them.
+        # attendance, the agenda and the trail are left as the first close wrote them.
         closed = Session.objects.filter(pk=session.pk, status=session.status).update(
-            status=Session.Status.CLOSED
+            status=status, closed_at=now, closed_by=None if automatic else by.user
         )
         if not closed:
             raise StaleEdit(_("The session changed meanwhile (somebody closed it): reload it."))
-        session.status = Session.Status.CLOSED
         session.attendances.filter(left_at__isnull=True).update(left_at=now)
-        _audit_session(session, by, {"rcp_session": "closed"})
+        postponed = 0
+        for case in Case.objects.filter(session=session, state__in=UNDECIDED_STATES).exclude(
+            decisions__validated_at__isnull=False
+        ):
+            _move(
+                case,
+                State.POSTPONED,
+                by=by,
+                changes={
+                    "session": None,
+                    "agenda_position": None,
+                    "postponements": F("postponements") + 1,
+                },
+                postponed_by_closing=session.pk,
+            )
+            postponed += 1
+        session.status, session.closed_at = status, now
+        session.closed_by = None if automatic else by.user
+        _audit_session(
+            session,
+            by,
+            {
+                "rcp_session": "closed automatically" if automatic else "closed",
+                "status": status,
+                "postponed": postponed,
+            },
+        )
+    return session
+
+
+def sessions_close_past(*, now: dt.datetime | None = None) -> list[int]:
+    """Close, the day after, every session of a past day still planned or in progress (the
+    Celery beat task). Idempotent: a session closed meanwhile is skipped."""
+    now = now or timezone.now()
+    today_starts = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    closed = []
+    for session in Session.objects.filter(
+        starts_at__lt=today_starts,
+        status__in=[Session.Status.PLANNED, Session.Status.IN_PROGRESS],
+    ).select_related("committee"):
+        try:
+            session_close(session=session, by=Actor.system("rcp-beat"), automatic=True)
+        except StaleEdit:
+            continue  # closed by its coordinator meanwhile
+        closed.append(session.pk)
+    return closed
 
 
 # --- Attendance and opinions -----------------------------------------------------------------
@@ -472,6 +611,7 @@ def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> D
     changes = {k: v for k, v in fields.items() if k in DECISION_FIELDS}
     if case.state not in (State.ON_AGENDA, State.DISCUSSED, State.REGISTERED, State.VALIDATED):
         raise RcpError(_("The case is not on an agenda: there is no decision to record yet."))
+    withdrawn = False
     with transaction.atomic():
         # The case's row is the lock: two people starting the first proposal at once make one
         # draft, and the second is told (not a duplicate version refused by the database).
@@ -484,8 +624,12 @@ def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> D
                 raise RcpError(_("The decision is validated: make a new version with a reason."))
             draft = Decision.objects.create(case=case, version=1, created_by=by.user, **changes)
         else:
+            withdrawn = without_quorum_pending(draft)
+            # An edit withdraws a pending validation without quorum: the second validator
+            # would confirm a text the first did not see.
+            withdraw = {"validated_by": None, "without_quorum_reason": ""} if withdrawn else {}
             updated = Decision.objects.filter(pk=draft.pk, revision=revision).update(
-                revision=F("revision") + 1, updated_at=timezone.now(), **changes
+                revision=F("revision") + 1, updated_at=timezone.now(), **changes, **withdraw
             )
             if not updated:
                 raise StaleEdit(
@@ -496,6 +640,8 @@ def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> D
                 )
             draft.refresh_from_db()
         detail = {"rcp_decision": draft.version, "fields": sorted(changes)}
+        if withdrawn:
+            detail["without_quorum"] = "withdrawn by the edit"
         if case.state == State.ON_AGENDA:
             # Whatever the author proposed, a case the meeting decides on was discussed.
             _move(
@@ -527,61 +673,211 @@ def can_validate(*, case: Case, user) -> Validator:
     return Validator(True)
 
 
+def _quorum_refusal(q, committee: Committee) -> str:
+    """What the quorum lacks, in a sentence for the validator."""
+    missing = []
+    if q.missing:
+        missing.append(_("missing: %(specialties)s") % {"specialties": ", ".join(q.missing_labels)})
+    if not committee.is_cpdpn and q.physicians < MINIMUM_PHYSICIANS:
+        missing.append(
+            _("%(count)d physician specialties present of the %(needed)d needed")
+            % {"count": q.physicians, "needed": MINIMUM_PHYSICIANS}
+        )
+    return _(
+        "The quorum is not reached (%(what)s): wait for the missing members, or validate "
+        "without quorum with a reason and a second validator."
+    ) % {"what": "; ".join(missing) or _("not enough physicians present")}
+
+
+def _meeting_checks(case: Case, *, for_quorum_path: bool = False):
+    """The first version of a decision is validated in its meeting, while it is in progress:
+    returns the quorum of that moment for the case."""
+    session = case.session
+    if session is None:
+        raise RcpError(_("The case is on no session: a decision is validated in its meeting."))
+    session = Session.objects.select_related("committee").get(pk=session.pk)
+    if session.status == Session.Status.PLANNED:
+        raise RcpError(
+            _(
+                "The session has not been opened: its chair or a coordinator opens it on the "
+                "day of the meeting, then the decision can be validated."
+            )
+        )
+    if session.status != Session.Status.IN_PROGRESS:
+        raise RcpError(_("The session is closed: the decision is validated at another session."))
+    return session, session_quorum(session, case)
+
+
+def _snapshot(session: Session) -> list[dict]:
+    return [
+        {"name": str(a.professional), "specialty": a.specialty, "mode": a.mode}
+        for a in session.attendances.filter(left_at__isnull=True).select_related(
+            "professional__user"
+        )
+    ]
+
+
+def _lock(
+    *, case: Case, draft: Decision, revision: int, by: Actor, fields: dict, detail: dict
+) -> Decision:
+    """Lock the draft (conditioned on the revision read: two validators at once, one wins),
+    move the case to validated, queue its fiche and tell its doctors after commit."""
+    now = timezone.now()
+    validated = Decision.objects.filter(
+        pk=draft.pk, revision=revision, validated_at__isnull=True
+    ).update(validated_at=now, revision=F("revision") + 1, **fields)
+    if not validated:
+        raise StaleEdit(_("The decision changed meanwhile: check it, then validate again."))
+    case = _move(
+        case,
+        State.VALIDATED,
+        by=by,
+        changes={"validated_at": now},
+        decision_version=draft.version,
+        **detail,
+    )
+    draft.refresh_from_db()
+    # The fiche RCP is made in Celery, and the referring doctor and the GP are told,
+    # once the validation is committed.
+    from rcp.notifications import notify_decision_validated
+    from rcp.pdf import request_case_pdf
+
+    request_case_pdf(case=case, decision=draft, by=by)
+    notify_decision_validated(case=case, decision=draft)
+    return draft
+
+
+def _current_draft(case: Case, revision: int) -> Decision:
+    draft = decision_draft(case)
+    if draft is None or draft.revision != revision:
+        raise StaleEdit(_("The decision changed meanwhile: check it, then validate again."))
+    if not draft.proposal.strip() and not draft.team_opinion.strip():
+        raise RcpError(_("Write the proposal before validating it."))
+    return draft
+
+
+def without_quorum_pending(draft: Decision | None) -> bool:
+    """A validation without quorum asked by a first validator, waiting for the second one
+    (the asker is kept in ``validated_by`` until the second validator confirms)."""
+    return bool(
+        draft is not None
+        and draft.validated_at is None
+        and draft.validated_by_id is not None
+        and draft.without_quorum_reason
+    )
+
+
 def decision_validate(*, case: Case, revision: int, by: Actor) -> Decision:
-    """Lock the draft as the validated version, with the quorum and attendees of now."""
+    """Lock the draft as the validated version, with the quorum and attendees of now.
+
+    The first version is validated in its meeting: the session in progress and the quorum
+    met for this case. Otherwise the explicit path is ``decision_request_without_quorum`` then
+    ``decision_confirm_without_quorum`` by a second validator. A later version (after
+    ``decision_amend``) keeps the meeting's quorum, attendees and flag."""
     verdict = can_validate(case=case, user=by.user)
     if not verdict.can_validate:
         raise RcpError(verdict.reason)
     with transaction.atomic():
-        draft = decision_draft(case)
-        if draft is None or draft.revision != revision:
-            raise StaleEdit(_("The decision changed meanwhile: check it, then validate again."))
-        if not draft.proposal.strip() and not draft.team_opinion.strip():
-            raise RcpError(_("Write the proposal before validating it."))
-        attendees = []
-        quorum_status = ""
+        draft = _current_draft(case, revision)
         earlier = case.decisions.filter(validated_at__isnull=False).order_by("-version").first()
         if earlier is not None:
             # A new version changes the proposal, not the meeting that made it.
-            attendees, quorum_status = earlier.attendees, earlier.quorum_status
-        elif case.session is not None:
-            q = session_quorum(case.session, case)
-            quorum_status = q.status_code
-            attendees = [
-                {"name": str(a.professional), "specialty": a.specialty, "mode": a.mode}
-                for a in case.session.attendances.filter(left_at__isnull=True).select_related(
-                    "professional__user"
-                )
-            ]
-        now = timezone.now()
-        # Conditioned on the revision read above: two validators at once, one wins.
-        validated = Decision.objects.filter(
+            fields = {
+                "quorum_status": earlier.quorum_status,
+                "attendees": earlier.attendees,
+                "validated_without_quorum": earlier.validated_without_quorum,
+                "without_quorum_reason": earlier.without_quorum_reason,
+                "second_validator_id": earlier.second_validator_id,
+            }
+        else:
+            session, q = _meeting_checks(case)
+            if not q.met:
+                raise RcpError(_quorum_refusal(q, case.committee))
+            fields = {"quorum_status": q.status_code, "attendees": _snapshot(session)}
+        fields["validated_by"] = by.user
+        return _lock(case=case, draft=draft, revision=revision, by=by, fields=fields, detail={})
+
+
+def decision_request_without_quorum(
+    *, case: Case, revision: int, reason: str, by: Actor
+) -> Decision:
+    """First step of a validation without quorum: a chair or coordinator asks for it, with
+    the reason, while the meeting is in progress. The decision waits, unlocked, for a second
+    validator; an edit of the draft meanwhile withdraws the request."""
+    verdict = can_validate(case=case, user=by.user)
+    if not verdict.can_validate:
+        raise RcpError(verdict.reason)
+    if not reason.strip():
+        raise RcpError(_("Say why the decision is validated without quorum."))
+    with transaction.atomic():
+        draft = _current_draft(case, revision)
+        if case.decisions.filter(validated_at__isnull=False).exists():
+            raise RcpError(_("A new version keeps the meeting's quorum: validate it normally."))
+        _session, q = _meeting_checks(case)
+        if q.met:
+            raise RcpError(_("The quorum is reached: validate the decision normally."))
+        asked = Decision.objects.filter(
             pk=draft.pk, revision=revision, validated_at__isnull=True
         ).update(
-            validated_at=now,
             validated_by=by.user,
-            quorum_status=quorum_status,
-            attendees=attendees,
+            without_quorum_reason=reason.strip(),
             revision=F("revision") + 1,
+            updated_at=timezone.now(),
         )
-        if not validated:
+        if not asked:
             raise StaleEdit(_("The decision changed meanwhile: check it, then validate again."))
-        case = _move(
+        audit_case(
             case,
-            State.VALIDATED,
-            by=by,
-            changes={"validated_at": now},
-            decision_version=draft.version,
+            by,
+            {
+                "rcp_decision": draft.version,
+                "without_quorum": "asked",
+                "reason": reason.strip(),
+                "missing": list(q.missing),
+            },
         )
         draft.refresh_from_db()
-        # The fiche RCP is made in Celery, and the referring doctor and the GP are told,
-        # once the validation is committed.
-        from rcp.notifications import notify_decision_validated
-        from rcp.pdf import request_case_pdf
-
-        request_case_pdf(case=case, decision=draft, by=by)
-        notify_decision_validated(case=case, decision=draft)
     return draft
+
+
+def decision_confirm_without_quorum(*, case: Case, revision: int, by: Actor) -> Decision:
+    """Second step: another chair or coordinator of the committee confirms; the decision is
+    validated with the quorum "not reached", the flag, the reason and both validators."""
+    verdict = can_validate(case=case, user=by.user)
+    if not verdict.can_validate:
+        raise RcpError(verdict.reason)
+    with transaction.atomic():
+        draft = _current_draft(case, revision)
+        if not without_quorum_pending(draft):
+            raise RcpError(_("Nobody asked to validate this decision without quorum."))
+        if draft.validated_by_id == by.user.pk:
+            raise RcpError(
+                _(
+                    "You asked for this validation without quorum: another chair or "
+                    "coordinator of the committee confirms it."
+                )
+            )
+        session, q = _meeting_checks(case)
+        if q.met:
+            raise RcpError(_("The quorum is reached now: validate the decision normally."))
+        fields = {
+            "quorum_status": q.status_code,
+            "attendees": _snapshot(session),
+            "validated_without_quorum": True,
+            "second_validator": by.user,
+        }
+        return _lock(
+            case=case,
+            draft=draft,
+            revision=revision,
+            by=by,
+            fields=fields,
+            detail={
+                "without_quorum": "confirmed",
+                "first_validator": draft.validated_by_id,
+                "reason": draft.without_quorum_reason,
+            },
+        )
 
 
 def decision_amend(*, case: Case, reason: str, by: Actor) -> Decision:

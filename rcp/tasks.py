@@ -35,3 +35,24 @@ def render_document(self, document_id: int) -> None:
         mark_failed=pdf.document_mark_failed,
         logger=logger,
     )
+
+
+# Transient database trouble (a restart, a lock timeout): retried, bounded; the next beat
+# run would catch up anyway, since closing is idempotent.
+CLOSE_RETRIES = 5
+
+
+@shared_task(bind=True, max_retries=CLOSE_RETRIES, name="rcp.close_past_sessions")
+def close_past_sessions(self) -> int:
+    """Periodic (Celery beat): the day after, close every session still planned or in
+    progress, held if a case was discussed in it, else not held (rcp.services)."""
+    from django.db import DatabaseError
+
+    from rcp.services import sessions_close_past
+
+    try:
+        return len(sessions_close_past())
+    except DatabaseError as error:
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=error, countdown=min(3600, 60 * 2**self.request.retries)) from error

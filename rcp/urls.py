@@ -11,6 +11,7 @@ urlpatterns = [
         views.session_agenda_add,
         name="rcp-session-agenda-add",
     ),
+    path("rcp/seances/<int:session_id>/ouvrir/", views.session_open, name="rcp-session-open"),
     path("rcp/seances/<int:session_id>/cloturer/", views.session_close, name="rcp-session-close"),
     path(
         "rcp/seances/<int:session_id>/ordre-du-jour/envoyer/",
@@ -52,6 +53,16 @@ urlpatterns = [
     ),
     path("rcp/dossiers/<int:case_id>/decision/", views.case_decision, name="rcp-case-decision"),
     path("rcp/dossiers/<int:case_id>/valider/", views.case_validate, name="rcp-case-validate"),
+    path(
+        "rcp/dossiers/<int:case_id>/valider-sans-quorum/",
+        views.case_validate_without_quorum,
+        name="rcp-case-validate-without-quorum",
+    ),
+    path(
+        "rcp/dossiers/<int:case_id>/confirmer-sans-quorum/",
+        views.case_confirm_without_quorum,
+        name="rcp-case-confirm-without-quorum",
+    ),
     path("rcp/dossiers/<int:case_id>/nouvelle-version/", views.case_amend, name="rcp-case-amend"),
     path("rcp/", include("rcp.urls_calendar")),
     path("rcp/", include("rcp.urls_outputs")),

@@ -14,7 +14,7 @@ from django.utils import timezone
 from portal.audit import Actor
 from portal.models import Specialty
 from rcp import frcp, services
-from rcp.models import Committee, CommitteeMember
+from rcp.models import Attendance, Committee, CommitteeMember, Session
 from tests.conftest import make_professional
 from tests.permission_matrix import imaged_study
 
@@ -100,4 +100,37 @@ def case_on_agenda(world, **fields):
     case = submitted_case(world, **fields)
     return services.case_put_on_agenda(
         case=case, session=world.session, by=Actor(user=world.coordinator.user)
+    )
+
+
+def session_day_has_come(session: Session) -> Session:
+    """The session's day has come: it starts now (tests do not wait for its date; planning
+    refuses the past, so the start is moved as a clock would)."""
+    now = timezone.now().replace(microsecond=0)
+    Session.objects.filter(pk=session.pk).update(starts_at=now, ends_at=now + dt.timedelta(hours=2))
+    session.refresh_from_db()
+    return session
+
+
+def open_session(session: Session, *, by_user, present=()) -> Session:
+    """On its day, the session opened by ``by_user`` (a chair or coordinator), with the
+    professionals ``present`` seated in the room."""
+    session = session_day_has_come(session)
+    if session.status == Session.Status.PLANNED:
+        session = services.session_open(session=session, by=Actor(user=by_user))
+    for professional in present:
+        services.attendance_arrive(
+            session=session, professional=professional, mode=Attendance.Mode.IN_PERSON
+        )
+    return session
+
+
+def open_with_quorum(world, session: Session | None = None) -> Session:
+    """The thoracic board's session (world.session by default) opened by its coordinator,
+    with its quorum seated: the surgeon, the oncologist and the radiation oncologist."""
+    rcp_world(world)
+    return open_session(
+        session or world.session,
+        by_user=world.coordinator.user,
+        present=(world.surgeon, world.oncologist, world.radiotherapist),
     )

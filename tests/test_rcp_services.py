@@ -28,6 +28,7 @@ from rcp.selectors import waiting_cases
 from rcp.services import RcpError, StaleEdit
 from tests.conftest import client_for, make_professional
 from tests.permission_matrix import imaged_study
+from tests.rcp_world import open_session
 
 pytestmark = pytest.mark.django_db
 
@@ -190,6 +191,16 @@ def arrive(session, *professionals) -> None:
         services.attendance_arrive(
             session=session, professional=professional, mode=Attendance.Mode.IN_PERSON
         )
+
+
+def opened(world, session, *present) -> Session:
+    """On its day, the session opened by its coordinator, with ``present`` in the room."""
+    return open_session(session, by_user=world.coordinator.user, present=present)
+
+
+def quorate(world, session) -> Session:
+    """Opened, with the board's quorum: surgeon, medical and radiation oncologists."""
+    return opened(world, session, world.surgeon, world.oncologist, world.radiotherapist)
 
 
 def discussed_case(world, session) -> tuple[Case, Decision]:
@@ -530,7 +541,7 @@ def test_a_session_of_another_board_is_refused(world):
     assert (stored.state, stored.session, stored.agenda_position) == (State.SUBMITTED, None, None)
 
 
-@pytest.mark.parametrize("status", [Session.Status.CLOSED, Session.Status.CANCELLED])
+@pytest.mark.parametrize("status", [Session.Status.HELD, Session.Status.CANCELLED])
 def test_a_session_that_is_over_takes_no_more_cases(world, status):
     session = session_of(world.thoracic)
     Session.objects.filter(pk=session.pk).update(status=status)
@@ -807,8 +818,7 @@ def test_only_this_boards_chair_or_coordinator_validates(world, who):
 
 
 def test_the_chair_validates_with_the_quorum_and_the_people_present_at_that_moment(world):
-    session = session_of(world.thoracic)
-    arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
+    session = quorate(world, session_of(world.thoracic))
     case, decision = discussed_case(world, session)
 
     validated = services.decision_validate(
@@ -836,18 +846,134 @@ def test_the_chair_validates_with_the_quorum_and_the_people_present_at_that_mome
     assert len(fresh(decision).attendees) == 3
 
 
-def test_the_coordinator_validates_and_a_missing_quorum_is_recorded(world):
-    session = session_of(world.thoracic)
-    arrive(session, world.surgeon, world.oncologist)
+def test_without_the_quorum_validation_is_refused_and_says_who_is_missing(world):
+    session = opened(world, session_of(world.thoracic), world.surgeon, world.oncologist)
+    case, decision = discussed_case(world, session)
+    events = patient_trail(case).count()
+
+    with pytest.raises(RcpError, match="quorum is not reached.*Radiation oncology"):
+        services.decision_validate(case=case, revision=decision.revision, by=by(world.coordinator))
+
+    assert fresh(decision).validated_at is None
+    assert fresh(case).state == State.DISCUSSED
+    assert patient_trail(case).count() == events
+
+
+def test_the_coordinator_asks_and_the_chair_confirms_a_validation_without_quorum(world):
+    session = opened(world, session_of(world.thoracic), world.surgeon, world.oncologist)
     case, decision = discussed_case(world, session)
 
-    validated = services.decision_validate(
-        case=case, revision=decision.revision, by=by(world.coordinator)
+    asked = services.decision_request_without_quorum(
+        case=case,
+        revision=decision.revision,
+        reason="Radiothérapeute absente, décision urgente.",
+        by=by(world.coordinator),
+    )
+    # Asked, not validated: the decision waits for the second validator.
+    assert asked.validated_at is None
+    assert fresh(case).state == State.DISCUSSED
+    validated = services.decision_confirm_without_quorum(
+        case=case, revision=asked.revision, by=by(world.surgeon)
     )
 
+    assert validated.is_locked
     assert validated.quorum_status == "ORG-133"
+    assert validated.validated_without_quorum is True
+    assert validated.without_quorum_reason == "Radiothérapeute absente, décision urgente."
+    assert validated.validated_by == world.coordinator.user
+    assert validated.second_validator == world.surgeon.user
     assert len(validated.attendees) == 2
     assert fresh(case).state == State.VALIDATED
+    # Both steps are on the patient's trail, with the reason and the two validators.
+    details = [e.detail for e in patient_trail(case).order_by("pk")]
+    assert {"without_quorum": "asked"}.items() <= details[-2].items()
+    assert details[-1]["without_quorum"] == "confirmed"
+    assert details[-1]["first_validator"] == world.coordinator.user.pk
+
+
+def test_the_first_validator_cannot_be_the_second(world):
+    session = opened(world, session_of(world.thoracic), world.surgeon, world.oncologist)
+    case, decision = discussed_case(world, session)
+    asked = services.decision_request_without_quorum(
+        case=case, revision=decision.revision, reason="Urgence.", by=by(world.coordinator)
+    )
+
+    with pytest.raises(RcpError, match="another chair or coordinator"):
+        services.decision_confirm_without_quorum(
+            case=case, revision=asked.revision, by=by(world.coordinator)
+        )
+    with pytest.raises(RcpError, match="Only the chair or a coordinator"):
+        services.decision_confirm_without_quorum(
+            case=case, revision=asked.revision, by=by(world.oncologist)
+        )
+
+    assert fresh(decision).validated_at is None
+    assert fresh(case).state == State.DISCUSSED
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_a_validation_without_quorum_needs_a_reason(world, reason):
+    session = opened(world, session_of(world.thoracic), world.surgeon)
+    case, decision = discussed_case(world, session)
+
+    with pytest.raises(RcpError, match="Say why"):
+        services.decision_request_without_quorum(
+            case=case, revision=decision.revision, reason=reason, by=by(world.coordinator)
+        )
+
+    assert fresh(decision).without_quorum_reason == ""
+    assert fresh(decision).validated_by is None
+
+
+def test_with_the_quorum_there_is_no_validation_without_it(world):
+    session = quorate(world, session_of(world.thoracic))
+    case, decision = discussed_case(world, session)
+
+    with pytest.raises(RcpError, match="validate the decision normally"):
+        services.decision_request_without_quorum(
+            case=case, revision=decision.revision, reason="Urgence.", by=by(world.coordinator)
+        )
+
+
+def test_an_edit_of_the_proposal_withdraws_a_pending_validation_without_quorum(world):
+    session = opened(world, session_of(world.thoracic), world.surgeon)
+    case, decision = discussed_case(world, session)
+    asked = services.decision_request_without_quorum(
+        case=case, revision=decision.revision, reason="Urgence.", by=by(world.coordinator)
+    )
+
+    edited = services.decision_save(
+        case=case, revision=asked.revision, by=by(world.oncologist), proposal="Autre chose."
+    )
+
+    # The second validator would otherwise confirm a text the first never saw.
+    assert (edited.validated_by, edited.without_quorum_reason) == (None, "")
+    with pytest.raises(RcpError, match="Nobody asked"):
+        services.decision_confirm_without_quorum(
+            case=case, revision=edited.revision, by=by(world.surgeon)
+        )
+    assert fresh(decision).validated_at is None
+
+
+def test_no_validation_before_the_session_is_opened(world):
+    # Quorum seated, but the session is planned for next week and nobody opened it.
+    session = session_of(world.thoracic)
+    arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
+    case, decision = discussed_case(world, session)
+
+    for attempt in (
+        lambda: services.decision_validate(
+            case=case, revision=decision.revision, by=by(world.surgeon)
+        ),
+        lambda: services.decision_request_without_quorum(
+            case=case, revision=decision.revision, reason="Urgence.", by=by(world.surgeon)
+        ),
+    ):
+        with pytest.raises(RcpError, match="has not been opened"):
+            attempt()
+
+    assert fresh(decision).validated_at is None
+    assert fresh(case).state == State.DISCUSSED
 
 
 def test_an_empty_proposal_is_not_validated(world):
@@ -864,7 +990,7 @@ def test_an_empty_proposal_is_not_validated(world):
 
 
 def test_a_registered_case_is_validated_without_being_discussed(world):
-    case = case_on_agenda(world, session_of(world.thoracic))
+    case = case_on_agenda(world, quorate(world, session_of(world.thoracic)))
     services.case_register(case=case, by=by(world.coordinator))
     decision = services.decision_save(
         case=case, revision=None, by=by(world.coordinator), proposal="Lobectomie (référentiel)."
@@ -890,7 +1016,7 @@ def test_the_case_data_is_frozen_once_discussed(world):
 
 
 def test_a_validated_decision_cannot_be_edited_without_a_new_version(world):
-    case, decision = discussed_case(world, session_of(world.thoracic))
+    case, decision = discussed_case(world, quorate(world, session_of(world.thoracic)))
     services.decision_validate(case=case, revision=decision.revision, by=by(world.surgeon))
     validated = fresh(decision)
 
@@ -906,7 +1032,7 @@ def test_a_validated_decision_cannot_be_edited_without_a_new_version(world):
 
 @pytest.mark.parametrize("reason", ["", "   "])
 def test_a_new_version_needs_a_reason(world, reason):
-    case, decision = discussed_case(world, session_of(world.thoracic))
+    case, decision = discussed_case(world, quorate(world, session_of(world.thoracic)))
     services.decision_validate(case=case, revision=decision.revision, by=by(world.surgeon))
 
     with pytest.raises(RcpError):
@@ -916,8 +1042,7 @@ def test_a_new_version_needs_a_reason(world, reason):
 
 
 def test_a_new_version_starts_from_the_validated_one_which_stays_as_it_was(world):
-    session = session_of(world.thoracic)
-    arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
+    session = quorate(world, session_of(world.thoracic))
     case, decision = discussed_case(world, session)
     services.decision_validate(case=case, revision=decision.revision, by=by(world.surgeon))
     v1 = fresh(decision)
@@ -989,8 +1114,8 @@ def test_a_weekly_series_gives_sessions_a_week_apart_each_with_its_deadline(worl
 
 
 def test_a_weekly_meeting_keeps_its_paris_time_when_the_clocks_change(world):
-    # Summer time ends on 25 October 2026.
-    first = dt.datetime(2026, 10, 15, 18, 0, tzinfo=PARIS)
+    # Summer time ends on 31 October 2027.
+    first = dt.datetime(2027, 10, 21, 18, 0, tzinfo=PARIS)
 
     services.sessions_schedule(
         committee=world.thoracic,
@@ -1002,9 +1127,9 @@ def test_a_weekly_meeting_keeps_its_paris_time_when_the_clocks_change(world):
 
     local = [timezone.localtime(s.starts_at, PARIS) for s in scheduled(world.thoracic)]
     assert [(m.date(), m.hour) for m in local] == [
-        (dt.date(2026, 10, 15), 18),
-        (dt.date(2026, 10, 22), 18),
-        (dt.date(2026, 10, 29), 18),
+        (dt.date(2027, 10, 21), 18),
+        (dt.date(2027, 10, 28), 18),
+        (dt.date(2027, 11, 4), 18),
     ]
 
 
@@ -1032,8 +1157,8 @@ def test_an_every_other_week_series(world):
     [
         # Every first Thursday, across the new year.
         (
-            dt.datetime(2026, 11, 5, 18, 0, tzinfo=PARIS),
-            [dt.date(2026, 11, 5), dt.date(2026, 12, 3), dt.date(2027, 1, 7), dt.date(2027, 2, 4)],
+            dt.datetime(2027, 11, 4, 18, 0, tzinfo=PARIS),
+            [dt.date(2027, 11, 4), dt.date(2027, 12, 2), dt.date(2028, 1, 6), dt.date(2028, 2, 3)],
         ),
         # Every third Tuesday.
         (
@@ -1227,8 +1352,7 @@ def test_a_second_postponement_from_an_outdated_page_is_refused_and_counts_nothi
 
 
 def test_a_session_closed_meanwhile_is_not_closed_twice(world):
-    session = session_of(world.thoracic)
-    services.session_open(session=session)
+    session = opened(world, session_of(world.thoracic))
     chairs_page = fresh(session)
     services.session_close(session=fresh(session), by=by(world.coordinator))
     closings = AuditEvent.objects.filter(object_type="rcp.session", object_id=str(session.pk))
@@ -1236,16 +1360,16 @@ def test_a_session_closed_meanwhile_is_not_closed_twice(world):
     with pytest.raises(StaleEdit, match="changed meanwhile"):
         services.session_close(session=chairs_page, by=by(world.surgeon))
 
-    assert closings.count() == 1
-    assert fresh(session).status == Session.Status.CLOSED
+    assert closings.filter(detail__rcp_session="closed").count() == 1
+    # Nothing was discussed in it: closed, the meeting did not take place.
+    assert fresh(session).status == Session.Status.NOT_HELD
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_chair_and_the_coordinator_validating_at_once_validate_once_on_postgresql(world):
     if connection.vendor != "postgresql":
         pytest.skip("runs on the production shape: DATABASE_URL=postgres://...")
-    session = session_of(world.thoracic)
-    arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
+    session = quorate(world, session_of(world.thoracic))
     case, decision = discussed_case(world, session)
     events = patient_trail(case).count()
     chairs_page, coordinators_page = fresh(case), fresh(case)
