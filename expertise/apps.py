@@ -11,3 +11,10 @@ class ExpertiseConfig(AppConfig):
         from expertise.demo import seed
 
         return seed(stdout=stdout)
+
+    def patient_panel(self, *, user, patient):
+        """The patient's tele-expertise requests that ``user`` may open, for the patient
+        page (asked by portal.selectors.patient_panels, which must not import this app)."""
+        from expertise.patient_panel import patient_panel
+
+        return patient_panel(user=user, patient=patient)

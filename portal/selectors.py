@@ -1,7 +1,9 @@
 """Reads of the shared domain. Object permissions are queryset filters, never Python loops."""
 
 import datetime as dt
+from dataclasses import dataclass
 
+from django.apps import apps
 from django.core.cache import cache
 from django.db.models import Case, Prefetch, Q, QuerySet, Value, When
 from guardian.shortcuts import get_objects_for_user
@@ -161,3 +163,37 @@ def patient_access_report(*, patient: Patient) -> QuerySet[AuditEvent]:
 
 def unread_notification_count(*, user) -> int:
     return Notification.objects.filter(recipient=user, read_at__isnull=True).count()
+
+
+# --- The patient page -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientPanel:
+    """A panel a higher app adds to the patient page (its RCP cases, its requests)."""
+
+    order: int
+    template: str
+    context: dict
+
+
+def patient_panels(*, user, patient: Patient) -> list[PatientPanel]:
+    """The panels of ``patient``'s page for ``user``, from the apps that have one.
+
+    portal is the lowest layer and cannot import rcp or expertise: like ``seed_demo``, each
+    app's AppConfig answers ``patient_panel(user=, patient=)`` with a :class:`PatientPanel`
+    (built from its own visibility selector, so it shows only what ``user`` may open) or None,
+    in a constant number of queries.
+    """
+    panels = []
+    for config in apps.get_app_configs():
+        build = getattr(config, "patient_panel", None)
+        panel = build(user=user, patient=patient) if build else None
+        if panel is not None:
+            panels.append(panel)
+    return sorted(panels, key=lambda panel: panel.order)
+
+
+def age_on(birth_date: dt.date, day: dt.date) -> int:
+    """Age in whole years on ``day`` (a 29 February birthday comes on 1 March)."""
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))

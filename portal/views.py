@@ -21,6 +21,7 @@ from portal.access import (
 )
 from portal.audit import Actor
 from portal.forms import (
+from portal.communes import birth_place_label, commune_name
     AuditFilterForm,
     CareTeamAddForm,
     CareTeamEndForm,
@@ -162,11 +163,17 @@ def patient_detail(request, patient_id):
     )
 
 
+    age = selectors.age_on(patient.birth_date, timezone.localdate())
 @patient_data_view
 @require_POST
 def care_team_add(request, patient_id):
     patient = get_patient_for_user(request, patient_id)
     form = CareTeamAddForm(
+            "age": age,
+            "birth_place": birth_place_label(patient.birth_place_code),
+            "birth_place_is_commune": commune_name(patient.birth_place_code) is not None,
+            # The RCP cases and tele-expertise requests the reader may open (rcp, expertise).
+            "panels": selectors.patient_panels(user=request.user, patient=patient),
         request.POST, professionals=selectors.professionals_for_care_team(patient=patient)
     )
     if not form.is_valid():

@@ -11,3 +11,10 @@ class RcpConfig(AppConfig):
         from rcp.demo import seed
 
         return seed(stdout=stdout)
+
+    def patient_panel(self, *, user, patient):
+        """The patient's RCP cases that ``user`` may open, for the patient page (asked by
+        portal.selectors.patient_panels, which must not import this app)."""
+        from rcp.patient_panel import patient_panel
+
+        return patient_panel(user=user, patient=patient)
