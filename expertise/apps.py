@@ -12,6 +12,15 @@ class ExpertiseConfig(AppConfig):
 
         return seed(stdout=stdout)
 
+    def read_only_patient_grant(self, user):
+        """The patients whose request ``user`` has claimed and not answered yet: the expert
+        reads their imaging dossier, priors included, for the tele-expertise (asked by
+        portal.access, which must not import this app)."""
+        from expertise.selectors import patients_under_expertise_of
+        from portal.models import AuditPurpose
+
+        return AuditPurpose.EXPERTISE, patients_under_expertise_of(user)
+
     def patient_panel(self, *, user, patient):
         """The patient's tele-expertise requests that ``user`` may open, for the patient
         page (asked by portal.selectors.patient_panels, which must not import this app)."""

@@ -279,3 +279,32 @@ class ReviewForm(forms.Form):
     def __init__(self, *args, studies, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["study"].queryset = studies
+
+
+class SignatureForm(forms.Form):
+    """The confirmation step of signing: the password (and the second factor's code when the
+    account has one) stands for the signature."""
+
+    revision = forms.IntegerField(widget=forms.HiddenInput)
+    password = forms.CharField(
+        label=_("Your password"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    code = forms.CharField(
+        label=_("The code of your authenticator app"),
+        required=False,
+        max_length=12,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "size": 8}
+        ),
+    )
+
+    def __init__(self, *args, needs_code: bool, needs_password: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not needs_password:  # an SSO account signs with its second factor
+            del self.fields["password"]
+        if needs_code:
+            self.fields["code"].required = True
+        else:
+            del self.fields["code"]

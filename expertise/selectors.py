@@ -70,6 +70,20 @@ def studies_shared_with_experts(user):
     return answering.exclude(studies=None).values("studies")
 
 
+# A request is the expert's while claimed: from the claim until the report is signed (or the
+# request declined, cancelled). These are the states the claim lasts in.
+CLAIMED_STATES = (State.ACCEPTED, State.INFO_REQUESTED)
+
+
+def patients_under_expertise_of(user):
+    """Patient ids of the requests ``user`` has claimed and not answered yet: for that time
+    the expert reads the patient's imaging dossier across establishments (the priors), read
+    only. Every change of a request's state forgets the cached grants (services._move)."""
+    if not getattr(user, "is_authenticated", False):
+        return Request.objects.none().values("patient_id")
+    return Request.objects.filter(expert=user, state__in=CLAIMED_STATES).values("patient_id")
+
+
 def _with_list_columns(requests: QuerySet[Request]) -> QuerySet[Request]:
     return requests.select_related(
         "patient", "pool__establishment", "requester__professional", "expert__professional"
@@ -142,3 +156,10 @@ def pools_for_request_form() -> QuerySet[Pool]:
         .prefetch_related(Prefetch("memberships", queryset=experts, to_attr="experts"))
         .order_by("specialty", "name")
     )
+
+
+def patient_initials(patient) -> str:
+    """ "J. D." for the signature's summary: enough to recognise the patient, no more."""
+    first = (patient.used_first_name or patient.first_names or "").strip()[:1]
+    last = (patient.used_name or patient.birth_name or "").strip()[:1]
+    return " ".join(f"{letter.upper()}." for letter in (first, last) if letter)

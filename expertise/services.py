@@ -601,7 +601,9 @@ def report_digest(report: Report) -> str:
 
 def report_sign_and_send(*, request: Request, by: Actor, revision: int) -> Report:
     """The expert signs the report as saved at ``revision``: it is locked, the request is
-    answered, the acts are recorded and the PDF is made and sent to the requester and the GP."""
+    answered, the acts are recorded and the PDF is queued (made after commit, by Celery, and
+    sent to the requester and the GP once ready). Pages call :func:`report_sign_confirmed`,
+    which checks the signature first."""
     _require_expert(request, by)
     _require(
         request.state == State.ACCEPTED,
@@ -635,6 +637,84 @@ def report_sign_and_send(*, request: Request, by: Actor, revision: int) -> Repor
 
         request_report_pdf(report=report)
     return report
+
+
+# --- The signature ------------------------------------------------------------------------------
+
+# Wrong signatures in a row before signing is refused for a while (a stolen open session must
+# not be a password-guessing oracle).
+SIGNATURE_MAX_FAILURES = 5
+SIGNATURE_LOCK_SECONDS = 15 * 60
+
+
+class SignatureRefused(ExpertiseError):
+    """The password (or the second factor's code) given as the signature is wrong."""
+
+
+def signature_needs_code(user) -> bool:
+    """True when the account has a TOTP second factor (allauth.mfa): the signature then asks
+    for its current code as well as the password."""
+    from allauth.mfa.models import Authenticator
+
+    return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+
+def _signature_failures_key(user) -> str:
+    return f"expertise-signature-failures:{user.pk}"
+
+
+def _signature_valid(user, *, password: str, code: str) -> bool:
+    from allauth.mfa.models import Authenticator
+    from allauth.mfa.totp.internal.auth import TOTP
+
+    totp = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+    if user.has_usable_password():
+        if not (password and user.check_password(password)):
+            return False  # the code is not spent on a wrong password
+    elif totp is None:
+        return False  # nothing to sign with (an SSO account without a second factor)
+    if totp is not None:
+        return bool(code.strip()) and TOTP(totp).validate_code(code.strip())
+    return True
+
+
+def report_sign_confirmed(
+    *, request: Request, by: Actor, revision: int, password: str, code: str = ""
+) -> Report:
+    """The expert signs with their password (and their second factor's code when the account
+    has one), re-entered on the confirmation step: a wrong one refuses, changes nothing and
+    is audited against the patient; then :func:`report_sign_and_send`."""
+    from django.core.cache import cache
+
+    _require_expert(request, by)
+    key = _signature_failures_key(by.user)
+    if (cache.get(key) or 0) >= SIGNATURE_MAX_FAILURES:
+        raise SignatureRefused(
+            _("Too many wrong signatures: wait a quarter of an hour before signing again.")
+        )
+    if not _signature_valid(by.user, password=password, code=code):
+        cache.add(key, 0, timeout=SIGNATURE_LOCK_SECONDS)
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, timeout=SIGNATURE_LOCK_SECONDS)
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.USER_AUTHENTICATION,
+            action=audit.AuditAction.EXECUTE,
+            outcome=audit.AuditOutcome.MINOR_FAILURE,
+            obj=request,
+            patient=request.patient,
+            purpose=AuditPurpose.EXPERTISE,
+            detail={"expertise": "report signature refused"},
+        )
+        raise SignatureRefused(
+            _("The password or the code is wrong: the report was not signed.")
+            if signature_needs_code(by.user)
+            else _("The password is wrong: the report was not signed.")
+        )
+    cache.delete(key)
+    return report_sign_and_send(request=request, by=by, revision=revision)
 
 
 def request_close(*, request: Request, by: Actor, outcome: str) -> Request:

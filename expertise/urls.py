@@ -22,6 +22,7 @@ urlpatterns = [
     path(R + "messages/", views.message_post, name="expertise-message-post"),
     path(R + "compte-rendu/", views.report_save, name="expertise-report-save"),
     path(R + "compte-rendu/signer/", views.report_sign, name="expertise-report-sign"),
+    path(R + "compte-rendu/confirmer/", views.report_confirm, name="expertise-report-confirm"),
     path(R + "cloturer/", views.request_close, name="expertise-request-close"),
     path(R + "annuler/", views.request_cancel, name="expertise-request-cancel"),
     path(R + "reprendre/", views.request_redraft, name="expertise-request-redraft"),

@@ -22,13 +22,14 @@ from expertise.forms import (
     RequestEditForm,
     RequestForm,
     ReviewForm,
+    SignatureForm,
 )
 from expertise.indicators import may_see_indicators
-from expertise.models import Report, Request
+from expertise.models import Act, Message, Report, Request
 from imaging.models import ReviewRoom
 from imaging.selectors import studies_visible_to
 from portal import audit
-from portal.access import get_patient_for_user, record_refusal
+from portal.access import get_patient_for_user, may_open_patient, record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -293,6 +294,15 @@ def _detail_context(request, found: Request) -> dict:
     can_write_report = is_expert and found.state in (State.ACCEPTED, State.INFO_REQUESTED)
     is_coordinator = services.is_pool_coordinator(pool=found.pool, user=user)
     studies = list(found.studies.all().order_by("-study_date", "-pk"))
+    # Links lead only where the access helpers let this user in (a coordinator follows the
+    # delays, not the images): the others are shown as plain text.
+    viewable = set(
+        studies_visible_to(user)
+        .filter(pk__in=[study.pk for study in studies])
+        .values_list("pk", flat=True)
+    )
+    for study in studies:
+        study.may_view = study.pk in viewable
     room = ReviewRoom.objects.filter(expertise_request=found, closed_at__isnull=True).first()
     from expertise.pdf import report_outputs
 
@@ -312,6 +322,7 @@ def _detail_context(request, found: Request) -> dict:
         and found.state in (State.SENT, State.ACCEPTED, State.INFO_REQUESTED)
         and services.annual_limit_reached(found, expert=user),
         "studies": studies,
+        "may_open_dossier": may_open_patient(user, found.patient_id, read_only=True),
         "attachments": list(found.attachments.filter(message__isnull=True)),
         "thread": list(
             found.messages.select_related("author__professional").prefetch_related("attachments")
@@ -346,20 +357,24 @@ def request_detail(request, request_id):
     return render(request, "expertise/request.html", _detail_context(request, found))
 
 
-def _act(request, found: Request, action):
-    """Run ``action(actor)`` for a request fetched through its helper; refusals are messages."""
+def _act(request, found: Request, action, *, success):
+    """Run ``action(actor)`` for a request fetched through its helper; refusals are error
+    messages, and every action done says so (``success``: a text, or a function of what the
+    action returned)."""
     try:
-        action(Actor.from_request(request))
+        result = action(Actor.from_request(request))
     except services.ExpertiseError as error:
         messages.error(request, str(error))
+    else:
+        messages.success(request, success(result) if callable(success) else success)
     return _to_request(found)
 
 
-def _with_form(request, found, form, action):
+def _with_form(request, found, form, action, *, success):
     if not form.is_valid():
         messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
         return _to_request(found)
-    return _act(request, found, lambda by: action(by, form.cleaned_data))
+    return _act(request, found, lambda by: action(by, form.cleaned_data), success=success)
 
 
 @patient_data_view
@@ -374,6 +389,7 @@ def attachment_add(request, request_id):
         lambda by, data: services.attachment_add(
             request=found, by=by, kind=data["kind"], title=data["title"], upload=data["file"]
         ),
+        success=_("File attached to the draft."),
     )
 
 
@@ -406,14 +422,30 @@ def attachment_download(request, request_id, attachment_id):
 @require_POST
 def request_send(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _act(request, found, lambda by: services.request_send(request=found, by=by))
+    return _act(
+        request,
+        found,
+        lambda by: services.request_send(request=found, by=by),
+        success=lambda sent: (
+            _("Request sent to %(expert)s: you will be told when it is accepted.")
+            % {"expert": sent.expert.professional if sent.expert else sent.pool.name}
+        ),
+    )
 
 
 @patient_data_view
 @require_POST
 def request_claim(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _act(request, found, lambda by: services.request_claim(request=found, by=by))
+    return _act(
+        request,
+        found,
+        lambda by: services.request_claim(request=found, by=by),
+        success=_(
+            "You accepted the request: it is yours to answer. Until you answer, you can read the "
+            "patient's imaging dossier, priors included."
+        ),
+    )
 
 
 @patient_data_view
@@ -427,11 +459,16 @@ def request_decline(request, request_id):
         lambda by, data: services.request_decline(
             request=found, by=by, reason=data["reason"], to=data["to"]
         ),
+        success=lambda declined: (
+            _("Request declined: it went back to the pool for another expert.")
+            if declined.state == State.SENT
+            else _("Request declined: it went back to the requester.")
+        ),
     )
     # Declined back to the pool, the request may no longer be the expert's to see.
     if selectors.requests_visible_to(request.user).filter(pk=found.pk).exists():
         return response
-    messages.info(request, _("The request left your list."))
+    messages.info(request, _("The request left your list."))  # after the decline's message
     return redirect("expertise-home")
 
 
@@ -446,6 +483,7 @@ def request_ask(request, request_id):
         lambda by, data: services.request_ask_information(
             request=found, by=by, question=data["question"]
         ),
+        success=_("Question sent to the requester: the deadline pauses until the answer."),
     )
 
 
@@ -464,6 +502,11 @@ def message_post(request, request_id):
             body=data["body"],
             upload=data["file"],
             kind=data["kind"] or "document",
+        ),
+        success=lambda message: (
+            _("Information given: the request is back with the expert.")
+            if message.kind == Message.Kind.REPLY
+            else _("Message sent.")
         ),
     )
 
@@ -490,24 +533,114 @@ def report_save(request, request_id):
     return _to_request(found)
 
 
+def _signature_form(request, data=None, *, report=None):
+    user = request.user
+    return SignatureForm(
+        data,
+        initial={"revision": report.revision} if report else None,
+        needs_code=services.signature_needs_code(user),
+        needs_password=user.has_usable_password(),
+    )
+
+
+def _render_signature(request, found: Request, report: Report, form, *, status=200):
+    """The confirmation step: what is about to be signed, sent and billed."""
+    expert = getattr(request.user, "professional", None)
+    over_limit = services.annual_limit_reached(found, expert=request.user)
+    acts = [
+        {
+            "code": code,
+            "label": code.label,
+            "amount": Act.AMOUNT_CENTS[code] / 100,
+            "billable": not over_limit,
+        }
+        for code in (Act.Code.TE2, Act.Code.RQD)
+    ]
+    return render(
+        request,
+        "expertise/sign.html",
+        {
+            "found": found,
+            "report": report,
+            "form": form,
+            "initials": selectors.patient_initials(found.patient),
+            "acts": acts,
+            "over_limit": over_limit,
+            "signer": expert or request.user,
+            "needs_code": "code" in form.fields,
+        },
+        status=status,
+    )
+
+
+def _signable(request, found: Request) -> Report | None:
+    """The report the expert may sign now, or None (the reason told as a message)."""
+    report = Report.objects.filter(request=found).first()
+    if found.expert_id != request.user.pk:
+        messages.error(request, _("Only the expert answering this request can do this."))
+        return None
+    if found.state != State.ACCEPTED or report is None or report.is_locked:
+        messages.error(request, _("This request cannot be answered now."))
+        return None
+    missing = services.report_missing(report)
+    if missing:
+        messages.error(request, _("The report is not complete: ") + " ".join(missing))
+        return None
+    return report
+
+
+@patient_data_view
+@require_GET
+def report_confirm(request, request_id):
+    """Before signing: the summary of the report, and the password as the signature."""
+    found = get_request_for_user(request, request_id)
+    report = _signable(request, found)
+    if report is None:
+        return _to_request(found)
+    _audit_read(request, found, found.patient, view="tele-expertise report signature")
+    return _render_signature(request, found, report, _signature_form(request, report=report))
+
+
 @patient_data_view
 @require_POST
 def report_sign(request, request_id):
+    """Sign with the password re-entered; the page answers at once, the PDF is made by Celery
+    after commit and its progress shows on the request's page."""
     found = get_request_for_user(request, request_id)
+    report = Report.objects.filter(request=found).first()
+    form = _signature_form(request, request.POST)
+    if not form.is_valid():
+        if "revision" in form.errors or report is None:
+            messages.error(request, _("Save the report before signing it."))
+            return _to_request(found)
+        messages.error(request, _("Enter your password to sign."))
+        return _render_signature(request, found, report, form, status=400)
+    data = form.cleaned_data
     try:
-        revision = int(request.POST.get("revision", ""))
-    except ValueError:
-        messages.error(request, _("Save the report before signing it."))
+        services.report_sign_confirmed(
+            request=found,
+            by=Actor.from_request(request),
+            revision=data["revision"],
+            password=data.get("password", ""),
+            code=data.get("code", ""),
+        )
+    except services.SignatureRefused as error:
+        messages.error(request, str(error))
+        # Nothing was signed: the same step again, the password field empty.
+        return _render_signature(
+            request, found, report, _signature_form(request, report=report), status=400
+        )
+    except services.ExpertiseError as error:
+        messages.error(request, str(error))
         return _to_request(found)
-    response = _act(
+    messages.success(
         request,
-        found,
-        lambda by: services.report_sign_and_send(request=found, by=by, revision=revision),
+        _(
+            "Report signed. Its PDF is being made: the requester and the patient's GP receive "
+            "it as soon as it is ready."
+        ),
     )
-    found.refresh_from_db()
-    if found.state == State.ANSWERED:
-        messages.success(request, _("Report signed and sent to the requester and the GP."))
-    return response
+    return _to_request(found)
 
 
 @patient_data_view
@@ -519,6 +652,7 @@ def request_close(request, request_id):
         found,
         CloseForm(request.POST),
         lambda by, data: services.request_close(request=found, by=by, outcome=data["outcome"]),
+        success=_("Request closed. Thank you for saying whether it avoided a referral."),
     )
 
 
@@ -531,6 +665,7 @@ def request_cancel(request, request_id):
         found,
         ReasonForm(request.POST),
         lambda by, data: services.request_cancel(request=found, by=by, reason=data["reason"]),
+        success=_("Request cancelled."),
     )
 
 
@@ -538,7 +673,12 @@ def request_cancel(request, request_id):
 @require_POST
 def request_redraft(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _act(request, found, lambda by: services.request_redraft(request=found, by=by))
+    return _act(
+        request,
+        found,
+        lambda by: services.request_redraft(request=found, by=by),
+        success=_("The request is a draft again: change it, then send it."),
+    )
 
 
 @patient_data_view
@@ -556,4 +696,5 @@ def review_start(request, request_id):
     except services.ExpertiseError as error:
         messages.error(request, str(error))
         return _to_request(found)
+    messages.success(request, _("Live review open: the other doctor is invited to join."))
     return redirect("review-room", room_id=room.pk)

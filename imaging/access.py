@@ -3,14 +3,30 @@
 from django.http import Http404
 
 from imaging.models import IngestBatch, ReviewRoom, Study, StudyReport
-from imaging.selectors import studies_visible_to
+from imaging.selectors import read_only_study, studies_visible_to
 from portal.access import get_patient_for_user, patient_of, record_refusal
 from portal.audit import Actor
+from portal.models import AuditPurpose
 
 
-def get_study_for_user(request, study_id):
-    """The study ``study_id`` if ``request.user`` may see it, else 404."""
-    study = studies_visible_to(request.user).filter(pk=study_id).select_related("patient").first()
+def get_study_for_user(request, study_id, *, read_only: bool = False):
+    """The study ``study_id`` if ``request.user`` may see it, else 404.
+
+    ``read_only=True`` (the viewer) also lets in a read-only grant (the priors of a patient
+    whose tele-expertise request the user claimed); ``study.access_purpose`` says what the
+    page audits and ``study.access_read_only`` whether it may only be looked at."""
+    study = (
+        studies_visible_to(request.user, include_read_only=False)
+        .filter(pk=study_id)
+        .select_related("patient")
+        .first()
+    )
+    purpose, only_reading = AuditPurpose.CARE, False
+    if study is None and read_only:
+        study, purpose = read_only_study(request.user, study_id)
+        only_reading = True
+    if study is not None:
+        study.access_purpose, study.access_read_only = purpose, only_reading
     if study is None:
         record_refusal(
             actor=Actor.from_request(request),
@@ -40,7 +56,8 @@ def get_ingest_batch_for_user(request, patient_id, batch_id) -> IngestBatch:
 
 
 def get_study_report_for_user(request, patient_id, report_id) -> StudyReport:
-    patient = get_patient_for_user(request, patient_id)
+    """A report of one of the patient's studies (read: a read-only grant is enough)."""
+    patient = get_patient_for_user(request, patient_id, read_only=True)
     report = (
         StudyReport.objects.filter(pk=report_id, study__patient=patient)
         .filter(study__in=studies_visible_to(request.user))
@@ -55,6 +72,7 @@ def get_study_report_for_user(request, patient_id, report_id) -> StudyReport:
             patient=patient,
         )
         raise Http404
+    report.access_purpose = patient.access_purpose
     return report
 
 

@@ -3,22 +3,56 @@
 from django.db.models import Prefetch, Q, QuerySet
 
 from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
+from portal.access import read_only_patient_grants
 from portal.models import Patient
 from portal.selectors import patients_visible_to
 
 
-def studies_visible_to(user) -> QuerySet[Study]:
+def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Study]:
     """Studies of a patient the user may see, those attached to an RCP case of a committee
     the user sits on (the meeting reviews them), and those attached to a tele-expertise
-    request routed to the user (the expert answers on them)."""
+    request routed to the user (the expert answers on them).
+
+    ``include_read_only`` adds the studies of the patients of the user's read-only grants
+    (portal.access: the expert who claimed a request reads the patient's priors): right for
+    reading (the viewer, DICOMweb), wrong for anything that changes or shares (a review room,
+    an external viewer link), which pass False."""
     from expertise.selectors import studies_shared_with_experts
     from rcp.selectors import studies_shared_with_committees
 
-    return Study.objects.filter(identity=StudyIdentity.MATCHED).filter(
+    condition = (
         Q(patient__in=patients_visible_to(user))
         | Q(pk__in=studies_shared_with_committees(user))
         | Q(pk__in=studies_shared_with_experts(user))
     )
+    if include_read_only:
+        condition |= read_only_studies_condition(user)
+    return Study.objects.filter(identity=StudyIdentity.MATCHED).filter(condition)
+
+
+def read_only_studies_condition(user) -> Q:
+    """The studies of the patients ``user`` reads under a read-only grant (none: an empty
+    condition that matches nothing)."""
+    condition = Q(pk__in=[])
+    for _purpose, patient_ids in read_only_patient_grants(user):
+        condition |= Q(patient__in=patient_ids)
+    return condition
+
+
+def read_only_study(user, study_id) -> tuple[Study | None, str]:
+    """The study ``study_id`` if ``user`` reads it under a read-only grant, with the grant's
+    purpose (the audit says why the study was opened)."""
+    for purpose, patient_ids in read_only_patient_grants(user):
+        study = (
+            Study.objects.filter(
+                pk=study_id, identity=StudyIdentity.MATCHED, patient__in=patient_ids
+            )
+            .select_related("patient")
+            .first()
+        )
+        if study is not None:
+            return study, purpose
+    return None, ""
 
 
 def patient_studies(*, patient: Patient) -> QuerySet[Study]:

@@ -28,6 +28,7 @@ from imaging.models import ArchiveSync, IngestBatch
 from imaging.tasks import ingest_batch, patient_studies_sync
 from portal import audit
 from portal.access import get_patient_for_user
+from portal.access import may_open_patient as may_open_patient_record
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -55,14 +56,16 @@ def _request_sync_if_stale(patient) -> ArchiveSync:
 
 @patient_data_view
 def patient_dossier(request, patient_id):
-    patient = get_patient_for_user(request, patient_id)
+    # Reading only: the expert who claimed a tele-expertise request reads the priors too
+    # (the page then offers no import and no link to share).
+    patient = get_patient_for_user(request, patient_id, read_only=True)
     audit.record(
         actor=Actor.from_request(request),
         event=audit.AuditEventId.PATIENT_RECORD,
         action=audit.AuditAction.READ,
         obj=patient,
-        purpose=AuditPurpose.CARE,
-        detail={"view": "imaging dossier"},
+        purpose=patient.access_purpose,
+        detail={"view": "imaging dossier", "read_only": patient.access_read_only},
     )
     sync = _request_sync_if_stale(patient)
     studies = list(selectors.patient_studies(patient=patient))
@@ -77,6 +80,8 @@ def patient_dossier(request, patient_id):
             "sync": sync,
             "batches": selectors.ingest_batches_of(user=request.user, patient=patient)[:5],
             "max_upload_mb": settings.INGEST_MAX_UPLOAD_BYTES // 1024**2,
+            "read_only": patient.access_read_only,
+            "may_open_patient": not patient.access_read_only,
         },
     )
 
@@ -160,7 +165,7 @@ def study_report_pdf(request, patient_id, report_id):
         action=audit.AuditAction.READ,
         obj=report,
         patient=report.study.patient,
-        purpose=AuditPurpose.CARE,
+        purpose=report.access_purpose,
         detail={"view": "study report"},
     )
     response = HttpResponse(document, content_type="application/pdf")
@@ -209,6 +214,10 @@ def viewer_link_create(request, study_id):
             "base": base,
             "weasis": weasis,
             "external": external,
+            # A committee member sees the case's study, not necessarily the patient's dossier.
+            "may_open_dossier": may_open_patient_record(
+                request.user, study.patient_id, read_only=True
+            ),
         },
     )
 
@@ -230,16 +239,18 @@ def viewer_link_revoke(request, token_id):
 @require_GET
 def study_viewer(request, study_id):
     """The embedded viewer, full page, on one study (and the patient's priors to compare)."""
-    study = get_study_for_user(request, study_id)
+    study = get_study_for_user(request, study_id, read_only=True)
     audit.record(
         actor=Actor.from_request(request),
         event=audit.AuditEventId.INSTANCES_ACCESSED,
         action=audit.AuditAction.READ,
         obj=study,
         patient=study.patient,
-        purpose=AuditPurpose.CARE,
-        detail={"view": "viewer"},
+        purpose=study.access_purpose,
+        detail={"view": "viewer", "read_only": study.access_read_only},
     )
+    # The breadcrumbs link only where the same access helpers would let the user in.
+    may_open_patient = may_open_patient_record(request.user, study.patient_id)
     return render(
         request,
         "imaging/viewer.html",
@@ -248,7 +259,12 @@ def study_viewer(request, study_id):
             "patient": study.patient,
             "viewer": selectors.viewer_config(study=study, user=request.user),
             "rooms": review.review_rooms_of_study(user=request.user, study=study),
-            "room_form": ReviewRoomForm(study=study, user=request.user),
+            "room_form": None
+            if study.access_read_only
+            else ReviewRoomForm(study=study, user=request.user),
+            "may_open_patient": may_open_patient,
+            "may_open_dossier": may_open_patient
+            or may_open_patient_record(request.user, study.patient_id, read_only=True),
         },
     )
 

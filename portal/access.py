@@ -5,6 +5,7 @@ Every view and consumer that takes an object id goes through its helper. An outs
 exists, the refusal names its patient, so it shows in that patient's access report.
 """
 
+from django.apps import apps
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -50,13 +51,74 @@ def patient_of(objects: QuerySet, *paths: str) -> Patient | None:
     return Patient.objects.filter(condition).order_by().first()
 
 
-def get_patient_for_user(request, patient_id, *, purpose: str = AuditPurpose.CARE) -> Patient:
-    """The patient ``patient_id`` if ``request.user`` may open it for ``purpose``, else 404."""
+# --- Read-only grants of the higher apps -------------------------------------------------------
+#
+# An app may let some users READ some patients' records for a while without a care
+# relationship (the expert who claimed a tele-expertise request reads the patient's imaging
+# dossier until the request is answered). portal must not import those apps: each declares
+# its grant on its AppConfig, ``read_only_patient_grant(user) -> (purpose, patient ids)``, the
+# way ``seed_demo`` is declared, and this module asks every installed app.
+
+
+def read_only_patient_grants(user) -> list[tuple[str, QuerySet]]:
+    """(purpose, patient-id queryset) of every read-only grant ``user`` holds now."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return [
+        config.read_only_patient_grant(user)
+        for config in apps.get_app_configs()
+        if hasattr(config, "read_only_patient_grant")
+    ]
+
+
+def patients_readable_by(user) -> QuerySet[Patient]:
+    """Patients ``user`` may read: those of its care relationships and of its read-only
+    grants (never a write: upload, care team, RCP stay with get_patient_for_user)."""
+    condition = Q(pk__in=patients_visible_to(user).values("pk"))
+    for _purpose, patient_ids in read_only_patient_grants(user):
+        condition |= Q(pk__in=patient_ids)
+    return Patient.objects.filter(condition)
+
+
+def _patient_and_purpose(user, pk: int, *, purpose: str, read_only: bool):
+    """(patient or None, the purpose it is open for, whether only for reading)."""
+    patient = patients_visible_to(user, purpose=purpose).filter(pk=pk).first()
+    if patient is not None or not read_only:
+        return patient, purpose, False
+    for grant_purpose, patient_ids in read_only_patient_grants(user):
+        patient = Patient.objects.filter(pk=pk, pk__in=patient_ids).first()
+        if patient is not None:
+            return patient, grant_purpose, True
+    return None, purpose, False
+
+
+def may_open_patient(user, patient_id, *, read_only: bool = False) -> bool:
+    """What get_patient_for_user would answer, for deciding whether to show a link."""
+    patient, _purpose, _only_reading = _patient_and_purpose(
+        user, patient_id, purpose=AuditPurpose.CARE, read_only=read_only
+    )
+    return patient is not None
+
+
+def get_patient_for_user(
+    request, patient_id, *, purpose: str = AuditPurpose.CARE, read_only: bool = False
+) -> Patient:
+    """The patient ``patient_id`` if ``request.user`` may open it for ``purpose``, else 404.
+
+    ``read_only=True`` (pages that only read) also lets in a read-only grant of another app;
+    the patient's ``access_purpose`` then says which, for the page's audit event, and
+    ``access_read_only`` is True. Pages that change anything leave it False.
+    """
     try:
         pk = int(patient_id)
     except (TypeError, ValueError):
         raise Http404 from None
-    patient = patients_visible_to(request.user, purpose=purpose).filter(pk=pk).first()
+    patient, granted_for, only_reading = _patient_and_purpose(
+        request.user, pk, purpose=purpose, read_only=read_only
+    )
+    if patient is not None:
+        patient.access_purpose = granted_for
+        patient.access_read_only = only_reading
     if patient is None:
         record_refusal(
             actor=Actor.from_request(request),

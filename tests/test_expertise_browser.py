@@ -14,7 +14,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from pypdf import PdfReader
 
-from tests.test_demo_browser import ARTIFACTS, browser, demo_server  # noqa: F401
+from tests.test_demo_browser import (  # noqa: F401
+    ARTIFACTS,
+    DEMO_PASSWORD,
+    browser,
+    demo_server,
+)
 from tests.test_rcp_browser import _page, _shell, _wait
 
 pytestmark = pytest.mark.service("chromium")
@@ -104,6 +109,10 @@ def test_a_gp_asks_teleradiology_and_gets_a_signed_report(demo_server, browser):
     expert.fill("input[name=exam_detail]", "TDM thoracique à 3 mois")
     expert.click("[data-testid=save-report]")
     expert.click("[data-testid=sign-report]")
+    # The confirmation step: the summary, then the password as the signature.
+    assert "Nodule indéterminé" in expert.locator("[data-testid=sign-summary]").inner_text()
+    expert.fill("[data-testid=sign-form] input[name=password]", DEMO_PASSWORD)
+    expert.click("[data-testid=confirm-sign]")
     assert expert.locator("[data-testid=request-state]").inner_text() == "Répondue"
     assert "Signé par" in expert.locator("[data-testid=signature]").inner_text()
 

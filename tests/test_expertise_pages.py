@@ -11,7 +11,7 @@ from django.utils import timezone
 from expertise import services
 from expertise.models import Attachment, Request
 from portal.audit import Actor
-from tests.conftest import client_for
+from tests.conftest import PASSWORD, client_for
 from tests.expertise_world import (
     QUESTION,
     REPORT,
@@ -150,7 +150,12 @@ def test_the_expert_claims_asks_reads_the_answer_and_signs(tele):
 
     expert.post(reverse("expertise-report-save", args=[request.pk]), {**REPORT, "revision": ""})
     revision = request.report.revision
-    expert.post(reverse("expertise-report-sign", args=[request.pk]), {"revision": revision})
+    confirm = expert.get(reverse("expertise-report-confirm", args=[request.pk]))
+    assert REPORT["conclusion"] in confirm.content.decode()
+    expert.post(
+        reverse("expertise-report-sign", args=[request.pk]),
+        {"revision": revision, "password": PASSWORD},
+    )
     request.refresh_from_db()
     assert request.state == State.ANSWERED
     page = gp.get(reverse("expertise-request", args=[request.pk])).content.decode()
