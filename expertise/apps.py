@@ -6,6 +6,12 @@ class ExpertiseConfig(AppConfig):
     name = "expertise"
     verbose_name = _("Tele-expertise")
 
+    def ready(self):
+        # How the audit trail names its objects (portal.audit_labels).
+        from expertise import audit_labels
+
+        audit_labels.register_labels()
+
     def seed_demo(self, stdout=None) -> int:
         """Demo pools and requests in every state (called by ``manage.py seed_demo``)."""
         from expertise.demo import seed

@@ -6,6 +6,12 @@ class ImagingConfig(AppConfig):
     name = "imaging"
     verbose_name = _("Imaging")
 
+    def ready(self):
+        # How the audit trail names its objects (portal.audit_labels).
+        from imaging import audit_labels
+
+        audit_labels.register_labels()
+
     def seed_demo(self, stdout=None) -> int:
         """Demo studies of the demo patients (called by ``manage.py seed_demo``)."""
         from imaging.demo import seed

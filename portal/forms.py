@@ -140,3 +140,18 @@ class AuditFilterForm(forms.Form):
         choices=[("", _("All")), *AuditOutcome.choices],
     )
     patient = forms.IntegerField(label=_("Patient number"), required=False, min_value=1)
+
+
+class AuditSearchForm(AuditFilterForm):
+    """The audit trail's filters, with the patient found by what the DPO knows of them (a
+    name, a birth date, an INS or an IPP); the patient chosen among the matches travels as a
+    hidden field, never typed."""
+
+    q = forms.CharField(
+        label=_("Patient (name, birth date, INS or IPP)"),
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"type": "search", "autocomplete": "off"}),
+    )
+    patient = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput())
+    field_order = ["q", "date_from", "date_to", "actor", "event_id", "outcome", "patient"]

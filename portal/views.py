@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal import audit, permissions, selectors, services
+from portal import audit, audit_labels, permissions, selectors, services
 from portal.access import (
     get_care_relationship_for_user,
     get_identity_conflict_for_user,
@@ -20,9 +20,9 @@ from portal.access import (
     record_refusal,
 )
 from portal.audit import Actor
-from portal.forms import (
 from portal.communes import birth_place_label, commune_name
-    AuditFilterForm,
+from portal.forms import (
+    AuditSearchForm,
     CareTeamAddForm,
     CareTeamEndForm,
     PatientRegisterForm,
@@ -32,6 +32,7 @@ from portal.health import service_health
 from portal.models import AuditPurpose, CareRole, Notification, Professional
 
 PAGE_SIZE = 25
+AUDIT_PATIENT_MATCHES = 20  # a search wider than this asks for another word
 
 
 def global_permission_required(permission: str):
@@ -147,11 +148,17 @@ def patient_detail(request, patient_id):
         if can_add
         else None
     )
+    age = selectors.age_on(patient.birth_date, timezone.localdate())
     return render(
         request,
         "portal/patients/detail.html",
         {
             "patient": patient,
+            "age": age,
+            "birth_place": birth_place_label(patient.birth_place_code),
+            "birth_place_is_commune": commune_name(patient.birth_place_code) is not None,
+            # The RCP cases and tele-expertise requests the reader may open (rcp, expertise).
+            "panels": selectors.patient_panels(user=request.user, patient=patient),
             "care_team": care_team,
             "removable": permissions.removable_relationships(
                 user=request.user, patient=patient, care_team=care_team
@@ -163,17 +170,11 @@ def patient_detail(request, patient_id):
     )
 
 
-    age = selectors.age_on(patient.birth_date, timezone.localdate())
 @patient_data_view
 @require_POST
 def care_team_add(request, patient_id):
     patient = get_patient_for_user(request, patient_id)
     form = CareTeamAddForm(
-            "age": age,
-            "birth_place": birth_place_label(patient.birth_place_code),
-            "birth_place_is_commune": commune_name(patient.birth_place_code) is not None,
-            # The RCP cases and tele-expertise requests the reader may open (rcp, expertise).
-            "panels": selectors.patient_panels(user=request.user, patient=patient),
         request.POST, professionals=selectors.professionals_for_care_team(patient=patient)
     )
     if not form.is_valid():
@@ -388,8 +389,16 @@ def notification_mark_read(request):
 @login_required
 @global_permission_required(selectors.AUDITOR_PERMISSION)
 def audit_event_list(request):
-    form = AuditFilterForm(request.GET or None)
+    """The audit trail, filtered; a patient is found by name, birth date, INS or IPP."""
+    form = AuditSearchForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
+    matches = []
+    if filters.get("q"):
+        matches = list(
+            selectors.audit_patient_search(user=request.user, query=filters["q"]).prefetch_related(
+                "identifiers__establishment"
+            )[:AUDIT_PATIENT_MATCHES]
+        )
     patient = None
     if filters.get("patient"):
         patient = (
@@ -397,6 +406,8 @@ def audit_event_list(request):
             .filter(pk=filters["patient"])
             .first()
         )
+    elif len(matches) == 1:
+        patient = matches[0]
     events = selectors.audit_events(
         date_from=filters.get("date_from"),
         date_to=filters.get("date_to"),
@@ -407,8 +418,11 @@ def audit_event_list(request):
     )
     if filters.get("patient") and patient is None:
         events = events.none()
+    elif filters.get("q") and patient is None:
+        # Every match's events: the search narrows the trail, it never widens it.
+        events = events.filter(patient__in=matches)
     # Recorded before the page is counted and read, so the count and the rows agree (the
-    # auditor's own read appears in what they read).
+    # auditor's own read appears in what they read), with the patients the search showed.
     audit.record(
         actor=Actor.from_request(request),
         event=audit.AuditEventId.AUDIT_LOG_USED,
@@ -416,10 +430,22 @@ def audit_event_list(request):
         purpose=AuditPurpose.AUDIT,
         patient=patient,
         query=request.GET.urlencode(),
+        detail={"patients_found": [match.pk for match in matches]} if matches else None,
     )
     page = Paginator(events, 50).get_page(request.GET.get("page"))
+    page.object_list = audit_labels.label_events(list(page.object_list))
     return render(
-        request, "portal/audit/list.html", {"form": form, "page": page, "patient": patient}
+        request,
+        "portal/audit/list.html",
+        {
+            "form": form,
+            "page": page,
+            "patient": patient,
+            "matches": matches,
+            "searched": bool(filters.get("q")),
+            "search": filters.get("q", ""),
+            "query": filters.get("q", ""),  # kept by the pagination links
+        },
     )
 
 

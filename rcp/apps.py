@@ -6,6 +6,12 @@ class RcpConfig(AppConfig):
     name = "rcp"
     verbose_name = _("Multidisciplinary meetings")
 
+    def ready(self):
+        # How the audit trail names its objects (portal.audit_labels).
+        from rcp import audit_labels
+
+        audit_labels.register_labels()
+
     def seed_demo(self, stdout=None) -> int:
         """Demo committees, sessions and cases (called by ``manage.py seed_demo``)."""
         from rcp.demo import seed
