@@ -166,8 +166,10 @@ def session_event(session: Session) -> icalendar.Event:
     event.add("dtstart", session.starts_at.astimezone(PARIS))
     event.add("dtend", session.ends_at.astimezone(PARIS))
     event.add("summary", session.committee.name)
-    if session.place:
-        event.add("location", session.place)
+    if session.place or session.video_url:
+        # A session held by video only is "where" its link is: calendar apps show LOCATION
+        # first (and make a link of it); CONFERENCE (RFC 7986) is for those that read it.
+        event.add("location", session.place or session.video_url)
     event.add("description", "\n".join(lines))
     event.add("url", page)
     if session.video_url:

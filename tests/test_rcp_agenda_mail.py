@@ -220,3 +220,34 @@ def test_a_member_who_does_not_coordinate_sends_nothing(
     assert mail.outbox == []
     assert Session.objects.get(pk=world.session.pk).agenda_sendings == 0
     assert Notification.objects.count() == notifications
+
+
+def _feed_events(world) -> dict:
+    """The coordinator's feed, subscribed on the calendar page and read as a calendar app."""
+    import icalendar
+    from django.test import Client
+
+    page = client_for(world.coordinator.user).post(reverse("rcp-calendar")).content.decode()
+    address = re.search(rf"{re.escape(PORTAL)}(/rcp/agenda/[\w-]+\.ics)", page).group(1)
+    response = Client().get(address)
+    assert response["Content-Type"].startswith("text/calendar")
+    feed = icalendar.Calendar.from_ical(response.content)
+    return {str(event["UID"]): event for event in feed.walk("VEVENT")}
+
+
+def test_the_calendar_feed_carries_the_video_link(world, on_agenda):
+    from rcp.calendar import session_uid
+
+    Session.objects.filter(pk=world.later_session.pk).update(
+        place="", video_url="https://visio.mirc.test/distanciel"
+    )
+    events = _feed_events(world)
+    in_room = events[session_uid(world.session)]
+    assert str(in_room["CONFERENCE"]) == "https://visio.mirc.test/thorax"
+    assert in_room["CONFERENCE"].params["FEATURE"] == "VIDEO"
+    assert "https://visio.mirc.test/thorax" in str(in_room["DESCRIPTION"])
+    assert str(in_room["URL"]) == f"{PORTAL}/rcp/seances/{world.session.pk}/"
+    # Held by video only: the link is where the session is, as calendar apps show it.
+    remote = events[session_uid(world.later_session)]
+    assert str(remote["LOCATION"]) == "https://visio.mirc.test/distanciel"
+    assert str(remote["CONFERENCE"]) == "https://visio.mirc.test/distanciel"
