@@ -1,11 +1,28 @@
-"""The Celery application. Without REDIS_URL, tasks run eagerly in the calling process."""
+"""The Celery application. Without REDIS_URL, tasks run eagerly in the calling process, or,
+in the demo's server, in its background thread (portal/background.py)."""
 
 import os
 
 from celery import Celery
+from celery import Task as CeleryTask
+from celery.utils import uuid
+
+from portal import background
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-app = Celery("portal")
+
+class Task(CeleryTask):
+    """Celery's task, sent to the background thread when the embedded server runs one."""
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, *more, **options):
+        if self.app.conf.task_always_eager and background.enabled():
+            task_id = task_id or uuid()
+            background.submit(self, args, kwargs, task_id, options)
+            return self.AsyncResult(task_id)
+        return super().apply_async(args, kwargs, task_id, *more, **options)
+
+
+app = Celery("portal", task_cls=Task)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

@@ -8,7 +8,8 @@ and rewrites each record before it is formatted: its message, its traceback and 
 daphne's own access log (``daphne`` on the command line) is written straight to stdout,
 out of Python logging's reach. ``python -m portal.logging`` runs daphne with the same
 options but sends each access-log line, in daphne's format, to the ``daphne.access``
-logger, so through the handlers and their redaction.
+logger, so through the handlers and their redaction. It is also the demo's server
+(``make demo``): there, Celery's tasks run in a background thread (portal/background.py).
 """
 
 import logging
@@ -104,6 +105,11 @@ def serve(argv: list[str] | None = None) -> None:
     class LoggedCommandLine(CommandLineInterface):
         server_class = LoggedServer
 
+    # Without a broker (the demo), Celery's tasks run after the response, in a background
+    # thread of this server, not inside the request that sends them (portal/background.py).
+    from portal import background
+
+    background.enable()
     LoggedCommandLine().run(sys.argv[1:] if argv is None else argv)
 
 

@@ -171,6 +171,9 @@ CELERY_RESULT_BACKEND = REDIS_URL or None
 # Without a broker the demo runs every task in-process, at once.
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# The demo's server (make demo: python -m portal.logging) runs those in-process tasks after the
+# response, in a background thread (portal/background.py), instead of inside the request.
+TASKS_IN_BACKGROUND = env.bool("TASKS_IN_BACKGROUND", default=not REDIS_URL)
 # Periodic jobs, run by `celery -A portal beat` beside the workers.
 CELERY_BEAT_SCHEDULE = {
     "rcp-session-reminders": {

@@ -1,0 +1,116 @@
+"""The demo's server runs Celery tasks after the response, in a background thread
+(portal/background.py), instead of inside the request that sends them.
+
+The tests enable that mode as ``python -m portal.logging`` (``make demo``) does, send tasks
+with ``.delay()`` as the services do (after the commit), and check that the caller does not
+wait for them, that they still run and their result lands in the database, and that a
+failing task does not stop the ones after it.
+"""
+
+import threading
+import time
+
+import pytest
+from celery import shared_task
+from django.db import transaction
+
+from portal import background
+from portal.models import Establishment
+
+# What the test tasks see and do, keyed by the test's marker.
+_gates: dict[str, threading.Event] = {}
+_runs: dict[str, list[int]] = {}
+
+
+@shared_task(bind=True, name="tests.background.rename", max_retries=2)
+def rename_establishment(self, establishment_id: int, name: str, marker: str) -> None:
+    """Waits for the test's gate, then renames the establishment (a database write)."""
+    gate = _gates.get(marker)
+    if gate is not None and not gate.wait(timeout=30):
+        raise TimeoutError("the test never opened the gate")
+    _runs.setdefault(marker, []).append(self.request.retries)
+    Establishment.objects.filter(pk=establishment_id).update(name=name)
+
+
+@shared_task(bind=True, name="tests.background.flaky", max_retries=3)
+def flaky(self, marker: str, failures: int) -> None:
+    """Fails ``failures`` times with a retry, then succeeds."""
+    _runs.setdefault(marker, []).append(self.request.retries)
+    if self.request.retries < failures:
+        raise self.retry(exc=ConnectionError("archive busy"), countdown=30)
+
+
+@shared_task(name="tests.background.broken")
+def broken(marker: str) -> None:
+    _runs.setdefault(marker, []).append(0)
+    raise ValueError("a bug in the task")
+
+
+def _until(predicate, timeout: float = 20.0, what: str = "the task") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def in_background(settings):
+    """The demo server's mode: tasks go to the background thread."""
+    settings.TASKS_IN_BACKGROUND = True
+    background.enable()
+    yield
+    background.disable()
+    assert background.wait_idle(timeout=30), "background tasks still running after the test"
+
+
+def _establishment(name: str) -> Establishment:
+    return Establishment.objects.create(name=name, finess=f"99{abs(hash(name)) % 10**7:07d}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_caller_does_not_wait_for_the_task_which_runs_after_the_commit(in_background):
+    marker = "after-commit"
+    _gates[marker] = threading.Event()
+    place = _establishment("Clinique du Val")
+    with transaction.atomic():
+        transaction.on_commit(
+            lambda: rename_establishment.delay(place.pk, "Clinique du Val (renommée)", marker)
+        )
+    # The commit is done and .delay() has returned, while the task waits for its gate: the
+    # request that sent it would have answered already.
+    assert marker not in _runs
+    place.refresh_from_db()
+    assert place.name == "Clinique du Val"
+
+    _gates[marker].set()
+    _until(lambda: Establishment.objects.get(pk=place.pk).name.endswith("(renommée)"))
+    assert _runs[marker] == [0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_run_in_order_and_a_broken_one_does_not_stop_the_next(in_background, caplog):
+    marker = "order"
+    place = _establishment("Centre de santé des Aubrais")
+    broken.delay(marker)
+    rename_establishment.delay(place.pk, "Centre de santé des Aubrais (2)", marker)
+    assert background.wait_idle(timeout=20)
+    assert _runs[marker] == [0, 0]  # the broken task ran, then the next one
+    assert Establishment.objects.get(pk=place.pk).name.endswith("(2)")
+    assert any("tests.background.broken" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_asking_for_a_retry_is_run_again_until_it_succeeds(in_background):
+    marker = "retry"
+    flaky.delay(marker, 2)
+    assert background.wait_idle(timeout=20)
+    assert _runs[marker] == [0, 1, 2]
+
+
+def test_without_the_demo_server_tasks_still_run_inline():
+    """Tests, seed_demo and the shell keep Celery's eager mode: the effect is there at once."""
+    marker = "inline"
+    assert not background.enabled()
+    flaky.delay(marker, 0)
+    assert _runs[marker] == [0]
