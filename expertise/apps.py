@@ -7,6 +7,10 @@ class ExpertiseConfig(AppConfig):
     verbose_name = _("Tele-expertise")
 
     def ready(self):
+        # Its part of the home page (portal.home: portal cannot import this app).
+        from expertise import home
+
+        home.register()
         # How the audit trail names its objects (portal.audit_labels).
         from expertise import audit_labels
 

@@ -7,6 +7,10 @@ class ImagingConfig(AppConfig):
     verbose_name = _("Imaging")
 
     def ready(self):
+        # Its part of the home page (portal.home: portal cannot import this app).
+        from imaging import home
+
+        home.register()
         # How the audit trail names its objects (portal.audit_labels).
         from imaging import audit_labels
 

@@ -49,9 +49,11 @@ def review_room_entitled(*, user, room_id) -> ReviewRoom | None:
     if room is None:
         return None
     if room.rcp_case_id is not None:
-        from rcp.selectors import cases_visible_to
+        # The meeting's room: for those who work on the case, not for the patient's doctors
+        # who only read it (its GP).
+        from rcp.selectors import cases_acted_on_by
 
-        invited = cases_visible_to(user).filter(pk=room.rcp_case_id).exists()
+        invited = cases_acted_on_by(user).filter(pk=room.rcp_case_id).exists()
     else:
         invited = room.coordinator_id == user.pk or room.members.filter(pk=user.pk).exists()
     if not invited or not studies_visible_to(user).filter(pk=room.study_id).exists():

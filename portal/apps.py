@@ -10,3 +10,6 @@ class PortalConfig(AppConfig):
         # Authentication outcomes only exist as django.contrib.auth signals: the one place
         # where this project listens to signals.
         from portal import signals  # noqa: F401
+        from portal.home import register_portal_panels
+
+        register_portal_panels()

@@ -166,6 +166,42 @@ def unread_notification_count(*, user) -> int:
     return Notification.objects.filter(recipient=user, read_at__isnull=True).count()
 
 
+def patients_followed_as_gp(user) -> QuerySet[Patient]:
+    """The patients whose current general practitioner ``user`` is (an active GP
+    relationship): what the GP's home and his patients' RCP cases are about."""
+    if not getattr(user, "is_authenticated", False):
+        return Patient.objects.none()
+    return Patient.objects.filter(
+        care_relationships__professional__user=user,
+        care_relationships__role=CareRole.GP,
+        care_relationships__ended_at__isnull=True,
+    )
+
+
+def audit_patient_search(*, user, query: str) -> QuerySet[Patient]:
+    """For the audit trail: the patients whose name (birth or used, first names too, from the
+    start of a word, accents and case forgiven), birth date, INS matricule or IPP (of any
+    establishment) matches every word of ``query``; none for someone who may not audit."""
+    patients = patients_visible_to(user, purpose=AuditPurpose.AUDIT)
+    words = query.split()
+    if not words:
+        return patients.none()
+    for word in words:
+        birth_date = _parse_birth_date(word)
+        if birth_date:
+            patients = patients.filter(birth_date=birth_date)
+            continue
+        key = search_key(word)
+        ipp = PatientIdentifier.objects.filter(patient=OuterRef("pk"), value__iexact=word)
+        patients = patients.filter(
+            Q(name_search__startswith=key)
+            | Q(name_search__contains=f" {key}")
+            | Q(ins_matricule=word)
+            | Q(Exists(ipp))
+        )
+    return patients.order_by("birth_name", "first_names", "birth_date")
+
+
 # --- The patient page -----------------------------------------------------------------------
 
 
@@ -198,30 +234,3 @@ def patient_panels(*, user, patient: Patient) -> list[PatientPanel]:
 def age_on(birth_date: dt.date, day: dt.date) -> int:
     """Age in whole years on ``day`` (a 29 February birthday comes on 1 March)."""
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
-
-
-def audit_patient_search(*, user, query: str) -> QuerySet[Patient]:
-    """For the audit trail: the patients whose name (birth or used, first names too, from the
-    start of a word, accents and case forgiven), birth date, INS matricule or IPP (of any
-    establishment) matches every word of ``query``; none for someone who may not audit."""
-    patients = patients_visible_to(user, purpose=AuditPurpose.AUDIT)
-    words = query.split()
-    if not words:
-        return patients.none()
-    for word in words:
-        birth_date = _parse_birth_date(word)
-        if birth_date:
-            patients = patients.filter(birth_date=birth_date)
-            continue
-        key = search_key(word)
-        ipp = PatientIdentifier.objects.filter(patient=OuterRef("pk"), value__iexact=word)
-        patients = patients.filter(
-            Q(name_search__startswith=key)
-            | Q(name_search__contains=f" {key}")
-            | Q(ins_matricule=word)
-            | Q(Exists(ipp))
-        )
-    return patients.order_by("birth_name", "first_names", "birth_date")
-
-
-# --- The patient page -----------------------------------------------------------------------

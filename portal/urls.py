@@ -35,6 +35,7 @@ identity_patterns = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("accueil/nouveautes/lues/", views.home_news_mark_read, name="home-news-read"),
     path("health/", health.health, name="health"),
     path("patients/", include(patient_patterns)),
     path("", include("imaging.urls")),

@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal import audit, audit_labels, permissions, selectors, services
+from portal import home as home_panels
 from portal.access import (
     get_care_relationship_for_user,
     get_identity_conflict_for_user,
@@ -89,15 +90,29 @@ def health(request):
 
 
 @login_required
+@never_cache
 def home(request):
+    """The tiles everyone has, under the panels of the user's roles (portal.home): the
+    coordinator's worklist, the GP's news."""
+    panels = home_panels.panels_for(request)
+    home_panels.audit_home_read(request, panels)
     return render(
         request,
         "portal/home.html",
         {
+            "panels": panels,
             "patient_count": selectors.patients_visible_to(request.user).count(),
             "professional": _professional_or_none(request.user),
         },
     )
+
+
+@login_required
+@require_POST
+def home_news_mark_read(request):
+    """The GP marks the news of his home read."""
+    home_panels.news_mark_read(request)
+    return redirect("home")
 
 
 @patient_data_view

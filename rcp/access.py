@@ -5,7 +5,15 @@ from django.http import Http404
 from portal.access import patient_of, record_refusal
 from portal.audit import Actor
 from rcp.models import Case, Committee, Session
-from rcp.selectors import cases_visible_to, committees_of, sessions_visible_to
+from rcp.selectors import (
+    cases_acted_on_by,
+    cases_visible_to,
+    committees_of,
+    sessions_visible_to,
+)
+
+# The methods that only read: any other one is an action.
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def _refuse(request, object_type, object_id, patient=None):
@@ -38,12 +46,27 @@ def get_session_for_user(request, session_id) -> Session:
 
 
 def get_case_for_user(request, case_id) -> Case:
-    case = (
+    """The case ``case_id`` if the user may see it, else 404 (audited against its patient).
+
+    Reading and acting are two grants: the patient's doctors who are neither on the
+    committee nor the submitting doctor (the GP first) read the case, but any other method
+    than a read is refused them like an outsider's, whatever the view does next."""
+    visible = (
         cases_visible_to(request.user)
-        .filter(pk=case_id)
+        if request.method in SAFE_METHODS
+        else cases_acted_on_by(request.user)
+    )
+    case = (
+        visible.filter(pk=case_id)
         .select_related("patient", "committee", "session", "submitted_by__professional")
         .first()
     )
     if case is None:
         _refuse(request, "rcp.case", case_id, patient_of(Case.objects.filter(pk=case_id)))
     return case
+
+
+def may_act_on_case(*, case: Case, user) -> bool:
+    """Whether ``user`` works on ``case`` (a member of its committee or the submitting doctor),
+    rather than only reading it: the case page shows its forms and buttons to these only."""
+    return cases_acted_on_by(user).filter(pk=case.pk).exists()

@@ -7,6 +7,10 @@ class RcpConfig(AppConfig):
     verbose_name = _("Multidisciplinary meetings")
 
     def ready(self):
+        # Its part of the home page (portal.home: portal cannot import this app).
+        from rcp import home
+
+        home.register()
         # How the audit trail names its objects (portal.audit_labels).
         from rcp import audit_labels
 

@@ -4,6 +4,7 @@ from rcp import views, views_codes
 
 urlpatterns = [
     path("rcp/", views.rcp_home, name="rcp-home"),
+    path("rcp/mes-patients/", views.gp_cases, name="rcp-gp-cases"),
     path("rcp/comites/<int:committee_id>/", views.committee_detail, name="rcp-committee"),
     path("rcp/seances/<int:session_id>/", views.session_detail, name="rcp-session"),
     path(
@@ -64,11 +65,6 @@ urlpatterns = [
         name="rcp-case-confirm-without-quorum",
     ),
     path("rcp/dossiers/<int:case_id>/nouvelle-version/", views.case_amend, name="rcp-case-amend"),
-    path("rcp/", include("rcp.urls_calendar")),
-    path("rcp/", include("rcp.urls_outputs")),
-    path("rcp/", include("rcp.urls_indicators")),
-    path("rcp/", include("rcp.urls_key_images")),
-]
     path(
         "rcp/codes/cim-10/",
         views_codes.code_search,
@@ -81,3 +77,8 @@ urlpatterns = [
         {"list_name": "morphology"},
         name="rcp-codes-morphology",
     ),
+    path("rcp/", include("rcp.urls_calendar")),
+    path("rcp/", include("rcp.urls_outputs")),
+    path("rcp/", include("rcp.urls_indicators")),
+    path("rcp/", include("rcp.urls_key_images")),
+]
