@@ -6,6 +6,9 @@ audited for the tele-expertise against the patient; before and after, 404 like a
 A colleague of the pool who did not claim it sees nothing of the priors.
 """
 
+import re
+from html import unescape
+
 import pytest
 from django.urls import reverse
 
@@ -148,3 +151,35 @@ def test_the_expert_viewer_breadcrumbs_lead_only_where_the_expert_may_go(tele):
     care = client_for(tele.gp.user).get(_viewer(tele.prior)).content.decode()
     assert _href(reverse("patient-detail", args=[tele.patient.pk])) in care
     assert _href(_dossier(tele)) in care
+
+
+HREF = re.compile(r'<a\b[^>]*\bhref="(/[^"#]*)"')
+
+
+def _internal_links(html: str) -> set[str]:
+    """Every link of the page to the portal itself (not its static files, not sign-out)."""
+    return {
+        unescape(href)
+        for href in HREF.findall(html)
+        if not href.startswith(("/static/", "/accounts/logout", "/comptes/"))
+    }
+
+
+@pytest.mark.parametrize("who", ["teleradiologist", "pool_coordinator"])
+def test_every_link_of_the_pages_the_expert_walks_leads_somewhere(tele, who):
+    _claim(tele)
+    user = getattr(tele, who).user
+    client = client_for(user)
+    pages = [reverse("expertise-request", args=[tele.request.pk])]
+    if who == "teleradiologist":
+        pages += [_dossier(tele), _viewer(tele.prior), _viewer(tele.ct)]
+    seen = {}
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, page
+        for link in _internal_links(response.content.decode()):
+            if link not in seen:
+                seen[link] = client.get(link).status_code
+    broken = {link: status for link, status in seen.items() if status in (403, 404)}
+    assert not broken, f"{who} meets dead links: {broken}"
+    assert len(seen) > 3  # the walk did find links

@@ -219,3 +219,14 @@ def test_closing_says_it_was_done(tele):
         {"outcome": "avoided"},
     )
     assert any("Request closed" in text for text in _messages(closed))
+
+
+def test_the_confirmation_page_reads_a_bounded_number_of_queries(
+    tele, django_assert_max_num_queries
+):
+    request = _reported(tele)
+    expert = english(tele.teleradiologist.user)
+    url = reverse("expertise-report-confirm", args=[request.pk])
+    expert.get(url)  # the session and the caches are warm
+    with django_assert_max_num_queries(16):
+        assert expert.get(url).status_code == 200
