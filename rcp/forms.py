@@ -34,7 +34,7 @@ class CaseForm(_RevisionForm):
     )
     presentation = forms.ChoiceField(
         label=_("Presentation"),
-        choices=EMPTY + frcp.STATUT_CAS.choices(),
+        choices=EMPTY + frcp.presentation_choices(),
         required=False,
         help_text=_("A standard case that fits the guideline may be only registered."),
     )
@@ -128,9 +128,9 @@ class CaseForm(_RevisionForm):
     }
 
     # Choices from the national value sets: their labels are the official French ones, in
-    # every language of the page (marked lang="fr", and said so to English readers).
+    # every language of the page (marked lang="fr", and said so to English readers). Not the
+    # presentation: its two statuses are the portal's workflow, in the reader's language.
     FRCP_CHOICES = (
-        "presentation",
         "nature",
         "organ_system",
         "organ",

@@ -359,6 +359,21 @@ STATUT_CAS = ValueSet(
     ),
 )
 
+
+def presentation_choices() -> list[tuple[str, str]]:
+    """STATUT_CAS for the pages, in the reader's language: its two statuses name the
+    portal's own workflow (registered without discussion / discussed), not a clinical
+    concept; the FRCP document keeps the official French labels (``STATUT_CAS.label``)."""
+    from django.utils.translation import gettext_lazy
+
+    labels = {"ORG-128": gettext_lazy("Case registered"), "ORG-134": gettext_lazy("Case discussed")}
+    return [(concept.code, labels[concept.code]) for concept in STATUT_CAS]
+
+
+def presentation_label(code: str) -> str:
+    return str(dict(presentation_choices()).get(code, code or "—"))
+
+
 # §4.6, revised 2010-01-01
 PHASE = ValueSet(
     name="JDV_PhaseCancer_CISIS",

@@ -133,3 +133,21 @@ async def test_the_live_notification_speaks_the_language_of_the_page(memory_laye
     assert (await french.receive_json_from(timeout=3))["message"] == DECISION_FR
     await english.disconnect()
     await french.disconnect()
+
+
+def test_the_case_presentation_reads_in_the_readers_language(world):
+    """ "Cas enregistré / Cas discuté" are the portal's workflow: English readers read
+    English, on the case page and in the fiche's list; the FRCP document keeps them French."""
+    from rcp import frcp
+    from tests.rcp_world import submitted_case
+
+    case = submitted_case(world)
+    assert case.presentation == frcp.CASE_DISCUSSED
+    url = reverse("rcp-case", args=[case.pk])
+    english = client_for(world.oncologist.user).get(url, HTTP_ACCEPT_LANGUAGE="en")
+    page = english.content.decode()
+    assert "Case discussed" in page and "Cas discuté" not in page
+    assert "Cas enregistré" not in page
+    french = client_for(world.oncologist.user).get(url, HTTP_ACCEPT_LANGUAGE="fr")
+    assert "Cas discuté" in french.content.decode()
+    assert frcp.STATUT_CAS.label(frcp.CASE_DISCUSSED) == "Cas discuté"

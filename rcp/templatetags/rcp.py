@@ -23,6 +23,12 @@ def quorum_label(code) -> str:
 
 
 @register.filter
+def presentation_label(code) -> str:
+    """The case's FRCP status (STATUT_CAS) in the reader's language."""
+    return frcp.presentation_label(code)
+
+
+@register.filter
 def frcp_label(code, value_set: str) -> str:
     """``{{ case.phase|frcp_label:"PHASE" }}``"""
     return _label(getattr(frcp, value_set), code)
