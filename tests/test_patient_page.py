@@ -72,6 +72,8 @@ def test_the_age_counts_whole_years_only():
 def test_the_birthplace_is_the_communes_name(world):
     page = _page(world.oncologist.user, world.patient)
     assert _text(page, "patient-birth-place") == "Tours (INSEE 37261)"
+    # The banner of every patient page too.
+    assert '<span data-testid="banner-birth-place">Tours</span>' in page
 
 
 @pytest.mark.usefixtures("catalogues")
@@ -124,8 +126,9 @@ def test_a_case_on_the_agenda_shows_its_session_date(world):
         case=case, session=world.session, by=Actor(user=world.coordinator.user)
     )
     panel = _text(_page(world.oncologist.user, world.patient, "en"), "patient-rcp-cases")
-    day = timezone.localtime(world.session.starts_at).strftime("%d/%m/%Y")
-    assert f"Session of {day}" in panel
+    when = timezone.localtime(world.session.starts_at).strftime("%d/%m/%Y %H:%M")
+    assert f"On the agenda of the session of {when}" in panel
+    assert "Session of" not in panel  # the date is said once
 
 
 def test_the_patients_requests_show_to_their_requester_and_not_to_others(world):

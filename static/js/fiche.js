@@ -43,13 +43,17 @@
     list.setAttribute("role", "listbox");
     list.lang = "fr";
     list.hidden = true;
-    input.after(chosen);
-    input.after(list);
+    // The list hangs under the input: both in one positioned box (the field may be a grid,
+    // where an absolute child with no offsets would sit at the field's top).
+    const box = document.createElement("span");
+    box.className = "code-search";
+    input.before(box);
+    box.append(input, list);
+    box.after(chosen);
     input.setAttribute("role", "combobox");
     input.setAttribute("aria-autocomplete", "list");
     input.setAttribute("aria-controls", listId);
     input.setAttribute("aria-expanded", "false");
-    if (input.parentElement) input.parentElement.classList.add("has-code-search");
 
     let active = -1;
     let pending = null;
