@@ -251,3 +251,21 @@ def test_the_calendar_feed_carries_the_video_link(world, on_agenda):
     remote = events[session_uid(world.later_session)]
     assert str(remote["LOCATION"]) == "https://visio.mirc.test/distanciel"
     assert str(remote["CONFERENCE"]) == "https://visio.mirc.test/distanciel"
+
+
+def test_the_confirmation_and_the_session_page_take_constant_queries(
+    world, on_agenda, django_assert_max_num_queries
+):
+    coordinator = client_for(world.coordinator.user)
+    agenda_send(
+        session=world.session,
+        by=Actor(user=world.coordinator.user),
+        seen_sendings=0,
+        confirmed=False,
+    )
+    with django_assert_max_num_queries(12):
+        response = _send(coordinator, world.session, sendings="1")
+    assert response.status_code == 200
+    with django_assert_max_num_queries(21):
+        page = coordinator.get(reverse("rcp-session", args=[world.session.pk]))
+    assert 'data-testid="agenda-sent"' in page.content.decode()
