@@ -1,13 +1,15 @@
 """Indicators of the thoracic board of Tours over a period, as its members read them.
 
 The board met 60 days ago (full quorum: surgeon, oncologist, radiation oncologist) and 30 days
-ago (the surgeon alone), and opened a session 10 days ago without any case; a session 20 days
-ago only has a case left on its agenda, one 15 days ago was cancelled, and one 400 days ago
-(outside the last twelve months) had one case. The digestive board of Bourges, next door,
+ago (the surgeon alone: its decisions validated without quorum, with a reason and a second
+validator), and opened a session 10 days ago without any case (closed, not held); a session 20
+days ago only has a case left on its agenda, one 15 days ago was cancelled, and one 400 days
+ago (outside the last twelve months) had one case. The digestive board of Bourges, next door,
 met too: none of its figures may leak into the thoracic ones.
 
-Every case goes through rcp.services; only the dates are set afterwards (queryset updates)
-so that the delays are known to the day.
+Every case goes through rcp.services; only the dates and the sessions' final status are set
+afterwards (queryset updates: planning refuses the past, and closing would postpone the
+case left undecided) so that the history is known to the day.
 """
 
 import csv
@@ -54,13 +56,28 @@ class Board:
     def ago(self, days):
         return None if days is None else self.now - dt.timedelta(days=days)
 
-    def session(self, days_ago, committee=None):
+    def session(self, days_ago, committee=None, *, opened=True):
+        """A meeting ``days_ago`` days ago, in progress (opened) unless ``opened`` is False."""
         [session] = services.sessions_schedule(
             committee=committee or self.world.thoracic,
-            first_start=self.ago(days_ago),
+            first_start=self.now + dt.timedelta(days=1),
             duration=dt.timedelta(hours=2),
         )
+        start = self.ago(days_ago)
+        Session.objects.filter(pk=session.pk).update(
+            starts_at=start,
+            ends_at=start + dt.timedelta(hours=2),
+            submission_deadline=start - dt.timedelta(days=2),
+            status=Session.Status.IN_PROGRESS if opened else Session.Status.PLANNED,
+            opened_at=start if opened else None,
+        )
+        session.refresh_from_db()
         return session
+
+    def closed(self, session, status=Session.Status.HELD):
+        Session.objects.filter(pk=session.pk).update(
+            status=status, closed_at=session.ends_at, closed_by=self.world.coordinator.user
+        )
 
     def attend(self, session, *professionals):
         for professional in professionals:
@@ -93,6 +110,17 @@ class Board:
         services.decision_validate(case=case, revision=draft.revision, by=by or self.coordinator)
         return case
 
+    def validate_without_quorum(self, case):
+        """Asked by the chair with the reason, confirmed by the coordinator."""
+        draft = services.decision_draft(case)
+        asked = services.decision_request_without_quorum(
+            case=case, revision=draft.revision, reason="Réunion incomplète.", by=self.chair
+        )
+        services.decision_confirm_without_quorum(
+            case=case, revision=asked.revision, by=self.coordinator
+        )
+        return case
+
     def dates(self, case, *, submitted, discussed=None, validated=None):
         """Days ago: submission, discussion, validation of the meeting's decision."""
         Case.objects.filter(pk=case.pk).update(
@@ -109,11 +137,12 @@ def board(world):
     b.a = b.session(60)
     b.b = b.session(30)
     b.c = b.session(10)  # opened, nothing presented
-    b.d = b.session(20)  # a case left on its agenda, never opened
-    b.e = b.session(15)  # cancelled
+    b.d = b.session(20, opened=False)  # a case left on its agenda, never opened
+    b.e = b.session(15, opened=False)  # cancelled
     b.old = b.session(400)
     b.attend(b.a, w.surgeon, w.oncologist, w.radiotherapist)
     b.attend(b.b, w.surgeon)
+    b.attend(b.old, w.surgeon, w.oncologist, w.radiotherapist)
 
     # Session A: discussed (then amended after the meeting), registered, discussed in draft.
     b.case1 = b.validate(b.discuss(b.case(b.a), conforms_to_guideline=True, trial_proposed=True))
@@ -137,7 +166,7 @@ def board(world):
     b.waiting = services.case_postpone(case=b.case(b.a), to_session=None, by=b.coordinator)
 
     # Session B: postponed there from A, once and (through D) twice; the quorum is not met.
-    b.case4 = b.validate(
+    b.case4 = b.validate_without_quorum(
         b.discuss(
             b.case(b.b, via=[b.a]),
             conforms_to_guideline=False,
@@ -145,14 +174,16 @@ def board(world):
         )
     )
     b.dates(b.case4, submitted=70, discussed=30, validated=24)
-    b.case5 = b.validate(b.discuss(b.case(b.b, via=[b.a, b.d])))
+    b.case5 = b.validate_without_quorum(b.discuss(b.case(b.b, via=[b.a, b.d])))
     b.dates(b.case5, submitted=50, discussed=30, validated=29)
 
     b.case6 = b.case(b.d)  # still on D's agenda: not presented
     b.case8 = b.validate(b.discuss(b.case(b.old)))
     b.dates(b.case8, submitted=410, discussed=400, validated=399)
 
-    Session.objects.filter(pk=b.c.pk).update(status=Session.Status.CLOSED)
+    for held in (b.a, b.b, b.old):
+        b.closed(held)
+    b.closed(b.c, Session.Status.NOT_HELD)  # nothing was discussed in it
     Session.objects.filter(pk=b.e.pk).update(status=Session.Status.CANCELLED)
 
     # The digestive board next door: its outsider chair validates a trial proposal.
@@ -164,10 +195,12 @@ def board(world):
     )
     other = services.case_submit(case=other, by=outsider)
     other = services.case_put_on_agenda(case=other, session=digestive, by=outsider)
+    b.attend(digestive, w.surgeon, w.oncologist, w.radiotherapist)
     services.decision_save(
         case=other, revision=None, by=outsider, proposal="Colectomie.", trial_proposed=True
     )
     b.validate(other, by=outsider)
+    b.closed(digestive)
     b.digestive_session = digestive
     return b
 
@@ -192,11 +225,13 @@ def _csv(user, committee, **period):
 def test_the_last_twelve_months_of_the_thoracic_board(board):
     ind = committee_indicators(committee=board.world.thoracic, period=default_period())
 
-    # A and B presented cases, C was opened; D only has a case waiting, E was cancelled.
+    # A and B were held; C was closed with nothing discussed: listed, not held. D only has a
+    # case waiting (never opened), E was cancelled.
     assert [row.session_id for row in ind.rows] == [board.a.pk, board.b.pk, board.c.pk]
-    assert ind.sessions_held == 3
+    assert ind.sessions_held == 2
+    assert ind.sessions_not_held == 1
     assert ind.cases_presented == 5
-    assert ind.cases_per_session == 1.7
+    assert ind.cases_per_session == 2.5
     assert (ind.registered.count, ind.registered.total, ind.registered.percent) == (1, 5, 20.0)
     assert (ind.discussed.count, ind.discussed.percent) == (4, 80.0)
     # Submission to discussion: 10, 14, 40 and 20 days (the registered case was not discussed).
@@ -205,9 +240,10 @@ def test_the_last_twelve_months_of_the_thoracic_board(board):
     # (validated 55 days after its discussion) does not count.
     assert (ind.discussion_to_validation.days, ind.discussion_to_validation.over) == (2.0, 3)
     assert (ind.validated_decisions.count, ind.validated_decisions.percent) == (4, 80.0)
-    # Validated with the whole quorum in A; with the surgeon alone in B.
+    # Validated with the whole quorum in A; with the surgeon alone in B, without quorum.
     assert (ind.quorum_reached.count, ind.quorum_reached.total) == (2, 4)
     assert ind.quorum_reached.percent == 50.0
+    assert (ind.validated_without_quorum.count, ind.validated_without_quorum.total) == (2, 4)
     # Recorded for three decisions (yes, yes, no); the amended version's "no" is not counted.
     assert (ind.conforming.count, ind.conforming.total, ind.conforming.percent) == (2, 3, 66.7)
     assert (ind.trial_proposed.count, ind.trial_proposed.total) == (1, 4)
@@ -270,7 +306,8 @@ def test_the_other_board_counts_its_own(board):
     ind = committee_indicators(committee=board.world.digestive, period=default_period())
     assert [row.session_id for row in ind.rows] == [board.digestive_session.pk]
     assert ind.cases_presented == 1
-    assert (ind.trial_proposed.count, ind.quorum_reached.count) == (1, 0)
+    assert (ind.trial_proposed.count, ind.quorum_reached.count) == (1, 1)
+    assert ind.validated_without_quorum.count == 0
 
 
 def test_default_period_is_the_last_twelve_months():
@@ -356,9 +393,9 @@ def test_the_csv_has_the_summary_and_one_row_per_session(board):
     assert text.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(text[1:]), delimiter=";"))
     summary = {row[0]: row[1:] for row in rows if len(row) == 4}
-    assert summary["Sessions held"] == ["3", "", ""]
+    assert summary["Sessions held"] == ["2", "", ""]
     assert summary["Cases presented"] == ["5", "", ""]
-    assert summary["Cases per session (mean)"] == ["1.7", "", ""]
+    assert summary["Cases per session (mean)"] == ["2.5", "", ""]
     assert summary["Cases registered without discussion (ORG-128)"] == ["1", "5", "20.0"]
     assert summary["Median delay from submission to discussion (days)"] == ["17.0", "4", ""]
     assert summary["Median delay from discussion to validated decision (days)"] == [
@@ -386,9 +423,10 @@ def test_the_csv_has_the_summary_and_one_row_per_session(board):
     )
     sessions = rows[header + 1 :]
     stamp = [timezone.localtime(s.starts_at).strftime("%Y-%m-%d %H:%M") for s in (board.a, board.b)]
-    assert sessions[0] == [stamp[0], "Planned", "3", "1", "2", "2", "2"]
-    assert sessions[1] == [stamp[1], "Planned", "2", "0", "2", "2", "0"]
-    assert sessions[2][1:] == ["Closed", "0", "0", "0", "0", "0"]
+    assert sessions[0] == [stamp[0], "Held", "3", "1", "2", "2", "2"]
+    assert sessions[1] == [stamp[1], "Held", "2", "0", "2", "2", "0"]
+    # Closed with no case discussed: listed as not held, never counted as held.
+    assert sessions[2][1:] == ["Not held", "0", "0", "0", "0", "0"]
     assert len(sessions) == 3
     assert w.patient.birth_name.upper() not in text.upper()
 
@@ -447,6 +485,7 @@ def _sessions_with_a_validated_case(b, count, first_day):
         b.validate(b.discuss(b.case(session), trial_proposed=n % 2 == 0))
         if n % 3 == 0:
             b.register(b.case(session))
+        b.closed(session)
 
 
 def test_the_page_and_csv_take_the_same_queries_for_2_or_10_sessions(world):
@@ -472,7 +511,7 @@ def test_the_page_and_csv_take_the_same_queries_for_2_or_10_sessions(world):
     ten, (page, export) = read()
     assert page.context["indicators"].sessions_held == 10
     assert page.context["indicators"].cases_presented == 14  # 10 discussed, 1 + 3 registered
-    assert export.content.decode().count(";Planned;") == 10
+    assert export.content.decode().count(";Held;") == 10
     assert [len(sql) for sql in ten] == [len(sql) for sql in two], ten
 
 
@@ -482,5 +521,6 @@ def test_registered_means_ORG_128_without_discussion(world):
     session = b.session(3)
     b.discuss(b.case(session, presentation=frcp.CASE_REGISTERED))
     b.register(b.case(session))
+    b.closed(session)
     ind = committee_indicators(committee=world.thoracic, period=default_period())
     assert (ind.registered.count, ind.discussed.count) == (1, 1)

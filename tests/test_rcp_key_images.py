@@ -27,7 +27,7 @@ from rcp.models import Case, KeyImage
 from tests.conftest import client_for
 from tests.dicom_factory import ct_files, uid
 from tests.permission_matrix import imaged_study
-from tests.rcp_world import case_on_agenda, rcp_world
+from tests.rcp_world import case_on_agenda, open_with_quorum, rcp_world
 
 LUNG = {"ww": 1500, "wc": -600}
 MEDIASTINUM = {"ww": 350, "wc": 50}
@@ -487,6 +487,8 @@ def test_a_validated_decision_locks_the_key_images(board):
     draft = rcp_services.decision_save(
         case=board.case, revision=None, by=Actor(user=world.surgeon.user), proposal="Lobectomie."
     )
+    # Validated in its meeting: the session open, with its quorum.
+    open_with_quorum(world, board.case.session)
     rcp_services.decision_validate(
         case=board.case, revision=draft.revision, by=Actor(user=world.oncologist.user)
     )

@@ -11,7 +11,13 @@ from portal.audit import Actor
 from rcp import frcp, services
 from rcp.models import Case
 from tests.conftest import client_for as _client_for
-from tests.rcp_world import COMPLETE_THORACIC, case_on_agenda, rcp_world, submitted_case
+from tests.rcp_world import (
+    COMPLETE_THORACIC,
+    case_on_agenda,
+    rcp_world,
+    session_day_has_come,
+    submitted_case,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +104,13 @@ def test_the_coordinator_builds_the_agenda_and_the_meeting_decides(world):
     live = reverse("rcp-session-live", args=[world.session.pk])
     quorum = reverse("rcp-session-quorum", args=[world.session.pk])
     assert 'data-met="false"' in coordinator.get(quorum).content.decode()
+    # The day of the meeting: the coordinator opens it from the live page.
+    session_day_has_come(world.session)
+    assert 'data-testid="open-session"' in coordinator.get(live).content.decode()
+    coordinator.post(reverse("rcp-session-open", args=[world.session.pk]), {"next": live})
+    world.session.refresh_from_db()
+    assert world.session.status == world.session.Status.IN_PROGRESS
+    assert 'data-testid="open-session"' not in coordinator.get(live).content.decode()
     for person in (world.oncologist, world.surgeon, world.radiotherapist):
         client_for(person.user).post(
             reverse("rcp-session-attend", args=[world.session.pk]), {"mode": "remote"}
@@ -254,19 +267,27 @@ def test_the_coordinator_closes_the_session_and_attendance_ends(world):
     from rcp.models import Attendance, Session
 
     case = case_on_agenda(world)
+    session = session_day_has_come(world.session)
     client_for(world.surgeon.user).post(
-        reverse("rcp-session-attend", args=[case.session_id]), {"mode": "remote"}
+        reverse("rcp-session-attend", args=[session.pk]), {"mode": "remote"}
     )
     # A plain member cannot close it.
-    client_for(world.surgeon.user).post(reverse("rcp-session-close", args=[case.session_id]))
-    assert Session.objects.get(pk=case.session_id).status != Session.Status.CLOSED
-    client_for(world.coordinator.user).post(reverse("rcp-session-close", args=[case.session_id]))
-    assert Session.objects.get(pk=case.session_id).status == Session.Status.CLOSED
-    assert not Attendance.objects.filter(session_id=case.session_id, left_at__isnull=True).exists()
+    client_for(world.surgeon.user).post(reverse("rcp-session-close", args=[session.pk]))
+    assert Session.objects.get(pk=session.pk).status == Session.Status.PLANNED
+    page = client_for(world.coordinator.user).post(
+        reverse("rcp-session-close", args=[session.pk]), follow=True
+    )
+    # Nothing was discussed: the meeting did not take place, and says so.
+    assert Session.objects.get(pk=session.pk).status == Session.Status.NOT_HELD
+    assert "Not held" in page.content.decode()
+    assert not Attendance.objects.filter(session_id=session.pk, left_at__isnull=True).exists()
+    # The case left on its agenda waits for another session, postponed once.
+    case.refresh_from_db()
+    assert (case.state, case.session_id, case.postponements) == (Case.State.POSTPONED, None, 1)
     # A closed session takes no more cases.
     other = submitted_case(world)
     client_for(world.coordinator.user).post(
-        reverse("rcp-session-agenda-add", args=[case.session_id]), {"case": other.pk}
+        reverse("rcp-session-agenda-add", args=[session.pk]), {"case": other.pk}
     )
     other.refresh_from_db()
     assert other.state == Case.State.SUBMITTED

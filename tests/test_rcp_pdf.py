@@ -29,7 +29,7 @@ from rcp import pdf, services
 from rcp.models import Committee, KeyImage, RcpDocument, Session
 from rcp.tasks import render_document
 from tests.conftest import client_for, make_patient, make_professional
-from tests.rcp_world import COMPLETE_THORACIC, rcp_world
+from tests.rcp_world import COMPLETE_THORACIC, open_session, rcp_world
 
 QUESTION = "Chirurgie d'emblée ou traitement néoadjuvant avant lobectomie ?"
 PROPOSAL_V1 = "Lobectomie supérieure droite avec curage ganglionnaire."
@@ -72,6 +72,8 @@ def board(world, django_capture_on_commit_callbacks, settings):
     )
     Session.objects.filter(pk=w.session.pk).update(place="Salle de staff, pavillon B")
     w.session.refresh_from_db()
+    # The day of the meeting: its coordinator opens it (decisions are validated in it).
+    open_session(w.session, by_user=w.coordinator.user)
     w.chair = Actor(user=w.oncologist.user)
     w.coordination = Actor(user=w.coordinator.user)
     w.case = _discussed_case(w, w.patient, proposal=PROPOSAL_V1, treatments=["387713003"])
@@ -287,8 +289,11 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
         ],
     )
     (session,) = services.sessions_schedule(
-        committee=cpdpn, first_start=w.session.starts_at, duration=dt.timedelta(hours=2)
+        committee=cpdpn,
+        first_start=w.session.starts_at + dt.timedelta(hours=1),
+        duration=dt.timedelta(hours=2),
     )
+    open_session(session, by_user=team["gynecologie_obstetrique"].user)
     midwife_case = Actor(user=team["medecine_foetale"].user)
     case = services.case_create(patient=w.patient, committee=cpdpn, by=midwife_case)
     case = services.case_update(
