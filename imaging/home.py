@@ -12,6 +12,9 @@ from django.utils.translation import gettext as _
 from imaging.models import Study, StudyIdentity, StudyReport
 from portal.home import NewsItem, register_news
 
+# At most this many new studies (and as many study reports) among the GP's news.
+STUDIES_SHOWN = 6
+
 
 def _study_title(study: Study) -> str:
     parts = [study.modalities, study.description]
@@ -84,5 +87,6 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
 
 
 def register() -> None:
-    register_news(key="imaging-studies", fetch=study_news)
-    register_news(key="imaging-reports", fetch=report_news)
+    # A patient's images arrive by the dozen: a few of them, the decisions stay in view.
+    register_news(key="imaging-studies", fetch=study_news, max_shown=STUDIES_SHOWN)
+    register_news(key="imaging-reports", fetch=report_news, max_shown=STUDIES_SHOWN)

@@ -25,7 +25,8 @@ committees, cases or patients: the home is the page everybody opens first.
    his acknowledgement; it marks the notifications of the items shown read too).
 
 So an item that no notification announces (a new study, a study report) stays unread until he
-opens it or marks the news read. Unread items come first, the newest first within each group.
+opens it or marks the news read. Unread items come first, the newest first within each group;
+a source may cap how many of its items are shown (the studies of an import arrive by the dozen).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def audit_home_read(request, panels: list[ShownPanel]) -> None:
 
 # What "new" means on the home: the last weeks, the latest items.
 NEWS_WINDOW = dt.timedelta(days=90)
-NEWS_SHOWN = 15
+NEWS_SHOWN = 20
 # A notification is left in the transaction that makes the item, a moment after its date.
 NOTIFICATION_SLACK = dt.timedelta(minutes=1)
 # The GP's "mark the news read", as the audit trail keeps it.
@@ -140,15 +141,20 @@ class NewsItem:
     unread: bool = field(default=True)
     # The notification that told him about it, if one did.
     notification_id: int | None = None
+    # The key of the source that gave it (register_news).
+    source: str = ""
 
 
-_news: dict[str, Callable] = {}
+_news: dict[str, tuple[Callable, int | None]] = {}
 
 
-def register_news(*, key: str, fetch: Callable) -> None:
+def register_news(*, key: str, fetch: Callable, max_shown: int | None = None) -> None:
     """Add a source of the GP's news: ``fetch(user=, patients=, since=, limit=)`` returns
-    NewsItems newest first, at most ``limit``, in a constant number of queries."""
-    _news[key] = fetch
+    NewsItems newest first, at most ``limit``, in a constant number of queries.
+
+    ``max_shown`` caps how many of its items the panel shows: the studies of one import
+    (a dozen at once) would otherwise push the decisions and reports out of it."""
+    _news[key] = (fetch, max_shown)
 
 
 def gp_news(user, *, now: dt.datetime | None = None, limit: int = NEWS_SHOWN) -> list[NewsItem]:
@@ -158,14 +164,25 @@ def gp_news(user, *, now: dt.datetime | None = None, limit: int = NEWS_SHOWN) ->
     since = now - NEWS_WINDOW
     patients = patients_followed_as_gp(user).values("pk")
     items: list[NewsItem] = []
+    caps: dict[str, int | None] = {}
     for key in sorted(_news):
-        items.extend(_news[key](user=user, patients=patients, since=since, limit=limit))
+        fetch, caps[key] = _news[key]
+        for item in fetch(user=user, patients=patients, since=since, limit=limit):
+            item.source = key
+            items.append(item)
     if not items:
         return []
     _mark_unread(user, items)
     items.sort(key=lambda item: item.at, reverse=True)
     items.sort(key=lambda item: not item.unread)  # stable: the newest first within each group
-    return items[:limit]
+    shown, per_source = [], dict.fromkeys(caps, 0)
+    for item in items:
+        cap = caps[item.source]
+        if cap is not None and per_source[item.source] >= cap:
+            continue
+        per_source[item.source] += 1
+        shown.append(item)
+    return shown[:limit]
 
 
 def _first_notifications(user, items: list[NewsItem]) -> dict[int, Notification]:

@@ -281,6 +281,31 @@ def _thoracic(board, people):
             services.case_put_on_agenda(
                 case=case, session=today, by=Actor(user=people["j.perrin"].user)
             )
+    _worklist(board, people, today)
+
+
+def _worklist(board, people, today):
+    """What waits for the coordinator on her home page (rcp.home): a case submitted to no
+    agenda yet, a draft still short of its staging, a case taken off today's agenda with no
+    new date. Standard cases, only registered: no study needed."""
+    doctor, coordinator = Actor(user=people["c.martin"].user), Actor(user=people["j.perrin"].user)
+    registered = {**THORACIC_CASE, "presentation": frcp.CASE_REGISTERED}
+    waiting, draft, postponed = (_patient("c.martin@mirc.test", rank) for rank in (6, 7, 8))
+    if waiting is not None:
+        case = services.case_create(patient=waiting, committee=board, by=doctor)
+        case = services.case_update(case=case, revision=case.revision, by=doctor, **registered)
+        services.case_submit(case=case, by=doctor)
+    if draft is not None:
+        case = services.case_create(patient=draft, committee=board, by=doctor)
+        services.case_update(
+            case=case, revision=case.revision, by=doctor, question=THORACIC_CASE["question"]
+        )
+    if postponed is not None:
+        case = services.case_create(patient=postponed, committee=board, by=doctor)
+        case = services.case_update(case=case, revision=case.revision, by=doctor, **registered)
+        case = services.case_submit(case=case, by=doctor)
+        case = services.case_put_on_agenda(case=case, session=today, by=coordinator)
+        services.case_postpone(case=case, to_session=None, by=coordinator)
 
 
 def _digestive(board, people):

@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from imaging.home import STUDIES_SHOWN
 from portal import services as portal_services
 from portal.audit import Actor
 from portal.home import NEWS_MARKED_READ, NEWS_OBJECT, gp_news
@@ -257,6 +258,15 @@ def test_marking_the_news_read_reads_them_all_and_their_notifications(world):
     later = imaged_study(world, key="later-ct")["study"]
     [new] = [item for item in gp_news(gp) if item.unread]
     assert new.url == reverse("study-viewer", args=[later.pk])
+
+
+def test_a_dozen_new_studies_leave_the_decision_in_view(world):
+    _news_world(world)
+    for n in range(12):
+        imaged_study(world, key=f"import-{n}")
+    items = gp_news(world.gp.user)
+    assert "rcp-decision" in {item.kind for item in items}
+    assert sum(item.kind == "study" for item in items) == STUDIES_SHOWN
 
 
 def test_a_gp_sees_the_news_of_his_current_patients_only(world):
