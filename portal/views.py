@@ -400,6 +400,13 @@ def notification_mark_read(request):
     return redirect("notification-list")
 
 
+def _query_without(params, *names) -> str:
+    params = params.copy()
+    for name in names:
+        params.pop(name, None)
+    return params.urlencode()
+
+
 @never_cache
 @login_required
 @global_permission_required(selectors.AUDITOR_PERMISSION)
@@ -458,8 +465,9 @@ def audit_event_list(request):
             "patient": patient,
             "matches": matches,
             "searched": bool(filters.get("q")),
-            "search": filters.get("q", ""),
             "query": filters.get("q", ""),  # kept by the pagination links
+            # Choosing one of the patients found keeps the other filters.
+            "filters_query": _query_without(request.GET, "patient", "page"),
         },
     )
 
