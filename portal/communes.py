@@ -48,5 +48,5 @@ def birth_place_label(code: str) -> str:
     if name:
         return name
     if code.startswith("99"):
-        return _("born abroad (INSEE country code %(code)s)") % {"code": code}
+        return _("abroad (INSEE country code %(code)s)") % {"code": code}
     return _("INSEE code %(code)s (unknown commune)") % {"code": code}
