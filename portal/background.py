@@ -15,12 +15,14 @@ at a time is what SQLite allows. Tests and management commands (``seed_demo``) n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 from dataclasses import dataclass, field
 from functools import partial
 
+from asgiref.sync import async_to_sync, sync_to_async
 from celery.exceptions import Retry
 from django.db import close_old_connections, connections
 
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 _jobs: queue.Queue = queue.Queue()
 _lock = threading.Lock()
-_state = {"enabled": False, "worker": None}
+_state = {"enabled": False, "worker": None, "loop": None}
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Job:
     kwargs: dict
     task_id: str
     options: dict = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 def enable() -> None:
@@ -64,7 +67,28 @@ def submit(task, args, kwargs, task_id: str, options: dict | None = None) -> Non
             worker = threading.Thread(target=_work, name="mirc-background-tasks", daemon=True)
             worker.start()
             _state["worker"] = worker
-    _jobs.put(Job(task, tuple(args or ()), dict(kwargs or {}), task_id, options or {}))
+        loop = _state["loop"]
+        if loop is None or not loop.is_running():
+            loop = _state["loop"] = _server_loop()
+    _jobs.put(Job(task, tuple(args or ()), dict(kwargs or {}), task_id, options or {}, loop))
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """The server's event loop, seen from a request's thread; None elsewhere.
+
+    A task sends live notifications with ``async_to_sync(channel_layer.group_send)``: run
+    from the server's loop (as a request's code is), they reach the in-memory channel layer
+    of the server's WebSockets; from a thread of its own they would go to a new, empty loop.
+    """
+    try:
+        loop = async_to_sync(_running_loop)()
+    except RuntimeError:  # called from async code: no loop to borrow
+        return None
+    return loop if loop.is_running() else None
 
 
 def wait_idle(timeout: float) -> bool:
@@ -77,7 +101,17 @@ def _work() -> None:
     while True:
         job = _jobs.get()
         try:
-            _run(job)
+            if job.loop is not None and job.loop.is_running():
+                # In a thread of the server's loop, as a request's code runs (see _server_loop);
+                # this thread waits, so the tasks still run one at a time.
+                done = asyncio.run_coroutine_threadsafe(
+                    sync_to_async(_run, thread_sensitive=False)(job), job.loop
+                )
+                done.result()
+            else:
+                _run(job)
+        except Exception:
+            logger.exception("Background task %s[%s] could not run", job.task.name, job.task_id)
         finally:
             _jobs.task_done()
 

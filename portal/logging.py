@@ -87,6 +87,37 @@ class AccessLog(AccessLogGenerator):
         )
 
 
+def warm_up() -> None:
+    """Import every view and compile every template before the first request.
+
+    Django imports the URLconf (hence every view, pydicom, WeasyPrint's callers...) on the
+    first request, and compiles each template on its first use: the demo's first pages took
+    seconds each. Done here, before daphne listens, and before ``gc.freeze()`` so that what it
+    loads stays out of the collector's sight too (see portal/asgi.py).
+    """
+    import contextlib
+    import gc
+    from pathlib import Path
+
+    from django.template import TemplateSyntaxError, engines
+    from django.template.utils import get_app_template_dirs
+    from django.urls import get_resolver
+
+    import portal.asgi  # noqa: F401 (django.setup())
+
+    get_resolver().url_patterns  # noqa: B018 (imports every urls.py and its views)
+    for engine in engines.all():
+        folders = [Path(d) for d in engine.engine.dirs]
+        folders += [Path(d) for d in get_app_template_dirs("templates")]
+        for folder in folders:
+            for path in folder.rglob("*.html"):
+                # A fragment that only compiles where it is included is compiled there.
+                with contextlib.suppress(TemplateSyntaxError):
+                    engine.get_template(path.relative_to(folder).as_posix())
+    gc.collect()
+    gc.freeze()
+
+
 def serve(argv: list[str] | None = None) -> None:
     """daphne's command line, with the access log going through Python logging."""
     # Imported here: daphne.server installs Twisted's asyncio reactor when imported, which
@@ -110,6 +141,7 @@ def serve(argv: list[str] | None = None) -> None:
     from portal import background
 
     background.enable()
+    warm_up()
     LoggedCommandLine().run(sys.argv[1:] if argv is None else argv)
 
 
