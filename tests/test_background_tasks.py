@@ -7,10 +7,12 @@ wait for them, that they still run and their result lands in the database, and t
 failing task does not stop the ones after it.
 """
 
+import asyncio
 import threading
 import time
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from celery import shared_task
 from django.db import transaction
 
@@ -114,3 +116,35 @@ def test_without_the_demo_server_tasks_still_run_inline():
     assert not background.enabled()
     flaky.delay(marker, 0)
     assert _runs[marker] == [0]
+
+
+@shared_task(name="tests.background.which_loop")
+def which_loop(marker: str) -> None:
+    """Records the event loop that async code called from the task runs on (a live
+    notification's group_send goes through async_to_sync like this)."""
+
+    async def running():
+        return asyncio.get_running_loop()
+
+    _loops[marker] = async_to_sync(running)()
+
+
+_loops: dict[str, asyncio.AbstractEventLoop] = {}
+
+
+@pytest.mark.asyncio
+async def test_a_task_sent_by_a_request_reaches_the_servers_event_loop(settings):
+    """Live notifications (the PDF is ready) go through the server's in-memory channel layer:
+    a task sent from a request's thread runs its async calls on the server's loop."""
+    marker = "loop"
+    settings.TASKS_IN_BACKGROUND = True
+    background.enable()
+    try:
+        # A view's code runs in a thread under sync_to_async, as here.
+        await sync_to_async(which_loop.delay)(marker)
+        deadline = time.monotonic() + 20
+        while marker not in _loops and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        background.disable()
+    assert _loops.get(marker) is asyncio.get_running_loop()
