@@ -17,6 +17,7 @@ from portal import audit
 from portal.access import get_patient_for_user
 from portal.audit import Actor
 from portal.models import AuditPurpose
+from portal.selectors import patients_followed_as_gp
 from portal.views import patient_data_view
 from rcp import pdf, selectors, services
 from rcp.access import (
@@ -100,7 +101,16 @@ def rcp_home(request):
         purpose=AuditPurpose.CARE,
         query="my RCP cases",
     )
-    return render(request, "rcp/home.html", {"committees": committees, "cases": cases})
+    return render(
+        request,
+        "rcp/home.html",
+        {
+            "committees": committees,
+            "cases": cases,
+            # The GP follows his patients' cases on their own page.
+            "follows_as_gp": patients_followed_as_gp(request.user).exists(),
+        },
+    )
 
 
 @patient_data_view

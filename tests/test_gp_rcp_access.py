@@ -200,3 +200,9 @@ def test_my_patients_rcp_decisions_lists_his_patients_cases_with_status_and_deci
             'data-testid="gp-cases-empty"'
             in client_for(user).get(reverse("rcp-gp-cases")).content.decode()
         )
+
+
+def test_the_rcp_home_leads_the_gp_to_his_patients_decisions(world):
+    link = f'href="{reverse("rcp-gp-cases")}"'
+    assert link in client_for(world.gp.user).get(reverse("rcp-home")).content.decode()
+    assert link not in client_for(world.oncologist.user).get(reverse("rcp-home")).content.decode()
