@@ -71,15 +71,6 @@ def read_only_patient_grants(user) -> list[tuple[str, QuerySet]]:
     ]
 
 
-def patients_readable_by(user) -> QuerySet[Patient]:
-    """Patients ``user`` may read: those of its care relationships and of its read-only
-    grants (never a write: upload, care team, RCP stay with get_patient_for_user)."""
-    condition = Q(pk__in=patients_visible_to(user).values("pk"))
-    for _purpose, patient_ids in read_only_patient_grants(user):
-        condition |= Q(pk__in=patient_ids)
-    return Patient.objects.filter(condition)
-
-
 def _patient_and_purpose(user, pk: int, *, purpose: str, read_only: bool):
     """(patient or None, the purpose it is open for, whether only for reading)."""
     patient = patients_visible_to(user, purpose=purpose).filter(pk=pk).first()

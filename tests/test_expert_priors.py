@@ -183,3 +183,20 @@ def test_every_link_of_the_pages_the_expert_walks_leads_somewhere(tele, who):
     broken = {link: status for link, status in seen.items() if status in (403, 404)}
     assert not broken, f"{who} meets dead links: {broken}"
     assert len(seen) > 3  # the walk did find links
+
+
+def test_the_viewer_loads_the_priors_images_only_while_the_request_is_claimed(tele):
+    """The viewer's images come through DICOMweb, which follows the same grant."""
+    url = reverse("dicomweb-study-metadata", args=[tele.prior.study_instance_uid])
+    expert = client_for(tele.teleradiologist.user)
+    assert expert.get(url).status_code == 404
+    _claim(tele)
+    services.request_ask_information(
+        request=tele.request, by=Actor(user=tele.teleradiologist.user), question="Tabac ?"
+    )
+    # Waiting for the requester's answer, the request is still the expert's.
+    assert expert.get(url).status_code == 200
+    assert expert.get(_dossier(tele)).status_code == 200
+    services.message_post(request=tele.request, by=Actor(user=tele.gp.user), body="Oui.")
+    _sign(tele)
+    assert expert.get(url).status_code == 404
