@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from portal.audit import Actor
 from rcp import frcp, services
-from rcp.models import Case
+from rcp.models import Case, Decision
 from tests.conftest import client_for as _client_for
 from tests.rcp_world import COMPLETE_THORACIC, case_on_agenda, rcp_world, submitted_case
 from tests.test_i18n import catalogues, compiled_locale  # noqa: F401 (fixtures)
@@ -357,3 +357,30 @@ def test_a_draft_and_a_registered_case_read_well(world):
     assert _status(
         client_for(world.surgeon.user, "en").get(reverse("rcp-case", args=[registered.pk]))
     ) == (f"Registered without discussion, at the session of {session}")
+
+
+@pytest.mark.usefixtures("catalogues")
+def test_a_validated_decision_names_its_day_and_who_validated_it(world):
+    case = case_on_agenda(world)
+    when = timezone.now()
+    # The validation itself is tested with the meeting; here, only how it reads.
+    Decision.objects.create(
+        case=case,
+        proposal="Lobectomie.",
+        created_by=world.surgeon.user,
+        validated_by=world.surgeon.user,
+        validated_at=when,
+    )
+    Case.objects.filter(pk=case.pk).update(
+        state=Case.State.VALIDATED, validated_at=when, postponements=2
+    )
+    day = timezone.localtime(when).strftime("%d/%m/%Y")
+    page = client_for(world.oncologist.user, "fr").get(reverse("rcp-case", args=[case.pk]))
+    assert _status(page) == f"Décision validée le {day} par Pr Antoine Rousseau"
+    assert "Reporté 2 fois" in html.unescape(page.content.decode())
+    english = client_for(world.oncologist.user, "en").get(reverse("rcp-case", args=[case.pk]))
+    assert _status(english) == f"Decision validated on {day} by Pr Antoine Rousseau"
+    patient_page = client_for(world.oncologist.user, "fr").get(
+        reverse("patient-detail", args=[world.patient.pk])
+    )
+    assert f"le {day} par Pr Antoine Rousseau" in html.unescape(patient_page.content.decode())
