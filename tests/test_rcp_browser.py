@@ -1,7 +1,7 @@
 """An RCP as its demo users live it, in Chromium against the seeded demo.
 
-The oncologist submits a thoracic case with its CT, the coordinator puts it on the agenda,
-the members join the live session and the quorum turns green, the chair records and
+The oncologist submits a thoracic case with its CT, the coordinator puts it on the agenda of
+today's session and opens it, the members join and the quorum turns green, the chair records and
 validates the decision, the fiche RCP comes out as a PDF and the patient's GP is notified.
 """
 
@@ -96,6 +96,9 @@ def test_a_thoracic_case_from_submission_to_signed_minutes(demo_server, browser)
     )
     live = f"{base}/rcp/seances/{session_id}/direct/?dossier={case_id}"
     perrin.goto(live)
+    # Today's session: the coordinator opens it herself (joining no longer opens it).
+    perrin.click("[data-testid=open-session]")
+    perrin.locator("[data-testid=session-status]", has_text="En cours").wait_for()
     assert perrin.locator("[data-testid=quorum]").get_attribute("data-met") == "false"
     members = []
     for email in ("a.rousseau@mirc.test", "c.martin@mirc.test", "h.bertrand@mirc.test"):
@@ -188,6 +191,9 @@ def test_a_perinatal_case_counts_only_with_the_four_core_specialties(demo_server
     page.click("[data-testid=join]")
     contexts.append(context)
     _wait(chair, lambda: chair.locator("[data-testid=quorum]").get_attribute("data-met") == "true")
+    # Today's session, opened by its chair before the team's opinion is validated.
+    chair.click("[data-testid=open-session]")
+    chair.locator("[data-testid=session-status]", has_text="En cours").wait_for()
     # The ultrasound loop is in the viewer; the team's opinion is recorded and validated.
     assert chair.evaluate("window.mircViewers[0].ready.then(() => true)") is True
     form = chair.locator("[data-testid=decision-form]")
