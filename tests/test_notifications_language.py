@@ -151,3 +151,34 @@ def test_the_case_presentation_reads_in_the_readers_language(world):
     french = client_for(world.oncologist.user).get(url, HTTP_ACCEPT_LANGUAGE="fr")
     assert "Cas discuté" in french.content.decode()
     assert frcp.STATUT_CAS.label(frcp.CASE_DISCUSSED) == "Cas discuté"
+
+
+def test_older_french_rows_find_their_source_again(world):
+    """portal 0006: the rows written in French before the source was stored."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("portal.migrations.0006_notification_sources_of_old_rows")
+    with translation.override("fr"):
+        reminder = translation.ngettext(
+            "Reminder: %(committee)s meets on %(date)s, %(count)s case on the agenda.",
+            "Reminder: %(committee)s meets on %(date)s, %(count)s cases on the agenda.",
+            2,
+        ) % {"committee": "RCP thoracique", "date": "12/12/2026 17:00", "count": 2}
+        due = translation.gettext(
+            "Tele-expertise request no. %(number)s is due soon (%(specialty)s)."
+        ) % {"number": 7, "specialty": translation.gettext("Dermatology")}
+    rows = [
+        Notification.objects.create(recipient=world.gp.user, message=text)
+        for text in (DECISION_FR, reminder, due, "Un texte inconnu")
+    ]
+    migration.find_sources(apps, None)
+    decision, reminder_row, due_row, unknown = (Notification.objects.get(pk=row.pk) for row in rows)
+    with translation.override("en"):
+        assert decision.text == DECISION_EN
+        assert reminder_row.text == (
+            "Reminder: RCP thoracique meets on 12/12/2026 17:00; cases on the agenda: 2."
+        )
+        assert due_row.text == "Tele-expertise request no. 7 is due soon (Dermatology)."
+        assert unknown.text == "Un texte inconnu"
