@@ -84,7 +84,7 @@ def test_the_programme_reads_every_committee_with_charts(region):
     assert sum(column.total for column in chart.columns) == 3
     assert [series.name for series in chart.series] == [region.digestive.name, region.thoracic.name]
     assert 'data-testid="months-legend"' in page
-    assert "1 held of 2 (1 not held)" in page
+    assert "Held: 1 of 2 (not held: 1)" in page
     # Reading the counts is not reading the sessions: no link to a session's page.
     assert reverse("rcp-session", args=[region.thoracic_held.pk]) not in page
     event = AuditEvent.objects.filter(actor=region.programme).latest("id")
