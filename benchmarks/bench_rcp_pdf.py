@@ -352,14 +352,16 @@ def build_session() -> SimpleNamespace:
         members=[(chair, Role.CHAIR), (coordinator, Role.COORDINATOR)]
         + [(professional, Role.MEMBER) for professional in people[2:]],
     )
-    start = timezone.now().replace(minute=0, second=0, microsecond=0)
+    # Today's meeting, starting in a few minutes (planning refuses the past), opened by its
+    # chair: decisions are validated in an open session with the quorum.
+    start = timezone.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=5)
     (session,) = rcp_services.sessions_schedule(
         committee=committee,
         first_start=start,
         duration=dt.timedelta(hours=2),
         place=SESSION_PLACE,
     )
-    rcp_services.session_open(session=session)
+    rcp_services.session_open(session=session, by=Actor(user=chair.user, name="benchmark"))
     for professional, row in zip(people, BOARD, strict=True):
         rcp_services.attendance_arrive(session=session, professional=professional, mode=row[5])
 
