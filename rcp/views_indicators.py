@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -158,6 +157,7 @@ def summary_lines(indicators: Indicators) -> list[Line]:
 
     return [
         Line(_("Sessions held"), i.sessions_held),
+        Line(_("Sessions not held"), i.sessions_not_held),
         Line(_("Cases presented"), i.cases_presented),
         Line(_("Cases per session (mean)"), i.cases_per_session),
         share(_("Cases registered without discussion (ORG-128)"), i.registered),
@@ -169,6 +169,10 @@ def summary_lines(indicators: Indicators) -> list[Line]:
         ),
         share(_("Cases with a validated decision"), i.validated_decisions),
         share(_("Validated decisions with the quorum reached (ORG-126)"), i.quorum_reached),
+        share(
+            _("Decisions validated without quorum (reason and second validator)"),
+            i.validated_without_quorum,
+        ),
         share(_("Decisions conforming to the guideline (where recorded)"), i.conforming),
         share(_("Decisions proposing a clinical trial"), i.trial_proposed),
         share(_("Cases postponed at least once"), i.postponed_cases),
@@ -178,53 +182,33 @@ def summary_lines(indicators: Indicators) -> list[Line]:
 
 @dataclass(frozen=True)
 class CommitteeFigures:
-    """One committee's indicators, and its sessions closed without a case discussed."""
+    """One committee's indicators, as the page shows them."""
 
     committee: Committee
     indicators: Indicators
-    not_held: int
 
     @property
     def lines(self) -> list[Line]:
         return summary_lines(self.indicators)
 
     @property
-    def without_quorum(self) -> int:
-        """Decisions validated although the quorum was not reached."""
-        quorum = self.indicators.quorum_reached
-        return quorum.total - quorum.count
+    def sessions(self) -> dict:
+        held, not_held = self.indicators.sessions_held, self.indicators.sessions_not_held
+        return {"held": held, "not_held": not_held, "total": held + not_held}
 
     @property
-    def sessions(self) -> dict:
-        held = self.indicators.sessions_held
-        return {"held": held, "not_held": self.not_held, "total": held + self.not_held}
-
-
-def _not_held(committees: list[Committee], period: Period) -> dict[int, int]:
-    """Per committee, the sessions of the period closed without any case discussed (one
-    query): the other side of the indicators' "sessions held"."""
-    return dict(
-        Session.objects.filter(
-            committee__in=committees,
-            status=Session.Status.NOT_HELD,
-            starts_at__gte=period.starts_at,
-            starts_at__lt=period.ends_before,
-        )
-        .values("committee")
-        .annotate(n=Count("pk"))
-        .values_list("committee", "n")
-    )
+    def session_rows(self) -> list[tuple]:
+        """Each closed session of the period with its status in words."""
+        return [(row, Session.Status(row.status).label) for row in self.indicators.rows]
 
 
 def committee_figures(committees: list[Committee], period: Period) -> list[CommitteeFigures]:
     """The indicators of each committee: rcp.indicators' three queries per committee (a region
-    has a handful of committees), whatever the number of sessions and cases, and one more."""
-    not_held = _not_held(committees, period)
+    has a handful of committees), whatever the number of sessions and cases."""
     return [
         CommitteeFigures(
             committee=committee,
             indicators=committee_indicators(committee=committee, period=period),
-            not_held=not_held.get(committee.pk, 0),
         )
         for committee in committees
     ]
@@ -446,7 +430,6 @@ def indicators_csv(request):
         header.append(line.label)
         if line.out_of is not None:
             header.append(f"{line.label} — %")
-    header.append(_("Sessions not held"))
     writer.writerow([_csv_safe(value) for value in header])
     for one in figures:
         cells = [one.committee.name, period.start.isoformat(), period.end.isoformat()]
@@ -454,6 +437,5 @@ def indicators_csv(request):
             cells.append(_number(line.value))
             if line.out_of is not None:
                 cells.append(_number(line.percent))
-        cells.append(one.not_held)
         writer.writerow([_csv_safe(value) for value in cells])
     return response

@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.models import AuditEvent, AuditEventId, AuditOutcome
-from rcp.models import Case, Session
+from rcp import frcp
+from rcp.models import Case, Decision, Session
 from tests.conftest import client_for
 from tests.permission_matrix import _regional_programme
 from tests.rcp_world import rcp_world, submitted_case
@@ -58,7 +59,20 @@ def region(world):
     _session(world.thoracic, 10, Session.Status.NOT_HELD)
     world.digestive_held = _session(world.digestive, 20, Session.Status.HELD)
     _discussed(world, world.thoracic_held)
-    _discussed(world, world.thoracic_held)
+    late = _discussed(world, world.thoracic_held)
+    # Its decision validated in the meeting without the quorum (reason, second validator).
+    Decision.objects.create(
+        case=late,
+        version=1,
+        created_by=world.oncologist.user,
+        validated_by=world.oncologist.user,
+        validated_at=world.thoracic_held.starts_at,
+        quorum_status=frcp.QUORUM_NOT_REACHED,
+        validated_without_quorum=True,
+        without_quorum_reason="Chirurgien absent, décision urgente",
+        second_validator=world.coordinator.user,
+    )
+    Case.objects.filter(pk=late.pk).update(state=Case.State.VALIDATED)
     _discussed(world, world.digestive_held)
     world.programme = _regional_programme(world)
     return world
@@ -85,6 +99,8 @@ def test_the_programme_reads_every_committee_with_charts(region):
     assert [series.name for series in chart.series] == [region.digestive.name, region.thoracic.name]
     assert 'data-testid="months-legend"' in page
     assert "Held: 1 of 2 (not held: 1)" in page
+    assert thoracic.indicators.validated_without_quorum.count == 1
+    assert 'data-testid="without-quorum">1<' in page
     # Reading the counts is not reading the sessions: no link to a session's page.
     assert reverse("rcp-session", args=[region.thoracic_held.pk]) not in page
     event = AuditEvent.objects.filter(actor=region.programme).latest("id")
@@ -142,7 +158,7 @@ def test_the_csv_has_one_line_per_committee(region):
     by_name = {line[0]: line for line in lines}
     assert by_name[region.thoracic.name][cases] == "2"
     assert by_name[region.digestive.name][cases] == "1"
-    assert by_name[region.thoracic.name][-1] == "1"  # sessions not held
+    assert by_name[region.thoracic.name][header.index("Sessions not held")] == "1"
     event = AuditEvent.objects.filter(actor=region.programme).latest("id")
     assert event.event_id == AuditEventId.EXPORT
 
