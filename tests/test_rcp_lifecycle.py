@@ -424,6 +424,7 @@ def test_the_fiche_the_minutes_the_frcp_status_and_the_indicators_carry_the_flag
     services.session_close(session=fresh(session), by=by(world.coordinator))
 
     fiche = RcpDocument.objects.get(decision=decision)
+    assert "En cours · ouverte à" in _pdf_text(fresh(minutes))  # made during the meeting
     for text in (_pdf_text(fiche), _pdf_text(fresh(minutes))):
         assert "Quorum non atteint" in text
         assert "Validée sans quorum" in text
