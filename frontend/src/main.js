@@ -76,6 +76,26 @@ function hooks(viewer) {
   };
 }
 
+// The smallest viewer that still shows an image worth reading, with its toolbar and slider.
+const VIEWER_MIN_HEIGHT = 360;
+const VIEWER_MARGIN = 12;
+
+/** Sizes the viewer to the room left below it on the screen, so that its toolbar, image and
+ * slider show without scrolling (a 1366x768 laptop, a tablet). A viewer placed low on a long
+ * page (the live RCP page) gets the whole screen's height, to be read once scrolled to. The
+ * height goes through a CSS variable (CSSOM, allowed by the Content-Security-Policy). */
+function fitToScreen(element) {
+  const fit = () => {
+    const top = element.getBoundingClientRect().top + window.scrollY;
+    const screen = window.innerHeight - VIEWER_MARGIN;
+    const below = screen - top;
+    const height = below >= VIEWER_MIN_HEIGHT ? below : screen;
+    element.style.setProperty('--mirc-viewer-height', `${Math.max(VIEWER_MIN_HEIGHT, height)}px`);
+  };
+  fit();
+  window.addEventListener('resize', fit);
+}
+
 function mountAll() {
   // Before anything else reads the address: the token leaves the URL at once.
   takeTokenFromFragment();
@@ -85,6 +105,7 @@ function mountAll() {
   initialiseCornerstone();
   for (const element of elements) {
     element.dataset.mircMounted = 'true';
+    fitToScreen(element);
     const config = readConfig(element) || {};
     const viewer = new Viewer(element, config);
     window.mircViewers.push(hooks(viewer));
