@@ -1,4 +1,4 @@
-"""Celery tasks of the RCP domain: thin, they take ids and call rcp.pdf."""
+"""Celery tasks of the RCP domain: thin, they take ids (or nothing) and call rcp.services."""
 
 import logging
 
