@@ -41,6 +41,7 @@ from rcp.models import Case
 from rcp.notifications import AgendaNotSent, AgendaUpdateToConfirm, agenda_send
 from rcp.quorum import session_quorum
 from rcp.status import case_status_details, postponement_sentence
+from rcp.views_indicators import may_see_every_committee
 
 # The GP's list of his patients' cases: the latest ones (a GP follows a few hundred patients).
 GP_CASES_SHOWN = 100
@@ -109,6 +110,8 @@ def rcp_home(request):
             "cases": cases,
             # The GP follows his patients' cases on their own page.
             "follows_as_gp": patients_followed_as_gp(request.user).exists(),
+            # The link is offered only to whom the indicators page will open.
+            "sees_every_committee": may_see_every_committee(request.user),
         },
     )
 

@@ -145,8 +145,13 @@ def test_someone_on_no_committee_without_the_permission_is_refused_and_audited(r
         ).count()
         == 2
     )
-    # The technical administrator's blanket rights do not make them a reader either.
+    # The technical administrator's blanket rights do not make them a reader either, and the
+    # RCP home offers them no link to a page that would refuse them.
     assert client_for(region.admin_user).get(reverse("rcp-indicators")).status_code == 403
+    home = client_for(region.admin_user).get(reverse("rcp-home")).content.decode()
+    assert 'data-testid="rcp-indicators"' not in home
+    home = client_for(region.programme).get(reverse("rcp-home")).content.decode()
+    assert 'data-testid="rcp-indicators"' in home
 
 
 def test_the_csv_has_one_line_per_committee(region):

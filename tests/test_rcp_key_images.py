@@ -503,8 +503,9 @@ def test_a_validated_decision_locks_the_key_images(board):
         client_for(user).post(reverse("rcp-case-key-image-remove", args=[board.case.pk, image.pk]))
     assert list(KeyImage.objects.filter(case=board.case)) == [image]
     assert _key_image_updates(board.case).count() == before
-    # The patient's GP now sees the case and its key images, and cannot add one.
-    assert _post(world.gp.user, board.case, _request(board.ct)).status_code == 403
+    # The patient's GP now sees the case and its key images, and cannot add one: he only reads
+    # the case, so any other method is refused him like an outsider's (rcp.access).
+    assert _post(world.gp.user, board.case, _request(board.ct)).status_code == 404
     listing = client_for(world.gp.user).get(reverse("rcp-case-key-images", args=[board.case.pk]))
     assert listing.status_code == 200
     assert b'data-testid="key-image-item"' in listing.content
