@@ -194,7 +194,9 @@ def test_a_perinatal_case_counts_only_with_the_four_core_specialties(demo_server
     # Today's session, opened by its chair before the team's opinion is validated.
     chair.click("[data-testid=open-session]")
     chair.locator("[data-testid=session-status]", has_text="En cours").wait_for()
-    # The ultrasound loop is in the viewer; the team's opinion is recorded and validated.
+    # The ultrasound loop is in the viewer (its module script runs after the page reloaded by
+    # the opening); the team's opinion is recorded and validated.
+    _wait(chair, lambda: chair.evaluate("(window.mircViewers || []).length") > 0, timeout=20)
     assert chair.evaluate("window.mircViewers[0].ready.then(() => true)") is True
     form = chair.locator("[data-testid=decision-form]")
     assert form.locator("textarea[name=proposal]").count() == 0  # a cancer-board field
