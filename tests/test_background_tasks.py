@@ -148,3 +148,61 @@ async def test_a_task_sent_by_a_request_reaches_the_servers_event_loop(settings)
     finally:
         background.disable()
     assert _loops.get(marker) is asyncio.get_running_loop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_validating_a_decision_answers_before_its_fiche_is_made_which_then_appears(
+    world, settings, monkeypatch
+):
+    """The request that validates does not wait for WeasyPrint; the fiche is made after it."""
+    from django.urls import reverse
+
+    from portal.audit import Actor
+    from rcp import pdf, services
+    from rcp.models import Case, RcpDocument
+    from tests.conftest import client_for
+    from tests.rcp_world import case_on_agenda, open_with_quorum
+
+    gate = threading.Event()
+    render = pdf.document_render
+
+    def render_when_allowed(*, document):
+        assert gate.wait(timeout=30), "the test never let the fiche be made"
+        return render(document=document)
+
+    monkeypatch.setattr(pdf, "document_render", render_when_allowed)
+    case = case_on_agenda(world)
+    open_with_quorum(world)
+    draft = services.decision_save(
+        case=case,
+        revision=None,
+        by=Actor(user=world.oncologist.user),
+        proposal="Lobectomie supérieure droite avec curage.",
+        treatment_types=["387713003"],
+        conforms_to_guideline=True,
+    )
+    # The demo server's mode from here (the world's set-up ran its imports inline).
+    settings.TASKS_IN_BACKGROUND = True
+    background.enable()
+    try:
+        chair = client_for(world.oncologist.user)
+        response = chair.post(
+            reverse("rcp-case-validate", args=[case.pk]), {"revision": draft.revision}
+        )
+        # Answered, validated, while the fiche is still waiting for the gate.
+        assert response.status_code == 302
+        case.refresh_from_db()
+        assert case.state == Case.State.VALIDATED
+        fiche = RcpDocument.objects.get(decision__case=case)
+        assert fiche.status != RcpDocument.Status.READY
+    finally:
+        gate.set()
+        background.disable()
+        # The tests' in-memory SQLite locks a table while another thread writes to it: the
+        # background thread finishes before this one reads again.
+        assert background.wait_idle(timeout=60)
+    fiche.refresh_from_db()
+    assert fiche.status == RcpDocument.Status.READY
+    # The case's page (its outputs panel polls while a PDF is in flight) offers the fiche.
+    page = chair.get(reverse("rcp-case", args=[case.pk])).content.decode()
+    assert reverse("rcp-case-pdf", args=[case.pk, fiche.pk]) in page
