@@ -55,7 +55,7 @@ from imaging.grants import (
 from imaging.models import Study, ViewerToken
 from imaging.render import render_positional, to_explicit_little_endian
 from imaging.sandbox import DecodeError, run_limited
-from imaging.selectors import studies_visible_to
+from imaging.selectors import read_only_study, studies_visible_to
 from imaging.validation import UploadedFile
 from portal import audit
 from portal.access import record_refusal
@@ -234,8 +234,22 @@ def _study(request, caller: Caller, study_uid: str) -> Study:
     if study is None:
         record_refusal(actor=caller.actor, object_type="imaging.study", object_id=study_uid)
         raise ArchiveNotFound(study_uid)
+    # Cached with the study (it is pickled with its attributes), so the reads answered from
+    # the cached grant are audited for the same purpose as the first one.
+    study.access_purpose = _access_purpose(caller, study)
     cache.set(key, study, timeout=GRANT_SECONDS)
     return study
+
+
+def _access_purpose(caller: Caller, study: Study) -> str:
+    """Why the caller reads ``study``, for the audit trail, as the pages say it
+    (imaging.access.get_study_for_user): care, unless the study is open to the caller only
+    through a read-only grant (the expert reading the priors of a claimed request), whose
+    purpose it is then. Asked only once access was granted; it grants nothing itself."""
+    if studies_visible_to(caller.user, include_read_only=False).filter(pk=study.pk).exists():
+        return AuditPurpose.CARE
+    _granted, purpose = read_only_study(caller.user, study.pk)
+    return purpose or AuditPurpose.CARE
 
 
 def _instance_in_study(caller: Caller, study: Study, series_uid: str, sop_uid: str) -> None:
@@ -283,7 +297,7 @@ def _audit_access(caller: Caller, study: Study, what: str) -> None:
             patient=study.patient,
             object_type="imaging.study",
             object_id=study.study_instance_uid,
-            purpose=AuditPurpose.CARE,
+            purpose=getattr(study, "access_purpose", AuditPurpose.CARE),
             detail={"via": "dicomweb", "what": what, "token": getattr(caller.token, "pk", None)},
         )
 
