@@ -31,6 +31,23 @@ class ExpertiseConfig(AppConfig):
 
         return AuditPurpose.EXPERTISE, patients_under_expertise_of(user)
 
+    def read_only_patient_reasons(self, *, user, patient_id):
+        """Why ``user`` reads the patient under the grant above: the claimed requests, each
+        a way back from the priors' pages (asked by portal.access; imaging must not import
+        this app)."""
+        from django.urls import reverse
+
+        from expertise.selectors import requests_under_expertise_of
+        from portal.access import ReadOnlyReason
+
+        return [
+            ReadOnlyReason(
+                label=_("Back to request no. %(number)s") % {"number": request.pk},
+                url=reverse("expertise-request", args=[request.pk]),
+            )
+            for request in requests_under_expertise_of(user, patient_id=patient_id).only("pk")
+        ]
+
     def patient_panel(self, *, user, patient):
         """The patient's tele-expertise requests that ``user`` may open, for the patient
         page (asked by portal.selectors.patient_panels, which must not import this app)."""

@@ -84,6 +84,16 @@ def patients_under_expertise_of(user):
     return Request.objects.filter(expert=user, state__in=CLAIMED_STATES).values("patient_id")
 
 
+def requests_under_expertise_of(user, *, patient_id) -> QuerySet[Request]:
+    """The requests on patient ``patient_id`` that ``user`` has claimed and not answered
+    yet: the reasons of the read-only grant above (the priors' pages link back to them)."""
+    if not getattr(user, "is_authenticated", False):
+        return Request.objects.none()
+    return Request.objects.filter(
+        expert=user, state__in=CLAIMED_STATES, patient_id=patient_id
+    ).order_by("pk")
+
+
 def _with_list_columns(requests: QuerySet[Request]) -> QuerySet[Request]:
     return requests.select_related(
         "patient", "pool__establishment", "requester__professional", "expert__professional"

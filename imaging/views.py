@@ -27,10 +27,11 @@ from imaging.forms import ReviewRoomForm
 from imaging.models import ArchiveSync, IngestBatch
 from imaging.tasks import ingest_batch, patient_studies_sync
 from portal import audit
-from portal.access import get_patient_for_user
+from portal.access import get_patient_for_user, read_only_access_reasons
 from portal.access import may_open_patient as may_open_patient_record
 from portal.audit import Actor
 from portal.models import AuditPurpose
+from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
 
 SYNC_EVERY = dt.timedelta(minutes=5)
@@ -82,6 +83,8 @@ def patient_dossier(request, patient_id):
             "max_upload_mb": settings.INGEST_MAX_UPLOAD_BYTES // 1024**2,
             "read_only": patient.access_read_only,
             "may_open_patient": not patient.access_read_only,
+            # The expert's way back to the request he reads the priors for.
+            "access_reasons": read_only_access_reasons(request.user, patient.pk),
         },
     )
 
@@ -168,6 +171,7 @@ def study_report_pdf(request, patient_id, report_id):
         purpose=report.access_purpose,
         detail={"view": "study report"},
     )
+    notifications_mark_read_for_url(user=request.user, url=request.path)
     response = HttpResponse(document, content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="compte-rendu-{report.pk}.pdf"'
     return response
@@ -265,6 +269,8 @@ def study_viewer(request, study_id):
             "may_open_patient": may_open_patient,
             "may_open_dossier": may_open_patient
             or may_open_patient_record(request.user, study.patient_id, read_only=True),
+            # The expert's way back to the request he reads the priors for.
+            "access_reasons": read_only_access_reasons(request.user, study.patient_id),
         },
     )
 

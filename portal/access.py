@@ -5,6 +5,8 @@ Every view and consumer that takes an object id goes through its helper. An outs
 exists, the refusal names its patient, so it shows in that patient's access report.
 """
 
+from dataclasses import dataclass
+
 from django.apps import apps
 from django.db.models import Q, QuerySet
 from django.http import Http404
@@ -68,6 +70,29 @@ def read_only_patient_grants(user) -> list[tuple[str, QuerySet]]:
         config.read_only_patient_grant(user)
         for config in apps.get_app_configs()
         if hasattr(config, "read_only_patient_grant")
+    ]
+
+
+@dataclass(frozen=True)
+class ReadOnlyReason:
+    """Why a user reads a patient under a read-only grant, and the page it comes from (the
+    expert's tele-expertise request): the read-only pages show it as a way back."""
+
+    label: str
+    url: str
+
+
+def read_only_access_reasons(user, patient_id) -> list[ReadOnlyReason]:
+    """The reasons ``user`` holds a read-only grant on patient ``patient_id`` now, from every
+    app that declares ``read_only_patient_reasons(*, user, patient_id)`` next to its
+    ``read_only_patient_grant`` (empty when none). One query per such app."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return [
+        reason
+        for config in apps.get_app_configs()
+        if hasattr(config, "read_only_patient_reasons")
+        for reason in config.read_only_patient_reasons(user=user, patient_id=patient_id)
     ]
 
 

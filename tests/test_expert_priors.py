@@ -20,6 +20,7 @@ from portal.selectors import access_generation
 from tests.conftest import client_for
 from tests.expertise_world import REPORT, expertise_world, sent_request
 from tests.permission_matrix import imaged_study
+from tests.test_i18n import catalogues, compiled_locale  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -200,3 +201,26 @@ def test_the_viewer_loads_the_priors_images_only_while_the_request_is_claimed(te
     services.message_post(request=tele.request, by=Actor(user=tele.gp.user), body="Oui.")
     _sign(tele)
     assert expert.get(url).status_code == 404
+
+
+@pytest.mark.usefixtures("catalogues")
+def test_the_expert_goes_back_from_the_priors_to_the_request_he_answers(tele):
+    _claim(tele)
+    expert = client_for(tele.teleradiologist.user)
+    back = _href(reverse("expertise-request", args=[tele.request.pk]))
+    for page in (_dossier(tele), _viewer(tele.prior)):
+        html = expert.get(page).content.decode()
+        assert back in html, page
+        assert f"Retour à la demande n° {tele.request.pk}" in html, page
+    # The care team reads the same pages for care: no request to go back to.
+    care = client_for(tele.gp.user)
+    for page in (_dossier(tele), _viewer(tele.prior)):
+        assert 'data-testid="access-reason"' not in care.get(page).content.decode(), page
+
+
+def test_the_way_back_goes_when_the_request_is_answered(tele):
+    _claim(tele)
+    _sign(tele)
+    # The request's attached study stays open to its expert; the grant, and its link, are gone.
+    html = client_for(tele.teleradiologist.user).get(_viewer(tele.ct)).content.decode()
+    assert 'data-testid="access-reason"' not in html
