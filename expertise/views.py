@@ -32,6 +32,7 @@ from portal import audit
 from portal.access import get_patient_for_user, may_open_patient, record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
+from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
 
 State = Request.State
@@ -354,6 +355,8 @@ def _detail_context(request, found: Request) -> dict:
 def request_detail(request, request_id):
     found = get_request_for_user(request, request_id)
     _audit_read(request, found, found.patient, view="tele-expertise request")
+    # Opening the request is reading what its notifications announced.
+    notifications_mark_read_for_url(user=request.user, url=request.path)
     return render(request, "expertise/request.html", _detail_context(request, found))
 
 

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -21,6 +22,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from portal import audit, permissions
 from portal.access import record_refusal
 from portal.audit import Actor
+from portal.mail import portal_url
 from portal.models import (
     CareRelationship,
     CareRole,
@@ -539,6 +541,21 @@ def notify(
         )
     )
     return notification
+
+
+def notifications_mark_read_for_url(*, user, url: str) -> int:
+    """Mark read ``user``'s unread notifications that link to the page at ``url`` (a path):
+    whoever opens the page a notification announced has seen it, and his bell says so. One
+    UPDATE. Notifications store the path (the portal's pages) or the absolute address
+    (e-mailed ones, portal.mail.portal_url), sometimes with an anchor in the page."""
+    condition = Q()
+    for address in (url, portal_url(url)):
+        condition |= Q(url=address) | Q(url__startswith=f"{address}#")
+    return (
+        Notification.objects.filter(recipient=user, read_at__isnull=True)
+        .filter(condition)
+        .update(read_at=timezone.now())
+    )
 
 
 def notification_mark_read(*, user, notification_ids: list[int] | None = None) -> int:

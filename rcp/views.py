@@ -18,6 +18,7 @@ from portal.access import get_patient_for_user
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.selectors import patients_followed_as_gp
+from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
 from rcp import pdf, selectors, services
 from rcp.access import (
@@ -434,6 +435,7 @@ def case_detail(request, case_id):
         messages.error(request, _("The case was not saved: check the highlighted fields."))
         return render(request, "rcp/case.html", _case_context(request, case, form), status=400)
     _audit_read(request, case, patient=case.patient, view="rcp case")
+    notifications_mark_read_for_url(user=request.user, url=request.path)
     return render(request, "rcp/case.html", _case_context(request, case))
 
 
