@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from portal.models import AuditEvent, AuditEventId, AuditOutcome, CareRelationship, Patient
 
@@ -28,6 +29,16 @@ _labellers: dict[str, Labeller] = {}
 def register(object_type: str, labeller: Labeller) -> None:
     """Name the objects of ``object_type`` ("rcp.case") with ``labeller`` (ids → labels)."""
     _labellers[object_type] = labeller
+
+
+# Types whose events name a page or a list, not one object (no id): one name for the type.
+_type_labels: dict[str, str] = {}
+
+
+def register_type(object_type: str, label) -> None:
+    """Name ``object_type`` ("portal.home") with ``label`` (a lazy translation, read in the
+    reader's language) when its events carry no object id."""
+    _type_labels[object_type] = label
 
 
 def integer_ids(ids: Iterable[str]) -> list[int]:
@@ -54,6 +65,8 @@ def label_events(events: list[AuditEvent]) -> list[AuditEvent]:
     }
     for event in events:
         label = labels.get(event.object_type, {}).get(event.object_id)
+        if not label and not event.object_id and event.object_type in _type_labels:
+            label = str(_type_labels[event.object_type])
         event.object_label = label or f"{event.object_type} {event.object_id}".strip()
         event.kind_label = kind_label(event)
     return events
@@ -112,3 +125,7 @@ def _care_relationships(ids: list[str]) -> dict[str, str]:
 
 register("portal.patient", _patients)
 register("portal.carerelationship", _care_relationships)
+# The home page's audited reads (portal.home): the panels it showed, and the GP's news
+# (marked read). Their events name no object.
+register_type("portal.home", gettext_lazy("Home page"))
+register_type("portal.home_news", gettext_lazy("Home page: news of my patients"))

@@ -137,3 +137,19 @@ def test_the_page_takes_the_same_queries_however_many_events_and_types(world):
         case_on_agenda(world)
         client_for(world.oncologist.user).get(reverse("patient-detail", args=[world.patient.pk]))
     assert queries() == before
+
+
+def test_the_home_pages_reads_are_named_not_shown_as_raw_types(world):
+    """The GP's home (his patients' panels) and his "mark the news read" are audited events
+    without an object id: the auditor reads them as the home page, not "portal.home"."""
+    gp = client_for(world.gp.user)
+    assert gp.get(reverse("home")).status_code == 200
+    assert gp.post(reverse("home-news-read")).status_code == 302
+    assert AuditEvent.objects.filter(actor=world.gp.user, object_type="portal.home").exists()
+    assert AuditEvent.objects.filter(actor=world.gp.user, object_type="portal.home_news").exists()
+
+    response = _search(world, actor=world.gp.user.email)
+    labels = {event.object_label for event in response.context["page"].object_list}
+    assert {"Home page", "Home page: news of my patients"} <= labels
+    page = response.content.decode()
+    assert "portal.home" not in page
