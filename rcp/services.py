@@ -642,18 +642,36 @@ def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> D
         detail = {"rcp_decision": draft.version, "fields": sorted(changes)}
         if withdrawn:
             detail["without_quorum"] = "withdrawn by the edit"
-        if case.state == State.ON_AGENDA:
-            # Whatever the author proposed, a case the meeting decides on was discussed.
-            _move(
-                case,
-                State.DISCUSSED,
-                by=by,
-                changes={"discussed_at": timezone.now(), "presentation": PRESENTATION_DISCUSSED},
-                **detail,
-            )
-        else:
+        if not _discussed_in_meeting(case, by=by, **detail):
+            if case.state == State.ON_AGENDA:
+                # Written before the meeting: a prepared proposal, the case still waits on
+                # the agenda (and counts nowhere as discussed) until its session is open.
+                detail["prepared"] = True
             audit_case(case, by, detail)
     return draft
+
+
+def _discussed_in_meeting(case: Case, *, by: Actor, **detail) -> bool:
+    """A case on the agenda whose decision is written or validated while its session is in
+    progress was discussed by the meeting, now, whatever the author proposed: ON_AGENDA ->
+    DISCUSSED (audited with ``detail``). False, nothing written, for a case in any other
+    state or whose session is not in progress (a proposal prepared before the meeting)."""
+    if case.state != State.ON_AGENDA:
+        return False
+    # Read now, not from the caller's copy: the session may have been opened since.
+    in_progress = Session.objects.filter(
+        pk=case.session_id, status=Session.Status.IN_PROGRESS
+    ).exists()
+    if not in_progress:
+        return False
+    _move(
+        case,
+        State.DISCUSSED,
+        by=by,
+        changes={"discussed_at": timezone.now(), "presentation": PRESENTATION_DISCUSSED},
+        **detail,
+    )
+    return True
 
 
 @dataclass(frozen=True)
@@ -794,6 +812,9 @@ def decision_validate(*, case: Case, revision: int, by: Actor) -> Decision:
             if not q.met:
                 raise RcpError(_quorum_refusal(q, case.committee))
             fields = {"quorum_status": q.status_code, "attendees": _snapshot(session)}
+            # A proposal prepared before the meeting and validated as it stands: the meeting
+            # discussed the case now (ON_AGENDA -> DISCUSSED, then VALIDATED in _lock).
+            _discussed_in_meeting(case, by=by, rcp_decision=draft.version)
         fields["validated_by"] = by.user
         return _lock(case=case, draft=draft, revision=revision, by=by, fields=fields, detail={})
 
@@ -816,6 +837,9 @@ def decision_request_without_quorum(
         _session, q = _meeting_checks(case)
         if q.met:
             raise RcpError(_("The quorum is reached: validate the decision normally."))
+        # Asked in the open meeting: the case is being discussed, even if its proposal was
+        # prepared before and is not edited now.
+        _discussed_in_meeting(case, by=by, rcp_decision=draft.version)
         asked = Decision.objects.filter(
             pk=draft.pk, revision=revision, validated_at__isnull=True
         ).update(
@@ -860,6 +884,7 @@ def decision_confirm_without_quorum(*, case: Case, revision: int, by: Actor) -> 
         session, q = _meeting_checks(case)
         if q.met:
             raise RcpError(_("The quorum is reached now: validate the decision normally."))
+        _discussed_in_meeting(case, by=by, rcp_decision=draft.version)  # already, as a rule
         fields = {
             "quorum_status": q.status_code,
             "attendees": _snapshot(session),

@@ -90,7 +90,8 @@ def session_in(world, days: int) -> Session:
 
 def discussed(world, session=None) -> Case:
     """world.patient's case on ``session``'s agenda (world.session by default), with the
-    surgeon's draft proposal: discussed."""
+    surgeon's draft proposal: discussed once the session is in progress, only prepared
+    before."""
     case = case_on_agenda(world)
     if session is not None and session.pk != case.session_id:
         Case.objects.filter(pk=case.pk).update(session=session)
@@ -240,6 +241,20 @@ def test_a_session_closed_without_any_case_discussed_is_not_held(world):
     assert (indicators.sessions_held, indicators.sessions_not_held) == (0, 1)
 
 
+def test_a_proposal_prepared_weeks_before_counts_nowhere_as_discussed(world):
+    rcp_world(world)
+    prepared = discussed(world)  # written while the session is still weeks away
+    assert (prepared.state, prepared.discussed_at) == (State.ON_AGENDA, None)
+    session = open_session(world.session, by_user=world.coordinator.user)
+
+    services.session_close(session=fresh(session), by=by(world.coordinator))
+
+    assert fresh(session).status == Status.NOT_HELD
+    indicators = committee_indicators(committee=world.thoracic, period=default_period())
+    assert (indicators.sessions_held, indicators.cases_presented) == (0, 0)
+    assert indicators.discussed.count == 0
+
+
 def test_a_planned_session_is_not_closed_before_its_day(world):
     session = session_in(world, 3)
 
@@ -301,7 +316,8 @@ def test_before_the_session_is_opened_the_page_says_why_the_decision_is_not_vali
     )
 
     assert "The session has not been opened" in response.content.decode()
-    assert fresh(case).state == State.DISCUSSED
+    # The proposal was only prepared: the case still waits on the agenda.
+    assert fresh(case).state == State.ON_AGENDA
     assert fresh(draft).validated_at is None
 
 

@@ -714,8 +714,10 @@ def test_every_transition_is_written_on_the_patients_audit_trail(world):
 # --- 4. Decisions ------------------------------------------------------------------------------
 
 
-def test_the_first_proposal_creates_a_draft_and_the_case_becomes_discussed(world):
-    session = session_of(world.thoracic)
+def test_the_first_proposal_in_the_open_session_creates_a_draft_and_the_case_becomes_discussed(
+    world,
+):
+    session = opened(world, session_of(world.thoracic))
     case = case_on_agenda(world, session)
     assert not case.decisions.exists()
 
@@ -727,6 +729,109 @@ def test_the_first_proposal_creates_a_draft_and_the_case_becomes_discussed(world
     stored = fresh(case)
     assert stored.state == State.DISCUSSED
     assert stored.discussed_at is not None
+    assert patient_trail(case).latest("pk").detail["rcp_case"] == "on_agenda -> discussed"
+
+
+def test_a_proposal_written_before_the_meeting_is_prepared_and_the_case_stays_on_the_agenda(
+    world,
+):
+    # Next week's session, not opened: the oncologist prepares the proposal.
+    session = session_of(world.thoracic)
+    case = case_on_agenda(world, session)
+
+    draft = services.decision_save(
+        case=case, revision=None, by=by(world.oncologist), proposal="Lobectomie."
+    )
+    services.decision_save(
+        case=case, revision=draft.revision, by=by(world.surgeon), proposal="Lobectomie, curage."
+    )
+
+    stored = fresh(case)
+    assert (stored.state, stored.discussed_at) == (State.ON_AGENDA, None)
+    assert fresh(draft).proposal == "Lobectomie, curage."
+    # Both saves are on the patient's trail, as prepared, without any change of state.
+    saves = patient_trail(case).filter(detail__rcp_decision=1)
+    assert saves.count() == 2
+    assert all(event.detail.get("prepared") for event in saves)
+    assert not patient_trail(case).filter(detail__rcp_case="on_agenda -> discussed").exists()
+    # The case page still says it waits on the agenda, not that it was discussed.
+    page = client_for(world.oncologist.user).get(reverse("rcp-case", args=[case.pk]))
+    assert 'class="state state-on_agenda" data-testid="case-state"' in page.content.decode()
+
+
+def test_the_prepared_proposal_is_discussed_when_edited_in_the_open_session(world):
+    session = session_of(world.thoracic)
+    case = case_on_agenda(world, session)
+    draft = services.decision_save(
+        case=case, revision=None, by=by(world.oncologist), proposal="Lobectomie."
+    )
+    session = opened(world, session)
+
+    services.decision_save(
+        case=fresh(case),
+        revision=draft.revision,
+        by=by(world.surgeon),
+        proposal="Lobectomie, curage.",
+    )
+
+    stored = fresh(case)
+    assert stored.state == State.DISCUSSED
+    assert stored.discussed_at >= fresh(session).opened_at
+
+
+def test_a_prepared_proposal_validated_as_it_stands_in_the_meeting_is_discussed_then_validated(
+    world,
+):
+    session = session_of(world.thoracic)
+    case, draft = discussed_case(world, session)  # prepared a week before
+    assert case.state == State.ON_AGENDA
+    session = quorate(world, session)
+
+    services.decision_validate(case=fresh(case), revision=draft.revision, by=by(world.surgeon))
+
+    stored = fresh(case)
+    assert stored.state == State.VALIDATED
+    assert fresh(session).opened_at <= stored.discussed_at <= stored.validated_at
+    assert fresh(draft).is_locked
+    # The trail tells the meeting as it happened: discussed, then validated.
+    moves = [
+        e.detail["rcp_case"] for e in patient_trail(case).order_by("pk") if "rcp_case" in e.detail
+    ]
+    assert moves[-2:] == ["on_agenda -> discussed", "discussed -> validated"]
+
+
+def test_a_prepared_proposal_asked_without_quorum_in_the_meeting_makes_the_case_discussed(world):
+    session = session_of(world.thoracic)
+    case, draft = discussed_case(world, session)
+    opened(world, session, world.surgeon)
+
+    asked = services.decision_request_without_quorum(
+        case=fresh(case), revision=draft.revision, reason="Urgence.", by=by(world.coordinator)
+    )
+    services.decision_confirm_without_quorum(
+        case=fresh(case), revision=asked.revision, by=by(world.surgeon)
+    )
+
+    stored = fresh(case)
+    assert stored.state == State.VALIDATED and stored.discussed_at is not None
+
+
+def test_a_session_closed_with_only_prepared_proposals_was_not_held(world):
+    session = session_of(world.thoracic)
+    case, _draft = discussed_case(world, session)  # prepared, never taken up in the meeting
+    session = opened(world, session)
+
+    closed = services.session_close(session=fresh(session), by=by(world.coordinator))
+
+    assert closed.status == Session.Status.NOT_HELD
+    stored = fresh(case)
+    assert (stored.state, stored.discussed_at, stored.postponements) == (
+        State.POSTPONED,
+        None,
+        1,
+    )
+    # The prepared proposal waits for the next session.
+    assert services.decision_draft(stored).proposal.startswith("Lobectomie")
 
 
 def test_the_second_of_two_concurrent_proposal_edits_is_refused_and_the_first_kept(world):
@@ -806,7 +911,7 @@ def test_a_transition_made_meanwhile_makes_the_doctors_open_form_stale(world):
 def test_only_this_boards_chair_or_coordinator_validates(world, who):
     # The oncologist is a plain member, the GP is not a member, the obstetrician chairs
     # another board.
-    case, decision = discussed_case(world, session_of(world.thoracic))
+    case, decision = discussed_case(world, quorate(world, session_of(world.thoracic)))
 
     with pytest.raises(RcpError):
         services.decision_validate(
@@ -956,10 +1061,12 @@ def test_an_edit_of_the_proposal_withdraws_a_pending_validation_without_quorum(w
 
 
 def test_no_validation_before_the_session_is_opened(world):
-    # Quorum seated, but the session is planned for next week and nobody opened it.
+    # Quorum seated, but the session is planned for next week and nobody opened it: the
+    # proposal is only prepared.
     session = session_of(world.thoracic)
     arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
     case, decision = discussed_case(world, session)
+    events = patient_trail(case).count()
 
     for attempt in (
         lambda: services.decision_validate(
@@ -973,11 +1080,12 @@ def test_no_validation_before_the_session_is_opened(world):
             attempt()
 
     assert fresh(decision).validated_at is None
-    assert fresh(case).state == State.DISCUSSED
+    assert fresh(case).state == State.ON_AGENDA
+    assert patient_trail(case).count() == events
 
 
 def test_an_empty_proposal_is_not_validated(world):
-    case = case_on_agenda(world, session_of(world.thoracic))
+    case = case_on_agenda(world, quorate(world, session_of(world.thoracic)))
     decision = services.decision_save(
         case=case, revision=None, by=by(world.oncologist), proposal="   "
     )
@@ -1005,7 +1113,7 @@ def test_a_registered_case_is_validated_without_being_discussed(world):
 
 
 def test_the_case_data_is_frozen_once_discussed(world):
-    case, _decision = discussed_case(world, session_of(world.thoracic))
+    case, _decision = discussed_case(world, opened(world, session_of(world.thoracic)))
 
     with pytest.raises(RcpError):
         services.case_update(
