@@ -96,10 +96,16 @@ def studies_shared_with_committees(user):
     )
 
 
-def upcoming_sessions(*, committee: Committee) -> QuerySet[Session]:
+def upcoming_sessions(*, committee: Committee, now: dt.datetime | None = None) -> QuerySet[Session]:
+    """The sessions a case can still be put on (or postponed to), soonest first: those in
+    progress (a case added during the meeting is common practice) and those planned from
+    today on (today's may not be opened yet). Sessions over, and planned ones of a past day
+    the beat has not closed yet, are left out (``services._check_session`` refuses the
+    former)."""
+    now = now or timezone.now()
     return committee.sessions.filter(
-        starts_at__gte=timezone.now(),
-        status__in=[Session.Status.PLANNED, Session.Status.IN_PROGRESS],
+        Q(status=Session.Status.IN_PROGRESS)
+        | Q(status=Session.Status.PLANNED, starts_at__gte=_today_starts(now))
     ).order_by("starts_at")
 
 

@@ -1,5 +1,6 @@
 """The RCP pages as their users go through them (services are tested in test_rcp_services)."""
 
+import datetime as dt
 import re
 
 import pytest
@@ -9,11 +10,12 @@ from django.urls import reverse
 
 from portal.audit import Actor
 from rcp import frcp, services
-from rcp.models import Case
+from rcp.models import Case, Session
 from tests.conftest import client_for as _client_for
 from tests.rcp_world import (
     COMPLETE_THORACIC,
     case_on_agenda,
+    open_session,
     rcp_world,
     session_day_has_come,
     submitted_case,
@@ -149,6 +151,36 @@ def test_the_coordinator_builds_the_agenda_and_the_meeting_decides(world):
     assert {a["name"] for a in decision.attendees} >= {str(world.surgeon)}
     page = client_for(world.oncologist.user).get(reverse("rcp-case", args=[case.pk]))
     assert "intervention chirurgicale" in page.content.decode()
+
+
+def _agenda_choices(page: str) -> list[int]:
+    """The sessions the case page offers to put the case on."""
+    form = re.search(r'action="[^"]*/inscrire/".*?</form>', page, re.S)
+    assert form, "the case page offers no agenda choice"
+    return [int(pk) for pk in re.findall(r'<option value="(\d+)"', form.group(0))]
+
+
+def test_a_case_is_added_to_the_agenda_of_the_session_in_progress(world):
+    rcp_world(world)
+    session = open_session(world.session, by_user=world.coordinator.user)
+    Session.objects.filter(pk=session.pk).update(
+        starts_at=session.starts_at - dt.timedelta(minutes=30)  # the meeting began at 14:00
+    )
+    case = submitted_case(world)
+    coordinator = client_for(world.coordinator.user)
+    page = coordinator.get(reverse("rcp-case", args=[case.pk])).content.decode()
+
+    # Today's meeting first, then next week's.
+    assert _agenda_choices(page) == [session.pk, world.later_session.pk]
+    response = coordinator.post(
+        reverse("rcp-case-agenda", args=[case.pk]), {"session": session.pk}, follow=True
+    )
+
+    assert "Case put on the agenda of the session of" in response.content.decode()
+    case.refresh_from_db()
+    assert (case.state, case.session_id) == (Case.State.ON_AGENDA, session.pk)
+    live = coordinator.get(reverse("rcp-session-live", args=[session.pk]))
+    assert [c.pk for c in live.context["agenda"]] == [case.pk]
 
 
 def test_members_of_another_committee_and_outsiders_get_404(world):

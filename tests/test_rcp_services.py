@@ -24,7 +24,7 @@ from portal.models import AuditEvent, Profession, Specialty
 from rcp import services
 from rcp.models import Attendance, Case, Committee, CommitteeMember, Decision, Session
 from rcp.quorum import quorum, session_quorum
-from rcp.selectors import waiting_cases
+from rcp.selectors import upcoming_sessions, waiting_cases
 from rcp.services import RcpError, StaleEdit
 from tests.conftest import client_for, make_professional
 from tests.permission_matrix import imaged_study
@@ -553,6 +553,38 @@ def test_a_session_that_is_over_takes_no_more_cases(world, status):
 
     assert fresh(case).state == State.SUBMITTED
     assert not session.cases.exists()
+
+
+def test_the_session_in_progress_is_offered_and_takes_a_case_added_during_the_meeting(world):
+    def began(session, ago, **status):
+        """``session`` began ``ago`` (history: planning refuses the past)."""
+        start = timezone.now() - ago
+        Session.objects.filter(pk=session.pk).update(
+            starts_at=start, ends_at=start + dt.timedelta(hours=2), **status
+        )
+        return fresh(session)
+
+    in_progress = began(opened(world, session_of(world.thoracic)), dt.timedelta(minutes=45))
+    next_week = session_of(world.thoracic)
+    # Over, or of a past day and never closed: not offered.
+    over = [
+        began(session_of(world.thoracic), dt.timedelta(hours=1), status=Session.Status.HELD),
+        began(session_of(world.thoracic), dt.timedelta(hours=3), status=Session.Status.NOT_HELD),
+        began(session_of(world.thoracic), dt.timedelta(days=1, hours=1)),
+    ]
+
+    offered = list(upcoming_sessions(committee=world.thoracic))
+
+    assert offered == [in_progress, next_week]
+    assert not set(over) & set(offered)
+    case = services.case_put_on_agenda(
+        case=submitted_case(world), session=offered[0], by=by(world.coordinator)
+    )
+    assert (case.state, case.session_id, case.agenda_position) == (
+        State.ON_AGENDA,
+        in_progress.pk,
+        1,
+    )
 
 
 def test_agenda_positions_follow_arrival_and_the_coordinator_reorders_them(world):
