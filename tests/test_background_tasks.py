@@ -13,10 +13,10 @@ import time
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from celery import shared_task
 from django.db import transaction
 
 from portal import background
+from portal.celery import app
 from portal.models import Establishment
 
 # What the test tasks see and do, keyed by the test's marker.
@@ -24,7 +24,7 @@ _gates: dict[str, threading.Event] = {}
 _runs: dict[str, list[int]] = {}
 
 
-@shared_task(bind=True, name="tests.background.rename", max_retries=2)
+@app.task(bind=True, name="tests.background.rename", max_retries=2)
 def rename_establishment(self, establishment_id: int, name: str, marker: str) -> None:
     """Waits for the test's gate, then renames the establishment (a database write)."""
     gate = _gates.get(marker)
@@ -34,7 +34,7 @@ def rename_establishment(self, establishment_id: int, name: str, marker: str) ->
     Establishment.objects.filter(pk=establishment_id).update(name=name)
 
 
-@shared_task(bind=True, name="tests.background.flaky", max_retries=3)
+@app.task(bind=True, name="tests.background.flaky", max_retries=3)
 def flaky(self, marker: str, failures: int) -> None:
     """Fails ``failures`` times with a retry, then succeeds."""
     _runs.setdefault(marker, []).append(self.request.retries)
@@ -42,7 +42,7 @@ def flaky(self, marker: str, failures: int) -> None:
         raise self.retry(exc=ConnectionError("archive busy"), countdown=30)
 
 
-@shared_task(name="tests.background.broken")
+@app.task(name="tests.background.broken")
 def broken(marker: str) -> None:
     _runs.setdefault(marker, []).append(0)
     raise ValueError("a bug in the task")
@@ -118,7 +118,7 @@ def test_without_the_demo_server_tasks_still_run_inline():
     assert _runs[marker] == [0]
 
 
-@shared_task(name="tests.background.which_loop")
+@app.task(name="tests.background.which_loop")
 def which_loop(marker: str) -> None:
     """Records the event loop that async code called from the task runs on (a live
     notification's group_send goes through async_to_sync like this)."""
