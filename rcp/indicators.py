@@ -4,8 +4,9 @@ ORG-128 / ORG-134), delays, quorum (ORG-126), guideline conformity, trial propos
 postponements.
 
 Aggregate numbers only, never a patient. A fixed number of queries whatever the number of
-sessions and cases: one for the per-session rows (the totals are their sums), one for the
-decisions, one for the per-case dates the medians are taken from.
+committees, sessions and cases: one for the per-session rows (the totals are their sums), one
+for the decisions, one for the per-case dates the medians are taken from, each grouped by
+committee (``committees_indicators``; ``committee_indicators`` for one).
 
 What counts:
 
@@ -29,9 +30,11 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, F, Min, Q
 
 from portal.periods import DAY, Period
 from rcp import frcp
@@ -114,20 +117,22 @@ class Indicators:
         return Share(self.quorum_reached.total, self.cases_presented)
 
 
-def _presented_cases(committee: Committee, period: Period):
+def _presented_cases(committee_ids: list[int], period: Period):
+    """The cases presented at the committees' held sessions of the period (each case at its
+    own committee's session)."""
     return Case.objects.filter(
-        committee=committee,
+        committee_id__in=committee_ids,
         state__in=PRESENTED_STATES,
-        session__committee=committee,
+        session__committee_id=F("committee_id"),
         session__starts_at__gte=period.starts_at,
         session__starts_at__lt=period.ends_before,
         session__status=Session.Status.HELD,
     )
 
 
-def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
-    """The sessions of the period closed held or not held, oldest first, with their counts
-    (one query)."""
+def _session_rows(committee_ids: list[int], period: Period) -> dict[int, list[SessionRow]]:
+    """The sessions of the period closed held or not held, oldest first, with their counts,
+    by committee (one query)."""
     presented = Q(cases__state__in=PRESENTED_STATES)
     registered = presented & Q(
         cases__presentation=frcp.CASE_REGISTERED, cases__discussed_at__isnull=True
@@ -138,7 +143,7 @@ def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
     )
     sessions = (
         Session.objects.filter(
-            committee=committee,
+            committee_id__in=committee_ids,
             starts_at__gte=period.starts_at,
             starts_at__lt=period.ends_before,
             status__in=CLOSED_STATUSES,
@@ -156,22 +161,40 @@ def session_rows(*, committee: Committee, period: Period) -> list[SessionRow]:
         )
         .order_by("starts_at", "pk")
         .values_list(
-            "pk", "starts_at", "status", "n_presented", "n_registered", "n_validated", "n_quorum"
+            "committee_id",
+            "pk",
+            "starts_at",
+            "status",
+            "n_presented",
+            "n_registered",
+            "n_validated",
+            "n_quorum",
         )
     )
-    return [
-        SessionRow(
-            session_id=pk,
-            starts_at=starts_at,
-            status=status,
-            presented=n_presented,
-            registered=n_registered,
-            discussed=n_presented - n_registered,
-            validated=n_validated,
-            quorum_reached=n_quorum,
+    rows = defaultdict(list)
+    for (
+        committee_id,
+        pk,
+        starts_at,
+        status,
+        n_presented,
+        n_registered,
+        n_validated,
+        n_quorum,
+    ) in sessions:
+        rows[committee_id].append(
+            SessionRow(
+                session_id=pk,
+                starts_at=starts_at,
+                status=status,
+                presented=n_presented,
+                registered=n_registered,
+                discussed=n_presented - n_registered,
+                validated=n_validated,
+                quorum_reached=n_quorum,
+            )
         )
-        for pk, starts_at, status, n_presented, n_registered, n_validated, n_quorum in sessions
-    ]
+    return rows
 
 
 def _median_days(pairs) -> Median:
@@ -181,32 +204,67 @@ def _median_days(pairs) -> Median:
     return Median(round(statistics.median(delays), 1), len(delays))
 
 
-def committee_indicators(*, committee: Committee, period: Period) -> Indicators:
-    """All the indicators of ``committee`` over ``period`` (three queries)."""
-    rows = session_rows(committee=committee, period=period)
-    presented = _presented_cases(committee, period)
+NO_DECISIONS = {
+    "total": 0,
+    "quorum_reached": 0,
+    "without_quorum": 0,
+    "conformity_recorded": 0,
+    "conforming": 0,
+    "trial_proposed": 0,
+}
 
-    decisions = Decision.objects.filter(
-        case__in=presented, version=MEETING_DECISION_VERSION, validated_at__isnull=False
-    ).aggregate(
-        total=Count("pk"),
-        quorum_reached=Count("pk", filter=Q(quorum_status=frcp.QUORUM_REACHED)),
-        without_quorum=Count("pk", filter=Q(validated_without_quorum=True)),
-        conformity_recorded=Count("pk", filter=Q(conforms_to_guideline__isnull=False)),
-        conforming=Count("pk", filter=Q(conforms_to_guideline=True)),
-        trial_proposed=Count("pk", filter=Q(trial_proposed=True)),
-    )
+
+def committees_indicators(committees: Iterable[Committee], period: Period) -> dict[int, Indicators]:
+    """All the indicators of each of ``committees`` over ``period``, by committee id: three
+    queries whatever the number of committees, sessions and cases (none for no committee)."""
+    committees = list(committees)
+    ids = [committee.pk for committee in committees]
+    if not ids:
+        return {}
+    rows = _session_rows(ids, period)
+    presented = _presented_cases(ids, period)
+
+    decisions = {
+        counts.pop("case__committee_id"): counts
+        for counts in Decision.objects.filter(
+            case__in=presented, version=MEETING_DECISION_VERSION, validated_at__isnull=False
+        )
+        .values("case__committee_id")
+        .annotate(
+            total=Count("pk"),
+            quorum_reached=Count("pk", filter=Q(quorum_status=frcp.QUORUM_REACHED)),
+            without_quorum=Count("pk", filter=Q(validated_without_quorum=True)),
+            conformity_recorded=Count("pk", filter=Q(conforms_to_guideline__isnull=False)),
+            conforming=Count("pk", filter=Q(conforms_to_guideline=True)),
+            trial_proposed=Count("pk", filter=Q(trial_proposed=True)),
+        )
+        .order_by()
+    }
 
     # The first validation: a later version re-stamps Case.validated_at, not the meeting's.
-    cases = list(
-        presented.annotate(
-            decided_at=Min(
-                "decisions__validated_at",
-                filter=Q(decisions__version=MEETING_DECISION_VERSION),
-            )
-        ).values_list("submitted_at", "discussed_at", "decided_at", "postponements")
-    )
+    cases = defaultdict(list)
+    for committee_id, *dates in presented.annotate(
+        decided_at=Min(
+            "decisions__validated_at",
+            filter=Q(decisions__version=MEETING_DECISION_VERSION),
+        )
+    ).values_list("committee_id", "submitted_at", "discussed_at", "decided_at", "postponements"):
+        cases[committee_id].append(dates)
 
+    return {
+        committee.pk: _indicators(
+            committee,
+            period,
+            rows.get(committee.pk, []),
+            decisions.get(committee.pk, NO_DECISIONS),
+            cases.get(committee.pk, []),
+        )
+        for committee in committees
+    }
+
+
+def _indicators(committee, period, rows, decisions, cases) -> Indicators:
+    """One committee's indicators from its session rows, decision counts and case dates."""
     cases_presented = sum(row.presented for row in rows)
     registered = sum(row.registered for row in rows)
     return Indicators(
@@ -225,3 +283,8 @@ def committee_indicators(*, committee: Committee, period: Period) -> Indicators:
         postponed_cases=Share(sum(1 for *_x, p in cases if p), len(cases)),
         postponements=sum(p for *_x, p in cases),
     )
+
+
+def committee_indicators(*, committee: Committee, period: Period) -> Indicators:
+    """All the indicators of ``committee`` over ``period`` (three queries)."""
+    return committees_indicators([committee], period)[committee.pk]

@@ -30,7 +30,7 @@ from portal.models import AuditPurpose
 from portal.periods import Period, default_period
 from portal.views import _csv_safe, patient_data_view
 from rcp.access import get_committee_for_user
-from rcp.indicators import Indicators, committee_indicators
+from rcp.indicators import Indicators, committee_indicators, committees_indicators
 from rcp.models import Committee, Session
 from rcp.selectors import committees_of
 
@@ -203,13 +203,11 @@ class CommitteeFigures:
 
 
 def committee_figures(committees: list[Committee], period: Period) -> list[CommitteeFigures]:
-    """The indicators of each committee: rcp.indicators' three queries per committee (a region
-    has a handful of committees), whatever the number of sessions and cases."""
+    """The indicators of each committee, in the order given: rcp.indicators' three queries
+    for them all, whatever the number of committees, sessions and cases."""
+    indicators = committees_indicators(committees, period)
     return [
-        CommitteeFigures(
-            committee=committee,
-            indicators=committee_indicators(committee=committee, period=period),
-        )
+        CommitteeFigures(committee=committee, indicators=indicators[committee.pk])
         for committee in committees
     ]
 

@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.models import AuditEvent, AuditEventId, AuditOutcome
-from rcp import frcp
-from rcp.models import Case, Decision, Session
+from rcp import frcp, services
+from rcp.models import Case, Committee, CommitteeMember, Decision, Session
 from tests.conftest import client_for
 from tests.permission_matrix import _regional_programme
 from tests.rcp_world import rcp_world, submitted_case
@@ -168,9 +168,10 @@ def test_the_csv_has_one_line_per_committee(region):
     assert event.event_id == AuditEventId.EXPORT
 
 
-def _queries(client, name):
+def _queries(client, name, query=None):
     with CaptureQueriesContext(connection) as queries:
-        assert client.get(reverse(name)).status_code == 200
+        response = client.get(reverse(name), query or {})
+        assert response.status_code == 200
     return len(queries)
 
 
@@ -182,5 +183,27 @@ def test_the_page_takes_the_same_queries_however_many_sessions_and_cases(region)
         _session(region.thoracic, days + 1, Session.Status.NOT_HELD)
     after = {name: _queries(client, name) for name in before}
     assert after == before
-    # rcp.indicators takes three queries per committee; the page a fixed number besides.
-    assert before["rcp-indicators"] <= 12 + 3 * 2
+    # rcp.indicators takes three queries for every committee; the page a fixed number besides.
+    assert before["rcp-indicators"] <= 12 + 3
+
+
+def test_the_page_takes_the_same_queries_for_1_or_5_committees(region):
+    client = client_for(region.programme)
+    names = ("rcp-indicators", "rcp-indicators-csv")
+    one = {name: _queries(client, name, {"committee": region.thoracic.pk}) for name in names}
+    # Three more boards of the region, each with a held session and a case discussed.
+    for town in ("Blois", "Chartres", "Orléans"):
+        board = services.committee_create(
+            name=f"RCP thoracique — CH de {town}",
+            kind=Committee.Kind.ORGAN,
+            establishment=region.bourges,
+            members=[(region.outsider, CommitteeMember.Role.CHAIR)],
+        )
+        _discussed(region, _session(board, 12, Session.Status.HELD))
+
+    five = {name: _queries(client, name) for name in names}
+
+    assert five == one
+    response = client.get(reverse("rcp-indicators"), **ENGLISH)
+    assert len(response.context["figures"]) == 5
+    assert all(f.indicators.cases_presented for f in response.context["figures"])
