@@ -198,7 +198,10 @@ def test_a_doctor_opens_the_imaging_dossier_and_imports_a_cd(demo_server, browse
     patient = types.SimpleNamespace(
         birth_name=traits["Nom de naissance"],
         first_names=traits["Prénoms"],
-        birth_date=dt.datetime.strptime(traits["Date de naissance"], "%d/%m/%Y").date(),  # noqa: DTZ007
+        # The birth date reads "12/03/1960 (66 ans)": its first word is the date.
+        birth_date=dt.datetime.strptime(  # noqa: DTZ007
+            traits["Date de naissance"].split()[0], "%d/%m/%Y"
+        ).date(),
         sex={"Masculin": "M", "Féminin": "F"}.get(traits["Sexe"], "I"),
     )
     page.click("text=Dossier d'imagerie")
