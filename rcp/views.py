@@ -595,7 +595,17 @@ def case_decision(request, case_id):
     except services.RcpError as error:
         messages.error(request, str(error))
         return redirect("rcp-case", case_id=case.pk)
-    messages.success(request, _("Decision saved (not validated yet)."))
+    if Case.objects.filter(pk=case.pk, state=Case.State.ON_AGENDA).exists():
+        # Saved before the session is open: a prepared proposal, not yet a discussion.
+        messages.success(
+            request,
+            _(
+                "Proposal prepared. The case will be discussed, and its decision validated, "
+                "once the session is open."
+            ),
+        )
+    else:
+        messages.success(request, _("Decision saved (not validated yet)."))
     return _back(request, reverse("rcp-case", args=[case.pk]))
 
 

@@ -394,3 +394,23 @@ def test_an_invalid_tnm_is_refused_with_the_expected_format_in_french(world):
     assert "Format attendu" in html and "T2a, 2a, cT2a, Tis, TX" in html
     case.refresh_from_db()
     assert case.tnm_t == "T2a"
+
+
+def test_saving_a_proposal_says_whether_it_is_prepared_or_discussed(world):
+    """Before the session opens the save prepares the proposal; in the open session it records
+    the discussion: the confirmation says which, so nobody believes the case was discussed."""
+    case = case_on_agenda(world)
+    surgeon = client_for(world.surgeon.user)
+    decision = reverse("rcp-case-decision", args=[case.pk])
+
+    page = surgeon.post(decision, {"proposal": "Lobectomie."}, follow=True).content.decode()
+    assert "Proposal prepared. The case will be discussed" in page
+    assert "Decision saved (not validated yet)." not in page
+
+    open_session(world.session, by_user=world.coordinator.user)
+    revision = services.decision_draft(case).revision
+    page = surgeon.post(
+        decision, {"proposal": "Lobectomie, curage.", "revision": revision}, follow=True
+    ).content.decode()
+    assert "Decision saved (not validated yet)." in page
+    assert "Proposal prepared" not in page
