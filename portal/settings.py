@@ -232,6 +232,18 @@ if DICOMWEB_MAX_FRAMES_PER_REQUEST < 1 or DICOMWEB_MAX_ANSWER_BYTES < 1024**2:
         "DICOMWEB_MAX_FRAMES_PER_REQUEST must be >= 1 and DICOMWEB_MAX_ANSWER_BYTES >= 1 MiB."
     )
 
+# --- HL7 v2 identity feed (manage.py hl7_listener) -----------------------------------------
+# MLLP port (2575 is the IANA port for HL7 over MLLP); a message larger than the limit is
+# refused and its connection closed; a frame left open is dropped after the idle timeout.
+HL7_LISTENER_HOST = env.str("HL7_LISTENER_HOST", default="127.0.0.1")
+HL7_LISTENER_PORT = env.int("HL7_LISTENER_PORT", default=2575)
+HL7_MAX_MESSAGE_BYTES = env.int("HL7_MAX_MESSAGE_BYTES", default=1024**2)
+HL7_READ_TIMEOUT_SECONDS = env.float("HL7_READ_TIMEOUT_SECONDS", default=30.0)
+if HL7_MAX_MESSAGE_BYTES < 1024 or HL7_READ_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "HL7_MAX_MESSAGE_BYTES must be >= 1024 and HL7_READ_TIMEOUT_SECONDS > 0."
+    )
+
 # Live shared review: a presenter whose connection drops keeps control this long, so that a
 # page reload or a network glitch does not hand the meeting to nobody.
 REVIEW_PRESENTER_GRACE_SECONDS = env.float("REVIEW_PRESENTER_GRACE_SECONDS", default=10.0)

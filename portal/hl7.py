@@ -1,0 +1,696 @@
+"""The HL7 v2 identity feed: ADT messages of IHE PAM (French profile) applied to the patients.
+
+An establishment's patient administration system sends A28 (new person), A01/A04/A05
+(admission, registration, pre-admission) and A08/A31 (update) messages over MLLP
+(``manage.py hl7_listener``). :func:`handle_message` is the whole application side, with
+no socket: it reads the message, finds the sending establishment (MSH-4 carries its
+FINESS), applies the identity with the portal's INS rules (:func:`portal.services.
+patient_register`: same identity, same patient; different traits, an identity conflict
+for the vigilance team, never a merge) and returns the ACK to send back.
+
+ACK choices (HL7 v2.5 chapter 2, table 0008, and IHE PAM France):
+
+- AA: the identity was applied. When it ran into an identity conflict, the message is
+  still *accepted* (AA) with an ERR segment of severity W: the conflict is stored for the
+  identity-vigilance team, which is the answer the profile expects; an AE would make the
+  sender's interface engine resend or hold its queue for a problem only a person can solve.
+- AE: the message is understood but its content is wrong (no PID, no IPP of the
+  establishment, a missing or malformed trait, a wrong INS key).
+- AR: the message is refused as a whole (unreadable, wrong encoding characters, unknown
+  sending facility, unsupported message type or trigger event).
+
+Nothing is written for an AE or AR message except its audit event; every write of an
+accepted message happens in one transaction with its audit events.
+"""
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import hl7
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from portal import audit
+from portal.audit import Actor
+from portal.models import (
+    Establishment,
+    IdentityConflict,
+    IdentityConflictSource,
+    IdentityStatus,
+    InsOid,
+    Patient,
+    PatientIdentifier,
+    Sex,
+)
+from portal.services import (
+    IdentityConflictError,
+    PatientTraits,
+    _name_search,
+    differing_traits,
+    patient_register,
+)
+
+logger = logging.getLogger(__name__)
+
+ENCODING_CHARACTERS = "^~\\&"
+CREATING_EVENTS = frozenset({"A01", "A04", "A05", "A28"})
+UPDATING_EVENTS = frozenset({"A08", "A31"})
+SUPPORTED_EVENTS = CREATING_EVENTS | UPDATING_EVENTS
+
+# PID-32 identity reliability codes of the French profile (table 0445 extended).
+RELIABILITY_STATUS = {
+    "PROV": IdentityStatus.PROVISIONAL,
+    "VIDE": IdentityStatus.PROVISIONAL,
+    "DOUTE": IdentityStatus.PROVISIONAL,
+    "FICTI": IdentityStatus.PROVISIONAL,
+    "RECUP": IdentityStatus.RETRIEVED,
+    "VALI": IdentityStatus.VALIDATED,
+    "QUAL": IdentityStatus.QUALIFIED,
+}
+STATUS_RANK = {
+    IdentityStatus.PROVISIONAL: 0,
+    IdentityStatus.RETRIEVED: 1,
+    IdentityStatus.VALIDATED: 2,
+    IdentityStatus.QUALIFIED: 3,
+}
+INS_OIDS = frozenset(InsOid.values)
+HL7_SEX = {"F": Sex.FEMALE, "M": Sex.MALE, "U": Sex.UNDETERMINED, "O": Sex.UNDETERMINED}
+
+# HL7 table 0357 (message error condition codes).
+SEGMENT_SEQUENCE_ERROR = "100"
+REQUIRED_FIELD_MISSING = "101"
+DATA_TYPE_ERROR = "102"
+TABLE_VALUE_NOT_FOUND = "103"
+UNSUPPORTED_MESSAGE_TYPE = "200"
+UNSUPPORTED_EVENT_CODE = "201"
+APPLICATION_INTERNAL_ERROR = "207"
+ERROR_NAMES = {
+    SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
+    REQUIRED_FIELD_MISSING: "Required field missing",
+    DATA_TYPE_ERROR: "Data type error",
+    TABLE_VALUE_NOT_FOUND: "Table value not found",
+    UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
+    UNSUPPORTED_EVENT_CODE: "Unsupported event code",
+    APPLICATION_INTERNAL_ERROR: "Application internal error",
+}
+
+
+class MessageRefused(Exception):
+    """The message cannot be applied: answered with ``ack_code`` and an ERR segment."""
+
+    def __init__(self, ack_code: str, error_code: str, text: str, location: str = ""):
+        super().__init__(text)
+        self.ack_code = ack_code
+        self.error_code = error_code
+        self.text = text
+        self.location = location
+
+
+@dataclass
+class Header:
+    """What an ACK needs from MSH, read even from a message refused afterwards."""
+
+    sending_application: str = ""
+    sending_facility: str = ""
+    receiving_application: str = "MIRC"
+    receiving_facility: str = "MIRC"
+    control_id: str = ""
+    trigger_event: str = ""
+    version: str = "2.5"
+
+
+@dataclass
+class Identity:
+    ipp: str
+    traits: PatientTraits
+    used_name: str = ""
+    used_first_name: str = ""
+    ins_matricule: str = ""
+    ins_oid: str = ""
+    identity_status: str = IdentityStatus.PROVISIONAL
+
+
+@dataclass
+class Result:
+    """The ACK to send back and what the message did (for tests, logs and the listener)."""
+
+    ack: str
+    ack_code: str
+    error: str = ""
+    patient: Patient | None = None
+    created: bool = False
+    conflict: IdentityConflict | None = None
+    changed: list[str] = field(default_factory=list)
+
+
+# --- Reading ----------------------------------------------------------------------------------
+
+
+def _split(value: str, separator: str) -> list[str]:
+    return value.split(separator) if value else []
+
+
+def _part(parts: list[str], number: int) -> str:
+    """The ``number``-th (1-based) element of a split field, or "" when absent."""
+    return parts[number - 1] if len(parts) >= number else ""
+
+
+def _field(segment, number: int) -> str:
+    """Field ``number`` of a segment as raw text ("" when absent); MSH counts MSH-1 as "|"."""
+    try:
+        return str(segment[number])
+    except IndexError:
+        return ""
+
+
+def _read_header(text: str) -> Header:
+    """MSH read field by field from the text, so a refused message still gets a proper ACK."""
+    header = Header()
+    first = text.split("\r", 1)[0]
+    if not first.startswith("MSH") or len(first) < 8:
+        return header
+    fields = first[3:].split(first[3])
+    # fields[0] is "" (before MSH-1's separator), fields[1] is MSH-2, fields[n-1] is MSH-n.
+    components = first[4] if len(first) > 4 else "^"
+    header.sending_application = _part(fields, 3)
+    header.sending_facility = _part(fields, 4)
+    header.receiving_application = _part(fields, 5) or header.receiving_application
+    header.receiving_facility = _part(fields, 6) or header.receiving_facility
+    header.trigger_event = _part(_split(_part(fields, 9), components), 2)
+    header.control_id = _part(fields, 10)
+    header.version = _part(fields, 12) or header.version
+    return header
+
+
+def _parse(text: str):
+    if not text.startswith("MSH"):
+        raise MessageRefused("AR", SEGMENT_SEQUENCE_ERROR, "The message does not begin with MSH.")
+    if text[3:8] != "|" + ENCODING_CHARACTERS:
+        # The French profile fixes the delimiters; other ones would make every field wrong.
+        raise MessageRefused(
+            "AR",
+            DATA_TYPE_ERROR,
+            "MSH-1/MSH-2 must be the standard delimiters |^~\\&.",
+            "MSH^1^2",
+        )
+    try:
+        return hl7.parse(text)
+    except Exception as error:  # the library raises several types on malformed text
+        raise MessageRefused("AR", DATA_TYPE_ERROR, f"Unreadable message: {error}") from error
+
+
+def _establishment(header: Header) -> Establishment:
+    """MSH-4 (HD): the establishment's FINESS, as namespace or universal identifier."""
+    candidates = [c for c in header.sending_facility.split("^")[:2] if c]
+    establishment = Establishment.objects.filter(finess__in=candidates).first()
+    if establishment is None:
+        raise MessageRefused(
+            "AR",
+            TABLE_VALUE_NOT_FOUND,
+            f"Unknown sending facility {header.sending_facility!r}: MSH-4 must carry the FINESS"
+            " of an establishment of the region.",
+            "MSH^1^4",
+        )
+    return establishment
+
+
+def _check_message_type(message, header: Header) -> None:
+    message_type = _split(_field(message.segment("MSH"), 9), "^")
+    if _part(message_type, 1) != "ADT":
+        raise MessageRefused(
+            "AR", UNSUPPORTED_MESSAGE_TYPE, "Only ADT messages are accepted.", "MSH^1^9^1"
+        )
+    if header.trigger_event not in SUPPORTED_EVENTS:
+        raise MessageRefused(
+            "AR",
+            UNSUPPORTED_EVENT_CODE,
+            f"Unsupported trigger event {header.trigger_event!r}: accepted are "
+            + ", ".join(sorted(SUPPORTED_EVENTS))
+            + ".",
+            "MSH^1^9^2",
+        )
+
+
+def _identifiers(pid, establishment: Establishment, unescape) -> tuple[str, str, str]:
+    """PID-3 (CX repetitions): the establishment's IPP, and the INS with its OID if present."""
+    ipp = ins = ins_oid = ""
+    for repetition in _split(_field(pid, 3), "~"):
+        cx = repetition.split("^")
+        value = unescape(_part(cx, 1)).strip()
+        authority = _part(cx, 4).split("&")
+        namespace, universal_id = _part(authority, 1), _part(authority, 2)
+        type_code = _part(cx, 5)
+        if universal_id in INS_OIDS or type_code in {"INS", "INS-NIR", "INS-NIA"}:
+            ins, ins_oid = value, universal_id
+        elif not ipp and (
+            (
+                establishment.patient_id_issuer
+                and establishment.patient_id_issuer in {namespace, universal_id}
+            )
+            or (not establishment.patient_id_issuer and type_code in {"PI", ""})
+        ):
+            ipp = value
+    if not ipp:
+        raise MessageRefused(
+            "AE",
+            REQUIRED_FIELD_MISSING,
+            "PID-3 carries no IPP of the sending establishment"
+            + (
+                f" (assigning authority {establishment.patient_id_issuer})."
+                if establishment.patient_id_issuer
+                else " (identifier type PI)."
+            ),
+            "PID^1^3",
+        )
+    if ins and ins_oid not in INS_OIDS:
+        raise MessageRefused(
+            "AE", TABLE_VALUE_NOT_FOUND, f"Unknown INS OID {ins_oid!r}.", "PID^1^3^4"
+        )
+    return ipp, ins.upper(), ins_oid
+
+
+def _names(pid, unescape) -> tuple[str, str, str, str]:
+    """PID-5 (XPN repetitions): L is the birth name, D the used name (French profile)."""
+    birth_name = first_names = used_name = used_first_name = ""
+    for repetition in _split(_field(pid, 5), "~"):
+        xpn = [unescape(part).strip() for part in repetition.split("^")]
+        name_type = _part(xpn, 7) or "L"
+        if name_type == "L" and not birth_name:
+            birth_name = _part(xpn, 1)
+            # XPN-3 holds all the birth first names, XPN-2 the first one.
+            first_names = _part(xpn, 3) or _part(xpn, 2)
+            used_first_name = used_first_name or ""
+        elif name_type == "D" and not used_name:
+            used_name = _part(xpn, 1)
+            used_first_name = _part(xpn, 2)
+    return birth_name, first_names, used_name, used_first_name
+
+
+def _birth_place_code(pid) -> str:
+    """PID-11 with address type BDL (its county code, XAD-9), else PID-23."""
+    for repetition in _split(_field(pid, 11), "~"):
+        xad = repetition.split("^")
+        if _part(xad, 7) == "BDL" and _part(xad, 9):
+            return _part(xad, 9)
+    return _part(_field(pid, 23).split("^"), 1)
+
+
+def read_identity(message, establishment: Establishment) -> Identity:
+    try:
+        pid = message.segment("PID")
+    except KeyError:
+        raise MessageRefused(
+            "AE", SEGMENT_SEQUENCE_ERROR, "The message has no PID segment.", "PID"
+        ) from None
+    unescape = message.unescape
+    ipp, ins, ins_oid = _identifiers(pid, establishment, unescape)
+    birth_name, first_names, used_name, used_first_name = _names(pid, unescape)
+    required = (("PID-5 birth name (type L)", birth_name), ("first names", first_names))
+    missing = [label for label, value in required if not value]
+    raw_date = _field(pid, 7)[:8]
+    try:
+        birth_date = dt.date.fromisoformat(f"{raw_date[:4]}-{raw_date[4:6]}-{raw_date[6:8]}")
+    except ValueError:
+        birth_date = None
+        missing.append("PID-7 birth date (YYYYMMDD)")
+    sex = HL7_SEX.get(_field(pid, 8))
+    if sex is None:
+        missing.append("PID-8 sex (F, M or U)")
+    birth_place_code = _birth_place_code(pid)
+    if not (len(birth_place_code) == 5 and birth_place_code[:2].isalnum()):
+        missing.append("birth place code (PID-11 type BDL, or PID-23)")
+    if missing:
+        raise MessageRefused(
+            "AE", REQUIRED_FIELD_MISSING, "Missing or invalid: " + ", ".join(missing) + ".", "PID"
+        )
+    reliability = _field(pid, 32)
+    status = RELIABILITY_STATUS.get(reliability, IdentityStatus.PROVISIONAL)
+    if status == IdentityStatus.QUALIFIED and not ins:
+        raise MessageRefused(
+            "AE", REQUIRED_FIELD_MISSING, "A qualified identity (QUAL) needs its INS.", "PID^1^3"
+        )
+    return Identity(
+        ipp=ipp,
+        traits=PatientTraits(
+            birth_name=birth_name,
+            first_names=first_names,
+            sex=sex,
+            birth_date=birth_date,
+            birth_place_code=birth_place_code.upper(),
+        ),
+        used_name=used_name,
+        used_first_name=used_first_name,
+        ins_matricule=ins,
+        ins_oid=ins_oid,
+        identity_status=status,
+    )
+
+
+# --- Applying ---------------------------------------------------------------------------------
+
+
+def _feed_actor(establishment: Establishment) -> Actor:
+    # The establishment is the participant of every event: the feed acts for it.
+    return Actor.system(name=f"HL7 {establishment.finess} {establishment.name}"[:200])
+
+
+def _audit_detail(establishment: Establishment, header: Header, **extra) -> dict:
+    return {
+        "source": "hl7",
+        "establishment": establishment.finess,
+        "message": header.control_id,
+        "event": header.trigger_event,
+        **extra,
+    }
+
+
+def _record_conflict(*, patient, identity, establishment, header, differing, matched_on, actor):
+    conflict = IdentityConflict.objects.create(
+        patient=patient,
+        source=IdentityConflictSource.IMPORT,
+        establishment=establishment,
+        matched_on=matched_on,
+        incoming_traits={
+            **identity.traits.normalized(),
+            "ipp": identity.ipp,
+            "ins": identity.ins_matricule,
+        },
+        differing_traits=differing,
+    )
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        action=audit.AuditAction.EXECUTE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        obj=conflict,
+        patient=patient,
+        detail=_audit_detail(
+            establishment, header, reason="identity conflict", differing=differing
+        ),
+    )
+    return conflict
+
+
+def _update_patient(*, patient: Patient, identity: Identity, correct_traits: bool) -> list[str]:
+    """Apply what the feed may change on a patient it designates; returns the changed fields."""
+    wanted = {}
+    if correct_traits:
+        wanted.update(
+            birth_name=identity.traits.birth_name,
+            first_names=identity.traits.first_names,
+            sex=identity.traits.sex,
+            birth_date=identity.traits.birth_date,
+            birth_place_code=identity.traits.birth_place_code,
+        )
+    if identity.used_name:
+        wanted["used_name"] = identity.used_name
+    if identity.used_first_name:
+        wanted["used_first_name"] = identity.used_first_name
+    if identity.ins_matricule and not patient.ins_matricule:
+        wanted.update(ins_matricule=identity.ins_matricule, ins_oid=identity.ins_oid)
+    # The regional identity only rises: one establishment's lower status (its own record
+    # not yet checked) does not undo what another establishment verified.
+    if STATUS_RANK[identity.identity_status] > STATUS_RANK[patient.identity_status]:
+        wanted["identity_status"] = identity.identity_status
+    changed = [name for name, value in wanted.items() if getattr(patient, name) != value]
+    if not changed:
+        return []
+    for name in changed:
+        setattr(patient, name, wanted[name])
+    patient.name_search = _name_search(
+        birth_name=patient.birth_name,
+        used_name=patient.used_name,
+        first_names=patient.first_names,
+        used_first_name=patient.used_first_name,
+    )
+    patient.updated_at = timezone.now()
+    patient.full_clean()
+    patient.save()
+    return changed
+
+
+def _apply_update(*, identity, establishment, header, actor) -> Result | None:
+    """A08/A31 on a known IPP; None when the IPP is unknown (then registered like an A28)."""
+    local = (
+        PatientIdentifier.objects.filter(establishment=establishment, value=identity.ipp)
+        .select_related("patient")
+        .first()
+    )
+    if local is None:
+        return None
+    patient = Patient.objects.select_for_update().get(pk=local.patient_id)
+    differing = differing_traits(PatientTraits.of(patient), identity.traits)
+    if identity.ins_matricule:
+        if patient.ins_matricule and (patient.ins_matricule, patient.ins_oid) != (
+            identity.ins_matricule,
+            identity.ins_oid,
+        ):
+            differing.append("ins")
+        elif (
+            Patient.objects.filter(ins_matricule=identity.ins_matricule, ins_oid=identity.ins_oid)
+            .exclude(pk=patient.pk)
+            .exists()
+        ):
+            differing.append("identifiers")
+    # The establishment may correct the traits of a provisional identity that only it
+    # knows; once qualified, or shared with another establishment, a change is a question
+    # for identity vigilance.
+    only_here = not patient.identifiers.exclude(establishment=establishment).exists()
+    correctable = (
+        differing
+        and "ins" not in differing
+        and "identifiers" not in differing
+        and patient.identity_status != IdentityStatus.QUALIFIED
+        and only_here
+    )
+    if differing and not correctable:
+        conflict = _record_conflict(
+            patient=patient,
+            identity=identity,
+            establishment=establishment,
+            header=header,
+            differing=differing,
+            matched_on="ipp",
+            actor=actor,
+        )
+        return Result(ack="", ack_code="AA", patient=patient, conflict=conflict)
+    changed = _update_patient(patient=patient, identity=identity, correct_traits=bool(correctable))
+    if changed:
+        audit.record(
+            actor=actor,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=patient,
+            detail=_audit_detail(establishment, header, changed=changed),
+        )
+    return Result(ack="", ack_code="AA", patient=patient, changed=changed)
+
+
+def _apply_registration(*, identity, establishment, header, actor) -> Result:
+    known_ipp = PatientIdentifier.objects.filter(
+        establishment=establishment, value=identity.ipp
+    ).exists()
+    try:
+        registration = patient_register(
+            traits=identity.traits,
+            by=actor,
+            source=IdentityConflictSource.IMPORT,
+            establishment=establishment,
+            ipp=identity.ipp,
+            ins_matricule=identity.ins_matricule,
+            ins_oid=identity.ins_oid,
+            identity_status=identity.identity_status,
+            used_name=identity.used_name,
+            used_first_name=identity.used_first_name,
+        )
+    except IdentityConflictError as error:
+        conflict = error.conflict
+        return Result(ack="", ack_code="AA", patient=conflict.patient, conflict=conflict)
+    patient = registration.patient
+    changed = []
+    if not registration.created:
+        changed = _update_patient(patient=patient, identity=identity, correct_traits=False)
+        if not known_ipp:
+            changed.append("ipp")
+        if changed:
+            audit.record(
+                actor=actor,
+                event=audit.AuditEventId.PATIENT_RECORD,
+                action=audit.AuditAction.UPDATE,
+                obj=patient,
+                detail=_audit_detail(establishment, header, changed=changed),
+            )
+    return Result(
+        ack="", ack_code="AA", patient=patient, created=registration.created, changed=changed
+    )
+
+
+def _apply(message, header: Header, establishment: Establishment) -> Result:
+    identity = read_identity(message, establishment)
+    actor = _feed_actor(establishment)
+    try:
+        with transaction.atomic():
+            result = None
+            if header.trigger_event in UPDATING_EVENTS:
+                result = _apply_update(
+                    identity=identity, establishment=establishment, header=header, actor=actor
+                )
+            if result is None:
+                result = _apply_registration(
+                    identity=identity, establishment=establishment, header=header, actor=actor
+                )
+    except ValidationError as error:
+        raise MessageRefused("AE", DATA_TYPE_ERROR, " ".join(error.messages), "PID") from error
+    return result
+
+
+# --- ACK --------------------------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    for raw, escaped in (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\")):
+        text = text.replace(raw, escaped)
+    return text.replace("~", "\\R\\").replace("\r", " ").replace("\n", " ")
+
+
+def build_ack(
+    header: Header,
+    ack_code: str,
+    *,
+    error_code: str = "",
+    text: str = "",
+    location: str = "",
+    severity: str = "E",
+    now: dt.datetime | None = None,
+) -> str:
+    """An HL7 v2.5 general acknowledgement (MSH, MSA, and ERR when something was wrong)."""
+    now = now or timezone.now()
+    stamp = now.strftime("%Y%m%d%H%M%S")
+    segments = [
+        "|".join(
+            [
+                "MSH",
+                ENCODING_CHARACTERS,
+                header.receiving_application,
+                header.receiving_facility,
+                header.sending_application,
+                header.sending_facility,
+                stamp,
+                "",
+                f"ACK^{header.trigger_event}^ACK" if header.trigger_event else "ACK",
+                f"ACK{stamp}{now.microsecond:06d}",
+                "P",
+                header.version if header.version.startswith("2.") else "2.5",
+            ]
+        ),
+        "|".join(["MSA", ack_code, header.control_id]),
+    ]
+    if error_code:
+        segments.append(
+            "|".join(
+                [
+                    "ERR",
+                    "",
+                    location,
+                    f"{error_code}^{ERROR_NAMES.get(error_code, '')}^HL70357",
+                    severity,
+                    "",
+                    "",
+                    "",
+                    _escape(text)[:250],
+                ]
+            )
+        )
+    return "\r".join(segments) + "\r"
+
+
+def _audit_refusal(*, header: Header, refusal: MessageRefused, establishment, peer: str):
+    audit.record(
+        actor=_feed_actor(establishment) if establishment else Actor(name="HL7 feed", ip=peer),
+        event=(
+            audit.AuditEventId.SECURITY_ALERT
+            if establishment is None
+            else audit.AuditEventId.IMPORT
+        ),
+        action=audit.AuditAction.EXECUTE,
+        outcome=(
+            audit.AuditOutcome.SERIOUS_FAILURE
+            if refusal.ack_code == "AR"
+            else audit.AuditOutcome.MINOR_FAILURE
+        ),
+        detail={
+            "source": "hl7",
+            "sending_facility": header.sending_facility[:100],
+            "message": header.control_id[:100],
+            "event": header.trigger_event[:10],
+            "ack": refusal.ack_code,
+            "error": refusal.error_code,
+            "reason": refusal.text[:300],
+        },
+    )
+
+
+def _refused(*, header, refusal: MessageRefused, establishment, peer: str) -> Result:
+    try:
+        _audit_refusal(header=header, refusal=refusal, establishment=establishment, peer=peer)
+    except Exception:  # the ACK must still go out; the log keeps the failure
+        logger.exception("HL7 refusal could not be audited")
+    return Result(
+        ack=build_ack(
+            header,
+            refusal.ack_code,
+            error_code=refusal.error_code,
+            text=refusal.text,
+            location=refusal.location,
+        ),
+        ack_code=refusal.ack_code,
+        error=refusal.text,
+    )
+
+
+def handle_message(text: str, *, peer: str = "") -> Result:
+    """Apply one HL7 message and return its ACK; never raises for a bad message."""
+    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r") + "\r"
+    header = _read_header(text)
+    establishment = None
+    try:
+        message = _parse(text)
+        establishment = _establishment(header)
+        _check_message_type(message, header)
+        result = _apply(message, header, establishment)
+    except MessageRefused as refusal:
+        return _refused(header=header, refusal=refusal, establishment=establishment, peer=peer)
+    except Exception:
+        # A bug or a database failure: the sender gets an AE (it will resend), the
+        # listener keeps serving, and the log has the traceback.
+        logger.exception("HL7 message %s could not be applied", header.control_id)
+        refusal = MessageRefused("AE", APPLICATION_INTERNAL_ERROR, "Internal error; resend later.")
+        return _refused(header=header, refusal=refusal, establishment=establishment, peer=peer)
+    if result.conflict is not None:
+        result.error = (
+            "Identity conflict with the regional patient: sent to identity vigilance,"
+            f" nothing merged (differing: {', '.join(result.conflict.differing_traits)})."
+        )
+        result.ack = build_ack(
+            header,
+            "AA",
+            error_code=APPLICATION_INTERNAL_ERROR,
+            text=result.error,
+            location="PID",
+            severity="W",
+        )
+    else:
+        result.ack = build_ack(header, "AA")
+    return result
+
+
+def refusal_ack(text: str) -> str:
+    """The AR for a message refused before reading (too large): header read when possible."""
+    return build_ack(
+        _read_header(text),
+        "AR",
+        error_code=APPLICATION_INTERNAL_ERROR,
+        text="The message exceeds the size limit of this listener.",
+    )
