@@ -344,3 +344,52 @@ class ReviewPresence(models.Model):
 
     def __str__(self):
         return f"{self.user} in {self.room}"
+
+
+# --- The establishments' DICOM declarations (the regional DICOM gateway) ---------------------
+
+
+class DicomDeclaration(models.Model):
+    """How one establishment connects to the regional DICOM gateway (imaging/gateway.py).
+
+    Its calling AE titles are the only ones the gateway accepts associations from; the
+    destination AE of its PACS is where retrieves and prefetched priors will be sent.
+    """
+
+    establishment = models.OneToOneField(
+        Establishment,
+        on_delete=models.CASCADE,
+        related_name="dicom_declaration",
+        verbose_name=_("establishment"),
+    )
+    pacs_ae_title = models.CharField(_("PACS AE title"), max_length=16, blank=True)
+    pacs_host = models.CharField(_("PACS host"), max_length=255, blank=True)
+    pacs_port = models.PositiveIntegerField(_("PACS port"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("DICOM declaration")
+        verbose_name_plural = _("DICOM declarations")
+
+    def __str__(self):
+        return str(self.establishment)
+
+
+class CallingAETitle(models.Model):
+    """One AE title an establishment sends from; unique in the region, so that an incoming
+    association names its establishment without doubt."""
+
+    declaration = models.ForeignKey(
+        DicomDeclaration, on_delete=models.CASCADE, related_name="calling_ae_titles"
+    )
+    ae_title = models.CharField(_("calling AE title"), max_length=16, unique=True)
+    # Empty: any address; otherwise associations with this title come only from it.
+    allowed_address = models.GenericIPAddressField(
+        _("allowed source address"), null=True, blank=True
+    )
+
+    class Meta:
+        verbose_name = _("calling AE title")
+        verbose_name_plural = _("calling AE titles")
+
+    def __str__(self):
+        return self.ae_title

@@ -594,6 +594,42 @@ def ingest_stow(
     return results
 
 
+def ingest_from_establishment(
+    *, uploads: list[UploadedFile], establishment: Establishment, by: Actor
+) -> list[FileResult]:
+    """Instances an establishment sends (the DICOM gateway's C-STORE), through the same ingest.
+
+    The patient is the one the establishment's IPP designates: PatientID read in the
+    establishment's identifier domain (its ``patient_id_issuer``). An instance naming another
+    issuer is refused, never attached elsewhere; an identity that disagrees with that patient
+    goes to identity vigilance (resolve_study_owner). Only the parsed header in memory learns
+    the issuer: the stored bytes stay as sent.
+    """
+    issuer = establishment.patient_id_issuer
+    results, parsed = [], []
+    for upload, file in zip(uploads, parse_dicom_files(uploads), strict=True):
+        result = FileResult(upload.name)
+        results.append(result)
+        if isinstance(file, Rejected):
+            _reject(result, str(file))
+            continue
+        sent_issuer = str(file.dataset.get("IssuerOfPatientID", "")).strip()
+        if not issuer or sent_issuer not in ("", issuer):
+            result.sop_instance_uid = file.sop_instance_uid
+            _reject(result, _("the patient identifier is not in this establishment's domain"))
+            continue
+        file.dataset.IssuerOfPatientID = issuer
+        parsed.append((result, file))
+
+    def known_here(patient: Patient) -> bool:
+        return PatientIdentifier.objects.filter(
+            patient=patient, establishment=establishment
+        ).exists()
+
+    ingest_parsed(parsed=parsed, target=None, actor=by, may_attach=known_here)
+    return results
+
+
 def _store_members(archive, actor, study, members) -> None:
     pending = []
     for item, file in members:

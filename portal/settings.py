@@ -215,6 +215,18 @@ if "{token}" in EXTERNAL_VIEWER_URL.partition("#")[0]:
         "EXTERNAL_VIEWER_URL puts {token} in the path or query: put it after '#' (#token={token})."
     )
 
+# --- Regional DICOM gateway (manage.py dicom_gateway, imaging/gateway.py) ----------------
+# Establishments send to this AE title and port; beyond the association limit the next
+# association is refused (A-ASSOCIATE-RJ, local limit exceeded) rather than queued.
+DICOM_GATEWAY_PORT = env.int("DICOM_GATEWAY_PORT", default=11112)
+DICOM_GATEWAY_AE_TITLE = env.str("DICOM_GATEWAY_AE_TITLE", default="MIRC")
+DICOM_GATEWAY_MAX_ASSOCIATIONS = env.int("DICOM_GATEWAY_MAX_ASSOCIATIONS", default=50)
+if not 1 <= len(DICOM_GATEWAY_AE_TITLE) <= 16 or DICOM_GATEWAY_MAX_ASSOCIATIONS < 1:
+    raise ImproperlyConfigured(
+        "DICOM_GATEWAY_AE_TITLE must have 1 to 16 characters and "
+        "DICOM_GATEWAY_MAX_ASSOCIATIONS be at least 1."
+    )
+
 # Limits on uploaded images (bytes and counts); the reverse proxy must allow as much.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)
 INGEST_MAX_UPLOAD_BYTES = env.int("INGEST_MAX_UPLOAD_BYTES", default=4 * 1024**3)

@@ -1,0 +1,212 @@
+"""The regional DICOM gateway with real peers: dcmtk's echoscu and storescu as an establishment.
+
+The gateway's AE runs in a thread of the test process on a free loopback port (port 0) and
+shares the test's database connection, as Django's live server does, so that the test sees
+what it writes and rolls it back.
+"""
+
+import io
+import shutil
+import subprocess
+import time
+
+import pydicom
+import pytest
+from django.db import connections
+from django.urls import reverse
+from pydicom.uid import RLELossless
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from imaging.gateway import INSTANCES_TRANSFERRED, Gateway
+from imaging.models import CallingAETitle, DicomDeclaration, Instance, Study, StudyIdentity
+from portal.models import AuditEvent, AuditEventId, IdentityConflict
+from tests.conftest import client_for, require_service
+from tests.dicom_factory import ct_files
+
+pytestmark = [pytest.mark.django_db, pytest.mark.service("dcmtk")]
+
+TOURS_AE = "CHRU_TOURS_PACS"
+TIMEOUT = 30
+
+
+@pytest.fixture
+def start_gateway(world):
+    """Start gateways (a factory: a test may want its own association limit); all stop after."""
+    missing = [tool for tool in ("echoscu", "storescu") if shutil.which(tool) is None]
+    require_service("dcmtk", f"{', '.join(missing)} not found" if missing else None)
+    declaration = DicomDeclaration.objects.create(
+        establishment=world.tours, pacs_ae_title="TOURS_PACS", pacs_host="127.0.0.1", pacs_port=104
+    )
+    CallingAETitle.objects.create(declaration=declaration, ae_title=TOURS_AE)
+    connection = connections["default"]
+    connection.inc_thread_sharing()
+    servers = []
+
+    def start(max_associations=50):
+        gateway = Gateway(
+            ae_title="MIRC",
+            max_associations=max_associations,
+            share_connections={"default": connection},
+        )
+        server = gateway.start(host="127.0.0.1", port=0)
+        servers.append(server)
+        return server.server_address[1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+    connection.dec_thread_sharing()
+
+
+@pytest.fixture
+def gateway_port(start_gateway):
+    return start_gateway()
+
+
+def _write(tmp_path, files, prefix="img"):
+    paths = []
+    for index, data in enumerate(files):
+        path = tmp_path / f"{prefix}{index}.dcm"
+        path.write_bytes(data)
+        paths.append(str(path))
+    return paths
+
+
+def _storescu(port, paths, *, calling=TOURS_AE, options=()):
+    return subprocess.run(
+        ["storescu", "-v", *options, "-aet", calling, "-aec", "MIRC", "-to", "10"]
+        + ["127.0.0.1", str(port), *paths],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def _echoscu(port, *, calling=TOURS_AE):
+    return subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", "MIRC", "-to", "10", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def _wait_for(condition, what):
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _transfers(patient=None):
+    return AuditEvent.objects.filter(event_id=INSTANCES_TRANSFERRED, patient=patient)
+
+
+def _rle(data: bytes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_an_establishment_echoes_the_gateway(gateway_port):
+    answer = _echoscu(gateway_port)
+    assert answer.returncode == 0, answer.stderr
+
+
+def test_a_ct_series_sent_by_the_establishment_reaches_its_patients_dossier(
+    world, gateway_port, tmp_path
+):
+    native = ct_files(world.patient, key="gw-ct", slices=3, issuer="")
+    compressed = [_rle(data) for data in ct_files(world.patient, key="gw-rle", slices=2)]
+    # -xr: propose RLE Lossless besides the uncompressed syntaxes.
+    answer = _storescu(gateway_port, _write(tmp_path, native + compressed), options=["-xr"])
+    assert answer.returncode == 0, answer.stderr
+    assert "Error" not in answer.stderr
+    studies = Study.objects.filter(patient=world.patient).order_by("instance_count")
+    assert [(s.identity, s.establishment, s.instance_count) for s in studies] == [
+        (StudyIdentity.MATCHED, world.tours, 2),
+        (StudyIdentity.MATCHED, world.tours, 3),
+    ]
+    # Stored as sent: the RLE instances keep their transfer syntax.
+    assert set(
+        Instance.objects.filter(series__study__in=studies).values_list(
+            "transfer_syntax_uid", flat=True
+        )
+    ) == {"1.2.840.10008.1.2.1", RLELossless}
+    # The GP of the patient sees the study in the dossier.
+    page = client_for(world.gp.user).get(reverse("imaging-dossier", args=[world.patient.pk]))
+    assert "TDM thorax" in page.content.decode()
+    # One "instances transferred" per association and patient, naming the establishment.
+    _wait_for(lambda: _transfers(world.patient).exists(), "the transfer audit")
+    (event,) = _transfers(world.patient)
+    assert event.detail["establishment"] == world.tours.finess
+    assert event.detail["instances"] == 5
+
+    # Sent again: nothing new, every instance answered with success.
+    again = _storescu(gateway_port, _write(tmp_path, native, prefix="again"))
+    assert again.returncode == 0, again.stderr
+    assert "Error" not in again.stderr
+    assert Instance.objects.count() == 5
+    assert Study.objects.count() == 2
+
+
+def test_an_unknown_calling_ae_is_rejected_and_audited(world, gateway_port, tmp_path):
+    files = _write(tmp_path, ct_files(world.patient, key="gw-unknown", slices=1))
+    answer = _storescu(gateway_port, files, calling="INTRUDER")
+    assert answer.returncode != 0
+    assert "Rejected" in answer.stderr + answer.stdout
+    assert not Study.objects.exists()
+    alert = AuditEvent.objects.get(event_id=AuditEventId.SECURITY_ALERT, object_id="INTRUDER")
+    assert alert.detail["reason"] == "unknown calling AE title"
+    # A declared AE title from an address it is not allowed to use is refused as well.
+    CallingAETitle.objects.filter(ae_title=TOURS_AE).update(allowed_address="192.0.2.1")
+    assert _echoscu(gateway_port).returncode != 0
+    assert AuditEvent.objects.filter(
+        event_id=AuditEventId.SECURITY_ALERT, object_id=TOURS_AE
+    ).exists()
+
+
+def test_a_malformed_instance_is_refused_and_the_gateway_keeps_serving(
+    world, gateway_port, tmp_path
+):
+    (broken,) = ct_files(world.patient, key="gw-broken", slices=1, PixelData=b"\0\0" * 10)
+    answer = _storescu(gateway_port, _write(tmp_path, [broken]))
+    assert "Received Store Response (Error: CannotUnderstand)" in answer.stderr
+    assert not Instance.objects.exists()
+    assert not Study.objects.exists()
+    assert _echoscu(gateway_port).returncode == 0
+    good = _storescu(gateway_port, _write(tmp_path, ct_files(world.patient, key="gw-ok"), "ok"))
+    assert good.returncode == 0, good.stderr
+    assert Study.objects.filter(patient=world.patient).exists()
+
+
+def test_an_identity_that_disagrees_goes_to_identity_vigilance(world, gateway_port, tmp_path):
+    # The images carry the IPP of Jeanne Dupont at Tours but another person's traits.
+    files = ct_files(world.other_patient, key="gw-mismatch", slices=3, ipp="T100001")
+    answer = _storescu(gateway_port, _write(tmp_path, files))
+    assert "Received Store Response (Error: CannotUnderstand)" in answer.stderr
+    assert not Study.objects.exists()
+    assert not Instance.objects.exists()
+    # One conflict for the study (not one per slice), about the patient the IPP names.
+    (conflict,) = IdentityConflict.objects.all()
+    assert conflict.patient == world.patient
+    assert conflict.establishment == world.tours
+
+
+def test_the_association_beyond_the_limit_is_refused(world, start_gateway):
+    port = start_gateway(max_associations=1)
+    client = AE(ae_title=TOURS_AE)
+    client.add_requested_context(Verification)
+    held = client.associate("127.0.0.1", port, ae_title="MIRC")
+    assert held.is_established
+    try:
+        assert _echoscu(port).returncode != 0
+    finally:
+        held.release()
+    _wait_for(lambda: _echoscu(port).returncode == 0, "the gateway to accept again")
