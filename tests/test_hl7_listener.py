@@ -237,6 +237,7 @@ def test_an_unknown_sender_is_audited_as_a_security_alert(world):
     alert = AuditEvent.objects.order_by("-id").first()
     assert alert.event_id == AuditEventId.SECURITY_ALERT
     assert alert.detail["sending_facility"] == "CLINIQUE X^999999999^M"
+    assert (alert.detail["ack"], alert.detail["error"]) == ("AR", "103")
 
 
 # --- Over a real MLLP socket ------------------------------------------------------------------
