@@ -202,15 +202,19 @@ def _parse(text: str):
 
 
 def _establishment(header: Header) -> Establishment:
-    """MSH-4 (HD): the establishment's FINESS, as namespace or universal identifier."""
+    """MSH-4 (HD): its declared sending-facility code, else its FINESS (HD-1 or HD-2)."""
     candidates = [c for c in header.sending_facility.split("^")[:2] if c]
-    establishment = Establishment.objects.filter(finess__in=candidates).first()
+    declared = [header.sending_facility, *candidates] if header.sending_facility else []
+    establishment = (
+        Establishment.objects.filter(hl7_sending_facility__in=declared).first()
+        or Establishment.objects.filter(finess__in=candidates).first()
+    )
     if establishment is None:
         raise MessageRefused(
             "AR",
             TABLE_VALUE_NOT_FOUND,
             f"Unknown sending facility {header.sending_facility!r}: MSH-4 must carry the FINESS"
-            " of an establishment of the region.",
+            " or the declared HL7 sending facility of an establishment of the region.",
             "MSH^1^4",
         )
     return establishment

@@ -74,11 +74,26 @@ class Establishment(models.Model):
     kind = models.CharField(_("kind"), max_length=10, choices=EstablishmentKind.choices)
     # Value of DICOM IssuerOfPatientID (0010,0021) in this establishment's images.
     patient_id_issuer = models.CharField(_("patient ID issuer"), max_length=64, blank=True)
+    # MSH-4 of its HL7 feed when its patient administration system does not send the FINESS
+    # there (portal.hl7): the code names one establishment only.
+    hl7_sending_facility = models.CharField(
+        _("HL7 sending facility"),
+        max_length=64,
+        blank=True,
+        help_text=_("MSH-4 of its HL7 messages, when it is not the FINESS."),
+    )
 
     class Meta:
         verbose_name = _("establishment")
         verbose_name_plural = _("establishments")
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hl7_sending_facility"],
+                condition=~Q(hl7_sending_facility=""),
+                name="establishment_hl7_facility_unique",
+            ),
+        ]
 
     def __str__(self):
         return self.name

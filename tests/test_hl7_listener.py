@@ -210,6 +210,7 @@ BAD_MESSAGES = {
     "no IPP of the establishment": (adt(ipp="X1^^^OTHER-ISSUER^PI"), "AE", "101"),
     "INS with a wrong key": (adt(ins=HELENE_FIRST13 + "00"), "AE", "102"),
     "no birth date": (adt(birth_date=""), "AE", "101"),
+    "qualified identity without its INS": (adt(ins=""), "AE", "101"),
     "not HL7 at all": ("GET / HTTP/1.1\r\n", "AR", "100"),
 }
 
@@ -230,6 +231,18 @@ def test_a_bad_message_gets_its_error_ack_and_writes_nothing(world, case):
     refusal = AuditEvent.objects.order_by("-id").first()
     assert AuditEvent.objects.count() == audited + 1
     assert refusal.detail["ack"] == ack_code
+
+
+def test_an_establishment_may_declare_the_sending_facility_its_system_sends(world):
+    world.bourges.hl7_sending_facility = "SIH-BOURGES"
+    world.bourges.save()
+
+    result = handle_message(
+        adt(facility="SIH-BOURGES", ipp="B400004^^^CH-BOURGES^PI", ins="", reliability="PROV")
+    )
+
+    assert ack_fields(result.ack)["MSA"][1] == "AA"
+    assert PatientIdentifier.objects.get(value="B400004").establishment == world.bourges
 
 
 def test_an_unknown_sender_is_audited_as_a_security_alert(world):
