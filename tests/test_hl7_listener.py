@@ -48,6 +48,7 @@ def adt(
     birth_place="18033",
     reliability="QUAL",
     encoding="^~\\&",
+    charset="UNICODE UTF-8",
     pid=True,
 ):
     structure = {"A28": "ADT_A05", "A05": "ADT_A05", "A31": "ADT_A05"}.get(event, "ADT_A01")
@@ -56,7 +57,7 @@ def adt(
         identifiers += f"~{ins}^^^ASIP-SANTE-INS-NIR&{ins_oid}&ISO^INS"
     segments = [
         f"MSH|{encoding}|GAM|{facility}|MIRC|ARS-CVL|20261205101500||ADT^{event}^{structure}"
-        f"|{control}|P|2.5^FRA^2.10|||||FRA|UNICODE UTF-8|||2.10",
+        f"|{control}|P|2.5^FRA^2.10|||||FRA|{charset}|||2.10",
         "EVN||20261205101500",
     ]
     if pid:
@@ -329,11 +330,21 @@ def test_mllp_listener_acks_survives_a_truncated_frame_and_keeps_serving(listene
     assert b"MSA|AR" in oversize
     assert Patient.objects.count() == 0
 
-    # Two messages on one connection: each gets its ACK, in order.
+    # Messages on one connection: each gets its ACK, in order; MSH-18 names the charset.
+    used_name_latin1 = adt(
+        event="A08",
+        control="LAT3",
+        names="LEFEVRE^Hélène^Hélène Anne^^^^L~BÉRANGER^Hélène^^^^^D",
+        charset="8859/1",
+    ).encode("latin-1")
     with socket.create_connection(("127.0.0.1", listener), timeout=10) as sock:
         acks = []
-        for message in (adt(control="OK1"), adt(event="A99", control="BAD2")):
-            sock.sendall(frame(message))
+        for payload in (
+            frame(adt(control="OK1")),
+            frame(adt(event="A99", control="BAD2")),
+            b"\x0b" + used_name_latin1 + b"\x1c\r",
+        ):
+            sock.sendall(payload)
             received = b""
             end = time.monotonic() + 10
             while not received.endswith(b"\x1c\r") and time.monotonic() < end:
@@ -342,4 +353,7 @@ def test_mllp_listener_acks_survives_a_truncated_frame_and_keeps_serving(listene
     assert acks[0].startswith(b"\x0bMSH|^~\\&|MIRC|ARS-CVL|GAM|CHRU TOURS^370000481^M|")
     assert b"MSA|AA|OK1" in acks[0]
     assert b"MSA|AR|BAD2" in acks[1]
-    assert Patient.objects.get(ins_matricule=HELENE_INS).identifiers.get().value == "T200001"
+    assert b"MSA|AA|LAT3" in acks[2]
+    helene = Patient.objects.get(ins_matricule=HELENE_INS)
+    assert helene.identifiers.get().value == "T200001"
+    assert helene.used_name == "BÉRANGER"

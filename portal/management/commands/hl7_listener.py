@@ -65,7 +65,7 @@ async def handle_connection(reader, writer) -> None:
                 logger.warning("HL7 message from %s over the size limit", peer)
                 return
             encoding = _encoding_of(block)
-            text = block.decode(encoding)
+            text = block.decode(encoding, errors="replace")
             ack = await sync_to_async(_handle_in_thread, thread_sensitive=False)(text, peer)
             writer.writeblock(ack.encode(encoding, errors="replace"))
             await writer.drain()
