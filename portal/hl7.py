@@ -285,7 +285,6 @@ def _names(pid, unescape) -> tuple[str, str, str, str]:
             birth_name = _part(xpn, 1)
             # XPN-3 holds all the birth first names, XPN-2 the first one.
             first_names = _part(xpn, 3) or _part(xpn, 2)
-            used_first_name = used_first_name or ""
         elif name_type == "D" and not used_name:
             used_name = _part(xpn, 1)
             used_first_name = _part(xpn, 2)
