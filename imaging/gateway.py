@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections, connections
+from django.utils import translation
 from pydicom import uid as ts
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -81,7 +82,8 @@ def _status(code: int, comment: str = "") -> Dataset:
     answer = Dataset()
     answer.Status = code
     if comment:
-        answer.ErrorComment = comment[:64]  # LO
+        # LO in the command set, default repertoire: ASCII only.
+        answer.ErrorComment = comment.encode("ascii", "replace").decode()[:64]
     return answer
 
 
@@ -266,11 +268,12 @@ class Gateway:
             return _status(CANNOT_UNDERSTAND, "study refused earlier in this association")
         data = event.encoded_dataset(include_meta=True)
         establishment = session.calling.declaration.establishment
-        (result,) = ingest_from_establishment(
-            uploads=[UploadedFile(f"{session.calling.ae_title}-C-STORE", data)],
-            establishment=establishment,
-            by=session.actor,
-        )
+        with translation.override("en"):  # the reasons go back in ErrorComment
+            (result,) = ingest_from_establishment(
+                uploads=[UploadedFile(f"{session.calling.ae_title}-C-STORE", data)],
+                establishment=establishment,
+                by=session.actor,
+            )
         if result.status in (IngestItem.Status.ACCEPTED, IngestItem.Status.DUPLICATE):
             patient_id = result.study.patient_id if result.study else None
             session.stored[patient_id] = session.stored.get(patient_id, 0) + 1

@@ -20,9 +20,15 @@ from pynetdicom.sop_class import Verification
 
 from imaging.gateway import INSTANCES_TRANSFERRED, Gateway
 from imaging.models import CallingAETitle, DicomDeclaration, Instance, Study, StudyIdentity
-from portal.models import AuditEvent, AuditEventId, IdentityConflict
+from portal.models import (
+    AuditEvent,
+    AuditEventId,
+    AuditOutcome,
+    Establishment,
+    IdentityConflict,
+)
 from tests.conftest import client_for, require_service
-from tests.dicom_factory import ct_files
+from tests.dicom_factory import ct_files, uid
 
 pytestmark = [pytest.mark.django_db, pytest.mark.service("dcmtk")]
 
@@ -189,8 +195,9 @@ def test_a_malformed_instance_is_refused_and_the_gateway_keeps_serving(
 def test_an_identity_that_disagrees_goes_to_identity_vigilance(world, gateway_port, tmp_path):
     # The images carry the IPP of Jeanne Dupont at Tours but another person's traits.
     files = ct_files(world.other_patient, key="gw-mismatch", slices=3, ipp="T100001")
-    answer = _storescu(gateway_port, _write(tmp_path, files))
-    assert "Received Store Response (Error: CannotUnderstand)" in answer.stderr
+    # -nh: storescu goes on after a refused instance (it stops at the first by default).
+    answer = _storescu(gateway_port, _write(tmp_path, files), options=["-nh"])
+    assert answer.stderr.count("Received Store Response (Error: CannotUnderstand)") == 3
     assert not Study.objects.exists()
     assert not Instance.objects.exists()
     # One conflict for the study (not one per slice), about the patient the IPP names.
@@ -210,3 +217,43 @@ def test_the_association_beyond_the_limit_is_refused(world, start_gateway):
     finally:
         held.release()
     _wait_for(lambda: _echoscu(port).returncode == 0, "the gateway to accept again")
+
+
+def test_an_instance_joining_a_stored_study_with_another_identity_is_refused(
+    world, gateway_port, tmp_path
+):
+    first, second = ct_files(world.patient, key="gw-join", slices=2)
+    assert _storescu(gateway_port, _write(tmp_path, [first], "first")).returncode == 0
+    # Same study, same IPP, another person's traits: not slipped into Jeanne Dupont's study.
+    (intruder,) = ct_files(
+        world.other_patient,
+        key="gw-join",
+        slices=1,
+        ipp="T100001",
+        SOPInstanceUID=uid("gw-join", "intruder"),
+    )
+    answer = _storescu(gateway_port, _write(tmp_path, [intruder], "intruder"))
+    assert "Received Store Response (Error: CannotUnderstand)" in answer.stderr
+    assert Instance.objects.count() == 1
+    # The rest of the genuine series still joins it.
+    assert _storescu(gateway_port, _write(tmp_path, [second], "second")).returncode == 0
+    assert Study.objects.get().instance_count == 2
+
+
+def test_an_unknown_ipp_or_another_domain_is_refused_and_nothing_stored(
+    world, gateway_port, tmp_path
+):
+    # Bourges' identifier domain: its patient is not Tours' to send.
+    Establishment.objects.filter(pk=world.bourges.pk).update(patient_id_issuer="CH-BOURGES")
+    unknown = ct_files(world.patient, key="gw-unknown-ipp", slices=1, ipp="T999999")
+    foreign = ct_files(
+        world.other_patient, key="gw-foreign", slices=1, ipp="B100002", issuer="CH-BOURGES"
+    )
+    answer = _storescu(gateway_port, _write(tmp_path, unknown + foreign), options=["-nh"])
+    assert answer.stderr.count("Received Store Response (Error: CannotUnderstand)") == 2
+    assert not Study.objects.exists()
+    assert not IdentityConflict.objects.exists()
+    # The association is audited with what it failed to transfer.
+    _wait_for(lambda: _transfers().exists(), "the transfer audit")
+    (event,) = _transfers()
+    assert (event.outcome, event.detail["refused"]) == (AuditOutcome.MINOR_FAILURE, 2)
