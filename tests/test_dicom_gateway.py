@@ -6,12 +6,16 @@ what it writes and rolls it back.
 """
 
 import io
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
 
 import pydicom
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.urls import reverse
 from pydicom.uid import RLELossless
@@ -257,3 +261,48 @@ def test_an_unknown_ipp_or_another_domain_is_refused_and_nothing_stored(
     _wait_for(lambda: _transfers().exists(), "the transfer audit")
     (event,) = _transfers()
     assert (event.outcome, event.detail["refused"]) == (AuditOutcome.MINOR_FAILURE, 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_manage_py_dicom_gateway_runs_as_its_own_process(tmp_path):
+    """The command as production runs it: its own process and database connection."""
+    missing = [tool for tool in ("echoscu", "storescu") if shutil.which(tool) is None]
+    require_service("dcmtk", f"{', '.join(missing)} not found" if missing else None)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
+        "DICOM_GATEWAY_AE_TITLE": "MIRC",
+    }
+    manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+    declare = (
+        "from portal.models import Establishment;"
+        "from imaging.models import DicomDeclaration, CallingAETitle;"
+        "e = Establishment.objects.create(name='CH de Blois', finess='410000087', city='Blois',"
+        " kind='ch', patient_id_issuer='CH-BLOIS');"
+        "d = DicomDeclaration.objects.create(establishment=e);"
+        "CallingAETitle.objects.create(declaration=d, ae_title='BLOIS_PACS')"
+    )
+    subprocess.run([*manage, "shell", "-c", declare], env=env, check=True, timeout=60)
+    port = _free_port()
+    log = tmp_path / "gateway.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*manage, "dicom_gateway", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(lambda: "listening" in log.read_text(), "the gateway to listen")
+        assert _echoscu(port, calling="BLOIS_PACS").returncode == 0, log.read_text()
+        assert _echoscu(port, calling="INTRUDER").returncode != 0
+        assert process.poll() is None  # still serving after a refusal
+    finally:
+        process.terminate()
+        process.wait(timeout=TIMEOUT)
