@@ -18,8 +18,10 @@ import pytest
 from django.conf import settings
 from django.db import connections
 from django.urls import reverse
-from pydicom.uid import RLELossless
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless
 from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import Verification
 
 from imaging.gateway import INSTANCES_TRANSFERRED, Gateway
@@ -306,3 +308,33 @@ def test_manage_py_dicom_gateway_runs_as_its_own_process(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=TIMEOUT)
+
+
+def test_a_dataset_of_another_sop_class_than_its_context_is_refused(world, gateway_port, tmp_path):
+    # Sent raw from the file on the CT context of its meta, while the dataset says MR
+    # (storescu reads the dataset and would pick the MR context).
+    (mismatched,) = ct_files(
+        world.patient, key="gw-sop", slices=1, SOPClassUID="1.2.840.10008.5.1.4.1.1.4"
+    )
+    (path,) = _write(tmp_path, [mismatched])
+    client = AE(ae_title=TOURS_AE)
+    client.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    association = client.associate("127.0.0.1", gateway_port, ae_title="MIRC")
+    assert association.is_established
+    # pynetdicom's send_c_store picks the context from the dataset: a raw C-STORE request
+    # (PS3.7 9.3.1.1) on the CT context instead.
+    ds = pydicom.dcmread(path)
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.Priority = 2
+    request.DataSet = io.BytesIO(encode(ds, False, True))
+    try:
+        (context,) = association.accepted_contexts
+        association.dimse.send_msg(request, context.context_id)
+        _context_id, answer = association.dimse.get_msg(block=True)
+    finally:
+        association.release()
+    assert answer.Status == 0xA900
+    assert not Instance.objects.exists()
