@@ -27,7 +27,7 @@ from pynetdicom.sop_class import Verification
 
 from imaging.archive import ArchiveUnavailable
 from imaging.models import CallingAETitle, IngestItem
-from imaging.services import ingest_from_establishment
+from imaging.services import ingest_announce, ingest_from_establishment
 from imaging.validation import UploadedFile
 from portal import audit
 from portal.audit import Actor
@@ -75,6 +75,7 @@ class _Session:
     actor: Actor
     stored: dict = field(default_factory=dict)  # patient id or None -> instances stored
     refused: int = 0
+    studies: set = field(default_factory=set)  # ids of the studies stored into
     refused_studies: set = field(default_factory=set)
 
 
@@ -206,6 +207,8 @@ class Gateway:
             self._end_thread_connections()
 
     def _audit_transfer(self, session: _Session) -> None:
+        # One import audit and one thumbnail per study, not per instance.
+        ingest_announce(study_ids=session.studies, actor=session.actor)
         establishment = session.calling.declaration.establishment
         participant = {
             "establishment": establishment.finess,
@@ -276,6 +279,8 @@ class Gateway:
             )
         if result.status in (IngestItem.Status.ACCEPTED, IngestItem.Status.DUPLICATE):
             patient_id = result.study.patient_id if result.study else None
+            if result.study is not None:
+                session.studies.add(result.study.pk)
             session.stored[patient_id] = session.stored.get(patient_id, 0) + 1
             return SUCCESS
         session.refused += 1

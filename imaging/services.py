@@ -469,13 +469,15 @@ def ingest_parsed(
     target: Patient | None,
     actor: Actor,
     may_attach=None,
+    announce: bool = True,
 ) -> set[int]:
     """Store and index parsed files; each result (IngestItem or FileResult) gets its outcome.
 
     ``target`` is the patient the user imports for. Without it (STOW-RS), the study must
     designate, by its IPP, a patient ``may_attach(patient)`` accepts. Returns the ids of
     the studies touched. Raises ArchiveUnavailable when the archive fails: results not
-    yet decided stay WAITING.
+    yet decided stay WAITING. ``announce=False`` leaves the import audit and thumbnail to
+    the caller (ingest_announce), which ingests one instance at a time (C-STORE).
     """
     archive = get_archive()
     touched: set[int] = set()
@@ -493,8 +495,23 @@ def ingest_parsed(
             study = None
         if study is not None:
             touched.add(study.pk)
-    for study in Study.objects.filter(pk__in=touched):
+    studies = list(Study.objects.filter(pk__in=touched))
+    for study in studies:
         _refresh_counts(study)
+    if announce:
+        _announce(studies, actor)
+    return touched
+
+
+def ingest_announce(*, study_ids, actor: Actor) -> None:
+    """The import audit and thumbnail of studies ingested piecewise: once per study."""
+    _announce(list(Study.objects.filter(pk__in=study_ids)), actor)
+
+
+def _announce(studies: list[Study], actor: Actor) -> None:
+    from imaging.tasks import study_thumbnail
+
+    for study in studies:
         audit.record(
             actor=actor,
             event=audit.AuditEventId.IMPORT,
@@ -504,10 +521,7 @@ def ingest_parsed(
             object_id=study.study_instance_uid,
             detail={"identity": study.identity},
         )
-        from imaging.tasks import study_thumbnail
-
         transaction.on_commit(lambda pk=study.pk: study_thumbnail.delay(pk))
-    return touched
 
 
 def _ingest_study(archive, study_uid, members, target, actor, may_attach) -> Study | None:
@@ -597,7 +611,8 @@ def ingest_stow(
 def ingest_from_establishment(
     *, uploads: list[UploadedFile], establishment: Establishment, by: Actor
 ) -> list[FileResult]:
-    """Instances an establishment sends (the DICOM gateway's C-STORE), through the same ingest.
+    """Instances an establishment sends (the DICOM gateway's C-STORE), through the same ingest;
+    the caller announces the studies touched (ingest_announce) when its association ends.
 
     The patient is the one the establishment's IPP designates: PatientID read in the
     establishment's identifier domain (its ``patient_id_issuer``). An instance naming another
@@ -626,7 +641,8 @@ def ingest_from_establishment(
             patient=patient, establishment=establishment
         ).exists()
 
-    ingest_parsed(parsed=parsed, target=None, actor=by, may_attach=known_here)
+    # The gateway announces the studies once its association ends (ingest_announce).
+    ingest_parsed(parsed=parsed, target=None, actor=by, may_attach=known_here, announce=False)
     return results
 
 

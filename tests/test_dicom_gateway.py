@@ -159,6 +159,10 @@ def test_a_ct_series_sent_by_the_establishment_reaches_its_patients_dossier(
     (event,) = _transfers(world.patient)
     assert event.detail["establishment"] == world.tours.finess
     assert event.detail["instances"] == 5
+    # The import itself is audited once per study, not once per instance.
+    assert (
+        AuditEvent.objects.filter(event_id=AuditEventId.IMPORT, patient=world.patient).count() == 2
+    )
 
     # Sent again: nothing new, every instance answered with success.
     again = _storescu(gateway_port, _write(tmp_path, native, prefix="again"))
