@@ -342,3 +342,29 @@ def test_a_dataset_of_another_sop_class_than_its_context_is_refused(world, gatew
         association.release()
     assert answer.Status == 0xA900
     assert not Instance.objects.exists()
+
+
+def test_the_admin_declares_an_establishments_calling_ae_titles(world):
+    admin = client_for(world.admin_user)
+    form = {
+        "establishment": world.bourges.pk,
+        "pacs_ae_title": "BOURGES_PACS",
+        "pacs_host": "10.18.0.5",
+        "pacs_port": 104,
+        "calling_ae_titles-TOTAL_FORMS": 1,
+        "calling_ae_titles-INITIAL_FORMS": 0,
+        "calling_ae_titles-MIN_NUM_FORMS": 0,
+        "calling_ae_titles-MAX_NUM_FORMS": 1000,
+        "calling_ae_titles-0-ae_title": "BOURGES_CT",
+        "calling_ae_titles-0-allowed_address": "10.18.0.20",
+    }
+    url = reverse("admin:imaging_dicomdeclaration_add")
+    assert admin.post(url, form).status_code == 302
+    calling = CallingAETitle.objects.get(ae_title="BOURGES_CT")
+    assert calling.declaration.establishment == world.bourges
+    assert calling.allowed_address == "10.18.0.20"
+    # An AE title names one establishment only: a second declaration of it is refused.
+    again = admin.post(url, {**form, "establishment": world.practice.pk})
+    assert again.status_code == 200
+    assert CallingAETitle.objects.filter(ae_title="BOURGES_CT").count() == 1
+    assert not DicomDeclaration.objects.filter(establishment=world.practice).exists()
