@@ -117,6 +117,8 @@ class Gateway:
             (evt.EVT_C_STORE, self._django(self.on_store)),
             (evt.EVT_RELEASED, self._django(self.on_ended)),
             (evt.EVT_ABORTED, self._django(self.on_ended)),
+            # Rejected by pynetdicom after on_requested admitted it (association limit).
+            (evt.EVT_REJECTED, self._django(self.on_ended)),
         ]
 
     # --- Running ------------------------------------------------------------------------
