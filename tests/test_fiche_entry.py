@@ -295,7 +295,11 @@ def test_the_decision_and_a_document_are_confirmed(world, settings, tmp_path):
         reverse("rcp-case-decision", args=[case.pk]),
         {"proposal": "Lobectomie", "conforms_to_guideline": "true"},
     )
-    assert "Decision saved (not validated yet)." in _messages(decision)
+    # The session is not open yet: the save prepares the proposal, and says so.
+    assert (
+        "Proposal prepared. The case will be discussed, and its decision validated, once the "
+        "session is open." in _messages(decision)
+    )
 
 
 # --- The state as one sentence, in French and in English -------------------------------------
