@@ -114,7 +114,11 @@ class Activity:
 
     def __init__(self, world):
         w = self.world = expertise_world(world)
-        self.base = timezone.now().replace(microsecond=0) - dt.timedelta(days=20)
+        # 08:00 in Paris, 20 days ago: the requests made hour after hour from it stay on one
+        # local day whatever the hour the suite runs (at 19:00 they crossed midnight).
+        self.base = timezone.localtime(timezone.now() - dt.timedelta(days=20)).replace(
+            hour=8, minute=0, second=0, microsecond=0
+        )
         Outcome = Request.Outcome
 
         self.r1 = _close(w, answered_request(w), Outcome.AVOIDED)
