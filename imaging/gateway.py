@@ -59,9 +59,8 @@ OUT_OF_RESOURCES = 0xA700  # the archive is unavailable: the sender may retry
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
-# DCM 110104 "DICOM Instances Transferred" (PS3.15 A.5.3.2); the portal's AuditEventId
-# does not list it yet, the code is stored as the standard writes it.
-INSTANCES_TRANSFERRED = "110104"
+# DCM 110104 "DICOM Instances Transferred" (PS3.15 A.5.3.2).
+INSTANCES_TRANSFERRED = audit.AuditEventId.INSTANCES_TRANSFERRED
 
 # A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling AE title not recognised.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)

@@ -30,6 +30,16 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
     return Study.objects.filter(identity=StudyIdentity.MATCHED).filter(condition)
 
 
+def shared_with_establishments(establishment_ids) -> Q:
+    """Studies that may be shown to someone acting for ``establishment_ids``: every study of
+    a patient who accepts sharing between establishments, and, for a patient who opposes it
+    (Patient.sharing_opposed), only the studies those establishments made themselves.
+
+    The one rule of the opposition, used by the dossier, the viewer, DICOMweb, the gateway's
+    queries and retrieves and the prefetch of priors."""
+    return Q(patient__sharing_opposed=False) | Q(establishment__in=list(establishment_ids))
+
+
 def read_only_studies_condition(user) -> Q:
     """The studies of the patients ``user`` reads under a read-only grant (none: an empty
     condition that matches nothing)."""

@@ -281,6 +281,15 @@ class Patient(models.Model):
     )
     # Search forms of the names, kept by the identity services.
     name_search = models.CharField(max_length=600, editable=False, db_index=True)
+    # The patient's opposition to the sharing of their data between establishments (Code de
+    # la santé publique, L1110-4): each establishment then sees only its own studies. Set
+    # and lifted only through portal.services (audited); the date says since when.
+    sharing_opposed = models.BooleanField(
+        _("opposes sharing between establishments"), default=False
+    )
+    sharing_opposed_at = models.DateTimeField(
+        _("opposition recorded at"), null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -543,6 +552,7 @@ class AuditEventId(models.TextChoices):
     APPLICATION_ACTIVITY = "110100", _("Application activity")
     AUDIT_LOG_USED = "110101", _("Audit log used")
     INSTANCES_ACCESSED = "110103", _("DICOM instances accessed")
+    INSTANCES_TRANSFERRED = "110104", _("DICOM instances transferred")
     STUDY_DELETED = "110105", _("DICOM study deleted")
     EXPORT = "110106", _("Export")
     IMPORT = "110107", _("Import")

@@ -227,6 +227,29 @@ if not 1 <= len(DICOM_GATEWAY_AE_TITLE) <= 16 or DICOM_GATEWAY_MAX_ASSOCIATIONS 
         "DICOM_GATEWAY_MAX_ASSOCIATIONS be at least 1."
     )
 
+# TLS on the gateway's DICOM port (PS3.15 Annex B.1, the Secure Transport Connection
+# Profile): the certificate and key of the gateway and, to require the establishments' client
+# certificates, the CA bundle that signs them. Empty: plain TCP (inside the regional network).
+DICOM_GATEWAY_TLS_CERTIFICATE = env.str("DICOM_GATEWAY_TLS_CERTIFICATE", default="")
+DICOM_GATEWAY_TLS_KEY = env.str("DICOM_GATEWAY_TLS_KEY", default="")
+DICOM_GATEWAY_TLS_CA_CERTIFICATES = env.str("DICOM_GATEWAY_TLS_CA_CERTIFICATES", default="")
+if bool(DICOM_GATEWAY_TLS_CERTIFICATE) != bool(DICOM_GATEWAY_TLS_KEY):
+    raise ImproperlyConfigured(
+        "DICOM_GATEWAY_TLS_CERTIFICATE and DICOM_GATEWAY_TLS_KEY go together."
+    )
+# A C-FIND answers at most this many matches (the rest is cancelled with a warning), and a
+# query without a patient key, accession number or narrow date range is refused: an
+# establishment looks up its patients, it does not list the region.
+DICOM_GATEWAY_QUERY_MAX_RESULTS = env.int("DICOM_GATEWAY_QUERY_MAX_RESULTS", default=500)
+
+# Prefetch of priors to an establishment's PACS (defaults; each DicomDeclaration may narrow
+# them): studies of the last N years, at most this many studies per admission.
+PREFETCH_YEARS = env.int("PREFETCH_YEARS", default=5)
+PREFETCH_MAX_STUDIES = env.int("PREFETCH_MAX_STUDIES", default=10)
+
+# Migration of an existing archive (manage.py archive_import): worker processes.
+ARCHIVE_IMPORT_WORKERS = env.int("ARCHIVE_IMPORT_WORKERS", default=4)
+
 # Limits on uploaded images (bytes and counts); the reverse proxy must allow as much.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)
 INGEST_MAX_UPLOAD_BYTES = env.int("INGEST_MAX_UPLOAD_BYTES", default=4 * 1024**3)
