@@ -31,6 +31,7 @@ DICOMWEB_PLUGIN = Path(
 START_TIMEOUT = 20.0  # seconds for Orthanc to answer /system
 STOP_TIMEOUT = 10.0  # seconds for Orthanc to exit after SIGTERM
 REQUEST_TIMEOUT = 5.0
+PACS_AE_TITLE = "ORTHANC_PACS"
 
 
 @dataclass
@@ -39,6 +40,31 @@ class OrthancServer:
     url: str  # its DICOMweb root, e.g. http://127.0.0.1:PORT/dicom-web
     process: subprocess.Popen
     directory: Path
+    dicom_port: int | None = None  # its DICOM listener (the PACS fixture only)
+    ae_title: str = "ORTHANC"
+
+    def declare_modality(self, name: str, *, ae_title: str, host: str, port: int) -> None:
+        """Tell this Orthanc about a DICOM peer (PUT /modalities/{name}), e.g. the gateway."""
+        requests.put(
+            f"{self.rest}/modalities/{name}",
+            json={"AET": ae_title, "Host": host, "Port": port},
+            timeout=REQUEST_TIMEOUT,
+        ).raise_for_status()
+
+    def study_uids(self) -> set[str]:
+        """StudyInstanceUIDs of the studies this Orthanc holds."""
+        answer = requests.post(
+            f"{self.rest}/tools/find",
+            json={"Level": "Study", "Query": {}, "Expand": True},
+            timeout=REQUEST_TIMEOUT,
+        )
+        answer.raise_for_status()
+        return {study["MainDicomTags"]["StudyInstanceUID"] for study in answer.json()}
+
+    def instance_count(self) -> int:
+        answer = requests.get(f"{self.rest}/statistics", timeout=REQUEST_TIMEOUT)
+        answer.raise_for_status()
+        return int(answer.json()["CountInstances"])
 
     def reset(self) -> None:
         """Delete every study, so that each test starts from an empty archive."""
@@ -65,7 +91,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _configuration(directory: Path, port: int) -> dict:
+def _configuration(directory: Path, port: int, dicom_port: int | None = None) -> dict:
+    dicom = {"DicomServerEnabled": False}
+    if dicom_port is not None:
+        # An establishment's PACS: a DICOM listener on loopback that accepts the gateway's
+        # C-STORE (prefetch, C-MOVE) and lets the tests declare the gateway as a modality.
+        dicom = {
+            "DicomServerEnabled": True,
+            "DicomAet": PACS_AE_TITLE,
+            "DicomPort": dicom_port,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowEcho": True,
+        }
     return {
         "Name": "MIRC tests",
         "StorageDirectory": str(directory / "storage"),
@@ -73,7 +111,7 @@ def _configuration(directory: Path, port: int) -> dict:
         "HttpPort": port,
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
-        "DicomServerEnabled": False,
+        **dicom,
         # A second file with a known SOPInstanceUID never replaces the first.
         "OverwriteInstances": False,
         "StorageCompression": False,
@@ -83,11 +121,12 @@ def _configuration(directory: Path, port: int) -> dict:
     }
 
 
-def _start(directory: Path) -> OrthancServer:
+def _start(directory: Path, *, with_dicom: bool = False) -> OrthancServer:
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     port = _free_port()
+    dicom_port = _free_port() if with_dicom else None
     config_path = directory / f"orthanc-{port}.json"
-    config_path.write_text(json.dumps(_configuration(directory, port), indent=2))
+    config_path.write_text(json.dumps(_configuration(directory, port, dicom_port), indent=2))
     # Options come before the configuration path (Orthanc reads its arguments in order).
     process = subprocess.Popen(
         [str(ORTHANC_BINARY), f"--logdir={directory / 'logs'}", str(config_path)],
@@ -96,7 +135,14 @@ def _start(directory: Path) -> OrthancServer:
         stderr=subprocess.DEVNULL,
     )
     rest = f"http://127.0.0.1:{port}"
-    server = OrthancServer(rest=rest, url=f"{rest}/dicom-web", process=process, directory=directory)
+    server = OrthancServer(
+        rest=rest,
+        url=f"{rest}/dicom-web",
+        process=process,
+        directory=directory,
+        dicom_port=dicom_port,
+        ae_title=PACS_AE_TITLE if with_dicom else "ORTHANC",
+    )
     try:
         _wait_until_ready(server)
     except BaseException:
@@ -136,9 +182,7 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=STOP_TIMEOUT)
 
 
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory):
-    """A running Orthanc 1.10 with DICOMweb on 127.0.0.1 (``.url``, ``.rest``, ``.reset()``)."""
+def _running_orthanc(tmp_path_factory, *, with_dicom: bool):
     missing = None
     if not os.access(ORTHANC_BINARY, os.X_OK):
         missing = f"{ORTHANC_BINARY} not found (Debian package orthanc)"
@@ -152,12 +196,32 @@ def orthanc(tmp_path_factory):
     for _attempt in range(3):
         directory = tmp_path_factory.mktemp("orthanc")
         try:
-            server = _start(directory)
+            server = _start(directory, with_dicom=with_dicom)
             break
         except RuntimeError as error:
             errors.append(f"{error}\n{_log_tail(directory)}")
     if server is None:
         require_service("Orthanc", "could not start:\n" + "\n---\n".join(errors))
+    return server
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A running Orthanc 1.10 with DICOMweb on 127.0.0.1 (``.url``, ``.rest``, ``.reset()``)."""
+    server = _running_orthanc(tmp_path_factory, with_dicom=False)
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def orthanc_pacs(tmp_path_factory):
+    """Another Orthanc, acting as an establishment's PACS: DICOM listener on ``.dicom_port``
+    (AE title ``.ae_title``), peers declared with ``.declare_modality``; ``.reset()`` empties it.
+    Separate from ``orthanc`` (the regional archive) so that neither test sees the other's
+    studies."""
+    server = _running_orthanc(tmp_path_factory, with_dicom=True)
     try:
         yield server
     finally:
