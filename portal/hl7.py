@@ -32,7 +32,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from portal import audit
+from portal import audit, events
 from portal.audit import Actor
 from portal.models import (
     Establishment,
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 ENCODING_CHARACTERS = "^~\\&"
 CREATING_EVENTS = frozenset({"A01", "A04", "A05", "A28"})
 UPDATING_EVENTS = frozenset({"A08", "A31"})
+# The patient comes (or will come) to the establishment: portal.events.patient_admitted.
+ADMITTING_EVENTS = frozenset({"A01", "A04", "A05"})
 SUPPORTED_EVENTS = CREATING_EVENTS | UPDATING_EVENTS
 
 # PID-32 identity reliability codes of the French profile (table 0445 extended).
@@ -530,6 +532,26 @@ def _apply_registration(*, identity, establishment, header, actor) -> Result:
     )
 
 
+def _announce_admission(*, patient: Patient, establishment: Establishment, trigger: str) -> None:
+    """Send portal.events.patient_admitted once the message's transaction has committed.
+
+    Not for a message that ran into an identity conflict: which regional patient is admitted
+    is then a question for identity vigilance, and the priors of the wrong one must not move.
+    """
+
+    def send():
+        # Robust: the message is committed; a failing receiver must not turn its ACK into
+        # an AE that would make the sender resend what was applied.
+        answers = events.patient_admitted.send_robust(
+            sender=Patient, patient=patient, establishment=establishment, trigger=trigger
+        )
+        for receiver, answer in answers:
+            if isinstance(answer, Exception):
+                logger.error("patient_admitted receiver %r failed", receiver, exc_info=answer)
+
+    transaction.on_commit(send)
+
+
 def _apply(message, header: Header, establishment: Establishment) -> Result:
     identity = read_identity(message, establishment)
     actor = _feed_actor(establishment)
@@ -543,6 +565,12 @@ def _apply(message, header: Header, establishment: Establishment) -> Result:
             if result is None:
                 result = _apply_registration(
                     identity=identity, establishment=establishment, header=header, actor=actor
+                )
+            if header.trigger_event in ADMITTING_EVENTS and result.conflict is None:
+                _announce_admission(
+                    patient=result.patient,
+                    establishment=establishment,
+                    trigger=header.trigger_event,
                 )
     except ValidationError as error:
         raise MessageRefused("AE", DATA_TYPE_ERROR, " ".join(error.messages), "PID") from error
