@@ -1,0 +1,86 @@
+"""Real DICOM peers for the tests: dcmtk's storescp as an establishment's PACS.
+
+storescp listens on a free loopback port (probed, then taken: retried if another process
+took it meanwhile) and writes what it receives, bit-preserving, into its own directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_service
+
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def require_dcmtk(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    require_service("dcmtk", f"{', '.join(missing)} not found" if missing else None)
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class StoreSCP:
+    """``storescp`` (dcmtk) with AE title ``ae_title``; ``options`` e.g. ``["+xi"]``."""
+
+    def __init__(self, directory: Path, *, ae_title: str = "TOURS_PACS", options=()):
+        require_dcmtk("storescp")
+        self.ae_title = ae_title
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.process = None
+        for _attempt in range(3):
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                ["storescp", "-aet", ae_title, "-od", str(directory), "+B", "-dhl", *options]
+                + [str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            if self._listening():
+                return
+            self.stop()
+        pytest.fail("storescp did not start")
+
+    def _listening(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def files(self) -> list[Path]:
+        return sorted(path for path in self.directory.iterdir() if path.is_file())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
