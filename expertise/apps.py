@@ -54,3 +54,12 @@ class ExpertiseConfig(AppConfig):
         from expertise.patient_panel import patient_panel
 
         return patient_panel(user=user, patient=patient)
+
+    def merge_patient(self, *, source, target):
+        """Two records of one person merged (portal.services.patient_merge, which must not
+        import this app): the survivor takes the requests and their billing acts (the
+        yearly limit of acts counts per person)."""
+        from expertise.models import Act, Request
+
+        Request.objects.filter(patient=source).update(patient=target)
+        Act.objects.filter(patient=source).update(patient=target)

@@ -21,3 +21,29 @@ class ImagingConfig(AppConfig):
         from imaging.demo import seed
 
         return seed(stdout=stdout)
+
+    def merge_patient(self, *, source, target):
+        """Two records of one person merged (portal.services.patient_merge, which must not
+        import this app): the survivor takes the studies, uploads, review rooms. Viewer
+        tokens scoped to the merged record are revoked, not moved: moved, a token would open
+        the survivor's studies that it was never issued for."""
+        from django.utils import timezone
+
+        from imaging.models import ArchiveSync, ViewerToken
+        from portal.models import Patient
+
+        ViewerToken.objects.filter(patient=source, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        # The survivor's next dossier visit asks the archive again.
+        ArchiveSync.objects.filter(patient__in=[source, target]).delete()
+        # Every other row of this app that names a patient (studies, uploads, review rooms,
+        # prefetches) moves, including those of models added later.
+        for model in self.get_models():
+            for field in model._meta.get_fields():
+                if (
+                    field.many_to_one
+                    and field.related_model is Patient
+                    and model is not ViewerToken
+                ):
+                    model.objects.filter(**{field.name: source}).update(**{field.name: target})

@@ -21,8 +21,41 @@ ACK choices (HL7 v2.5 chapter 2, table 0008, and IHE PAM France):
 
 Nothing is written for an AE or AR message except its audit event; every write of an
 accepted message happens in one transaction with its audit events.
+
+Admissions (A01, A04, A05) that are accepted without an identity conflict announce
+``portal.events.patient_admitted`` once committed (imaging sends the priors).
+
+Identifier maintenance of IHE PAM (ITI TF-2b 3.30.4, ITI-30), in the sending establishment's
+own identifier domain (PID-3 and MRG-1 both carry its IPPs):
+
+- A47 (change patient identifier list, ADT_A30): MRG-1 is the incorrect IPP, PID-3 the
+  correct one; the local identifier changes value, the regional patient stays the same.
+  An unknown MRG-1 is an AE (204, unknown key); a PID-3 already used by another patient of
+  the establishment is an AE (205, duplicate key): joining two records is what A40 says,
+  never an A47, so the feed does not merge on a message that did not ask for it.
+- A40 (merge patient identifier list, ADT_A39): MRG-1 is the IPP that disappears, PID-3
+  the surviving one. Both on one regional patient: the merged IPP is dropped. On two
+  regional patients: they are merged (portal.services.patient_merge: studies, care team,
+  identifiers, conflicts, and every higher app's rows through its AppConfig
+  ``merge_patient``) only when the five traits agree and they do not carry two different
+  INS. Traits (or INS not both qualified) disagree: nothing merged, an IdentityConflict for
+  identity vigilance, AA with an ERR of severity W (as for the other conflicts). Two
+  different *qualified* INS: two persons by the national referential; the message is
+  refused (AE), audited, nothing written. An MRG-1 IPP that is unknown while PID-3 is known
+  is an A40 already applied (a resend): AA, nothing to do.
+
+The patient's opposition to sharing between establishments (Code de la santé publique,
+L1110-4) travels in PD1-12 (Protection Indicator, HL7 table 0136): "Y" the patient opposes,
+"N" the opposition is lifted, absent or empty leaves it unchanged; anything else is an AE.
+The French extension of PAM does not name one field for this refusal as far as we could
+check (its ZFD segment carries other French complements, and PD1-12 is the international
+"protect this patient's information" flag); PD1-12 is the carrier we chose and document to
+the establishments, pending the regional interface agreement. It is applied (audited, source
+"hl7" and the establishment) to the patient an accepted message designates, and not when
+the message ran into an identity conflict: which patient opposes is then for vigilance.
 """
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -46,10 +79,15 @@ from portal.models import (
 )
 from portal.services import (
     IdentityConflictError,
+    PatientMergeRefused,
     PatientTraits,
+    SharingOppositionUnchanged,
     _name_search,
     differing_traits,
+    patient_merge,
     patient_register,
+    sharing_opposition_lift,
+    sharing_opposition_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,9 +95,13 @@ logger = logging.getLogger(__name__)
 ENCODING_CHARACTERS = "^~\\&"
 CREATING_EVENTS = frozenset({"A01", "A04", "A05", "A28"})
 UPDATING_EVENTS = frozenset({"A08", "A31"})
+MERGE_EVENT = "A40"
+IDENTIFIER_CHANGE_EVENT = "A47"
 # The patient comes (or will come) to the establishment: portal.events.patient_admitted.
 ADMITTING_EVENTS = frozenset({"A01", "A04", "A05"})
-SUPPORTED_EVENTS = CREATING_EVENTS | UPDATING_EVENTS
+SUPPORTED_EVENTS = CREATING_EVENTS | UPDATING_EVENTS | {MERGE_EVENT, IDENTIFIER_CHANGE_EVENT}
+# PD1-12 Protection Indicator (HL7 table 0136): the opposition to sharing, see above.
+PROTECTION_INDICATOR = {"Y": True, "N": False}
 
 # PID-32 identity reliability codes of the French profile (table 0445 extended).
 RELIABILITY_STATUS = {
@@ -87,8 +129,12 @@ DATA_TYPE_ERROR = "102"
 TABLE_VALUE_NOT_FOUND = "103"
 UNSUPPORTED_MESSAGE_TYPE = "200"
 UNSUPPORTED_EVENT_CODE = "201"
+UNKNOWN_KEY_IDENTIFIER = "204"
+DUPLICATE_KEY_IDENTIFIER = "205"
 APPLICATION_INTERNAL_ERROR = "207"
 ERROR_NAMES = {
+    UNKNOWN_KEY_IDENTIFIER: "Unknown key identifier",
+    DUPLICATE_KEY_IDENTIFIER: "Duplicate key identifier",
     SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
     REQUIRED_FIELD_MISSING: "Required field missing",
     DATA_TYPE_ERROR: "Data type error",
@@ -132,6 +178,8 @@ class Identity:
     ins_matricule: str = ""
     ins_oid: str = ""
     identity_status: str = IdentityStatus.PROVISIONAL
+    # PD1-12: True opposes sharing, False lifts the opposition, None leaves it as it is.
+    sharing_opposed: bool | None = None
 
 
 @dataclass
@@ -239,6 +287,12 @@ def _check_message_type(message, header: Header) -> None:
         )
 
 
+def _is_local_ipp(establishment: Establishment, namespace: str, universal_id: str, type_code: str):
+    if establishment.patient_id_issuer:
+        return establishment.patient_id_issuer in {namespace, universal_id}
+    return type_code in {"PI", ""}
+
+
 def _identifiers(pid, establishment: Establishment, unescape) -> tuple[str, str, str]:
     """PID-3 (CX repetitions): the establishment's IPP, and the INS with its OID if present."""
     ipp = ins = ins_oid = ""
@@ -250,13 +304,7 @@ def _identifiers(pid, establishment: Establishment, unescape) -> tuple[str, str,
         type_code = _part(cx, 5)
         if universal_id in INS_OIDS or type_code in {"INS", "INS-NIR", "INS-NIA"}:
             ins, ins_oid = value, universal_id
-        elif not ipp and (
-            (
-                establishment.patient_id_issuer
-                and establishment.patient_id_issuer in {namespace, universal_id}
-            )
-            or (not establishment.patient_id_issuer and type_code in {"PI", ""})
-        ):
+        elif not ipp and _is_local_ipp(establishment, namespace, universal_id, type_code):
             ipp = value
     if not ipp:
         raise MessageRefused(
@@ -300,6 +348,61 @@ def _birth_place_code(pid) -> str:
         if _part(xad, 7) == "BDL" and _part(xad, 9):
             return _part(xad, 9)
     return _part(_field(pid, 23).split("^"), 1)
+
+
+def _protection_indicator(message) -> bool | None:
+    """PD1-12 (table 0136): the patient's opposition to sharing (see the module docstring)."""
+    try:
+        pd1 = message.segment("PD1")
+    except KeyError:
+        return None
+    value = _field(pd1, 12).strip()
+    if not value:
+        return None
+    if value not in PROTECTION_INDICATOR:
+        raise MessageRefused(
+            "AE",
+            TABLE_VALUE_NOT_FOUND,
+            f"PD1-12 must be Y (opposes sharing) or N (lifts the opposition), not {value!r}.",
+            "PD1^1^12",
+        )
+    return PROTECTION_INDICATOR[value]
+
+
+def _local_identifiers(message, establishment: Establishment) -> tuple[str, str]:
+    """A40/A47: the establishment's IPP in PID-3 (the correct or surviving one) and in MRG-1
+    (the incorrect or merged one), ITI TF-2b 3.30.4."""
+    try:
+        pid = message.segment("PID")
+        mrg = message.segment("MRG")
+    except KeyError:
+        raise MessageRefused(
+            "AE",
+            SEGMENT_SEQUENCE_ERROR,
+            f"ADT^{MERGE_EVENT} and ADT^{IDENTIFIER_CHANGE_EVENT} need a PID and an MRG segment.",
+            "MRG",
+        ) from None
+    unescape = message.unescape
+    ipp, _ins, _oid = _identifiers(pid, establishment, unescape)
+    merged = ""
+    for repetition in _split(_field(mrg, 1), "~"):
+        cx = repetition.split("^")
+        authority = _part(cx, 4).split("&")
+        if _is_local_ipp(establishment, _part(authority, 1), _part(authority, 2), _part(cx, 5)):
+            merged = unescape(_part(cx, 1)).strip()
+            break
+    if not merged:
+        raise MessageRefused(
+            "AE",
+            REQUIRED_FIELD_MISSING,
+            "MRG-1 carries no IPP of the sending establishment.",
+            "MRG^1^1",
+        )
+    if merged == ipp:
+        raise MessageRefused(
+            "AE", DATA_TYPE_ERROR, "MRG-1 and PID-3 carry the same IPP.", "MRG^1^1"
+        )
+    return ipp, merged
 
 
 def read_identity(message, establishment: Establishment) -> Identity:
@@ -350,6 +453,7 @@ def read_identity(message, establishment: Establishment) -> Identity:
         ins_matricule=ins,
         ins_oid=ins_oid,
         identity_status=status,
+        sharing_opposed=_protection_indicator(message),
     )
 
 
@@ -532,6 +636,154 @@ def _apply_registration(*, identity, establishment, header, actor) -> Result:
     )
 
 
+def _apply_sharing_opposition(*, patient: Patient, identity: Identity, establishment, actor):
+    if identity.sharing_opposed is None or patient.sharing_opposed == identity.sharing_opposed:
+        return
+    change = sharing_opposition_record if identity.sharing_opposed else sharing_opposition_lift
+    # Changed meanwhile by someone else: the state asked for is there.
+    with contextlib.suppress(SharingOppositionUnchanged):
+        change(patient=patient, by=actor, source="hl7", establishment=establishment)
+
+
+def _identifier(establishment: Establishment, ipp: str) -> PatientIdentifier | None:
+    return (
+        PatientIdentifier.objects.select_for_update()
+        .filter(establishment=establishment, value=ipp)
+        .select_related("patient")
+        .first()
+    )
+
+
+def _apply_identifier_change(*, message, establishment, header, actor) -> Result:
+    """A47: MRG-1 (incorrect IPP) becomes PID-3 (correct IPP) for the same patient."""
+    correct, incorrect = _local_identifiers(message, establishment)
+    local = _identifier(establishment, incorrect)
+    if local is None:
+        raise MessageRefused(
+            "AE",
+            UNKNOWN_KEY_IDENTIFIER,
+            f"MRG-1 IPP {incorrect!r} is unknown for this establishment.",
+            "MRG^1^1",
+        )
+    taken = _identifier(establishment, correct)
+    if taken is not None:
+        raise MessageRefused(
+            "AE",
+            DUPLICATE_KEY_IDENTIFIER,
+            f"PID-3 IPP {correct!r} is already another record's: an A40 merges two records,"
+            " an A47 does not.",
+            "PID^1^3",
+        )
+    local.value = correct
+    local.save(update_fields=["value"])
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.UPDATE,
+        obj=local.patient,
+        detail=_audit_detail(
+            establishment, header, changed=["ipp"], previous_ipp=incorrect, ipp=correct
+        ),
+    )
+    return Result(ack="", ack_code="AA", patient=local.patient, changed=["ipp"])
+
+
+def _merge_conflict(*, source, target, establishment, header, actor, differing):
+    """The two records disagree: kept apart, the survivor's conflict says with what."""
+    conflict = IdentityConflict.objects.create(
+        patient=target,
+        source=IdentityConflictSource.IMPORT,
+        establishment=establishment,
+        matched_on="merge",
+        incoming_traits={
+            **PatientTraits.of(source).normalized(),
+            "ipp": ", ".join(source.identifiers.values_list("value", flat=True)),
+            "ins": source.ins_matricule,
+            "merged_patient": source.pk,
+        },
+        differing_traits=differing,
+    )
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        action=audit.AuditAction.EXECUTE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        obj=conflict,
+        patient=target,
+        detail=_audit_detail(
+            establishment, header, reason="merge refused: identity conflict", differing=differing
+        ),
+    )
+    return conflict
+
+
+def _apply_merge(*, message, establishment, header, actor) -> Result:
+    """A40: MRG-1 (the IPP that disappears) merges into PID-3 (the surviving IPP)."""
+    surviving_ipp, merged_ipp = _local_identifiers(message, establishment)
+    surviving = _identifier(establishment, surviving_ipp)
+    merged = _identifier(establishment, merged_ipp)
+    if merged is None:
+        if surviving is not None:
+            # Applied already (a resend): the merged IPP is gone, the survivor is there.
+            return Result(ack="", ack_code="AA", patient=surviving.patient)
+        raise MessageRefused(
+            "AE",
+            UNKNOWN_KEY_IDENTIFIER,
+            f"Neither the MRG-1 IPP {merged_ipp!r} nor the PID-3 IPP {surviving_ipp!r} is known"
+            " for this establishment.",
+            "MRG^1^1",
+        )
+    detail = _audit_detail(
+        establishment, header, merged_ipp=merged_ipp, surviving_ipp=surviving_ipp
+    )
+    if surviving is None:
+        # The surviving IPP is new here: the record simply takes it (as an A47 would).
+        merged.value = surviving_ipp
+        merged.save(update_fields=["value"])
+        audit.record(
+            actor=actor,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=merged.patient,
+            detail={**detail, "changed": ["ipp"]},
+        )
+        return Result(ack="", ack_code="AA", patient=merged.patient, changed=["ipp"])
+    target = surviving.patient
+    if merged.patient_id != target.pk:
+        source = merged.patient
+        try:
+            target = patient_merge(source=source, target=target, by=actor, detail=detail)
+        except PatientMergeRefused as refusal:
+            if refusal.reason == "qualified_ins":
+                raise MessageRefused(
+                    "AE",
+                    DUPLICATE_KEY_IDENTIFIER,
+                    "The two IPPs designate two records with different qualified INS: two"
+                    " persons, not merged.",
+                    "MRG^1^1",
+                ) from refusal
+            conflict = _merge_conflict(
+                source=source,
+                target=target,
+                establishment=establishment,
+                header=header,
+                actor=actor,
+                differing=refusal.differing,
+            )
+            return Result(ack="", ack_code="AA", patient=target, conflict=conflict)
+    # The merged IPP disappears from the establishment's domain.
+    PatientIdentifier.objects.filter(pk=merged.pk).delete()
+    if merged.patient_id == target.pk and merged.patient_id == surviving.patient_id:
+        audit.record(
+            actor=actor,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=target,
+            detail={**detail, "changed": ["ipp"], "removed_ipp": merged_ipp},
+        )
+    return Result(ack="", ack_code="AA", patient=target, changed=["ipp"])
+
+
 def _announce_admission(*, patient: Patient, establishment: Establishment, trigger: str) -> None:
     """Send portal.events.patient_admitted once the message's transaction has committed.
 
@@ -553,8 +805,17 @@ def _announce_admission(*, patient: Patient, establishment: Establishment, trigg
 
 
 def _apply(message, header: Header, establishment: Establishment) -> Result:
-    identity = read_identity(message, establishment)
     actor = _feed_actor(establishment)
+    if header.trigger_event in {MERGE_EVENT, IDENTIFIER_CHANGE_EVENT}:
+        apply = _apply_merge if header.trigger_event == MERGE_EVENT else _apply_identifier_change
+        try:
+            with transaction.atomic():
+                return apply(
+                    message=message, establishment=establishment, header=header, actor=actor
+                )
+        except ValidationError as error:
+            raise MessageRefused("AE", DATA_TYPE_ERROR, " ".join(error.messages), "MRG") from error
+    identity = read_identity(message, establishment)
     try:
         with transaction.atomic():
             result = None
@@ -565,6 +826,13 @@ def _apply(message, header: Header, establishment: Establishment) -> Result:
             if result is None:
                 result = _apply_registration(
                     identity=identity, establishment=establishment, header=header, actor=actor
+                )
+            if result.conflict is None:
+                _apply_sharing_opposition(
+                    patient=result.patient,
+                    identity=identity,
+                    establishment=establishment,
+                    actor=actor,
                 )
             if header.trigger_event in ADMITTING_EVENTS and result.conflict is None:
                 _announce_admission(

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
@@ -24,6 +25,7 @@ from portal.access import record_refusal
 from portal.audit import Actor
 from portal.mail import portal_url
 from portal.models import (
+    AuditPurpose,
     CareRelationship,
     CareRole,
     Establishment,
@@ -32,7 +34,9 @@ from portal.models import (
     IdentityStatus,
     Notification,
     Patient,
+    PatientGroupObjectPermission,
     PatientIdentifier,
+    PatientUserObjectPermission,
     Professional,
     render_notification_text,
     search_key,
@@ -492,6 +496,271 @@ def _actor_display_name(user) -> str:
         return user.professional.display_name
     except ObjectDoesNotExist:
         return user.get_full_name() or user.email
+
+
+# --- Opposition to sharing between establishments -------------------------------------------
+
+
+SHARING_OPPOSITION_SOURCES = frozenset({"portal", "hl7"})
+
+
+class SharingOppositionUnchanged(ValidationError):
+    """The opposition was already in the state asked for (a second click, a repeated message)."""
+
+
+def _patient_reader_ids(patient: Patient) -> set[int]:
+    """The users whose access decisions about ``patient`` may be cached: those holding an
+    object permission on the record (care relationships grant it)."""
+    return set(
+        PatientUserObjectPermission.objects.filter(content_object=patient).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
+def _sharing_opposition_set(
+    *, patient: Patient, opposed: bool, by: Actor, source: str, establishment
+) -> Patient:
+    if source not in SHARING_OPPOSITION_SOURCES:
+        raise ValueError(f"unknown source of the opposition: {source!r}")
+    if by.user is not None and not permissions.may_add_to_care_team(user=by.user, patient=patient):
+        _refuse_care_team_change(
+            by=by,
+            relationship_or_patient=patient,
+            patient=patient,
+            reason="may not change the opposition to sharing",
+        )
+    if establishment is None and by.user is not None:
+        professional = permissions._professional(by.user)
+        establishment = professional.primary_establishment() if professional else None
+    with transaction.atomic():
+        now = timezone.now()
+        # One guarded step on the previous state: two clicks, or a click and a message,
+        # change it once.
+        changed = Patient.objects.filter(pk=patient.pk, sharing_opposed=not opposed).update(
+            sharing_opposed=opposed, sharing_opposed_at=now if opposed else None, updated_at=now
+        )
+        if not changed:
+            raise SharingOppositionUnchanged(
+                _("The patient's opposition to sharing was already recorded.")
+                if opposed
+                else _("The patient did not oppose sharing.")
+            )
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=patient,
+            purpose=AuditPurpose.CARE,
+            detail={
+                "sharing_opposed": opposed,
+                "source": source,
+                "establishment": establishment.finess if establishment else "",
+            },
+        )
+        # Grants cached for the viewer and DICOMweb were decided on the previous state.
+        for user_id in _patient_reader_ids(patient):
+            access_changed(user_id=user_id)
+    patient.sharing_opposed = opposed
+    patient.sharing_opposed_at = now if opposed else None
+    patient.updated_at = now
+    return patient
+
+
+def sharing_opposition_record(
+    *, patient: Patient, by: Actor, source: str, establishment: Establishment | None = None
+) -> Patient:
+    """Record the patient's opposition to the sharing of their data between establishments
+    (Code de la santé publique, L1110-4): from then on, each establishment sees only the
+    studies it made (imaging.selectors.shared_with_establishments).
+
+    Who: a clinician of the care team or the establishment's administration (the admissions
+    office takes the patient's word too), i.e. portal.permissions.may_add_to_care_team; an
+    identity feed (``by`` without a user) is not asked. ``source`` is "portal" or "hl7";
+    ``establishment`` where it was expressed (default: the user's primary establishment).
+    Raises SharingOppositionUnchanged when it was already recorded."""
+    return _sharing_opposition_set(
+        patient=patient, opposed=True, by=by, source=source, establishment=establishment
+    )
+
+
+def sharing_opposition_lift(
+    *, patient: Patient, by: Actor, source: str, establishment: Establishment | None = None
+) -> Patient:
+    """Lift the patient's opposition to sharing (same rules as sharing_opposition_record)."""
+    return _sharing_opposition_set(
+        patient=patient, opposed=False, by=by, source=source, establishment=establishment
+    )
+
+
+# --- Merging two records of one person ----------------------------------------------------------
+
+
+IDENTITY_STATUS_RANK = [
+    IdentityStatus.PROVISIONAL,
+    IdentityStatus.RETRIEVED,
+    IdentityStatus.VALIDATED,
+    IdentityStatus.QUALIFIED,
+]
+
+
+class PatientMergeRefused(ValidationError):
+    """The two records cannot be merged automatically.
+
+    ``reason``: "qualified_ins" (two different qualified INS: two persons, refused outright)
+    or "identity" (the traits, or two INS, disagree: a question for identity vigilance,
+    ``differing`` says which)."""
+
+    def __init__(self, message, *, reason: str, differing: list[str]):
+        super().__init__(message)
+        self.reason = reason
+        self.differing = differing
+
+
+def merge_disagreements(*, source: Patient, target: Patient) -> tuple[str, list[str]]:
+    """Why ``source`` and ``target`` may not be merged: ("", []) when they may."""
+    if (
+        source.ins_matricule
+        and target.ins_matricule
+        and (source.ins_matricule, source.ins_oid) != (target.ins_matricule, target.ins_oid)
+    ):
+        both_qualified = (
+            source.identity_status == IdentityStatus.QUALIFIED
+            and target.identity_status == IdentityStatus.QUALIFIED
+        )
+        return ("qualified_ins" if both_qualified else "identity"), ["ins"]
+    differing = differing_traits(PatientTraits.of(source), PatientTraits.of(target))
+    return ("identity", differing) if differing else ("", [])
+
+
+def _move_care_team(*, source: Patient, target: Patient, by: Actor) -> set[int]:
+    """Re-create ``source``'s active care relationships on ``target`` through the
+    care-relationship services (so the object permissions follow), then end them on
+    ``source``; returns the users whose access moved."""
+    moved = set()
+    relationships = CareRelationship.objects.filter(
+        patient=source, ended_at__isnull=True
+    ).select_related("professional__user", "establishment")
+    for relationship in relationships:
+        professional = relationship.professional
+        try:
+            care_relationship_add(
+                patient=target,
+                professional=professional,
+                role=relationship.role,
+                by=by,
+                establishment=relationship.establishment,
+            )
+        except ValidationError:
+            # The survivor already has another GP, or the professional may no longer join
+            # (account closed): a GP stays in the team as a member; the others lose access.
+            if permissions.may_join_care_team(professional=professional):
+                care_relationship_add(
+                    patient=target,
+                    professional=professional,
+                    role=CareRole.CARE_TEAM,
+                    by=by,
+                    establishment=relationship.establishment,
+                )
+        care_relationship_end(relationship=relationship, by=by, reason="patient records merged")
+        moved.add(professional.user_id)
+    return moved
+
+
+def patient_merge(
+    *, source: Patient, target: Patient, by: Actor, detail: dict | None = None
+) -> Patient:
+    """Merge ``source`` into ``target`` (the survivor): two records of one person.
+
+    Only when the five traits agree and the records do not carry two different INS
+    (PatientMergeRefused otherwise, nothing written). In one transaction with its audit
+    events: the survivor takes the local identifiers, the identity conflicts, the care team
+    (and the permissions it grants), the INS if it had none, the opposition to sharing if
+    either record carried it, and every row of the higher apps (each AppConfig's
+    ``merge_patient(*, source, target)``: studies, RCP cases, tele-expertise requests).
+
+    ``source`` is kept, emptied, never deleted: the audit trail references it (PROTECT) and
+    its access report must stay readable. Without identifiers or permissions it opens for
+    nobody (404), and no identity feed can designate it again.
+    """
+    if source.pk == target.pk:
+        raise ValueError("a patient cannot be merged into itself")
+    with transaction.atomic():
+        locked = {
+            p.pk: p
+            for p in Patient.objects.select_for_update().filter(pk__in=[source.pk, target.pk])
+        }
+        source, target = locked[source.pk], locked[target.pk]
+        reason, differing = merge_disagreements(source=source, target=target)
+        if reason == "qualified_ins":
+            raise PatientMergeRefused(
+                _("The two records carry two different qualified INS: two persons."),
+                reason=reason,
+                differing=differing,
+            )
+        if reason:
+            raise PatientMergeRefused(
+                _("The two records disagree (%(differing)s): identity vigilance must decide.")
+                % {"differing": ", ".join(differing)},
+                reason=reason,
+                differing=differing,
+            )
+        identifiers = [str(i) for i in source.identifiers.select_related("establishment")]
+        source.identifiers.update(patient=target)
+        IdentityConflict.objects.filter(patient=source).update(patient=target)
+        readers = _move_care_team(source=source, target=target, by=by)
+        # Any other grant on the emptied record goes: it must open for nobody.
+        readers |= _patient_reader_ids(source)
+        PatientUserObjectPermission.objects.filter(content_object=source).delete()
+        PatientGroupObjectPermission.objects.filter(content_object=source).delete()
+        for config in apps.get_app_configs():
+            merge = getattr(config, "merge_patient", None)
+            if merge is not None:
+                merge(source=source, target=target)
+        changed = []
+        if source.ins_matricule and not target.ins_matricule:
+            target.ins_matricule, target.ins_oid = source.ins_matricule, source.ins_oid
+            changed.append("ins")
+        # The identity only rises, and only with the INS it was checked against.
+        if target.ins_matricule == source.ins_matricule and IDENTITY_STATUS_RANK.index(
+            source.identity_status
+        ) > IDENTITY_STATUS_RANK.index(target.identity_status):
+            target.identity_status = source.identity_status
+            changed.append("identity_status")
+        if source.sharing_opposed and not target.sharing_opposed:
+            # The person opposed sharing through one of the records: it stands.
+            target.sharing_opposed = True
+            target.sharing_opposed_at = source.sharing_opposed_at
+            changed.append("sharing_opposed")
+        now = timezone.now()
+        # The unique INS moves: the emptied record lets it go first.
+        Patient.objects.filter(pk=source.pk).update(
+            ins_matricule="", ins_oid="", identity_status=IdentityStatus.PROVISIONAL, updated_at=now
+        )
+        target.updated_at = now
+        target.save()
+        common = {**(detail or {}), "merged_patient": source.pk, "merged_identifiers": identifiers}
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=target,
+            purpose=AuditPurpose.ADMINISTRATION,
+            detail={**common, "changed": changed},
+        )
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.DELETE,
+            object_type=source._meta.label_lower,
+            object_id=str(source.pk),
+            patient=target,
+            purpose=AuditPurpose.ADMINISTRATION,
+            detail={**common, "merged_into": target.pk},
+        )
+        for user_id in readers | _patient_reader_ids(target):
+            access_changed(user_id=user_id)
+    return target
 
 
 # --- Notifications ---------------------------------------------------------------------------

@@ -28,3 +28,10 @@ class RcpConfig(AppConfig):
         from rcp.patient_panel import patient_panel
 
         return patient_panel(user=user, patient=patient)
+
+    def merge_patient(self, *, source, target):
+        """Two records of one person merged (portal.services.patient_merge, which must not
+        import this app): the survivor takes the RCP cases."""
+        from rcp.models import Case
+
+        Case.objects.filter(patient=source).update(patient=target)
