@@ -51,10 +51,10 @@ demo: setup $(DEMO_SECRET)
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo --force
 	$(DEMO_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@echo "Portal on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
-	@# daphne, with its access log going through Python logging, which redacts viewer tokens.
-	exec env $(DEMO_ENV) $(BIN)/python -m portal.logging -b 127.0.0.1 -p $(PORT) \
-		portal.asgi:application
+	@# Three servers, supervised by run_demo (Ctrl-C stops all three): daphne, with its
+	@# access log going through Python logging, which redacts viewer tokens; the DICOM
+	@# gateway (DICOM_GATEWAY_PORT, 11112) and the HL7 listener (HL7_LISTENER_PORT, 2575).
+	exec env $(DEMO_ENV) $(BIN)/python manage.py run_demo --port $(PORT)
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from imaging import synthetic
-from imaging.models import Study
+from imaging.models import CallingAETitle, DicomDeclaration, Study
 from imaging.services import ingest_parsed
 from imaging.validation import UploadedFile, parse_dicom
 from portal.audit import Actor
@@ -213,8 +213,46 @@ def _patient(group: str, rank: int) -> Patient | None:
     return Patient.objects.filter(pk=ids[rank]).first() if len(ids) > rank else None
 
 
+# How two demo establishments connect to the gateway (`make demo` runs it on 127.0.0.1):
+# FINESS, the calling AE titles their modalities send from, their PACS (the destination of
+# retrieves and prefetched priors; nothing listens there unless the user starts a
+# `storescp -aet <AE> <port>`).
+DEMO_DECLARATIONS = [
+    ("180000028", ["CHB_DEMO"], ("CHB_PACS", "127.0.0.1", 11114)),
+    ("370000481", ["CHRUT_DEMO"], ("CHRUT_PACS", "127.0.0.1", 11113)),
+]
+
+
+def seed_declarations() -> list[DicomDeclaration]:
+    """The demo establishments' DICOM declarations (idempotent: found by establishment and
+    AE title)."""
+    declarations = []
+    for finess, calling_titles, (pacs_ae, pacs_host, pacs_port) in DEMO_DECLARATIONS:
+        establishment = Establishment.objects.filter(finess=finess).first()
+        if establishment is None:
+            continue
+        declaration, _ = DicomDeclaration.objects.update_or_create(
+            establishment=establishment,
+            defaults={"pacs_ae_title": pacs_ae, "pacs_host": pacs_host, "pacs_port": pacs_port},
+        )
+        for title in calling_titles:
+            CallingAETitle.objects.update_or_create(
+                ae_title=title, defaults={"declaration": declaration, "allowed_address": None}
+            )
+        declarations.append(declaration)
+    return declarations
+
+
+def demo_patient() -> Patient | None:
+    """The patient of the demo's DICOM example: Dr Martin's first thoracic patient, who has
+    an IPP at CH Bourges (her prior CT was made there)."""
+    return _patient(PLAN[0].group, PLAN[0].rank)
+
+
 def seed(stdout=None) -> int:
     created = 0
+    with transaction.atomic():
+        seed_declarations()
     actor = Actor.system("seed_demo")
     for plan in PLAN:
         patient = _patient(plan.group, plan.rank)

@@ -93,3 +93,31 @@ def test_every_demo_doctor_sees_their_patients_and_only_them(db):
         )
     )
     assert set(patients_visible_to(oncologist).values_list("pk", flat=True)) == followed
+
+
+def test_demo_establishments_declare_how_they_connect(db):
+    """The demo's gateways (make demo) know CH Bourges and CHRU Tours: calling AE titles, a
+    PACS destination and the HL7 sending facility; seeding again changes nothing."""
+    from imaging.demo import seed_declarations
+    from imaging.models import CallingAETitle, DicomDeclaration
+
+    call_command("seed_demo", "--force", "--portal-only", verbosity=0)
+    seed_declarations()
+    seed_declarations()
+    titles = dict(
+        CallingAETitle.objects.values_list("ae_title", "declaration__establishment__finess")
+    )
+    assert titles == {"CHB_DEMO": "180000028", "CHRUT_DEMO": "370000481"}
+    pacs = DicomDeclaration.objects.values_list(
+        "establishment__finess", "pacs_ae_title", "pacs_host"
+    )
+    assert sorted(pacs) == [
+        ("180000028", "CHB_PACS", "127.0.0.1"),
+        ("370000481", "CHRUT_PACS", "127.0.0.1"),
+    ]
+    facilities = dict(
+        Establishment.objects.exclude(hl7_sending_facility="").values_list(
+            "finess", "hl7_sending_facility"
+        )
+    )
+    assert facilities == {"180000028": "CHB_GAM", "370000481": "CHRUT_GAM"}

@@ -59,6 +59,10 @@ ESTABLISHMENTS = [
     ),
 ]
 
+# MSH-4 of the demo establishments' HL7 feeds when it is not the FINESS (portal.hl7): the
+# code their patient administration system sends. The others send their FINESS.
+HL7_SENDING_FACILITIES = {"370000481": "CHRUT_GAM", "180000028": "CHB_GAM"}
+
 # key, title, first name, last name, profession, specialty, FINESS list (first is primary)
 PROFESSIONALS = [
     ("c.martin", "Dr", "Claire", "Martin", "medecin", Specialty.MEDICAL_ONCOLOGY, ["370000481"]),
@@ -251,7 +255,13 @@ class Command(BaseCommand):
         for name, finess, city, kind, issuer, _prefix in ESTABLISHMENTS:
             result[finess], _ = Establishment.objects.update_or_create(
                 finess=finess,
-                defaults={"name": name, "city": city, "kind": kind, "patient_id_issuer": issuer},
+                defaults={
+                    "name": name,
+                    "city": city,
+                    "kind": kind,
+                    "patient_id_issuer": issuer,
+                    "hl7_sending_facility": HL7_SENDING_FACILITIES.get(finess, ""),
+                },
             )
         return result
 
