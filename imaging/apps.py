@@ -15,6 +15,11 @@ class ImagingConfig(AppConfig):
         from imaging import audit_labels
 
         audit_labels.register_labels()
+        # An admission sends the patient's priors to the establishment's PACS.
+        from imaging.prefetch import on_patient_admitted
+        from portal.events import patient_admitted
+
+        patient_admitted.connect(on_patient_admitted, dispatch_uid="imaging.prefetch")
 
     def seed_demo(self, stdout=None) -> int:
         """Demo studies of the demo patients (called by ``manage.py seed_demo``)."""

@@ -365,6 +365,31 @@ class DicomDeclaration(models.Model):
     pacs_ae_title = models.CharField(_("PACS AE title"), max_length=16, blank=True)
     pacs_host = models.CharField(_("PACS host"), max_length=255, blank=True)
     pacs_port = models.PositiveIntegerField(_("PACS port"), null=True, blank=True)
+    # The prefetch of priors (imaging.prefetch): on admission, the patient's studies made by
+    # the other establishments are sent to this PACS. Empty values take the regional settings.
+    prefetch_enabled = models.BooleanField(
+        _("send priors to the PACS"),
+        default=True,
+        help_text=_("On admission, send the patient's priors from other establishments."),
+    )
+    prefetch_years = models.PositiveSmallIntegerField(
+        _("priors of the last (years)"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: the regional setting."),
+    )
+    prefetch_max_studies = models.PositiveSmallIntegerField(
+        _("at most (studies)"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: the regional setting."),
+    )
+    prefetch_modalities_first = models.CharField(
+        _("modalities first"),
+        max_length=64,
+        blank=True,
+        help_text=_("Modalities sent first, comma-separated (CT,MR). Empty: the most recent."),
+    )
 
     class Meta:
         verbose_name = _("DICOM declaration")
@@ -372,6 +397,18 @@ class DicomDeclaration(models.Model):
 
     def __str__(self):
         return str(self.establishment)
+
+    @property
+    def has_pacs(self) -> bool:
+        return bool(self.pacs_ae_title and self.pacs_host and self.pacs_port)
+
+    @property
+    def modalities_first(self) -> list[str]:
+        return [
+            code.strip().upper()
+            for code in self.prefetch_modalities_first.split(",")
+            if code.strip()
+        ]
 
 
 class CallingAETitle(models.Model):
@@ -393,3 +430,76 @@ class CallingAETitle(models.Model):
 
     def __str__(self):
         return self.ae_title
+
+
+# --- The prefetch of priors to an establishment's PACS (imaging.prefetch) --------------------
+
+
+class PrefetchTrigger(models.TextChoices):
+    A01 = "A01", _("Admission (A01)")
+    A04 = "A04", _("Registration (A04)")
+    A05 = "A05", _("Pre-admission (A05)")
+    ON_DEMAND = "on_demand", _("On demand")
+
+
+class PrefetchRequest(models.Model):
+    """Priors of a patient to send to one establishment's PACS, and how far it went.
+
+    Its state changes by a guarded UPDATE on the previous state (imaging.prefetch), so that two
+    workers never both send it."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent to your PACS")
+        FAILED = "failed", _("Failed")
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="prefetch_requests")
+    establishment = models.ForeignKey(
+        Establishment, on_delete=models.PROTECT, related_name="prefetch_requests"
+    )
+    trigger = models.CharField(max_length=10, choices=PrefetchTrigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # The PACS as declared when the request was made (the audit names it).
+    destination_ae_title = models.CharField(max_length=16)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    # A failed request that the task will try again (False: it gave up).
+    will_retry = models.BooleanField(default=False)
+    studies = models.ManyToManyField(Study, through="PrefetchItem", related_name="+")
+    instances_total = models.PositiveIntegerField(default=0)
+    instances_sent = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["patient", "establishment", "-created_at"], name="prefetch_idx")
+        ]
+
+    def __str__(self):
+        return f"prefetch {self.pk} ({self.state})"
+
+
+class PrefetchItem(models.Model):
+    """One study of a prefetch request; ``sent`` marks it delivered to that PACS."""
+
+    request = models.ForeignKey(PrefetchRequest, on_delete=models.CASCADE, related_name="items")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prefetch_items")
+    position = models.PositiveSmallIntegerField(default=0)
+    sent = models.BooleanField(default=False)
+    instances_sent = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "study"], name="prefetch_item_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.request_id}: {self.study_id}"

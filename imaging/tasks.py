@@ -4,13 +4,18 @@ import logging
 
 from celery import shared_task
 
-from imaging import services
+from imaging import prefetch, services
 from imaging.archive import ArchiveUnavailable
+from imaging.dicom_send import DestinationUnreachable
 from imaging.models import IngestBatch, Study
 from imaging.sandbox import DecodeError
 from portal.models import Patient
 
 logger = logging.getLogger(__name__)
+
+# A PACS down for maintenance: tries over about three hours (backoff 30 s doubling, at most
+# 30 min apart), then the request reads "gave up" with the reason.
+PREFETCH_MAX_RETRIES = 8
 
 
 @shared_task(bind=True, max_retries=12, name="imaging.ingest_batch")
@@ -65,3 +70,21 @@ def warm_series_frames(study_uid: str, series_uid: str) -> None:
         warm_series(study_uid, series_uid)
     except ArchiveUnavailable as error:
         logger.info("read-ahead of series %s stopped: %s", series_uid, error)
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(DestinationUnreachable, ArchiveUnavailable),
+    retry_backoff=30,
+    retry_backoff_max=1800,
+    retry_jitter=True,
+    max_retries=PREFETCH_MAX_RETRIES,
+    name="imaging.prefetch_send",
+)
+def prefetch_send(self, request_id: int) -> None:
+    """Send a prefetch request's priors to the establishment's PACS (imaging.prefetch). A PACS
+    or archive that does not answer raises, and Celery tries again with a growing delay; the
+    last attempt records why it gave up instead."""
+    prefetch.prefetch_send(
+        request_id=request_id, final_attempt=self.request.retries >= self.max_retries
+    )

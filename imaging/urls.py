@@ -26,6 +26,11 @@ urlpatterns = [
     path("patients/<int:patient_id>/imagerie/", views.patient_dossier, name="imaging-dossier"),
     path("patients/<int:patient_id>/imagerie/import/", views.study_upload, name="study-upload"),
     path(
+        "patients/<int:patient_id>/imagerie/envoi-pacs/",
+        views.prefetch_request,
+        name="imaging-prefetch",
+    ),
+    path(
         "patients/<int:patient_id>/imagerie/import/<int:batch_id>/",
         views.ingest_batch_detail,
         name="ingest-batch",

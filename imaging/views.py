@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from imaging import review, selectors, services
+from imaging import prefetch, review, selectors, services
 from imaging.access import (
     get_ingest_batch_for_user,
     get_review_room_for,
@@ -24,7 +24,7 @@ from imaging.access import (
 )
 from imaging.archive import ArchiveError, get_archive
 from imaging.forms import ReviewRoomForm
-from imaging.models import ArchiveSync, IngestBatch
+from imaging.models import ArchiveSync, IngestBatch, Study, StudyIdentity
 from imaging.tasks import ingest_batch, patient_studies_sync
 from portal import audit
 from portal.access import get_patient_for_user, read_only_access_reasons
@@ -85,8 +85,62 @@ def patient_dossier(request, patient_id):
             "may_open_patient": not patient.access_read_only,
             # The expert's way back to the request he reads the priors for.
             "access_reasons": read_only_access_reasons(request.user, patient.pk),
+            **({} if patient.access_read_only else _prefetch_panel(request.user, patient)),
         },
     )
+
+
+def _prefetch_panel(user, patient) -> dict:
+    """The "Send priors to my PACS" panel: the user's establishments with a PACS, and the
+    latest sendings of this patient's priors to them."""
+    establishments = prefetch.pacs_establishments_of(user)
+    return {
+        "pacs_establishments": establishments,
+        "prefetch_requests": prefetch.latest_requests(
+            patient=patient, establishments=establishments
+        )
+        if establishments
+        else [],
+    }
+
+
+@patient_data_view
+@require_POST
+def prefetch_request(request, patient_id):
+    """Send the patient's priors from the other establishments to the PACS of one of the
+    user's establishments (imaging.prefetch), now rather than at the next admission."""
+    patient = get_patient_for_user(request, patient_id)
+    establishments = prefetch.pacs_establishments_of(request.user)
+    wanted = request.POST.get("establishment", "")
+    target = next((item for item in establishments if not wanted or str(item.pk) == wanted), None)
+    if target is None:
+        messages.error(request, _("None of your establishments has declared a PACS."))
+        return redirect("imaging-dossier", patient_id=patient.pk)
+    # The study the user is looking at, if any: priors like it go first.
+    study_id = request.POST.get("study", "")
+    context_study = (
+        Study.objects.filter(pk=study_id, patient=patient, identity=StudyIdentity.MATCHED).first()
+        if study_id.isdigit()
+        else None
+    )
+    created = prefetch.prefetch_on_demand(
+        patient=patient,
+        establishment=target,
+        by=Actor.from_request(request),
+        context_study=context_study,
+    )
+    if created is None:
+        messages.info(
+            request,
+            _("No prior from another establishment is left to send to the PACS of %(name)s.")
+            % {"name": target.name},
+        )
+    else:
+        messages.success(
+            request,
+            _("The priors are being sent to the PACS of %(name)s.") % {"name": target.name},
+        )
+    return redirect("imaging-dossier", patient_id=patient.pk)
 
 
 @patient_data_view

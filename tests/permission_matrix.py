@@ -127,6 +127,17 @@ def _dicom_upload(world) -> dict:
     }
 
 
+def _tours_pacs(world) -> dict:
+    """The CHRU de Tours declares its PACS (no POST data): its staff may send priors there."""
+    from imaging.models import DicomDeclaration
+
+    DicomDeclaration.objects.get_or_create(
+        establishment=world.tours,
+        defaults={"pacs_ae_title": "TOURS_PACS", "pacs_host": "127.0.0.1", "pacs_port": 104},
+    )
+    return {}
+
+
 def _ingest_batch(world) -> IngestBatch:
     return imaging_services.ingest_batch_create(
         patient=world.patient,
@@ -650,6 +661,17 @@ MATRIX = {
         entitled=lambda w: w.oncologist.user,
         outsider=lambda w: w.outsider.user,
         extra_outsiders=[lambda w: w.admin_user],
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
+    "imaging-prefetch": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        method="post",
+        data=_tours_pacs,
+        expect=302,
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
