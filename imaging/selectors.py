@@ -4,7 +4,7 @@ from django.db.models import Prefetch, Q, QuerySet
 
 from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
 from portal.access import read_only_patient_grants
-from portal.models import Patient
+from portal.models import Affiliation, Patient
 from portal.selectors import patients_visible_to
 
 
@@ -27,7 +27,21 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
     )
     if include_read_only:
         condition |= read_only_studies_condition(user)
-    return Study.objects.filter(identity=StudyIdentity.MATCHED).filter(condition)
+    # A patient's opposition to sharing (L1110-4) closes the other establishments' studies
+    # whatever the way in: care team, committee, expert, read-only grant.
+    return (
+        Study.objects.filter(identity=StudyIdentity.MATCHED)
+        .filter(condition)
+        .filter(shared_with_establishments(establishments_of(user)))
+    )
+
+
+def establishments_of(user) -> QuerySet:
+    """The ids of the establishments ``user`` acts for (their Professional affiliations), as
+    a subquery: the opposition to sharing costs no query of its own."""
+    if not getattr(user, "is_authenticated", False):
+        return Affiliation.objects.none().values("establishment_id")
+    return Affiliation.objects.filter(professional__user=user).values("establishment_id")
 
 
 def shared_with_establishments(establishment_ids) -> Q:
@@ -37,7 +51,9 @@ def shared_with_establishments(establishment_ids) -> Q:
 
     The one rule of the opposition, used by the dossier, the viewer, DICOMweb, the gateway's
     queries and retrieves and the prefetch of priors."""
-    return Q(patient__sharing_opposed=False) | Q(establishment__in=list(establishment_ids))
+    if not isinstance(establishment_ids, QuerySet):
+        establishment_ids = list(establishment_ids)  # a subquery stays one
+    return Q(patient__sharing_opposed=False) | Q(establishment__in=establishment_ids)
 
 
 def read_only_studies_condition(user) -> Q:
@@ -57,6 +73,7 @@ def read_only_study(user, study_id) -> tuple[Study | None, str]:
             Study.objects.filter(
                 pk=study_id, identity=StudyIdentity.MATCHED, patient__in=patient_ids
             )
+            .filter(shared_with_establishments(establishments_of(user)))
             .select_related("patient")
             .first()
         )
@@ -65,10 +82,12 @@ def read_only_study(user, study_id) -> tuple[Study | None, str]:
     return None, ""
 
 
-def patient_studies(*, patient: Patient) -> QuerySet[Study]:
-    """The patient's imaging dossier, newest first, with what the list shows."""
+def patient_studies(*, patient: Patient, user) -> QuerySet[Study]:
+    """The patient's imaging dossier as ``user`` may see it, newest first, with what the list
+    shows: a patient who opposes sharing shows only the studies of ``user``'s establishments."""
     return (
         Study.objects.filter(patient=patient, identity=StudyIdentity.MATCHED)
+        .filter(shared_with_establishments(establishments_of(user)))
         .select_related("establishment")
         .prefetch_related(
             Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")),

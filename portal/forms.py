@@ -125,6 +125,17 @@ class CareTeamEndForm(forms.Form):
     )
 
 
+class SharingOppositionForm(forms.Form):
+    """The state the user confirms (not a toggle): a page left open, then posted after a
+    colleague changed it, changes nothing."""
+
+    opposed = forms.TypedChoiceField(
+        choices=[("1", "1"), ("0", "0")],
+        coerce=lambda value: value == "1",
+        widget=forms.HiddenInput,
+    )
+
+
 class AuditFilterForm(forms.Form):
     date_from = forms.DateField(label=_("From"), required=False, widget=DateInput())
     date_to = forms.DateField(label=_("To"), required=False, widget=DateInput())

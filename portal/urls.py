@@ -9,6 +9,11 @@ patient_patterns = [
     path("<int:patient_id>/", views.patient_detail, name="patient-detail"),
     path("<int:patient_id>/equipe/ajouter/", views.care_team_add, name="care-team-add"),
     path(
+        "<int:patient_id>/opposition-partage/",
+        views.sharing_opposition,
+        name="sharing-opposition",
+    ),
+    path(
         "<int:patient_id>/equipe/<int:relationship_id>/retirer/",
         views.care_team_end,
         name="care-team-end",

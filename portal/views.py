@@ -28,6 +28,7 @@ from portal.forms import (
     CareTeamEndForm,
     PatientRegisterForm,
     PatientSearchForm,
+    SharingOppositionForm,
 )
 from portal.health import service_health
 from portal.models import AuditPurpose, CareRole, Notification, Professional
@@ -180,7 +181,66 @@ def patient_detail(request, patient_id):
             ),
             "identifiers": identifiers,
             "add_form": add_form,
+            # Who may bring a colleague in may record the patient's word on sharing too.
+            "may_change_sharing": can_add,
             "my_professional_id": getattr(_professional_or_none(request.user), "pk", None),
+        },
+    )
+
+
+@patient_data_view
+@require_http_methods(["GET", "POST"])
+def sharing_opposition(request, patient_id):
+    """Record or lift the patient's opposition to sharing between establishments (L1110-4):
+    a confirmation page (GET), then the change (POST of the state confirmed)."""
+    patient = get_patient_for_user(request, patient_id)
+    back = redirect("patient-detail", patient_id=patient.pk)
+    if not permissions.may_add_to_care_team(user=request.user, patient=patient):
+        messages.error(
+            request,
+            _(
+                "Only a clinician of the patient's care team or the establishment's "
+                "administration can record the patient's opposition to sharing."
+            ),
+        )
+        return back
+    form = SharingOppositionForm(request.POST or None)
+    if request.method == "POST":
+        if not form.is_valid():
+            messages.error(request, _("The request was not understood; nothing changed."))
+            return back
+        opposed = form.cleaned_data["opposed"]
+        change = services.sharing_opposition_record if opposed else services.sharing_opposition_lift
+        try:
+            change(patient=patient, by=Actor.from_request(request), source="portal")
+        except PermissionDenied:
+            messages.error(request, _("You may not change this patient's opposition to sharing."))
+        except ValidationError as error:
+            messages.info(request, " ".join(error.messages))
+        else:
+            messages.success(
+                request,
+                _("The patient's opposition to sharing is recorded.")
+                if opposed
+                else _("The patient's opposition to sharing is lifted."),
+            )
+        return back
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=patient,
+        purpose=AuditPurpose.CARE,
+        detail={"view": "sharing opposition"},
+    )
+    return render(
+        request,
+        "portal/patients/sharing_opposition.html",
+        {
+            "patient": patient,
+            "form": SharingOppositionForm(
+                initial={"opposed": "0" if patient.sharing_opposed else "1"}
+            ),
         },
     )
 

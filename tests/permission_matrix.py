@@ -639,6 +639,18 @@ MATRIX = {
         audit_event=AuditEventId.SECURITY_ALERT,
         patient=lambda w: w.patient,
     ),
+    "sharing-opposition": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        # The referring doctor records it; the confirmation page (GET) is in
+        # tests/test_sharing_opposition.py.
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        method="post",
+        data=lambda w: {"opposed": "1"},
+        expect=302,
+        audit_event=AuditEventId.PATIENT_RECORD,
+        patient=lambda w: w.patient,
+    ),
     "identity-conflict-list": GlobalPermission(
         holder=lambda w: w.identity_reviewer, audit_event=AuditEventId.QUERY
     ),
