@@ -69,7 +69,7 @@ def patient_dossier(request, patient_id):
         detail={"view": "imaging dossier", "read_only": patient.access_read_only},
     )
     sync = _request_sync_if_stale(patient)
-    studies = list(selectors.patient_studies(patient=patient))
+    studies = list(selectors.patient_studies(patient=patient, user=request.user))
     for study in studies:
         study.thumbnail_uri = _thumbnail_data_uri(study.thumbnail)
     return render(
