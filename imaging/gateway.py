@@ -1,11 +1,16 @@
-"""The regional DICOM gateway: the Application Entity establishments send their studies to.
+"""The regional DICOM gateway: the Application Entity establishments send their studies to,
+and query and retrieve the region's studies of their patients from.
 
-Verification SCP (PS3.4 Annex A) and Storage SCP (PS3.4 Annex B) over DICOM Upper Layer
-associations (PS3.8). Only the calling AE titles an establishment declared
-(imaging.models.CallingAETitle) may associate; the others are rejected at association
-(A-ASSOCIATE-RJ, PS3.8 §9.3.4: rejected-permanent, service-user, calling AE title not
-recognised) and audited. Every received instance goes through the ingest of uploads and
-STOW-RS (imaging.services.ingest_from_establishment), stored as sent.
+Verification SCP (PS3.4 Annex A), Storage SCP (PS3.4 Annex B) and Query/Retrieve SCP
+(PS3.4 Annex C: C-FIND, C-MOVE, C-GET, Patient Root and Study Root) over DICOM Upper Layer
+associations (PS3.8), in TLS when configured (PS3.15 B.1). Only the calling AE titles an
+establishment declared (imaging.models.CallingAETitle) may associate; the others are
+rejected at association (A-ASSOCIATE-RJ, PS3.8 §9.3.4: rejected-permanent, service-user,
+calling AE title not recognised) and audited. Every received instance goes through the
+ingest of uploads and STOW-RS (imaging.services.ingest_from_establishment), stored as sent.
+Queries and retrieves answer from the portal's index within the calling establishment's
+scope (imaging/gateway_query.py); C-MOVE sends only to the caller's own declared PACS, with
+the presentation contexts and archived datasets of imaging/dicom_send.py.
 
 pynetdicom runs each association in its own thread: Django's database connections are
 per thread, so each handler drops stale connections first and the association closes its
@@ -15,18 +20,30 @@ own when it ends.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils import translation
 from pydicom import uid as ts
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
-from imaging.archive import ArchiveUnavailable
-from imaging.models import CallingAETitle, IngestItem
+from imaging import dicom_send, gateway_query
+from imaging.archive import ArchiveNotFound, ArchiveUnavailable
+from imaging.gateway_query import PATIENT_ROOT, STUDY_ROOT, QueryRefused
+from imaging.models import CallingAETitle, DicomDeclaration, IngestItem
 from imaging.services import ingest_announce, ingest_from_establishment
 from imaging.validation import UploadedFile
 from portal import audit
@@ -62,6 +79,29 @@ CANNOT_UNDERSTAND = 0xC000
 # DCM 110104 "DICOM Instances Transferred" (PS3.15 A.5.3.2).
 INSTANCES_TRANSFERRED = audit.AuditEventId.INSTANCES_TRANSFERRED
 
+# DCM 110112 "Query" (PS3.15 A.5.3.7).
+QUERY = audit.AuditEventId.QUERY
+
+# Query/Retrieve statuses (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
+PENDING = 0xFF00
+CANCEL = 0xFE00
+MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
+UNABLE_TO_PROCESS = gateway_query.UNABLE_TO_PROCESS
+
+FIND_MODELS = {
+    PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelFind: STUDY_ROOT,
+}
+MOVE_MODELS = {
+    PatientRootQueryRetrieveInformationModelMove: PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelMove: STUDY_ROOT,
+}
+GET_MODELS = {
+    PatientRootQueryRetrieveInformationModelGet: PATIENT_ROOT,
+    StudyRootQueryRetrieveInformationModelGet: STUDY_ROOT,
+}
+
 # A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling AE title not recognised.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
@@ -76,6 +116,39 @@ class _Session:
     refused: int = 0
     studies: set = field(default_factory=set)  # ids of the studies stored into
     refused_studies: set = field(default_factory=set)
+    retrieve: _Retrieve | None = None  # the C-GET in progress, whose C-STORE answers count
+
+
+@dataclass
+class _Retrieve:
+    """One C-MOVE or C-GET: the instances it sends and what the receiver answered each."""
+
+    patients: dict  # SOPInstanceUID -> patient id
+    stored: set = field(default_factory=set)  # SOPInstanceUIDs the receiver stored
+
+    def on_store_answer(self, event) -> None:
+        """EVT_DIMSE_RECV of the association that carries the C-STORE sub-operations."""
+        message = event.message
+        if type(message).__name__ != "C_STORE_RSP":
+            return
+        status = message.command_set.get("Status")
+        if status == SUCCESS or status in dicom_send.WARNINGS:
+            self.stored.add(str(message.command_set.get("AffectedSOPInstanceUID", "")))
+
+
+def tls_context() -> ssl.SSLContext | None:
+    """The gateway's TLS server context from the settings (PS3.15 B.1: TLS 1.2 or later),
+    None when no certificate is configured. A CA bundle makes client certificates
+    mandatory: only the establishments' certified AEs then connect."""
+    if not settings.DICOM_GATEWAY_TLS_CERTIFICATE:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.DICOM_GATEWAY_TLS_CERTIFICATE, settings.DICOM_GATEWAY_TLS_KEY)
+    if settings.DICOM_GATEWAY_TLS_CA_CERTIFICATES:
+        context.load_verify_locations(settings.DICOM_GATEWAY_TLS_CA_CERTIFICATES)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _status(code: int, comment: str = "") -> Dataset:
@@ -101,12 +174,25 @@ class Gateway:
         ae_title: str,
         max_associations: int,
         share_connections: dict | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
+        # The C-MOVE sub-operations' association to the destination PACS.
+        self.ae.acse_timeout = dicom_send.ACSE_TIMEOUT
+        self.ae.dimse_timeout = dicom_send.DIMSE_TIMEOUT
+        self.ae.network_timeout = dicom_send.NETWORK_TIMEOUT
+        self.ae.connection_timeout = dicom_send.CONNECTION_TIMEOUT
         self.ae.add_supported_context(Verification)
+        for sop_class in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
+            self.ae.add_supported_context(sop_class)
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+            # Both roles (PS3.7 D.3.3.4): the senders' C-STORE, and a C-GET's sub-operations
+            # back on the requestor's association, which proposes the SCP role.
+            self.ae.add_supported_context(
+                context.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        self.ssl_context = ssl_context
         self.share_connections = share_connections
         self._sessions: dict[int, _Session] = {}
         self._lock = threading.Lock()
@@ -114,6 +200,10 @@ class Gateway:
             (evt.EVT_REQUESTED, self._django(self.on_requested)),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self._django(self.on_store)),
+            (evt.EVT_C_FIND, self._django(self.on_find)),
+            (evt.EVT_C_MOVE, self._django(self.on_move)),
+            (evt.EVT_C_GET, self._django(self.on_get)),
+            (evt.EVT_DIMSE_RECV, self.on_dimse_received),
             (evt.EVT_RELEASED, self._django(self.on_ended)),
             (evt.EVT_ABORTED, self._django(self.on_ended)),
             # Rejected by pynetdicom after on_requested admitted it (association limit).
@@ -123,11 +213,15 @@ class Gateway:
     # --- Running ------------------------------------------------------------------------
 
     def serve(self, *, host: str, port: int) -> None:
-        self.ae.start_server((host, port), block=True, evt_handlers=self.handlers)
+        self.ae.start_server(
+            (host, port), block=True, evt_handlers=self.handlers, ssl_context=self.ssl_context
+        )
 
     def start(self, *, host: str, port: int):
         """Serve in a background thread; returns the server (``server_address``, ``shutdown``)."""
-        return self.ae.start_server((host, port), block=False, evt_handlers=self.handlers)
+        return self.ae.start_server(
+            (host, port), block=False, evt_handlers=self.handlers, ssl_context=self.ssl_context
+        )
 
     def _django(self, handler):
         def wrapped(event):
@@ -291,6 +385,294 @@ class Gateway:
             # Refused (identity, domain, malformed): the rest of the study would be too.
             session.refused_studies.add(study_uid)
         return _status(CANNOT_UNDERSTAND, result.reason)
+
+    # --- Query/Retrieve (PS3.4 Annex C) ------------------------------------------------------
+
+    def _session_of(self, event) -> _Session | None:
+        with self._lock:
+            return self._sessions.get(id(event.assoc))
+
+    def on_dimse_received(self, event) -> None:
+        """Count the answers to a C-GET's C-STORE sub-operations (no database here)."""
+        with self._lock:
+            session = self._sessions.get(id(event.assoc))
+        if session is not None and session.retrieve is not None:
+            session.retrieve.on_store_answer(event)
+
+    def on_find(self, event):
+        """C-FIND SCP (PS3.4 C.4.1): pending answers, then success; never raises.
+
+        More than DICOM_GATEWAY_QUERY_MAX_RESULTS matches: the first ones as pending
+        answers, then the final status Cancel (0xFE00, "matching terminated", C.4.1.1.4)
+        with an ErrorComment asking to narrow the query. Cancel rather than a failure
+        (0xA700 out of resources) because every answer sent is a true match that the SCU
+        keeps, exactly as if it had cancelled, where a failure makes SCUs drop them.
+        """
+        session = self._session_of(event)
+        if session is None:
+            yield _status(UNABLE_TO_PROCESS, "association not recognised"), None
+            return
+        limit = settings.DICOM_GATEWAY_QUERY_MAX_RESULTS
+        model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID))
+        keys: dict = {}
+        try:
+            identifier = event.identifier
+            keys = _query_keys(identifier)
+            query = gateway_query.parse(identifier, model)
+            gateway_query.check_narrow(query)
+            result = gateway_query.find(
+                query,
+                session.calling.declaration.establishment,
+                limit=limit,
+                retrieve_ae_title=self.ae.ae_title,
+            )
+        except QueryRefused as refusal:
+            self._audit_query(session, keys, refused=refusal.comment)
+            yield _status(refusal.status, refusal.comment), None
+            return
+        except Exception:
+            logger.exception("DICOM gateway: C-FIND failed")
+            self._audit_query(session, keys, refused="internal error")
+            yield _status(UNABLE_TO_PROCESS, "internal error, reported"), None
+            return
+        self._audit_query(session, keys, patients=result.patients, truncated=result.truncated)
+        for answer in result.answers:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, answer
+        if result.truncated:
+            yield _status(CANCEL, f"more than {limit} matches, narrow the query"), None
+
+    def _audit_query(
+        self,
+        session: _Session,
+        keys: dict,
+        *,
+        patients: dict | None = None,
+        truncated: bool = False,
+        refused: str = "",
+    ) -> None:
+        """One 110112 per patient the answers are about (each patient's trail shows who
+        looked them up), one without patient when nothing matched or it was refused."""
+        establishment = session.calling.declaration.establishment
+        detail = {
+            "establishment": establishment.finess,
+            "calling_ae": session.calling.ae_title,
+            "keys": keys,
+        }
+        text = " ".join(f"{keyword}={value}" for keyword, value in keys.items())
+        if refused:
+            detail["refused"] = refused
+        if truncated:
+            detail["truncated"] = True
+        common = {
+            "actor": session.actor,
+            "event": QUERY,
+            "action": audit.AuditAction.EXECUTE,
+            "object_type": "dicom.query",
+            "object_id": session.calling.ae_title,
+            "query": text,
+        }
+        if refused or not patients:
+            audit.record(
+                **common,
+                outcome=audit.AuditOutcome.MINOR_FAILURE if refused else audit.AuditOutcome.SUCCESS,
+                detail={**detail, "matches": 0},
+            )
+            return
+        for patient in _patients(patients):
+            audit.record(
+                **common, patient=patient, detail={**detail, "matches": patients[patient.pk]}
+            )
+
+    def _retrieve_scope(self, event, session: _Session, models: dict):
+        """The query and instances a C-MOVE/C-GET asks for, or raises QueryRefused."""
+        try:
+            identifier = event.identifier
+        except Exception as error:  # noqa: BLE001 - an undecodable identifier is the peer's
+            raise QueryRefused(
+                gateway_query.IDENTIFIER_DOES_NOT_MATCH, "identifier cannot be decoded"
+            ) from error
+        query = gateway_query.parse(identifier, models.get(str(event.request.AffectedSOPClassUID)))
+        establishment = session.calling.declaration.establishment
+        return _query_keys(identifier), gateway_query.retrieve_instances(query, establishment)
+
+    def _sub_operations(self, event, instances, retrieve: _Retrieve):
+        """(status, dataset) for each instance, as archived (dicom_send.read_dataset).
+
+        An instance missing from the archive goes as a dataset without SOP class: pynetdicom
+        counts its C-STORE as failed and lists its UID (PS3.4 C.4.2.1.4.2); the archive
+        unavailable ends the retrieve with "unable to perform sub-operations".
+        """
+        locations = dicom_send.instance_locations(instances)
+        for instance in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            study_uid, series_uid = locations.get(instance.pk, ("", ""))
+            try:
+                dataset = dicom_send.read_dataset(study_uid, series_uid, instance.sop_instance_uid)
+            except ArchiveNotFound:
+                dataset = Dataset()
+                dataset.SOPInstanceUID = instance.sop_instance_uid
+            except ArchiveUnavailable:
+                yield _status(UNABLE_TO_PERFORM_SUBOPERATIONS, "archive unavailable, retry"), None
+                return
+            yield PENDING, dataset
+
+    def on_move(self, event):
+        """C-MOVE SCP (PS3.4 C.4.2): only to the caller's own declared PACS.
+
+        A destination not declared in the region, or declared by another establishment:
+        0xA801 (move destination unknown), audited. pynetdicom opens the association to
+        the destination with dicom_send's presentation contexts, sends a pending answer
+        with the counts after each sub-operation and the final status with the failed ones.
+        A malformed identifier fails with 0xA900 as the status of the retrieve's one
+        sub-operation: pynetdicom lets a handler refuse only after the destination.
+        """
+        session = self._session_of(event)
+        if session is None:
+            yield None, None
+            return
+        establishment = session.calling.declaration.establishment
+        title = (event.move_destination or "").strip()
+        declaration = (
+            DicomDeclaration.objects.filter(pacs_ae_title=title, pacs_port__isnull=False)
+            .exclude(pacs_host="")
+            .first()
+        )
+        if declaration is None or declaration.establishment_id != establishment.pk:
+            reason = (
+                "move destination not declared in the region"
+                if declaration is None
+                else "move destination of another establishment"
+            )
+            logger.warning("DICOM C-MOVE refused: %s %r by %s", reason, title, session.calling)
+            self._audit_retrieve(session, None, destination=title, refused=reason)
+            yield None, None
+            return
+        try:
+            keys, instances = self._retrieve_scope(event, session, MOVE_MODELS)
+        except QueryRefused as refusal:
+            self._audit_retrieve(session, None, destination=title, refused=refusal.comment)
+            # pynetdicom associates before the first sub-operation: with a context it needs.
+            yield (
+                declaration.pacs_host,
+                declaration.pacs_port,
+                {"contexts": [build_context(Verification)]},
+            )
+            yield 1
+            yield _status(refusal.status, refusal.comment), None
+            return
+        retrieve = _Retrieve(
+            patients={i.sop_instance_uid: i.series.study.patient_id for i in instances}
+        )
+        try:
+            yield (
+                declaration.pacs_host,
+                declaration.pacs_port,
+                {
+                    "contexts": dicom_send.presentation_contexts(instances),
+                    "evt_handlers": [(evt.EVT_DIMSE_RECV, retrieve.on_store_answer)],
+                },
+            )
+            yield len(instances)
+            yield from self._sub_operations(event, instances, retrieve)
+        finally:
+            # Also when pynetdicom drops the generator (destination unreachable).
+            self._audit_retrieve(session, retrieve, destination=title, keys=keys)
+
+    def on_get(self, event):
+        """C-GET SCP (PS3.4 C.4.3): the instances back on the requestor's association, in
+        the storage contexts it proposed with the SCP role (PS3.7 D.3.3.4)."""
+        session = self._session_of(event)
+        if session is None:
+            yield 1
+            yield _status(UNABLE_TO_PROCESS, "association not recognised"), None
+            return
+        try:
+            keys, instances = self._retrieve_scope(event, session, GET_MODELS)
+        except QueryRefused as refusal:
+            self._audit_retrieve(session, None, refused=refusal.comment)
+            yield 1
+            yield _status(refusal.status, refusal.comment), None
+            return
+        retrieve = _Retrieve(
+            patients={i.sop_instance_uid: i.series.study.patient_id for i in instances}
+        )
+        session.retrieve = retrieve
+        try:
+            yield len(instances)
+            yield from self._sub_operations(event, instances, retrieve)
+        finally:
+            session.retrieve = None
+            self._audit_retrieve(session, retrieve, keys=keys)
+
+    def _audit_retrieve(
+        self,
+        session: _Session,
+        retrieve: _Retrieve | None,
+        *,
+        destination: str = "",
+        keys: dict | None = None,
+        refused: str = "",
+    ) -> None:
+        """One 110104 per patient whose instances were asked for (the gateway sends: action
+        Read, PS3.15 A.5.3.2), with what was sent and what failed; refusals without patient."""
+        establishment = session.calling.declaration.establishment
+        detail = {
+            "establishment": establishment.finess,
+            "calling_ae": session.calling.ae_title,
+            "destination": destination or session.calling.ae_title,
+        }
+        common = {
+            "actor": session.actor,
+            "event": INSTANCES_TRANSFERRED,
+            "action": audit.AuditAction.READ,
+            "object_type": "dicom.retrieve",
+            "object_id": destination or session.calling.ae_title,
+        }
+        if retrieve is None or not retrieve.patients:
+            audit.record(
+                **common,
+                outcome=audit.AuditOutcome.MINOR_FAILURE if refused else audit.AuditOutcome.SUCCESS,
+                detail={**detail, "keys": keys or {}, "refused": refused, "instances": 0},
+            )
+            return
+        counts: dict = {}
+        for sop_uid, patient_id in retrieve.patients.items():
+            sent, failed = counts.get(patient_id, (0, 0))
+            if sop_uid in retrieve.stored:
+                counts[patient_id] = (sent + 1, failed)
+            else:
+                counts[patient_id] = (sent, failed + 1)
+        for patient in _patients(counts):
+            sent, failed = counts[patient.pk]
+            audit.record(
+                **common,
+                patient=patient,
+                outcome=audit.AuditOutcome.MINOR_FAILURE if failed else audit.AuditOutcome.SUCCESS,
+                detail={**detail, "keys": keys or {}, "instances": sent, "failed": failed},
+            )
+
+
+def _query_keys(identifier: Dataset) -> dict:
+    """The identifier's non-empty keys, for the audit (what was asked, not the answers)."""
+    keys = {}
+    try:
+        for elem in identifier:
+            if elem.VR != "SQ" and elem.value not in (None, "", b"") and elem.keyword:
+                keys[elem.keyword] = str(elem.value)[:64]
+    except Exception:  # noqa: BLE001 - the audit keeps what could be decoded
+        keys["undecodable"] = True
+    return keys
+
+
+def _patients(patient_ids):
+    from portal.models import Patient
+
+    return Patient.objects.filter(pk__in=list(patient_ids)).order_by("pk")
 
 
 def _patient(patient_id: int):

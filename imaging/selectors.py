@@ -167,3 +167,15 @@ def viewer_config(*, study: Study, user, room=None, key_images: dict | None = No
         "keyImages": key_images,
         "labels": {key: str(text) for key, text in LABELS.items()},
     }
+
+
+def studies_for_establishment(establishment) -> QuerySet[Study]:
+    """The studies an establishment may query and retrieve through the DICOM gateway (its
+    PACS asks, no user): the matched studies of the patients it knows (an IPP of its own),
+    from every establishment of the region, under the patient's opposition to sharing."""
+    from portal.models import PatientIdentifier
+
+    known = PatientIdentifier.objects.filter(establishment=establishment).values("patient_id")
+    return Study.objects.filter(identity=StudyIdentity.MATCHED, patient__in=known).filter(
+        shared_with_establishments([establishment.pk])
+    )
