@@ -40,6 +40,9 @@ from portal.models import Establishment, Patient
 
 ADMISSION_TRIGGERS = {PrefetchTrigger.A01, PrefetchTrigger.A04, PrefetchTrigger.A05}
 ERROR_LENGTH = 300  # PrefetchRequest.error
+# Longer than the task's longest wait between two attempts (imaging.tasks), and than any
+# one instance's C-STORE (imaging.dicom_send timeouts): progress touches updated_at.
+STALE_AFTER = dt.timedelta(hours=1)
 
 State = PrefetchRequest.State
 
@@ -56,11 +59,14 @@ def _years_ago(today: dt.date, years: int) -> dt.date:
 
 def _pending_or_delivered(establishment: Establishment) -> QuerySet[PrefetchItem]:
     """Items already delivered to the establishment's PACS, or still on their way there (a
-    request queued, sending, or failed but to be tried again)."""
+    request queued, sending, or failed but to be tried again). A request that has not moved
+    for STALE_AFTER lost its task (a worker killed, a broker emptied): its studies may go
+    with the next request rather than never."""
+    alive = Q(request__updated_at__gte=timezone.now() - STALE_AFTER)
     return PrefetchItem.objects.filter(request__establishment=establishment).filter(
         Q(sent=True)
-        | Q(request__state__in=[State.QUEUED, State.SENDING])
-        | Q(request__state=State.FAILED, request__will_retry=True)
+        | (alive & Q(request__state__in=[State.QUEUED, State.SENDING]))
+        | (alive & Q(request__state=State.FAILED, request__will_retry=True))
     )
 
 

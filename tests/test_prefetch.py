@@ -14,6 +14,7 @@ import socket
 import pytest
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from imaging import prefetch
 from imaging.dicom_send import DestinationUnreachable
@@ -423,3 +424,22 @@ def test_the_selection_takes_recent_priors_from_elsewhere_like_the_current_study
     declaration.prefetch_max_studies = 10
     assert selected() == [mr_recent, cd, ct_newer, ct_older, old]
     assert own not in selected() and review not in selected()
+
+
+def test_a_request_whose_task_was_lost_does_not_hold_its_studies_forever(priors, pacs, capture):
+    world = priors
+    _declare_pacs(world, port=pacs.dicom_port, ae_title=pacs.ae_title)
+    with capture(execute=False):  # the task never runs: a worker killed, a broker emptied
+        lost = prefetch.prefetch_on_admission(
+            patient=world.patient, establishment=world.tours, trigger="A01"
+        )
+    _admit(world, capture)  # at once: the lost request still holds the study
+    assert PrefetchRequest.objects.count() == 1 and pacs.instance_count() == 0
+
+    PrefetchRequest.objects.filter(pk=lost.pk).update(
+        updated_at=timezone.now() - prefetch.STALE_AFTER - dt.timedelta(minutes=1)
+    )
+    _admit(world, capture)
+
+    assert pacs.study_uids() == {world.bourges_ct.study_instance_uid}
+    assert PrefetchRequest.objects.latest("pk").state == "sent"
