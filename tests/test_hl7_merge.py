@@ -70,6 +70,23 @@ def test_an_accepted_admission_is_announced_once_after_commit(
     assert admissions == [(result.patient.pk, "370000481", event)]
 
 
+def test_a_failing_receiver_does_not_turn_the_accepted_admission_into_an_error(
+    world, django_capture_on_commit_callbacks
+):
+    def broken(sender, **kwargs):
+        raise RuntimeError("PACS unreachable")
+
+    events.patient_admitted.connect(broken, dispatch_uid="test-broken")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            result = handle_message(adt(event="A01"))
+    finally:
+        events.patient_admitted.disconnect(dispatch_uid="test-broken")
+
+    assert ack_fields(result.ack)["MSA"][1] == "AA"
+    assert Patient.objects.filter(pk=result.patient.pk).exists()
+
+
 def test_updates_registrations_conflicts_and_refusals_announce_no_admission(
     world, admissions, django_capture_on_commit_callbacks
 ):
@@ -327,3 +344,47 @@ def test_a40_over_the_mllp_listener(listener, world):  # noqa: F811
     study.refresh_from_db()
     assert study.patient == world.patient
     assert not duplicate.identifiers.exists()
+
+
+def test_a40_moves_the_rcp_cases_requests_ins_and_care_team_to_the_survivor(
+    world, django_capture_on_commit_callbacks
+):
+    from expertise.models import Request
+    from portal.selectors import access_generation
+    from rcp.models import Case
+    from tests.expertise_world import accepted_request, expertise_world
+    from tests.rcp_world import case_on_agenda, rcp_world
+
+    # Jeanne's qualified record disappears into the provisional one Tours keeps.
+    jeanne = world.patient
+    rcp_world(world)
+    case = case_on_agenda(world)
+    expertise_world(world)
+    request = accepted_request(world)
+    survivor = duplicate_of_jeanne(world)
+    ins = (jeanne.ins_matricule, jeanne.ins_oid)
+    generation = access_generation(world.oncologist.user.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = handle_message(identifier_message(surviving="T100777", merged="T100001"))
+
+    assert ack_fields(result.ack)["MSA"][1] == "AA"
+    assert Case.objects.get(pk=case.pk).patient == survivor
+    assert Request.objects.get(pk=request.pk).patient == survivor
+    survivor.refresh_from_db()
+    jeanne.refresh_from_db()
+    assert (survivor.ins_matricule, survivor.ins_oid) == ins
+    assert survivor.identity_status == "qualifiee"
+    assert jeanne.ins_matricule == ""
+    # Her referring oncologist and GP follow her, with their roles; their cached grants
+    # are forgotten.
+    assert set(
+        CareRelationship.objects.filter(patient=survivor, ended_at__isnull=True).values_list(
+            "professional", "role"
+        )
+    ) == {(world.oncologist.pk, CareRole.REFERRING), (world.gp.pk, CareRole.GP)}
+    assert access_generation(world.oncologist.user.pk) != generation
+    oncologist = client_for(world.oncologist.user)
+    assert oncologist.get(reverse("patient-detail", args=[survivor.pk])).status_code == 200
+    assert oncologist.get(reverse("patient-detail", args=[jeanne.pk])).status_code == 404
+    assert oncologist.get(reverse("rcp-case", args=[case.pk])).status_code == 200

@@ -30,6 +30,7 @@ from portal.models import (
     Patient,
     PatientIdentifier,
 )
+from portal.selectors import access_generation
 from tests.conftest import client_for
 from tests.dicom_factory import ct_files, uid
 from tests.permission_matrix import imaged_study
@@ -144,9 +145,12 @@ def test_each_establishment_keeps_its_own_studies(world, two_studies):
         role=CareRole.CARE_TEAM,
         by=Actor.system("tests"),
     )
+    generation = access_generation(world.outsider.user.pk)
     services.sharing_opposition_record(
         patient=world.patient, by=Actor(user=world.oncologist.user), source="portal"
     )
+    # Grants the viewer and DICOMweb cached on the previous state are forgotten.
+    assert access_generation(world.outsider.user.pk) != generation
 
     bourges_radiologist = client_for(world.outsider.user)
     assert _sees(bourges_radiologist, two_studies["bourges"]) == SEEN
