@@ -43,6 +43,7 @@ import pydicom
 from django.conf import settings
 from django.db import OperationalError, connections
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from imaging.archive import ArchiveUnavailable
 from imaging.models import IngestItem
@@ -56,6 +57,12 @@ logger = logging.getLogger(__name__)
 
 STORED, DUPLICATE, QUARANTINED, REFUSED = "stored", "duplicate", "quarantined", "refused"
 OUTCOMES = (STORED, DUPLICATE, QUARANTINED, REFUSED)
+OUTCOME_LABELS = {
+    STORED: gettext_lazy("stored"),
+    DUPLICATE: gettext_lazy("duplicate"),
+    QUARANTINED: gettext_lazy("quarantined"),
+    REFUSED: gettext_lazy("refused"),
+}
 
 CHUNK_FILES = 32  # files per ingest call: one sandboxed check and one study lookup for many
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, little to resend
@@ -410,13 +417,19 @@ class Progress:
         self.started = time.monotonic()
         self.last = 0.0
 
-    def line(self, done: int, counts: Counter) -> str:
+    def line(self, done: int, counts: Counter, skipped: int = 0) -> str:
+        """``done`` files decided by this run, ``skipped`` by earlier runs (not in the rate)."""
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = done / elapsed
-        remaining = (self.total - done) / rate if rate and self.total >= done else None
+        left = self.total - done - skipped
+        remaining = 0 if left <= 0 else (left / rate if rate else None)
+        done += skipped
         eta = _duration(remaining) if remaining is not None else "?"
         percent = 100 * done / self.total if self.total else 100
-        detail = ", ".join(f"{_(name)} {counts[name]}" for name in OUTCOMES if counts[name])
+        detail = (
+            ", ".join(f"{OUTCOME_LABELS[name]} {counts[name]}" for name in OUTCOMES if counts[name])
+            or "-"
+        )
         return _(
             "%(done)d/%(total)d files %(percent)3.0f%% %(rate).1f files/s, "
             "%(eta)s left (%(detail)s)"
@@ -429,15 +442,16 @@ class Progress:
             "detail": detail,
         }
 
-    def update(self, done: int, counts: Counter, *, final: bool = False) -> None:
+    def update(self, done: int, counts: Counter, skipped: int = 0, *, final: bool = False) -> None:
         now = time.monotonic()
         if not final and now - self.last < self.interval:
             return
         self.last = now
+        line = self.line(done, counts, skipped)
         if self.tty:
-            self.stream.write("\r\x1b[K" + self.line(done, counts) + ("\n" if final else ""))
+            self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
         else:
-            self.stream.write(self.line(done, counts) + "\n")
+            self.stream.write(line + "\n")
         self.stream.flush()
 
 
@@ -547,7 +561,7 @@ def run_import(
 
         def after_chunk() -> None:
             if progress is not None:
-                progress.update(run.done + summary.skipped, run.counts)
+                progress.update(run.done, run.counts, summary.skipped)
             if on_chunk is not None:
                 on_chunk(run.done)
 
@@ -561,7 +575,7 @@ def run_import(
         except ImportStopped as error:
             summary.stopped = str(error)
         if progress is not None:
-            progress.update(run.done + summary.skipped, run.counts, final=True)
+            progress.update(run.done, run.counts, summary.skipped, final=True)
         summary.studies_announced = announce(journal, actor)
         _audit_refusals(run, establishment, actor)
         summary.this_run = run.done

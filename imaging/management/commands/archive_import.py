@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
 from imaging.archive_import import (
+    OUTCOME_LABELS,
     OUTCOMES,
     Progress,
     count_files,
@@ -98,7 +99,7 @@ class Command(BaseCommand):
         except ValueError as error:  # the journal of another establishment
             raise CommandError(str(error)) from error
 
-        counts = ", ".join(f"{_(name)}: {summary.counts[name]}" for name in OUTCOMES)
+        counts = ", ".join(f"{OUTCOME_LABELS[name]}: {summary.counts[name]}" for name in OUTCOMES)
         self.stdout.write(
             _(
                 "This run: %(files)d files in %(seconds).1f s (%(rate).1f files/s), "
