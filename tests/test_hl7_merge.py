@@ -266,6 +266,14 @@ def test_a40_on_differing_traits_goes_to_identity_vigilance_and_merges_nothing(w
     conflict = IdentityConflict.objects.get(patient=world.patient)
     assert conflict.differing_traits == ["birth_date"]
     assert conflict.incoming_traits["merged_patient"] == duplicate.pk
+    # The vigilance team reads what was asked and why it was not done.
+    page = client_for(world.identity_reviewer).get(
+        reverse("identity-conflict-list"), HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert (
+        f"The establishment asked to merge record n° {duplicate.pk} (IPP T100777) into this one"
+        in page.content.decode()
+    )
 
 
 def test_a40_joining_two_qualified_ins_is_refused_and_changes_nothing(world):
