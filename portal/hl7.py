@@ -666,6 +666,17 @@ def _apply_identifier_change(*, message, establishment, header, actor) -> Result
             "MRG^1^1",
         )
     taken = _identifier(establishment, correct)
+    if taken is not None and taken.patient_id == local.patient_id:
+        # The patient already carries the correct IPP: the incorrect one just goes.
+        local.delete()
+        audit.record(
+            actor=actor,
+            event=audit.AuditEventId.PATIENT_RECORD,
+            action=audit.AuditAction.UPDATE,
+            obj=taken.patient,
+            detail=_audit_detail(establishment, header, changed=["ipp"], removed_ipp=incorrect),
+        )
+        return Result(ack="", ack_code="AA", patient=taken.patient, changed=["ipp"])
     if taken is not None:
         raise MessageRefused(
             "AE",

@@ -312,6 +312,16 @@ def test_a47_corrects_the_ipp_of_the_same_patient(world):
     assert (event.detail["previous_ipp"], event.detail["ipp"]) == ("T100001", "T100002")
 
 
+def test_a47_to_an_ipp_the_patient_already_carries_drops_the_incorrect_one(world):
+    jeanne = world.patient
+    PatientIdentifier.objects.create(patient=jeanne, establishment=world.tours, value="T100003")
+
+    result = handle_message(identifier_message(event="A47", surviving="T100001", merged="T100003"))
+
+    assert ack_fields(result.ack)["MSA"][1] == "AA"
+    assert list(jeanne.identifiers.values_list("value", flat=True)) == ["T100001"]
+
+
 @pytest.mark.parametrize(
     "message,error",
     [
