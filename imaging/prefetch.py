@@ -372,7 +372,8 @@ def prefetch_send(*, request_id: int, final_attempt: bool) -> PrefetchRequest | 
             instances_sent=request.instances_sent + sent_now,
         )
         raise
-    _audit_transfer(request, actor, declaration, delivered_uids, sent_now, refused, "")
+    if sent_now or refused:  # nothing left to send (the opposition withdrew it all): no transfer
+        _audit_transfer(request, actor, declaration, delivered_uids, sent_now, refused, "")
     now = timezone.now()
     if refused:
         reason = _("The PACS refused %(count)d images: %(first)s") % {

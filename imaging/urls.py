@@ -31,6 +31,11 @@ urlpatterns = [
         name="imaging-prefetch",
     ),
     path(
+        "patients/<int:patient_id>/imagerie/envoi-pacs/etat/",
+        views.prefetch_status,
+        name="imaging-prefetch-status",
+    ),
+    path(
         "patients/<int:patient_id>/imagerie/import/<int:batch_id>/",
         views.ingest_batch_detail,
         name="ingest-batch",

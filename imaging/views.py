@@ -24,7 +24,7 @@ from imaging.access import (
 )
 from imaging.archive import ArchiveError, get_archive
 from imaging.forms import ReviewRoomForm
-from imaging.models import ArchiveSync, IngestBatch, Study, StudyIdentity
+from imaging.models import ArchiveSync, IngestBatch, PrefetchRequest, Study, StudyIdentity
 from imaging.tasks import ingest_batch, patient_studies_sync
 from portal import audit
 from portal.access import get_patient_for_user, read_only_access_reasons
@@ -94,14 +94,33 @@ def _prefetch_panel(user, patient) -> dict:
     """The "Send priors to my PACS" panel: the user's establishments with a PACS, and the
     latest sendings of this patient's priors to them."""
     establishments = prefetch.pacs_establishments_of(user)
+    requests = (
+        prefetch.latest_requests(patient=patient, establishments=establishments)
+        if establishments
+        else []
+    )
     return {
         "pacs_establishments": establishments,
-        "prefetch_requests": prefetch.latest_requests(
-            patient=patient, establishments=establishments
-        )
-        if establishments
-        else [],
+        "prefetch_requests": requests,
+        "prefetch_in_progress": any(
+            item.state in (PrefetchRequest.State.QUEUED, PrefetchRequest.State.SENDING)
+            for item in requests
+        ),
     }
+
+
+@login_required
+@never_cache
+@require_GET
+def prefetch_status(request, patient_id):
+    """The state of the latest sendings of priors (states and counts, no images nor
+    identity), polled by the dossier while one is queued or sending."""
+    patient = get_patient_for_user(request, patient_id)
+    return render(
+        request,
+        "imaging/_prefetch_requests.html",
+        {"patient": patient, **_prefetch_panel(request.user, patient)},
+    )
 
 
 @patient_data_view

@@ -687,6 +687,14 @@ MATRIX = {
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
+    "imaging-prefetch-status": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.oncologist.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.admin_user],
+        patient=lambda w: w.patient,
+        patient_data=False,  # states and counts of the sendings
+    ),
     "study-upload": ObjectRoute(
         kwargs=lambda w: {"patient_id": w.patient.pk},
         entitled=lambda w: w.oncologist.user,

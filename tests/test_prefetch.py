@@ -217,6 +217,7 @@ def test_the_opposition_made_after_queuing_still_stops_the_sending(priors, pacs,
     request.refresh_from_db()
     assert request.state == "sent" and request.instances_sent == 0
     assert not PrefetchItem.objects.filter(request=request).exists()
+    assert not AuditEvent.objects.filter(event_id=AuditEventId.INSTANCES_TRANSFERRED).exists()
 
 
 def test_an_establishment_without_pacs_or_that_declines_gets_nothing(priors, pacs, capture):
@@ -270,6 +271,13 @@ def test_a_failed_attempt_reads_will_retry_and_a_second_worker_cannot_take_it_tw
 
     request.refresh_from_db()
     assert (request.state, request.will_retry, request.attempts) == ("failed", True, 1)
+    # While it was queued the dossier polled its state; failed, it stops polling.
+    status_url = reverse("imaging-prefetch-status", args=[world.patient.pk])
+    state = client_for(world.oncologist.user).get(status_url)
+    assert state.status_code == 200 and "no-store" in state["Cache-Control"]
+    assert 'data-state="failed" data-will-retry="true"' in state.content.decode()
+    assert "hx-get" not in state.content.decode()
+    assert client_for(world.outsider.user).get(status_url).status_code == 404
     page = _dossier(world.oncologist.user, world.patient)
     assert 'data-state="failed" data-will-retry="true"' in page
     # Taken by one worker (sending), it cannot be taken by another.
@@ -433,6 +441,10 @@ def test_a_request_whose_task_was_lost_does_not_hold_its_studies_forever(priors,
         lost = prefetch.prefetch_on_admission(
             patient=world.patient, establishment=world.tours, trigger="A01"
         )
+    # Queued: the dossier polls its state.
+    page = _dossier(world.oncologist.user, world.patient)
+    assert 'data-state="queued"' in page
+    assert reverse("imaging-prefetch-status", args=[world.patient.pk]) in page
     _admit(world, capture)  # at once: the lost request still holds the study
     assert PrefetchRequest.objects.count() == 1 and pacs.instance_count() == 0
 
