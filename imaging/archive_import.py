@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import logging
 import multiprocessing
@@ -128,11 +129,9 @@ def count_files(source: Path) -> int:
     return sum(1 for _path in source_files(source))
 
 
-def _outside(path: str, source: Path) -> bool:
-    root = source.parent if is_dicomdir(source) else source
-    return os.path.commonpath([os.path.realpath(path), os.path.realpath(root)]) != str(
-        Path(os.path.realpath(root))
-    )
+def _outside(path: str, root: str) -> bool:
+    """Whether ``path`` (symlinks resolved) lies outside the folder ``root`` (resolved)."""
+    return os.path.commonpath([os.path.realpath(path), root]) != root
 
 
 # --- Journal ---------------------------------------------------------------------------------
@@ -144,6 +143,13 @@ class Journal:
     def __init__(self, path: Path, *, finess: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # One run at a time per journal: two would send the same files and count them twice.
+        self._lock = open(f"{path}.lock", "w")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ValueError(_("another import is running with this journal")) from None
         self.db = sqlite3.connect(str(path))
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -162,7 +168,7 @@ class Journal:
         self.db.commit()
         (owner,) = self.db.execute("SELECT value FROM meta WHERE key = 'finess'").fetchone()
         if owner != finess:
-            self.db.close()
+            self.close()
             raise ValueError(
                 _("this journal belongs to the import of establishment %(finess)s")
                 % {"finess": owner}
@@ -238,6 +244,7 @@ class Journal:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
 
 
 # --- One chunk, in a worker (or in-process) ----------------------------------------------------
@@ -293,18 +300,20 @@ def ingest_chunk(
                 IngestItem.Status.REJECTED,
                 _("unreadable file (%(error)s)") % {"error": error.strerror or error},
             )
-    for attempt in range(LOCKED_RETRIES + 1):
-        try:
-            results = ingest_from_establishment(
-                uploads=uploads, establishment=establishment, by=actor
-            )
-            break
-        except OperationalError as error:
-            # SQLite's writer lock outlasted its timeout: the ingest is idempotent, again.
-            if "locked" not in str(error) or attempt == LOCKED_RETRIES:
-                raise
-            connections["default"].close()
-            time.sleep(0.5 * (attempt + 1))
+    results = _ingest(uploads, establishment, actor)
+    # A study that failed inside the ingest (a lock that outlasted its timeout, two workers
+    # racing on one SOPInstanceUID) is answered "internal error": once more, alone. The
+    # ingest is idempotent: what was stored comes back as stored.
+    internal = _("this file could not be stored (internal error, reported)")
+    again = [
+        i
+        for i, r in enumerate(results)
+        if r.status == IngestItem.Status.REJECTED and str(r.reason) == internal
+    ]
+    if again:
+        retried = _ingest([uploads[i] for i in again], establishment, actor)
+        for index, result in zip(again, retried, strict=True):
+            results[index] = result
     for upload, result in zip(uploads, results, strict=True):
         study = result.study
         outcomes[upload.name] = FileOutcome(
@@ -317,6 +326,19 @@ def ingest_chunk(
             study.patient_id if study else None,
         )
     return [outcomes[path] for path in paths]
+
+
+def _ingest(uploads, establishment, actor) -> list:
+    for attempt in range(LOCKED_RETRIES + 1):
+        try:
+            return ingest_from_establishment(uploads=uploads, establishment=establishment, by=actor)
+        except OperationalError as error:
+            # SQLite's write lock outlasted its timeout: the ingest is idempotent, again.
+            if "locked" not in str(error) or attempt == LOCKED_RETRIES:
+                raise
+            connections["default"].close()
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 # --- Worker processes ----------------------------------------------------------------------------
@@ -539,13 +561,16 @@ def run_import(
         run = _Run(journal=journal, in_flight_before=journal.in_flight())
         announce(journal, actor)  # what a killed run stored and could not announce
 
+        # A DICOMDIR names its files: none may be read from outside the medium's folder.
+        medium = os.path.realpath(source.parent) if is_dicomdir(source) else None
+
         def pending() -> Iterator[str]:
             for path in source_files(source):
                 path = os.path.abspath(path)
                 if path in decided:
                     summary.skipped += 1
                     continue
-                if _outside(path, source):
+                if medium is not None and _outside(path, medium):
                     _decide(
                         run,
                         [

@@ -277,6 +277,16 @@ def test_the_command_refuses_what_it_cannot_import(tree, world, tmp_path):
             workers=0,
             journal=str(journal),
         )
+    running = Journal(tmp_path / "running.sqlite", finess=world.tours.finess)
+    with pytest.raises(CommandError, match="another import is running with this journal"):
+        call_command(
+            "archive_import",
+            str(tree),
+            establishment=world.tours.finess,
+            workers=0,
+            journal=str(tmp_path / "running.sqlite"),
+        )
+    running.close()
     assert Instance.objects.count() == 0
 
 
