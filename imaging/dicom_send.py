@@ -14,8 +14,10 @@ checks access and writes the audit; this module only sends.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +25,7 @@ import pydicom
 from django.conf import settings
 from pydicom import uid as ts
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
 from pynetdicom.presentation import PresentationContext
 
 from imaging.archive import ArchiveNotFound, get_archive
@@ -66,6 +68,17 @@ class SendResult:
 
 class DestinationUnreachable(Exception):
     """The destination refused, aborted or did not answer the association: retry later."""
+
+
+def no_delay(event) -> None:
+    """EVT_CONN_OPEN: TCP_NODELAY on the association's socket. A DIMSE message goes out as
+    small PDUs (command, then data set): Nagle's algorithm, against the peer's delayed
+    acknowledgement, would hold each next one up to 40 ms."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # not TCP, or already closed: nothing to speed up
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def transfer_syntaxes_for(stored: str) -> list[str]:
@@ -140,7 +153,11 @@ def send_instances(
     ae.connection_timeout = CONNECTION_TIMEOUT
     locations = instance_locations(instances)
     assoc = ae.associate(
-        destination.host, destination.port, contexts=contexts, ae_title=destination.ae_title
+        destination.host,
+        destination.port,
+        contexts=contexts,
+        ae_title=destination.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
     )
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted or no answer"

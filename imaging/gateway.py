@@ -197,6 +197,7 @@ class Gateway:
         self._sessions: dict[int, _Session] = {}
         self._lock = threading.Lock()
         self.handlers = [
+            (evt.EVT_CONN_OPEN, dicom_send.no_delay),
             (evt.EVT_REQUESTED, self._django(self.on_requested)),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self._django(self.on_store)),
@@ -574,7 +575,10 @@ class Gateway:
                 declaration.pacs_port,
                 {
                     "contexts": dicom_send.presentation_contexts(instances),
-                    "evt_handlers": [(evt.EVT_DIMSE_RECV, retrieve.on_store_answer)],
+                    "evt_handlers": [
+                        (evt.EVT_CONN_OPEN, dicom_send.no_delay),
+                        (evt.EVT_DIMSE_RECV, retrieve.on_store_answer),
+                    ],
                 },
             )
             yield len(instances)
