@@ -166,7 +166,8 @@ def prefetch_request_create(
             trigger=trigger,
             requested_by=by.user if by.is_authenticated else None,
             destination_ae_title=declaration.pacs_ae_title,
-            instances_total=sum(study.instance_count for study in studies),
+            # Every instance goes, reports included (Study.instance_count counts images only).
+            instances_total=Instance.objects.filter(series__study__in=studies).count(),
         )
         PrefetchItem.objects.bulk_create(
             PrefetchItem(request=request, study=study, position=position)

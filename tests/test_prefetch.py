@@ -40,7 +40,7 @@ from portal.models import (
     PatientIdentifier,
 )
 from tests.conftest import client_for, require_service
-from tests.dicom_factory import ct_files, uid
+from tests.dicom_factory import ct_files, pdf_report_file, uid
 from tests.test_hl7_listener import TOURS, adt
 
 pytestmark = [pytest.mark.django_db, pytest.mark.service("dcmtk")]
@@ -101,7 +101,13 @@ def priors(world):
             issuer="CH-BOURGES",
             study_date=RECENT,
             InstitutionName="CH de Bourges",
-        ),
+        )
+        # Its report goes with it (the dossier counts images only: 3).
+        + [
+            pdf_report_file(
+                world.patient, key="prefetch-bourges", ipp="B300001", issuer="CH-BOURGES"
+            )
+        ],
     )
     world.tours_ct = _send(
         world.tours, ct_files(world.patient, key="prefetch-tours", slices=2, study_date=RECENT)
@@ -153,10 +159,10 @@ def test_an_admission_sends_the_bourges_prior_to_the_tours_pacs_and_not_its_own_
     _admit(world, capture)
 
     assert pacs.study_uids() == {world.bourges_ct.study_instance_uid}
-    assert pacs.instance_count() == 3
+    assert pacs.instance_count() == 4  # the CT and its PDF report
     request = PrefetchRequest.objects.get()
     assert (request.state, request.trigger, request.patient) == ("sent", "A01", world.patient)
-    assert (request.instances_sent, request.instances_total, request.attempts) == (3, 3, 1)
+    assert (request.instances_sent, request.instances_total, request.attempts) == (4, 4, 1)
     assert request.finished_at is not None and request.error == ""
     assert list(request.items.values_list("study", "sent")) == [(world.bourges_ct.pk, True)]
     # Audited against the patient: the regional archive, as source, transferred 3 instances
@@ -168,17 +174,17 @@ def test_an_admission_sends_the_bourges_prior_to_the_tours_pacs_and_not_its_own_
     assert transfer.detail["destination_ae_title"] == pacs.ae_title
     assert transfer.detail["finess"] == world.tours.finess
     assert transfer.detail["studies"] == [world.bourges_ct.study_instance_uid]
-    assert transfer.detail["instances_sent"] == 3
+    assert transfer.detail["instances_sent"] == 4
     # The oncologist of the CHRU reads it in the dossier.
     page = _dossier(world.oncologist.user, world.patient)
-    assert 'data-state="sent" data-will-retry="false" data-sent="3"' in page
+    assert 'data-state="sent" data-will-retry="false" data-sent="4"' in page
 
 
 def test_a_study_already_in_the_pacs_is_not_sent_again(priors, pacs, capture):
     world = priors
     _declare_pacs(world, port=pacs.dicom_port, ae_title=pacs.ae_title)
     _admit(world, capture, trigger="A05")
-    assert pacs.instance_count() == 3
+    assert pacs.instance_count() == 4
     pacs.reset()
 
     _admit(world, capture, trigger="A01")
