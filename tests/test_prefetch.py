@@ -12,7 +12,9 @@ import shutil
 import socket
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -461,3 +463,30 @@ def test_a_request_whose_task_was_lost_does_not_hold_its_studies_forever(priors,
 
     assert pacs.study_uids() == {world.bourges_ct.study_instance_uid}
     assert PrefetchRequest.objects.latest("pk").state == "sent"
+
+
+def test_the_dossier_reads_the_sendings_in_a_constant_number_of_queries(priors, capture):
+    world = priors
+    _declare_pacs(world, port=_free_port(), ae_title="TOURS_DOWN")
+    client = client_for(world.oncologist.user)
+    url = reverse("imaging-dossier", args=[world.patient.pk])
+
+    def queries() -> int:
+        client.get(url)  # the first visit asks the archive for the patient's studies
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    with capture(execute=False):
+        prefetch.prefetch_on_admission(
+            patient=world.patient, establishment=world.tours, trigger="A01"
+        )
+    one = queries()
+    for trigger in ("A04", "A05"):
+        PrefetchItem.objects.all().delete()  # lets the same study be queued again
+        with capture(execute=False):
+            prefetch.prefetch_on_admission(
+                patient=world.patient, establishment=world.tours, trigger=trigger
+            )
+    assert PrefetchRequest.objects.count() == 3
+    assert queries() == one
