@@ -30,6 +30,13 @@ What it measures:
   association, over ``--queries`` patients picked at random. Skipped, with a message, while
   the gateway has no Query/Retrieve SCP.
 
+dcmtk's network layer (storescu, and Orthanc's DICOM server, built on it) leaves Nagle's
+algorithm on unless ``TCP_NODELAY=1`` is in its environment: each C-STORE answer then waits
+for the peer's delayed ACK (about 40 ms on Linux loopback), which caps any sender at about
+20 images per second whatever the receiver does. The benchmark sets ``TCP_NODELAY=1`` for
+every process it starts (``--nagle`` leaves the default, to see the cap); the gateway sets
+TCP_NODELAY on its own associations' sockets (imaging/gateway.py).
+
 It prints medians, spread and the load average, and writes every sample to
 ``benchmarks/results/gateway-<UTC date>.json``. See benchmarks/README.md.
 """
@@ -339,6 +346,9 @@ def parse_args(argv=None):
         default="redis://127.0.0.1:6379/12",
         help="a Redis database for the benchmark alone: flushed at start and at the end",
     )
+    parser.add_argument(
+        "--nagle", action="store_true", help="leave dcmtk's TCP_NODELAY unset (see above)"
+    )
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -346,6 +356,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import redis
+
+    if not args.nagle:
+        os.environ["TCP_NODELAY"] = "1"  # inherited by Orthanc, storescu and echoscu
 
     for tool in ("storescu", "echoscu"):
         if shutil.which(tool) is None:
@@ -459,6 +472,7 @@ def main(argv=None) -> int:
                 "patient": f"{IPP} ({ISSUER})",
                 "queries": args.queries,
                 "studies_for_find": FIND_PATIENTS * FIND_STUDIES_PER_PATIENT,
+                "dcmtk_tcp_nodelay": not args.nagle,
             },
             "environment": {
                 "python": platform.python_version(),
