@@ -198,6 +198,7 @@ class Gateway:
         self._lock = threading.Lock()
         self.handlers = [
             (evt.EVT_CONN_OPEN, dicom_send.no_delay),
+            (evt.EVT_DATA_RECV, dicom_send.quick_ack),
             (evt.EVT_REQUESTED, self._django(self.on_requested)),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self._django(self.on_store)),
