@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from imaging.archive import ArchiveUnavailable
+from imaging.dicom_send import Destination, DestinationUnreachable, send_instances
 from imaging.models import (
     DicomDeclaration,
     Instance,
@@ -308,8 +309,6 @@ def prefetch_send(*, request_id: int, final_attempt: bool) -> PrefetchRequest | 
     reason. Instances the PACS refuses (a C-STORE failure status) end the request as failed,
     without retrying: the same files would be refused again.
     """
-    from imaging.dicom_send import Destination, DestinationUnreachable, send_instances
-
     if not _claim(request_id):
         return None
     request = PrefetchRequest.objects.select_related("patient", "establishment").get(pk=request_id)
