@@ -551,13 +551,17 @@ class Gateway:
                 else "move destination of another establishment"
             )
             logger.warning("DICOM C-MOVE refused: %s %r by %s", reason, title, session.calling)
-            self._audit_retrieve(session, None, destination=title, refused=reason)
+            self._audit_retrieve(
+                session, None, destination=title, keys=_event_keys(event), refused=reason
+            )
             yield None, None
             return
         try:
             keys, instances = self._retrieve_scope(event, session, MOVE_MODELS)
         except QueryRefused as refusal:
-            self._audit_retrieve(session, None, destination=title, refused=refusal.comment)
+            self._audit_retrieve(
+                session, None, destination=title, keys=_event_keys(event), refused=refusal.comment
+            )
             # pynetdicom associates before the first sub-operation: with a context it needs.
             yield (
                 declaration.pacs_host,
@@ -599,7 +603,7 @@ class Gateway:
         try:
             keys, instances = self._retrieve_scope(event, session, GET_MODELS)
         except QueryRefused as refusal:
-            self._audit_retrieve(session, None, refused=refusal.comment)
+            self._audit_retrieve(session, None, keys=_event_keys(event), refused=refusal.comment)
             yield 1
             yield _status(refusal.status, refusal.comment), None
             return
@@ -660,6 +664,13 @@ class Gateway:
                 outcome=audit.AuditOutcome.MINOR_FAILURE if failed else audit.AuditOutcome.SUCCESS,
                 detail={**detail, "keys": keys or {}, "instances": sent, "failed": failed},
             )
+
+
+def _event_keys(event) -> dict:
+    try:
+        return _query_keys(event.identifier)
+    except Exception:  # noqa: BLE001 - the audit keeps what could be decoded
+        return {"undecodable": True}
 
 
 def _query_keys(identifier: Dataset) -> dict:

@@ -11,11 +11,11 @@ region, under the patient's opposition to sharing. The patient is named by the c
 IPP with its issuer: the PACS knows its patient by its IPP, not by the region's identity.
 
 Matching (PS3.4 C.2.2.2): single value, universal (empty), wildcard (``*`` ``?``) on
-PatientID, AccessionNumber and PatientName, range on dates (PS3.4 C.2.2.2.5), list of UIDs
-(C.2.2.2.2). PatientName matches like the portal's patient search: case and accents
-forgiven, the family component against the birth or used name, the given component
-against the first names. Other keys are return keys only (C.2.2.1.2 lets an SCP not
-support optional matching keys).
+PatientID (in the caller's own issuer's domain), AccessionNumber and PatientName, range on
+dates (PS3.4 C.2.2.2.5), list of UIDs (C.2.2.2.2). PatientName matches like the portal's
+patient search: case and accents forgiven, the family component against the birth or used
+name, the given component against the first names. Other keys are return keys only
+(C.2.2.1.2 lets an SCP not support optional matching keys).
 
 Narrowing, the gateway's own rule: a PATIENT or STUDY level C-FIND must carry at least one
 of a PatientID without wildcard, a PatientName whose family component starts with
@@ -215,17 +215,16 @@ def _check_hierarchy(query: Query) -> None:
 
 
 def _patient_id_q(query: Query, establishment: Establishment) -> Q:
-    """PatientID in the issuer's domain: the caller's own by default (PS3.3 C.7.1.1)."""
+    """PatientID in the caller's own domain (its patient_id_issuer, PS3.3 C.7.1.1): the PACS
+    knows its patients by its IPP. Another issuer names no patient, so that the gateway
+    never tells one establishment which of its patients another's IPP designates."""
     patient_id = query.one("PatientID")
     if not patient_id or patient_id.strip("*") == "":
         return Q()
     issuer = query.one("IssuerOfPatientID")
-    domain = establishment
     if issuer and issuer != establishment.patient_id_issuer:
-        domain = Establishment.objects.filter(patient_id_issuer=issuer).first()
-        if domain is None:
-            return Q(pk__in=[])  # an unknown domain names no patient
-    identifiers = PatientIdentifier.objects.filter(establishment=domain).filter(
+        return Q(pk__in=[])
+    identifiers = PatientIdentifier.objects.filter(establishment=establishment).filter(
         _text_q("value", patient_id)
     )
     return Q(patient__in=identifiers.values("patient_id"))
@@ -349,8 +348,8 @@ UNIQUE_KEYS = {
 
 
 def _answer(query: Query, values: dict, retrieve_ae_title: str) -> Dataset:
-    """The response identifier: the keys asked for (C.4.1.1.3.2), with the level's unique
-    keys, the character set and where to retrieve from."""
+    """The response identifier (PS3.4 C.4.1.1.3.2): the keys asked for, unknown ones
+    empty, with the level's unique keys, the character set and where to retrieve from."""
     answer = Dataset()
     answer.SpecificCharacterSet = CHARACTER_SET
     answer.QueryRetrieveLevel = query.level
@@ -362,15 +361,12 @@ def _answer(query: Query, values: dict, retrieve_ae_title: str) -> Dataset:
             continue
         if keyword in values:
             setattr(answer, keyword, _dicom_value(values[keyword]))
-        elif keyword == "RetrieveAETitle":
-            answer.RetrieveAETitle = retrieve_ae_title
         else:
             answer.add_new(elem.tag, elem.VR, [] if elem.VR == "SQ" else None)
     for keyword in UNIQUE_KEYS[query.level]:
         if keyword in values:
             setattr(answer, keyword, _dicom_value(values[keyword]))
-    if "IssuerOfPatientID" in values and "PatientID" in answer:
-        answer.IssuerOfPatientID = values["IssuerOfPatientID"]
+    answer.RetrieveAETitle = retrieve_ae_title
     return answer
 
 

@@ -281,11 +281,14 @@ def test_a_patient_the_establishment_does_not_know_is_no_match_not_an_error(regi
         ["PatientName=DURAND*"],
         ["PatientID=B100002", "IssuerOfPatientID=CH-BOURGES"],
         ["PatientID=B100002"],
+        # Nor does another establishment's IPP name a patient Tours knows.
+        ["PatientID=B200001", "IssuerOfPatientID=CH-BOURGES"],
     ):
         answers, log = _findscu(region, ["QueryRetrieveLevel=STUDY", *keys, "StudyInstanceUID"])
         assert answers == [], keys
         assert "Success" in log, log
     assert not _events(QUERY, patient=world.other_patient).exists()
+    assert not _events(QUERY, patient=world.patient).exists()
     # Bourges finds him under its own IPP.
     answers, _log = _findscu(
         region,
@@ -395,6 +398,20 @@ def test_a_move_elsewhere_than_the_callers_own_pacs_is_refused(region):
     log = _movescu(region, ["PatientID=T100001"])
     assert "0xa900" in log.lower(), log
     assert region.pacs.files() == []
+
+
+def test_a_move_to_the_callers_pacs_when_it_is_down_fails_and_is_audited(region):
+    region.pacs.stop()
+    study = region.tours_study
+    log = _movescu(region, [f"StudyInstanceUID={study.study_instance_uid}"])
+    # pynetdicom answers a destination it cannot associate with as unknown (0xA801).
+    assert "Refused: MoveDestinationUnknown" in log, log
+    (event,) = _events(INSTANCES_TRANSFERRED, patient=region.world.patient)
+    assert (event.detail["instances"], event.detail["failed"]) == (0, 3)
+    assert event.outcome == AuditOutcome.MINOR_FAILURE
+    # The gateway keeps serving.
+    answers, _log = _findscu(region, ["QueryRetrieveLevel=STUDY", "PatientID=T100001"])
+    assert len(answers) == 2
 
 
 def test_getscu_gets_the_study_back_on_its_association(region):
