@@ -216,6 +216,9 @@ def _send_one(assoc, instance: Instance, location, result: SendResult) -> None:
     except AttributeError as error:  # no SOP class/instance or transfer syntax in the file
         result.fail(sop_uid, str(error)[:200])
         return
+    except RuntimeError:  # the association ended between two instances
+        result.fail(sop_uid, "association lost")
+        return
     status = answer.get("Status") if answer else None
     if status is None:
         result.fail(sop_uid, "no answer (timeout or association aborted)")

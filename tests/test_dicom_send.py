@@ -118,3 +118,37 @@ def test_a_pacs_refusing_the_association_is_unreachable(world, archived, tmp_pat
     finally:
         pacs.stop()
     assert pacs.files() == []
+
+
+def test_each_c_store_status_is_counted_warnings_as_sent(world, archived):
+    """A Storage SCP (pynetdicom) that stores with a warning, refuses one instance for lack
+    of room and takes the rest: the result says which one failed and why."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    order = sorted(archived)
+    answers = {order[0]: 0xB000, order[1]: 0xA700}
+    received = []
+
+    def on_store(event):
+        sop_uid = str(event.request.AffectedSOPInstanceUID)
+        received.append(sop_uid)
+        return answers.get(sop_uid, 0x0000)
+
+    pacs = AE(ae_title="TOURS_PACS")
+    for context in AllStoragePresentationContexts:
+        pacs.add_supported_context(
+            context.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless]
+        )
+    server = pacs.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        result = send_instances(
+            destination=Destination("TOURS_PACS", "127.0.0.1", server.server_address[1]),
+            instances=Instance.objects.all(),
+        )
+    finally:
+        server.shutdown()
+    assert sorted(received) == order
+    assert (result.sent, result.failed) == (4, 1)
+    assert result.failures == [f"{order[1]}: status 0xA700"]
