@@ -487,6 +487,19 @@ def test_an_orthanc_pacs_queries_and_retrieves_through_the_gateway(region, ortha
     )
     assert orthanc_pacs.instance_count() == 2
 
+    # The same PACS sends a new study of its patient to the gateway (C-STORE).
+    (new,) = ct_files(region.world.patient, key="qr-orthanc", slices=1)
+    uploaded = requests.post(f"{orthanc_pacs.rest}/instances", data=new, timeout=TIMEOUT)
+    assert uploaded.ok, uploaded.text
+    stored = requests.post(
+        f"{orthanc_pacs.rest}/modalities/mirc/store",
+        json={"Resources": [uploaded.json()["ID"]], "Synchronous": True},
+        timeout=TIMEOUT,
+    )
+    assert stored.ok, stored.text + orthanc_pacs.log()
+    new_uid = str(pydicom.dcmread(io.BytesIO(new)).StudyInstanceUID)
+    assert Study.objects.get(study_instance_uid=new_uid).patient == region.world.patient
+
 
 # --- Speed ------------------------------------------------------------------------------------
 
