@@ -354,7 +354,9 @@ def _answer(query: Query, values: dict, retrieve_ae_title: str) -> Dataset:
     answer.SpecificCharacterSet = CHARACTER_SET
     answer.QueryRetrieveLevel = query.level
     for elem in query.identifier:
-        if elem.tag.element == 0 or elem.tag.is_private:
+        # Group lengths, private and VR-ambiguous elements (implicit VR "US or SS"): no
+        # value to give, and the last could not be encoded empty.
+        if elem.tag.element == 0 or elem.tag.is_private or " or " in str(elem.VR):
             continue
         keyword = elem.keyword
         if not keyword or keyword in ("SpecificCharacterSet", "QueryRetrieveLevel"):
