@@ -55,6 +55,24 @@ class ExpertiseConfig(AppConfig):
 
         return patient_panel(user=user, patient=patient)
 
+    def patient_reader_ids(self, *, patient):
+        """Users who may hold a cached grant on the patient's studies through this app: the
+        experts of the patient's requests and of the pools they wait in (asked by
+        portal.services when the patient's access changes)."""
+        from django.db.models import Q
+
+        from expertise.models import PoolMember, Request
+        from portal.models import User
+
+        requests = Request.objects.filter(patient=patient)
+        return User.objects.filter(
+            Q(pk__in=requests.values("expert"))
+            | Q(
+                professional__expertise_memberships__role=PoolMember.Role.EXPERT,
+                professional__expertise_memberships__pool__in=requests.values("pool"),
+            )
+        ).values_list("pk", flat=True)
+
     def merge_patient(self, *, source, target):
         """Two records of one person merged (portal.services.patient_merge, which must not
         import this app): the survivor takes the requests and their billing acts (the

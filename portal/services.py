@@ -510,12 +510,19 @@ class SharingOppositionUnchanged(ValidationError):
 
 def _patient_reader_ids(patient: Patient) -> set[int]:
     """The users whose access decisions about ``patient`` may be cached: those holding an
-    object permission on the record (care relationships grant it)."""
-    return set(
+    object permission on the record (care relationships grant it), and those the apps above
+    let reach the patient's studies (committee members, experts), each app answering through
+    its AppConfig's ``patient_reader_ids(patient=)`` (portal must not import them)."""
+    readers = set(
         PatientUserObjectPermission.objects.filter(content_object=patient).values_list(
             "user_id", flat=True
         )
     )
+    for config in apps.get_app_configs():
+        reader_ids = getattr(config, "patient_reader_ids", None)
+        if reader_ids is not None:
+            readers.update(reader_ids(patient=patient))
+    return readers
 
 
 def _sharing_opposition_set(

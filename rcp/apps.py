@@ -29,6 +29,17 @@ class RcpConfig(AppConfig):
 
         return patient_panel(user=user, patient=patient)
 
+    def patient_reader_ids(self, *, patient):
+        """Users who may hold a cached grant on the patient's studies through this app: the
+        members of the committees the patient's cases went to (asked by portal.services when
+        the patient's access changes, e.g. an opposition to sharing, so that their cached
+        grants are forgotten at once)."""
+        from rcp.models import CommitteeMember
+
+        return CommitteeMember.objects.filter(
+            committee__cases__patient=patient, professional__user__isnull=False
+        ).values_list("professional__user_id", flat=True)
+
     def merge_patient(self, *, source, target):
         """Two records of one person merged (portal.services.patient_merge, which must not
         import this app): the survivor takes the RCP cases."""

@@ -264,3 +264,25 @@ def test_the_feed_carries_the_opposition_in_pd1_12(world):
     handle_message(_jeanne_a08_from_bourges(control="PD1-4", indicator="N"))
     jeanne.refresh_from_db()
     assert not jeanne.sharing_opposed
+
+
+def test_a_committee_members_remembered_grant_ends_with_the_opposition(world, two_studies):
+    """The radiotherapist reads Jeanne's Bourges CT through her RCP case (not her care team):
+    the viewer's grant, remembered for a few seconds, is forgotten the moment she opposes."""
+    from rcp import services as rcp_services
+    from tests.rcp_world import submitted_case
+
+    case = submitted_case(world)
+    rcp_services.case_update(
+        case=case,
+        revision=case.revision,
+        by=Actor(user=world.oncologist.user),
+        studies=[two_studies["bourges"]],
+    )
+    radiotherapist = client_for(world.radiotherapist.user)
+    series = reverse("dicomweb-study-series", args=[two_studies["bourges"].study_instance_uid])
+    assert radiotherapist.get(series).status_code == 200
+
+    assert _oppose(client_for(world.oncologist.user), world.patient, True).status_code == 302
+
+    assert radiotherapist.get(series).status_code == 404
