@@ -36,6 +36,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import requests
+import urllib3
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
@@ -109,7 +110,16 @@ class _ArchiveSession(requests.Session):
             escaped = {"2A": "*", "3F": "?", "2C": ","}
             query = _RESTORED_ESCAPES.sub(lambda m: escaped[m.group(1).upper()], query)
             request.url = f"{base}?{query}"
-        return super().send(request, **kwargs)
+        try:
+            return super().send(request, **kwargs)
+        except requests.ConnectionError as error:
+            if not _stale_connection(error):
+                raise
+            # A kept-alive connection the archive closed while idle (Orthanc's keep-alive
+            # timeout) fails the first request sent on it, before the archive read a byte
+            # of it. urllib3 drops the dead connection: one retry goes out on a fresh one.
+            # Only once: a second failure is the archive's, and is reported as such.
+            return super().send(request, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -618,6 +628,17 @@ def _transfer_syntax(content_type: str) -> str | None:
     if media_type == "application/octet-stream":
         return ExplicitVRLittleEndian  # its default transfer syntax (PS3.18 §8.7.3.3.2)
     return None
+
+
+def _stale_connection(error: requests.ConnectionError) -> bool:
+    """Whether ``error`` is an established connection closed under the request (the peer
+    hung up or reset it), not a connection that could not be opened (refused, no route,
+    unknown host) nor a timeout: only the former is worth retrying at once."""
+    cause = error.args[0] if error.args else None
+    if isinstance(cause, urllib3.exceptions.ProtocolError):
+        return True  # "Connection aborted.": RemoteDisconnected, reset, broken pipe
+    reason = getattr(cause, "reason", None)
+    return isinstance(reason, urllib3.exceptions.ProtocolError)
 
 
 def _orthanc_message(response: requests.Response) -> str:

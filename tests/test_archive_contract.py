@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import http.server
 import io
+import itertools
+import json
 import socket
 import threading
 import time
@@ -27,7 +29,13 @@ from pydicom.pixels.encoders import (
 )
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, StoreStatus
+from imaging.archive import (
+    ArchiveError,
+    ArchiveNotFound,
+    ArchiveUnavailable,
+    StoreOutcome,
+    StoreStatus,
+)
 from imaging.dicomweb_archive import DicomWebArchive
 from imaging.local_archive import LocalArchive
 
@@ -663,3 +671,129 @@ def test_http_errors_become_archive_errors(failing_server, status, error):
     assert type(raised.value) is error
     with pytest.raises(error):
         archive.study_metadata(ds.StudyInstanceUID)
+
+
+class _HangingUpServer:
+    """An archive that keeps connections alive, then hangs up on some requests unanswered.
+
+    ``hang_up(connection_number, request_number)`` says which requests are dropped: the
+    connection is closed after reading them, as Orthanc's side looks to a client that sent
+    its request on a kept-alive connection the archive had just closed while idle.
+    """
+
+    def __init__(self, hang_up, answers):
+        self.hang_up = hang_up
+        self.answers = answers  # (method, path) -> (status, JSON body)
+        self.seen: list[tuple[int, str, str]] = []  # (connection, method, path)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.05)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/dicom-web"
+
+    def _serve(self):
+        connections = 0
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connections += 1
+            threading.Thread(
+                target=self._converse, args=(connection, connections), daemon=True
+            ).start()
+
+    def _converse(self, connection, number):
+        reader = connection.makefile("rb")
+        try:
+            for request_number in itertools.count(1):
+                line = reader.readline()
+                if not line:
+                    return
+                method, path, _version = line.decode().split(" ", 2)
+                length = 0
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                reader.read(length)
+                self.seen.append((number, method, path.split("?")[0]))
+                if self.hang_up(number, request_number):
+                    return
+                status, answer = self.answers[(method, path.split("?")[0])]
+                body = json.dumps(answer).encode()
+                connection.sendall(
+                    f"HTTP/1.1 {status} OK\r\nContent-Type: application/dicom+json\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n".encode()
+                    + body
+                )
+        finally:
+            reader.close()
+            connection.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=2)
+        self.listener.close()
+
+
+@pytest.fixture
+def hanging_up_server():
+    servers = []
+
+    def start(hang_up, answers):
+        servers.append(_HangingUpServer(hang_up, answers))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _stow_answers(ds: Dataset) -> dict:
+    referenced = {
+        "00081150": {"vr": "UI", "Value": [str(ds.SOPClassUID)]},
+        "00081155": {"vr": "UI", "Value": [str(ds.SOPInstanceUID)]},
+    }
+    return {
+        ("GET", "/dicom-web/instances"): (200, []),  # the look-up: not archived yet
+        ("POST", "/dicom-web/studies"): (200, {"00081199": {"vr": "SQ", "Value": [referenced]}}),
+    }
+
+
+def test_a_stow_on_a_connection_the_archive_closed_while_idle_is_sent_again(hanging_up_server):
+    """The issue's spurious 503: the look-up leaves a kept-alive connection, the archive
+    closes it, the STOW sent on it finds nobody. It goes again on a fresh connection."""
+    ds = ct_slice()
+    server = hanging_up_server(lambda connection, request: (connection, request) == (1, 2),
+                               _stow_answers(ds))  # fmt: skip
+    archive = DicomWebArchive(server.url, timeout=5.0)
+
+    outcomes = archive.store([part10(ds)])
+
+    assert outcomes == [StoreOutcome(str(ds.SOPInstanceUID), StoreStatus.STORED)]
+    assert server.seen == [
+        (1, "GET", "/dicom-web/instances"),
+        (1, "POST", "/dicom-web/studies"),  # hung up on, unanswered
+        (2, "POST", "/dicom-web/studies"),
+    ]
+
+
+def test_an_archive_that_hangs_up_twice_is_unavailable_after_one_retry(hanging_up_server):
+    ds = ct_slice()
+    server = hanging_up_server(lambda connection, request: True, _stow_answers(ds))
+    archive = DicomWebArchive(server.url, timeout=5.0)
+
+    with pytest.raises(ArchiveUnavailable, match="connection closed by the archive"):
+        archive.search_studies()
+    with pytest.raises(ArchiveUnavailable, match="connection closed by the archive"):
+        archive.store([part10(ds)])
+
+    # One retry per request, never more: two searches, two look-ups before the STOW.
+    assert [method for _connection, method, _path in server.seen] == ["GET"] * 4
+    assert "connection closed by the archive" in archive.health()
