@@ -4,10 +4,21 @@ The protocol is in docs/review-protocol.md; the WebSocket side is imaging/review
 Rooms, presence and control live in the database (several daphne processes serve one room);
 the viewing state and the annotations, written up to 20 times a second, live in the cache
 (Redis in production), so a late joiner or a presenter who reconnects finds them anywhere.
+
+What a relayed view needs (is the sender still the presenter, did their access change, the
+room's next sequence number, the view kept for late joiners) is read and written from the
+event loop by ``state`` below: no database and no thread hop per message (issue 13). The
+presenter is mirrored into the cache by every change of control made here.
 """
 
 from __future__ import annotations
 
+import pickle
+import weakref
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -19,8 +30,14 @@ from imaging.selectors import studies_visible_to
 from portal import audit
 from portal.audit import Actor
 from portal.models import AuditPurpose
+from portal.selectors import access_generation_key
 
 STATE_TIMEOUT = 24 * 3600
+# The presenter's mirror in the cache is trusted this long, then read again from the room's
+# row: it bounds how long a change of control made outside this module (a tele-expertise
+# closing its room) or a lost race between two processes can go unseen.
+PRESENTER_MIRROR_SECONDS = 30
+NOBODY = 0  # the mirror's value when nobody presents (user ids start at 1)
 
 
 # --- Selectors ---------------------------------------------------------------------------------
@@ -113,8 +130,23 @@ def review_room_create(*, study: Study, title: str, members, by: Actor) -> Revie
 
 
 def review_room_close(*, room: ReviewRoom, by: Actor) -> None:
+    """Close the room: nobody presents any more, and everyone in it is put out."""
     ReviewRoom.objects.filter(pk=room.pk).update(closed_at=timezone.now(), presenter=None)
+    presenter_mirror_refresh(room.pk)
     _audit(room, by, audit.AuditAction.UPDATE, "closed")
+    transaction.on_commit(lambda: _tell_closed(room.pk))
+
+
+def _tell_closed(room_id) -> None:
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(get_channel_layer().group_send)(
+        room_group_name(room_id), {"type": "review.closed"}
+    )
+
+
+def room_group_name(room_id) -> str:
+    return f"review.{room_id}"
 
 
 def _audit(room: ReviewRoom, by: Actor, action, what: str, **detail) -> None:
@@ -158,9 +190,10 @@ def presence_leave(*, room: ReviewRoom, channel_name: str, by: Actor) -> bool:
 
 def control_take(*, room_id, user) -> bool:
     """``user`` presents if nobody does (one conditional UPDATE: two takers, one winner)."""
-    return bool(
-        ReviewRoom.objects.filter(pk=room_id, presenter__isnull=True).update(presenter=user)
-    )
+    taken = ReviewRoom.objects.filter(pk=room_id, presenter__isnull=True).update(presenter=user)
+    if taken:
+        presenter_mirror_refresh(room_id)
+    return bool(taken)
 
 
 def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
@@ -170,9 +203,12 @@ def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
         return False
     if not ReviewPresence.objects.filter(room=room, user_id=to_user_id).exists():
         return False
-    return bool(
-        ReviewRoom.objects.filter(pk=room.pk, presenter_id=current).update(presenter_id=to_user_id)
+    granted = ReviewRoom.objects.filter(pk=room.pk, presenter_id=current).update(
+        presenter_id=to_user_id
     )
+    if granted:
+        presenter_mirror_refresh(room.pk)
+    return bool(granted)
 
 
 def _coordinates_case(room: ReviewRoom, user) -> bool:
@@ -204,18 +240,33 @@ def review_room_for_case(*, case, study: Study) -> ReviewRoom:
 
 
 def control_release(*, room_id, user) -> bool:
-    return bool(ReviewRoom.objects.filter(pk=room_id, presenter=user).update(presenter=None))
+    released = ReviewRoom.objects.filter(pk=room_id, presenter=user).update(presenter=None)
+    if released:
+        presenter_mirror_refresh(room_id)
+    return bool(released)
 
 
 def control_return_if_gone(*, room_id, user_id) -> bool:
     """After a presenter's grace period: control returns if they have not come back."""
     if ReviewPresence.objects.filter(room_id=room_id, user_id=user_id).exists():
         return False
-    return bool(ReviewRoom.objects.filter(pk=room_id, presenter_id=user_id).update(presenter=None))
+    returned = ReviewRoom.objects.filter(pk=room_id, presenter_id=user_id).update(presenter=None)
+    if returned:
+        presenter_mirror_refresh(room_id)
+    return bool(returned)
 
 
 def is_presenter(*, room_id, user) -> bool:
     return ReviewRoom.objects.filter(pk=room_id, presenter=user).exists()
+
+
+def presenter_mirror_refresh(room_id) -> int:
+    """Copy the room's presenter (NOBODY if none, or if the room is closed) into the cache,
+    where the relay path reads it; the id written is returned."""
+    row = ReviewRoom.objects.filter(pk=room_id).values_list("presenter_id", "closed_at").first()
+    presenter = row[0] if row and row[0] is not None and row[1] is None else NOBODY
+    cache.set(_key(room_id, "presenter"), presenter, timeout=PRESENTER_MIRROR_SECONDS)
+    return presenter
 
 
 # --- Shared state (cache) ----------------------------------------------------------------------
@@ -227,13 +278,7 @@ def _key(room_id, name: str) -> str:
 
 def next_seq(room_id) -> int:
     """The room's next sequence number: one cache round trip but for the first."""
-    key = _key(room_id, "seq")
-    try:
-        return cache.incr(key)
-    except ValueError:  # no counter yet (or it expired)
-        if cache.add(key, 1, timeout=STATE_TIMEOUT):
-            return 1
-        return cache.incr(key)
+    return next_seq_of(_key(room_id, "seq"))
 
 
 def view_save(room_id, *, seq: int, view: dict, user_id: int) -> None:
@@ -263,6 +308,14 @@ def annotations_apply(room_id, message: dict) -> bool:
     """
     key = _key(room_id, "annotations")
     annotations = cache.get(key) or {}
+    if not _annotations_change(annotations, message):
+        return False
+    cache.set(key, annotations, timeout=STATE_TIMEOUT)
+    return True
+
+
+def _annotations_change(annotations: dict, message: dict) -> bool:
+    """Change ``annotations`` (uid -> annotation) in place; False if the room is full."""
     op = message["op"]
     if op == "upsert":
         annotation = message["annotation"]
@@ -272,6 +325,128 @@ def annotations_apply(room_id, message: dict) -> bool:
     elif op == "remove":
         annotations.pop(message["uid"], None)
     else:
-        annotations = {}
-    cache.set(key, annotations, timeout=STATE_TIMEOUT)
+        annotations.clear()
     return True
+
+
+# --- The relay path's state, from the event loop ---------------------------------------------
+
+
+class _LoopState:
+    """The cache keys of the relay path, read and written without leaving the event loop.
+
+    On Redis (production), straight through ``redis.asyncio`` in the format of Django's Redis
+    cache (integers plain, the rest pickled; keys made by ``cache.make_key``), so the sync
+    code above (``snapshot``, ``access_generation``) reads what this writes, and the other
+    way round. On the in-process cache of development and tests, the cache's own methods,
+    which do no I/O. Any other cache is reached through a thread, as Django would.
+    """
+
+    def __init__(self):
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def _mode(self) -> str:
+        backend = settings.CACHES["default"]["BACKEND"]
+        if backend.endswith("RedisCache"):
+            return "redis"
+        if backend.endswith("LocMemCache"):
+            return "local"
+        return "thread"
+
+    def _client(self):
+        """One client per event loop (a redis.asyncio connection belongs to its loop)."""
+        import asyncio
+
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = aioredis.Redis.from_url(
+                settings.CACHES["default"]["LOCATION"]
+            )
+        return client
+
+    async def get_many(self, keys: list[str]) -> dict:
+        mode = self._mode
+        if mode == "local":
+            return cache.get_many(keys)
+        if mode == "thread":
+            return await sync_to_async(cache.get_many)(keys)
+        values = await self._client().mget([cache.make_key(key) for key in keys])
+        return {key: _loads(v) for key, v in zip(keys, values, strict=True) if v is not None}
+
+    async def incr(self, key: str, *, timeout: int) -> int:
+        """Add one to ``key`` (made 1 if missing), as ``next_seq`` does."""
+        mode = self._mode
+        if mode == "local":
+            return next_seq_of(key)
+        if mode == "thread":
+            return await sync_to_async(next_seq_of)(key)
+        raw = cache.make_key(key)
+        async with self._client().pipeline(transaction=True) as pipe:
+            value, _expiry = await pipe.incr(raw).expire(raw, timeout).execute()
+        return int(value)
+
+    async def set(self, key: str, value, *, timeout: int) -> None:
+        mode = self._mode
+        if mode == "local":
+            cache.set(key, value, timeout=timeout)
+        elif mode == "thread":
+            await sync_to_async(cache.set)(key, value, timeout=timeout)
+        else:
+            await self._client().set(cache.make_key(key), _dumps(value), ex=timeout)
+
+
+def _dumps(value):
+    return value if type(value) is int else pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(value: bytes):
+    try:
+        return int(value)
+    except ValueError:
+        return pickle.loads(value)  # noqa: S301 - written by this portal into its Redis
+
+
+state = _LoopState()
+
+
+def next_seq_of(key: str) -> int:
+    try:
+        return cache.incr(key)
+    except ValueError:
+        if cache.add(key, 1, timeout=STATE_TIMEOUT):
+            return 1
+        return cache.incr(key)
+
+
+async def relay_check(room_id, user_id) -> tuple[int | None, int | None]:
+    """(the room's presenter, NOBODY if none; the user's access generation), one round trip;
+    None where the cache holds nothing (expired, or Redis restarted)."""
+    presenter_key, generation_key = _key(room_id, "presenter"), access_generation_key(user_id)
+    found = await state.get_many([presenter_key, generation_key])
+    return found.get(presenter_key), found.get(generation_key)
+
+
+async def view_relayed(room_id, *, view: dict, user_id: int) -> int:
+    """The room's next sequence number, with ``view`` kept for late joiners under it."""
+    seq = await state.incr(_key(room_id, "seq"), timeout=STATE_TIMEOUT)
+    await state.set(
+        _key(room_id, "view"), {"seq": seq, "view": view, "from": user_id}, timeout=STATE_TIMEOUT
+    )
+    return seq
+
+
+async def annotation_relayed(room_id, message: dict) -> int | None:
+    """Apply an annotation message to the room's set and number it; None if the room is full.
+
+    Only the presenter writes (one connection at a time), so read-modify-write is safe.
+    """
+    key = _key(room_id, "annotations")
+    annotations = (await state.get_many([key])).get(key) or {}
+    if not _annotations_change(annotations, message):
+        return None
+    await state.set(key, annotations, timeout=STATE_TIMEOUT)
+    return await state.incr(_key(room_id, "seq"), timeout=STATE_TIMEOUT)

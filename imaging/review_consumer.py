@@ -3,6 +3,14 @@
 Only the presenter's viewing state travels; each browser loads the images itself through the
 portal's DICOMweb service. Rooms, presence and control are in the database, the shared state
 in the cache (imaging/review.py), so a room works across several daphne processes.
+
+A board has 8 to 50 participants, each view is sent to all of them, up to 25 times a second:
+the relay path (a view or an annotation, from the presenter's message to every follower's
+socket) touches no database and crosses no thread. Each relay is serialized once per room,
+not once per follower; the presenter's right to send is read from the cache in one round
+trip from the event loop; access is checked on join, on control changes and on the
+``access.changed`` pushes, and a changed access generation on the relay path triggers the
+full check (issue 13, measured by benchmarks/bench_review.py).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -38,7 +47,8 @@ MAX_INVALID = 50
 # looser (25 a second, one early relay tolerated), or any jitter at exactly 20 a second
 # accumulates as delay and ends in dropped views (measured: benchmarks/bench_review.py).
 VIEW_INTERVAL = 0.04
-CHANGING = {"view", "annotation", "take_control", "grant_control", "release_control"}
+CHANGING = {"take_control", "grant_control", "release_control"}
+PRESENTING = {"view", "annotation"}  # only the presenter sends these
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,16 @@ def _dumps(message: dict) -> str:
 
 
 class ReviewConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message):
+        """Channels' own dispatch first closes stale database connections, through the
+        database thread, before every message: a thread hop per relay per follower, which
+        serialized whole rooms on that one thread (issue 13). Every handler here reaches the
+        database only through ``database_sync_to_async``, which closes them itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
         self.room = None
         self.closing = False
@@ -127,7 +147,7 @@ class ReviewConsumer(AsyncWebsocketConsumer):
             return
         self.room = room
         self.user = user
-        self.group = f"review.{room.pk}"
+        self.group = review.room_group_name(room.pk)
         self.generation = await database_sync_to_async(access_generation)(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(user_group_name(user.pk), self.channel_name)
@@ -190,6 +210,8 @@ class ReviewConsumer(AsyncWebsocketConsumer):
             return
         if message["type"] in CHANGING and not await self._still_entitled():
             return
+        if message["type"] in PRESENTING and not await self._presenting():
+            return
         await getattr(self, f"_on_{message['type']}")(message)
 
     async def _drop(self):
@@ -232,11 +254,19 @@ class ReviewConsumer(AsyncWebsocketConsumer):
     async def _error(self, code: str):
         await self.send(text_data=_dumps({"v": 1, "type": "error", "code": code}))
 
-    async def _still_entitled(self) -> bool:
-        """Checked on every message that changes something: cheap unless access changed."""
-        current = await database_sync_to_async(access_generation)(self.user.pk)
+    async def _still_entitled(self, current: int | None = None) -> bool:
+        """Checked on every message that changes something: cheap unless access changed.
+
+        ``current`` is the user's access generation when the caller has just read it."""
+        if current is None:
+            current = (await review.relay_check(self.room.pk, self.user.pk))[1]
+        if current is None:  # not in the cache (evicted, Redis restarted): made again
+            current = await database_sync_to_async(access_generation)(self.user.pk)
         if current == self.generation:
             return True
+        return await self._entitled_again(current)
+
+    async def _entitled_again(self, current: int) -> bool:
         try:
             await database_sync_to_async(get_review_room_for)(self.actor, self.room.pk)
         except Http404:
@@ -246,14 +276,19 @@ class ReviewConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _presenting(self) -> bool:
-        if await database_sync_to_async(review.is_presenter)(room_id=self.room.pk, user=self.user):
+        """The sender presents and may still see the images: one cache round trip, from the
+        event loop; the database only when the cache has forgotten or access changed."""
+        presenter, generation = await review.relay_check(self.room.pk, self.user.pk)
+        if not await self._still_entitled(generation):
+            return False
+        if presenter is None:
+            presenter = await database_sync_to_async(review.presenter_mirror_refresh)(self.room.pk)
+        if presenter == self.user.pk:
             return True
         await self._error("not_presenter")
         return False
 
     async def _on_view(self, message):
-        if not await self._presenting():
-            return
         # Coalesced: the latest view wins; relays are spaced VIEW_INTERVAL apart on average.
         self.pending_view = message["view"]
         if self.flush_handle is not None:
@@ -272,37 +307,27 @@ class ReviewConsumer(AsyncWebsocketConsumer):
         if view is None:
             return
         self.next_relay = max(self.next_relay, time.monotonic()) + VIEW_INTERVAL
-        seq = await database_sync_to_async(_save_view)(self.room.pk, view, self.user.pk)
-        await self.channel_layer.group_send(
-            self.group,
-            {
-                "type": "review.relay",
-                "sender": self.channel_name,
-                "message": {"v": 1, "type": "view", "seq": seq, "view": view, "from": self.user.pk},
-            },
-        )
+        seq = await review.view_relayed(self.room.pk, view=view, user_id=self.user.pk)
+        await self._relay({"v": 1, "type": "view", "seq": seq, "view": view, "from": self.user.pk})
 
     async def _on_annotation(self, message):
-        if not await self._presenting():
-            return
-        applied = await database_sync_to_async(review.annotations_apply)(self.room.pk, message)
-        if not applied:
+        seq = await review.annotation_relayed(self.room.pk, message)
+        if seq is None:
             await self._error("too_many_annotations")
             return
-        seq = await database_sync_to_async(review.next_seq)(self.room.pk)
         relayed = {k: v for k, v in message.items() if k in ("op", "annotation", "uid")}
+        await self._relay(
+            {"v": 1, "type": "annotation", "seq": seq, "from": self.user.pk, **relayed}
+        )
+
+    async def _relay(self, message: dict, *, to_sender: bool = False):
+        """To everyone in the room (but the sender): serialized here, once for the room."""
         await self.channel_layer.group_send(
             self.group,
             {
                 "type": "review.relay",
-                "sender": self.channel_name,
-                "message": {
-                    "v": 1,
-                    "type": "annotation",
-                    "seq": seq,
-                    "from": self.user.pk,
-                    **relayed,
-                },
+                "sender": None if to_sender else self.channel_name,
+                "text": _dumps(message),
             },
         )
 
@@ -315,17 +340,13 @@ class ReviewConsumer(AsyncWebsocketConsumer):
         await self._broadcast_presence()
 
     async def _on_request_control(self, message):
-        await self.channel_layer.group_send(
-            self.group,
+        await self._relay(
             {
-                "type": "review.relay",
-                "sender": None,
-                "message": {
-                    "v": 1,
-                    "type": "control_requested",
-                    "by": {"id": self.user.pk, "name": review.display_name(self.user)},
-                },
+                "v": 1,
+                "type": "control_requested",
+                "by": {"id": self.user.pk, "name": review.display_name(self.user)},
             },
+            to_sender=True,
         )
 
     async def _on_grant_control(self, message):
@@ -346,12 +367,18 @@ class ReviewConsumer(AsyncWebsocketConsumer):
 
     # --- From the group -----------------------------------------------------------------------
 
+    # Relays and presence reach every participant: already serialized, no I/O but the socket.
+
     async def review_relay(self, event):
         if event["sender"] != self.channel_name:
-            await self.send(text_data=_dumps(event["message"]))
+            await self.send(text_data=event["text"])
 
     async def review_presence(self, event):
-        await self.send(text_data=_dumps(event["message"]))
+        await self.send(text_data=event["text"])
+
+    async def review_closed(self, event):
+        """The coordinator closed the room: everyone in it is put out."""
+        await self.close(code=CLOSE_NOT_FOUND)
 
     async def access_changed(self, event):
         """The user's access changed somewhere (care ended, signed out): check again now."""
@@ -366,7 +393,7 @@ class ReviewConsumer(AsyncWebsocketConsumer):
             self.group,
             {
                 "type": "review.presence",
-                "message": await database_sync_to_async(_presence_message)(self.room.pk),
+                "text": _dumps(await database_sync_to_async(_presence_message)(self.room.pk)),
             },
         )
 
@@ -378,12 +405,6 @@ def _presence_message(room_id) -> dict:
         "presenter": review.presenter_of(room_id),
         "participants": review.participants(room_id),
     }
-
-
-def _save_view(room_id, view, user_id) -> int:
-    seq = review.next_seq(room_id)
-    review.view_save(room_id, seq=seq, view=view, user_id=user_id)
-    return seq
 
 
 def _audit_flood(actor, room, kind):
@@ -414,6 +435,6 @@ async def _return_control_later(channel_layer, group, room_id, user_id):
             group,
             {
                 "type": "review.presence",
-                "message": await database_sync_to_async(_presence_message)(room_id),
+                "text": _dumps(await database_sync_to_async(_presence_message)(room_id)),
             },
         )

@@ -1,0 +1,175 @@
+"""The live review's relay path holds a full board (issue 13): a view goes from the presenter
+to every follower without a database query and without a thread hop, on the in-process cache
+and on Redis, both channel layers; closing the room puts everyone out.
+"""
+
+import uuid
+
+import pytest
+from asgiref.sync import SyncToAsync
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from django.db.backends import utils as db_utils
+
+from tests.test_review_consumer import LENGTH, _join, _member, _view, room
+from tests.test_websocket import channel_layer
+
+__all__ = ["channel_layer", "room"]  # fixtures, imported for their parameters
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def review_cache(request, settings):
+    """The shared state on the in-process cache, or on Redis as in production (read there
+    from the event loop by imaging.review.state, written by Django's own Redis cache)."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        settings.CACHES = {
+            **django_settings.CACHES,
+            "default": {
+                "BACKEND": "portal.cache.SharedRedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": f"test-review-{uuid.uuid4().hex}",
+            },
+        }
+    return request.param
+
+
+class Counters:
+    """Database queries and sync-to-async hops, counted in every thread."""
+
+    def __init__(self, monkeypatch):
+        self.queries = []
+        self.hops = []
+        self.counting = False
+        execute = db_utils.CursorWrapper._execute_with_wrappers
+        call = SyncToAsync.__call__
+        counters = self
+
+        def counted_execute(cursor, sql, *args, **kwargs):
+            if counters.counting:
+                counters.queries.append(sql)
+            return execute(cursor, sql, *args, **kwargs)
+
+        async def counted_call(to_async, *args, **kwargs):
+            if counters.counting:
+                counters.hops.append(getattr(to_async.func, "__qualname__", repr(to_async.func)))
+            return await call(to_async, *args, **kwargs)
+
+        monkeypatch.setattr(db_utils.CursorWrapper, "_execute_with_wrappers", counted_execute)
+        monkeypatch.setattr(SyncToAsync, "__call__", counted_call)
+
+
+async def test_a_hundred_relayed_views_touch_no_database_and_cross_no_thread(
+    review_cache, channel_layer, world, room, monkeypatch
+):
+    counters = Counters(monkeypatch)
+    presenter, _ = await _member(world.oncologist.user, room.pk)
+    # Three followers: the surgeon in two tabs, the oncologist's second screen.
+    followers = [
+        (await _member(world.surgeon.user, room.pk))[0],
+        (await _member(world.surgeon.user, room.pk))[0],
+        (await _member(world.oncologist.user, room.pk))[0],
+    ]
+    await presenter.send({"type": "take_control"})
+    for follower in followers:
+        await follower.presence_until(
+            lambda p: (p["presenter"] or {}).get("id") == world.oncologist.user.pk
+        )
+
+    counters.counting = True
+    seqs = []
+    for index in range(100):
+        # One at a time, each awaited at every follower: nothing coalesced, all 100 relayed.
+        await presenter.send({"type": "view", "view": _view(index)})
+        for follower in followers:
+            view = await follower.receive_type("view", timeout=5)
+            assert view["view"]["index"] == index
+            assert view["from"] == world.oncologist.user.pk
+        seqs.append(view["seq"])
+    # An annotation takes the same path.
+    await presenter.send({"type": "annotation", "op": "upsert", "annotation": LENGTH})
+    for follower in followers:
+        assert (await follower.receive_type("annotation", timeout=5))["annotation"] == LENGTH
+    counters.counting = False
+
+    assert counters.queries == []
+    assert counters.hops == []
+    assert seqs == sorted(seqs) and len(set(seqs)) == 100
+    # What the relay path kept is what a late joiner gets, through the database as usual.
+    late, welcome = await _member(world.surgeon.user, room.pk)
+    assert welcome["view"]["index"] == 99
+    assert welcome["annotations"] == [LENGTH]
+    assert welcome["seq"] > seqs[-1]
+    # And the presenter did not get its own views back.
+    assert await presenter.nothing("view", wait=0.1)
+    for peer in (presenter, late, *followers):
+        await peer.ws.disconnect()
+
+
+async def test_a_follower_cannot_drive_even_with_the_state_in_the_cache(
+    review_cache, channel_layer, world, room
+):
+    presenter, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await presenter.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    await surgeon.send({"type": "view", "view": _view(7)})
+    assert (await surgeon.receive_type("error"))["code"] == "not_presenter"
+    assert await presenter.nothing("view")
+    # Control handed over: the new presenter drives at once, the former one no more.
+    await presenter.send({"type": "grant_control", "to": world.surgeon.user.pk})
+    await presenter.presence_until(lambda p: p["presenter"]["id"] == world.surgeon.user.pk)
+    await surgeon.send({"type": "view", "view": _view(8)})
+    assert (await presenter.receive_type("view"))["view"]["index"] == 8
+    await presenter.send({"type": "view", "view": _view(9)})
+    assert (await presenter.receive_type("error"))["code"] == "not_presenter"
+    assert await surgeon.nothing("view")
+    await presenter.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_a_presenter_mirror_forgotten_by_the_cache_is_read_again_from_the_room(
+    channel_layer, world, room
+):
+    from django.core.cache import cache
+
+    from imaging.review import _key
+
+    presenter, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await presenter.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+    cache.delete(_key(room.pk, "presenter"))  # expired, or Redis restarted
+    await presenter.send({"type": "view", "view": _view(3)})
+    assert (await surgeon.receive_type("view"))["view"]["index"] == 3
+    await surgeon.send({"type": "view", "view": _view(4)})
+    assert (await surgeon.receive_type("error"))["code"] == "not_presenter"
+    await presenter.ws.disconnect()
+    await surgeon.ws.disconnect()
+
+
+async def test_closing_the_room_puts_everyone_out(channel_layer, world, room):
+    from imaging.models import ReviewRoom
+    from imaging.review import review_room_close
+    from portal.audit import Actor
+
+    presenter, _ = await _member(world.oncologist.user, room.pk)
+    surgeon, _ = await _member(world.surgeon.user, room.pk)
+    await presenter.send({"type": "take_control"})
+    await surgeon.presence_until(lambda p: p["presenter"] is not None)
+
+    await database_sync_to_async(review_room_close)(room=room, by=Actor(user=world.oncologist.user))
+    for peer in (presenter, surgeon):
+        closed = None
+        for _ in range(20):
+            output = await peer.ws.receive_output(timeout=3)
+            if output["type"] == "websocket.close":
+                closed = output
+                break
+        assert closed is not None and closed["code"] == 4404
+    stored = await database_sync_to_async(ReviewRoom.objects.get)(pk=room.pk)
+    assert stored.closed_at is not None and stored.presenter_id is None
+    _peer, connected, code = await _join(world.surgeon.user, room.pk)
+    assert (connected, code) == (False, 4404)
