@@ -290,6 +290,18 @@ class Patient(models.Model):
     sharing_opposed_at = models.DateTimeField(
         _("opposition recorded at"), null=True, blank=True, editable=False
     )
+    # Set by portal.services.patient_merge on the record emptied into the survivor (HL7 A40):
+    # kept for its audit trail, it names where the person's data went.
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="merged_records",
+        verbose_name=_("merged into"),
+    )
+    merged_at = models.DateTimeField(_("merged at"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 

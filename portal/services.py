@@ -742,8 +742,15 @@ def patient_merge(
         now = timezone.now()
         # The unique INS moves: the emptied record lets it go first.
         Patient.objects.filter(pk=source.pk).update(
-            ins_matricule="", ins_oid="", identity_status=IdentityStatus.PROVISIONAL, updated_at=now
+            ins_matricule="",
+            ins_oid="",
+            identity_status=IdentityStatus.PROVISIONAL,
+            updated_at=now,
+            merged_into=target,
+            merged_at=now,
         )
+        # Records merged into the source earlier now lead to the survivor.
+        Patient.objects.filter(merged_into=source).update(merged_into=target)
         target.updated_at = now
         target.save()
         common = {**(detail or {}), "merged_patient": source.pk, "merged_identifiers": identifiers}

@@ -242,8 +242,9 @@ def test_a40_merges_two_records_of_one_person_into_the_survivor(
         patient=jeanne, professional=world.surgeon, ended_at__isnull=True
     ).exists()
     assert not CareRelationship.objects.filter(patient=duplicate, ended_at__isnull=True).exists()
-    # Kept, emptied: its audit trail still names it.
-    assert Patient.objects.filter(pk=duplicate.pk).exists()
+    # Kept, emptied, marked: its audit trail still names it, and it says where the data went.
+    duplicate.refresh_from_db()
+    assert duplicate.merged_into == jeanne and duplicate.merged_at is not None
     merged = AuditEvent.objects.filter(patient=jeanne, event_id=AuditEventId.PATIENT_RECORD)
     update = merged.get(action=AuditAction.UPDATE)
     delete = merged.get(action=AuditAction.DELETE)
