@@ -430,13 +430,46 @@ def _element(vr: str, *values) -> dict:
     return {"vr": vr, "Value": values} if values else {"vr": vr}
 
 
-def study_json(request, study: Study) -> dict:
+@dataclass(frozen=True)
+class StudyContents:
+    """What a study holds, every series counted (PS3.18 §10.6.3.3.1): its reports and key
+    objects too, as a series search lists them. The dossier's own counts
+    (``Study.series_count``...) leave them out next to images, which is right on a page
+    and wrong for a QIDO-RS client comparing the two answers."""
+
+    series: int
+    instances: int
+    modalities: list[str]
+
+
+def study_contents(studies: list[Study]) -> dict[int, StudyContents]:
+    """The contents of each study, in one query."""
+    from imaging.models import Series
+
+    found: dict[int, list[tuple[str, int]]] = {study.pk: [] for study in studies}
+    for study_id, modality, count in Series.objects.filter(study__in=studies).values_list(
+        "study_id", "modality", "instance_count"
+    ):
+        found[study_id].append((modality, count))
+    return {
+        study_id: StudyContents(
+            series=len(series),
+            instances=sum(count for _modality, count in series),
+            modalities=sorted({modality for modality, _count in series if modality}),
+        )
+        for study_id, series in found.items()
+    }
+
+
+def study_json(request, study: Study, contents: StudyContents | None = None) -> dict:
     """A QIDO-RS study result (PS3.18 Table 10.6.3-3) from the portal's index."""
+    if contents is None:
+        contents = study_contents([study])[study.pk]
     return {
         "00080020": _element("DA", study.study_date.strftime("%Y%m%d") if study.study_date else ""),
         "00080030": _element("TM", study.study_time.strftime("%H%M%S") if study.study_time else ""),
         "00080050": _element("SH", study.accession_number),
-        "00080061": _element("CS", *study.modalities.split("/")),
+        "00080061": _element("CS", *contents.modalities),
         "00080090": _pn(study.referring_physician),
         "00081030": _element("LO", study.description),
         "00200010": _element("SH", study.study_id),
@@ -447,8 +480,8 @@ def study_json(request, study: Study) -> dict:
         "00100030": _element("DA", study.dicom_birth_date),
         "00100040": _element("CS", study.dicom_sex),
         "0020000D": _element("UI", study.study_instance_uid),
-        "00201206": _element("IS", study.series_count),
-        "00201208": _element("IS", study.instance_count),
+        "00201206": _element("IS", contents.series),
+        "00201208": _element("IS", contents.instances),
     }
 
 
@@ -480,7 +513,8 @@ def search_studies(request, caller):
         query=request.GET.urlencode()[:500],
         detail={"via": "dicomweb", "results": len(page)},
     )
-    response = _json([study_json(request, study) for study in page])
+    contents = study_contents(page)
+    response = _json([study_json(request, study, contents[study.pk]) for study in page])
     if ignored:
         response["Warning"] = f'299 mirc "unsupported matching keys ignored: {", ".join(ignored)}"'
     return response
@@ -532,8 +566,21 @@ def _with_retrieve_url(request, attributes: dict, study_uid: str) -> dict:
     return clean
 
 
+def _page(request, results: list[dict]) -> list[dict]:
+    """``offset`` and ``limit`` (PS3.18 §8.3.4.4) applied to a series or instance search.
+
+    The archives answer a study's series and instances whole (a study holds at most a few
+    thousand): the page is cut here, so both archives page alike.
+    """
+    offset = _int_param(request, "offset", 0)
+    limit = _int_param(request, "limit", None) or None  # limit=0: no limit, as for studies
+    return results[offset : offset + limit] if limit is not None else results[offset:]
+
+
 def _search_answer(request, results, study_uid, ignored) -> HttpResponse:
-    response = _json([_with_retrieve_url(request, item, study_uid) for item in results])
+    response = _json(
+        [_with_retrieve_url(request, item, study_uid) for item in _page(request, results)]
+    )
     if ignored:
         response["Warning"] = f'299 mirc "unsupported matching keys ignored: {", ".join(ignored)}"'
     return response
@@ -666,7 +713,12 @@ def retrieve_frames(request, caller, study_uid, series_uid, sop_uid, frame_list)
     _instance_in_study(caller, study, series_uid, sop_uid)
     _audit_access(caller, study, "frames")
     accepted = parse_accept(request.META.get("HTTP_ACCEPT", ""))
-    syntax, frames = frames_for(study_uid, series_uid, sop_uid, numbers, accepted)
+    try:
+        syntax, frames = frames_for(study_uid, series_uid, sop_uid, numbers, accepted)
+    except ArchiveNotFound:
+        # The instance is there (checked above): what is missing is a frame the request
+        # named, a client error (PS3.18 §8.4.1.3 and Table 8.6.3-1), not a missing resource.
+        return _problem(400, "a requested frame is beyond the last frame of this instance")
     if not frames:
         return _problem(406, "no acceptable transfer syntax for these frames")
     if sum(len(frame) for frame in frames) > max_answer_bytes():
@@ -747,16 +799,64 @@ def rendered(request, caller, study_uid, series_uid, sop_uid, frame_list="1"):
         return _problem(406, "rendered images are image/jpeg or image/png")
     _instance_in_study(caller, study, series_uid, sop_uid)
     _audit_access(caller, study, "rendered")
-    image = _rendered(
-        study_uid,
-        series_uid,
-        sop_uid,
-        frame=frame,
-        size=_viewport(request, None),
-        window=_window(request),
-        media_type=media_type,
-    )
+    try:
+        image = _rendered(
+            study_uid,
+            series_uid,
+            sop_uid,
+            frame=frame,
+            size=_viewport(request, None),
+            window=_window(request),
+            media_type=media_type,
+        )
+    except DecodeError:
+        # Asked only once rendering failed: the hot path pays no look-up. A frame past the
+        # last is the client's error (400, as for frames), anything else the image's (422).
+        if frame > _frame_count(study_uid, series_uid, sop_uid):
+            return _problem(400, "the requested frame is beyond the last frame of this instance")
+        raise
     return HttpResponse(image, content_type=media_type)
+
+
+def _frame_count(study_uid, series_uid, sop_uid) -> int:
+    """Frames of an instance by the archive's index (0 for an instance without pixels)."""
+    for attributes in get_archive().search_instances(
+        study_uid, series_uid, {"SOPInstanceUID": sop_uid}
+    ):
+        if not dicom.json_value(attributes, "Rows"):
+            return 0
+        return int(dicom.json_value(attributes, "NumberOfFrames", 1) or 1)
+    raise ArchiveNotFound(sop_uid)
+
+
+@dicomweb_endpoint
+def rendered_series(request, caller, study_uid, series_uid):
+    """Rendered Series (PS3.18 §10.4.1.1.3): every image of the series, rendered, in one
+    ``multipart/related`` answer, in the order of a series search; instances without
+    pixels (a report) are left out, as there is nothing to render."""
+    study = _study(request, caller, study_uid)
+    media_type = _rendered_type(request)
+    if media_type is None:
+        return _problem(406, "rendered images are image/jpeg or image/png")
+    images = [
+        dicom.json_value(attributes, "SOPInstanceUID")
+        for attributes in get_archive().search_instances(study_uid, series_uid)
+        if dicom.json_value(attributes, "Rows")
+    ]
+    if not images:
+        raise ArchiveNotFound(series_uid)
+    _audit_access(caller, study, "rendered")
+    size, window = _viewport(request, None), _window(request)
+
+    def image(sop_uid):
+        rendering = _rendered(
+            study_uid, series_uid, sop_uid, frame=1, size=size, window=window, media_type=media_type
+        )
+        return media_type, rendering
+
+    first = image(images[0])  # a failure must come before the streaming starts
+    rest = (image(sop_uid) for sop_uid in images[1:])
+    return _multipart_response(itertools.chain([first], rest), media_type, stream=True)
 
 
 @dicomweb_endpoint

@@ -41,6 +41,7 @@ urlpatterns = [
     path(f"{STUDY}/instances", dicomweb.search_instances, name="dicomweb-study-instances"),
     path(SERIES, dicomweb.retrieve, name="dicomweb-series"),
     path(f"{SERIES}/metadata", dicomweb.study_metadata, name="dicomweb-series-metadata"),
+    path(f"{SERIES}/rendered", dicomweb.rendered_series, name="dicomweb-series-rendered"),
     path(f"{SERIES}/thumbnail", dicomweb.thumbnail, name="dicomweb-series-thumbnail"),
     path(f"{SERIES}/instances", dicomweb.search_instances, name="dicomweb-series-instances"),
     path(INSTANCE, dicomweb.retrieve, name="dicomweb-instance"),

@@ -46,6 +46,8 @@ def render_png(
     """A PNG of one frame of a Part 10 file, windowed, optionally fitted in ``size`` px."""
     ds = pydicom.dcmread(io.BytesIO(data))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 1 <= frame <= frames:
+        raise IndexError(f"frame {frame} of {frames}")
     pixels = ds.pixel_array
     if frames > 1:
         pixels = pixels[frame - 1]

@@ -778,6 +778,9 @@ MATRIX = {
     "dicomweb-series-metadata": DicomWebRoute(
         kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid")
     ),
+    "dicomweb-series-rendered": DicomWebRoute(
+        kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid")
+    ),
     "dicomweb-series-thumbnail": DicomWebRoute(
         kwargs=lambda w: _study_kwargs(w, "study_uid", "series_uid")
     ),

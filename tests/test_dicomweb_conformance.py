@@ -47,7 +47,7 @@ from imaging.services import (
     viewer_token_revoke,
 )
 from portal.audit import Actor
-from tests.dicom_factory import ct_files
+from tests.dicom_factory import ct_files, uid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -555,9 +555,29 @@ def test_native_frames_are_the_stored_pixel_bytes(portal, world, thorax_ct):
         assert part_types(viewer.answer) == [
             ("application/octet-stream", {"transfer-syntax": EXPLICIT_LE})
         ]
-    # A frame beyond the last is not found: not a server error.
+    # A frame beyond the last of an instance that exists is a bad request (PS3.18 Table
+    # 8.6.3-1, as Orthanc answers it), not a missing resource nor a server error.
     beyond = refusal(viewer.client.retrieve_instance_frames, study, series, thorax_ct.sop_uid, [2])
-    assert beyond.status_code == 404
+    assert beyond.status_code == 400
+    assert "beyond the last frame" in beyond.json()["error"]
+    for frames in ([1, 2], [3]):
+        answer = viewer.session.get(
+            portal.url
+            + dicomweb_path(study, series, thorax_ct.sop_uid, tail="/frames/")
+            + ",".join(map(str, frames)),
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert answer.status_code == 400, frames
+    rendered = viewer.session.get(
+        portal.url + dicomweb_path(study, series, thorax_ct.sop_uid, tail="/frames/2/rendered"),
+        headers={"Accept": "image/png"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert rendered.status_code == 400
+    # An instance that is not there is still not found.
+    missing = refusal(viewer.client.retrieve_instance_frames, study, series, "1.2.3.4", [1])
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -817,3 +837,101 @@ def test_an_unreachable_archive_answers_503_without_saying_where_it_is(
     # The 503 body never names the archive (its address stays in the portal's logs).
     assert "regional-pacs" not in refused.text
     assert f"127.0.0.1:{port}" not in refused.text
+
+
+# --- Issue 13: points found with dicomweb-client and side by side with Orthanc ---------------
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+REPORT_SERIES = uid("conformance-report", "series")
+REPORT_SOP = uid("conformance-report", "instance")
+
+
+def report_of(imaged: Imaged) -> bytes:
+    """A Basic Text SR in the study of ``imaged``, in a series of its own (the report)."""
+    ds = imaged.dataset(0)
+    for keyword in [element.keyword for element in ds if element.tag.group in (0x0028, 0x7FE0)]:
+        delattr(ds, keyword)
+    ds.SOPClassUID = BASIC_TEXT_SR
+    ds.SOPInstanceUID = REPORT_SOP
+    ds.SeriesInstanceUID = REPORT_SERIES
+    ds.SeriesNumber = 99
+    ds.InstanceNumber = 1
+    ds.Modality = "SR"
+    ds.ValueType = "CONTAINER"
+    concept = Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator = "18748-4", "LN"
+    concept.CodeMeaning = "Compte rendu d'imagerie"
+    ds.ConceptNameCodeSequence = [concept]
+    text = Dataset()
+    text.RelationshipType, text.ValueType = "CONTAINS", "TEXT"
+    text.TextValue = "Pas de lésion suspecte."
+    ds.ContentSequence = [text]
+    ds.file_meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return part10(ds)
+
+
+@pytest.fixture
+def reported_ct(world) -> Imaged:
+    """A three-slice CT with its structured report in a second series."""
+    slices = ct_files(world.patient, key="conformance-reported", slices=3)
+    imaged = Imaged(slices)
+    ingested(world.patient, by=world.oncologist.user, files=[*slices, report_of(imaged)])
+    return imaged
+
+
+def test_study_counts_agree_with_the_series_search_report_included(portal, world, reported_ct):
+    client = portal.with_token(token_for(world.gp.user, reported_ct.record)).client
+
+    (study,) = client.search_for_studies(search_filters={"StudyInstanceUID": reported_ct.study_uid})
+    series = [Dataset.from_json(item) for item in client.search_for_series(reported_ct.study_uid)]
+    study = Dataset.from_json(study)
+
+    assert sorted(s.Modality for s in series) == ["CT", "SR"]
+    assert study.NumberOfStudyRelatedSeries == len(series) == 2
+    assert study.NumberOfStudyRelatedInstances == sum(
+        s.NumberOfSeriesRelatedInstances for s in series
+    )
+    assert study.NumberOfStudyRelatedInstances == 4
+    assert sorted(study.ModalitiesInStudy) == ["CT", "SR"]
+    # The dossier still reads "CT, 1 series": its counts are not the QIDO-RS ones.
+    assert (reported_ct.record.series_count, reported_ct.record.modalities) == (1, "CT")
+
+
+def test_instance_and_series_searches_are_paged_with_limit_and_offset(portal, world, reported_ct):
+    client = portal.with_token(token_for(world.gp.user, reported_ct.record)).client
+    study, ct_series = reported_ct.study_uid, reported_ct.series_uid
+    everything = sop_uids(client.search_for_instances(study))
+    assert len(everything) == 4
+
+    assert sop_uids(client.search_for_instances(study, limit=2)) == everything[:2]
+    assert sop_uids(client.search_for_instances(study, offset=2)) == everything[2:]
+    assert sop_uids(client.search_for_instances(study, limit=1, offset=1)) == everything[1:2]
+    assert sop_uids(client.search_for_instances(study, offset=10)) == []
+    in_series = client.search_for_instances(study, ct_series, limit=2, offset=1)
+    assert sop_uids(in_series) == reported_ct.sop_uids[1:3]
+    (second,) = client.search_for_series(study, limit=1, offset=1)
+    assert [s["0020000E"]["Value"][0] for s in client.search_for_series(study)][1] == (
+        second["0020000E"]["Value"][0]
+    )
+
+
+def test_a_series_is_rendered_image_by_image(portal, world, reported_ct):
+    viewer = portal.with_token(token_for(world.gp.user, reported_ct.record))
+    study, series = reported_ct.study_uid, reported_ct.series_uid
+
+    rendered = viewer.client.retrieve_series_rendered(study, series, media_types=("image/png",))
+    # dicomweb-client hands back the body: one PNG part per slice, in instance order.
+    assert media_type(viewer.answer) == ("multipart/related", {"type": "image/png"})
+    assert [kind for kind, _ in part_types(viewer.answer)] == ["image/png"] * 3
+    assert rendered.count(PNG_SIGNATURE) == 3
+    jpeg = viewer.session.get(
+        portal.url + dicomweb_path(study, series, tail="/rendered"), timeout=HTTP_TIMEOUT
+    )
+    assert jpeg.status_code == 200
+    assert [kind for kind, _ in part_types(jpeg)] == ["image/jpeg"] * 3
+    # The report's series has nothing to render.
+    report = viewer.session.get(
+        portal.url + dicomweb_path(study, REPORT_SERIES, tail="/rendered"), timeout=HTTP_TIMEOUT
+    )
+    assert report.status_code == 404
