@@ -620,7 +620,36 @@ def study_metadata(request, caller, study_uid, series_uid=None, sop_uid=None):
         metadata = [m for m in metadata if dicom.json_value(m, "SOPInstanceUID") == sop_uid]
     if not metadata:
         raise ArchiveNotFound(sop_uid or series_uid or study_uid)
-    return _json([_scrub(request, item) for item in metadata])
+    return _json([_with_pixel_data_uri(request, _scrub(request, item)) for item in metadata])
+
+
+PIXEL_DATA = "7FE00010"
+
+
+def _with_pixel_data_uri(request, attributes: dict) -> dict:
+    """Metadata of an image with its Pixel Data as a BulkDataURI (PS3.18 §10.4.1.1.2 and
+    Annex F.2.6): the instance's frames resource, every frame, on the portal.
+
+    Metadata leaves bulk data out, but a client must still learn that the instance has
+    pixels and where to get them. The frames resource answers them as stored
+    (``transfer-syntax=*``) or decoded, under the same access check as every other read.
+    An instance without the Image Pixel module (a report) gets no Pixel Data element.
+    """
+    study_uid = dicom.json_value(attributes, "StudyInstanceUID")
+    series_uid = dicom.json_value(attributes, "SeriesInstanceUID")
+    sop_uid = dicom.json_value(attributes, "SOPInstanceUID")
+    bits = dicom.json_value(attributes, "BitsAllocated")
+    if not (study_uid and series_uid and sop_uid and bits and "00280010" in attributes):
+        return attributes
+    try:
+        count = max(1, int(dicom.json_value(attributes, "NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        count = 1
+    frames = ",".join(str(number) for number in range(1, count + 1))
+    path = reverse("dicomweb-frames", args=[study_uid, series_uid, sop_uid, frames])
+    # OW for native words, OB for bytes and encapsulated data (PS3.5 §8.2, A.4).
+    vr = "OW" if int(bits) > 8 else "OB"
+    return {**attributes, PIXEL_DATA: {"vr": vr, "BulkDataURI": request.build_absolute_uri(path)}}
 
 
 def _instances_of(study_uid, series_uid=None) -> list[tuple[str, str]]:

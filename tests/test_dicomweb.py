@@ -69,7 +69,7 @@ def test_qido_finds_only_visible_studies_with_filters(world, study):
     ).exists()
 
 
-def test_metadata_holds_no_pixel_data_nor_archive_address(world, study):
+def test_metadata_points_at_the_pixels_on_the_portal_never_at_the_archive(world, study):
     metadata = (
         client_for(world.gp.user)
         .get(reverse("dicomweb-study-metadata", args=[study["study_uid"]]))
@@ -77,7 +77,13 @@ def test_metadata_holds_no_pixel_data_nor_archive_address(world, study):
     )
     assert len(metadata) == 2
     for instance in metadata:
-        assert "7FE00010" not in instance
+        # Pixel Data is only referenced (PS3.18 §10.4.1.1.2): its frames on the portal.
+        pixel_data = instance.pop("7FE00010")
+        assert set(pixel_data) == {"vr", "BulkDataURI"}
+        sop = instance["00080018"]["Value"][0]
+        assert pixel_data["BulkDataURI"] == "http://testserver" + reverse(
+            "dicomweb-frames", args=[study["study_uid"], study["series_uid"], sop, "1"]
+        )
         assert "BulkDataURI" not in str(instance)
 
 

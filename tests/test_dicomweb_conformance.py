@@ -49,7 +49,11 @@ from imaging.services import (
 from portal.audit import Actor
 from tests.dicom_factory import ct_files, uid
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # Metadata carries Pixel Data as a BulkDataURI, which pydicom's from_json does not fetch.
+    pytest.mark.filterwarnings("ignore:No bulk data URI handler:UserWarning"),
+]
 
 DICOM_JSON = "application/dicom+json"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -453,7 +457,8 @@ def test_metadata_describes_each_instance_without_pixels_or_archive_addresses(
         assert media_type(viewer.answer) == (DICOM_JSON, {})
         assert sorted(sop_uids(answer)) == sorted(expected)
         for instance in answer:
-            assert "7FE00010" not in instance  # Pixel Data is bulk data, not metadata
+            # Pixel Data is bulk data: a BulkDataURI on the portal, never the bytes inline.
+            assert set(instance["7FE00010"]) == {"vr", "BulkDataURI"}
             for url in links(instance):
                 assert urlparse(url).hostname == portal.host, url
         for address in archive_addresses(archive):
@@ -914,6 +919,33 @@ def test_instance_and_series_searches_are_paged_with_limit_and_offset(portal, wo
     assert [s["0020000E"]["Value"][0] for s in client.search_for_series(study)][1] == (
         second["0020000E"]["Value"][0]
     )
+
+
+def test_the_pixel_data_bulk_data_uri_gives_the_stored_pixels(portal, world, reported_ct, archive):
+    viewer = portal.with_token(token_for(world.gp.user, reported_ct.record))
+    metadata = viewer.client.retrieve_study_metadata(reported_ct.study_uid)
+
+    by_sop = {Dataset.from_json(m).SOPInstanceUID: m for m in metadata}
+    report = by_sop[REPORT_SOP]
+    assert "7FE00010" not in report  # a report has no pixels to point at
+    for n, sop in enumerate(reported_ct.sop_uids):
+        pixel_data = by_sop[sop]["7FE00010"]
+        assert pixel_data["vr"] == "OW"  # 16-bit CT
+        uri = pixel_data["BulkDataURI"]
+        assert_on_the_portal(
+            portal,
+            uri,
+            dicomweb_path(reported_ct.study_uid, reported_ct.series_uid, sop) + "/frames/1",
+        )
+        for address in archive_addresses(archive):
+            assert address not in uri
+        # dicomweb-client sends Host without the port: the path is asked of the live server.
+        bulk = viewer.client.retrieve_bulkdata(portal.url + urlparse(uri).path)
+        assert bulk == [reported_ct.dataset(n).PixelData]
+    # The URI is no way around the access check: another caller's token does not open it.
+    outsider = portal.signed_in(world.outsider.user, csrf=False)
+    path = urlparse(by_sop[reported_ct.sop_uid]["7FE00010"]["BulkDataURI"]).path
+    assert refusal(outsider.client.retrieve_bulkdata, portal.url + path).status_code == 404
 
 
 def test_a_series_is_rendered_image_by_image(portal, world, reported_ct):
