@@ -22,6 +22,9 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -30,6 +33,7 @@ from django.utils import translation
 from pydicom import uid as ts
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -44,7 +48,13 @@ from imaging import dicom_send, gateway_query
 from imaging.archive import ArchiveNotFound, ArchiveUnavailable
 from imaging.gateway_query import PATIENT_ROOT, STUDY_ROOT, QueryRefused
 from imaging.models import CallingAETitle, DicomDeclaration, IngestItem
-from imaging.services import ingest_announce, ingest_from_establishment
+from imaging.services import (
+    FileResult,
+    ingest_announce,
+    ingest_from_establishment,
+    ingest_from_establishment_check,
+    ingest_from_establishment_store,
+)
 from imaging.validation import UploadedFile
 from portal import audit
 from portal.audit import Actor
@@ -79,6 +89,9 @@ CANNOT_UNDERSTAND = 0xC000
 # DCM 110104 "DICOM Instances Transferred" (PS3.15 A.5.3.2).
 INSTANCES_TRANSFERRED = audit.AuditEventId.INSTANCES_TRANSFERRED
 
+# Refused instances listed by SOPInstanceUID in one audit event, at most.
+REFUSALS_LISTED = 100
+
 # DCM 110112 "Query" (PS3.15 A.5.3.7).
 QUERY = audit.AuditEventId.QUERY
 
@@ -105,6 +118,26 @@ GET_MODELS = {
 # A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling AE title not recognised.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
+# The largest P-DATA-TF PDU the gateway receives (PS3.8 §9.3.1, Maximum Length
+# sub-item D.1): a 512 kB CT slice in 2 PDUs instead of 32 at pynetdicom's default of
+# 16 kB, each PDU costing a pass through pynetdicom's Python reactors (measured with
+# storescu, 300 slices: about 175 images/s at 16 kB, 240 at 256 kB, for a handler that
+# does nothing).
+MAXIMUM_PDU_SIZE = 256 * 1024
+
+# Store-and-forward of the instances that follow a study's first (see on_store): at
+# most FORWARD_BATCH in one ingest (one sandbox child for their deep checks, the archive
+# in chunks), FORWARD_LINGER seconds to let a batch fill, and at most FORWARD_MAX_BYTES
+# held per association before C-STORE waits for the worker (back-pressure: memory, and
+# the release that waits for the worker must come well within the sender's ACSE
+# timeout, dcmtk's 30 s by default).
+FORWARD_BATCH = 64
+FORWARD_LINGER = 0.05
+FORWARD_MAX_BYTES = 64 * 1024**2
+# An archive that stops answering while instances wait after their answer: the batch is
+# tried again after these pauses (seconds), then recorded as refused.
+FORWARD_RETRY_PAUSES = (1.0, 3.0)
+
 
 @dataclass
 class _Session:
@@ -116,6 +149,13 @@ class _Session:
     refused: int = 0
     studies: set = field(default_factory=set)  # ids of the studies stored into
     refused_studies: set = field(default_factory=set)
+    # StudyInstanceUID -> (identity key, patient id) of the studies whose first instance
+    # this association stored: their next instances take the store-and-forward path.
+    accepted_studies: dict = field(default_factory=dict)
+    # Instances answered Success and refused by the ingest afterwards, per patient id.
+    refused_after_answer: dict = field(default_factory=dict)
+    archive_down: bool = False  # the worker found the archive unavailable
+    forwarder: _Forwarder | None = None
     retrieve: _Retrieve | None = None  # the C-GET in progress, whose C-STORE answers count
 
 
@@ -134,6 +174,160 @@ class _Retrieve:
         status = message.command_set.get("Status")
         if status == SUCCESS or status in dicom_send.WARNINGS:
             self.stored.add(str(message.command_set.get("AffectedSOPInstanceUID", "")))
+
+
+@dataclass
+class _Held:
+    """An instance answered Success, waiting for the ingest."""
+
+    upload: UploadedFile
+    sop_instance_uid: str
+    study_instance_uid: str
+
+
+class _Forwarder:
+    """One association's ingest worker: the instances it holds go through the one ingest
+    (imaging.services.ingest_from_establishment) in batches, in order.
+
+    Two threads: one checks a batch (the first half of the ingest, sandboxed, no database)
+    while the worker stores the batch before it (the second half), so that the sandbox's
+    wait and the archive's overlap. ``put`` returns at once unless FORWARD_MAX_BYTES are
+    held (then it waits: the sender's next C-STORE is answered later, TCP does the rest);
+    ``drain`` returns once every instance put has been ingested and recorded.
+    """
+
+    def __init__(self, gateway: Gateway, session: _Session):
+        self.gateway = gateway
+        self.session = session
+        self._condition = threading.Condition()
+        self._queue: deque[_Held] = deque()
+        self._held_bytes = 0
+        self._in_flight = 0  # taken from the queue, not yet recorded
+        self._draining = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def put(self, held: _Held) -> None:
+        size = len(held.upload.data)
+        with self._condition:
+            while self._held_bytes and self._held_bytes + size > FORWARD_MAX_BYTES:
+                self._condition.wait()
+            self._queue.append(held)
+            self._held_bytes += size
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="dicom-gateway-ingest", daemon=True
+                )
+                self._thread.start()
+            self._condition.notify_all()
+
+    def drain(self) -> None:
+        with self._condition:
+            self._draining += 1
+            self._condition.notify_all()
+            try:
+                while self._queue or self._in_flight:
+                    self._condition.wait()
+            finally:
+                self._draining -= 1
+
+    def close(self) -> None:
+        """Drain, then end the worker thread."""
+        self.drain()
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _next_batch(self, *, wait: bool) -> list[_Held] | None:
+        """The next batch; None when closing. Without ``wait``, what is queued, maybe []."""
+        with self._condition:
+            if wait:
+                while not self._queue and not self._closing:
+                    self._condition.wait()
+                if not self._queue:
+                    return None
+                # A short wait lets a batch fill while the sender streams (one sandbox child
+                # for many files); a release or a synchronous instance does not wait for it.
+                deadline = time.monotonic() + FORWARD_LINGER
+                while len(self._queue) < FORWARD_BATCH and not (self._draining or self._closing):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._condition.wait(remaining)
+            count = min(len(self._queue), FORWARD_BATCH)
+            batch = [self._queue.popleft() for _ in range(count)]
+            self._in_flight += count
+            return batch
+
+    def _run(self) -> None:
+        previous = None  # (batch, its check running in the checker thread)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-gateway-check") as checker:
+            try:
+                while True:
+                    batch = self._next_batch(wait=previous is None)
+                    if batch is None:
+                        return
+                    if batch:
+                        check = checker.submit(self._check, batch)
+                    if previous is not None:
+                        self._store(*previous)
+                    previous = (batch, check) if batch else None
+            finally:
+                if previous is not None:  # an error escaped: nothing held stays unrecorded
+                    self._store(*previous)
+                self.gateway._end_thread_connections()
+
+    def _check(self, batch: list[_Held]):
+        with translation.override("en"):  # the reasons are read by the admins, in English
+            return ingest_from_establishment_check(
+                uploads=[held.upload for held in batch],
+                establishment=self.session.calling.declaration.establishment,
+            )
+
+    def _store(self, batch: list[_Held], check) -> None:
+        try:
+            self.gateway._enter_django()
+            results, parsed = check.result()
+            self._store_checked(batch, results, parsed)
+        except Exception:
+            logger.exception("DICOM gateway: ingest after the answer failed")
+            self.gateway._record_refused_after_answer(
+                self.session, batch, "internal error, reported"
+            )
+        finally:
+            with self._condition:
+                self._in_flight -= len(batch)
+                self._held_bytes -= sum(len(held.upload.data) for held in batch)
+                self._condition.notify_all()
+
+    def _store_checked(self, batch: list[_Held], results: list, parsed: list) -> None:
+        establishment = self.session.calling.declaration.establishment
+        pauses = list(FORWARD_RETRY_PAUSES)
+        while True:
+            try:
+                with translation.override("en"):
+                    ingest_from_establishment_store(
+                        parsed=parsed, establishment=establishment, by=self.session.actor
+                    )
+            except ArchiveUnavailable as error:
+                self.session.archive_down = True  # the next C-STOREs answer 0xA700
+                if not pauses:
+                    logger.error("DICOM gateway: archive unavailable, giving up: %s", error)
+                    break  # what it left undecided is recorded as refused below
+                logger.warning("DICOM gateway: archive unavailable, retrying: %s", error)
+                time.sleep(pauses.pop(0))
+                continue
+            self.session.archive_down = False
+            break
+        for held, result in zip(batch, results, strict=True):
+            if result.status == IngestItem.Status.WAITING:
+                self.gateway._record_refused_after_answer(
+                    self.session, [held], "archive unavailable"
+                )
+            elif not self.gateway._record_stored(self.session, result):
+                self.gateway._record_refused_after_answer(self.session, [held], result.reason)
 
 
 def tls_context() -> ssl.SSLContext | None:
@@ -178,6 +372,7 @@ class Gateway:
     ):
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
+        self.ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         # The C-MOVE sub-operations' association to the destination PACS.
         self.ae.acse_timeout = dicom_send.ACSE_TIMEOUT
         self.ae.dimse_timeout = dicom_send.DIMSE_TIMEOUT
@@ -206,6 +401,7 @@ class Gateway:
             (evt.EVT_C_MOVE, self._django(self.on_move)),
             (evt.EVT_C_GET, self._django(self.on_get)),
             (evt.EVT_DIMSE_RECV, self.on_dimse_received),
+            (evt.EVT_ACSE_RECV, self.on_acse_received),
             (evt.EVT_RELEASED, self._django(self.on_ended)),
             (evt.EVT_ABORTED, self._django(self.on_ended)),
             # Rejected by pynetdicom after on_requested admitted it (association limit).
@@ -227,14 +423,17 @@ class Gateway:
 
     def _django(self, handler):
         def wrapped(event):
-            if self.share_connections is not None:
-                for alias, connection in self.share_connections.items():
-                    connections[alias] = connection
-            else:
-                close_old_connections()
+            self._enter_django()
             return handler(event)
 
         return wrapped
+
+    def _enter_django(self) -> None:
+        if self.share_connections is not None:
+            for alias, connection in self.share_connections.items():
+                connections[alias] = connection
+        else:
+            close_old_connections()
 
     def _end_thread_connections(self) -> None:
         if self.share_connections is None:
@@ -293,12 +492,27 @@ class Gateway:
     def on_echo(self, event) -> int:
         return SUCCESS
 
+    def on_acse_received(self, event) -> None:
+        """The peer's A-RELEASE-RQ (PS3.8 §7.2): pynetdicom answers it right after this
+        event, in the same thread; holding the answer until every instance the association
+        sent is ingested makes the sender's successful release mean "stored"."""
+        primitive = event.primitive
+        if not isinstance(primitive, A_RELEASE) or primitive.result is not None:
+            return
+        session = self._session_of(event)
+        if session is not None and session.forwarder is not None:
+            session.forwarder.drain()
+
     def on_ended(self, event) -> None:
         """One audit event per patient whose instances this association transferred."""
         with self._lock:
             session = self._sessions.pop(id(event.assoc), None)
         try:
             if session is not None:
+                if session.forwarder is not None:
+                    # Aborted, or timed out: what was answered Success is ingested still.
+                    session.forwarder.close()
+                    self._enter_django()
                 self._audit_transfer(session)
         finally:
             self._end_thread_connections()
@@ -331,11 +545,40 @@ class Gateway:
                 object_id=session.calling.ae_title,
                 detail={**participant, "refused": session.refused},
             )
+        for patient_id, refusals in session.refused_after_answer.items():
+            # Answered Success, refused by the ingest afterwards: the sender was not told,
+            # the patient's trail and the admins' audit log are.
+            audit.record(
+                actor=session.actor,
+                event=INSTANCES_TRANSFERRED,
+                action=audit.AuditAction.CREATE,
+                outcome=audit.AuditOutcome.MINOR_FAILURE,
+                patient=None if patient_id is None else _patient(patient_id),
+                object_type="dicom.association",
+                object_id=session.calling.ae_title,
+                detail={
+                    **participant,
+                    "refused_after_answer": len(refusals),
+                    "instances": refusals[:REFUSALS_LISTED],
+                },
+            )
 
     # --- C-STORE ----------------------------------------------------------------------------
 
     def on_store(self, event) -> Dataset | int:
-        """Store one instance (PS3.4 B.2.3); never raises, answers a status instead."""
+        """Store one instance (PS3.4 B.2.3); never raises, answers a status instead.
+
+        The first instance of each study in an association goes through the ingest before
+        its answer: the identity decision (patient, domain, vigilance) comes back as its
+        status. The next instances of a study so stored are answered after an in-process
+        header check (SOP class, UIDs, the same patient as the study's first instance) and
+        ingested in batches by the association's worker (_Forwarder); the release is
+        answered once all are ingested. What only the ingest finds for those (deep check
+        of the data set in the sandbox, same SOPInstanceUID with other content, the
+        archive failing for good) is recorded, audited against the patient and
+        quarantined as for any import, not answered: see README, "Connecting an
+        establishment".
+        """
         with self._lock:
             session = self._sessions.get(id(event.assoc))
         if session is None:  # cannot happen: the association was accepted by on_requested
@@ -344,11 +587,11 @@ class Gateway:
             return self._store(event, session)
         except ArchiveUnavailable as error:
             logger.warning("DICOM gateway: archive unavailable: %s", error)
-            session.refused += 1
+            self._count_refused(session)
             return _status(OUT_OF_RESOURCES, "archive unavailable, retry later")
         except Exception:
             logger.exception("DICOM gateway: C-STORE failed")
-            session.refused += 1
+            self._count_refused(session)
             return _status(CANNOT_UNDERSTAND, "internal error, reported")
 
     def _store(self, event, session: _Session) -> Dataset | int:
@@ -357,36 +600,108 @@ class Gateway:
             sop_class = str(header.get("SOPClassUID", ""))
             study_uid = str(header.get("StudyInstanceUID", ""))
         except Exception:  # noqa: BLE001 - any undecodable dataset is the sender's
-            session.refused += 1
+            self._count_refused(session)
             return _status(CANNOT_UNDERSTAND, "dataset cannot be decoded")
         if sop_class != str(event.context.abstract_syntax):
-            session.refused += 1
+            self._count_refused(session)
             return _status(DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOPClassUID differs from context")
         if study_uid and study_uid in session.refused_studies:
             # One identity conflict per study, not one per slice.
-            session.refused += 1
+            self._count_refused(session)
             return _status(CANNOT_UNDERSTAND, "study refused earlier in this association")
-        data = event.encoded_dataset(include_meta=True)
+        if session.archive_down:
+            # The worker found the archive unavailable: say so now rather than hold more.
+            if session.forwarder is not None:
+                session.forwarder.drain()
+            if session.archive_down:
+                self._count_refused(session)
+                return _status(OUT_OF_RESOURCES, "archive unavailable, retry later")
         establishment = session.calling.declaration.establishment
-        with translation.override("en"):  # the reasons go back in ErrorComment
-            (result,) = ingest_from_establishment(
-                uploads=[UploadedFile(f"{session.calling.ae_title}-C-STORE", data)],
-                establishment=establishment,
-                by=session.actor,
-            )
-        if result.status in (IngestItem.Status.ACCEPTED, IngestItem.Status.DUPLICATE):
-            patient_id = result.study.patient_id if result.study else None
-            if result.study is not None:
-                session.studies.add(result.study.pk)
-            session.stored[patient_id] = session.stored.get(patient_id, 0) + 1
+        data = event.encoded_dataset(include_meta=True)
+        upload = UploadedFile(f"{session.calling.ae_title}-C-STORE", data)
+        accepted = session.accepted_studies.get(study_uid)
+        if accepted is not None and self._forwardable(header, data, accepted[0], establishment):
+            if session.forwarder is None:
+                session.forwarder = _Forwarder(self, session)
+            session.forwarder.put(_Held(upload, str(header.SOPInstanceUID), study_uid))
             return SUCCESS
-        session.refused += 1
+        if session.forwarder is not None:
+            # In order, and never two threads on one database connection (tests share one).
+            session.forwarder.drain()
+            self._enter_django()
+        (result,) = self._ingest(session, [upload])
+        if self._record_stored(session, result):
+            if result.study is not None and study_uid:
+                session.accepted_studies[study_uid] = (
+                    _identity_key(header, establishment.patient_id_issuer),
+                    result.study.patient_id,
+                )
+            return SUCCESS
+        self._count_refused(session)
         if result.status == IngestItem.Status.QUARANTINED:
             return _status(DUPLICATE_SOP_INSTANCE, "same SOPInstanceUID, other content")
         if study_uid:
             # Refused (identity, domain, malformed): the rest of the study would be too.
             session.refused_studies.add(study_uid)
         return _status(CANNOT_UNDERSTAND, result.reason)
+
+    @staticmethod
+    def _forwardable(header: Dataset, data: bytes, study_key: tuple, establishment) -> bool:
+        """May this instance be answered before its ingest? Only when nothing the sender
+        could act on is left to find: its UIDs are there, it names the same patient in the
+        same identifier domain as its study's first instance (which the ingest accepted),
+        and it is not too large. Anything else goes through the ingest first."""
+        try:
+            return (
+                len(data) <= settings.INGEST_MAX_FILE_BYTES
+                and bool(str(header.get("SOPInstanceUID", "")).strip())
+                and bool(str(header.get("SeriesInstanceUID", "")).strip())
+                and _identity_key(header, establishment.patient_id_issuer) == study_key
+            )
+        except Exception:  # noqa: BLE001 - undecodable: the ingest gives the reason
+            return False
+
+    def _ingest(self, session: _Session, uploads: list[UploadedFile]) -> list[FileResult]:
+        with translation.override("en"):  # the reasons go back in ErrorComment
+            return ingest_from_establishment(
+                uploads=uploads,
+                establishment=session.calling.declaration.establishment,
+                by=session.actor,
+            )
+
+    def _record_stored(self, session: _Session, result: FileResult) -> bool:
+        """Count a stored instance (True), or nothing if the ingest refused it (False)."""
+        if result.status not in (IngestItem.Status.ACCEPTED, IngestItem.Status.DUPLICATE):
+            return False
+        patient_id = result.study.patient_id if result.study else None
+        with self._lock:
+            if result.study is not None:
+                session.studies.add(result.study.pk)
+            session.stored[patient_id] = session.stored.get(patient_id, 0) + 1
+        return True
+
+    def _count_refused(self, session: _Session) -> None:
+        with self._lock:
+            session.refused += 1
+
+    def _record_refused_after_answer(
+        self, session: _Session, batch: list[_Held], reason: str
+    ) -> None:
+        for held in batch:
+            logger.warning(
+                "DICOM gateway: %s from %s refused after its answer: %s",
+                held.sop_instance_uid, session.calling.ae_title, reason,
+            )  # fmt: skip
+            accepted = session.accepted_studies.get(held.study_instance_uid)
+            patient_id = accepted[1] if accepted else None
+            with self._lock:
+                session.refused_after_answer.setdefault(patient_id, []).append(
+                    {
+                        "sop_instance_uid": held.sop_instance_uid,
+                        "study_instance_uid": held.study_instance_uid,
+                        "reason": str(reason)[:200],
+                    }
+                )
 
     # --- Query/Retrieve (PS3.4 Annex C) ------------------------------------------------------
 
@@ -664,6 +979,19 @@ class Gateway:
                 outcome=audit.AuditOutcome.MINOR_FAILURE if failed else audit.AuditOutcome.SUCCESS,
                 detail={**detail, "keys": keys or {}, "instances": sent, "failed": failed},
             )
+
+
+def _identity_key(header: Dataset, issuer: str) -> tuple:
+    """The patient an instance names, as the ingest reads it (the establishment's issuer
+    when none is sent): its study's instances must all agree (services._consistent_studies)."""
+    sent_issuer = str(header.get("IssuerOfPatientID", "")).strip()
+    return (
+        str(header.get("PatientID", "")),
+        sent_issuer or issuer,
+        str(header.get("PatientName", "")),
+        str(header.get("PatientBirthDate", "")),
+        str(header.get("PatientSex", "")),
+    )
 
 
 def _event_keys(event) -> dict:

@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
@@ -42,6 +43,8 @@ UID_KEYS = {
 }
 IGNORED_PARAMETERS = {"includefield", "fuzzymatching", "limit", "offset"}
 MISSING_UIDS_REASON = "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID"
+# Files written at once by one store(): fsync waits on the disk, not on the interpreter.
+WRITE_THREADS = 4
 
 
 def _wildcard_regex(pattern: str) -> str:
@@ -138,10 +141,62 @@ class LocalArchive(Archive):
     # --- store -------------------------------------------------------------------------------
 
     def store(self, files: Sequence[bytes]) -> list[StoreOutcome]:
-        return [self._store_one(data) for data in files]
+        """Store files, one outcome each, in order.
 
-    def _store_one(self, data: bytes) -> StoreOutcome:
-        sha256 = hashlib.sha256(data).hexdigest()
+        A batch costs one lookup of the known SOPInstanceUIDs and one transaction for the
+        index; the files are written (and fsynced) by a few threads while the next headers
+        are read, file I/O leaving the interpreter lock to them. A file is indexed only
+        once written: the index never names a missing file.
+        """
+        outcomes: list[StoreOutcome | None] = [None] * len(files)
+        prepared: list[tuple[int, str, ArchivedInstance | StoreOutcome]] = []
+        for index, data in enumerate(files):
+            sha256 = hashlib.sha256(data).hexdigest()
+            prepared.append((index, sha256, self._index_of(data, sha256)))
+        sop_uids = {entry.sop_instance_uid for _i, _s, entry in prepared
+                    if isinstance(entry, ArchivedInstance)}  # fmt: skip
+        existing = {
+            known.sop_instance_uid: known
+            for known in ArchivedInstance.objects.filter(sop_instance_uid__in=sop_uids)
+        }
+        new: dict[str, tuple[int, ArchivedInstance]] = {}
+        followers: list[tuple[int, str]] = []  # a second copy of a SOP new in this batch
+        writes = []
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+            for index, sha256, entry in prepared:
+                if isinstance(entry, StoreOutcome):
+                    outcomes[index] = entry
+                elif entry.sop_instance_uid in existing:
+                    outcomes[index] = self._known(
+                        existing[entry.sop_instance_uid], files[index], sha256
+                    )
+                elif entry.sop_instance_uid in new:
+                    followers.append((index, sha256))
+                else:
+                    new[entry.sop_instance_uid] = (index, entry)
+                    path = self._object_path(sha256)
+                    writes.append(pool.submit(self._write_once, path, files[index]))
+            for write in writes:
+                write.result()  # a failed write raises: nothing of the batch is indexed
+        rows = [entry for _index, entry in new.values()]
+        try:
+            with transaction.atomic():
+                ArchivedInstance.objects.bulk_create(rows)
+        except IntegrityError:
+            # Some stored concurrently by another request: one at a time, as for a known one.
+            for index, entry in new.values():
+                outcomes[index] = self._save_index(entry, files[index])
+        else:
+            for index, entry in new.values():
+                outcomes[index] = StoreOutcome(entry.sop_instance_uid, StoreStatus.STORED)
+        for index, sha256 in followers:
+            sop_uid = prepared[index][2].sop_instance_uid
+            known = ArchivedInstance.objects.get(sop_instance_uid=sop_uid)
+            outcomes[index] = self._known(known, files[index], sha256)
+        return outcomes  # type: ignore[return-value] - every index was filled
+
+    def _index_of(self, data: bytes, sha256: str) -> ArchivedInstance | StoreOutcome:
+        """The index row of a file, or the outcome that refuses it."""
         try:
             ds = dicom.read_header(data)
             sop_uid = str(ds.SOPInstanceUID)
@@ -153,12 +208,12 @@ class LocalArchive(Archive):
         if not (sop_uid and study_uid and series_uid):
             # Type 1 identifiers (PS3.3 C.12.1, C.7.2.1, C.7.3.1): the index is keyed by them.
             return StoreOutcome(sop_uid, StoreStatus.FAILED, MISSING_UIDS_REASON)
-        existing = ArchivedInstance.objects.filter(sop_instance_uid=sop_uid).first()
-        if existing is not None:
-            return self._known(existing, data, sha256)
         try:
             # Everything indexed is computed before the file is written: a value that
             # cannot be indexed refuses the file instead of leaving an orphan on disk.
+            # The study and series attributes are taken from the instance's JSON rather
+            # than encoded twice more (about 1.5 ms a file of pydicom's to_json_dict).
+            attributes = dicom.metadata_json(ds)
             index = ArchivedInstance(
                 sop_instance_uid=sop_uid,
                 series_instance_uid=series_uid,
@@ -177,22 +232,24 @@ class LocalArchive(Archive):
                 study_date=str(ds.get("StudyDate", ""))[:8],
                 accession_number=str(ds.get("AccessionNumber", ""))[:16],
                 modality=str(ds.get("Modality", ""))[:16],
-                study_attributes=dicom.subset_json(ds, dicom.STUDY_KEYWORDS),
-                series_attributes=dicom.subset_json(ds, dicom.SERIES_KEYWORDS),
-                instance_attributes=dicom.metadata_json(ds),
+                study_attributes=dicom.subset_json_from_json(attributes, dicom.STUDY_KEYWORDS),
+                series_attributes=dicom.subset_json_from_json(attributes, dicom.SERIES_KEYWORDS),
+                instance_attributes=attributes,
             )
             index.full_clean(validate_unique=False, validate_constraints=False)
         except Exception as error:  # noqa: BLE001 - the outcome carries the reason
             return StoreOutcome(sop_uid, StoreStatus.FAILED, f"cannot be indexed: {error}"[:200])
-        self._write_once(self._object_path(sha256), data)
+        return index
+
+    def _save_index(self, index: ArchivedInstance, data: bytes) -> StoreOutcome:
         try:
             with transaction.atomic():
                 index.save(force_insert=True)
         except IntegrityError:
             # Stored concurrently by another request: decide as for a known instance.
-            existing = ArchivedInstance.objects.get(sop_instance_uid=sop_uid)
-            return self._known(existing, data, sha256)
-        return StoreOutcome(sop_uid, StoreStatus.STORED)
+            existing = ArchivedInstance.objects.get(sop_instance_uid=index.sop_instance_uid)
+            return self._known(existing, data, index.sha256)
+        return StoreOutcome(index.sop_instance_uid, StoreStatus.STORED)
 
     def _known(self, existing: ArchivedInstance, data: bytes, sha256: str) -> StoreOutcome:
         if existing.sha256 == sha256:

@@ -25,7 +25,14 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import Verification
 
 from imaging.gateway import INSTANCES_TRANSFERRED, Gateway
-from imaging.models import CallingAETitle, DicomDeclaration, Instance, Study, StudyIdentity
+from imaging.models import (
+    CallingAETitle,
+    DicomDeclaration,
+    Instance,
+    QuarantinedInstance,
+    Study,
+    StudyIdentity,
+)
 from portal.models import (
     AuditEvent,
     AuditEventId,
@@ -381,3 +388,119 @@ def test_the_admin_declares_an_establishments_calling_ae_titles(world):
     assert again.status_code == 200
     assert CallingAETitle.objects.filter(ae_title="BOURGES_CT").count() == 1
     assert not DicomDeclaration.objects.filter(establishment=world.practice).exists()
+
+
+# --- Store-and-forward -------------------------------------------------------------------
+# The first instance of a study in an association is ingested before its answer (its
+# identity decision is the status); the next ones are answered after a header check and
+# ingested in batches by the association's worker, and the release is answered once they
+# all are (README, "Connecting an establishment").
+
+REFUSED_AT_ONCE = "Received Store Response (Error: CannotUnderstand)"
+
+
+def _refused_after_answer(patient):
+    return AuditEvent.objects.filter(
+        patient=patient,
+        outcome=AuditOutcome.MINOR_FAILURE,
+        detail__refused_after_answer__isnull=False,
+    )
+
+
+def test_a_100_slice_series_is_all_stored_when_storescu_returns(world, gateway_port, tmp_path):
+    files = ct_files(world.patient, key="fw-100", slices=100, size=64)
+    answer = _storescu(gateway_port, _write(tmp_path, files))
+    assert answer.returncode == 0, answer.stderr
+    assert "Error" not in answer.stderr
+    # No waiting here: the release was answered only once every instance was ingested.
+    study = Study.objects.get(study_instance_uid=uid("fw-100", "study"))
+    assert study.patient == world.patient
+    assert Instance.objects.filter(series__study=study).count() == 100
+    assert study.instance_count == 100
+    # One transfer audit for the patient, with all 100 instances, and nothing refused.
+    _wait_for(lambda: _transfers(world.patient).exists(), "the transfer audit")
+    (event,) = _transfers(world.patient)
+    assert (event.outcome, event.detail["instances"]) == (AuditOutcome.SUCCESS, 100)
+    assert not _transfers(None).exists()
+
+
+def test_an_instance_refused_after_its_answer_is_recorded_and_audited(
+    world, gateway_port, tmp_path
+):
+    files = ct_files(world.patient, key="fw-late", slices=5, size=32)
+    # Slice 3 carries a date that is no date: only the sandboxed deep check reads it.
+    (broken,) = ct_files(
+        world.patient,
+        key="fw-late",
+        slices=1,
+        size=32,
+        SOPInstanceUID=uid("fw-late", "broken"),
+        ContentDate="20261345",
+    )
+    files[2] = broken
+    answer = _storescu(gateway_port, _write(tmp_path, files))
+    # Answered Success (the sender could not act on it), then refused by the ingest.
+    assert answer.returncode == 0, answer.stderr
+    assert "Error" not in answer.stderr
+    stored = set(Instance.objects.values_list("sop_instance_uid", flat=True))
+    assert len(stored) == 4
+    assert uid("fw-late", "broken") not in stored
+    assert Study.objects.get().instance_count == 4
+    # The patient's trail says which instance was lost, and why.
+    _wait_for(lambda: _refused_after_answer(world.patient).exists(), "the refusal audit")
+    (event,) = _refused_after_answer(world.patient)
+    assert event.detail["refused_after_answer"] == 1
+    (refusal,) = event.detail["instances"]
+    assert refusal["sop_instance_uid"] == uid("fw-late", "broken")
+    assert "invalid value" in refusal["reason"]
+    (transfer,) = _transfers(world.patient).filter(outcome=AuditOutcome.SUCCESS)
+    assert transfer.detail["instances"] == 4
+
+
+def test_an_instance_naming_another_patient_amid_a_study_is_refused_at_once(
+    world, gateway_port, tmp_path
+):
+    genuine = ct_files(world.patient, key="fw-mix", slices=3, size=32)
+    # Same study, same IPP, another person's traits: never answered before the ingest.
+    (intruder,) = ct_files(
+        world.other_patient,
+        key="fw-mix",
+        slices=1,
+        size=32,
+        ipp="T100001",
+        SOPInstanceUID=uid("fw-mix", "intruder"),
+    )
+    answer = _storescu(gateway_port, _write(tmp_path, [*genuine[:2], intruder]), options=["-nh"])
+    assert answer.stderr.count(REFUSED_AT_ONCE) == 1
+    assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == {
+        uid("fw-mix", "instance", 0),
+        uid("fw-mix", "instance", 1),
+    }
+
+
+def test_other_content_under_a_stored_uid_is_quarantined_after_the_answer(
+    world, gateway_port, tmp_path
+):
+    first = ct_files(world.patient, key="fw-dup", slices=3, size=32)
+    assert _storescu(gateway_port, _write(tmp_path, first, "a")).returncode == 0
+    # Sent again, slice 2 with other pixels under its SOPInstanceUID.
+    again = ct_files(world.patient, key="fw-dup", slices=3, size=32)
+    (altered,) = ct_files(
+        world.patient,
+        key="fw-dup",
+        slices=1,
+        size=32,
+        SOPInstanceUID=uid("fw-dup", "instance", 2),
+        InstanceNumber=3,
+        WindowWidth=1500,
+    )
+    again[2] = altered
+    answer = _storescu(gateway_port, _write(tmp_path, again, "b"))
+    assert answer.returncode == 0, answer.stderr
+    # Kept aside for the admins as for any import; the archived instance is unchanged.
+    (quarantined,) = QuarantinedInstance.objects.all()
+    assert quarantined.sop_instance_uid == uid("fw-dup", "instance", 2)
+    assert Instance.objects.count() == 3
+    _wait_for(lambda: _refused_after_answer(world.patient).exists(), "the refusal audit")
+    (event,) = _refused_after_answer(world.patient)
+    assert event.detail["instances"][0]["sop_instance_uid"] == uid("fw-dup", "instance", 2)
