@@ -27,7 +27,12 @@ What it starts, on its own, and stops in ``finally`` blocks (everything on loopb
 In each case one presenter and N followers (N = 10 and 50) connect over real WebSockets
 (autobahn's asyncio client: daphne's own WebSocket library, already installed); the presenter
 takes control and sends ``view`` messages at ``--rate`` a second for ``--seconds``, each with
-its own ``view.index``. Presenter and followers live in this one asyncio process, so a
+its own ``view.index``. ``--rooms 10x9`` adds a case of 10 rooms at once, each with its
+presenter and 9 followers (a board of 10), the presenters in step; with several daphne
+processes, room k's presenter is on process k and its followers alternate over all of them.
+Besides latency and loss, each case reports the servers' CPU time per view delivered to one
+follower, to compare the relay's cost with the floor's.
+Presenter and followers live in this one asyncio process, so a
 follower's receive time minus the presenter's send time of the same index is the one-way
 latency on one clock. See benchmarks/README.md.
 """
@@ -69,18 +74,21 @@ WARMUP_INDEX = 9000  # warm-up views use indexes from here (not counted)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.10219783617352118094125743128749312"
 SERIES_UID = "1.2.826.0.1.3680043.8.498.10219783617352118094125743128749312.2"
 
-TARGET_P95_MS = 50.0
+TARGET_P95_MS = 50.0  # one room of 50 followers, Redis
+TARGET_ROOMS_P95_MS = 100.0  # 10 rooms of 10 participants, Redis
+TARGET_CPU_RATIO = 2.0  # the servers' CPU per delivered view, against the floor's
 TARGET_BYTES = 1024
 
 
 # --- The floor: a bare WebSocket broadcast, served by daphne --------------------------------
 
-_floor_followers: dict[int, object] = {}
+_floor_followers: dict[str, dict[int, object]] = {}
 
 
 async def floor_application(scope, receive, send):
-    """``/presenter/``: every text frame is sent on to each other connection; anything else
-    is a follower. HTTP answers 200 (the readiness check)."""
+    """``/ws/floor/<room>/presenter/``: every text frame is sent on to each other connection
+    of ``<room>``; ``/ws/floor/<room>/`` is a follower. HTTP answers 200 (the readiness
+    check)."""
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"floor"})
@@ -91,10 +99,12 @@ async def floor_application(scope, receive, send):
     if event["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    presenter = scope["path"].rstrip("/").endswith("presenter")
+    parts = scope["path"].strip("/").split("/")
+    presenter = parts[-1] == "presenter"
+    room = _floor_followers.setdefault(parts[2] if len(parts) > 2 else "", {})
     key = id(send)
     if not presenter:
-        _floor_followers[key] = send
+        room[key] = send
     try:
         while True:
             event = await receive()
@@ -102,10 +112,10 @@ async def floor_application(scope, receive, send):
                 break
             text = event.get("text")
             if presenter and text is not None:
-                for peer in list(_floor_followers.values()):
+                for peer in list(room.values()):
                     await peer({"type": "websocket.send", "text": text})
     finally:
-        _floor_followers.pop(key, None)
+        room.pop(key, None)
 
 
 # --- Processes -----------------------------------------------------------------------------
@@ -432,12 +442,24 @@ def view_message(index: int, seq: int) -> dict:
 @dataclass
 class Case:
     kind: str  # floor, memory, redis
-    followers: int
-    presenter_port: int
-    follower_ports: list[int]
-    room: str | None = None  # None: the floor
+    followers: int  # in each room
+    ports: list[int]  # the daphne processes
+    rooms: list[str]  # review room ids; the floor's room names
     cookies: list[str] = field(default_factory=list)
     server_pids: list[int] = field(default_factory=list)
+
+    @property
+    def review(self) -> bool:
+        return self.kind != "floor"
+
+    def presenter_port(self, room: int) -> int:
+        """Room k's presenter on process k (round robin)."""
+        return self.ports[room % len(self.ports)]
+
+    def follower_port(self, room: int, number: int) -> int:
+        """Followers alternately on every process, starting with the one after the
+        presenter's: with two processes, half the relays cross processes."""
+        return self.ports[(room + 1 + number) % len(self.ports)]
 
 
 def cpu_seconds(pids: list[int]) -> list[float]:
@@ -457,26 +479,36 @@ def cpu_seconds(pids: list[int]) -> list[float]:
 async def run_case(
     case: Case, *, seconds: float, rate: float, warmup: float, pacing: str = "grid"
 ) -> dict:
-    review = case.room is not None
-    path = f"/ws/review/{case.room}/" if review else "/ws/floor/"
+    """Every room of ``case`` at once: each its presenter and followers, the presenters
+    sending at ``rate`` in step; the rooms' results pooled."""
+    review = case.review
     peers = []
-    try:
-        presenter = await connect(
-            case.presenter_port,
-            path if review else "/ws/floor/presenter/",
-            case.cookies[0] if review else None,
-        )
-        peers.append(presenter)
-        me = None
-        if review:
-            me = (await presenter.expect(lambda m: m["type"] == "welcome", "welcome"))["you"]["id"]
-        followers = []
-        gate = asyncio.Semaphore(5)  # joining is not measured: a few at a time
+    gate = asyncio.Semaphore(5)  # joining is not measured: a few at a time
 
-        async def join(number):
+    def path(number: int) -> str:
+        room = case.rooms[number]
+        return f"/ws/review/{room}/" if review else f"/ws/floor/{room}/"
+
+    async def open_room(number: int):
+        async with gate:
+            presenter = await connect(
+                case.presenter_port(number),
+                path(number) if review else f"{path(number)}presenter/",
+                case.cookies[0] if review else None,
+            )
+            peers.append(presenter)
+            me = None
+            if review:
+                welcome = await presenter.expect(lambda m: m["type"] == "welcome", "welcome")
+                me = welcome["you"]["id"]
+
+        async def join(follower):
             async with gate:
-                port = case.follower_ports[number % len(case.follower_ports)]
-                peer = await connect(port, path, case.cookies[number + 1] if review else None)
+                peer = await connect(
+                    case.follower_port(number, follower),
+                    path(number),
+                    case.cookies[follower + 1] if review else None,
+                )
                 peers.append(peer)
                 if review:
                     await peer.expect(lambda m: m["type"] == "welcome", "welcome")
@@ -498,13 +530,14 @@ async def run_case(
                     ),
                     "presence with everybody and the presenter",
                 )
-        else:
+        return presenter, followers
+
+    try:
+        rooms = await asyncio.gather(*(open_room(n) for n in range(len(case.rooms))))
+        if not review:
             await asyncio.sleep(0.5)
 
-        seq = 1
-
-        async def present(count: int, first_index: int, sends: dict[int, float]) -> None:
-            nonlocal seq
+        async def present(presenter, count: int, first_index: int, sends: dict) -> None:
             interval = 1.0 / rate
             start = time.perf_counter() + interval
             last = start - interval
@@ -515,99 +548,138 @@ async def run_case(
                     delay = last + interval - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                seq += 1
+                presenter.seq = getattr(presenter, "seq", 1) + 1
                 data = json.dumps(
-                    view_message(first_index + number, seq), separators=(",", ":")
+                    view_message(first_index + number, presenter.seq), separators=(",", ":")
                 ).encode()
                 sent = last = time.perf_counter()
                 presenter.sendMessage(data)
                 sends[first_index + number] = sent
 
-        warm: dict[int, float] = {}
-        await present(round(warmup * rate), WARMUP_INDEX, warm)
+        warm = [{} for _ in rooms]
+        await asyncio.gather(
+            *(
+                present(presenter, round(warmup * rate), WARMUP_INDEX, warm[n])
+                for n, (presenter, _followers) in enumerate(rooms)
+            )
+        )
         await asyncio.sleep(0.5)
-        errors_before = presenter.inbox.qsize()
-        sends: dict[int, float] = {}
+        errors_before = [presenter.inbox.qsize() for presenter, _ in rooms]
+        sends = [{} for _ in rooms]
         count = round(seconds * rate)
         cpu_before, wall_before = cpu_seconds(case.server_pids), time.perf_counter()
         load_before = os.getloadavg()[0]
-        await present(count, 0, sends)
+        await asyncio.gather(
+            *(
+                present(presenter, count, 0, sends[n])
+                for n, (presenter, _followers) in enumerate(rooms)
+            )
+        )
         wall = time.perf_counter() - wall_before
+        cpu_after = cpu_seconds(case.server_pids)
         cpu = [
             round((after - before) / wall * 100, 1)
-            for before, after in zip(cpu_before, cpu_seconds(case.server_pids), strict=True)
+            for before, after in zip(cpu_before, cpu_after, strict=True)
         ]
+        server_cpu_seconds = sum(
+            after - before for before, after in zip(cpu_before[:-1], cpu_after[:-1], strict=True)
+        )
         load = [load_before, os.getloadavg()[0]]
         last = count - 1
         deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline and not all(last in p.views for p in followers):
+        while time.monotonic() < deadline and not all(
+            last in p.views for _presenter, followers in rooms for p in followers
+        ):
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        presenter_messages = []
-        while not presenter.inbox.empty():
-            presenter_messages.append(presenter.inbox.get_nowait())
-        errors = [m for m in presenter_messages[errors_before:] if m.get("type") == "error"]
+        errors = []
+        for (presenter, _followers), before in zip(rooms, errors_before, strict=True):
+            messages = []
+            while not presenter.inbox.empty():
+                messages.append(presenter.inbox.get_nowait())
+            errors.extend(m for m in messages[before:] if m.get("type") == "error")
         if review:
-            presenter.send_json({"v": 1, "type": "release_control", "seq": seq + 1})
+            for presenter, _followers in rooms:
+                presenter.send_json({"v": 1, "type": "release_control", "seq": 10**6})
             await asyncio.sleep(0.2)
-        result = summarise(case, sends, followers, errors)
+        result = summarise(
+            case, [(sends[n], followers) for n, (_p, followers) in enumerate(rooms)], errors
+        )
         # CPU % of one core over the measured span: each daphne process, then this client.
         result["cpu_percent"] = {"servers": cpu[:-1], "client": cpu[-1]}
+        # The servers' CPU per view delivered to one follower (the relay's cost per message).
+        result["server_cpu_us_per_delivery"] = (
+            round(server_cpu_seconds / result["received"] * 1e6, 1) if result["received"] else None
+        )
         result["load_average_1min"] = load
         return result
     finally:
         await asyncio.gather(*(peer.close_quietly() for peer in peers), return_exceptions=True)
 
 
-def summarise(case: Case, sends: dict[int, float], followers, errors) -> dict:
-    indexes = sorted(sends)
+def summarise(case: Case, groups: list[tuple[dict[int, float], list]], errors) -> dict:
+    """``groups``: each room's sends (view index -> time) and followers, pooled."""
     latencies = []
     sizes = []
-    received_total = 0
-    relayed = set()
+    received_total = expected = sent = relayed_total = lost = 0
     seqs = set()
     per_follower = []
-    for peer in followers:
-        mine = []
-        for index in indexes:
-            got = peer.views.get(index)
-            if got is None:
-                continue
-            received, size, seq = got
-            mine.append((received - sends[index]) * 1000)
-            sizes.append(size)
-            relayed.add(index)
-            seqs.add(seq)
-        received_total += len(mine)
-        latencies.extend(mine)
-        per_follower.append([round(v, 3) for v in mine])
-    sent = len(indexes)
-    expected = sent * len(followers)
-    intervals = [(sends[b] - sends[a]) * 1000 for a, b in zip(indexes, indexes[1:], strict=False)]
+    intervals = []
+    per_second_buckets: dict[int, list[float]] = {}
+    last_everywhere = True
+    for sends, followers in groups:
+        indexes = sorted(sends)
+        relayed = set()
+        received_room = 0
+        intervals.extend(
+            (sends[b] - sends[a]) * 1000 for a, b in zip(indexes, indexes[1:], strict=False)
+        )
+        for peer in followers:
+            mine = []
+            for index in indexes:
+                got = peer.views.get(index)
+                if got is None:
+                    continue
+                received, size, seq = got
+                mine.append((received - sends[index]) * 1000)
+                sizes.append(size)
+                relayed.add(index)
+                seqs.add((id(followers), seq))
+                per_second_buckets.setdefault(index, []).append(mine[-1])
+            received_room += len(mine)
+            latencies.extend(mine)
+            per_follower.append([round(v, 3) for v in mine])
+        sent += len(indexes)
+        expected += len(indexes) * len(followers)
+        received_total += received_room
+        relayed_total += len(relayed)
+        lost += len(relayed) * len(followers) - received_room
+        if indexes:
+            last_everywhere &= all(indexes[-1] in peer.views for peer in followers)
     # Latency over time (median of every follower's, second by second): a drift shows here.
     per_second = []
     rate_per_second = max(1, round(1000 / statistics.median(intervals))) if intervals else 1
-    for start in range(0, sent, rate_per_second):
+    top = max(per_second_buckets, default=-1) + 1
+    for start in range(0, top, rate_per_second):
         bucket = [
-            (peer.views[i][0] - sends[i]) * 1000
-            for peer in followers
-            for i in indexes[start : start + rate_per_second]
-            if i in peer.views
+            value
+            for index in range(start, start + rate_per_second)
+            for value in per_second_buckets.get(index, [])
         ]
         per_second.append(round(statistics.median(bucket), 3) if bucket else None)
-    last = indexes[-1] if indexes else None
     return {
         "kind": case.kind,
+        "rooms": len(case.rooms),
         "followers": case.followers,
         "sent": sent,
-        "relayed": len(relayed),  # indexes at least one follower received
+        "relayed": relayed_total,  # (room, index) at least one follower received
         "relayed_server_seqs": len(seqs),
-        "coalesced": sent - len(relayed),  # never relayed to anybody
+        "coalesced": sent - relayed_total,  # never relayed to anybody
         "received": received_total,
         "missing": expected - received_total,  # follower-missing indexes, coalesced included
-        "lost_in_transit": len(relayed) * len(followers) - received_total,
-        "duplicates": sum(peer.duplicates for peer in followers),
-        "last_view_everywhere": all(last in peer.views for peer in followers),
+        "lost_in_transit": lost,
+        "duplicates": sum(peer.duplicates for _sends, followers in groups for peer in followers),
+        "last_view_everywhere": last_everywhere,
         "errors": errors,
         "latency_ms": percentiles(latencies),
         "frame_bytes": {
@@ -642,10 +714,11 @@ def _ms(value) -> str:
 
 
 def table(cases: list[dict]) -> str:
-    floors = {c["followers"]: c for c in cases if c["kind"] == "floor"}
+    floors = {(c["rooms"], c["followers"]): c for c in cases if c["kind"] == "floor"}
     rows = [
         (
             "layer",
+            "rooms",
             "followers",
             "p50 ms",
             "p95 ms",
@@ -658,19 +731,24 @@ def table(cases: list[dict]) -> str:
             "bytes/update",
             "p50/floor",
             "p95/floor",
+            "CPU us/view",
+            "CPU/floor",
         )
     ]
     order = ["floor", "memory", "redis"]
-    for case in sorted(cases, key=lambda c: (c["followers"], order.index(c["kind"]))):
+    for case in sorted(cases, key=lambda c: (c["rooms"], c["followers"], order.index(c["kind"]))):
         latency = case["latency_ms"]
-        floor = floors.get(case["followers"])
-        ratio50 = ratio95 = ""
+        floor = floors.get((case["rooms"], case["followers"]))
+        ratio50 = ratio95 = cpu_ratio = ""
         if floor and case["kind"] != "floor" and floor["latency_ms"]["p50"]:
             ratio50 = f"{latency['p50'] / floor['latency_ms']['p50']:.2f}"
             ratio95 = f"{latency['p95'] / floor['latency_ms']['p95']:.2f}"
+        if floor and case["kind"] != "floor":
+            cpu_ratio = _ratio(case["server_cpu_us_per_delivery"], floor)
         rows.append(
             (
                 case["kind"],
+                str(case["rooms"]),
                 str(case["followers"]),
                 _ms(latency["p50"]),
                 _ms(latency["p95"]),
@@ -683,6 +761,8 @@ def table(cases: list[dict]) -> str:
                 f"{case['frame_bytes']['median']:g}" if case["frame_bytes"]["median"] else "-",
                 ratio50,
                 ratio95,
+                _ms(case["server_cpu_us_per_delivery"]),
+                cpu_ratio,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -701,41 +781,88 @@ def table(cases: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(cpu_us, floor: dict) -> str:
+    base = floor.get("server_cpu_us_per_delivery")
+    return f"{cpu_us / base:.2f}" if cpu_us and base else ""
+
+
+def _find(cases, kind, rooms, followers):
+    return next(
+        (
+            c
+            for c in cases
+            if c["kind"] == kind and c["rooms"] == rooms and c["followers"] == followers
+        ),
+        None,
+    )
+
+
 def targets(cases: list[dict]) -> dict:
-    case = next((c for c in cases if c["kind"] == "redis" and c["followers"] == 50), None)
-    if case is None:
-        return {"measured": False}
+    """Issue 13's targets: one room of 50 followers on Redis, p95 < 50 ms, nothing lost, the
+    servers' CPU per delivered view within 2x the floor's; 10 rooms x 10 participants (9
+    followers each) on Redis, p95 < 100 ms, nothing lost; frames under 1 KiB."""
+    found = {}
+    board = _find(cases, "redis", 1, 50)
+    if board is not None:
+        floor = _find(cases, "floor", 1, 50)
+        ratio = None
+        if floor and floor.get("server_cpu_us_per_delivery"):
+            ratio = board["server_cpu_us_per_delivery"] / floor["server_cpu_us_per_delivery"]
+        found["board"] = {
+            "p95_ms": board["latency_ms"]["p95"],
+            "missing": board["missing"],
+            "cpu_ratio": ratio,
+            "met": board["latency_ms"]["p95"] is not None
+            and board["latency_ms"]["p95"] < TARGET_P95_MS
+            and board["missing"] == 0,
+            "cpu_met": ratio is not None and ratio <= TARGET_CPU_RATIO,
+        }
+    rooms = _find(cases, "redis", 10, 9)
+    if rooms is not None:
+        found["rooms"] = {
+            "p95_ms": rooms["latency_ms"]["p95"],
+            "missing": rooms["missing"],
+            "met": rooms["latency_ms"]["p95"] is not None
+            and rooms["latency_ms"]["p95"] < TARGET_ROOMS_P95_MS
+            and rooms["missing"] == 0,
+        }
     reviews = [c for c in cases if c["kind"] != "floor"]
-    p95 = case["latency_ms"]["p95"]
-    missing = sum(c["missing"] for c in reviews)
-    size = max(c["frame_bytes"]["median"] or 0 for c in reviews)
-    return {
-        "measured": True,
-        "p95_ms_redis_50": p95,
-        "p95_met": p95 is not None and p95 < TARGET_P95_MS,
-        "missing_all_cases": missing,
-        "loss_met": missing == 0,
-        "bytes_per_update_max_median": size,
-        "bytes_met": size < TARGET_BYTES,
-    }
+    if reviews:
+        size = max(c["frame_bytes"]["median"] or 0 for c in reviews)
+        found["bytes"] = {"max_median": size, "met": size < TARGET_BYTES}
+    found["measured"] = "board" in found or "rooms" in found
+    return found
 
 
 def targets_line(cases: list[dict]) -> str:
     found = targets(cases)
     if not found["measured"]:
-        return "targets: not checked (they are about the Redis layer with 50 followers)"
+        return "targets: not checked (redis, 1 room x 50 followers; redis, 10 rooms x 9)"
 
     def verdict(ok):
         return "met" if ok else "MISSED"
 
-    return (
-        f"targets: p95 < {TARGET_P95_MS:g} ms (redis, 50 followers): "
-        f"{_ms(found['p95_ms_redis_50'])} {verdict(found['p95_met'])}; "
-        f"no loss (every case): {found['missing_all_cases']} missing "
-        f"{verdict(found['loss_met'])}; "
-        f"< {TARGET_BYTES} B per update: {found['bytes_per_update_max_median']:g} "
-        f"{verdict(found['bytes_met'])}"
-    )
+    parts = []
+    if "board" in found:
+        board = found["board"]
+        ratio = "-" if board["cpu_ratio"] is None else f"{board['cpu_ratio']:.2f}"
+        parts.append(
+            f"redis 1x50: p95 {_ms(board['p95_ms'])} ms < {TARGET_P95_MS:g} and "
+            f"{board['missing']} missing: {verdict(board['met'])}; "
+            f"CPU/floor {ratio} <= {TARGET_CPU_RATIO:g}: {verdict(board['cpu_met'])}"
+        )
+    if "rooms" in found:
+        rooms = found["rooms"]
+        parts.append(
+            f"redis 10x9: p95 {_ms(rooms['p95_ms'])} ms < {TARGET_ROOMS_P95_MS:g} and "
+            f"{rooms['missing']} missing: {verdict(rooms['met'])}"
+        )
+    if "bytes" in found:
+        parts.append(
+            f"< {TARGET_BYTES} B per update: {found['bytes']['max_median']:g} "
+            f"{verdict(found['bytes']['met'])}"
+        )
+    return "targets: " + "; ".join(parts)
 
 
 def versions() -> dict:
@@ -753,7 +880,15 @@ def versions() -> dict:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--followers", default="10,50", help="follower counts, comma-separated")
+    parser.add_argument(
+        "--followers", default="10,50", help="one-room cases: follower counts, comma-separated"
+    )
+    parser.add_argument(
+        "--rooms",
+        default="10x9",
+        help="several rooms at once: ROOMSxFOLLOWERS, comma-separated (10x9: 10 rooms of 10 "
+        "participants); empty for none",
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per case")
     parser.add_argument("--rate", type=float, default=20.0, help="presenter views a second")
     parser.add_argument(
@@ -786,11 +921,21 @@ def parse_args(argv=None):
     parser.add_argument("--output", type=Path, default=None, help="the JSON file to write")
     args = parser.parse_args(argv)
     args.follower_counts = [int(n) for n in args.followers.split(",") if n.strip()]
+    try:
+        args.shapes = [(1, n) for n in args.follower_counts] + [
+            tuple(int(part) for part in item.lower().split("x"))
+            for item in args.rooms.split(",")
+            if item.strip()
+        ]
+    except ValueError:
+        parser.error("--rooms: ROOMSxFOLLOWERS, e.g. 10x9")
+    if any(len(shape) != 2 or min(shape) < 1 for shape in args.shapes):
+        parser.error("--rooms: ROOMSxFOLLOWERS, each at least 1")
     args.layer_names = [name.strip() for name in args.layers.split(",") if name.strip()]
     for name in args.layer_names:
         if name not in ("memory", "redis"):
             parser.error(f"unknown layer {name!r}")
-    if not args.follower_counts or min(args.follower_counts) < 1:
+    if not args.shapes or min(args.follower_counts, default=1) < 1:
         parser.error("--followers: at least one count, each at least 1")
     if args.rate <= 0 or args.seconds <= 0 or args.seconds * args.rate > WARMUP_INDEX:
         parser.error(f"--seconds x --rate must be positive and at most {WARMUP_INDEX}")
@@ -821,17 +966,29 @@ def main(argv=None) -> int:
             database_url=database.url, redis_url="", archive_url="", tmp=tmp
         )
         env["ARCHIVE_ROOT"] = str(tmp / "archive")
+        # The doctors' sessions are opened by force_login, without a second factor; the
+        # check of it at connect is not what is measured (as benchmarks/bench_pages.py).
+        env["MFA_ENFORCE"] = "none"
         say(f"migrating the {database.vendor} portal database")
         dw.migrate(env, tmp)
-        doctors = max(args.follower_counts) + 1
-        room_names = [f"{layer}-{n}" for layer in args.layer_names for n in args.follower_counts]
+        doctors = max(followers for _rooms, followers in args.shapes) + 1
+
+        def names(layer, rooms, followers):
+            return [f"{layer}-{rooms}x{followers}-{k}" for k in range(rooms)]
+
+        room_names = [
+            name
+            for layer in args.layer_names
+            for rooms, followers in args.shapes
+            for name in names(layer, rooms, followers)
+        ]
         say(f"creating the patient, {doctors} doctors and {len(room_names)} rooms")
         world = world_in_child(env, doctors, room_names, tmp)
 
         def measure(case: Case) -> None:
             say(
-                f"{case.kind}: 1 presenter, {case.followers} followers, {args.seconds:g} s "
-                f"at {args.rate:g}/s"
+                f"{case.kind}: {len(case.rooms)} room(s), each 1 presenter and {case.followers}"
+                f" followers, {args.seconds:g} s at {args.rate:g}/s"
             )
             result = asyncio.run(
                 run_case(
@@ -848,15 +1005,24 @@ def main(argv=None) -> int:
                 f"  p50 {_ms(latency['p50'])} ms, p95 {_ms(latency['p95'])} ms, coalesced "
                 f"{result['coalesced']} of {result['sent']}, missing {result['missing']}, "
                 f"errors {len(result['errors'])}; CPU % servers {result['cpu_percent']['servers']}"
-                f" client {result['cpu_percent']['client']}, load {result['load_average_1min']}"
+                f" client {result['cpu_percent']['client']}, servers' CPU per delivered view "
+                f"{result['server_cpu_us_per_delivery']} us, load {result['load_average_1min']}"
             )
 
         if not args.no_floor:
             floor = Daphne(env, tmp, "benchmarks.bench_review:floor_application", "floor")
             servers.append(floor)
             start_all([floor])
-            for count in args.follower_counts:
-                measure(Case("floor", count, floor.port, [floor.port], server_pids=[floor.pid]))
+            for rooms, followers in args.shapes:
+                measure(
+                    Case(
+                        "floor",
+                        followers,
+                        [floor.port],
+                        rooms=[f"floor{k}" for k in range(rooms)],
+                        server_pids=[floor.pid],
+                    )
+                )
             floor.stop()
 
         for layer in args.layer_names:
@@ -871,16 +1037,13 @@ def main(argv=None) -> int:
             ]
             servers.extend(group)
             start_all(group)
-            for count in args.follower_counts:
-                ports = [server.port for server in group]
+            for rooms, followers in args.shapes:
                 measure(
                     Case(
                         layer,
-                        count,
-                        presenter_port=ports[0],
-                        # Followers alternately on every process, starting with the other one.
-                        follower_ports=ports[1:] + ports[:1],
-                        room=world["rooms"][f"{layer}-{count}"],
+                        followers,
+                        [server.port for server in group],
+                        rooms=[world["rooms"][name] for name in names(layer, rooms, followers)],
                         cookies=world["cookies"],
                         server_pids=[server.pid for server in group],
                     )
@@ -894,6 +1057,7 @@ def main(argv=None) -> int:
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "configuration": {
                 "followers": args.follower_counts,
+                "shapes": [list(shape) for shape in args.shapes],
                 "seconds": args.seconds,
                 "rate": args.rate,
                 "warmup_seconds": args.warmup,
