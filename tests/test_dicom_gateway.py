@@ -504,3 +504,24 @@ def test_other_content_under_a_stored_uid_is_quarantined_after_the_answer(
     _wait_for(lambda: _refused_after_answer(world.patient).exists(), "the refusal audit")
     (event,) = _refused_after_answer(world.patient)
     assert event.detail["instances"][0]["sop_instance_uid"] == uid("fw-dup", "instance", 2)
+
+
+def test_instances_answered_before_an_abort_are_stored_still(world, gateway_port):
+    files = ct_files(world.patient, key="fw-abort", slices=4, size=32)
+    client = AE(ae_title=TOURS_AE)
+    client.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    association = client.associate("127.0.0.1", gateway_port, ae_title="MIRC")
+    assert association.is_established
+    try:
+        statuses = [
+            association.send_c_store(pydicom.dcmread(io.BytesIO(data))).Status for data in files
+        ]
+    finally:
+        # An A-ABORT instead of a release: the sender cannot know what became of them.
+        association.abort()
+    assert statuses == [0x0000] * 4
+    # Answered Success: all four are ingested all the same, and audited.
+    _wait_for(lambda: _transfers(world.patient).exists(), "the transfer audit")
+    assert Instance.objects.filter(series__study__patient=world.patient).count() == 4
+    (event,) = _transfers(world.patient)
+    assert event.detail["instances"] == 4
