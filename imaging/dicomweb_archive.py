@@ -19,6 +19,8 @@ against the tests of ``tests/test_archive_contract.py``:
   JPEG-LS, JPEG 2000) and names their transfer syntax in each part's Content-Type; without
   it Orthanc transcodes to Explicit VR Little Endian (and answers 500 for JPEG 2000). A
   frame number beyond the last frame is answered 400, reported here as ArchiveNotFound.
+  For an Explicit VR Big Endian instance it answers 500 ("Internal error") to
+  ``transfer-syntax=*``: the frames are then cut from the instance, retrieved as stored.
 * STOW-RS of a known SOPInstanceUID answers 200 and lists the instance as stored although
   the original is kept (``OverwriteInstances`` false): duplicates and conflicts are found
   by a lookup before storing. A part it cannot parse is dropped without a FailedSOPSequence
@@ -77,6 +79,8 @@ FAILURE_REASON = "00081197"
 
 INSTANCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 FRAMES_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+# Answers to a frames request meaning "not in the stored syntax", not "archive down".
+FRAMES_REFUSED = {406, 415, 500, 501}
 LOOKUP_BATCH = 40  # SOPInstanceUIDs per QIDO-RS lookup: keeps the URL under 4 kB
 STOW_BATCH_FILES = 50
 STOW_BATCH_BYTES = 64 * 1024 * 1024
@@ -336,7 +340,11 @@ class DicomWebArchive(Archive):
             action=action,
             headers={"Accept": FRAMES_ACCEPT},
         )
-        if response.status_code == 406:
+        if response.status_code in FRAMES_REFUSED:
+            # The archive will not cut these frames as stored: Orthanc 1.10 answers 500 to
+            # ``transfer-syntax=*`` for Explicit VR Big Endian instances.
+            # The instance itself comes back as stored; the frames are cut from it here.
+            # Should the archive really be failing, that retrieval reports it (503).
             return self._frames_from_instance(study_uid, series_uid, sop_uid, numbers)
         if response.status_code == 400:
             # Orthanc's answer to a frame beyond the last one, or to an instance without

@@ -76,6 +76,9 @@ def decode_frames(data: bytes, frame_numbers: list[int]) -> tuple[dict, list[byt
     """
     ds = pydicom.dcmread(io.BytesIO(data))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    for number in frame_numbers:
+        if not 1 <= number <= frames:
+            raise IndexError(f"frame {number} of {frames}")
     array = ds.pixel_array
     description = {
         "rows": int(ds.Rows),
@@ -121,6 +124,10 @@ def to_explicit_little_endian(data: bytes) -> bytes:
                 np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
             )
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.preamble = ds.preamble or b"\x00" * 128  # a Part 10 file (PS3.10 §7.1), always
     output = io.BytesIO()
-    ds.save_as(output, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    # pydicom's save_as refuses to change the byte order of a dataset read big endian:
+    # dcmwrite with force_encoding re-encodes every element (values are already decoded).
+    # The preamble and File Meta Information read with the file are written back.
+    pydicom.dcmwrite(output, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return output.getvalue()

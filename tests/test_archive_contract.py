@@ -27,7 +27,7 @@ from pydicom.pixels.encoders import (
     JPEGLSLosslessEncoder,
     RLELosslessEncoder,
 )
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 
 from imaging.archive import (
     ArchiveError,
@@ -480,6 +480,38 @@ def test_frames_of_a_native_multiframe_instance_are_its_exact_bytes(archive):
         ds.PixelData[frame_size : 2 * frame_size],
         ds.PixelData[4 * frame_size : 5 * frame_size],
     ]
+
+
+def big_endian_multiframe() -> tuple[Dataset, bytes]:
+    """A 16-bit, 3-frame instance in Explicit VR Big Endian (retired, PS3.5 A.3, but still
+    sent by old modalities), and its Part 10 file."""
+    ds = multiframe()
+    ds.NumberOfFrames = 3
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    pixels = np.arange(3 * 64 * 64, dtype=np.uint16).reshape(3, 64, 64) * 7 % 4096
+    ds.PixelData = pixels.astype(">u2").tobytes()
+    ds["PixelData"].VR = "OW"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    return ds, buffer.getvalue()
+
+
+def test_frames_of_a_big_endian_instance_are_its_stored_bytes(archive):
+    """Orthanc refuses these frames as stored (500 to ``transfer-syntax=*``): the archive
+    still answers them, cut from the stored instance, never as "unavailable"."""
+    ds, stored = big_endian_multiframe()
+    archive.store([stored])
+    study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    frame_size = 64 * 64 * 2
+
+    frames = archive.retrieve_frames(study, series, sop, [1, 3])
+
+    assert frames.transfer_syntax_uid == ExplicitVRBigEndian
+    assert frames.frames == [ds.PixelData[:frame_size], ds.PixelData[2 * frame_size :]]
+    assert archive.retrieve_instance(study, series, sop) == stored
+    with pytest.raises(ArchiveNotFound):
+        archive.retrieve_frames(study, series, sop, [4])
 
 
 COMPRESSIONS = [

@@ -57,6 +57,7 @@ pytestmark = [
 
 DICOM_JSON = "application/dicom+json"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -967,3 +968,44 @@ def test_a_series_is_rendered_image_by_image(portal, world, reported_ct):
         portal.url + dicomweb_path(study, REPORT_SERIES, tail="/rendered"), timeout=HTTP_TIMEOUT
     )
     assert report.status_code == 404
+
+
+def big_endian_ct(world) -> tuple[Imaged, np.ndarray]:
+    """A slice of Jeanne Dupont in Explicit VR Big Endian, as an old modality sends it."""
+    ds = pydicom.dcmread(
+        io.BytesIO(ct_files(world.patient, key="conformance-big-endian", slices=1, size=64)[0])
+    )
+    pixels = ds.pixel_array.copy()
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">")).tobytes()
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_BE
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    return ingested(world.patient, by=world.oncologist.user, files=[buffer.getvalue()]), pixels
+
+
+def test_a_big_endian_instance_is_served_converted_or_as_stored(portal, world):
+    imaged, pixels = big_endian_ct(world)
+    viewer = portal.signed_in(world.gp.user, csrf=False)
+    instance = [imaged.study_uid, imaged.series_uid, imaged.sop_uid]
+
+    # The default syntax: converted to Explicit VR Little Endian, the same pixels.
+    converted = viewer.client.retrieve_instance(*instance, media_types=("application/dicom",))
+    assert converted.file_meta.TransferSyntaxUID == EXPLICIT_LE
+    assert np.array_equal(converted.pixel_array, pixels)
+    # As stored, byte for byte.
+    viewer.client.retrieve_instance(*instance, media_types=(("application/dicom", "*"),))
+    ((_type, parameters),) = part_types(viewer.answer)
+    assert parameters == {"transfer-syntax": EXPLICIT_BE}
+    # Frames: decoded to little endian for a viewer without a big-endian reader...
+    (frame,) = viewer.client.retrieve_instance_frames(
+        *instance, [1], media_types=(("application/octet-stream", EXPLICIT_LE),)
+    )
+    assert np.array_equal(np.frombuffer(frame, dtype="<u2").reshape(64, 64), pixels)
+    # ...and as stored for one that asks for any syntax.
+    (frame,) = viewer.client.retrieve_instance_frames(
+        *instance, [1], media_types=(("application/octet-stream", "*"),)
+    )
+    assert media_type(viewer.answer)[1]["transfer-syntax"] == EXPLICIT_BE
+    assert frame == imaged.dataset().PixelData
+    rendered = viewer.client.retrieve_instance_rendered(*instance, media_types=("image/png",))
+    assert rendered.startswith(PNG_SIGNATURE)
