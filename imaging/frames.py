@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.core.cache import caches
 
 from imaging import dicom
-from imaging.archive import get_archive
+from imaging.archive import ArchiveNotFound, Frames, get_archive
 from imaging.grants import frame_key, remember_membership, syntax_key
 from imaging.render import decode_frames
 from imaging.sandbox import run_limited
@@ -104,7 +104,10 @@ def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> 
         hits = cache.get_many(keys)
         if len(hits) == len(keys):
             return target, [hits[key] for key in keys]
-    native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
+    try:
+        native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
+    except ArchiveNotFound:
+        native = _unaligned_bit_frames(study_uid, series_uid, sop_uid, numbers)
     _read_ahead(study_uid, series_uid)
     stored = native.transfer_syntax_uid
     cache.set(syntax_key(study_uid, series_uid, sop_uid), stored, timeout=None)
@@ -125,6 +128,30 @@ def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> 
         }
     )
     return target, frames
+
+
+def _unaligned_bit_frames(study_uid, series_uid, sop_uid, numbers: list[int]) -> Frames:
+    """Frames of 1-bit native pixel data whose frames do not start on a byte (PS3.5
+    §8.1.1: a 10x10 mask frame is 100 bits), each bit-packed from a byte boundary as a
+    frame of its own (PS3.18 §8.7.3.3.2).
+
+    Neither archive cuts such frames (they are not a run of whole bytes in the stored
+    value, and Orthanc answers "Bad file format"): they are decoded from the instance.
+    Anything else the archive did not find stays not found.
+    """
+    archive = get_archive()
+    data = archive.retrieve_instance(study_uid, series_uid, sop_uid)
+    ds = dicom.read_header(data)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if (
+        int(ds.get("BitsAllocated", 0) or 0) != 1
+        or syntax not in NATIVE_SYNTAXES
+        or not all(1 <= number <= count for number in numbers)
+    ):
+        raise ArchiveNotFound(f"frames {numbers} of instance {sop_uid}")
+    _description, frames = run_limited(decode_frames, data, numbers, timeout=60)
+    return Frames(syntax, frames)
 
 
 def _read_ahead(study_uid: str, series_uid: str) -> None:
@@ -162,7 +189,10 @@ def warm_series(study_uid: str, series_uid: str) -> int:
             keys = [frame_key(study_uid, series_uid, sop_uid, n, served) for n in numbers]
             if len(cache.get_many(keys)) == count:
                 continue
-        native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
+        try:
+            native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
+        except ArchiveNotFound:
+            continue  # deleted meanwhile, or 1-bit frames off byte boundaries: asked alone
         cache.set(syntax_key(study_uid, series_uid, sop_uid), native.transfer_syntax_uid, None)
         served = _served_as(native.transfer_syntax_uid)
         cache.set_many(

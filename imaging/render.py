@@ -10,7 +10,7 @@ import io
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, pack_bits
 
 
 def _monochrome_to_8bit(ds, pixels, window: tuple[float, float] | None) -> np.ndarray:
@@ -70,6 +70,11 @@ def render_png(
 def decode_frames(data: bytes, frame_numbers: list[int]) -> tuple[dict, list[bytes]]:
     """Frames decoded to native little-endian bytes (PS3.5 §8.1.1), and their description.
 
+    1-bit pixels (Bits Allocated 1, masks and overlays stored as images) are bit-packed
+    again, each frame from a byte boundary, as native pixel data holds them (PS3.5 §8.1.1;
+    PS3.18 §8.7.3.3.2): ``pixel_array`` unpacks them to one byte per pixel, which a client
+    reading 1-bit frames would take for eight times as many pixels.
+
     The description (rows, columns, samples, bits allocated, photometric
     interpretation) is what the pixel data now means: decoders may change the colour
     space (YBR to RGB) or the bit depth.
@@ -92,6 +97,9 @@ def decode_frames(data: bytes, frame_numbers: list[int]) -> tuple[dict, list[byt
     result = []
     for number in frame_numbers:
         frame = array[number - 1] if frames > 1 else array
+        if description["bits_allocated"] == 1:
+            result.append(pack_bits(frame, pad=False))
+            continue
         result.append(np.ascontiguousarray(frame).astype(frame.dtype.newbyteorder("<")).tobytes())
     return description, result
 
@@ -120,9 +128,12 @@ def to_explicit_little_endian(data: bytes) -> bytes:
             ds.decompress(generate_instance_uid=False)
         elif not ds.file_meta.TransferSyntaxUID.is_little_endian:
             array = ds.pixel_array
-            ds.PixelData = (
-                np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-            )
+            if int(ds.BitsAllocated) == 1:
+                ds.PixelData = pack_bits(array)  # 1-bit data stays bit-packed (PS3.5 §8.1.1)
+            else:
+                ds.PixelData = (
+                    np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+                )
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.preamble = ds.preamble or b"\x00" * 128  # a Part 10 file (PS3.10 §7.1), always
     output = io.BytesIO()

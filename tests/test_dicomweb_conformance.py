@@ -37,6 +37,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels import pack_bits, unpack_bits
 
 from imaging.archive import get_archive
 from imaging.models import IngestItem, Instance, Study, ViewerToken
@@ -58,6 +59,7 @@ pytestmark = [
 DICOM_JSON = "application/dicom+json"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -970,6 +972,52 @@ def test_a_series_is_rendered_image_by_image(portal, world, reported_ct):
     assert report.status_code == 404
 
 
+SINGLE_BIT_SC = "1.2.840.10008.5.1.4.1.1.7.1"  # Multi-frame Single Bit Secondary Capture
+
+
+def bitmap(world, *, frames: int = 2, size: int = 16) -> tuple[Dataset, np.ndarray]:
+    """A 1-bit mask of Jeanne Dupont (Bits Allocated 1), ``frames`` frames, and its pixels."""
+    ds = pydicom.dcmread(io.BytesIO(ct_files(world.patient, key="conformance-bitmap", slices=1)[0]))
+    for keyword in [element.keyword for element in ds if element.tag.group in (0x0028, 0x7FE0)]:
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SINGLE_BIT_SC
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("conformance-bitmap", "sop")
+    ds.Modality = "OT"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = ds.PixelRepresentation = 0
+    ds.NumberOfFrames = frames
+    pixels = (np.indices((frames, size, size)).sum(axis=0) % 3 == 0).astype(np.uint8)
+    ds.add_new(0x7FE00010, "OB", pack_bits(pixels))
+    return ds, pixels
+
+
+def test_one_bit_frames_come_bit_packed_as_stored(portal, world):
+    ds, pixels = bitmap(world)
+    imaged = ingested(world.patient, by=world.oncologist.user, files=[part10(ds)])
+    viewer = portal.with_token(token_for(world.gp.user, imaged.record))
+    frame_bytes = 16 * 16 // 8  # 32 bytes a frame, one bit a pixel (PS3.5 §8.1.1)
+    instance = [imaged.study_uid, imaged.series_uid, imaged.sop_uid]
+
+    for syntax in (EXPLICIT_LE, "*"):
+        frames = viewer.client.retrieve_instance_frames(
+            *instance, [1, 2], media_types=(("application/octet-stream", syntax),)
+        )
+        assert [len(frame) for frame in frames] == [frame_bytes, frame_bytes], syntax
+        assert b"".join(frames) == ds.PixelData, syntax
+        for number, frame in enumerate(frames):
+            unpacked = unpack_bits(frame)[: 16 * 16].reshape(16, 16)
+            assert np.array_equal(unpacked, pixels[number]), (syntax, number)
+    # The Pixel Data as the metadata points at it: the same packed bytes.
+    metadata = viewer.client.retrieve_instance_metadata(*instance)
+    assert metadata["7FE00010"]["vr"] == "OB"
+    bulk = viewer.client.retrieve_bulkdata(
+        portal.url + urlparse(metadata["7FE00010"]["BulkDataURI"]).path
+    )
+    assert b"".join(bulk) == ds.PixelData
+
+
 def big_endian_ct(world) -> tuple[Imaged, np.ndarray]:
     """A slice of Jeanne Dupont in Explicit VR Big Endian, as an old modality sends it."""
     ds = pydicom.dcmread(
@@ -1009,3 +1057,40 @@ def test_a_big_endian_instance_is_served_converted_or_as_stored(portal, world):
     assert frame == imaged.dataset().PixelData
     rendered = viewer.client.retrieve_instance_rendered(*instance, media_types=("image/png",))
     assert rendered.startswith(PNG_SIGNATURE)
+
+
+def test_one_bit_frames_decoded_from_another_syntax_stay_bit_packed(portal, world):
+    ds, pixels = bitmap(world, frames=1)
+    # Deflated Explicit VR Little Endian (PS3.5 A.5): the frames must be decoded to serve them.
+    ds.file_meta.TransferSyntaxUID = DEFLATED_LE
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    imaged = ingested(world.patient, by=world.oncologist.user, files=[buffer.getvalue()])
+    viewer = portal.signed_in(world.gp.user, csrf=False)
+
+    (frame,) = viewer.client.retrieve_instance_frames(
+        imaged.study_uid,
+        imaged.series_uid,
+        imaged.sop_uid,
+        [1],
+        media_types=(("application/octet-stream", EXPLICIT_LE),),
+    )
+    assert len(frame) == 16 * 16 // 8
+    assert np.array_equal(unpack_bits(frame).reshape(16, 16), pixels[0])
+
+
+def test_one_bit_frames_not_on_a_byte_boundary_are_packed_each_from_a_byte(portal, world):
+    # 10x10 pixels: 100 bits a frame, so frame 2 starts in the middle of a byte.
+    ds, pixels = bitmap(world, frames=3, size=10)
+    imaged = ingested(world.patient, by=world.oncologist.user, files=[part10(ds)])
+    viewer = portal.signed_in(world.gp.user, csrf=False)
+    instance = [imaged.study_uid, imaged.series_uid, imaged.sop_uid]
+
+    frames = viewer.client.retrieve_instance_frames(
+        *instance, [2, 3], media_types=(("application/octet-stream", "*"),)
+    )
+    assert [len(frame) for frame in frames] == [13, 13]  # 100 bits, padded to 13 bytes
+    for frame, expected in zip(frames, pixels[1:], strict=True):
+        assert np.array_equal(unpack_bits(frame)[:100].reshape(10, 10), expected)
+    beyond = refusal(viewer.client.retrieve_instance_frames, *instance, [4])
+    assert beyond.status_code == 400
