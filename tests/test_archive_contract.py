@@ -22,6 +22,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import pack_bits
 from pydicom.pixels.encoders import (
     JPEG2000LosslessEncoder,
     JPEGLSLosslessEncoder,
@@ -512,6 +513,25 @@ def test_frames_of_a_big_endian_instance_are_its_stored_bytes(archive):
     assert archive.retrieve_instance(study, series, sop) == stored
     with pytest.raises(ArchiveNotFound):
         archive.retrieve_frames(study, series, sop, [4])
+
+
+def test_frames_of_a_one_bit_instance_are_bit_packed_as_stored(archive):
+    """Bits Allocated 1 (PS3.5 §8.1.1): a 16x16 frame is 32 bytes, never 256."""
+    ds = multiframe()
+    ds.NumberOfFrames = 3
+    ds.Rows = ds.Columns = 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    pixels = (np.indices((3, 16, 16)).sum(axis=0) % 3 == 0).astype(np.uint8)
+    ds.PixelData = pack_bits(pixels)
+    ds["PixelData"].VR = "OB"
+    archive.store([part10(ds)])
+
+    frames = archive.retrieve_frames(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, [1, 3]
+    )
+
+    assert frames.transfer_syntax_uid == ExplicitVRLittleEndian
+    assert frames.frames == [ds.PixelData[:32], ds.PixelData[64:]]
 
 
 COMPRESSIONS = [

@@ -1094,3 +1094,36 @@ def test_one_bit_frames_not_on_a_byte_boundary_are_packed_each_from_a_byte(porta
         assert np.array_equal(unpack_bits(frame)[:100].reshape(10, 10), expected)
     beyond = refusal(viewer.client.retrieve_instance_frames, *instance, [4])
     assert beyond.status_code == 400
+
+
+def test_the_portal_answers_as_orthanc_itself_does(portal, world, reported_ct, archive):
+    """Side by side with the archive's own DICOMweb (the Orthanc run): the same study
+    counts, the same 400 for a frame past the last, a rendered series for both."""
+    if archive is None:
+        pytest.skip("a comparison with Orthanc's own answers")
+    viewer = portal.with_token(token_for(world.gp.user, reported_ct.record))
+    direct = DICOMwebClient(url=archive.url, timeout=HTTP_TIMEOUT)
+    direct.set_http_retry_params(retry=False)
+    study, series, sop = reported_ct.study_uid, reported_ct.series_uid, reported_ct.sop_uid
+    counts = ("00201206", "00201208", "00080061")
+
+    (ours,) = viewer.client.search_for_studies(search_filters={"StudyInstanceUID": study})
+    (theirs,) = direct.search_for_studies(
+        search_filters={"StudyInstanceUID": study}, fields=["00201206", "00201208", "00080061"]
+    )
+    assert {tag: ours[tag]["Value"] for tag in counts} == {
+        tag: sorted(theirs[tag]["Value"]) if tag == "00080061" else theirs[tag]["Value"]
+        for tag in counts
+    }
+    # Orthanc pages in its own order (the portal's is by instance number): the sizes agree.
+    for limit, offset in ((2, 1), (10, 3), (1, 4)):
+        ours = viewer.client.search_for_instances(study, limit=limit, offset=offset)
+        theirs = direct.search_for_instances(study, limit=limit, offset=offset)
+        assert len(ours) == len(theirs), (limit, offset)
+    ours = refusal(viewer.client.retrieve_instance_frames, study, series, sop, [2])
+    theirs = refusal(direct.retrieve_instance_frames, study, series, sop, [2])
+    assert ours.status_code == theirs.status_code == 400
+    viewer.client.retrieve_series_rendered(study, series)
+    direct.retrieve_series_rendered(study, series)
+    assert "7FE00010" in viewer.client.retrieve_instance_metadata(study, series, sop)
+    assert "7FE00010" in direct.retrieve_instance_metadata(study, series, sop)
