@@ -45,6 +45,7 @@ from imaging.grants import (
     frame_parts,
     frames_content_type,
     max_answer_bytes,
+    max_frames,
     membership_known,
     parse_frame_list,
     remember_fast_grant,
@@ -874,6 +875,9 @@ def rendered_series(request, caller, study_uid, series_uid):
     ]
     if not images:
         raise ArchiveNotFound(series_uid)
+    if len(images) > max_frames():
+        # Each image is decoded and rendered: a long series is asked for image by image.
+        return _problem(413, f"more than {max_frames()} images: render them one at a time")
     _audit_access(caller, study, "rendered")
     size, window = _viewport(request, None), _window(request)
 

@@ -951,7 +951,7 @@ def test_the_pixel_data_bulk_data_uri_gives_the_stored_pixels(portal, world, rep
     assert refusal(outsider.client.retrieve_bulkdata, portal.url + path).status_code == 404
 
 
-def test_a_series_is_rendered_image_by_image(portal, world, reported_ct):
+def test_a_series_is_rendered_image_by_image(portal, world, reported_ct, settings):
     viewer = portal.with_token(token_for(world.gp.user, reported_ct.record))
     study, series = reported_ct.study_uid, reported_ct.series_uid
 
@@ -970,6 +970,12 @@ def test_a_series_is_rendered_image_by_image(portal, world, reported_ct):
         portal.url + dicomweb_path(study, REPORT_SERIES, tail="/rendered"), timeout=HTTP_TIMEOUT
     )
     assert report.status_code == 404
+    # A series longer than a frames request may be is not rendered in one answer.
+    settings.DICOMWEB_MAX_FRAMES_PER_REQUEST = 2
+    too_long = viewer.session.get(
+        portal.url + dicomweb_path(study, series, tail="/rendered"), timeout=HTTP_TIMEOUT
+    )
+    assert too_long.status_code == 413
 
 
 SINGLE_BIT_SC = "1.2.840.10008.5.1.4.1.1.7.1"  # Multi-frame Single Bit Secondary Capture
