@@ -120,9 +120,11 @@ class _ArchiveSession(requests.Session):
             if not _stale_connection(error):
                 raise
             # A kept-alive connection the archive closed while idle (Orthanc's keep-alive
-            # timeout) fails the first request sent on it, before the archive read a byte
-            # of it. urllib3 drops the dead connection: one retry goes out on a fresh one.
-            # Only once: a second failure is the archive's, and is reported as such.
+            # timeout) fails the first request sent on it, unanswered. urllib3 drops the
+            # dead connection: one retry goes out on a fresh one. Every request the portal
+            # sends may go twice: searches and retrievals read, and a STOW of instances
+            # already stored is answered as stored (duplicates are kept once). Only once:
+            # a second failure is the archive's, and is reported as such.
             return super().send(request, **kwargs)
 
 
