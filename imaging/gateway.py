@@ -7,7 +7,9 @@ associations (PS3.8), in TLS when configured (PS3.15 B.1). Only the calling AE t
 establishment declared (imaging.models.CallingAETitle) may associate; the others are
 rejected at association (A-ASSOCIATE-RJ, PS3.8 §9.3.4: rejected-permanent, service-user,
 calling AE title not recognised) and audited. Every received instance goes through the
-ingest of uploads and STOW-RS (imaging.services.ingest_from_establishment), stored as sent.
+ingest of uploads and STOW-RS (imaging.services.ingest_from_establishment), stored as sent:
+the first of each study before its C-STORE answer, the next ones in batches by the
+association's worker, the A-RELEASE answered once all are ingested (on_store).
 Queries and retrieves answer from the portal's index within the calling establishment's
 scope (imaging/gateway_query.py); C-MOVE sends only to the caller's own declared PACS, with
 the presentation contexts and archived datasets of imaging/dicom_send.py.

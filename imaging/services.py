@@ -471,7 +471,7 @@ def ingest_parsed(
     designate, by its IPP, a patient ``may_attach(patient)`` accepts. Returns the ids of
     the studies touched. Raises ArchiveUnavailable when the archive fails: results not
     yet decided stay WAITING. ``announce=False`` leaves the import audit and thumbnail to
-    the caller (ingest_announce), which ingests one instance at a time (C-STORE).
+    the caller (ingest_announce), which ingests piecewise (C-STORE, in batches).
     """
     archive = get_archive()
     touched: set[int] = set()
