@@ -861,7 +861,7 @@ def _frame_count(study_uid, series_uid, sop_uid) -> int:
 
 @dicomweb_endpoint
 def rendered_series(request, caller, study_uid, series_uid):
-    """Rendered Series (PS3.18 §10.4.1.1.3): every image of the series, rendered, in one
+    """Rendered Series (PS3.18 §10.4.1.1.4): every image of the series, rendered, in one
     ``multipart/related`` answer, in the order of a series search; instances without
     pixels (a report) are left out, as there is nothing to render."""
     study = _study(request, caller, study_uid)
