@@ -8,15 +8,34 @@ import uuid
 import pytest
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
+from channels.layers import channel_layers
 from django.conf import settings as django_settings
 from django.db.backends import utils as db_utils
 
 from tests.test_review_consumer import LENGTH, _join, _member, _view, room
-from tests.test_websocket import channel_layer
 
-__all__ = ["channel_layer", "room"]  # fixtures, imported for their parameters
+__all__ = ["room"]  # a fixture
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(params=["memory", "redis", "pubsub"])
+def channel_layer(request, settings):
+    """As tests/test_websocket.py's, and channels_redis's publish/subscribe layer too (one
+    Redis message per group send, fanned out in each process: benchmarks/bench_review.py)."""
+    backends = {
+        "memory": "channels.layers.InMemoryChannelLayer",
+        "redis": "channels_redis.core.RedisChannelLayer",
+        "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    }
+    layer = {"BACKEND": backends[request.param]}
+    if request.param != "memory":
+        url = request.getfixturevalue("redis_url")
+        layer["CONFIG"] = {"hosts": [url], "prefix": f"mirc-test-{uuid.uuid4().hex[:8]}"}
+    settings.CHANNEL_LAYERS = {"default": layer}
+    channel_layers.backends = {}  # the registry keeps backends built from earlier settings
+    yield request.param
+    channel_layers.backends = {}
 
 
 @pytest.fixture(params=["locmem", "redis"])
