@@ -124,9 +124,10 @@ class DicomOrthanc(Orthanc):
 class GatewayProcess:
     """``manage.py dicom_gateway`` on a free loopback port, with its own environment."""
 
-    def __init__(self, name: str, env: dict, tmp: Path):
+    def __init__(self, name: str, env: dict, tmp: Path, ingest_workers: int = 0):
         self.name = name
         self.env = env
+        self.ingest_workers = ingest_workers
         self.port = free_port()
         self.log = tmp / f"gateway-{name}.log"
         self.process: subprocess.Popen | None = None
@@ -135,7 +136,7 @@ class GatewayProcess:
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
                 [PYTHON, "manage.py", "dicom_gateway", "--host", "127.0.0.1"]
-                + ["--port", str(self.port)],
+                + ["--port", str(self.port), "--ingest-workers", str(self.ingest_workers)],
                 cwd=PROJECT,
                 env=self.env,
                 stdout=out,
@@ -349,6 +350,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--nagle", action="store_true", help="leave dcmtk's TCP_NODELAY unset (see above)"
     )
+    parser.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=0,
+        help="the gateways' ingest processes (manage.py dicom_gateway --ingest-workers)",
+    )
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -397,8 +404,8 @@ def main(argv=None) -> int:
 
         embedded_env = {**base, "ARCHIVE_URL": "", "ARCHIVE_ROOT": str(tmp / "embedded")}
         gateways = [
-            GatewayProcess("orthanc-archive", base, tmp),
-            GatewayProcess("embedded-archive", embedded_env, tmp),
+            GatewayProcess("orthanc-archive", base, tmp, args.ingest_workers),
+            GatewayProcess("embedded-archive", embedded_env, tmp, args.ingest_workers),
         ]
         for gateway in gateways:
             gateway.start()
@@ -467,6 +474,7 @@ def main(argv=None) -> int:
             "configuration": {
                 "rounds": args.rounds,
                 "slices": args.slices,
+                "ingest_workers": args.ingest_workers,
                 "instance_bytes": len(series.files[0]),
                 "database": database.vendor,
                 "patient": f"{IPP} ({ISSUER})",

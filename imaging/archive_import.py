@@ -31,7 +31,6 @@ import logging
 import multiprocessing
 import os
 import queue
-import signal
 import sqlite3
 import sys
 import time
@@ -47,6 +46,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from imaging.archive import ArchiveUnavailable
+from imaging.ingest_pool import after_fork, worker_for
 from imaging.models import IngestItem
 from imaging.services import ingest_announce, ingest_from_establishment
 from imaging.validation import UploadedFile
@@ -278,9 +278,19 @@ def _study_uid_of(data_or_path) -> str:
 
 
 def ingest_chunk(
-    paths: list[str], *, establishment: Establishment, actor: Actor
+    paths: list[str],
+    *,
+    establishment: Establishment,
+    actor: Actor,
+    private: bool = False,
+    verdicts: dict | None = None,
 ) -> list[FileOutcome]:
     """Read ``paths`` and ingest them as ``establishment`` sends them; one outcome per path.
+
+    ``private``: the files are the caller's own and do not change (the gateway's spool),
+    so the sandbox child may read them from disk rather than receive their bytes; an
+    establishment's archive being imported could change between the two reads. Private
+    files may come with their sandboxed checks' ``verdicts`` (path -> validation.file_verdicts).
 
     Raises ArchiveUnavailable (nothing of the chunk is decided then).
     """
@@ -293,7 +303,11 @@ def ingest_chunk(
                 outcomes[path] = FileOutcome(path, IngestItem.Status.REJECTED, _("file too large"))
                 continue
             with open(path, "rb") as stream:
-                uploads.append(UploadedFile(path, stream.read()))
+                data = stream.read()
+            upload = UploadedFile(path, data, path if private else "")
+            if private and verdicts is not None and path in verdicts:
+                upload.verdict, upload.checked = verdicts[path], True
+            uploads.append(upload)
         except OSError as error:
             outcomes[path] = FileOutcome(
                 path,
@@ -343,34 +357,9 @@ def _ingest(uploads, establishment, actor) -> list:
 
 # --- Worker processes ----------------------------------------------------------------------------
 
-_INHERITED_POOLS: list = []  # the parent's connection pools, kept (never closed) in a worker
-
-
-def _after_fork() -> None:
-    """A forked worker gets its own database connections and sandbox fork server.
-
-    The parent's sockets (database connections, a PostgreSQL pool) are shared with the child
-    after fork: they are kept referenced, never used nor closed here (closing would end the
-    parent's session), and new ones are opened. The sandbox's fork server belongs to the
-    parent: the worker starts its own (imaging.sandbox).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    for alias in connections:
-        connection = connections[alias]
-        _INHERITED_POOLS.append(connection.connection)
-        connection.connection = None
-        pools = getattr(type(connection), "_connection_pools", None)
-        if pools:
-            _INHERITED_POOLS.append(dict(pools))
-            pools.clear()
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver
-    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
-
 
 def _worker(establishment_pk: int, tasks, results, parent_pid: int) -> None:
-    _after_fork()
+    after_fork()
     establishment = Establishment.objects.get(pk=establishment_pk)
     actor = import_actor(establishment)
     try:
@@ -710,7 +699,7 @@ def _run_workers(run, paths, establishment, workers, after_chunk) -> None:
     try:
         for path in paths:
             study_uid = _study_uid_of(path)
-            worker = hash(study_uid) % workers if study_uid else next_id % workers
+            worker = worker_for(study_uid, workers, fallback=next_id)
             buffers[worker].append(path)
             if len(buffers[worker]) >= CHUNK_FILES:
                 send(worker)

@@ -8,6 +8,7 @@ their header.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ class Rejected(Exception):
 class UploadedFile:
     name: str
     data: bytes
+    # Where the same bytes are on disk, if they are (the gateway's spool): the sandbox
+    # child then reads them there instead of receiving them through a pipe.
+    path: str = ""
+    # The sandboxed deep check's verdict when another process already ran it on ``path``
+    # (file_verdicts: None for sound, or (code, detail)), with ``checked``.
+    verdict: object = None
+    checked: bool = False
 
 
 @dataclass
@@ -142,11 +150,31 @@ CHECK_CHUNK_FILES = 64
 CHECK_CHUNK_BYTES = 256 * 1024**2
 
 
-def _verdicts(files: list[bytes]) -> list:
-    """Deep checks in a sandboxed child; a chunk that kills its child is retried file by file."""
+def check_paths(paths: list[str]) -> list:
+    """In a sandbox child: the deep checks of files read from disk (dicom_checks.check_files);
+    the parent sends their paths, not tens of megabytes pickled through a pipe."""
+    from imaging.dicom_checks import check_files
+
+    files = []
+    for path in paths:
+        with open(path, "rb") as stream:
+            files.append(stream.read())
+    return check_files(files)
+
+
+def _verdicts(files: list) -> list:
+    """Deep checks in a sandboxed child; a chunk that kills its child is retried file by file.
+
+    ``files``: the bytes of each file, or (when all are on disk) their paths (check_paths).
+    """
     from imaging.dicom_checks import check_files
     from imaging.sandbox import DecodeError, run_limited
 
+    if files and all(isinstance(item, str) for item in files):
+        check_files = check_paths  # noqa: F811 - the same checks, read by the child
+        sizes = [os.path.getsize(path) for path in files]
+    else:
+        sizes = [len(data) for data in files]
     verdicts, chunk, size = [], [], 0
 
     def flush():
@@ -163,27 +191,40 @@ def _verdicts(files: list[bytes]) -> list:
                     verdicts.append(("unreadable", ""))
         chunk, size = [], 0
 
-    for data in files:
-        if len(chunk) >= CHECK_CHUNK_FILES or size + len(data) > CHECK_CHUNK_BYTES:
+    for data, length in zip(files, sizes, strict=True):
+        if len(chunk) >= CHECK_CHUNK_FILES or size + length > CHECK_CHUNK_BYTES:
             flush()
         chunk.append(data)
-        size += len(data)
+        size += length
     flush()
     return verdicts
+
+
+def file_verdicts(paths: list[str]) -> list:
+    """The sandboxed deep checks of private files on disk, for a later parse_dicom_files of
+    the same files (UploadedFile.checked): the gateway checks one batch while its ingest
+    process stores the one before."""
+    return _verdicts(list(paths))
 
 
 def parse_dicom_files(uploads: list[UploadedFile]) -> list[ParsedFile | Rejected]:
     """Check and parse uploaded files: a ParsedFile, or Rejected with its reason, each."""
     max_file = settings.INGEST_MAX_FILE_BYTES
     results: list = [None] * len(uploads)
-    to_check = []
+    to_check, known = [], {}
     for index, upload in enumerate(uploads):
         if len(upload.data) > max_file:
             results[index] = Rejected(_("file too large"))
+        elif upload.checked:
+            known[index] = upload.verdict
         else:
             to_check.append(index)
-    verdicts = _verdicts([uploads[index].data for index in to_check])
-    for index, verdict in zip(to_check, verdicts, strict=True):
+    on_disk = all(uploads[index].path for index in to_check)
+    verdicts = _verdicts(
+        [uploads[index].path if on_disk else uploads[index].data for index in to_check]
+    )
+    checked = sorted([*zip(to_check, verdicts, strict=True), *known.items()])
+    for index, verdict in checked:
         upload = uploads[index]
         if verdict is not None:
             results[index] = Rejected(_reason(*verdict))
