@@ -332,7 +332,7 @@ def request_cancel(*, request: Request, by: Actor, reason: str) -> Request:
             changes={"cancelled_at": timezone.now(), "cancel_reason": reason.strip()},
             note=reason.strip(),
         )
-        _close_review_room(request)
+        _close_review_room(request, by=by)
         if was_routed:
             notifications.request_cancelled(request)
     return request
@@ -428,7 +428,7 @@ def request_decline(*, request: Request, by: Actor, reason: str, to: str) -> Req
                 changes={"decline_reason": reason},
                 note=reason,
             )
-        _close_review_room(request)
+        _close_review_room(request, by=by)
         notifications.request_declined(request, to=to, by=by.user)
     return request
 
@@ -632,7 +632,7 @@ def report_sign_and_send(*, request: Request, by: Actor, revision: int) -> Repor
         report.refresh_from_db()
         _move(request, State.ANSWERED, by=by, action=Action.ANSWERED, changes={"answered_at": now})
         acts_record(request=request, on=now)
-        _close_review_room(request)
+        _close_review_room(request, by=by)
         from expertise.pdf import request_report_pdf
 
         request_report_pdf(report=report)
@@ -853,9 +853,11 @@ def review_start(*, request: Request, study, by: Actor):
     return room
 
 
-def _close_review_room(request: Request) -> None:
+def _close_review_room(request: Request, *, by: Actor) -> None:
+    """The request ends: its review room closes as any room does (imaging.review), so that
+    whoever is still in it is put out and nobody presents from a stale copy of the room."""
     from imaging.models import ReviewRoom
+    from imaging.review import review_room_close
 
-    ReviewRoom.objects.filter(expertise_request=request, closed_at__isnull=True).update(
-        closed_at=timezone.now(), presenter=None
-    )
+    for room in ReviewRoom.objects.filter(expertise_request=request, closed_at__isnull=True):
+        review_room_close(room=room, by=by)

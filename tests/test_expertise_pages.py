@@ -205,6 +205,39 @@ def test_the_expert_opens_a_live_review_with_the_requester(tele):
     assert english(tele.gp.user).get(reverse("review-room", args=[room.pk])).status_code == 404
 
 
+def test_answering_the_request_puts_everyone_out_of_its_review_room(
+    tele, django_capture_on_commit_callbacks
+):
+    """The room closes as any room does: the presenter's copy the relay path trusts says
+    nobody presents any more, and every connection in the room is told to leave."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.core.cache import cache
+
+    from imaging import review
+
+    request = accepted_request(tele)
+    english(tele.teleradiologist.user).post(
+        reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
+    )
+    room = request.review_room
+    # The expert has taken control and presents.
+    type(room).objects.filter(pk=room.pk).update(presenter=tele.teleradiologist.user)
+    review.presenter_mirror_refresh(room.pk)
+    assert cache.get(review._key(room.pk, "presenter")) == tele.teleradiologist.user.pk
+    layer = get_channel_layer()
+    listener = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(review.room_group_name(room.pk), listener)
+
+    expert = Actor(user=tele.teleradiologist.user)
+    report = services.report_save(request=request, by=expert, revision=None, **REPORT)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.report_sign_and_send(request=request, by=expert, revision=report.revision)
+
+    assert cache.get(review._key(room.pk, "presenter")) == review.NOBODY
+    assert async_to_sync(layer.receive)(listener) == {"type": "review.closed"}
+
+
 def test_a_study_not_attached_to_the_request_cannot_be_reviewed(tele):
     other_ct = imaged_study(tele, key="other-ct")["study"]
     request = draft_request(tele, with_ct=False)
