@@ -475,17 +475,16 @@ def _audit_detail(establishment: Establishment, header: Header, **extra) -> dict
     }
 
 
-def _record_conflict(*, patient, identity, establishment, header, differing, matched_on, actor):
+def _record_conflict(
+    *, patient, incoming_traits, establishment, header, differing, matched_on, actor, reason
+):
+    """An identity conflict for the vigilance team, with its security-alert audit."""
     conflict = IdentityConflict.objects.create(
         patient=patient,
         source=IdentityConflictSource.IMPORT,
         establishment=establishment,
         matched_on=matched_on,
-        incoming_traits={
-            **identity.traits.normalized(),
-            "ipp": identity.ipp,
-            "ins": identity.ins_matricule,
-        },
+        incoming_traits=incoming_traits,
         differing_traits=differing,
     )
     audit.record(
@@ -495,9 +494,7 @@ def _record_conflict(*, patient, identity, establishment, header, differing, mat
         outcome=audit.AuditOutcome.MINOR_FAILURE,
         obj=conflict,
         patient=patient,
-        detail=_audit_detail(
-            establishment, header, reason="identity conflict", differing=differing
-        ),
+        detail=_audit_detail(establishment, header, reason=reason, differing=differing),
     )
     return conflict
 
@@ -577,12 +574,17 @@ def _apply_update(*, identity, establishment, header, actor) -> Result | None:
     if differing and not correctable:
         conflict = _record_conflict(
             patient=patient,
-            identity=identity,
+            incoming_traits={
+                **identity.traits.normalized(),
+                "ipp": identity.ipp,
+                "ins": identity.ins_matricule,
+            },
             establishment=establishment,
             header=header,
             differing=differing,
             matched_on="ipp",
             actor=actor,
+            reason="identity conflict",
         )
         return Result(ack="", ack_code="AA", patient=patient, conflict=conflict)
     changed = _update_patient(patient=patient, identity=identity, correct_traits=bool(correctable))
@@ -701,31 +703,21 @@ def _apply_identifier_change(*, message, establishment, header, actor) -> Result
 
 def _merge_conflict(*, source, target, establishment, header, actor, differing):
     """The two records disagree: kept apart, the survivor's conflict says with what."""
-    conflict = IdentityConflict.objects.create(
+    return _record_conflict(
         patient=target,
-        source=IdentityConflictSource.IMPORT,
-        establishment=establishment,
-        matched_on="merge",
         incoming_traits={
             **PatientTraits.of(source).normalized(),
             "ipp": ", ".join(source.identifiers.values_list("value", flat=True)),
             "ins": source.ins_matricule,
             "merged_patient": source.pk,
         },
-        differing_traits=differing,
-    )
-    audit.record(
+        establishment=establishment,
+        header=header,
+        differing=differing,
+        matched_on="merge",
         actor=actor,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        action=audit.AuditAction.EXECUTE,
-        outcome=audit.AuditOutcome.MINOR_FAILURE,
-        obj=conflict,
-        patient=target,
-        detail=_audit_detail(
-            establishment, header, reason="merge refused: identity conflict", differing=differing
-        ),
+        reason="merge refused: identity conflict",
     )
-    return conflict
 
 
 def _apply_merge(*, message, establishment, header, actor) -> Result:
