@@ -131,10 +131,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer, cache, Celery broker ----------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# channels_redis's publish/subscribe layer: a group send is one Redis message, received once
+# by each daphne process, where the review rooms fan it out to their own followers
+# (imaging/review_hub.py); the list layer ("lists") writes and pops it once per member, which
+# a board of 50 or 10 rooms at once cannot afford (issue 13, benchmarks/bench_review.py).
+CHANNEL_LAYER_KINDS = {
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "lists": "channels_redis.core.RedisChannelLayer",
+}
+CHANNEL_LAYER_KIND = env.str("CHANNEL_LAYER", default="pubsub")
+if CHANNEL_LAYER_KIND not in CHANNEL_LAYER_KINDS:
+    raise ImproperlyConfigured("CHANNEL_LAYER must be one of: pubsub, lists.")
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": CHANNEL_LAYER_KINDS[CHANNEL_LAYER_KIND],
             "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="mirc")},
         }
     }
