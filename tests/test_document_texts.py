@@ -50,7 +50,7 @@ def _compare(name: str, text: str) -> None:
     assert text == path.read_text(encoding="utf-8").rstrip("\n")
 
 
-def test_the_fiche_rcp_reads_as_before(board):
+def test_the_fiche_rcp_reads_as_before(board):  # noqa: F811
     assert timezone.now() == MOMENT
     text = rcp_text(rcp_stored(fiche(board.v2)))
     _compare("fiche", _without_ids(text))
