@@ -267,6 +267,12 @@ INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)
 INGEST_MAX_UPLOAD_BYTES = env.int("INGEST_MAX_UPLOAD_BYTES", default=4 * 1024**3)
 INGEST_MAX_ZIP_ENTRIES = env.int("INGEST_MAX_ZIP_ENTRIES", default=20_000)
 INGEST_MAX_ZIP_RATIO = env.int("INGEST_MAX_ZIP_RATIO", default=200)
+# Untrusted pixels are decoded in sandbox workers (imaging.sandbox): each process keeps this
+# many, each replaced after this many jobs (and after any crash, timeout or memory blow-up).
+SANDBOX_POOL_SIZE = env.int("SANDBOX_POOL_SIZE", default=2)
+SANDBOX_POOL_MAX_JOBS = env.int("SANDBOX_POOL_MAX_JOBS", default=200)
+if SANDBOX_POOL_SIZE < 1 or SANDBOX_POOL_MAX_JOBS < 1:
+    raise ImproperlyConfigured("SANDBOX_POOL_SIZE and SANDBOX_POOL_MAX_JOBS must be >= 1.")
 # A CT folder is hundreds of files; uploads stream to temporary files, not to memory.
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=5000)
 
