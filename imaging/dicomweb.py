@@ -38,6 +38,7 @@ from imaging.frames import (
     _frame_media_type,
     frames_for,
     parse_accept,
+    read_ahead,
 )
 from imaging.grants import (
     FrameListError,
@@ -50,6 +51,7 @@ from imaging.grants import (
     parse_frame_list,
     remember_fast_grant,
     remember_membership,
+    remember_memberships,
     rendered_key,
     too_large_message,
 )
@@ -593,7 +595,20 @@ def search_series(request, caller, study_uid):
     _audit_access(caller, study, "series search")
     query, ignored = _archive_query(request)
     results = get_archive().search_series(study_uid, query)
+    _opened(
+        request, caller, study, [dicom.json_value(item, "SeriesInstanceUID") for item in results]
+    )
     return _search_answer(request, results, study_uid, ignored)
+
+
+def _opened(request, caller: Caller, study: Study, series_uids) -> None:
+    """A viewer opens a study by its series and their metadata, then asks for every frame:
+    the caller, checked and audited, is granted the fast path now, and the series are read
+    ahead into the frame cache while the viewer lays out its stacks (never waited for)."""
+    _grant_fast_path(request, caller, study)
+    series_uids = [uid for uid in dict.fromkeys(series_uids) if uid]
+    if series_uids:
+        read_ahead(study.study_instance_uid, series_uids)
 
 
 @dicomweb_endpoint
@@ -621,6 +636,13 @@ def study_metadata(request, caller, study_uid, series_uid=None, sop_uid=None):
         metadata = [m for m in metadata if dicom.json_value(m, "SOPInstanceUID") == sop_uid]
     if not metadata:
         raise ArchiveNotFound(sop_uid or series_uid or study_uid)
+    members = [
+        (study_uid, dicom.json_value(m, "SeriesInstanceUID"), dicom.json_value(m, "SOPInstanceUID"))
+        for m in metadata
+    ]
+    # The archive's metadata of this study lists them: its index places them there.
+    remember_memberships([member for member in members if all(member)])
+    _opened(request, caller, study, [series for _study, series, _sop in members])
     return _json([_with_pixel_data_uri(request, _scrub(request, item)) for item in metadata])
 
 

@@ -356,7 +356,7 @@ class DicomWebArchive(Archive):
         parts = _multipart_parts(response, action)
         if len(parts) != len(numbers):
             raise ArchiveError(f"{action}: the archive answered {len(parts)} frames")
-        syntax = _transfer_syntax(parts[0].headers.get("content-type", "")) or _transfer_syntax(
+        syntax = transfer_syntax(parts[0].headers.get("content-type", "")) or transfer_syntax(
             response.headers.get("Content-Type", "")
         )
         if syntax is None:
@@ -630,7 +630,7 @@ def _stow_batches(files: list[tuple[int, str, bytes]]) -> Iterator[list[tuple[in
         yield batch
 
 
-def _transfer_syntax(content_type: str) -> str | None:
+def transfer_syntax(content_type: str) -> str | None:
     match = re.search(r"transfer-syntax\s*=\s*\"?([0-9.]+)", content_type, re.IGNORECASE)
     if match:
         return match.group(1)
@@ -660,16 +660,18 @@ def _orthanc_message(response: requests.Response) -> str:
 
 
 def _multipart_parts(response: requests.Response, action: str) -> list[_Part]:
+    return multipart_parts(response.headers.get("Content-Type", ""), response.content, action)
+
+
+def multipart_parts(content_type: str, body: bytes, action: str) -> list[_Part]:
     """The body parts of a multipart/related answer (RFC 2387; RFC 2046 §5.1.1)."""
-    content_type = response.headers.get("Content-Type", "")
     if not content_type.lower().startswith("multipart/"):
         # Some archives answer a single part without the multipart envelope.
-        return [_Part({"content-type": content_type}, response.content)]
+        return [_Part({"content-type": content_type}, body)]
     boundary = re.search(r'boundary\s*=\s*"?([^";]+)"?', content_type, re.IGNORECASE)
     if boundary is None:
         raise ArchiveError(f"{action}: multipart answer without a boundary")
     delimiter = b"--" + boundary.group(1).strip().encode("latin-1")
-    body = response.content
     parts = []
     position = body.find(delimiter)
     while position != -1:

@@ -16,6 +16,20 @@ request is answered here, on the event loop, when all of this holds:
 * the frame list asks each frame once and no more than the limit, and every frame asked for
   is in the frame cache (keyed by study, series and instance) in a syntax the caller accepts.
 
+A frame not in the cache, once every check above but the last has passed, is fetched here
+from the DICOMweb archive (``ARCHIVE_URL``) as stored, on a kept-alive connection of the
+event loop (:mod:`imaging.async_archive`), answered, and put in the frame cache: a cold frame
+pays no more than a warm one plus the archive's answer. Only when the caller accepts the
+stored syntax (or native frames as Explicit VR Little Endian): a frame to decode goes to
+Django's sandbox. With the embedded archive a cold frame goes to Django (its files are read
+in a thread there, and its index is the database).
+
+The series read-ahead runs here too: when Django answers a study's series search or
+metadata (:func:`schedule_read_ahead`, after its access check), a background task of this
+event loop lists each series' instances in the archive's index (which writes their
+membership marks) and fills the frame cache, a few instances at a time
+(``READ_AHEAD_CONCURRENCY``), never in the way of an answer.
+
 Anything else goes to Django, which checks, refuses or audits, fetches and grants again: this
 path never refuses, it only answers what Django would answer the same way. Only the
 production shape (Redis) has a fast path: the embedded default's caches live in each
@@ -25,8 +39,10 @@ process's memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import re
+import threading
 import time
 import uuid
 
@@ -34,8 +50,20 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.cache import caches
 
-from imaging.frames import NATIVE_SYNTAXES, _frame_media_type, _wanted_syntax, parse_accept
+from imaging import dicom
+from imaging.async_archive import AsyncArchive
+from imaging.frames import (
+    EXPLICIT_LE,
+    NATIVE_SYNTAXES,
+    READ_AHEAD_SECONDS,
+    _frame_media_type,
+    _served_as,
+    _wanted_syntax,
+    parse_accept,
+    read_ahead_key,
+)
 from imaging.grants import (
+    MEMBERSHIP_SECONDS,
     FrameListError,
     credential_hash,
     fast_grant_key,
@@ -48,6 +76,12 @@ from imaging.grants import (
     syntax_key,
 )
 from portal.selectors import access_generation_key
+
+logger = logging.getLogger(__name__)
+
+# Instances of a series read ahead at once by each process: the viewer's own cold frames
+# share the archive and the event loop with them.
+READ_AHEAD_CONCURRENCY = 2
 
 FRAMES_PATH = re.compile(
     r"^/dicomweb/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)"
@@ -73,6 +107,33 @@ def _key(alias: str, key: str) -> str:
     return caches[alias].make_key(key)
 
 
+def _dumps(value) -> bytes:
+    """As Django's Redis cache writes a value (RedisSerializer), for its readers."""
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+# The fast path of this process, for the Django views (in threads) to hand work to its loop.
+_running: FastFrames | None = None
+_running_lock = threading.Lock()
+
+
+def schedule_read_ahead(study_uid: str, series_uids: list[str]) -> bool:
+    """Read these series of a granted study ahead on the event loop; False when this process
+    has no fast path to do it (no Redis, no DICOMweb archive, not under ASGI).
+
+    Called by Django's views once the caller's access to the study was checked. Returns at
+    once: the work is a task of the loop, the answer does not wait for it.
+    """
+    fast = _running
+    if fast is None or fast.archive is None or fast.loop is None or not series_uids:
+        return False
+    try:
+        fast.loop.call_soon_threadsafe(fast.start_read_ahead, study_uid, list(series_uids))
+    except RuntimeError:  # the loop is closed
+        return False
+    return True
+
+
 class FastFrames:
     """ASGI middleware in front of Django's HTTP application."""
 
@@ -80,8 +141,22 @@ class FastFrames:
         self.app = app
         self.enabled = settings.CACHES["frames"]["BACKEND"].endswith("RedisCache")
         self.clients: dict[str, aioredis.Redis] = {}
+        self.archive = (
+            AsyncArchive(settings.ARCHIVE_URL, timeout=settings.ARCHIVE_TIMEOUT)
+            if self.enabled and settings.ARCHIVE_URL
+            else None
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.read_ahead_slots: asyncio.Semaphore | None = None
+        self.tasks: set[asyncio.Task] = set()
 
     async def __call__(self, scope, receive, send):
+        global _running
+        if self.loop is None and self.enabled:
+            self.loop = asyncio.get_running_loop()
+            self.read_ahead_slots = asyncio.Semaphore(READ_AHEAD_CONCURRENCY)
+            with _running_lock:
+                _running = self
         if self.enabled and scope["type"] == "http" and scope["method"] == "GET":
             match = FRAMES_PATH.match(scope["path"])
             if match is not None:
@@ -107,6 +182,25 @@ class FastFrames:
         )
         return credential_hash(session_key=session.group(1)) if session else None
 
+    def _redis(self, location: str) -> aioredis.Redis:
+        client = self.clients.get(location)
+        if client is None:
+            client = self.clients[location] = aioredis.Redis.from_url(location)
+        return client
+
+    async def _store(self, alias: str, values: dict[str, object], timeout: int | None) -> None:
+        """Values written as Django's cache ``alias`` writes them (its keys, its pickles)."""
+        pipeline = self._redis(settings.CACHES[alias]["LOCATION"]).pipeline(transaction=False)
+        for key, value in values.items():
+            if timeout is None:
+                pipeline.set(_key(alias, key), _dumps(value))
+            else:
+                pipeline.set(_key(alias, key), _dumps(value), ex=timeout)
+        await pipeline.execute()
+
+    def _frames_timeout(self) -> int | None:
+        return caches["frames"].default_timeout
+
     async def _mget(self, keys: list[tuple[str, str]]) -> list:
         """Values of (cache alias, key) pairs, one round trip per Redis server."""
         by_location: dict[str, list[int]] = {}
@@ -115,10 +209,7 @@ class FastFrames:
         results: list = [None] * len(keys)
 
         async def fetch(location, indexes):
-            client = self.clients.get(location)
-            if client is None:
-                client = self.clients[location] = aioredis.Redis.from_url(location)
-            values = await client.mget([_key(*keys[i]) for i in indexes])
+            values = await self._redis(location).mget([_key(*keys[i]) for i in indexes])
             for index, value in zip(indexes, values, strict=True):
                 results[index] = value
 
@@ -141,16 +232,17 @@ class FastFrames:
                 ("frames", syntax_key(study_uid, series_uid, sop_uid)),
             ]
         )
-        if grant is None or member is None or stored is None:
+        if grant is None or member is None:
+            return False
+        if stored is None and self.archive is None:
             return False
         user_id, generation, audit_key, expires_at = _loads(grant)
         if expires_at <= time.time():
             return False
         headers = dict(scope["headers"])
-        target = _wanted_syntax(
-            parse_accept(headers.get(b"accept", b"").decode("latin-1")), _loads(stored)
-        )
-        if target is None:
+        accepted = parse_accept(headers.get(b"accept", b"").decode("latin-1"))
+        target = _wanted_syntax(accepted, _loads(stored)) if stored is not None else None
+        if stored is not None and target is None:
             return False
         current, audited, *values = await self._mget(
             [
@@ -159,14 +251,32 @@ class FastFrames:
                 *(
                     ("frames", frame_key(study_uid, series_uid, sop_uid, n, target))
                     for n in numbers
+                    if target is not None
                 ),
             ]
         )
         if current is None or _loads(current) != generation or audited is None:
             return False
-        if any(value is None for value in values):
-            return False
-        frames = [_loads(value) for value in values]
+        fetched = False
+        if target is not None and values and all(value is not None for value in values):
+            frames = [_loads(value) for value in values]
+        else:
+            if self.archive is None:
+                return False
+            answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+            if answer is None:
+                return False  # Django retries through its archive client, and explains
+            stored_syntax, frames = answer
+            target = _wanted_syntax(accepted, stored_syntax)
+            if target is None or not (
+                target == stored_syntax
+                or (stored_syntax in NATIVE_SYNTAXES and target == EXPLICIT_LE)
+            ):
+                # Not acceptable (406) or to be decoded: Django's answer. The stored syntax
+                # is remembered, so Django does not ask the archive for it again.
+                await self._remember_syntax(study_uid, series_uid, sop_uid, stored_syntax)
+                return False
+            fetched = True
         if sum(len(frame) for frame in frames) > max_answer_bytes():
             return False  # Django answers 413
         media_type = (
@@ -193,4 +303,116 @@ class FastFrames:
             await send(
                 {"type": "http.response.body", "body": chunk, "more_body": index < len(chunks) - 1}
             )
+        if fetched:
+            # After the answer: the viewer does not wait for the cache.
+            try:
+                await self._remember_frames(
+                    study_uid, series_uid, sop_uid, stored_syntax, target, numbers, frames
+                )
+            except (aioredis.RedisError, OSError) as error:
+                logger.info("frames of %s not cached: %s", sop_uid, error)
         return True
+
+    async def _remember_syntax(self, study_uid, series_uid, sop_uid, stored: str) -> None:
+        # Kept as long as frames_for keeps it (no expiry): an instance never changes syntax.
+        await self._store("frames", {syntax_key(study_uid, series_uid, sop_uid): stored}, None)
+
+    async def _remember_frames(
+        self, study_uid, series_uid, sop_uid, stored, target, numbers, frames
+    ) -> None:
+        await self._remember_syntax(study_uid, series_uid, sop_uid, stored)
+        await self._store(
+            "frames",
+            {
+                frame_key(study_uid, series_uid, sop_uid, n, target): frame
+                for n, frame in zip(numbers, frames, strict=True)
+            },
+            self._frames_timeout(),
+        )
+
+    # --- series read-ahead ----------------------------------------------------------------------
+
+    def start_read_ahead(self, study_uid: str, series_uids: list[str]) -> None:
+        """On the loop: one task per series not read ahead lately."""
+        for series_uid in series_uids:
+            task = asyncio.ensure_future(self._read_ahead_series(study_uid, series_uid))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _read_ahead_series(self, study_uid: str, series_uid: str) -> int:
+        """Every frame of the series, as stored, into the frame cache; how many were fetched.
+
+        The same work as :func:`imaging.frames.warm_series` (the Celery task of processes
+        without a fast path), under the same once-per-series key.
+        """
+        try:
+            default = self._redis(settings.CACHES["default"]["LOCATION"])
+            if not await default.set(
+                _key("default", read_ahead_key(study_uid, series_uid)),
+                1,
+                nx=True,
+                ex=READ_AHEAD_SECONDS,
+            ):
+                return 0
+            instances = await self.archive.series_instances(study_uid, series_uid)
+            if not instances:
+                return 0
+            listed = []
+            for attributes in instances:
+                sop_uid = dicom.json_value(attributes, "SOPInstanceUID")
+                if dicom.json_value(attributes, "SeriesInstanceUID") not in (None, series_uid):
+                    continue
+                try:
+                    count = max(1, int(dicom.json_value(attributes, "NumberOfFrames", 1) or 1))
+                except (TypeError, ValueError):
+                    count = 1
+                number = dicom.json_value(attributes, "InstanceNumber")
+                try:
+                    number = int(number)
+                except (TypeError, ValueError):
+                    number = 0
+                if sop_uid:
+                    listed.append((number, sop_uid, count))
+            listed.sort()
+            # The archive listed these instances under this series of this study: its index
+            # says so, which is what the fast path needs before answering them.
+            await self._store(
+                "frames",
+                {member_key(study_uid, series_uid, sop): 1 for _n, sop, _c in listed},
+                MEMBERSHIP_SECONDS,
+            )
+            fetched = await asyncio.gather(
+                *(
+                    self._read_ahead_instance(study_uid, series_uid, sop_uid, count)
+                    for _number, sop_uid, count in listed
+                )
+            )
+            return sum(fetched)
+        except (aioredis.RedisError, OSError) as error:
+            logger.info("read-ahead of series %s stopped: %s", series_uid, error)
+            return 0
+
+    async def _read_ahead_instance(self, study_uid, series_uid, sop_uid, count: int) -> int:
+        numbers = list(range(1, count + 1))
+        if count > 1000 or self.read_ahead_slots is None:
+            return 0  # a long multi-frame is asked for a frame at a time by its viewer
+        async with self.read_ahead_slots:
+            (stored,) = await self._mget([("frames", syntax_key(study_uid, series_uid, sop_uid))])
+            if stored is not None:
+                served = _served_as(_loads(stored))
+                cached = await self._mget(
+                    [
+                        ("frames", frame_key(study_uid, series_uid, sop_uid, n, served))
+                        for n in numbers
+                    ]
+                )
+                if all(value is not None for value in cached):
+                    return 0
+            answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+            if answer is None:
+                return 0  # 1-bit frames off byte boundaries, big endian...: asked alone
+            syntax, frames = answer
+            await self._remember_frames(
+                study_uid, series_uid, sop_uid, syntax, _served_as(syntax), numbers, frames
+            )
+            return len(frames)

@@ -108,7 +108,7 @@ def frames_for(study_uid, series_uid, sop_uid, numbers: list[int], accepted) -> 
         native = archive.retrieve_frames(study_uid, series_uid, sop_uid, numbers)
     except ArchiveNotFound:
         native = _unaligned_bit_frames(study_uid, series_uid, sop_uid, numbers)
-    _read_ahead(study_uid, series_uid)
+    read_ahead(study_uid, [series_uid])
     stored = native.transfer_syntax_uid
     cache.set(syntax_key(study_uid, series_uid, sop_uid), stored, timeout=None)
     target = _wanted_syntax(accepted, stored)
@@ -154,13 +154,33 @@ def _unaligned_bit_frames(study_uid, series_uid, sop_uid, numbers: list[int]) ->
     return Frames(syntax, frames)
 
 
+def read_ahead(study_uid: str, series_uids: list[str]) -> None:
+    """Have the rest of these series of a granted study fetched in the background, once per
+    series and READ_AHEAD_SECONDS: when a study is opened (its series searched, its metadata
+    read) and on a first miss in a series. Never waits for the fetching.
+
+    On the event loop of the fast path when this process has one (Redis and a DICOMweb
+    archive, under daphne: imaging.fast_frames), else by a Celery worker.
+    """
+    from imaging.fast_frames import schedule_read_ahead
+
+    if schedule_read_ahead(study_uid, series_uids):
+        return
+    for series_uid in series_uids:
+        _read_ahead(study_uid, series_uid)
+
+
+def read_ahead_key(study_uid: str, series_uid: str) -> str:
+    return f"read-ahead:{study_uid}:{series_uid}"
+
+
 def _read_ahead(study_uid: str, series_uid: str) -> None:
-    """On a first miss in a series, have a worker fetch the rest of it (once per series)."""
+    """Have a worker fetch the rest of a series (once per series)."""
     from imaging.tasks import warm_series_frames
 
     if warm_series_frames.app.conf.task_always_eager:
         return  # no worker: reading ahead inline would only delay this answer
-    if caches["default"].add(f"read-ahead:{study_uid}:{series_uid}", 1, timeout=READ_AHEAD_SECONDS):
+    if caches["default"].add(read_ahead_key(study_uid, series_uid), 1, timeout=READ_AHEAD_SECONDS):
         warm_series_frames.delay(study_uid, series_uid)
 
 

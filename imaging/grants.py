@@ -102,6 +102,14 @@ def remember_membership(study_uid: str, series_uid: str, sop_uid: str) -> None:
     caches["frames"].set(member_key(study_uid, series_uid, sop_uid), 1, MEMBERSHIP_SECONDS)
 
 
+def remember_memberships(members: list[tuple[str, str, str]]) -> None:
+    """As remember_membership, for the (study, series, instance) of an archive's answer."""
+    if members:
+        caches["frames"].set_many(
+            {member_key(*member): 1 for member in members}, timeout=MEMBERSHIP_SECONDS
+        )
+
+
 def membership_known(study_uid: str, series_uid: str, sop_uid: str) -> bool:
     return caches["frames"].get(member_key(study_uid, series_uid, sop_uid)) is not None
 
