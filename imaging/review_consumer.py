@@ -7,10 +7,12 @@ in the cache (imaging/review.py), so a room works across several daphne processe
 A board has 8 to 50 participants, each view is sent to all of them, up to 25 times a second:
 the relay path (a view or an annotation, from the presenter's message to every follower's
 socket) touches no database and crosses no thread. Each relay is serialized once per room,
-not once per follower; the presenter's right to send is read from the cache in one round
-trip from the event loop; access is checked on join, on control changes and on the
-``access.changed`` pushes, and a changed access generation on the relay path triggers the
-full check (issue 13, measured by benchmarks/bench_review.py).
+sent once to the room's hubs (imaging/review_hub.py: one per daphne process) and written from
+there to each follower's socket, without a consumer's dispatch per follower; the presenter's
+right to send is read from the cache in one round trip from the event loop; access is
+checked on join, on control changes and on the ``access.changed`` pushes (the follower's
+relays held meanwhile), and a changed access generation on the relay path triggers the full
+check (issue 13, measured by benchmarks/bench_review.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
-from imaging import review
+from imaging import review, review_hub
 from imaging.access import get_review_room_for
 from imaging.review_schema import MAX_MESSAGE_BYTES, validated
 from portal import audit
@@ -125,6 +127,7 @@ class ReviewConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         self.room = None
+        self.in_hub = False
         self.closing = False
         self.invalid = 0
         self.buckets = {kind: Gcra(budget) for kind, budget in RATE_LIMITS.items()}
@@ -152,12 +155,31 @@ class ReviewConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(user_group_name(user.pk), self.channel_name)
         await self.accept()
+        # In the hub before the state is read, its relays held until the welcome is sent: a
+        # relay made meanwhile is either in the welcome or delivered after it.
+        await review_hub.join(
+            self.channel_layer, room.pk, channel_name=self.channel_name, send=self.base_send
+        )
+        self.in_hub = True
         await database_sync_to_async(review.presence_join)(
             room=room, channel_name=self.channel_name, by=self.actor
         )
         welcome = await database_sync_to_async(self._welcome)()
         await self.send(text_data=_dumps(welcome))
+        await review_hub.release(
+            self.channel_layer, room.pk, self.channel_name, from_seq=welcome["seq"]
+        )
         await self._broadcast_presence()
+
+    async def close(self, code=None, reason=None):
+        """Out of the hub first: a connection being closed gets no relay more."""
+        self._leave_hub()
+        await super().close(code=code, reason=reason)
+
+    def _leave_hub(self):
+        if self.in_hub:
+            self.in_hub = False
+            review_hub.leave(self.channel_layer, self.room.pk, self.channel_name)
 
     def _welcome(self) -> dict:
         state = review.snapshot(self.room.pk)
@@ -176,6 +198,7 @@ class ReviewConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         if self.room is None:
             return
+        self._leave_hub()
         if self.flush_handle is not None:
             self.flush_handle.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -308,7 +331,9 @@ class ReviewConsumer(AsyncWebsocketConsumer):
             return
         self.next_relay = max(self.next_relay, time.monotonic()) + VIEW_INTERVAL
         seq = await review.view_relayed(self.room.pk, view=view, user_id=self.user.pk)
-        await self._relay({"v": 1, "type": "view", "seq": seq, "view": view, "from": self.user.pk})
+        await self._relay(
+            {"v": 1, "type": "view", "seq": seq, "view": view, "from": self.user.pk}, seq=seq
+        )
 
     async def _on_annotation(self, message):
         seq = await review.annotation_relayed(self.room.pk, message)
@@ -317,18 +342,20 @@ class ReviewConsumer(AsyncWebsocketConsumer):
             return
         relayed = {k: v for k, v in message.items() if k in ("op", "annotation", "uid")}
         await self._relay(
-            {"v": 1, "type": "annotation", "seq": seq, "from": self.user.pk, **relayed}
+            {"v": 1, "type": "annotation", "seq": seq, "from": self.user.pk, **relayed}, seq=seq
         )
 
-    async def _relay(self, message: dict, *, to_sender: bool = False):
-        """To everyone in the room (but the sender): serialized here, once for the room."""
+    async def _relay(self, message: dict, *, seq: int | None = None, to_sender: bool = False):
+        """To everyone in the room (but the sender): serialized here, once for the room, and
+        sent once to the room's hubs."""
         await self.channel_layer.group_send(
-            self.group,
-            {
-                "type": "review.relay",
-                "sender": None if to_sender else self.channel_name,
-                "text": _dumps(message),
-            },
+            review_hub.relay_group_name(self.room.pk),
+            review_hub.relay_event(
+                text=_dumps(message),
+                seq=seq,
+                kind=message["type"],
+                sender=None if to_sender else self.channel_name,
+            ),
         )
 
     async def _on_take_control(self, message):
@@ -367,11 +394,8 @@ class ReviewConsumer(AsyncWebsocketConsumer):
 
     # --- From the group -----------------------------------------------------------------------
 
-    # Relays and presence reach every participant: already serialized, no I/O but the socket.
-
-    async def review_relay(self, event):
-        if event["sender"] != self.channel_name:
-            await self.send(text_data=event["text"])
+    # Presence reaches every participant: already serialized, no I/O but the socket. Relays
+    # come through the room's hub, not here.
 
     async def review_presence(self, event):
         await self.send(text_data=event["text"])
@@ -381,9 +405,13 @@ class ReviewConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_NOT_FOUND)
 
     async def access_changed(self, event):
-        """The user's access changed somewhere (care ended, signed out): check again now."""
-        if self.room is not None:
-            await self._still_entitled()
+        """The user's access changed somewhere (care ended, signed out): check again now,
+        the relays held meanwhile (and dropped if access ended)."""
+        if self.room is None or not self.in_hub:
+            return
+        review_hub.hold(self.channel_layer, self.room.pk, self.channel_name)
+        if await self._still_entitled():
+            await review_hub.release(self.channel_layer, self.room.pk, self.channel_name)
 
     async def notification_new(self, event):
         return  # the user's notifications go to their NotificationConsumer

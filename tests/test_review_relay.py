@@ -8,7 +8,7 @@ import uuid
 import pytest
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings as django_settings
 from django.db.backends import utils as db_utils
 
@@ -192,3 +192,90 @@ async def test_closing_the_room_puts_everyone_out(channel_layer, world, room):
     assert stored.closed_at is not None and stored.presenter_id is None
     _peer, connected, code = await _join(world.surgeon.user, room.pk)
     assert (connected, code) == (False, 4404)
+
+
+async def test_a_room_is_fanned_out_once_per_process_not_once_per_follower(
+    channel_layer, world, room, monkeypatch
+):
+    """The followers' consumers are never woken for a relay: the room's hub in this process
+    receives each view once and writes it to every follower's socket."""
+    from imaging import review_hub
+    from imaging.review_consumer import ReviewConsumer
+
+    dispatched = []
+    dispatch = ReviewConsumer.dispatch
+
+    async def counted_dispatch(consumer, message):
+        dispatched.append(message["type"])
+        return await dispatch(consumer, message)
+
+    monkeypatch.setattr(ReviewConsumer, "dispatch", counted_dispatch)
+    presenter, _ = await _member(world.oncologist.user, room.pk)
+    followers = [(await _member(world.surgeon.user, room.pk))[0] for _ in range(3)]
+    await presenter.send({"type": "take_control"})
+    for follower in followers:
+        await follower.presence_until(lambda p: p["presenter"] is not None)
+    hub = review_hub.hub_of(get_channel_layer(), room.pk)
+    assert hub is not None and len(hub.members) == 4
+
+    dispatched.clear()
+    for index in range(20):
+        await presenter.send({"type": "view", "view": _view(index)})
+        for follower in followers:
+            assert (await follower.receive_type("view", timeout=5))["view"]["index"] == index
+    # The presenter's consumer took its 20 messages; nobody's consumer took a relay.
+    assert "review.relay" not in dispatched
+    assert dispatched.count("websocket.receive") == 20
+
+    # The last one out of the room here unsubscribes it.
+    for peer in (presenter, *followers):
+        await peer.ws.disconnect()
+    assert review_hub.hub_of(get_channel_layer(), room.pk) is None
+
+
+async def test_a_held_follower_gets_the_latest_view_and_every_annotation_in_order():
+    """Held while it joins or while its access is checked, a follower then gets what it missed
+    as a late joiner would: the latest view only, every annotation, in the room's order."""
+    from channels.layers import InMemoryChannelLayer
+
+    from imaging import review_hub
+
+    layer = InMemoryChannelLayer()
+    received: dict[str, list[str]] = {"a": [], "b": []}
+
+    def sender(name):
+        async def send(frame):
+            received[name].append(frame["text"])
+
+        return send
+
+    def event(seq, kind, sender=None):
+        return review_hub.relay_event(text=f"{kind}{seq}", seq=seq, kind=kind, sender=sender)
+
+    await review_hub.join(layer, "r1", channel_name="a", send=sender("a"))
+    await review_hub.join(layer, "r1", channel_name="b", send=sender("b"))
+    await review_hub.release(layer, "r1", "a")
+    hub = review_hub.hub_of(layer, "r1")
+    # b is still held (it has not had its welcome), a gets everything but its own.
+    for seq, kind in [(1, "view"), (2, "annotation"), (3, "view"), (4, "view")]:
+        await hub.deliver(event(seq, kind))
+    await hub.deliver(event(5, "view", sender="a"))
+    assert received["a"] == ["view1", "annotation2", "view3", "view4"]
+    assert received["b"] == []
+    # b's welcome held the room at seq 2: the annotation is in it, only the latest view is not.
+    await review_hub.release(layer, "r1", "b", from_seq=3)
+    assert received["b"] == ["view5"]
+    # Held again (its access checked): the annotation is kept, the views coalesced.
+    review_hub.hold(layer, "r1", "b")
+    for seq, kind in [(6, "view"), (7, "annotation"), (8, "view")]:
+        await hub.deliver(event(seq, kind))
+    await review_hub.release(layer, "r1", "b")
+    assert received["b"] == ["view5", "annotation7", "view8"]
+    # Put out while held: nothing more reaches it.
+    review_hub.hold(layer, "r1", "b")
+    await hub.deliver(event(9, "view"))
+    review_hub.leave(layer, "r1", "b")
+    await hub.deliver(event(10, "view"))
+    assert received["b"][-1] == "view8"
+    review_hub.leave(layer, "r1", "a")
+    assert review_hub.hub_of(layer, "r1") is None
