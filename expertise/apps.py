@@ -55,6 +55,13 @@ class ExpertiseConfig(AppConfig):
 
         return patient_panel(user=user, patient=patient)
 
+    def studies_shared_with(self, user):
+        """The studies of the requests ``user`` answers or may claim (asked by
+        imaging.selectors, which must not import this app)."""
+        from expertise.selectors import studies_shared_with_experts
+
+        return studies_shared_with_experts(user)
+
     def patient_reader_ids(self, *, patient):
         """Users who may hold a cached grant on the patient's studies through this app: the
         experts of the patient's requests and of the pools they wait in (asked by

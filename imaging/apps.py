@@ -21,6 +21,12 @@ class ImagingConfig(AppConfig):
 
         patient_admitted.connect(on_patient_admitted, dispatch_uid="imaging.prefetch")
 
+    def health_checks(self) -> dict:
+        """The regional archive, checked by the health endpoint (portal.health)."""
+        from imaging.archive import archive_health
+
+        return {"archive": archive_health}
+
     def seed_demo(self, stdout=None) -> int:
         """Demo studies of the demo patients (called by ``manage.py seed_demo``)."""
         from imaging.demo import seed

@@ -18,6 +18,7 @@ import weakref
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -65,13 +66,10 @@ def review_room_entitled(*, user, room_id) -> ReviewRoom | None:
     )
     if room is None:
         return None
-    if room.rcp_case_id is not None:
-        # The meeting's room: for those who work on the case, not for the patient's doctors
-        # who only read it (its GP).
-        from rcp.selectors import cases_acted_on_by
-
-        invited = cases_acted_on_by(user).filter(pk=room.rcp_case_id).exists()
-    else:
+    # A room owned by a higher app (an RCP case's) is for whom that app says; any other
+    # room for its coordinator and the colleagues invited.
+    invited = _owner_answer("review_room_invites", room=room, user=user)
+    if invited is None:
         invited = room.coordinator_id == user.pk or room.members.filter(pk=user.pk).exists()
     if not invited or not studies_visible_to(user).filter(pk=room.study_id).exists():
         return None
@@ -212,12 +210,22 @@ def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
 
 
 def _coordinates_case(room: ReviewRoom, user) -> bool:
-    """In an RCP case's room, the committee's chair and coordinators hand control over."""
-    if room.rcp_case_id is None:
-        return False
-    from rcp.selectors import is_coordinating
+    """In a room owned by a higher app, whom that app names (an RCP case's committee chair
+    and coordinators) hands control over too."""
+    return bool(_owner_answer("review_room_coordinates", room=room, user=user))
 
-    return is_coordinating(committee=room.rcp_case.committee, user=user)
+
+def _owner_answer(hook: str, *, room: ReviewRoom, user):
+    """What the app owning ``room`` answers to ``hook``, or None when no app owns it.
+
+    imaging is below rcp and expertise and imports neither: their AppConfigs answer for the
+    rooms they opened (None for the others)."""
+    for config in apps.get_app_configs():
+        answer_for = getattr(config, hook, None)
+        answer = answer_for(room=room, user=user) if answer_for else None
+        if answer is not None:
+            return answer
+    return None
 
 
 def review_room_for_case(*, case, study: Study) -> ReviewRoom:

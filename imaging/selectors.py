@@ -1,5 +1,6 @@
 """Reads of the imaging domain, filtered by what the user may see."""
 
+from django.apps import apps
 from django.db.models import Prefetch, Q, QuerySet
 
 from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
@@ -17,14 +18,9 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
     (portal.access: the expert who claimed a request reads the patient's priors): right for
     reading (the viewer, DICOMweb), wrong for anything that changes or shares (a review room,
     an external viewer link), which pass False."""
-    from expertise.selectors import studies_shared_with_experts
-    from rcp.selectors import studies_shared_with_committees
-
-    condition = (
-        Q(patient__in=patients_visible_to(user))
-        | Q(pk__in=studies_shared_with_committees(user))
-        | Q(pk__in=studies_shared_with_experts(user))
-    )
+    condition = Q(patient__in=patients_visible_to(user))
+    for shared in studies_shared_by_apps(user):
+        condition |= Q(pk__in=shared)
     if include_read_only:
         condition |= read_only_studies_condition(user)
     # A patient's opposition to sharing (L1110-4) closes the other establishments' studies
@@ -34,6 +30,21 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
         .filter(condition)
         .filter(shared_with_establishments(establishments_of(user)))
     )
+
+
+def studies_shared_by_apps(user) -> list:
+    """The study ids the higher apps share with ``user`` (a committee's cases, an expert's
+    requests), each as a subquery.
+
+    imaging is below rcp and expertise and imports neither: each app's AppConfig answers
+    ``studies_shared_with(user)`` with a ``values("studies")`` queryset built from its own
+    visibility rule, as ``portal.selectors.patient_panels`` asks for panels."""
+    shared = []
+    for config in apps.get_app_configs():
+        hook = getattr(config, "studies_shared_with", None)
+        if hook is not None:
+            shared.append(hook(user))
+    return shared
 
 
 def establishments_of(user) -> QuerySet:

@@ -10,13 +10,13 @@ import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from imaging.archive import archive_health
 from portal.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
@@ -66,12 +66,18 @@ def task_queue_health() -> str:
 
 
 def service_health() -> dict[str, str]:
-    return {
+    """The portal's own services, then those the apps depend on (the imaging archive):
+    portal is the lowest layer, so each app's AppConfig names its checks in
+    ``health_checks()``."""
+    state = {
         "database": database_health(),
         "channel_layer": channel_layer_health(),
-        "archive": archive_health(),
-        "task_queue": task_queue_health(),
     }
+    for config in apps.get_app_configs():
+        for name, check in getattr(config, "health_checks", dict)().items():
+            state[name] = check()
+    state["task_queue"] = task_queue_health()
+    return state
 
 
 def _sees_details(request) -> bool:

@@ -40,6 +40,34 @@ class RcpConfig(AppConfig):
             committee__cases__patient=patient, professional__user__isnull=False
         ).values_list("professional__user_id", flat=True)
 
+    def studies_shared_with(self, user):
+        """The studies of the submitted cases of ``user``'s committees (asked by
+        imaging.selectors, which must not import this app: the meeting reviews them)."""
+        from rcp.selectors import studies_shared_with_committees
+
+        return studies_shared_with_committees(user)
+
+    def review_room_invites(self, *, room, user):
+        """Whether ``user`` may join ``room`` when it is an RCP case's, else None (asked by
+        imaging.review). The meeting's room is for those who work on the case, not for the
+        patient's doctors who only read it (its GP)."""
+        if room.rcp_case_id is None:
+            return None
+        from rcp.selectors import cases_acted_on_by
+
+        return cases_acted_on_by(user).filter(pk=room.rcp_case_id).exists()
+
+    def review_room_coordinates(self, *, room, user):
+        """In an RCP case's room, the committee's chair and coordinators hand control over
+        (asked by imaging.review); None for the other rooms."""
+        if room.rcp_case_id is None:
+            return None
+        from rcp.models import Case
+        from rcp.selectors import is_coordinating
+
+        committee = Case.objects.select_related("committee").get(pk=room.rcp_case_id).committee
+        return is_coordinating(committee=committee, user=user)
+
     def merge_patient(self, *, source, target):
         """Two records of one person merged (portal.services.patient_merge, which must not
         import this app): the survivor takes the RCP cases."""

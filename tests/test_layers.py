@@ -1,0 +1,61 @@
+"""The layers of the portal: an app imports only those below it.
+
+portal is the lowest layer, imaging sits on it, rcp and expertise on both and never on each
+other. A lower layer learns about a higher one only through AppConfig hooks that the higher
+app answers (see ``imaging.selectors.studies_shared_by_apps``). The walk reads every module's
+imports, those inside functions included (a deferred import is still a dependency).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What each app may import among the project's apps (itself aside).
+ALLOWED = {
+    "portal": set(),
+    "imaging": {"portal"},
+    "rcp": {"portal", "imaging"},
+    "expertise": {"portal", "imaging"},
+}
+
+# The project's composition root lives in portal's package: the ASGI application and the
+# WebSocket routes assemble every app's consumers, as the root URLconf includes their URLs.
+COMPOSITION_ROOT = {"portal/asgi.py", "portal/routing.py"}
+
+
+def imported_apps(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(node.lineno, name.split(".")[0]) for name in names]
+    return found
+
+
+def upward_imports(app: str) -> list[str]:
+    others = set(ALLOWED) - {app} - ALLOWED[app]
+    return [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if str(path.relative_to(ROOT)) not in COMPOSITION_ROOT
+        for line, target in imported_apps(path)
+        if target in others
+    ]
+
+
+@pytest.mark.parametrize("app", sorted(ALLOWED))
+def test_no_app_imports_a_layer_above_or_beside_it(app):
+    assert upward_imports(app) == []
+
+
+def test_the_walk_finds_a_deferred_upward_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from rcp.selectors import x\n    import expertise.models\n")
+    assert imported_apps(module) == [(2, "rcp"), (3, "expertise")]
