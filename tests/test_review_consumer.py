@@ -356,6 +356,9 @@ async def test_views_are_coalesced_and_throttled_to_the_latest(channel_layer, wo
         json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(ww=0)}),
         json.dumps({"v": 1, "seq": 1, "type": "view", "view": {**_view(), "script": "x"}}),
         json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(study="<img src=x>")}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(study="1.2.3\n")}),
+        json.dumps({"v": True, "seq": 1, "type": "view", "view": _view()}),
+        json.dumps({"v": 1, "seq": 1, "type": "view", "view": _view(rotation=False)}),
         json.dumps(
             {
                 "v": 1,
