@@ -118,8 +118,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
     "DATABASE_POOL", default=True
 ):
     # Under ASGI each request runs in a new thread: without a pool, every request would
-    # open a new PostgreSQL connection.
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = True
+    # open a new PostgreSQL connection (CONN_MAX_AGE keeps one per thread, so it cannot help).
+    # Connections stay open in the pool between requests, and each is checked when lent, so
+    # one the server or a proxy closed while idle is replaced instead of failing a request.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        "max_idle": 600,
+    }
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several daphne workers and eager tasks write to one file: take the write lock at
     # BEGIN and wait for it instead of failing with "database is locked".
