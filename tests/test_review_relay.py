@@ -122,7 +122,7 @@ async def test_a_hundred_relayed_views_touch_no_database_and_cross_no_thread(
     assert welcome["annotations"] == [LENGTH]
     assert welcome["seq"] > seqs[-1]
     # And the presenter did not get its own views back.
-    assert await presenter.nothing("view", wait=0.1)
+    assert await presenter.nothing("view", before=presenter, before_id=world.oncologist.user.pk)
     for peer in (presenter, late, *followers):
         await peer.ws.disconnect()
 
@@ -136,7 +136,7 @@ async def test_a_follower_cannot_drive_even_with_the_state_in_the_cache(
     await surgeon.presence_until(lambda p: p["presenter"] is not None)
     await surgeon.send({"type": "view", "view": _view(7)})
     assert (await surgeon.receive_type("error"))["code"] == "not_presenter"
-    assert await presenter.nothing("view")
+    assert await presenter.nothing("view", before=surgeon, before_id=world.surgeon.user.pk)
     # Control handed over: the new presenter drives at once, the former one no more.
     await presenter.send({"type": "grant_control", "to": world.surgeon.user.pk})
     await presenter.presence_until(lambda p: p["presenter"]["id"] == world.surgeon.user.pk)
@@ -144,7 +144,7 @@ async def test_a_follower_cannot_drive_even_with_the_state_in_the_cache(
     assert (await presenter.receive_type("view"))["view"]["index"] == 8
     await presenter.send({"type": "view", "view": _view(9)})
     assert (await presenter.receive_type("error"))["code"] == "not_presenter"
-    assert await surgeon.nothing("view")
+    assert await surgeon.nothing("view", before=presenter, before_id=world.oncologist.user.pk)
     await presenter.ws.disconnect()
     await surgeon.ws.disconnect()
 
