@@ -1,51 +1,13 @@
 """The filters of the indicators page and of the billing records export."""
 
-import datetime as dt
-
 from django import forms
-from django.utils import formats
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from expertise.billing import previous_month
-from portal.forms import DateInput
+from portal.indicators import PeriodForm
 from portal.models import Establishment, Specialty
-from portal.periods import Period, default_period
-
-EARLIEST = dt.date(2000, 1, 1)
-LATEST = dt.date(2100, 12, 31)
-
-
-class PeriodForm(forms.Form):
-    """From and to, both included; a date left out is the default period's."""
-
-    start = forms.DateField(label=gettext_lazy("From"), required=False, widget=DateInput())
-    end = forms.DateField(label=gettext_lazy("To"), required=False, widget=DateInput())
-
-    def default_period(self) -> Period:
-        return default_period()
-
-    def clean(self):
-        data = super().clean()
-        if self.errors:
-            return data
-        default = self.default_period()
-        start = data.get("start") or default.start
-        end = data.get("end") or default.end
-        for name, value in (("start", start), ("end", end)):
-            if not EARLIEST <= value <= LATEST:
-                self.add_error(
-                    name,
-                    _("Choose a date between %(first)s and %(last)s.")
-                    % {
-                        "first": formats.date_format(EARLIEST, "SHORT_DATE_FORMAT"),
-                        "last": formats.date_format(LATEST, "SHORT_DATE_FORMAT"),
-                    },
-                )
-        if not self.errors and start > end:
-            raise forms.ValidationError(_("The start of the period must be on or before its end."))
-        data["period"] = Period(start=start, end=end)
-        return data
+from portal.periods import Period
 
 
 class IndicatorFilterForm(PeriodForm):
@@ -80,5 +42,6 @@ class ActsForm(PeriodForm):
         super().__init__(*args, **kwargs)
         self.fields["establishment"].queryset = establishments
 
-    def default_period(self) -> Period:
+    @classmethod
+    def default_period(cls) -> Period:
         return previous_month()

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from expertise.models import Pool, Request, RequestEvent
 from expertise.selectors import coordinated_pools
+from portal.indicators import Share
 from portal.periods import Period, local_zone
 
 VIEW_INDICATORS_PERMISSION = "expertise.view_indicators"
@@ -64,16 +65,6 @@ def indicator_pools(user) -> QuerySet[Pool]:
 
 
 # --- Figures -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Share:
-    count: int
-    total: int
-
-    @property
-    def percent(self) -> float | None:
-        return round(100 * self.count / self.total, 1) if self.total else None
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,14 +6,9 @@ the CSV as an export (DCM 110106). The acts show patient identities: one export 
 the page or the CSV, with the establishment, the period and how many acts.
 """
 
-import csv
-
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponse
 from django.shortcuts import render
-from django.utils import formats
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
@@ -28,11 +23,11 @@ from expertise.indicators import (
     may_see_indicators,
 )
 from portal import audit, charts
-from portal.access import record_refusal
 from portal.audit import Actor
+from portal.indicators import csv_number, csv_response, record_read, refuse
 from portal.models import AuditPurpose
 from portal.periods import default_period
-from portal.views import _csv_safe, global_permission_required, patient_data_view
+from portal.views import global_permission_required, patient_data_view
 
 ACTS_PAGE_SIZE = 50
 
@@ -56,41 +51,20 @@ def _query(data: dict) -> str:
     return urlencode({k: v for k, v in data.items() if v not in (None, "")})
 
 
-def _write_csv(filename: str, header: list, rows) -> HttpResponse:
-    """Semicolon-separated UTF-8 with a BOM (what French spreadsheets open as is); cells that
-    a spreadsheet would run as a formula are neutralised."""
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.write("\ufeff")
-    writer = csv.writer(response, delimiter=";")
-    for row in [header, *rows]:
-        writer.writerow([_csv_safe(value) for value in row])
-    return response
-
-
 # --- Indicators ----------------------------------------------------------------------------------
 
 
-def _audit_indicators(request, data: dict, event, action, pools: int) -> None:
+def _audit_indicators(request, data: dict, *, export: bool, pools: int) -> None:
     pool = data.get("pool")
-    audit.record(
-        actor=Actor.from_request(request),
-        event=event,
-        action=action,
+    record_read(
+        request,
+        export=export,
         object_type="expertise.pool",
         object_id=str(pool.pk) if pool else "",
         purpose=AuditPurpose.EXPERTISE,
         query=f"Tele-expertise indicators {data['period']}",
         detail={"specialty": data.get("specialty") or "", "pools": pools},
     )
-
-
-def _hours(value) -> str:
-    return "" if value is None else formats.number_format(value, decimal_pos=1)
-
-
-def _percent(share) -> str:
-    return "" if share.percent is None else formats.number_format(share.percent, decimal_pos=1)
 
 
 def indicator_csv_header() -> list[str]:
@@ -129,18 +103,18 @@ def indicator_csv_row(indicators: Indicators, figures: Figures) -> list:
         pool.establishment.name if pool else "",
         figures.requests,
         figures.to_accept.over,
-        _hours(figures.to_accept.median),
-        _hours(figures.to_accept.p90),
+        csv_number(figures.to_accept.median),
+        csv_number(figures.to_accept.p90),
         figures.to_answer.over,
-        _hours(figures.to_answer.median),
-        _hours(figures.to_answer.p90),
+        csv_number(figures.to_answer.median),
+        csv_number(figures.to_answer.p90),
         figures.within_delay.count,
-        _percent(figures.within_delay),
+        csv_number(figures.within_delay.percent),
         figures.declined.count,
-        _percent(figures.declined),
+        csv_number(figures.declined.percent),
         figures.avoided.total,
         figures.avoided.count,
-        _percent(figures.avoided),
+        csv_number(figures.avoided.percent),
     ]
 
 
@@ -149,14 +123,11 @@ def indicator_csv_row(indicators: Indicators, figures: Figures) -> list:
 def indicators_page(request):
     """Per specialty, pool and period; ``?format=csv`` for one row per pool and the total."""
     if not may_see_indicators(request.user):
-        record_refusal(
-            actor=Actor.from_request(request),
-            object_type="view",
-            object_id=request.path,
+        refuse(
+            request,
             purpose=AuditPurpose.EXPERTISE,
             reason="neither a pool coordinator nor an indicators reader",
         )
-        raise PermissionDenied
     visible = indicator_pools(request.user)
     period = default_period()
     form, data = _filters(
@@ -185,21 +156,19 @@ def indicators_page(request):
         }
     )
     if _wants_csv(request):
-        _audit_indicators(
-            request, data, audit.AuditEventId.EXPORT, audit.AuditAction.READ, len(indicators.rows)
-        )
+        _audit_indicators(request, data, export=True, pools=len(indicators.rows))
         period = data["period"]
-        return _write_csv(
+        return csv_response(
             f"indicateurs-teleexpertise-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
-            indicator_csv_header(),
             [
-                indicator_csv_row(indicators, figures)
-                for figures in [*indicators.rows, indicators.total]
+                indicator_csv_header(),
+                *(
+                    indicator_csv_row(indicators, figures)
+                    for figures in [*indicators.rows, indicators.total]
+                ),
             ],
         )
-    _audit_indicators(
-        request, data, audit.AuditEventId.QUERY, audit.AuditAction.EXECUTE, len(indicators.rows)
-    )
+    _audit_indicators(request, data, export=False, pools=len(indicators.rows))
     return render(
         request,
         "expertise/indicators.html",
@@ -265,11 +234,10 @@ def acts_page(request):
     if _wants_csv(request):
         rows = [billing.csv_row(act) for act in acts]
         _audit_acts(request, data, len(rows), format="csv")
-        return _write_csv(
+        return csv_response(
             f"actes-teleexpertise-{establishment.finess}-{period.start:%Y%m%d}-"
             f"{period.end:%Y%m%d}.csv",
-            billing.csv_header(),
-            rows,
+            [billing.csv_header(), *rows],
         )
     totals = billing.acts_totals(acts)
     page = Paginator(acts, ACTS_PAGE_SIZE).get_page(request.GET.get("page"))

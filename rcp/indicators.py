@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, F, Min, Q
 
+from portal.indicators import Share
 from portal.periods import DAY, Period
 from rcp import frcp
 from rcp.models import Case, Committee, Decision, Session
@@ -43,16 +44,6 @@ from rcp.models import Case, Committee, Decision, Session
 PRESENTED_STATES = (Case.State.DISCUSSED, Case.State.REGISTERED, Case.State.VALIDATED)
 CLOSED_STATUSES = (Session.Status.HELD, Session.Status.NOT_HELD)
 MEETING_DECISION_VERSION = 1  # the first version is the one validated at the meeting
-
-
-@dataclass(frozen=True)
-class Share:
-    count: int
-    total: int
-
-    @property
-    def percent(self) -> float | None:
-        return round(100 * self.count / self.total, 1) if self.total else None
 
 
 @dataclass(frozen=True)

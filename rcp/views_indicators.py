@@ -6,67 +6,37 @@ Aggregate numbers only, no patient: yet both are audited, the page as a query (D
 and the CSV as an export (DCM 110106), with the period asked.
 """
 
-import csv
-import datetime as dt
 from dataclasses import dataclass
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
-from portal import audit, charts
-from portal.access import record_refusal
-from portal.audit import Actor
-from portal.forms import DateInput
+from portal import charts
+from portal.indicators import (
+    PeriodForm,
+    csv_number,
+    csv_response,
+    period_filters,
+    record_read,
+    refuse,
+)
 from portal.models import AuditPurpose
-from portal.periods import Period, default_period
-from portal.views import _csv_safe, patient_data_view
+from portal.periods import Period
+from portal.views import patient_data_view
 from rcp.access import get_committee_for_user
 from rcp.indicators import Indicators, committee_indicators, committees_indicators
 from rcp.models import Committee, Session
 from rcp.selectors import committees_of
 
 VIEW_INDICATORS_PERMISSION = "rcp.view_indicators"
-
-EARLIEST = dt.date(2000, 1, 1)
-LATEST = dt.date(2100, 12, 31)
-
-
-class PeriodForm(forms.Form):
-    """From and to, both included; a date left out is the default period's (last 12 months)."""
-
-    start = forms.DateField(label=gettext_lazy("From"), required=False, widget=DateInput())
-    end = forms.DateField(label=gettext_lazy("To"), required=False, widget=DateInput())
-
-    def clean(self):
-        data = super().clean()
-        default = default_period()
-        start = data.get("start") or default.start
-        end = data.get("end") or default.end
-        if self.errors:
-            return data
-        for name, value in (("start", start), ("end", end)):
-            if not EARLIEST <= value <= LATEST:
-                self.add_error(
-                    name,
-                    _("Choose a date between %(first)s and %(last)s.")
-                    % {
-                        "first": formats.date_format(EARLIEST, "SHORT_DATE_FORMAT"),
-                        "last": formats.date_format(LATEST, "SHORT_DATE_FORMAT"),
-                    },
-                )
-        if not self.errors and start > end:
-            raise forms.ValidationError(_("The start of the period must be on or before its end."))
-        data["period"] = Period(start=start, end=end)
-        return data
 
 
 class IndicatorFilterForm(PeriodForm):
@@ -112,18 +82,6 @@ def _committee_for_indicators(request, committee_id) -> Committee:
             raise Http404
         return committee
     return get_committee_for_user(request, committee_id)
-
-
-def _period_form(request, form_class=PeriodForm, **kwargs) -> tuple[PeriodForm, Period | None]:
-    """The filters of the query string (the last twelve months without one), or None and the
-    form with its errors."""
-    if not request.GET:
-        period = default_period()
-        return form_class(initial={"start": period.start, "end": period.end}, **kwargs), period
-    form = form_class(request.GET, **kwargs)
-    if not form.is_valid():
-        return form, None
-    return form, form.cleaned_data["period"]
 
 
 def _bad_period(request, committee, form):
@@ -239,11 +197,10 @@ def _indicator_context(figures: list[CommitteeFigures], period: Period) -> dict:
     }
 
 
-def _audit(request, committee, period, event, action, **detail):
-    audit.record(
-        actor=Actor.from_request(request),
-        event=event,
-        action=action,
+def _audit(request, committee, period, *, as_export: bool, **detail):
+    record_read(
+        request,
+        export=as_export,
         object_type="rcp.committee",
         object_id=str(committee.pk) if committee else "",
         purpose=AuditPurpose.RCP,
@@ -256,11 +213,11 @@ def _audit(request, committee, period, event, action, **detail):
 @require_GET
 def committee_indicators_page(request, committee_id):
     committee = _committee_for_indicators(request, committee_id)
-    form, period = _period_form(request)
+    form, period = period_filters(request)
     if period is None:
         return _bad_period(request, committee, form)
     figures = committee_figures([committee], period)
-    _audit(request, committee, period, audit.AuditEventId.QUERY, audit.AuditAction.EXECUTE)
+    _audit(request, committee, period, as_export=False)
     csv_url = reverse("rcp-committee-indicators-csv", args=[committee.pk])
     query = urlencode({"start": period.start.isoformat(), "end": period.end.isoformat()})
     return render(
@@ -277,49 +234,36 @@ def committee_indicators_page(request, committee_id):
     )
 
 
-def _number(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return formats.number_format(value, decimal_pos=1)
-    return str(value)
-
-
 @patient_data_view
 @require_GET
 def committee_indicators_csv(request, committee_id):
     committee = _committee_for_indicators(request, committee_id)
-    form, period = _period_form(request)
+    form, period = period_filters(request)
     if period is None:
         return _bad_period(request, committee, form)
     indicators = committee_indicators(committee=committee, period=period)
-    _audit(
-        request,
-        committee,
-        period,
-        audit.AuditEventId.EXPORT,
-        audit.AuditAction.READ,
-        export="indicators",
+    _audit(request, committee, period, as_export=True, export="indicators")
+    return csv_response(
+        f"indicateurs-rcp-{committee.pk}-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
+        _committee_csv_rows(committee, period, indicators),
     )
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = (
-        f'attachment; filename="indicateurs-rcp-{committee.pk}-{period.start:%Y%m%d}-'
-        f'{period.end:%Y%m%d}.csv"'
-    )
-    response.write("\ufeff")  # lets spreadsheet software read UTF-8 accents
-    writer = csv.writer(response, delimiter=";")
 
-    def row(*values):
-        writer.writerow([_csv_safe(value) for value in values])
 
-    row(_("Committee"), committee.name)
-    row(_("From"), period.start.isoformat(), _("To"), period.end.isoformat())
-    row()
-    row(_("Indicator"), _("Value"), _("Out of"), "%")
+def _committee_csv_rows(committee, period, indicators):
+    """The summary, then one row per session."""
+    yield _("Committee"), committee.name
+    yield _("From"), period.start.isoformat(), _("To"), period.end.isoformat()
+    yield ()
+    yield _("Indicator"), _("Value"), _("Out of"), "%"
     for line in summary_lines(indicators):
-        row(line.label, _number(line.value), _number(line.out_of), _number(line.percent))
-    row()
-    row(
+        yield (
+            line.label,
+            csv_number(line.value),
+            csv_number(line.out_of),
+            csv_number(line.percent),
+        )
+    yield ()
+    yield (
         _("Session (Europe/Paris)"),
         _("Status"),
         _("Cases presented"),
@@ -329,7 +273,7 @@ def committee_indicators_csv(request, committee_id):
         _("Quorum reached"),
     )
     for session in indicators.rows:
-        row(
+        yield (
             timezone.localtime(session.starts_at).strftime("%Y-%m-%d %H:%M"),
             Session.Status(session.status).label,
             session.presented,
@@ -338,7 +282,6 @@ def committee_indicators_csv(request, committee_id):
             session.validated,
             session.quorum_reached,
         )
-    return response
 
 
 # --- Every committee (the regional programme) ----------------------------------------------------
@@ -348,15 +291,12 @@ def _overview_filters(request):
     """The committees the user may see (refused when none: 403, audited) and the filters."""
     visible = indicator_committees(request.user)
     if not may_see_every_committee(request.user) and not visible.exists():
-        record_refusal(
-            actor=Actor.from_request(request),
-            object_type="view",
-            object_id=request.path,
+        refuse(
+            request,
             purpose=AuditPurpose.RCP,
             reason="neither a committee member nor an indicators reader",
         )
-        raise PermissionDenied
-    form, period = _period_form(request, IndicatorFilterForm, committees=visible)
+    form, period = period_filters(request, IndicatorFilterForm, committees=visible)
     if period is None:
         return visible, form, None, None
     chosen = form.cleaned_data.get("committee") if form.is_bound else None
@@ -376,8 +316,7 @@ def indicators_page(request):
         request,
         chosen,
         period,
-        audit.AuditEventId.QUERY,
-        audit.AuditAction.EXECUTE,
+        as_export=False,
         committees=len(figures),
     )
     query = urlencode(
@@ -412,28 +351,28 @@ def indicators_csv(request):
         request,
         chosen,
         period,
-        audit.AuditEventId.EXPORT,
-        audit.AuditAction.READ,
+        as_export=True,
         export="indicators",
         committees=len(figures),
     )
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = (
-        f'attachment; filename="indicateurs-rcp-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv"'
+    return csv_response(
+        f"indicateurs-rcp-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
+        _committees_csv_rows(figures, period),
     )
-    response.write("\ufeff")  # lets spreadsheet software read UTF-8 accents
-    writer = csv.writer(response, delimiter=";")
+
+
+def _committees_csv_rows(figures: list[CommitteeFigures], period: Period):
+    """One row per committee, a value (and a percentage for a share) per indicator."""
     header = [_("Committee"), _("From"), _("To")]
     for line in summary_lines(figures[0].indicators) if figures else []:
         header.append(line.label)
         if line.out_of is not None:
             header.append(f"{line.label} — %")
-    writer.writerow([_csv_safe(value) for value in header])
+    yield header
     for one in figures:
         cells = [one.committee.name, period.start.isoformat(), period.end.isoformat()]
         for line in one.lines:
-            cells.append(_number(line.value))
+            cells.append(csv_number(line.value))
             if line.out_of is not None:
-                cells.append(_number(line.percent))
-        writer.writerow([_csv_safe(value) for value in cells])
-    return response
+                cells.append(csv_number(line.percent))
+        yield cells
