@@ -1,5 +1,6 @@
 """Deadlines of sent requests: the pool is reminded as the deadline nears, and the pool's
-coordinator is alerted once it has passed. Celery beat runs :func:`deadlines_watch`.
+coordinator is alerted once it has passed. Celery beat runs :func:`deadlines_watch`
+(expertise.tasks.watch_deadlines).
 
 The clock runs while the request waits for an expert or for the report (sent, accepted); it
 stops while the expert waits for the requester's information, and the deadline moves on by
@@ -9,16 +10,12 @@ that wait (``expertise.services.message_post``).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
-from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 
 from expertise import notifications
 from expertise.models import Request, RequestEvent
-
-logger = logging.getLogger(__name__)
 
 # The reminder comes when a quarter of the expected delay is left (6 h for an urgent request).
 REMINDER_SHARE = 0.25
@@ -74,12 +71,3 @@ def deadlines_watch(*, now: dt.datetime | None = None) -> dict[str, list[int]]:
                 notifications.deadline_passed(request)
                 escalated.append(request.pk)
     return {"reminded": reminded, "escalated": escalated}
-
-
-@shared_task(name="expertise.watch_deadlines", ignore_result=True)
-def watch_deadlines() -> dict[str, list[int]]:
-    """Periodic (Celery beat, registered by expertise.tasks): see :func:`deadlines_watch`."""
-    result = deadlines_watch()
-    if result["reminded"] or result["escalated"]:
-        logger.info("tele-expertise deadlines: %s", result)
-    return result

@@ -1,9 +1,11 @@
-"""Notifications of tele-expertise, in the portal (pushed after commit).
+"""Notifications of tele-expertise, in the portal (pushed after commit) and, for the signed
+report, by e-mail (portal.notifications.notify).
 
 Like every portal notification they never name the patient: the message says what happened
 to which request number, and the link leads to the request, where the reader's rights apply.
 Messages are left as their English source and parameters (``_`` is gettext_noop here), read
-in the reader's language.
+in the reader's language. The report's e-mail carries no clinical content either (no
+specialty, no question, no conclusion): the request number and the link only.
 """
 
 from __future__ import annotations
@@ -12,23 +14,21 @@ from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext_noop as _
 
-from expertise.models import PoolMember, Request
-from portal.models import CareRelationship, CareRole, User
-from portal.services import notify
+from expertise.models import PoolMember, ReportDocument, Request
+from portal.mail import portal_url
+from portal.models import User
+from portal.notifications import at_send, email_context, notify
+from portal.selectors import current_gp
 
 
 def request_url(request: Request) -> str:
     return reverse("expertise-request", kwargs={"request_id": request.pk})
 
 
-def _send(recipients, message: str, params: dict, request: Request, *, url: str = "") -> list[User]:
-    sent = []
-    for user in recipients:
-        if user is None or not user.is_active or user in sent:
-            continue
-        notify(recipient=user, message=message, params=params, url=url or request_url(request))
-        sent.append(user)
-    return sent
+def _send(
+    recipients, message: str, params: dict, request: Request, *, url: str = "", **email
+) -> list[User]:
+    return notify(recipients, message, url or request_url(request), params=params, **email)
 
 
 def pool_users(request: Request, role: str = PoolMember.Role.EXPERT) -> list[User]:
@@ -49,14 +49,8 @@ def _experts_concerned(request: Request) -> list[User]:
 
 
 def gp_of(request: Request) -> User | None:
-    relationship = (
-        CareRelationship.objects.filter(
-            patient=request.patient, role=CareRole.GP, ended_at__isnull=True
-        )
-        .select_related("professional__user")
-        .first()
-    )
-    return relationship.professional.user if relationship else None
+    gp = current_gp(request.patient_id)
+    return gp.user if gp else None
 
 
 def _label(request: Request) -> dict:
@@ -123,6 +117,30 @@ def deadline_passed(request: Request) -> list[User]:
 
 
 def report_delivered(request: Request) -> list[User]:
-    """The signed report's PDF is ready: it goes to the requester and the patient's GP."""
+    """The signed report's PDF is ready: it goes to the requester and the patient's GP, in
+    the portal and by e-mail. Call it inside the delivering transaction: e-mails leave on
+    commit."""
     text = _("The report of tele-expertise request no. %(number)s is available.")
-    return _send([request.requester, gp_of(request)], text, _label(request), request)
+    return _send(
+        [request.requester, gp_of(request)],
+        text,
+        _label(request),
+        request,
+        email_template="expertise/email/report_available",
+        context=at_send(report_email_context, request.pk),
+    )
+
+
+@email_context
+def report_email_context(request_id: int) -> dict | None:
+    """Sent while the report is signed and has a ready PDF, else dropped."""
+    if not Request.objects.filter(
+        pk=request_id,
+        report__signed_at__isnull=False,
+        report__documents__status=ReportDocument.Status.READY,
+    ).exists():
+        return None
+    return {
+        "number": request_id,
+        "request_url": portal_url(reverse("expertise-request", kwargs={"request_id": request_id})),
+    }

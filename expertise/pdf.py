@@ -29,7 +29,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from expertise import emails, notifications
+from expertise import notifications
 from expertise.models import (
     Act,
     ConsentMethod,
@@ -245,8 +245,7 @@ def document_deliver(*, document: ReportDocument) -> bool:
         # The task may run in a page's request (in-process): the messages are in the portal's
         # language, not in the language of whoever happened to trigger it.
         with translation.override(settings.LANGUAGE_CODE):
-            recipients = notifications.report_delivered(request)
-        emails.report_available_after_commit(request=request, recipients=recipients)
+            notifications.report_delivered(request)
     return True
 
 

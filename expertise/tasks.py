@@ -1,15 +1,11 @@
-"""Celery tasks of tele-expertise: thin, they take ids and call expertise.pdf."""
+"""Celery tasks of tele-expertise: thin, they take ids and call expertise.pdf or
+expertise.deadlines."""
 
 import logging
 
 from celery import shared_task
 
-from expertise import pdf
-
-# The e-mail and deadline tasks live beside the code that fills them; Celery discovers
-# expertise.tasks only.
-from expertise.deadlines import watch_deadlines  # noqa: F401
-from expertise.emails import send_report_emails  # noqa: F401
+from expertise import deadlines, pdf
 from expertise.models import ReportDocument
 from portal.pdf import MAX_RETRIES, render_with_retries
 
@@ -40,3 +36,12 @@ def render_report(self, document_id: int) -> None:
         mark_failed=pdf.document_mark_failed,
         logger=logger,
     )
+
+
+@shared_task(name="expertise.watch_deadlines", ignore_result=True)
+def watch_deadlines() -> dict[str, list[int]]:
+    """Periodic (Celery beat): see :func:`expertise.deadlines.deadlines_watch`."""
+    result = deadlines.deadlines_watch()
+    if result["reminded"] or result["escalated"]:
+        logger.info("tele-expertise deadlines: %s", result)
+    return result

@@ -166,6 +166,22 @@ def unread_notification_count(*, user) -> int:
     return Notification.objects.filter(recipient=user, read_at__isnull=True).count()
 
 
+def current_gp(patient: Patient | int) -> Professional | None:
+    """The patient's current general practitioner (an active GP relationship; the database
+    allows one), with his account, or None. ``patient`` is a Patient or its id: the RCP and
+    tele-expertise tell him of a decision or a report, and their PDFs name him."""
+    patient_id = getattr(patient, "pk", patient)
+    return (
+        Professional.objects.select_related("user")
+        .filter(
+            care_relationships__patient_id=patient_id,
+            care_relationships__role=CareRole.GP,
+            care_relationships__ended_at__isnull=True,
+        )
+        .first()
+    )
+
+
 def patients_followed_as_gp(user) -> QuerySet[Patient]:
     """The patients whose current general practitioner ``user`` is (an active GP
     relationship): what the GP's home and his patients' RCP cases are about."""

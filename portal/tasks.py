@@ -1,7 +1,35 @@
+"""Celery tasks of the shared domain: thin, they take ids (or JSON) and call a service."""
+
+import logging
+
 from celery import shared_task
+
+from portal import notifications
+from portal.mail import EmailsNotSent
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="portal.ping")
 def ping() -> str:
     """Round trip through the queue, used by /health/ and the production-shape tests."""
     return "pong"
+
+
+@shared_task(bind=True, max_retries=8, name="portal.send_emails")
+def send_emails(self, email: dict, recipient_ids: list[int]) -> int:
+    """Send one notification's e-mail (portal.notifications); on a mail-server failure, retry
+    later for the recipients not yet served, backing off up to an hour."""
+    try:
+        return notifications.emails_send(email=email, recipient_ids=recipient_ids)
+    except EmailsNotSent as error:
+        if self.request.is_eager:
+            # In-process (the demo, the tests) there is no delayed retry; the in-portal
+            # notification was left already.
+            logger.warning("%s e-mails not sent: %s", email.get("template"), error)
+            return 0
+        raise self.retry(
+            args=(email, error.remaining),
+            exc=error,
+            countdown=min(3600, 60 * 2**self.request.retries),
+        ) from error

@@ -1,6 +1,6 @@
 """Notifications of the RCP: session reminders, the agenda, a validated decision.
 
-Each goes to the portal (portal.services.notify, pushed after commit) and by e-mail. An
+Each goes to the portal and by e-mail, through portal.notifications.notify. An
 e-mail leaves the portal's security perimeter: it never names a patient, only a committee,
 dates, a place, the video link and a link into the portal, where the reader signs in. The
 agenda e-mail alone lists the cases, as the members prepare the meeting from it: each by the
@@ -9,43 +9,32 @@ in-portal notifications follow the rule of portal.Notification (no patient ident
 the link leads to the case; they keep their English source and are read in the reader's
 language.
 
-E-mails are sent by a Celery task after commit, one message per recipient; on an SMTP error
-the task retries for the recipients not yet served, so nobody gets the same message twice.
+The e-mails' contexts are built when they leave (portal.notifications.at_send): a session
+cancelled or started meanwhile gets no reminder nor agenda, and the agenda lists the cases on
+it then.
 """
 
 import datetime as dt
-import logging
-from functools import partial
 from zoneinfo import ZoneInfo
 
-from celery import shared_task
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F
-from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import formats, timezone, translation
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
 from portal import audit
 from portal.audit import Actor
-from portal.mail import EmailsNotSent, portal_url, send_each
-from portal.models import AuditPurpose, CareRole, User
-from portal.services import notify
+from portal.mail import portal_url
+from portal.models import AuditPurpose, User
+from portal.notifications import at_send, email_context, notify
+from portal.selectors import current_gp
 from rcp.models import Case, Committee, Decision, Session
 from rcp.selectors import agenda, is_coordinating
 
-logger = logging.getLogger(__name__)
-
 PARIS = ZoneInfo("Europe/Paris")
 REMINDER_HORIZON = dt.timedelta(hours=48)
-NOTIFICATION_MAX = 300  # portal.Notification.message
-
-REMINDER = "reminder"
-AGENDA = "agenda"
-AGENDA_UPDATE = "agenda_update"
-DECISION = "decision"
 
 
 def session_url(session: Session) -> str:
@@ -69,20 +58,6 @@ def committee_members(committee: Committee) -> list[User]:
         .distinct()
         .order_by("pk")
     )
-
-
-def _notify_all(recipients, message: str, url: str, *, params: dict) -> None:
-    """``message`` is the English source: each reader reads it in their language."""
-    for user in recipients:
-        notify(recipient=user, message=message, url=url, params=params)
-
-
-def _email_after_commit(kind: str, object_id: int, recipients) -> None:
-    ids = [user.pk for user in recipients if user.email]
-    if ids:
-        # Robust: the change is committed and the in-portal notifications are there; a broker
-        # outage loses the e-mails (logged), not the caller's response.
-        transaction.on_commit(partial(send_rcp_emails.delay, kind, object_id, ids), robust=True)
 
 
 # --- Session reminders ---------------------------------------------------------------------
@@ -118,11 +93,10 @@ def session_reminders_send(*, now: dt.datetime | None = None) -> list[int]:
             )
             if not claimed:
                 continue
-            members = committee_members(session.committee)
             # Stored as a source read in each reader's language: no plural forms there, so
             # the count stands apart from the words.
-            _notify_all(
-                members,
+            notify(
+                committee_members(session.committee),
                 gettext_noop(
                     "Reminder: %(committee)s meets on %(date)s; cases on the agenda: %(count)s."
                 ),
@@ -132,8 +106,9 @@ def session_reminders_send(*, now: dt.datetime | None = None) -> list[int]:
                     "date": _short_date(session.starts_at),
                     "count": session.case_count,
                 },
+                email_template="rcp/email/session_reminder",
+                context=at_send(reminder_email_context, session.pk),
             )
-            _email_after_commit(REMINDER, session.pk, members)
         reminded.append(session.pk)
     return reminded
 
@@ -219,7 +194,7 @@ def _notify_agenda(*, session: Session, by, count: int, update: bool) -> int:
         message = gettext_noop("Agenda update of %(committee)s on %(date)s; cases: %(count)s.")
     else:
         message = gettext_noop("Agenda of %(committee)s on %(date)s; cases: %(count)s.")
-    _notify_all(
+    told = notify(
         members,
         message,
         reverse("rcp-session", args=[session.pk]),
@@ -228,9 +203,10 @@ def _notify_agenda(*, session: Session, by, count: int, update: bool) -> int:
             "date": _short_date(session.starts_at),
             "count": count,
         },
+        email_template="rcp/email/agenda",
+        context=at_send(agenda_email_context, session.pk, update),
     )
-    _email_after_commit(AGENDA_UPDATE if update else AGENDA, session.pk, members)
-    return len(members)
+    return len(told)
 
 
 def notify_agenda(*, session: Session, by) -> int:
@@ -245,16 +221,9 @@ def notify_agenda(*, session: Session, by) -> int:
 
 def decision_recipients(case: Case) -> list[User]:
     """The doctor who submitted the case and the patient's current GP (once if the same)."""
-    gp_users = User.objects.filter(
-        is_active=True,
-        professional__care_relationships__patient_id=case.patient_id,
-        professional__care_relationships__role=CareRole.GP,
-        professional__care_relationships__ended_at__isnull=True,
-    )
-    recipients = {user.pk: user for user in gp_users}
-    submitter = case.submitted_by
-    if submitter.is_active:
-        recipients.setdefault(submitter.pk, submitter)
+    gp = current_gp(case.patient_id)
+    candidates = [case.submitted_by, gp.user if gp else None]
+    recipients = {user.pk: user for user in candidates if user is not None and user.is_active}
     return [recipients[pk] for pk in sorted(recipients)]
 
 
@@ -262,15 +231,14 @@ def notify_decision_validated(*, case: Case, decision: Decision) -> list[User]:
     """Tell the submitting doctor and the patient's GP that a decision is available: in the
     portal, and by an e-mail that says only that, with the link. Call it inside the
     validating transaction: e-mails leave on commit."""
-    recipients = decision_recipients(case)
-    _notify_all(
-        recipients,
+    return notify(
+        decision_recipients(case),
         gettext_noop("A decision of %(committee)s is available."),
         reverse("rcp-case", args=[case.pk]),
         params={"committee": case.committee.name},
+        email_template="rcp/email/decision",
+        context=at_send(decision_email_context, decision.pk),
     )
-    _email_after_commit(DECISION, decision.pk, recipients)
-    return recipients
 
 
 # --- E-mails -------------------------------------------------------------------------------
@@ -304,78 +272,36 @@ def _agenda_cases(session: Session) -> list[dict]:
     ]
 
 
-def _email_content(kind: str, object_id: int) -> tuple[str, dict] | None:
-    """The template and its context, or None when the message no longer makes sense."""
-    if kind in (AGENDA, AGENDA_UPDATE):
-        session = Session.objects.select_related("committee").filter(pk=object_id).first()
-        if (
-            session is None
-            or session.status != Session.Status.PLANNED
-            or session.starts_at <= timezone.now()
-        ):
-            return None
-        context = _session_context(session)
-        context["cases"] = _agenda_cases(session)
-        context["update"] = kind == AGENDA_UPDATE
-        return "agenda", context
-    if kind == REMINDER:
-        session = Session.objects.select_related("committee").filter(pk=object_id).first()
-        if (
-            session is None
-            or session.status != Session.Status.PLANNED
-            or session.starts_at <= timezone.now()
-        ):
-            return None
-        return "session_reminder", _session_context(session)
-    if kind == DECISION:
-        decision = Decision.objects.select_related("case").filter(pk=object_id).first()
-        if decision is None or decision.validated_at is None:
-            return None
-        # Deliberately no committee name, no patient, no proposal: the link only.
-        return "decision", {"case_url": case_url(decision.case)}
-    raise ValueError(f"unknown RCP e-mail {kind!r}")
+def _planned_session(session_id: int) -> Session | None:
+    """The session, while its reminder or agenda still makes sense (planned, not started)."""
+    session = Session.objects.select_related("committee").filter(pk=session_id).first()
+    if (
+        session is None
+        or session.status != Session.Status.PLANNED
+        or session.starts_at <= timezone.now()
+    ):
+        return None
+    return session
 
 
-def _render(template: str, context: dict) -> tuple[str, str]:
-    subject = render_to_string(f"rcp/email/{template}_subject.txt", context)
-    body = render_to_string(f"rcp/email/{template}.txt", context)
-    return " ".join(subject.split()), body
+@email_context
+def reminder_email_context(session_id: int) -> dict | None:
+    session = _planned_session(session_id)
+    return _session_context(session) if session else None
 
 
-def emails_send(*, kind: str, object_id: int, recipient_ids: list[int]) -> int:
-    """Send the ``kind`` e-mail about ``object_id`` to each recipient; how many were sent.
-
-    Raises EmailsNotSent with the recipients left when the mail server fails."""
-    with translation.override(settings.LANGUAGE_CODE), timezone.override(PARIS):
-        content = _email_content(kind, object_id)
-        if content is None:
-            logger.info("RCP %s e-mail about %s dropped: no longer relevant", kind, object_id)
-            return 0
-        subject, body = _render(*content)
-    return send_each(subject=subject, body=body, recipient_ids=recipient_ids, what=f"RCP {kind}")
+@email_context
+def agenda_email_context(session_id: int, update: bool) -> dict | None:
+    session = _planned_session(session_id)
+    if session is None:
+        return None
+    return {**_session_context(session), "cases": _agenda_cases(session), "update": update}
 
 
-# --- Tasks (registered by rcp/tasks.py) ----------------------------------------------------
-
-
-@shared_task(name="rcp.send_session_reminders", ignore_result=True)
-def send_session_reminders() -> int:
-    """Periodic (Celery beat): remind the members of the sessions of the next 48 hours."""
-    return len(session_reminders_send())
-
-
-@shared_task(bind=True, max_retries=8, name="rcp.send_emails")
-def send_rcp_emails(self, kind: str, object_id: int, recipient_ids: list[int]) -> int:
-    try:
-        return emails_send(kind=kind, object_id=object_id, recipient_ids=recipient_ids)
-    except EmailsNotSent as error:
-        if self.request.is_eager:
-            # In-process (the demo, the tests) there is no delayed retry; the in-portal
-            # notification was left already.
-            logger.warning("RCP %s e-mails about %s not sent: %s", kind, object_id, error)
-            return 0
-        raise self.retry(
-            args=(kind, object_id, error.remaining),
-            exc=error,
-            countdown=min(3600, 60 * 2**self.request.retries),
-        ) from error
+@email_context
+def decision_email_context(decision_id: int) -> dict | None:
+    decision = Decision.objects.select_related("case").filter(pk=decision_id).first()
+    if decision is None or decision.validated_at is None:
+        return None
+    # Deliberately no committee name, no patient, no proposal: the link only.
+    return {"case_url": case_url(decision.case)}

@@ -38,7 +38,7 @@ from django.utils.translation import gettext as _
 
 from portal import audit
 from portal.audit import Actor
-from portal.models import CareRelationship, CareRole, InsOid, Specialty
+from portal.models import InsOid, Specialty
 from portal.pdf import (
     BASE_URL,
     TRANSIENT_ERRORS,
@@ -51,6 +51,7 @@ from portal.pdf import (
     static_url,
     write_pdf,
 )
+from portal.selectors import current_gp
 from rcp import frcp, selectors
 from rcp.models import Attendance, Case, Decision, RcpDocument, Session
 from rcp.quorum import quorum, required_specialties
@@ -386,11 +387,7 @@ def _yes_no(value) -> str:
 def _patient_context(case: Case) -> dict:
     patient = case.patient
     ins = patient.ins_for_output()
-    gp = (
-        CareRelationship.objects.filter(patient=patient, role=CareRole.GP, ended_at__isnull=True)
-        .select_related("professional__user")
-        .first()
-    )
+    gp = current_gp(patient)
     age = None
     if case.session is not None:
         day = timezone.localtime(case.session.starts_at).date()
@@ -402,7 +399,7 @@ def _patient_context(case: Case) -> dict:
             {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)} if ins else None
         ),
         "age": age,
-        "gp": gp.professional.display_name if gp else "",
+        "gp": gp.display_name if gp else "",
     }
 
 

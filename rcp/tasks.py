@@ -5,12 +5,8 @@ import logging
 from celery import shared_task
 
 from portal.pdf import MAX_RETRIES, render_with_retries
-from rcp import pdf
+from rcp import notifications, pdf
 from rcp.models import RcpDocument
-
-# The e-mail and reminder tasks live beside the code that fills them; Celery discovers
-# rcp.tasks only.
-from rcp.notifications import send_rcp_emails, send_session_reminders  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +31,12 @@ def render_document(self, document_id: int) -> None:
         mark_failed=pdf.document_mark_failed,
         logger=logger,
     )
+
+
+@shared_task(name="rcp.send_session_reminders", ignore_result=True)
+def send_session_reminders() -> int:
+    """Periodic (Celery beat): remind the members of the sessions of the next 48 hours."""
+    return len(notifications.session_reminders_send())
 
 
 # Transient database trouble (a restart, a lock timeout): retried, bounded; the next beat

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from portal import services as portal_services
 from portal.audit import Actor
+from portal.mail import EmailsNotSent
 from portal.models import (
     AuditEvent,
     AuditEventId,
@@ -32,18 +33,13 @@ from portal.models import (
     CareRole,
     Notification,
 )
+from portal.notifications import at_send, email_message, emails_send
+from portal.tasks import send_emails
 from rcp import calendar
 from rcp.models import CalendarFeedToken, Case, CommitteeMember, Decision, Session
-from rcp.notifications import (
-    REMINDER,
-    EmailsNotSent,
-    emails_send,
-    notify_agenda,
-    notify_decision_validated,
-    send_rcp_emails,
-    send_session_reminders,
-)
+from rcp.notifications import notify_agenda, notify_decision_validated, reminder_email_context
 from rcp.services import case_create, committee_create, sessions_schedule
+from rcp.tasks import send_session_reminders
 from tests.conftest import client_for, make_professional
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -423,20 +419,21 @@ def test_an_smtp_error_is_retried_for_the_members_not_yet_served(world, upcoming
         world.oncologist.user.pk,
     ]
 
+    reminder = email_message("rcp/email/session_reminder", at_send(reminder_email_context, due.pk))
     with pytest.raises(EmailsNotSent) as refused:
-        emails_send(kind=REMINDER, object_id=due.pk, recipient_ids=members)
+        emails_send(email=reminder, recipient_ids=members)
     assert refused.value.remaining == members[1:]
     assert [m.to for m in mail.outbox] == [[world.surgeon.user.email]]
 
     # In a worker, the task retries with the members left, and each gets one message.
     mail.outbox.clear()
     flaky_mail.calls = 0
-    send_rcp_emails.push_request(id="reminder-1", is_eager=False, called_directly=False)
+    send_emails.push_request(id="reminder-1", is_eager=False, called_directly=False)
     try:
         with pytest.raises(Retry):
-            send_rcp_emails.run(REMINDER, due.pk, members)
+            send_emails.run(reminder, members)
     finally:
-        send_rcp_emails.pop_request()
+        send_emails.pop_request()
     assert sorted(m.to[0] for m in mail.outbox) == sorted(
         [world.surgeon.user.email, world.coordinator.user.email, world.oncologist.user.email]
     )

@@ -1,0 +1,209 @@
+"""One notification service: ``notify(users, message, link, ...)`` tells people something
+happened, on every channel registered here (in the portal, by e-mail; secure health
+messaging would be one more channel).
+
+A notification never names a patient: the in-portal message says what happened to which
+committee or request and links to the page, where the reader's rights apply; an e-mail
+leaves the portal's security perimeter and says no more, with a link built from PORTAL_URL
+(portal.mail.portal_url).
+
+Everything leaves after commit. The in-portal notification is written in the caller's
+transaction and pushed to open pages on commit (portal.services.notify). The e-mails are
+enqueued on commit, by ``.delay`` on portal.tasks.send_emails imported where it is called:
+tasks import this module, never the other way round, and ``.delay`` (unlike
+``app.send_task``) keeps running in-process where there is no broker (CELERY_TASK_ALWAYS_EAGER,
+the demo's background thread). One message per recipient; on an SMTP error the task retries
+for the recipients not yet served, so nobody gets the same message twice.
+
+An e-mail's context is either given at the call (JSON only: it travels through the broker),
+or built when the e-mail leaves by a function marked :func:`email_context`
+(``context=at_send(builder, *ids)``), so the e-mail says what is true then and is dropped
+when the builder returns None (the session was cancelled meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
+from django.utils.module_loading import import_string
+
+from portal.mail import send_each
+from portal.models import User
+from portal.services import notify as leave_in_portal
+
+logger = logging.getLogger(__name__)
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+# --- E-mail contexts built when the e-mail leaves -------------------------------------------
+
+
+def email_context(builder: Callable[..., dict | None]) -> Callable[..., dict | None]:
+    """Mark ``builder`` as one the e-mail task may call by its name: it takes the ids given to
+    :func:`at_send` and returns the template's context, or None to drop the e-mail."""
+    builder.email_context = True
+    return builder
+
+
+@dataclass(frozen=True)
+class AtSend:
+    builder: Callable[..., dict | None]
+    args: tuple = ()
+
+    def as_message(self) -> dict:
+        if not getattr(self.builder, "email_context", False):
+            raise ValueError(f"{self.builder!r} is not marked @email_context")
+        return {
+            "builder": f"{self.builder.__module__}.{self.builder.__qualname__}",
+            "args": list(self.args),
+        }
+
+
+def at_send(builder: Callable[..., dict | None], *args) -> AtSend:
+    """The context ``builder(*args)`` returns when the e-mail leaves (``args``: ids, JSON)."""
+    return AtSend(builder, args)
+
+
+# --- Channels ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What :func:`notify` was asked to say, as each channel receives it."""
+
+    message: str
+    link: str
+    params: dict | None = None
+    plural: str = ""
+    email_template: str = ""
+    context: dict | AtSend | None = field(default=None)
+
+
+Channel = Callable[[list[User], Notice], None]
+CHANNELS: dict[str, Channel] = {}
+
+
+def channel(name: str) -> Callable[[Channel], Channel]:
+    """Register a channel: called with the users to tell (active, once each) and the notice,
+    inside the caller's transaction; whatever leaves the portal leaves on commit."""
+
+    def register(deliver: Channel) -> Channel:
+        CHANNELS[name] = deliver
+        return deliver
+
+    return register
+
+
+@channel("portal")
+def _in_portal(users: list[User], notice: Notice) -> None:
+    for user in users:
+        leave_in_portal(
+            recipient=user,
+            message=notice.message,
+            url=notice.link,
+            params=notice.params,
+            plural=notice.plural,
+        )
+
+
+def email_message(template: str, context: dict | AtSend | None) -> dict:
+    """The e-mail as the task receives it (JSON): its template and its context, or the name
+    and ids of the builder that makes the context when it leaves."""
+    if isinstance(context, AtSend):
+        return {"template": template, **context.as_message()}
+    return {"template": template, "context": dict(context or {})}
+
+
+@channel("email")
+def _by_email(users: list[User], notice: Notice) -> None:
+    if not notice.email_template:
+        return
+    recipient_ids = [user.pk for user in users if user.email]
+    if not recipient_ids:
+        return
+    email = email_message(notice.email_template, notice.context)
+
+    def enqueue() -> None:
+        from portal.tasks import send_emails
+
+        send_emails.delay(email, recipient_ids)
+
+    # Robust: the change is committed and the in-portal notifications are there; a broker
+    # outage loses the e-mails (logged), not the caller's response.
+    transaction.on_commit(enqueue, robust=True)
+
+
+def notify(
+    users: Iterable[User | None],
+    message: str,
+    link: str,
+    *,
+    params: dict | None = None,
+    plural: str = "",
+    email_template: str = "",
+    context: dict | AtSend | None = None,
+) -> list[User]:
+    """Tell ``users`` (None and inactive accounts skipped, each once) on every channel; the
+    users told, in the order given. Call it inside the transaction of the change it tells.
+
+    ``message``, ``params`` and ``plural`` are the in-portal notification's, as
+    portal.services.notify takes them (with ``params``, an English source each reader reads in
+    their language). ``link`` is the page's path. With ``email_template`` (a template name
+    without its ``.txt``; its subject is ``<name>_subject.txt``), an e-mail too, rendered in the
+    portal's language with ``context``."""
+    told: list[User] = []
+    seen: set[int] = set()
+    for user in users:
+        if user is None or not user.is_active or user.pk in seen:
+            continue
+        seen.add(user.pk)
+        told.append(user)
+    if not told:
+        return told
+    notice = Notice(
+        message=message,
+        link=link,
+        params=params,
+        plural=plural,
+        email_template=email_template,
+        context=context,
+    )
+    for deliver in CHANNELS.values():
+        deliver(told, notice)
+    return told
+
+
+# --- Sending the e-mails (portal.tasks.send_emails) -------------------------------------------
+
+
+def _context(email: dict) -> dict | None:
+    if "builder" not in email:
+        return email.get("context", {})
+    builder = import_string(email["builder"])
+    if not getattr(builder, "email_context", False):
+        raise ValueError(f"{email['builder']} is not an e-mail context")
+    return builder(*email.get("args", ()))
+
+
+def emails_send(*, email: dict, recipient_ids: list[int]) -> int:
+    """Render ``email`` (what the e-mail channel enqueued) and send it to each recipient; how
+    many were sent, 0 when its context builder says it no longer makes sense.
+
+    Raises portal.mail.EmailsNotSent with the recipients left when the mail server fails."""
+    template = email["template"]
+    with translation.override(settings.LANGUAGE_CODE), timezone.override(PARIS):
+        context = _context(email)
+        if context is None:
+            logger.info("%s e-mail dropped: no longer relevant (%s)", template, email)
+            return 0
+        subject = " ".join(render_to_string(f"{template}_subject.txt", context).split())
+        body = render_to_string(f"{template}.txt", context)
+    return send_each(subject=subject, body=body, recipient_ids=recipient_ids, what=template)
