@@ -24,12 +24,17 @@ from expertise.indicators import (
 )
 from portal import audit, charts
 from portal.audit import Actor
-from portal.indicators import csv_number, csv_response, record_read, refuse
+from portal.indicators import IndicatorsAudit, csv_number, csv_response, refuse
 from portal.models import AuditPurpose
 from portal.periods import default_period
 from portal.views import global_permission_required, patient_data_view
 
 ACTS_PAGE_SIZE = 50
+AUDIT = IndicatorsAudit(
+    object_type="expertise.pool",
+    purpose=AuditPurpose.EXPERTISE,
+    query="Tele-expertise indicators",
+)
 
 
 def _wants_csv(request) -> bool:
@@ -54,16 +59,10 @@ def _query(data: dict) -> str:
 # --- Indicators ----------------------------------------------------------------------------------
 
 
-def _audit_indicators(request, data: dict, *, export: bool, pools: int) -> None:
-    pool = data.get("pool")
-    record_read(
-        request,
-        export=export,
-        object_type="expertise.pool",
-        object_id=str(pool.pk) if pool else "",
-        purpose=AuditPurpose.EXPERTISE,
-        query=f"Tele-expertise indicators {data['period']}",
-        detail={"specialty": data.get("specialty") or "", "pools": pools},
+def _audit_indicators(request, data: dict, *, csv: bool, pools: int) -> None:
+    specialty = data.get("specialty") or ""
+    AUDIT.record(
+        request, data.get("pool"), data["period"], csv=csv, specialty=specialty, pools=pools
     )
 
 
@@ -156,7 +155,7 @@ def indicators_page(request):
         }
     )
     if _wants_csv(request):
-        _audit_indicators(request, data, export=True, pools=len(indicators.rows))
+        _audit_indicators(request, data, csv=True, pools=len(indicators.rows))
         period = data["period"]
         return csv_response(
             f"indicateurs-teleexpertise-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
@@ -168,7 +167,7 @@ def indicators_page(request):
                 ),
             ],
         )
-    _audit_indicators(request, data, export=False, pools=len(indicators.rows))
+    _audit_indicators(request, data, csv=False, pools=len(indicators.rows))
     return render(
         request,
         "expertise/indicators.html",

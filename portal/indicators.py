@@ -10,7 +10,7 @@ tables; from here it takes:
   cleaned data carries the ``period`` (portal.periods.Period). ``period_filters`` binds it, or a
   subclass with the app's own filters, to the query string;
 * ``Share``: a count out of a total and its percentage, rounded as the pages and CSVs show it;
-* ``record_read``: the audit of a page (a query, DCM 110112) or of its CSV (an export,
+* ``IndicatorsAudit``: the audit of a page (a query, DCM 110112) or of its CSV (an export,
   DCM 110106), with what was asked;
 * ``refuse``: the audited 403 of a user who may read no indicators at all;
 * ``csv_response`` and ``csv_number``: the CSV export, as French spreadsheets open it;
@@ -103,18 +103,28 @@ def period_filters(request, form_class=PeriodForm, **kwargs) -> tuple[PeriodForm
     return form, form.cleaned_data["period"]
 
 
-def record_read(request, *, export: bool, object_type, object_id, purpose, query, detail) -> None:
-    """Aggregate numbers, yet audited: the page as a query, the CSV as an export."""
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.EXPORT if export else audit.AuditEventId.QUERY,
-        action=audit.AuditAction.READ if export else audit.AuditAction.EXECUTE,
-        object_type=object_type,
-        object_id=object_id,
-        purpose=purpose,
-        query=query,
-        detail=detail,
-    )
+@dataclass(frozen=True)
+class IndicatorsAudit:
+    """How an app's indicators are audited: aggregate numbers, yet the page is recorded as a
+    query (DCM 110112) and its CSV as an export (DCM 110106), with the period asked and the
+    record they were filtered on (a committee, a pool), if any."""
+
+    object_type: str
+    purpose: str
+    query: str  # "RCP indicators": the period follows
+
+    def record(self, request, obj, period: Period, *, csv: bool, **detail) -> None:
+        """``csv``: the export, else the page."""
+        audit.record(
+            actor=Actor.from_request(request),
+            event=audit.AuditEventId.EXPORT if csv else audit.AuditEventId.QUERY,
+            action=audit.AuditAction.READ if csv else audit.AuditAction.EXECUTE,
+            object_type=self.object_type,
+            object_id=str(obj.pk) if obj else "",
+            purpose=self.purpose,
+            query=f"{self.query} {period}",
+            detail=detail,
+        )
 
 
 def refuse(request, *, purpose, reason: str):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django import forms
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,11 +21,11 @@ from django.views.decorators.http import require_GET
 
 from portal import charts
 from portal.indicators import (
+    IndicatorsAudit,
     PeriodForm,
     csv_number,
     csv_response,
     period_filters,
-    record_read,
     refuse,
 )
 from portal.models import AuditPurpose
@@ -37,6 +37,9 @@ from rcp.models import Committee, Session
 from rcp.selectors import committees_of
 
 VIEW_INDICATORS_PERMISSION = "rcp.view_indicators"
+AUDIT = IndicatorsAudit(
+    object_type="rcp.committee", purpose=AuditPurpose.RCP, query="RCP indicators"
+)
 
 
 class IndicatorFilterForm(PeriodForm):
@@ -197,18 +200,6 @@ def _indicator_context(figures: list[CommitteeFigures], period: Period) -> dict:
     }
 
 
-def _audit(request, committee, period, *, as_export: bool, **detail):
-    record_read(
-        request,
-        export=as_export,
-        object_type="rcp.committee",
-        object_id=str(committee.pk) if committee else "",
-        purpose=AuditPurpose.RCP,
-        query=f"RCP indicators {period}",
-        detail=detail,
-    )
-
-
 @patient_data_view
 @require_GET
 def committee_indicators_page(request, committee_id):
@@ -217,7 +208,7 @@ def committee_indicators_page(request, committee_id):
     if period is None:
         return _bad_period(request, committee, form)
     figures = committee_figures([committee], period)
-    _audit(request, committee, period, as_export=False)
+    AUDIT.record(request, committee, period, csv=False)
     csv_url = reverse("rcp-committee-indicators-csv", args=[committee.pk])
     query = urlencode({"start": period.start.isoformat(), "end": period.end.isoformat()})
     return render(
@@ -242,7 +233,7 @@ def committee_indicators_csv(request, committee_id):
     if period is None:
         return _bad_period(request, committee, form)
     indicators = committee_indicators(committee=committee, period=period)
-    _audit(request, committee, period, as_export=True, export="indicators")
+    AUDIT.record(request, committee, period, csv=True, export="indicators")
     return csv_response(
         f"indicateurs-rcp-{committee.pk}-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
         _committee_csv_rows(committee, period, indicators),
@@ -287,8 +278,10 @@ def _committee_csv_rows(committee, period, indicators):
 # --- Every committee (the regional programme) ----------------------------------------------------
 
 
-def _overview_filters(request):
-    """The committees the user may see (refused when none: 403, audited) and the filters."""
+def _overview(request, *, csv: bool):
+    """The committees asked among those the user may see (refused when none: 403, audited),
+    the figures of each and the audit of the page or the CSV: (form, period, the committee
+    chosen if one was, figures), or a response for filters that are not valid."""
     visible = indicator_committees(request.user)
     if not may_see_every_committee(request.user) and not visible.exists():
         refuse(
@@ -298,27 +291,24 @@ def _overview_filters(request):
         )
     form, period = period_filters(request, IndicatorFilterForm, committees=visible)
     if period is None:
-        return visible, form, None, None
+        return _bad_period(request, None, form)
     chosen = form.cleaned_data.get("committee") if form.is_bound else None
-    return visible, form, period, [chosen] if chosen else list(visible)
+    figures = committee_figures([chosen] if chosen else list(visible), period)
+    # One committee may be all the user sees, unasked: no committee is chosen then.
+    chosen = figures[0].committee if len(figures) == 1 and form.is_bound else None
+    detail = {"export": "indicators"} if csv else {}
+    AUDIT.record(request, chosen, period, csv=csv, **detail, committees=len(figures))
+    return form, period, chosen, figures
 
 
 @patient_data_view
 @require_GET
 def indicators_page(request):
     """The indicators of one committee or of all those the user may see, with charts."""
-    _visible, form, period, committees = _overview_filters(request)
-    if period is None:
-        return _bad_period(request, None, form)
-    chosen = committees[0] if len(committees) == 1 and form.is_bound else None
-    figures = committee_figures(committees, period)
-    _audit(
-        request,
-        chosen,
-        period,
-        as_export=False,
-        committees=len(figures),
-    )
+    overview = _overview(request, csv=False)
+    if isinstance(overview, HttpResponse):
+        return overview
+    form, period, chosen, figures = overview
     query = urlencode(
         {
             "committee": chosen.pk if chosen else "",
@@ -342,19 +332,10 @@ def indicators_page(request):
 @require_GET
 def indicators_csv(request):
     """One line per committee, one column per indicator."""
-    _visible, form, period, committees = _overview_filters(request)
-    if period is None:
-        return _bad_period(request, None, form)
-    chosen = committees[0] if len(committees) == 1 and form.is_bound else None
-    figures = committee_figures(committees, period)
-    _audit(
-        request,
-        chosen,
-        period,
-        as_export=True,
-        export="indicators",
-        committees=len(figures),
-    )
+    overview = _overview(request, csv=True)
+    if isinstance(overview, HttpResponse):
+        return overview
+    _form, period, _chosen, figures = overview
     return csv_response(
         f"indicateurs-rcp-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
         _committees_csv_rows(figures, period),
