@@ -17,19 +17,6 @@ from django.utils import timezone
 from expertise import notifications
 from expertise.models import Request, RequestEvent
 
-# The reminder comes when a quarter of the expected delay is left (6 h for an urgent request).
-REMINDER_SHARE = 0.25
-
-
-def reminder_window(request: Request) -> dt.timedelta:
-    return request.expected_delay * REMINDER_SHARE
-
-
-def due_soon(request: Request, now: dt.datetime) -> bool:
-    if request.state not in Request.OPEN_STATES or request.due_at is None:
-        return False
-    return request.due_at - reminder_window(request) <= now < request.due_at
-
 
 def _open_requests():
     return Request.objects.filter(state__in=Request.OPEN_STATES, due_at__isnull=False)
@@ -58,7 +45,7 @@ def deadlines_watch(*, now: dt.datetime | None = None) -> dict[str, list[int]]:
     reminded, escalated = [], []
     candidates = _open_requests().filter(reminded_at__isnull=True, due_at__gt=now)
     for request in candidates.select_related("pool", "expert").order_by("due_at"):
-        if not due_soon(request, now):
+        if not request.is_due_soon_at(now):
             continue
         with transaction.atomic():
             if _mark(request, "reminded_at", RequestEvent.Action.REMINDED, now):

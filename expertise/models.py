@@ -101,6 +101,9 @@ class Request(models.Model):
 
     # The expert's clock runs in these states (the deadline is watched).
     OPEN_STATES = (State.SENT, State.ACCEPTED)
+    # The pool is reminded when a quarter of the expected delay is left (6 h for an urgent
+    # request): expertise.deadlines sends it, the queue shows it.
+    REMINDER_SHARE = 0.25
     ENDED_STATES = (State.ANSWERED, State.CLOSED, State.CANCELLED)
 
     class Outcome(models.TextChoices):
@@ -225,11 +228,14 @@ class Request(models.Model):
             and self.due_at < timezone.now()
         )
 
+    def is_due_soon_at(self, now: dt.datetime) -> bool:
+        if self.state not in self.OPEN_STATES or self.due_at is None:
+            return False
+        return self.due_at - self.expected_delay * self.REMINDER_SHARE <= now < self.due_at
+
     @property
     def is_due_soon(self) -> bool:
-        from expertise.deadlines import due_soon
-
-        return due_soon(self, timezone.now())
+        return self.is_due_soon_at(timezone.now())
 
 
 class RequestEvent(models.Model):
