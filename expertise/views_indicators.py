@@ -175,8 +175,8 @@ def indicators_page(request):
             "form": form,
             "indicators": indicators,
             "table_rows": [*indicators.rows, indicators.total],
-            "months_chart": charts.bar_chart(
-                [charts.month_column(month, [count]) for month, count in indicators.months]
+            "months_chart": charts.months_chart(
+                [month for month, _count in indicators.months], [("", dict(indicators.months))]
             ),
             "csv_url": f"?{query}&format=csv",
         },

@@ -10,7 +10,7 @@ draws one share as a horizontal bar.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.utils import formats
@@ -116,3 +116,18 @@ def bar_chart(
 def month_column(month: dt.date, values: Sequence[int]) -> tuple[str, str, Sequence[int]]:
     """A month's column: "10/26" under it, "octobre 2026" in its tooltip."""
     return f"{month:%m/%y}", formats.date_format(month, "YEAR_MONTH_FORMAT"), values
+
+
+def months_chart(
+    months: Sequence[dt.date], series: Sequence[tuple[str, Mapping[dt.date, int]]]
+) -> BarChart:
+    """A column per month (first days, as ``Period.months()`` gives them), stacking each
+    series' count of that month: ``series`` is (name, count by month); a month a series does
+    not name counts 0, a month outside ``months`` is not drawn."""
+    return bar_chart(
+        [
+            month_column(month, [counts.get(month, 0) for _name, counts in series])
+            for month in months
+        ],
+        series=[name for name, _counts in series],
+    )

@@ -6,6 +6,7 @@ Aggregate numbers only, no patient: yet both are audited, the page as a query (D
 and the CSV as an export (DCM 110106), with the period asked.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 from django import forms
@@ -175,18 +176,13 @@ def committee_figures(committees: list[Committee], period: Period) -> list[Commi
 
 def months_chart(figures: list[CommitteeFigures], period: Period) -> charts.BarChart:
     """Cases presented per month, one colour per committee, from the sessions' rows."""
-    months = period.months()
-    index = {month: position for position, month in enumerate(months)}
-    counts = [[0] * len(figures) for _month in months]
-    for series, one in enumerate(figures):
+    series = []
+    for one in figures:
+        counts = Counter()
         for row in one.indicators.rows:
-            month = timezone.localtime(row.starts_at).date().replace(day=1)
-            if month in index:
-                counts[index[month]][series] += row.presented
-    return charts.bar_chart(
-        [charts.month_column(month, values) for month, values in zip(months, counts, strict=True)],
-        series=[one.committee.name for one in figures],
-    )
+            counts[timezone.localtime(row.starts_at).date().replace(day=1)] += row.presented
+        series.append((one.committee.name, counts))
+    return charts.months_chart(period.months(), series)
 
 
 def _indicator_context(figures: list[CommitteeFigures], period: Period) -> dict:
