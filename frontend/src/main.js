@@ -10,7 +10,9 @@ import { addTool, init as toolsInit } from '@cornerstonejs/tools';
 
 import { authHeaders, takeTokenFromFragment } from './dicomweb.js';
 import { ReviewClient } from './review.js';
-import { TOOL_CLASSES, Viewer } from './viewer.js';
+import { fitToScreen } from './viewer/layout.js';
+import { TOOL_CLASSES } from './viewer/tools.js';
+import { Viewer } from './viewer/viewer.js';
 import './viewer.css';
 
 let initialised = false;
@@ -74,26 +76,6 @@ function hooks(viewer) {
     isPresenter: () => Boolean(viewer.review?.isPresenter()),
     setTool: (name) => viewer.setTool(name),
   };
-}
-
-// The smallest viewer that still shows an image worth reading, with its toolbar and slider.
-const VIEWER_MIN_HEIGHT = 360;
-const VIEWER_MARGIN = 12;
-
-/** Sizes the viewer to the room left below it on the screen, so that its toolbar, image and
- * slider show without scrolling (a 1366x768 laptop, a tablet). A viewer placed low on a long
- * page (the live RCP page) gets the whole screen's height, to be read once scrolled to. The
- * height goes through a CSS variable (CSSOM, allowed by the Content-Security-Policy). */
-function fitToScreen(element) {
-  const fit = () => {
-    const top = element.getBoundingClientRect().top + window.scrollY;
-    const screen = window.innerHeight - VIEWER_MARGIN;
-    const below = screen - top;
-    const height = below >= VIEWER_MIN_HEIGHT ? below : screen;
-    element.style.setProperty('--mirc-viewer-height', `${Math.max(VIEWER_MIN_HEIGHT, height)}px`);
-  };
-  fit();
-  window.addEventListener('resize', fit);
 }
 
 function mountAll() {

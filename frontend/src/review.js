@@ -10,14 +10,20 @@ import { eventTarget } from '@cornerstonejs/core';
 import { Enums as toolEnums, annotation as csAnnotation } from '@cornerstonejs/tools';
 
 import { el } from './labels.js';
-import { ANNOTATION_TOOLS, toProtocolAnnotation, upsertProtocolAnnotation } from './viewer.js';
+import {
+  annotationKey,
+  isDrawableAnnotation,
+  isSendableUid,
+  isUid,
+  toProtocolAnnotation,
+  upsertProtocolAnnotation,
+} from './viewer/protocol.js';
 
 const VIEW_INTERVAL_MS = 50; // 20 a second at most
 const ANNOTATION_MODIFIED_DELAY_MS = 120;
 // Closed for good: reconnecting would be refused again, or (4429, too many messages) would
 // flood again. The status shows why (labels reviewClosed_<code>).
 const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404, 4429]);
-const UID = /^[0-9]+(\.[0-9]+)*$/;
 
 export class ReviewClient {
   constructor(viewer, room, user) {
@@ -240,7 +246,7 @@ export class ReviewClient {
   }
 
   _upsertLocal(item) {
-    if (!ANNOTATION_TOOLS.includes(item.tool) || !Array.isArray(item.points)) return;
+    if (!isDrawableAnnotation(item)) return;
     this.roomAnnotations.set(item.uid, { ...item, shown: false });
     this.sentAnnotations.set(item.uid, annotationKey(item));
     this._materialize(item.uid);
@@ -353,7 +359,7 @@ export class ReviewClient {
   /** The protocol's view of viewport 1, with the laser pointer. */
   currentView() {
     const view = this.viewer.getView();
-    if (!view || !UID.test(view.study || '') || !UID.test(view.series || '')) return null;
+    if (!view || !isUid(view.study) || !isUid(view.series)) return null;
     view.index = Math.min(9999, Math.max(0, view.index));
     view.pointer = this.pointerMode && this.pointer ? this.pointer : null;
     return view;
@@ -378,7 +384,7 @@ export class ReviewClient {
 
   _sendAnnotation(annotation) {
     const proto = toProtocolAnnotation(annotation);
-    if (!proto || !/^[A-Za-z0-9.-]{1,64}$/.test(proto.uid)) return;
+    if (!proto || !isSendableUid(proto.uid)) return;
     const key = annotationKey(proto);
     if (this.sentAnnotations.get(proto.uid) === key) return;
     if (this._send({ type: 'annotation', op: 'upsert', annotation: proto })) {
@@ -534,8 +540,4 @@ export class ReviewClient {
     this.banner.hidden = this.following || presenting || presenterId === null;
     this.viewer.root.dataset.role = presenting ? 'presenter' : presenterId === null ? 'free' : this.following ? 'follower' : 'detached';
   }
-}
-
-function annotationKey(item) {
-  return JSON.stringify([item.tool, item.study, item.series, item.sop, item.frame || 1, item.points, item.text || '']);
 }
