@@ -8,7 +8,7 @@ leaves the portal's security perimeter and says no more, with a link built from 
 (portal.mail.portal_url).
 
 Everything leaves after commit. The in-portal notification is written in the caller's
-transaction and pushed to open pages on commit (portal.services.notify). The e-mails are
+transaction and pushed to open pages on commit (:func:`notify_in_portal`). The e-mails are
 enqueued on commit, by ``.delay`` on portal.tasks.send_emails imported where it is called:
 tasks import this module, never the other way round, and ``.delay`` (unlike
 ``app.send_task``) keeps running in-process where there is no broker (CELERY_TASK_ALWAYS_EAGER,
@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
@@ -35,12 +37,59 @@ from django.utils import timezone, translation
 from django.utils.module_loading import import_string
 
 from portal.mail import send_each
-from portal.models import User
-from portal.services import notify as leave_in_portal
+from portal.models import Notification, User, render_notification_text
 
 logger = logging.getLogger(__name__)
 
 PARIS = ZoneInfo("Europe/Paris")
+NOTIFICATION_MAX = Notification._meta.get_field("message").max_length
+
+
+# --- In the portal ------------------------------------------------------------------------------
+
+
+def user_group_name(user_id: int) -> str:
+    """The channel-layer group of a user's open pages (portal.consumers)."""
+    return f"user.{user_id}"
+
+
+def notify_in_portal(
+    *,
+    recipient,
+    message: str,
+    url: str = "",
+    params: dict | None = None,
+    plural: str = "",
+) -> Notification:
+    """Leave a notification for ``recipient`` and push it to their open pages after commit.
+
+    With ``params`` (even empty), ``message`` is the English source, marked with
+    gettext_noop, ``params`` its parameters and ``plural`` its plural source (a ``count``
+    parameter picks the form): each reader sees it in their own language. Without, ``message``
+    is a text already translated, shown as it is."""
+    if params is None:
+        source = {"msgid": "", "msgid_plural": "", "params": {}}
+        text = message
+    else:
+        source = {"msgid": message, "msgid_plural": plural, "params": params}
+        with translation.override(settings.LANGUAGE_CODE):
+            text = render_notification_text(**source, fallback=message)
+    notification = Notification.objects.create(
+        recipient=recipient, message=text[:NOTIFICATION_MAX], url=url, **source
+    )
+    payload = {
+        "type": "notification.new",
+        "id": notification.pk,
+        "message": notification.message,
+        "url": url,
+        **source,
+    }
+    transaction.on_commit(
+        lambda: async_to_sync(get_channel_layer().group_send)(
+            user_group_name(recipient.pk), payload
+        )
+    )
+    return notification
 
 
 # --- E-mail contexts built when the e-mail leaves -------------------------------------------
@@ -105,7 +154,7 @@ def channel(name: str) -> Callable[[Channel], Channel]:
 @channel("portal")
 def _in_portal(users: list[User], notice: Notice) -> None:
     for user in users:
-        leave_in_portal(
+        notify_in_portal(
             recipient=user,
             message=notice.message,
             url=notice.link,
@@ -155,7 +204,7 @@ def notify(
     users told, in the order given. Call it inside the transaction of the change it tells.
 
     ``message``, ``params`` and ``plural`` are the in-portal notification's, as
-    portal.services.notify takes them (with ``params``, an English source each reader reads in
+    :func:`notify_in_portal` takes them (with ``params``, an English source each reader reads in
     their language). ``link`` is the page's path. With ``email_template`` (a template name
     without its ``.txt``; its subject is ``<name>_subject.txt``), an e-mail too, rendered in the
     portal's language with ``context``."""

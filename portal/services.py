@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.apps import apps
-from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 from guardian.shortcuts import assign_perm, remove_perm
@@ -38,9 +37,10 @@ from portal.models import (
     PatientIdentifier,
     PatientUserObjectPermission,
     Professional,
-    render_notification_text,
     search_key,
 )
+from portal.notifications import notify_in_portal as notify
+from portal.notifications import user_group_name
 from portal.selectors import access_generation_key
 
 PATIENT_VIEW = "portal.view_patient"
@@ -777,53 +777,7 @@ def patient_merge(
     return target
 
 
-# --- Notifications ---------------------------------------------------------------------------
-
-
-NOTIFICATION_MAX = 300  # Notification.message
-
-
-def user_group_name(user_id: int) -> str:
-    return f"user.{user_id}"
-
-
-def notify(
-    *,
-    recipient,
-    message: str,
-    url: str = "",
-    params: dict | None = None,
-    plural: str = "",
-) -> Notification:
-    """Leave a notification for ``recipient`` and push it to their open pages after commit.
-
-    With ``params`` (even empty), ``message`` is the English source, marked with
-    gettext_noop, ``params`` its parameters and ``plural`` its plural source (a ``count``
-    parameter picks the form): each reader sees it in their own language. Without, ``message``
-    is a text already translated, shown as it is."""
-    if params is None:
-        source = {"msgid": "", "msgid_plural": "", "params": {}}
-        text = message
-    else:
-        source = {"msgid": message, "msgid_plural": plural, "params": params}
-        with translation.override(settings.LANGUAGE_CODE):
-            text = render_notification_text(**source, fallback=message)
-    notification = Notification.objects.create(
-        recipient=recipient, message=text[:NOTIFICATION_MAX], url=url, **source
-    )
-    payload = {
-        "type": "notification.new",
-        "id": notification.pk,
-        "message": notification.message,
-        "url": url,
-        **source,
-    }
-    transaction.on_commit(
-        lambda: async_to_sync(get_channel_layer().group_send)(
-            user_group_name(recipient.pk), payload
-        )
-    )
-    return notification
+# --- Notifications (left by portal.notifications) ------------------------------------------
 
 
 def notifications_mark_read_for_url(*, user, url: str) -> int:
