@@ -22,7 +22,7 @@ messages: $(INSTALLED)
 
 # The viewer (Cornerstone3D) bundled by Vite from frontend/ into static/build/ (not committed).
 VIEWER := static/build/viewer.js
-$(VIEWER): frontend/package.json frontend/package-lock.json frontend/vite.config.js $(shell find frontend/src -type f 2>/dev/null)
+$(VIEWER): frontend/package.json frontend/package-lock.json frontend/vite.config.js $(shell find frontend/src frontend/scripts -type f 2>/dev/null)
 	@command -v npm >/dev/null || { echo "npm (Node.js 20 or newer) is needed to build the viewer"; exit 1; }
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build
 	touch $@
