@@ -23,6 +23,7 @@ from functools import wraps
 from django.conf import settings
 from django.core.cache import caches
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
@@ -154,13 +155,33 @@ def _audit_unauthenticated(request, failure: Unauthenticated) -> None:
 
 
 def visible_studies(caller: Caller) -> QuerySet[Study]:
-    studies = studies_visible_to(caller.user)
-    if caller.token is not None:
-        if caller.token.study_id:
-            studies = studies.filter(pk=caller.token.study_id)
-        else:
-            studies = studies.filter(patient_id=caller.token.patient_id)
-    return studies
+    """The studies the caller may read, as one subquery.
+
+    Building the visibility rule (care relationships, committees, expert requests, read-only
+    grants, the opposition to sharing) costs about half of a QIDO-RS request in the ORM alone
+    (profiled: 8 of 17 ms), and a viewer asks again and again: its SQL is kept for
+    GRANT_SECONDS, under the user's access generation as the study grants are (any change of
+    the user's access forgets it at once). The SQL is run on every request, against the
+    rows of the moment: a new study of a patient in care is found at once.
+    """
+    key = (
+        f"dicomweb-visible:{caller.user.pk}:{access_generation(caller.user.pk)}:"
+        f"{getattr(caller.token, 'pk', 's')}"
+    )
+    cache = caches["default"]
+    rule = cache.get(key)
+    if rule is None:
+        studies = studies_visible_to(caller.user)
+        if caller.token is not None:
+            if caller.token.study_id:
+                studies = studies.filter(pk=caller.token.study_id)
+            else:
+                studies = studies.filter(patient_id=caller.token.patient_id)
+        rule = studies.values("pk").query.sql_with_params()
+        cache.set(key, rule, timeout=GRANT_SECONDS)
+    sql, params = rule
+    # The SQL is the ORM's own compilation of the rule above, its values passed as parameters.
+    return Study.objects.filter(pk__in=RawSQL(sql, params))  # noqa: S611
 
 
 def _problem(status: int, message: str) -> JsonResponse:
@@ -1000,7 +1021,7 @@ def store(request, caller, study_uid=None):
                         _service_url(
                             request,
                             result.study.study_instance_uid,
-                            *_series_of(result.study, sop),
+                            result.series_instance_uid or _series_of(result.study, sop)[0],
                             sop,
                         ),
                     ),

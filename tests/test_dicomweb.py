@@ -69,6 +69,23 @@ def test_qido_finds_only_visible_studies_with_filters(world, study):
     ).exists()
 
 
+def test_qido_finds_a_new_study_at_once_and_loses_an_ended_patient_at_once(world, study):
+    """The visibility rule's SQL is kept between requests: the rows it reads are not."""
+    from portal.models import CareRelationship
+    from portal.services import care_relationship_end
+
+    client = client_for(world.gp.user)
+    url = reverse("dicomweb-studies")
+    assert len(client.get(url).json()) == 1
+    imaged_study(world, key="second-ct")  # the patient's next CT arrives
+    assert len(client.get(url).json()) == 2
+    relationship = CareRelationship.objects.get(patient=world.patient, professional=world.gp)
+    care_relationship_end(relationship=relationship, by=Actor.system("tests"))
+    assert client.get(url).json() == []
+    metadata = reverse("dicomweb-series-metadata", args=[study["study_uid"], study["series_uid"]])
+    assert client.get(metadata).status_code == 404
+
+
 def test_metadata_points_at_the_pixels_on_the_portal_never_at_the_archive(world, study):
     metadata = (
         client_for(world.gp.user)
