@@ -149,6 +149,9 @@ class FastFrames:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.read_ahead_slots: asyncio.Semaphore | None = None
         self.tasks: set[asyncio.Task] = set()
+        # Instances the read-ahead is fetching: a viewer's request for one waits for that
+        # answer instead of asking the archive a second time.
+        self.fetching: dict[tuple[str, str, str], asyncio.Future] = {}
 
     async def __call__(self, scope, receive, send):
         global _running
@@ -263,7 +266,10 @@ class FastFrames:
         else:
             if self.archive is None:
                 return False
-            answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+            answer = await self._being_read_ahead(study_uid, series_uid, sop_uid, numbers)
+            fetched = answer is None
+            if answer is None:
+                answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
             if answer is None:
                 return False  # Django retries through its archive client, and explains
             stored_syntax, frames = answer
@@ -276,7 +282,6 @@ class FastFrames:
                 # is remembered, so Django does not ask the archive for it again.
                 await self._remember_syntax(study_uid, series_uid, sop_uid, stored_syntax)
                 return False
-            fetched = True
         if sum(len(frame) for frame in frames) > max_answer_bytes():
             return False  # Django answers 413
         media_type = (
@@ -312,6 +317,17 @@ class FastFrames:
             except (aioredis.RedisError, OSError) as error:
                 logger.info("frames of %s not cached: %s", sop_uid, error)
         return True
+
+    async def _being_read_ahead(self, study_uid, series_uid, sop_uid, numbers):
+        """The frames ``numbers`` from the read-ahead's fetch of this instance, if one is
+        under way in this process (None otherwise, or if it failed)."""
+        pending = self.fetching.get((study_uid, series_uid, sop_uid))
+        if pending is None:
+            return None
+        whole = await asyncio.shield(pending)
+        if whole is None or max(numbers) > len(whole[1]):
+            return None
+        return whole[0], [whole[1][number - 1] for number in numbers]
 
     async def _remember_syntax(self, study_uid, series_uid, sop_uid, stored: str) -> None:
         # Kept as long as frames_for keeps it (no expiry): an instance never changes syntax.
@@ -408,7 +424,14 @@ class FastFrames:
                 )
                 if all(value is not None for value in cached):
                     return 0
-            answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+            instance = (study_uid, series_uid, sop_uid)
+            pending = self.fetching[instance] = asyncio.get_running_loop().create_future()
+            answer = None
+            try:
+                answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+            finally:
+                pending.set_result(answer)
+                del self.fetching[instance]
             if answer is None:
                 return 0  # 1-bit frames off byte boundaries, big endian...: asked alone
             syntax, frames = answer
