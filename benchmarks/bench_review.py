@@ -17,12 +17,13 @@ What it starts, on its own, and stops in ``finally`` blocks (everything on loopb
 * the portal in its production shape (``DJANGO_DEBUG=false``) under daphne
   (``python -m daphne ... portal.asgi:application``):
   * "memory": one daphne process, the in-memory channel layer (it works within one process);
-  * "redis": two daphne processes, ``REDIS_URL`` on a Redis database of its own (db 11 by
-    default, flushed at the start and at the end); the presenter on the first process, the
+  * "pubsub": two daphne processes, ``REDIS_URL`` on a Redis database of its own (db 11 by
+    default, flushed at the start and at the end), channels_redis's publish/subscribe layer
+    (the portal's production setting, ``CHANNEL_LAYER=pubsub``): one Redis message per group
+    send, received once by each process's room hub; the presenter on the first process, the
     followers alternately on both, so half the relays cross processes through Redis;
-  * "pubsub": as "redis", with channels_redis's publish/subscribe layer
-    (benchmarks/review_pubsub_settings.py): one Redis message per group send, not one per
-    member;
+  * "redis": as "pubsub", with channels_redis's list layer (``CHANNEL_LAYER=lists``, the
+    production setting until issue 13): one Redis message per group member;
 * "floor": one daphne process serving ``floor_application`` below, a bare ASGI WebSocket app
   that forwards each text frame of the presenter's connection to every other connection:
   no Django, no Channels, no JSON, no database.
@@ -910,10 +911,10 @@ def parse_args(argv=None):
     parser.add_argument("--rate", type=float, default=20.0, help="presenter views a second")
     parser.add_argument(
         "--layers",
-        default="memory,redis",
-        help="channel layers, comma-separated: memory; redis (channels_redis's list layer, the "
-        "portal's setting); pubsub (channels_redis's publish/subscribe layer, through "
-        "benchmarks/review_pubsub_settings.py)",
+        default="memory,pubsub",
+        help="channel layers, comma-separated: memory; pubsub (channels_redis's "
+        "publish/subscribe layer, the portal's setting); redis (channels_redis's list layer, "
+        "CHANNEL_LAYER=lists)",
     )
     parser.add_argument(
         "--pacing",
@@ -1056,8 +1057,7 @@ def main(argv=None) -> int:
                 layer_env["REDIS_URL"] = args.redis_url
                 processes = args.redis_processes
                 redis_db.flushdb()
-            if layer == "pubsub":
-                layer_env["DJANGO_SETTINGS_MODULE"] = "benchmarks.review_pubsub_settings"
+                layer_env["CHANNEL_LAYER"] = "pubsub" if layer == "pubsub" else "lists"
             group = [
                 Daphne(layer_env, tmp, args.application, f"{layer}-{n}") for n in range(processes)
             ]
