@@ -64,9 +64,3 @@ def get_case_for_user(request, case_id) -> Case:
     if case is None:
         _refuse(request, "rcp.case", case_id, patient_of(Case.objects.filter(pk=case_id)))
     return case
-
-
-def may_act_on_case(*, case: Case, user) -> bool:
-    """Whether ``user`` works on ``case`` (a member of its committee or the submitting doctor),
-    rather than only reading it: the case page shows its forms and buttons to these only."""
-    return cases_acted_on_by(user).filter(pk=case.pk).exists()

@@ -15,12 +15,14 @@ from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from portal import audit
+from portal import audit, transitions
 from portal.audit import Actor
 from portal.models import AuditPurpose, Profession, Professional
 from portal.services import access_changed
 from portal.uploads import DOCUMENT_MAX_BYTES, sniff_content_type
 from rcp import frcp
+from rcp import permissions as may
+from rcp.errors import NotAllowed, RcpError, StaleEdit
 from rcp.models import (
     Attendance,
     Case,
@@ -41,12 +43,15 @@ PHASE_INITIAL = frcp.PHASE_INITIAL
 NATURE_ORGAN = frcp.NATURE_ORGAN
 
 
-class RcpError(Exception):
-    """A request the rules refuse; the message is for the user."""
+__all__ = ["NotAllowed", "RcpError", "StaleEdit"]  # raised here, defined in rcp.errors
 
 
-class StaleEdit(RcpError):
-    """Somebody else saved in between: the form must be reloaded, nothing was written."""
+def _refuse_unless_coordinating(case: Case, by: Actor) -> None:
+    may.require(
+        by,
+        lambda user: may.may_plan_case(user=user, case=case),
+        _("Only the chair or a coordinator can do this."),
+    )
 
 
 def audit_case(case: Case, by: Actor, detail: dict, *, action=audit.AuditAction.UPDATE) -> None:
@@ -103,26 +108,26 @@ def _move(case: Case, to: str, *, by: Actor, changes: dict | None = None, **deta
     One UPDATE conditioned on the state and the session the caller saw, with its audit event
     in the same transaction: two coordinators acting on the same case at once, one wins and
     the other is refused (StaleEdit); an audit that fails undoes the change."""
-    if to not in TRANSITIONS[case.state]:
-        raise RcpError(
+    return transitions.move(
+        case,
+        to,
+        transitions=TRANSITIONS,
+        by=by,
+        purpose=AuditPurpose.CARE,
+        changes=changes,
+        expect={"session_id": case.session_id},
+        audit_detail=lambda before: {"rcp_case": f"{before} -> {to}", **detail},
+        refused=lambda: RcpError(
             _("A case in state “%(state)s” cannot become “%(to)s”.")
             % {"state": case.get_state_display(), "to": State(to).label}
-        )
-    before = case.state
-    with transaction.atomic():
-        updated = Case.objects.filter(pk=case.pk, state=before, session_id=case.session_id).update(
-            state=to, revision=F("revision") + 1, **(changes or {})
-        )
-        if not updated:
-            raise StaleEdit(
-                _(
-                    "The case changed meanwhile (another coordinator or its doctor acted): "
-                    "nothing was done, reload it."
-                )
+        ),
+        stale=lambda: StaleEdit(
+            _(
+                "The case changed meanwhile (another coordinator or its doctor acted): "
+                "nothing was done, reload it."
             )
-        case.refresh_from_db()
-        audit_case(case, by, {"rcp_case": f"{before} -> {to}", **detail})
-    return case
+        ),
+    )
 
 
 # --- Committees and sessions -------------------------------------------------------------------
@@ -169,9 +174,17 @@ def sessions_schedule(
     deadline_before: dt.timedelta = dt.timedelta(days=2),
     place: str = "",
     video_url: str = "",
+    by: Actor | None = None,
 ) -> list[Session]:
     """One session, or a recurring series (weekly, every other week, monthly), never in the
-    past (see ``deadlines_passed`` for the warning on a deadline already over)."""
+    past (see ``deadlines_passed`` for the warning on a deadline already over). Planned by
+    the committee's chair or a coordinator; without ``by``, by the portal itself (seeding)."""
+    if by is not None:
+        may.require(
+            by,
+            lambda user: may.may_coordinate(user=user, committee=committee),
+            _("Only the chair or a coordinator schedules sessions."),
+        )
     if every not in EVERY:
         raise RcpError(_("Unknown recurrence."))
     if count < 1 or duration <= dt.timedelta():
@@ -270,6 +283,11 @@ EDITABLE_STATES = (State.DRAFT, State.SUBMITTED, State.POSTPONED, State.ON_AGEND
 
 def case_update(*, case: Case, revision: int, by: Actor, studies=None, **fields) -> Case:
     """Save the form's fields if nobody saved since ``revision`` (else StaleEdit)."""
+    may.require(
+        by,
+        lambda user: may.may_edit_case(user=user, case=case),
+        _("Only the submitting doctor or a coordinator edits the case."),
+    )
     if case.state not in EDITABLE_STATES:
         raise RcpError(_("The case was discussed: its data can no longer change."))
     changes = {k: v for k, v in fields.items() if k in CASE_FIELDS}
@@ -333,6 +351,11 @@ def case_completeness(case: Case) -> list[str]:
 
 
 def case_submit(*, case: Case, by: Actor) -> Case:
+    may.require(
+        by,
+        lambda user: may.may_submit_case(user=user, case=case),
+        _("Only the submitting doctor can do this."),
+    )
     missing = case_completeness(case)
     if missing:
         raise RcpError(_("The case is not complete: ") + " ".join(missing))
@@ -347,6 +370,13 @@ def _check_session(case: Case, session: Session) -> None:
 
 
 def case_put_on_agenda(*, case: Case, session: Session, by: Actor) -> Case:
+    """Put on ``session``'s agenda, at its end. The pages offer it to the chair and the
+    coordinators (``may_plan_case``); the service refuses anybody outside the committee."""
+    may.require(
+        by,
+        lambda user: may.may_schedule_case(user=user, case=case),
+        _("Only the chair or a coordinator can do this."),
+    )
     _check_session(case, session)
     missing = case_completeness(case)
     if missing:
@@ -363,6 +393,11 @@ def case_put_on_agenda(*, case: Case, session: Session, by: Actor) -> Case:
 
 
 def agenda_reorder(*, session: Session, case_ids: list[int], by: Actor) -> None:
+    may.require(
+        by,
+        lambda user: may.may_coordinate(user=user, committee=session.committee),
+        _("Only the chair or a coordinator builds the agenda."),
+    )
     on_agenda = set(Case.objects.filter(session=session).values_list("pk", flat=True))
     if len(case_ids) != len(set(case_ids)) or set(case_ids) != on_agenda:
         raise RcpError(_("The agenda changed meanwhile: reload it."))
@@ -375,6 +410,7 @@ def agenda_reorder(*, session: Session, case_ids: list[int], by: Actor) -> None:
 def case_postpone(*, case: Case, to_session: Session | None, by: Actor) -> Case:
     """Postponed to a later session (at the end of its agenda), or to none yet: the case then
     waits, postponed, for the coordinator to put it on an agenda."""
+    _refuse_unless_coordinating(case, by)
     if case.state not in (State.ON_AGENDA, State.DISCUSSED):
         raise RcpError(_("Only a case on an agenda can be postponed."))
     changes = {"session": None, "agenda_position": None, "postponements": F("postponements") + 1}
@@ -398,10 +434,12 @@ def case_postpone(*, case: Case, to_session: Session | None, by: Actor) -> Case:
 
 def case_register(*, case: Case, by: Actor) -> Case:
     """A standard case the coordinator pre-read: registered without discussion."""
+    _refuse_unless_coordinating(case, by)
     return _move(case, State.REGISTERED, by=by, changes={"presentation": PRESENTATION_REGISTERED})
 
 
 def case_return_to_discussion(*, case: Case, by: Actor) -> Case:
+    _refuse_unless_coordinating(case, by)
     return _move(case, State.ON_AGENDA, by=by, changes={"presentation": PRESENTATION_DISCUSSED})
 
 
@@ -418,13 +456,7 @@ PRESENTED_STATES = (State.DISCUSSED, State.REGISTERED, State.VALIDATED)
 UNDECIDED_STATES = (State.ON_AGENDA, State.DISCUSSED, State.REGISTERED)
 
 
-def may_run_session(*, committee: Committee, user) -> bool:
-    """The chair or a coordinator of the committee opens and closes its sessions."""
-    return CommitteeMember.objects.filter(
-        committee=committee,
-        professional__user=user,
-        role__in=[CommitteeMember.Role.CHAIR, CommitteeMember.Role.COORDINATOR],
-    ).exists()
+may_run_session = may.may_run_session
 
 
 def session_day(session: Session) -> dt.date:
@@ -441,8 +473,9 @@ def session_may_open_now(session: Session, *, now: dt.datetime | None = None) ->
 
 
 def _refuse_unless_running_it(session: Session, by: Actor, message: str) -> None:
-    if by.user is None or not may_run_session(committee=session.committee, user=by.user):
-        raise RcpError(message)
+    # Opening and closing by hand is a person's act: the portal closes only with ``automatic``.
+    if by.user is None or not may.may_run_session(committee=session.committee, user=by.user):
+        raise NotAllowed(message)
 
 
 def session_open(*, session: Session, by: Actor) -> Session:
@@ -553,6 +586,8 @@ def sessions_close_past(*, now: dt.datetime | None = None) -> list[int]:
 
 
 def attendance_arrive(*, session: Session, professional: Professional, mode: str) -> Attendance:
+    """``professional`` signs in as present. Not only members: a specialist invited to the
+    meeting attends (and counts in the quorum) without joining the committee."""
     attendance, _created = Attendance.objects.update_or_create(
         session=session,
         professional=professional,
@@ -573,6 +608,11 @@ def attendance_leave(*, session: Session, professional: Professional) -> None:
 
 
 def written_opinion_record(*, case: Case, professional: Professional, text: str, by: Actor):
+    may.require(
+        by,
+        lambda user: may.may_act_on_case(user=user, case=case),
+        _("Only the committee's members and the submitting doctor give an opinion."),
+    )
     if professional.profession != Profession.PHYSICIAN or not professional.specialty:
         raise RcpError(_("A written opinion is given by a physician, with their specialty."))
     if case.state not in EDITABLE_STATES:
@@ -608,6 +648,11 @@ def decision_draft(case: Case) -> Decision | None:
 def decision_save(*, case: Case, revision: int | None, by: Actor, **fields) -> Decision:
     """Create or edit the case's draft decision; ``revision`` is the draft's revision the
     form was built on (None for a new draft)."""
+    may.require(
+        by,
+        lambda user: may.may_record_decision(user=user, case=case),
+        _("Only the committee's members record its decision."),
+    )
     changes = {k: v for k, v in fields.items() if k in DECISION_FIELDS}
     if case.state not in (State.ON_AGENDA, State.DISCUSSED, State.REGISTERED, State.VALIDATED):
         raise RcpError(_("The case is not on an agenda: there is no decision to record yet."))
@@ -681,12 +726,7 @@ class Validator:
 
 
 def can_validate(*, case: Case, user) -> Validator:
-    role = (
-        CommitteeMember.objects.filter(committee=case.committee, professional__user=user)
-        .values_list("role", flat=True)
-        .first()
-    )
-    if role not in (CommitteeMember.Role.CHAIR, CommitteeMember.Role.COORDINATOR):
+    if not may.may_validate_decision(user=user, case=case):
         return Validator(False, _("Only the chair or a coordinator validates a decision."))
     return Validator(True)
 
@@ -794,7 +834,7 @@ def decision_validate(*, case: Case, revision: int, by: Actor) -> Decision:
     ``decision_amend``) keeps the meeting's quorum, attendees and flag."""
     verdict = can_validate(case=case, user=by.user)
     if not verdict.can_validate:
-        raise RcpError(verdict.reason)
+        raise NotAllowed(verdict.reason)
     with transaction.atomic():
         draft = _current_draft(case, revision)
         earlier = case.decisions.filter(validated_at__isnull=False).order_by("-version").first()
@@ -827,7 +867,7 @@ def decision_request_without_quorum(
     validator; an edit of the draft meanwhile withdraws the request."""
     verdict = can_validate(case=case, user=by.user)
     if not verdict.can_validate:
-        raise RcpError(verdict.reason)
+        raise NotAllowed(verdict.reason)
     if not reason.strip():
         raise RcpError(_("Say why the decision is validated without quorum."))
     with transaction.atomic():
@@ -869,7 +909,7 @@ def decision_confirm_without_quorum(*, case: Case, revision: int, by: Actor) -> 
     validated with the quorum "not reached", the flag, the reason and both validators."""
     verdict = can_validate(case=case, user=by.user)
     if not verdict.can_validate:
-        raise RcpError(verdict.reason)
+        raise NotAllowed(verdict.reason)
     with transaction.atomic():
         draft = _current_draft(case, revision)
         if not without_quorum_pending(draft):
@@ -907,6 +947,11 @@ def decision_confirm_without_quorum(*, case: Case, revision: int, by: Actor) -> 
 
 def decision_amend(*, case: Case, reason: str, by: Actor) -> Decision:
     """A new draft version after validation, starting from the last validated one."""
+    may.require(
+        by,
+        lambda user: may.may_validate_decision(user=user, case=case),
+        _("Only the chair or a coordinator can do this."),
+    )
     if not reason.strip():
         raise RcpError(_("Say why the validated decision changes."))
     with transaction.atomic():
@@ -934,6 +979,11 @@ def decision_amend(*, case: Case, reason: str, by: Actor) -> Decision:
 
 def case_document_add(*, case: Case, kind: str, title: str, upload, by: Actor) -> CaseDocument:
     """Attach a report or letter (PDF, JPEG or PNG, checked by content, not by name)."""
+    may.require(
+        by,
+        lambda user: may.may_edit_case(user=user, case=case),
+        _("Only the submitting doctor or a coordinator adds documents."),
+    )
     if case.state not in EDITABLE_STATES:
         raise RcpError(_("The case was discussed: documents can no longer be added."))
     if upload.size > DOCUMENT_MAX_BYTES:

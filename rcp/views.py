@@ -21,12 +21,8 @@ from portal.selectors import patients_followed_as_gp
 from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
 from rcp import pdf, selectors, services
-from rcp.access import (
-    get_case_for_user,
-    get_committee_for_user,
-    get_session_for_user,
-    may_act_on_case,
-)
+from rcp import permissions as may
+from rcp.access import get_case_for_user, get_committee_for_user, get_session_for_user
 from rcp.forms import (
     AgendaAddForm,
     AttendanceForm,
@@ -58,10 +54,6 @@ def _audit_read(request, obj, patient=None, **detail):
         purpose=AuditPurpose.CARE,
         detail=detail,
     )
-
-
-def _coordinating(request, committee) -> bool:
-    return selectors.is_coordinating(committee=committee, user=request.user)
 
 
 def _session_label(session) -> str:
@@ -137,7 +129,7 @@ def gp_cases(request):
 @patient_data_view
 def committee_detail(request, committee_id):
     committee = get_committee_for_user(request, committee_id)
-    coordinating = _coordinating(request, committee)
+    coordinating = may.may_coordinate(user=request.user, committee=committee)
     form = ScheduleForm(request.POST or None)
     if request.method == "POST":
         if not coordinating:
@@ -156,6 +148,7 @@ def committee_detail(request, committee_id):
                     every=data["every"],
                     count=data["count"],
                     deadline_before=dt.timedelta(days=data["deadline_days"]),
+                    by=Actor.from_request(request),
                 )
             except services.RcpError as error:
                 form.add_error("first_start", str(error))
@@ -203,7 +196,7 @@ def committee_detail(request, committee_id):
 def session_detail(request, session_id):
     session = get_session_for_user(request, session_id)
     committee = session.committee
-    coordinating = _coordinating(request, committee)
+    coordinating = may.may_coordinate(user=request.user, committee=committee)
     _audit_read(request, session, view="agenda")
     return render(
         request,
@@ -227,7 +220,7 @@ def session_detail(request, session_id):
 @require_POST
 def session_agenda_add(request, session_id):
     session = get_session_for_user(request, session_id)
-    if not _coordinating(request, session.committee):
+    if not may.may_coordinate(user=request.user, committee=session.committee):
         messages.error(request, _("Only the chair or a coordinator builds the agenda."))
         return redirect("rcp-session", session_id=session.pk)
     case = get_case_for_user(request, request.POST.get("case", ""))
@@ -304,7 +297,7 @@ def session_close(request, session_id):
 def session_agenda_move(request, session_id):
     """Moves one case up or down the agenda."""
     session = get_session_for_user(request, session_id)
-    if not _coordinating(request, session.committee):
+    if not may.may_coordinate(user=request.user, committee=session.committee):
         messages.error(request, _("Only the chair or a coordinator builds the agenda."))
         return redirect("rcp-session", session_id=session.pk)
     order = list(selectors.agenda(session).values_list("pk", flat=True))
@@ -341,16 +334,17 @@ def case_create(request, patient_id):
 
 
 def _case_context(request, case, form=None, decision_form=None):
-    coordinating = _coordinating(request, case.committee)
+    coordinating = may.may_coordinate(user=request.user, committee=case.committee)
     # The patient's GP (or another of the patient's doctors) reads the case: no form, no button.
-    can_act = may_act_on_case(case=case, user=request.user)
+    can_act = may.may_act_on_case(case=case, user=request.user)
     draft = services.decision_draft(case)
     decisions = list(
         case.decisions.select_related("validated_by__professional").order_by("version")
     )
     validated = [d for d in decisions if d.validated_at is not None]
     studies = studies_visible_to(request.user).filter(patient=case.patient)
-    editor = case.submitted_by_id == request.user.pk or coordinating
+    # may_edit_case, without asking the committee a second time.
+    editor = coordinating or may.is_submitter(user=request.user, case=case)
     if form is None and editor and case.state in services.EDITABLE_STATES:
         form = case_form_class(case)(
             initial={
@@ -403,7 +397,7 @@ def case_detail(request, case_id):
     case = get_case_for_user(request, case_id)
     form = None
     if request.method == "POST":
-        if case.submitted_by_id != request.user.pk and not _coordinating(request, case.committee):
+        if not may.may_edit_case(user=request.user, case=case):
             messages.error(
                 request, _("Only the submitting doctor or a coordinator edits the case.")
             )
@@ -439,14 +433,19 @@ def case_detail(request, case_id):
     return render(request, "rcp/case.html", _case_context(request, case))
 
 
-def _case_action(request, case, action, *, done=None, coordinator_only=False, submitter_only=False):
-    """Run ``action(case, actor)`` on a case the caller already fetched through its helper;
-    ``done`` is the confirmation shown once it succeeded (a str, or a callable of the case)."""
-    if coordinator_only and not _coordinating(request, case.committee):
-        messages.error(request, _("Only the chair or a coordinator can do this."))
-        return redirect("rcp-case", case_id=case.pk)
-    if submitter_only and case.submitted_by_id != request.user.pk:
-        messages.error(request, _("Only the submitting doctor can do this."))
+def _refusal(may_do) -> str:
+    """What a caller of ``_case_action`` refused by ``may_do`` is told."""
+    if may_do is may.may_submit_case:
+        return _("Only the submitting doctor can do this.")
+    return _("Only the chair or a coordinator can do this.")
+
+
+def _case_action(request, case, action, *, may_do, done=None):
+    """Run ``action(case, actor)`` on a case the caller already fetched through its helper,
+    if ``may_do`` (an rcp.permissions predicate) lets the user; ``done`` is the confirmation
+    shown once it succeeded (a str, or a callable of the case). The service checks again."""
+    if not may_do(user=request.user, case=case):
+        messages.error(request, _refusal(may_do))
         return redirect("rcp-case", case_id=case.pk)
     try:
         moved = action(case, Actor.from_request(request))
@@ -466,7 +465,7 @@ def case_submit(request, case_id):
         get_case_for_user(request, case_id),
         lambda case, by: services.case_submit(case=case, by=by),
         done=_("Case submitted to the committee: the coordinator will put it on an agenda."),
-        submitter_only=True,
+        may_do=may.may_submit_case,
     )
 
 
@@ -488,7 +487,7 @@ def case_agenda(request, case_id):
         ),
         done=_("Case put on the agenda of the session of %(session)s.")
         % {"session": _session_label(form.cleaned_data["session"])},
-        coordinator_only=True,
+        may_do=may.may_plan_case,
     )
 
 
@@ -513,7 +512,7 @@ def case_postpone(request, case_id):
         % {"session": _session_label(form.cleaned_data["session"])}
         if form.cleaned_data["session"]
         else _("Case postponed: it waits for a later session."),
-        coordinator_only=True,
+        may_do=may.may_plan_case,
     )
 
 
@@ -534,7 +533,7 @@ def case_register(request, case_id):
         done=_("Case returned to discussion: it is on the agenda again.")
         if discuss
         else _("Case registered without discussion."),
-        coordinator_only=True,
+        may_do=may.may_plan_case,
     )
 
 
@@ -571,7 +570,7 @@ def _decision_data(form) -> dict:
 @require_POST
 def case_decision(request, case_id):
     case = get_case_for_user(request, case_id)
-    if not selectors.membership(committee=case.committee, user=request.user):
+    if not may.may_record_decision(user=request.user, case=case):
         messages.error(request, _("Only the committee's members record its decision."))
         return redirect("rcp-case", case_id=case.pk)
     form = DecisionForm(request.POST, cpdpn=case.committee.is_cpdpn)
@@ -678,7 +677,7 @@ def case_amend(request, case_id):
         lambda case, by: services.decision_amend(
             case=case, reason=request.POST.get("reason", ""), by=by
         ),
-        coordinator_only=True,
+        may_do=may.may_validate_decision,
     )
 
 
@@ -700,7 +699,7 @@ def session_live(request, session_id):
             (c for c in agenda if c.state in (Case.State.ON_AGENDA, Case.State.DISCUSSED)),
             agenda[0],
         )
-    coordinating = _coordinating(request, session.committee)
+    coordinating = may.may_coordinate(user=request.user, committee=session.committee)
     context = {
         "session": session,
         "committee": session.committee,
@@ -728,14 +727,14 @@ def session_live(request, session_id):
 
 
 def _live_viewer(request, session, case):
-    from imaging.review import review_room_for_case
     from imaging.selectors import viewer_config
+    from rcp.review import case_review_room
     from rcp.views_key_images import viewer_key_images
 
     study = case.studies.order_by("-study_date").first()
     if study is None:
         return None
-    room = review_room_for_case(case=case, study=study)
+    room = case_review_room(case=case, study=study)
     return viewer_config(
         study=study, user=request.user, room=room, key_images=viewer_key_images(request, case)
     )
@@ -787,7 +786,7 @@ def session_attend(request, session_id):
 @require_POST
 def case_document_upload(request, case_id):
     case = get_case_for_user(request, case_id)
-    if case.submitted_by_id != request.user.pk and not _coordinating(request, case.committee):
+    if not may.may_edit_case(user=request.user, case=case):
         messages.error(request, _("Only the submitting doctor or a coordinator adds documents."))
         return redirect("rcp-case", case_id=case.pk)
     form = CaseDocumentForm(request.POST, request.FILES)

@@ -1,0 +1,88 @@
+"""Who may act on the RCP: the ``may_*`` predicates, in one place.
+
+Views call them to decide what to show (forms, buttons) and which refusal to give; the
+services call them again and refuse (rcp.errors.NotAllowed), whoever their caller is. An
+actor without a user is the portal itself (Celery beat, seeding): code, not a person, and
+not asked (see portal.permissions).
+"""
+
+from __future__ import annotations
+
+from portal.audit import Actor
+from rcp.errors import NotAllowed
+from rcp.models import Case, Committee
+from rcp.selectors import cases_acted_on_by, is_coordinating, membership
+
+
+def _signed_in(user) -> bool:
+    return bool(getattr(user, "is_authenticated", False))
+
+
+def is_member(*, user, committee: Committee) -> bool:
+    """Any role on the committee: sees its sessions, records its decisions, attends."""
+    return _signed_in(user) and membership(committee=committee, user=user) is not None
+
+
+def may_coordinate(*, user, committee: Committee) -> bool:
+    """The chair or a coordinator: schedules sessions, builds agendas, opens and closes
+    sessions, registers, postpones, validates and amends decisions."""
+    # The role test itself is the selector's, which the app's other modules (notifications,
+    # documents, key images, the review rooms' hook) still call directly.
+    return _signed_in(user) and is_coordinating(committee=committee, user=user)
+
+
+def may_run_session(*, committee: Committee, user) -> bool:
+    """The chair or a coordinator of the committee opens and closes its sessions."""
+    return may_coordinate(user=user, committee=committee)
+
+
+def may_act_on_case(*, case: Case, user) -> bool:
+    """Whether ``user`` works on ``case`` (a member of its committee or the submitting doctor),
+    rather than only reading it: the case page shows its forms and buttons to these only."""
+    return _signed_in(user) and cases_acted_on_by(user).filter(pk=case.pk).exists()
+
+
+def is_submitter(*, user, case: Case) -> bool:
+    return _signed_in(user) and case.submitted_by_id == user.pk
+
+
+def may_submit_case(*, user, case: Case) -> bool:
+    """Only the submitting doctor sends the case to the committee."""
+    return is_submitter(user=user, case=case)
+
+
+def may_edit_case(*, user, case: Case) -> bool:
+    """The submitting doctor or a coordinator edits the fiche and attaches documents."""
+    return is_submitter(user=user, case=case) or may_coordinate(user=user, committee=case.committee)
+
+
+def may_plan_case(*, user, case: Case) -> bool:
+    """The chair or a coordinator puts the case on an agenda, postpones or registers it."""
+    return may_coordinate(user=user, committee=case.committee)
+
+
+def may_schedule_case(*, user, case: Case) -> bool:
+    """What the agenda service itself holds: a member of the committee. The pages ask more
+    (``may_plan_case``); the service is not tightened to it yet because a caller exists that
+    is a member and no coordinator (the CPDPN fiche in tests/test_rcp_pdf.py, the fetal
+    medicine member putting her own case on the agenda)."""
+    return is_member(user=user, committee=case.committee)
+
+
+def may_record_decision(*, user, case: Case) -> bool:
+    """The committee's members write its decision."""
+    return is_member(user=user, committee=case.committee)
+
+
+def may_validate_decision(*, user, case: Case) -> bool:
+    """The chair or a coordinator validates (or amends) a decision."""
+    return may_coordinate(user=user, committee=case.committee)
+
+
+def require(by: Actor, allowed, message: str) -> None:
+    """Refuse (NotAllowed, ``message`` for the user) unless ``allowed(user)`` holds for the
+    actor; the portal itself (an actor without a user) is not asked."""
+    if by.user is None:
+        return
+    if not allowed(by.user):
+        raise NotAllowed(message)
