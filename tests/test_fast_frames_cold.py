@@ -216,3 +216,42 @@ async def test_a_kept_alive_connection_closed_by_the_archive_is_retried_once():
 async def test_an_archive_that_is_down_leaves_the_frame_to_django():
     client = AsyncArchive("http://127.0.0.1:9/dicom-web", timeout=2)  # discard: nobody
     assert await client.frames("1.2", "1.2.3", "1.2.3.4", [1]) is None
+
+
+async def test_a_frame_being_read_ahead_is_fetched_once(world, on_orthanc, monkeypatch):
+    """The viewer asks for the instance the read-ahead is fetching: it waits for that answer
+    instead of asking the archive a second time."""
+    study = await sync_to_async(imaged_study)(world)
+    _token, bearer = await _viewer(world, study)
+    django = CountingDjango()
+    app = FastFrames(django)
+    series_path, frame_path = _paths(study)
+    asked, released, waiting = [], asyncio.Event(), asyncio.Event()
+    archive_frames, wait_for_read_ahead = AsyncArchive.frames, FastFrames._being_read_ahead
+
+    async def held_frames(self, study_uid, series_uid, sop_uid, numbers):
+        asked.append(sop_uid)
+        await released.wait()
+        return await archive_frames(self, study_uid, series_uid, sop_uid, numbers)
+
+    async def watched(self, *args):
+        waiting.set()
+        return await wait_for_read_ahead(self, *args)
+
+    monkeypatch.setattr(AsyncArchive, "frames", held_frames)
+    monkeypatch.setattr(FastFrames, "_being_read_ahead", watched)
+
+    assert (await _get(app, f"{series_path}/metadata", bearer))[0] == 200
+    deadline = time.monotonic() + 20
+    while (study["study_uid"], study["series_uid"], study["sop_uid"]) not in app.fetching:
+        assert time.monotonic() < deadline, "the read-ahead did not start"
+        await asyncio.sleep(0.02)
+    viewer = asyncio.ensure_future(_get(app, frame_path, bearer))
+    await asyncio.wait_for(waiting.wait(), 10)
+    released.set()
+    status, headers, body = await asyncio.wait_for(viewer, 20)
+    assert status == 200
+    assert b"content-security-policy" not in headers
+    assert len(_frame(body)) == 32 * 32 * 2
+    assert asked.count(study["sop_uid"]) == 1
+    assert django.requests == 1
