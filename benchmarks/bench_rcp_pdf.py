@@ -22,11 +22,12 @@ fiches are made during the set-up, which also warms WeasyPrint up.
 What it measures, ``--rounds`` times (5 by default) after one round not counted, the order of
 the three measures rotating between rounds and a ``gc.collect()`` (not timed) before each:
 
-* **minutes**: ``rcp.pdf.document_render`` of a new minutes document of the session (as
-  ``request_minutes_pdf`` creates it): the HTML (``minutes_html``), WeasyPrint (``write_pdf``),
-  the storage and the database updates; the first two are timed inside the same call;
-* **minutes WeasyPrint alone**: ``rcp.pdf.write_pdf`` of the minutes' HTML, built once;
-* **baseline**: ``rcp.pdf.write_pdf`` of a plain page holding the same text: the visible text
+* **minutes**: ``portal.documents.render`` of a new minutes document of the session (as
+  ``request_minutes_pdf`` creates it): the HTML (``portal.documents.html``), WeasyPrint
+  (``write_pdf``), the storage and the database updates; the first two are timed inside the
+  same call;
+* **minutes WeasyPrint alone**: ``portal.pdf.write_pdf`` of the minutes' HTML, built once;
+* **baseline**: ``portal.pdf.write_pdf`` of a plain page holding the same text: the visible text
   of the minutes' ``<body>``, one ``<p>`` per block (paragraph, heading, table row, list
   item), no image, no CSS but one rule, ``html { font: <size>pt "DejaVu Sans" }``, whose size
   is chosen (before timing) so that the plain page has as many pages as the minutes.
@@ -721,8 +722,8 @@ class Measures:
     def document_render(self, *, record: bool) -> None:
         """A new minutes document, created as request_minutes_pdf creates it (its Celery task
         is what calls document_render), then rendered; minutes_html and write_pdf are timed
-        inside the call by wrapping rcp.pdf's own functions."""
-        from rcp import pdf
+        inside the call by wrapping portal.documents' and portal.pdf's own functions."""
+        from portal import documents, pdf
         from rcp.models import RcpDocument
 
         document = RcpDocument.objects.create(
@@ -731,7 +732,7 @@ class Measures:
             requested_by=self.world.coordinator.user,
         )
         inner = {}
-        original_html, original_pdf = pdf.minutes_html, pdf.write_pdf
+        original_html, original_pdf = documents.html, pdf.write_pdf
 
         def timed(name, function):
             def wrapper(*args, **kwargs):
@@ -743,17 +744,17 @@ class Measures:
 
             return wrapper
 
-        pdf.minutes_html = timed("minutes_html", original_html)
+        documents.html = timed("minutes_html", original_html)
         pdf.write_pdf = timed("write_pdf", original_pdf)
         try:
             began = time.perf_counter()
-            document = pdf.document_render(document=document)
+            document = documents.render(document=document)
             seconds = time.perf_counter() - began
         finally:
-            pdf.minutes_html, pdf.write_pdf = original_html, original_pdf
+            documents.html, pdf.write_pdf = original_html, original_pdf
         if document.status != RcpDocument.Status.READY:
             raise RuntimeError(f"the minutes were not made: {document.status} {document.error}")
-        self.last_pdf["document_render"] = pdf.document_read(document)
+        self.last_pdf["document_render"] = documents.read(document)
         if record:
             self.samples["document_render"].append(seconds)
             self.split["minutes_html"].append(inner["minutes_html"])
@@ -761,7 +762,7 @@ class Measures:
             self.split["rest"].append(seconds - inner["minutes_html"] - inner["write_pdf"])
 
     def write_pdf(self, *, record: bool) -> None:
-        from rcp import pdf
+        from portal import pdf
 
         began = time.perf_counter()
         data = pdf.write_pdf(self.minutes_html)
@@ -771,7 +772,7 @@ class Measures:
             self.samples["write_pdf"].append(seconds)
 
     def baseline(self, *, record: bool) -> None:
-        from rcp import pdf
+        from portal import pdf
 
         began = time.perf_counter()
         data = pdf.write_pdf(self.baseline_html)
@@ -896,12 +897,12 @@ def main(argv=None) -> int:
         setup_seconds = time.perf_counter() - began
         facts = check_session(world)
 
-        from django.utils import translation
+        from portal import documents, pdf
+        from rcp.models import RcpDocument
 
-        from rcp import pdf
-
-        with translation.override("fr"):  # as document_render builds it
-            minutes_html, media = pdf.minutes_html(world.session)
+        minutes_html, media = documents.html(  # in French, as the render builds it
+            RcpDocument(kind=RcpDocument.Kind.MINUTES, session=world.session)
+        )
         blocks = visible_blocks(minutes_html)
         minutes_pdf = pdf_facts(pdf.write_pdf(minutes_html, media=media))
         say(f"fitting the plain page to {minutes_pdf['pages']} pages")

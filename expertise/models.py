@@ -9,6 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from portal.documents_models import GeneratedDocument
 from portal.models import Establishment, Patient, Professional, Specialty
 
 # --- Pools ---------------------------------------------------------------------------------------
@@ -362,32 +363,16 @@ class Report(models.Model):
         return self.signed_at is not None
 
 
-class ReportDocument(models.Model):
-    """The PDF of a signed report, rendered by Celery and kept with its SHA-256."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", _("Waiting")
-        RUNNING = "running", _("In progress")
-        RETRYING = "retrying", _("Retrying")
-        READY = "ready", _("Ready")
-        FAILED = "failed", _("Failed")
-
-    IN_FLIGHT = (Status.PENDING, Status.RUNNING, Status.RETRYING)
+class ReportDocument(GeneratedDocument):
+    """The PDF of a signed report, rendered by Celery and kept with its SHA-256
+    (portal.documents)."""
 
     report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="documents")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     file = models.FileField(upload_to="expertise/pdf/%Y/%m/", blank=True)
-    sha256 = models.CharField(max_length=64, blank=True)
-    size = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    generated_at = models.DateTimeField(null=True, blank=True)
     # Sent once, after the first successful rendering.
     delivered_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-pk"]
+    class Meta(GeneratedDocument.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["report"],

@@ -3,11 +3,11 @@
 * :func:`request_report_pdf` — called by ``expertise.services.report_sign_and_send`` inside
   its transaction (the rendering is queued with ``transaction.on_commit``, never run in it),
   and by the retry of the request page when the last try failed.
-* :func:`document_render` — run by the Celery task ``expertise.render_report``: renders the
-  French template with WeasyPrint (through :mod:`portal.pdf`, which fetches nothing but our
-  static files), keeps the file with its SHA-256, and the first time a PDF of the report is
-  ready tells the requester and the patient's GP (in the portal and by an e-mail without
-  patient data).
+* :func:`report_context` — the context of the French template, registered with
+  :mod:`portal.documents`, whose task makes the file (WeasyPrint, fetching nothing but our
+  static files), keeps it with its SHA-256 and serves it; the first time a PDF of the report
+  is ready, :func:`document_deliver` tells the requester and the patient's GP (in the portal
+  and by an e-mail without patient data).
 * :func:`report_outputs` — what the request page's PDF block shows
   (``templates/expertise/_report_outputs.html``).
 
@@ -18,13 +18,11 @@ R6316-1), made once and kept, the same for the requester, the GP and the archive
 from __future__ import annotations
 
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
-from django.template.loader import render_to_string
+from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -39,39 +37,11 @@ from expertise.models import (
     Urgency,
 )
 from expertise.services import ExpertiseError
-from portal import audit
+from portal import documents
 from portal.audit import Actor
-from portal.models import AuditPurpose, InsOid, Specialty
-from portal.pdf import (
-    TRANSIENT_ERRORS,
-    DocumentCorrupted,
-    describe_error,
-    portal_resources,
-    read_verified,
-    static_url,
-    store_pdf,
-    write_pdf,
-)
+from portal.models import InsOid, Specialty
 
 Status = ReportDocument.Status
-PARIS = ZoneInfo("Europe/Paris")
-
-__all__ = [
-    "TRANSIENT_ERRORS",
-    "DocumentCorrupted",
-    "ReportOutputs",
-    "document_integrity_failed",
-    "document_mark_failed",
-    "document_mark_retrying",
-    "document_read",
-    "document_render",
-    "download_name",
-    "may_ask_again",
-    "report_html",
-    "report_outputs",
-    "report_pdf_ask_again",
-    "request_report_pdf",
-]
 
 
 # --- Requests -----------------------------------------------------------------------------------
@@ -88,20 +58,9 @@ def request_report_pdf(*, report: Report) -> ReportDocument:
     starts after commit. Raises ExpertiseError for a report not signed."""
     if not report.is_locked:
         raise ExpertiseError(_("Only a signed report has a PDF."))
-    with transaction.atomic():
-        existing = _live(report)
-        if existing is not None:
-            return existing
-        try:
-            with transaction.atomic():
-                document = ReportDocument.objects.create(report=report)
-        except IntegrityError:
-            # Asked twice at once: the other call made it.
-            return _live(report)
-        from expertise.tasks import render_report
-
-        transaction.on_commit(lambda pk=document.pk: render_report.delay(pk))
-    return document
+    return documents.reuse_or_create(
+        ReportDocument, live=report.documents.exclude(status=Status.FAILED), report=report
+    )
 
 
 def may_ask_again(*, request: Request, user) -> bool:
@@ -136,7 +95,7 @@ class ReportOutputs:
 
     @property
     def in_flight(self) -> bool:
-        return any(document.status in ReportDocument.IN_FLIGHT for document in self.documents)
+        return any(document.is_in_flight for document in self.documents)
 
 
 def report_outputs(*, request: Request, user) -> ReportOutputs:
@@ -151,7 +110,6 @@ def report_outputs(*, request: Request, user) -> ReportOutputs:
             "expertise-report-pdf",
             kwargs={"request_id": request.pk, "document_id": document.pk},
         )
-        document.in_flight = document.status in ReportDocument.IN_FLIGHT
     signed = report is not None and report.is_locked
     return ReportOutputs(
         signed=signed,
@@ -162,64 +120,12 @@ def report_outputs(*, request: Request, user) -> ReportOutputs:
     )
 
 
-# --- Download -----------------------------------------------------------------------------------
-
-
-def document_read(document: ReportDocument) -> bytes:
-    """The stored PDF, checked against its SHA-256 (a changed file is never handed out)."""
-    if document.status != Status.READY or not document.file:
-        raise DocumentCorrupted(f"report document {document.pk} is not ready")
-    try:
-        return read_verified(name=document.file.name, sha256=document.sha256)
-    except DocumentCorrupted as error:
-        raise DocumentCorrupted(f"report document {document.pk}: {error}") from error
-
-
-def document_integrity_failed(*, document: ReportDocument, by: Actor, patient) -> None:
-    """A stored PDF no longer matches its SHA-256: never serve it, raise a security alert
-    (serious failure) and mark it failed, so that it can be made again."""
-    with transaction.atomic():
-        document_mark_failed(document=document, error=DocumentCorrupted("SHA-256 mismatch"))
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            action=audit.AuditAction.EXECUTE,
-            outcome=audit.AuditOutcome.SERIOUS_FAILURE,
-            obj=document,
-            patient=patient,
-            purpose=AuditPurpose.EXPERTISE,
-            detail={"integrity": "sha256 mismatch", "expected": document.sha256},
-        )
+# --- Download and delivery ---------------------------------------------------------------------
 
 
 def download_name(request: Request) -> str:
     """A file name without patient data (download folders and proxies keep it)."""
     return f"compte-rendu-teleexpertise-{request.pk}.pdf"
-
-
-# --- Rendering (run by expertise.tasks.render_report) -----------------------------------------
-
-
-def document_render(*, document: ReportDocument) -> ReportDocument:
-    """Render the report's PDF, store it with its SHA-256, mark it ready and deliver it the
-    first time a PDF of this report is ready."""
-    ReportDocument.objects.filter(pk=document.pk).update(
-        status=Status.RUNNING, attempts=F("attempts") + 1
-    )
-    html = report_html(document.report)
-    data = write_pdf(html, fetcher=portal_resources())
-    stored = store_pdf(data, folder="expertise/pdf")
-    ReportDocument.objects.filter(pk=document.pk).update(
-        status=Status.READY,
-        file=stored.name,
-        sha256=stored.sha256,
-        size=stored.size,
-        generated_at=stored.stored_at,
-        error="",
-    )
-    document.refresh_from_db()
-    document_deliver(document=document)
-    return document
 
 
 def document_deliver(*, document: ReportDocument) -> bool:
@@ -247,18 +153,6 @@ def document_deliver(*, document: ReportDocument) -> bool:
         with translation.override(settings.LANGUAGE_CODE):
             notifications.report_delivered(request)
     return True
-
-
-def document_mark_retrying(*, document: ReportDocument, error: Exception) -> None:
-    ReportDocument.objects.filter(pk=document.pk).update(
-        status=Status.RETRYING, error=describe_error(error)
-    )
-
-
-def document_mark_failed(*, document: ReportDocument, error: Exception) -> None:
-    ReportDocument.objects.filter(pk=document.pk).update(
-        status=Status.FAILED, error=describe_error(error)
-    )
 
 
 # --- The template's context -------------------------------------------------------------------
@@ -304,46 +198,46 @@ def _professional(user) -> dict:
     }
 
 
-def report_html(report: Report) -> str:
-    """The HTML of the signed report's PDF, in French."""
+@documents.kind(
+    ReportDocument,
+    template="expertise/pdf/report.html",
+    folder="expertise/pdf",
+    on_ready=lambda document: document_deliver(document=document),
+)
+def report_context(document: ReportDocument) -> dict:
+    """The signed report, in French (portal.documents renders it in French, Paris time)."""
     report = Report.objects.select_related(
         "request__patient",
         "request__pool__establishment",
         "request__requester__professional",
         "request__requester_establishment",
-    ).get(pk=report.pk)
+    ).get(pk=document.report_id)
     request = report.request
     patient = request.patient
     ins = patient.ins_for_output()
     gp = notifications.gp_of(request)
-    with translation.override("fr"), timezone.override(PARIS):
-        requester = _professional(request.requester)
-        context = {
-            "request": request,
-            "report": report,
-            "patient": patient,
-            "sex": patient.get_sex_display(),
-            "ins": (
-                {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)}
-                if ins
-                else None
-            ),
-            "requester": {
-                **requester,
-                "establishment": request.requester_establishment or requester["establishment"],
-            },
-            "gp": _professional(gp)["name"] if gp else "",
-            "pool": request.pool,
-            "establishment": request.pool.establishment,
-            "specialty": _specialty(request.specialty),
-            "urgency": URGENCY_FR.get(request.urgency, request.urgency),
-            "consent_method": CONSENT_METHOD_FR.get(request.consent_method, ""),
-            "studies": list(request.studies.order_by("study_date", "pk")),
-            "acts": [
-                {"act": act, "label": ACT_FR.get(act.code, act.code)}
-                for act in request.acts.order_by("-code")  # TE2, then RQD
-            ],
-            "logo_url": static_url("img/favicon.svg"),
-            "generated_at": timezone.now(),
-        }
-        return render_to_string("expertise/pdf/report.html", context)
+    requester = _professional(request.requester)
+    return {
+        "request": request,
+        "report": report,
+        "patient": patient,
+        "sex": patient.get_sex_display(),
+        "ins": (
+            {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)} if ins else None
+        ),
+        "requester": {
+            **requester,
+            "establishment": request.requester_establishment or requester["establishment"],
+        },
+        "gp": _professional(gp)["name"] if gp else "",
+        "pool": request.pool,
+        "establishment": request.pool.establishment,
+        "specialty": _specialty(request.specialty),
+        "urgency": URGENCY_FR.get(request.urgency, request.urgency),
+        "consent_method": CONSENT_METHOD_FR.get(request.consent_method, ""),
+        "studies": list(request.studies.order_by("study_date", "pk")),
+        "acts": [
+            {"act": act, "label": ACT_FR.get(act.code, act.code)}
+            for act in request.acts.order_by("-code")  # TE2, then RQD
+        ],
+    }

@@ -6,11 +6,8 @@ Thin views over expertise.pdf, every one through expertise.access.get_request_fo
 request page includes.
 """
 
-import io
-import logging
-
 from django.contrib import messages
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -19,12 +16,10 @@ from expertise import pdf
 from expertise.access import get_request_for_user
 from expertise.models import ReportDocument
 from expertise.services import ExpertiseError
-from portal import audit
+from portal import documents
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
-
-logger = logging.getLogger(__name__)
 
 
 @patient_data_view
@@ -47,38 +42,20 @@ def report_pdf_download(request, request_id, document_id):
     ).first()
     if document is None:
         raise Http404
-    actor = Actor.from_request(request)
-    try:
-        data = pdf.document_read(document)
-    except pdf.DocumentCorrupted as error:
-        logger.error("%s", error)
-        pdf.document_integrity_failed(
-            document=document, by=actor, patient=expertise_request.patient
-        )
-        messages.error(
-            request,
-            _(
-                "The PDF of this report was altered since it was made: it was not downloaded. "
-                "The expert or the requester can make it again."
-            ),
-        )
-        return redirect("expertise-request", request_id=expertise_request.pk)
-    audit.record(
-        actor=actor,
-        event=audit.AuditEventId.EXPORT,
-        action=audit.AuditAction.READ,
-        obj=document,
-        patient=expertise_request.patient,
-        purpose=AuditPurpose.EXPERTISE,
-        detail={"request": expertise_request.pk, "sha256": document.sha256},
-    )
-    # The bytes checked above, not the file opened again: what was verified is what leaves.
-    return FileResponse(
-        io.BytesIO(data),
-        as_attachment=True,
+    response = documents.download_response(
+        request,
+        document,
         filename=pdf.download_name(expertise_request),
-        content_type="application/pdf",
+        attachment=True,  # as the report's PDF always was
+        purpose=AuditPurpose.EXPERTISE,
+        detail={"request": expertise_request.pk},
+        altered_message=_(
+            "The PDF of this report was altered since it was made: it was not downloaded. "
+            "The expert or the requester can make it again."
+        ),
+        patient=expertise_request.patient,
     )
+    return response or redirect("expertise-request", request_id=expertise_request.pk)
 
 
 @patient_data_view

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from imaging.models import Study
+from portal.documents_models import GeneratedDocument
 from portal.models import Establishment, Patient, Professional, Specialty
 
 # The four core specialties of a CPDPN (CSP R2131-12): all needed for a case to count.
@@ -393,23 +394,14 @@ class CalendarFeedToken(models.Model):
 # --- Generated PDF documents (rcp/pdf.py) ------------------------------------------------------
 
 
-class RcpDocument(models.Model):
+class RcpDocument(GeneratedDocument):
     """A PDF made from the RCP record: the fiche of a case (one per validated decision version)
     or the minutes of a session. A Celery task renders it; the file is kept with its SHA-256,
-    checked again at every download."""
+    checked again at every download (portal.documents)."""
 
     class Kind(models.TextChoices):
         FICHE = "fiche", _("RCP form")
         MINUTES = "minutes", _("Session minutes")
-
-    class Status(models.TextChoices):
-        PENDING = "pending", _("Waiting")
-        RUNNING = "running", _("In progress")
-        RETRYING = "retrying", _("Retrying")
-        READY = "ready", _("Ready")
-        FAILED = "failed", _("Failed")
-
-    IN_FLIGHT = (Status.PENDING, Status.RUNNING, Status.RETRYING)
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     case = models.ForeignKey(
@@ -421,20 +413,12 @@ class RcpDocument(models.Model):
     session = models.ForeignKey(
         Session, on_delete=models.PROTECT, null=True, blank=True, related_name="pdf_documents"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     file = models.FileField(upload_to="rcp/pdf/%Y/%m/", blank=True)
-    sha256 = models.CharField(max_length=64, blank=True)
-    size = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.CharField(max_length=300, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    generated_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-pk"]
+    class Meta(GeneratedDocument.Meta):
         constraints = [
             models.CheckConstraint(
                 condition=(
@@ -473,7 +457,3 @@ class RcpDocument(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.pk} ({self.status})"
-
-    @property
-    def is_in_flight(self) -> bool:
-        return self.status in self.IN_FLIGHT

@@ -9,11 +9,11 @@ rendering is queued with ``transaction.on_commit``, never run in it):
 * :func:`request_minutes_pdf` — the minutes of a session, made again on request as decisions
   change; one at a time per session.
 
-The Celery task :func:`rcp.tasks.render_document` calls :func:`document_render`, which renders
-the HTML template with WeasyPrint and keeps the file in ``default_storage`` with its SHA-256.
-WeasyPrint fetches images and stylesheets through :func:`portal.pdf.portal_resources` (shared
-with the other domains that make PDFs): the portal's static files and the stored media the
-document names (its key images), read from storage; no network, no ``file://``, nothing else.
+The making, storing, verified reading and serving of the files is the portal's
+(:mod:`portal.documents`): this module registers the two kinds, each a template and the
+function building its context (:func:`fiche_context`, :func:`minutes_context`). WeasyPrint
+fetches the portal's static files and the stored media the document names (its key images),
+nothing else.
 
 The documents are in French whatever the reader's language: they are the record of the
 meeting (CI-SIS FRCP), made once and kept, and their labels are those of the national value
@@ -22,35 +22,18 @@ sets (``rcp.frcp``).
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
-from django.db.models import F, Prefetch
-from django.template.loader import render_to_string
+from django.db.models import Prefetch
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from portal import audit
+from portal import documents
 from portal.audit import Actor
 from portal.models import InsOid, Specialty
-from portal.pdf import (
-    BASE_URL,
-    TRANSIENT_ERRORS,
-    DocumentCorrupted,
-    ResourceRefused,
-    describe_error,
-    media_url,
-    portal_resources,
-    read_verified,
-    static_url,
-    write_pdf,
-)
+from portal.pdf import media_url
 from portal.selectors import current_gp
 from rcp import frcp, selectors
 from rcp.models import Attendance, Case, Decision, RcpDocument, Session
@@ -74,12 +57,6 @@ def may_request_minutes_pdf(*, session: Session, user) -> bool:
     return selectors.is_coordinating(committee=session.committee, user=user)
 
 
-def _queue(document: RcpDocument) -> None:
-    from rcp.tasks import render_document
-
-    transaction.on_commit(lambda pk=document.pk: render_document.delay(pk))
-
-
 def request_case_pdf(*, case: Case, decision: Decision, by: Actor) -> RcpDocument:
     """Queue the fiche RCP of ``decision`` (a validated version of ``case``'s decision).
 
@@ -91,27 +68,15 @@ def request_case_pdf(*, case: Case, decision: Decision, by: Actor) -> RcpDocumen
         raise RcpError(_("This decision belongs to another case."))
     if not decision.is_locked:
         raise RcpError(_("Only a validated decision has an RCP form."))
-    with transaction.atomic():
-        existing = _live_fiche(decision)
-        if existing is not None:
-            return existing
-        try:
-            with transaction.atomic():
-                document = RcpDocument.objects.create(
-                    kind=Kind.FICHE, case=case, decision=decision, requested_by=by.user
-                )
-        except IntegrityError:
-            # Asked twice at once: the other request made it.
-            return _live_fiche(decision)
-        _queue(document)
-    return document
-
-
-def _live_fiche(decision: Decision) -> RcpDocument | None:
-    return (
-        RcpDocument.objects.filter(kind=Kind.FICHE, decision=decision)
-        .exclude(status=Status.FAILED)
-        .first()
+    return documents.reuse_or_create(
+        RcpDocument,
+        live=RcpDocument.objects.filter(kind=Kind.FICHE, decision=decision).exclude(
+            status=Status.FAILED
+        ),
+        kind=Kind.FICHE,
+        case=case,
+        decision=decision,
+        requested_by=by.user,
     )
 
 
@@ -123,25 +88,15 @@ def request_minutes_pdf(*, session: Session, by: Actor) -> RcpDocument:
     """
     if session.status == Session.Status.CANCELLED:
         raise RcpError(_("This session was cancelled: it has no minutes."))
-    with transaction.atomic():
-        existing = _minutes_in_flight(session)
-        if existing is not None:
-            return existing
-        try:
-            with transaction.atomic():
-                document = RcpDocument.objects.create(
-                    kind=Kind.MINUTES, session=session, requested_by=by.user
-                )
-        except IntegrityError:
-            return _minutes_in_flight(session)
-        _queue(document)
-    return document
-
-
-def _minutes_in_flight(session: Session) -> RcpDocument | None:
-    return RcpDocument.objects.filter(
-        kind=Kind.MINUTES, session=session, status__in=RcpDocument.IN_FLIGHT
-    ).first()
+    return documents.reuse_or_create(
+        RcpDocument,
+        live=RcpDocument.objects.filter(
+            kind=Kind.MINUTES, session=session, status__in=RcpDocument.IN_FLIGHT
+        ),
+        kind=Kind.MINUTES,
+        session=session,
+        requested_by=by.user,
+    )
 
 
 # --- What the pages show --------------------------------------------------------------------
@@ -227,83 +182,12 @@ def session_outputs(*, session: Session, user) -> Outputs:
     )
 
 
-def document_read(document: RcpDocument) -> bytes:
-    """The stored PDF, checked against its SHA-256 (a changed file is never handed out)."""
-    if document.status != Status.READY or not document.file:
-        raise DocumentCorrupted(f"document {document.pk} is not ready")
-    try:
-        return read_verified(name=document.file.name, sha256=document.sha256)
-    except DocumentCorrupted as error:
-        raise DocumentCorrupted(f"document {document.pk}: {error}") from error
-
-
-def document_integrity_failed(*, document: RcpDocument, by: Actor, patient=None) -> None:
-    """A stored PDF no longer matches its SHA-256: never serve it, say so in the audit trail
-    (security alert, serious failure) and let it be made again (a failed fiche may be)."""
-    with transaction.atomic():
-        document_mark_failed(document=document, error=DocumentCorrupted("SHA-256 mismatch"))
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            action=audit.AuditAction.EXECUTE,
-            outcome=audit.AuditOutcome.SERIOUS_FAILURE,
-            obj=document,
-            patient=patient,
-            detail={"integrity": "sha256 mismatch", "expected": document.sha256},
-        )
-
-
 def download_name(document: RcpDocument) -> str:
     """A file name without patient data (download folders and proxies keep it)."""
     if document.kind == Kind.FICHE:
         return f"fiche-rcp-{document.case_id}-v{document.decision.version}.pdf"
     day = timezone.localtime(document.session.starts_at)
     return f"compte-rendu-rcp-{document.session_id}-{day:%Y-%m-%d}.pdf"
-
-
-# --- Rendering (run by rcp.tasks.render_document) -------------------------------------------
-
-
-def document_render(*, document: RcpDocument) -> RcpDocument:
-    """Render the document's PDF, store it with its SHA-256 and mark it ready."""
-    RcpDocument.objects.filter(pk=document.pk).update(
-        status=Status.RUNNING, attempts=F("attempts") + 1
-    )
-    # The templates are French and the file is kept: its labels (specialties, attendance
-    # modes) must be French too, whatever language the requesting page was in.
-    with translation.override("fr"):
-        if document.kind == Kind.FICHE:
-            html, media = fiche_html(document.decision)
-        else:
-            html, media = minutes_html(document.session)
-    # The fetcher is built here, from this module's name: a test (or the benchmark) that
-    # replaces rcp.pdf.portal_resources sees what this document fetched.
-    data = write_pdf(html, fetcher=portal_resources(media=media))
-    digest = hashlib.sha256(data).hexdigest()
-    now = timezone.now()
-    name = default_storage.save(f"rcp/pdf/{now:%Y/%m}/{uuid.uuid4().hex}.pdf", ContentFile(data))
-    RcpDocument.objects.filter(pk=document.pk).update(
-        status=Status.READY,
-        file=name,
-        sha256=digest,
-        size=len(data),
-        generated_at=now,
-        error="",
-    )
-    document.refresh_from_db()
-    return document
-
-
-def document_mark_retrying(*, document: RcpDocument, error: Exception) -> None:
-    RcpDocument.objects.filter(pk=document.pk).update(
-        status=Status.RETRYING, error=describe_error(error)
-    )
-
-
-def document_mark_failed(*, document: RcpDocument, error: Exception) -> None:
-    RcpDocument.objects.filter(pk=document.pk).update(
-        status=Status.FAILED, error=describe_error(error)
-    )
 
 
 # --- Contexts of the templates ----------------------------------------------------------------
@@ -516,14 +400,12 @@ def _header(committee) -> dict:
         "committee": committee,
         "kind_label": "CPDPN" if committee.is_cpdpn else "RCP",
         "required": [_specialty(code) for code in required_specialties(committee)],
-        "logo_url": static_url("img/favicon.svg"),
-        "css_url": static_url("rcp/pdf.css"),
-        "generated_at": timezone.now(),
     }
 
 
-def fiche_html(decision: Decision) -> tuple[str, list[str]]:
-    """The HTML of the fiche RCP of a validated decision, and the media it may show."""
+@documents.kind(RcpDocument, value=Kind.FICHE, template="rcp/pdf/fiche.html", folder="rcp/pdf")
+def fiche_context(document: RcpDocument) -> documents.Content:
+    """The fiche RCP of a validated decision, with the key images it shows."""
     case = (
         Case.objects.select_related(
             "patient",
@@ -532,11 +414,11 @@ def fiche_html(decision: Decision) -> tuple[str, list[str]]:
             "submitted_by__professional",
         )
         .prefetch_related("written_opinions__professional__user", "key_images")
-        .get(pk=decision.case_id)
+        .get(pk=document.case_id)
     )
     decision = Decision.objects.select_related(
         "validated_by__professional", "second_validator__professional"
-    ).get(pk=decision.pk)
+    ).get(pk=document.decision_id)
     key_images = [
         {"url": media_url(image.rendering.name), "caption": image.caption}
         for image in case.key_images.all()
@@ -562,14 +444,16 @@ def fiche_html(decision: Decision) -> tuple[str, list[str]]:
         ],
         "key_images": key_images,
     }
-    with translation.override("fr"):
-        html = render_to_string("rcp/pdf/fiche.html", context)
-    return html, [image.rendering.name for image in case.key_images.all() if image.rendering]
+    return documents.Content(
+        context,
+        media=[image.rendering.name for image in case.key_images.all() if image.rendering],
+    )
 
 
-def minutes_html(session: Session) -> tuple[str, list[str]]:
-    """The HTML of a session's minutes, with each case's key images, and the media it shows."""
-    session = Session.objects.select_related("committee__establishment").get(pk=session.pk)
+@documents.kind(RcpDocument, value=Kind.MINUTES, template="rcp/pdf/minutes.html", folder="rcp/pdf")
+def minutes_context(document: RcpDocument) -> documents.Content:
+    """A session's minutes, with each case's key images."""
+    session = Session.objects.select_related("committee__establishment").get(pk=document.session_id)
     attendances = list(
         session.attendances.select_related("professional__user").order_by("arrived_at", "pk")
     )
@@ -626,31 +510,4 @@ def minutes_html(session: Session) -> tuple[str, list[str]]:
         "items": items,
         "validated_count": sum(1 for item in items if item["decision"]),
     }
-    with translation.override("fr"):
-        html = render_to_string("rcp/pdf/minutes.html", context)
-    return html, media
-
-
-__all__ = [
-    "BASE_URL",
-    "TRANSIENT_ERRORS",
-    "DocumentCorrupted",
-    "Outputs",
-    "ResourceRefused",
-    "case_outputs",
-    "document_integrity_failed",
-    "document_mark_failed",
-    "document_mark_retrying",
-    "document_read",
-    "document_render",
-    "download_name",
-    "media_url",
-    "may_request_case_pdf",
-    "may_request_minutes_pdf",
-    "request_case_pdf",
-    "request_minutes_pdf",
-    "session_outputs",
-    "portal_resources",
-    "static_url",
-    "write_pdf",
-]
+    return documents.Content(context, media=media)

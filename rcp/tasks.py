@@ -4,33 +4,14 @@ import logging
 
 from celery import shared_task
 
-from portal.pdf import MAX_RETRIES, render_with_retries
-from rcp import notifications, pdf
-from rcp.models import RcpDocument
+from rcp import (
+    notifications,
+    # For its kinds (the fiche, the minutes), which portal.documents' task renders: Celery
+    # discovers rcp.tasks only.
+    pdf,  # noqa: F401
+)
 
 logger = logging.getLogger(__name__)
-
-
-@shared_task(bind=True, max_retries=MAX_RETRIES, acks_late=True, name="rcp.render_document")
-def render_document(self, document_id: int) -> None:
-    """Render one RcpDocument; transient errors (storage, database) are retried, bounded.
-
-    Run in-process (the demo, the tests) there is no delayed retry: the document is marked
-    failed at once and the page offers to make it again, as imaging's imports do.
-    """
-    document = (
-        RcpDocument.objects.select_related("decision", "session").filter(pk=document_id).first()
-    )
-    if document is None or document.status == RcpDocument.Status.READY:
-        return  # deleted meanwhile, or a redelivery (acks_late) of a finished task
-    render_with_retries(
-        self,
-        document=document,
-        render=pdf.document_render,
-        mark_retrying=pdf.document_mark_retrying,
-        mark_failed=pdf.document_mark_failed,
-        logger=logger,
-    )
 
 
 @shared_task(name="rcp.send_session_reminders", ignore_result=True)

@@ -4,16 +4,14 @@ Thin views over rcp.pdf, through the access helpers of rcp.access (outsiders get
 block they render, ``rcp/_outputs.html``, is the one the case and session pages include.
 """
 
-import logging
-
 from django.contrib import messages
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from portal import audit
+from portal import documents
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -21,8 +19,6 @@ from rcp import pdf
 from rcp.access import get_case_for_user, get_session_for_user
 from rcp.models import RcpDocument
 from rcp.services import RcpError
-
-logger = logging.getLogger(__name__)
 
 
 def _answer(request, outputs: pdf.Outputs, error: str = ""):
@@ -40,31 +36,23 @@ def _answer(request, outputs: pdf.Outputs, error: str = ""):
 
 
 def _pdf_response(request, document: RcpDocument, *, patient=None):
-    """The verified file, with its EXPORT audit event (DCM 110106, action R)."""
-    actor = Actor.from_request(request)
-    try:
-        data = pdf.document_read(document)
-    except pdf.DocumentCorrupted as error:
-        logger.error("%s", error)
-        pdf.document_integrity_failed(document=document, by=actor, patient=patient)
-        messages.error(request, _("This PDF was altered since it was made: make it again."))
-        return None
-    subject = (
-        {"obj": document, "patient": patient}
-        if document.kind == RcpDocument.Kind.FICHE
-        else {"object_type": "rcp.session", "object_id": str(document.session_id)}
-    )
-    audit.record(
-        actor=actor,
-        event=audit.AuditEventId.EXPORT,
-        action=audit.AuditAction.READ,
+    """The verified file with its EXPORT audit event, opened in the browser (inline, as the
+    RCP's PDFs always were); None when the file was altered."""
+    return documents.download_response(
+        request,
+        document,
+        filename=pdf.download_name(document),
+        attachment=False,
         purpose=AuditPurpose.CARE,
-        detail={"document": document.pk, "kind": document.kind, "sha256": document.sha256},
-        **subject,
+        detail={"document": document.pk, "kind": document.kind},
+        altered_message=_("This PDF was altered since it was made: make it again."),
+        patient=patient,
+        subject=(
+            None
+            if document.kind == RcpDocument.Kind.FICHE
+            else {"object_type": "rcp.session", "object_id": str(document.session_id)}
+        ),
     )
-    response = HttpResponse(data, content_type="application/pdf")
-    response["Content-Disposition"] = f'inline; filename="{pdf.download_name(document)}"'
-    return response
 
 
 # --- Fiche RCP of a case --------------------------------------------------------------------

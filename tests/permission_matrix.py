@@ -328,18 +328,19 @@ def _case_document(world):
 
 def _rcp_fiche(world):
     """The fiche RCP of world.patient's validated case, made (once per world)."""
-    from rcp import pdf
+    from portal import documents
 
     docs = world.__dict__.setdefault("_rcp_fiches", [])
     if not docs:
         case = _rcp_case(world, "validated")
         # Queued by decision_validate; on_commit never fires inside the test's transaction.
-        docs.append(pdf.document_render(document=case.pdf_documents.get()))
+        docs.append(documents.render(document=case.pdf_documents.get()))
     return docs[0]
 
 
 def _rcp_minutes(world):
     """The minutes of the session of world.patient's validated case, made (once per world)."""
+    from portal import documents
     from rcp import pdf
 
     docs = world.__dict__.setdefault("_rcp_minutes", [])
@@ -347,7 +348,7 @@ def _rcp_minutes(world):
         document = pdf.request_minutes_pdf(
             session=_rcp_case(world, "validated").session, by=Actor(user=world.coordinator.user)
         )
-        docs.append(pdf.document_render(document=document))
+        docs.append(documents.render(document=document))
     return docs[0]
 
 
@@ -480,14 +481,14 @@ def _expertise_request(world, state: str = "accepted"):
 
 def _expertise_report_pdf(world):
     """The PDF of the answered request's signed report, made (once per world)."""
-    from expertise import pdf as expertise_pdf
     from expertise.models import ReportDocument
+    from portal import documents
 
     if "_expertise_report_pdf" not in world.__dict__:
         request = _expertise_request(world, "answered")
         # Queued by report_sign_and_send; on_commit never fires inside the test's transaction.
         document = ReportDocument.objects.get(report__request=request)
-        world._expertise_report_pdf = expertise_pdf.document_render(document=document)
+        world._expertise_report_pdf = documents.render(document=document)
     return world._expertise_report_pdf
 
 

@@ -157,20 +157,21 @@ def test_validating_a_decision_answers_before_its_fiche_is_made_which_then_appea
     """The request that validates does not wait for WeasyPrint; the fiche is made after it."""
     from django.urls import reverse
 
+    from portal import documents
     from portal.audit import Actor
-    from rcp import pdf, services
+    from rcp import services
     from rcp.models import Case, RcpDocument
     from tests.conftest import client_for
     from tests.rcp_world import case_on_agenda, open_with_quorum
 
     gate = threading.Event()
-    render = pdf.document_render
+    render = documents.render
 
     def render_when_allowed(*, document):
         assert gate.wait(timeout=30), "the test never let the fiche be made"
         return render(document=document)
 
-    monkeypatch.setattr(pdf, "document_render", render_when_allowed)
+    monkeypatch.setattr(documents, "render", render_when_allowed)
     case = case_on_agenda(world)
     open_with_quorum(world)
     draft = services.decision_save(

@@ -23,8 +23,9 @@ from pypdf import PdfReader
 from expertise import pdf, services
 from expertise.models import Report, ReportDocument, Request
 from expertise.services import ExpertiseError
-from expertise.tasks import render_report
+from portal import pdf as portal_pdf
 from portal.audit import Actor
+from portal.documents import render_document
 from portal.models import AuditEvent, AuditEventId, AuditOutcome, AuditPurpose, Notification
 from tests.conftest import client_for
 from tests.expertise_world import QUESTION, REPORT, consent, expertise_world
@@ -105,7 +106,7 @@ def failing_render(monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pdf, "write_pdf", full_disk)
+    monkeypatch.setattr(portal_pdf, "write_pdf", full_disk)
     return monkeypatch
 
 
@@ -235,11 +236,11 @@ def test_the_requester_and_the_gp_are_told_once_in_the_portal_and_by_email(story
 
     # A redelivered task (acks_late) finds the document ready and stops...
     with capture(execute=True):
-        render_report.apply(args=[document.pk])
+        render_document.apply(args=["expertise.ReportDocument", document.pk])
     # ...and one that renders it again (two workers at once) tells nobody twice.
     ReportDocument.objects.filter(pk=document.pk).update(status=Status.RUNNING)
     with capture(execute=True):
-        render_report.apply(args=[document.pk])
+        render_document.apply(args=["expertise.ReportDocument", document.pk])
     document.refresh_from_db()
     assert document.status == Status.READY and document.attempts == 2
     for user in (requester, gp):
@@ -309,7 +310,7 @@ def test_the_gp_and_the_requester_download_it_with_one_export_event(story, captu
         f'attachment; filename="compte-rendu-teleexpertise-{story.request.pk}.pdf"'
     )
     assert "no-store" in response["Cache-Control"]
-    assert b"".join(response.streaming_content) == stored(document)
+    assert response.content == stored(document)
     (event,) = AuditEvent.objects.filter(pk__gt=last)
     assert event.event_id == AuditEventId.EXPORT == "110106"
     assert event.action == "R"
@@ -401,25 +402,25 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(story, capture, 
         retried.append(countdown)
         return Retry(exc=exc, when=countdown)
 
-    monkeypatch.setattr(pdf, "write_pdf", locked)
-    monkeypatch.setattr(render_report, "retry", retry)
+    monkeypatch.setattr(portal_pdf, "write_pdf", locked)
+    monkeypatch.setattr(render_document, "retry", retry)
     # As a worker runs it: the first failures are retried with a growing delay...
-    for attempt in range(render_report.max_retries):
-        render_report.push_request(retries=attempt, is_eager=False)
+    for attempt in range(render_document.max_retries):
+        render_document.push_request(retries=attempt, is_eager=False)
         try:
             with pytest.raises(Retry):
-                render_report.run(document.pk)
+                render_document.run("expertise.ReportDocument", document.pk)
         finally:
-            render_report.pop_request()
+            render_document.pop_request()
         document.refresh_from_db()
         assert document.status == Status.RETRYING
     assert retried == [15, 30, 60, 120, 240]
     # ...and the last one gives up: the page then offers to make it again.
-    render_report.push_request(retries=render_report.max_retries, is_eager=False)
+    render_document.push_request(retries=render_document.max_retries, is_eager=False)
     try:
-        render_report.run(document.pk)
+        render_document.run("expertise.ReportDocument", document.pk)
     finally:
-        render_report.pop_request()
+        render_document.pop_request()
     document.refresh_from_db()
     assert document.status == Status.FAILED
-    assert document.attempts == render_report.max_retries + 1
+    assert document.attempts == render_document.max_retries + 1

@@ -11,8 +11,8 @@ from django.urls import reverse
 
 from expertise import services
 from expertise.models import Act, Report, ReportDocument, Request
-from expertise.tasks import render_report
 from portal.audit import Actor
+from portal.documents import render_document
 from portal.models import AuditEvent, AuditEventId, AuditOutcome, AuditPurpose
 from tests.conftest import PASSWORD, client_for
 from tests.expertise_world import REPORT, accepted_request, expertise_world, sent_request
@@ -144,13 +144,13 @@ def test_the_page_answers_at_once_and_shows_the_pdf_progress(
     expert = english(tele.teleradiologist.user)
     # The PDF is Celery's: the signing page queues it and answers without waiting for it.
     with (
-        mock.patch.object(render_report, "delay") as queued,
+        mock.patch.object(render_document, "delay") as queued,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = _sign(expert, request, password=PASSWORD)
     assert response.status_code == 302
     document = ReportDocument.objects.get(report__request=request)
-    queued.assert_called_once_with(document.pk)
+    queued.assert_called_once_with("expertise.ReportDocument", document.pk)
     assert document.status == ReportDocument.Status.PENDING  # not made by the page
 
     page = expert.get(response["Location"])
@@ -160,7 +160,7 @@ def test_the_page_answers_at_once_and_shows_the_pdf_progress(
     assert f'hx-get="{outputs_url}"' in html  # polls the fragment while in flight
     assert "Waiting" in html
 
-    render_report(document.pk)  # what the worker does
+    render_document("expertise.ReportDocument", document.pk)  # what the worker does
     fragment = expert.get(outputs_url).content.decode()
     assert "Ready" in fragment and 'data-testid="report-pdf-download"' in fragment
     assert "hx-get" not in fragment  # done: the polling stops

@@ -23,11 +23,13 @@ from django.urls import reverse
 from PIL import Image
 from pypdf import PdfReader
 
+from portal import documents
+from portal import pdf as portal_pdf
 from portal.audit import Actor
+from portal.documents import render_document
 from portal.models import AuditEvent, AuditEventId, AuditOutcome
 from rcp import pdf, services
 from rcp.models import Committee, KeyImage, RcpDocument, Session
-from rcp.tasks import render_document
 from tests.conftest import client_for, make_patient, make_professional
 from tests.rcp_world import COMPLETE_THORACIC, open_session, rcp_world
 
@@ -238,7 +240,7 @@ def test_each_validated_version_has_its_own_fiche(board, capture):
 def test_fiche_shows_the_key_images_from_storage(board, capture):
     image = KeyImage.objects.get(case=board.case)
     seen = []
-    original = pdf.portal_resources
+    original = portal_pdf.portal_resources
 
     def spy(*, media=()):
         fetcher = original(media=media)
@@ -246,11 +248,11 @@ def test_fiche_shows_the_key_images_from_storage(board, capture):
         return fetcher
 
     fiches_failed(board)
-    pdf.portal_resources = spy
+    portal_pdf.portal_resources = spy
     try:
         document = make_fiche(board, board.v2, capture)
     finally:
-        pdf.portal_resources = original
+        portal_pdf.portal_resources = original
 
     assert "Masse lobaire supérieure droite, 32 mm" in pdf_text(stored(document))
     (fetcher,) = seen
@@ -345,7 +347,7 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
         assert expected in text, f"{expected!r} missing from the CPDPN opinion"
     assert "Conforme au référentiel" not in text  # a cancer notion
     # Labels and values sit side by side: the PDF's text order does not keep them together.
-    html, _media = pdf.fiche_html(decision)
+    html, _media = documents.html(fiche(decision))
     assert re.search(r"Interruption médicale de grossesse attestée</th><td>Oui</td>", html)
     assert re.search(r"Attestation d'IMG demandée</th><td>Oui</td>", html)
 
@@ -439,7 +441,7 @@ def test_the_minutes_read_the_same_number_of_queries_for_any_number_of_cases(boa
 
     def queries():
         with CaptureQueriesContext(connection) as captured:
-            pdf.minutes_html(board.session)
+            documents.html(RcpDocument(kind=RcpDocument.Kind.MINUTES, session=board.session))
         return len(captured)
 
     one_case = queries()
@@ -474,24 +476,28 @@ def no_network(monkeypatch):
 def test_the_fetcher_refuses_everything_but_static_files_and_the_documents_media(db, no_network):
     default_storage.save("rcp/key-images/2026/03/allowed.png", ContentFile(png()))
     default_storage.save("rcp/documents/2026/03/other-patient.png", ContentFile(png()))
-    fetcher = pdf.portal_resources(media=["rcp/key-images/2026/03/allowed.png"])
+    fetcher = portal_pdf.portal_resources(media=["rcp/key-images/2026/03/allowed.png"])
 
-    assert fetcher.fetch(pdf.static_url("rcp/pdf.css")).read().startswith(b"/* Print style")
-    assert fetcher.fetch(pdf.media_url("rcp/key-images/2026/03/allowed.png")).read() == png()
+    assert (
+        fetcher.fetch(portal_pdf.static_url("css/print.css")).read().startswith(b"/* Print style")
+    )
+    assert fetcher.fetch(portal_pdf.media_url("rcp/key-images/2026/03/allowed.png")).read() == png()
     refused = [
         "http://example.com/x.png",
         "https://example.com/x.png",
         "file:///etc/passwd",
         "data:text/plain,hello",
-        pdf.media_url("rcp/documents/2026/03/other-patient.png"),  # stored, not this document's
-        pdf.BASE_URL + "static/../../../../etc/passwd",
-        pdf.BASE_URL + "static/rcp/%2e%2e/%2e%2e/portal/settings.py",
-        pdf.BASE_URL + "media/rcp/key-images/2026/03/../../../../etc/passwd",
-        pdf.BASE_URL + "etc/passwd",
-        "https://pdf.mirc.invalid@example.com/static/rcp/pdf.css",
+        portal_pdf.media_url(
+            "rcp/documents/2026/03/other-patient.png"
+        ),  # stored, not this document's
+        portal_pdf.BASE_URL + "static/../../../../etc/passwd",
+        portal_pdf.BASE_URL + "static/rcp/%2e%2e/%2e%2e/portal/settings.py",
+        portal_pdf.BASE_URL + "media/rcp/key-images/2026/03/../../../../etc/passwd",
+        portal_pdf.BASE_URL + "etc/passwd",
+        "https://pdf.mirc.invalid@example.com/static/css/print.css",
     ]
     for url in refused:
-        with pytest.raises(pdf.ResourceRefused):
+        with pytest.raises(portal_pdf.ResourceRefused):
             fetcher.fetch(url)
     assert fetcher.refused == refused
     assert no_network == []
@@ -500,7 +506,7 @@ def test_the_fetcher_refuses_everything_but_static_files_and_the_documents_media
 def test_a_template_pointing_outside_renders_without_fetching_it(db, no_network):
     html = f"""<html><head>
       <link rel="stylesheet" href="http://example.com/evil.css">
-      <link rel="stylesheet" href="{pdf.static_url("rcp/pdf.css")}">
+      <link rel="stylesheet" href="{portal_pdf.static_url("css/print.css")}">
     </head><body>
       <h1>Fiche</h1>
       <img src="http://example.com/x.png">
@@ -508,8 +514,8 @@ def test_a_template_pointing_outside_renders_without_fetching_it(db, no_network)
       <object data="file:///etc/hostname"></object>
       <p style="background: url('file:///etc/shadow')">texte</p>
     </body></html>"""
-    fetcher = pdf.portal_resources()
-    data = pdf.write_pdf(html, fetcher=fetcher)
+    fetcher = portal_pdf.portal_resources()
+    data = portal_pdf.write_pdf(html, fetcher=fetcher)
 
     assert data.startswith(b"%PDF-")
     assert "FICHE" in pdf_text(data).upper()
@@ -519,7 +525,7 @@ def test_a_template_pointing_outside_renders_without_fetching_it(db, no_network)
         "http://example.com/x.png",
         "file:///etc/passwd",
     } <= set(fetcher.refused)
-    assert pdf.static_url("rcp/pdf.css") not in fetcher.refused
+    assert portal_pdf.static_url("css/print.css") not in fetcher.refused
     assert no_network == []
 
 
@@ -533,7 +539,7 @@ def test_a_storage_failure_marks_the_document_failed_and_it_can_be_made_again(
         raise OSError(28, "No space left on device")
 
     fiches_failed(board)
-    monkeypatch.setattr(pdf.default_storage, "save", full_disk)
+    monkeypatch.setattr(portal_pdf.default_storage, "save", full_disk)
     failed = make_fiche(board, board.v2, capture)
     assert failed.status == RcpDocument.Status.FAILED
     assert "No space left on device" in failed.error
@@ -569,14 +575,14 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(board, capture, 
         retried.append(countdown)
         return Retry(exc=exc, when=countdown)
 
-    monkeypatch.setattr(pdf.default_storage, "save", locked)
+    monkeypatch.setattr(portal_pdf.default_storage, "save", locked)
     monkeypatch.setattr(render_document, "retry", retry)
     # As a worker runs it: the first failures are retried with a growing delay...
     for attempt in range(render_document.max_retries):
         render_document.push_request(retries=attempt, is_eager=False)
         try:
             with pytest.raises(Retry):
-                render_document.run(document.pk)
+                render_document.run("rcp.RcpDocument", document.pk)
         finally:
             render_document.pop_request()
         document.refresh_from_db()
@@ -585,7 +591,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(board, capture, 
     # ...and the last one gives up: the page then offers to make it again.
     render_document.push_request(retries=render_document.max_retries, is_eager=False)
     try:
-        render_document.run(document.pk)
+        render_document.run("rcp.RcpDocument", document.pk)
     finally:
         render_document.pop_request()
     document.refresh_from_db()
@@ -702,7 +708,8 @@ def test_downloading_the_fiche_is_one_export_event_with_the_patient(board, captu
     assert response.status_code == 200
     assert response["Content-Type"] == "application/pdf"
     assert response.content == stored(document)
-    assert f"fiche-rcp-{board.case.pk}-v2.pdf" in response["Content-Disposition"]
+    # Opened in the browser, where the expertise report is downloaded (attachment).
+    assert response["Content-Disposition"] == f'inline; filename="fiche-rcp-{board.case.pk}-v2.pdf"'
     assert "no-store" in response["Cache-Control"]
     (event,) = AuditEvent.objects.filter(pk__gt=last)
     assert event.event_id == AuditEventId.EXPORT == "110106"
