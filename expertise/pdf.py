@@ -39,7 +39,6 @@ from expertise.models import (
 from expertise.services import ExpertiseError
 from portal import documents
 from portal.audit import Actor
-from portal.models import InsOid, Specialty
 
 Status = ReportDocument.Status
 
@@ -176,13 +175,6 @@ ACT_FR = {
 }
 
 
-def _specialty(code: str) -> str:
-    try:
-        return str(Specialty(code).label)
-    except ValueError:
-        return code
-
-
 def _professional(user) -> dict:
     """Name, RPPS and main establishment of a user as they are now."""
     if user is None:
@@ -214,7 +206,6 @@ def report_context(document: ReportDocument) -> dict:
     ).get(pk=document.report_id)
     request = report.request
     patient = request.patient
-    ins = patient.ins_for_output()
     gp = notifications.gp_of(request)
     requester = _professional(request.requester)
     return {
@@ -222,9 +213,7 @@ def report_context(document: ReportDocument) -> dict:
         "report": report,
         "patient": patient,
         "sex": patient.get_sex_display(),
-        "ins": (
-            {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)} if ins else None
-        ),
+        "ins": documents.ins_context(patient),
         "requester": {
             **requester,
             "establishment": request.requester_establishment or requester["establishment"],
@@ -232,7 +221,7 @@ def report_context(document: ReportDocument) -> dict:
         "gp": _professional(gp)["name"] if gp else "",
         "pool": request.pool,
         "establishment": request.pool.establishment,
-        "specialty": _specialty(request.specialty),
+        "specialty": documents.specialty_label(request.specialty),
         "urgency": URGENCY_FR.get(request.urgency, request.urgency),
         "consent_method": CONSENT_METHOD_FR.get(request.consent_method, ""),
         "studies": list(request.studies.order_by("study_date", "pk")),

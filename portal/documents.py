@@ -62,6 +62,7 @@ from portal import audit
 from portal import pdf as portal_pdf
 from portal.audit import Actor
 from portal.documents_models import GeneratedDocument
+from portal.models import InsOid, Specialty
 from portal.pdf import MAX_RETRIES, DocumentCorrupted, describe_error, render_with_retries
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,25 @@ def kind_of(document: GeneratedDocument) -> Kind:
         return _KINDS[key]
     except KeyError:
         raise LookupError(f"no document kind registered for {key}") from None
+
+
+# --- What the templates of several kinds print the same way ----------------------------------
+
+
+def specialty_label(code: str) -> str:
+    """A specialty's label (in French when rendered), or the code the portal does not know."""
+    try:
+        return str(Specialty(code).label)
+    except ValueError:
+        return code
+
+
+def ins_context(patient) -> dict | None:
+    """The patient's INS as a document prints it, only for a qualified identity."""
+    ins = patient.ins_for_output()
+    if not ins:
+        return None
+    return {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)}
 
 
 # --- Reuse or create ----------------------------------------------------------------------------

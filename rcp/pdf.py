@@ -32,7 +32,6 @@ from django.utils.translation import gettext as _
 
 from portal import documents
 from portal.audit import Actor
-from portal.models import InsOid, Specialty
 from portal.pdf import media_url
 from portal.selectors import current_gp
 from rcp import frcp, selectors
@@ -206,13 +205,6 @@ def _with_code(value_set, code: str) -> str:
     return f"{code} — {label}" if label and label != code else code
 
 
-def _specialty(code: str) -> str:
-    try:
-        return str(Specialty(code).label)
-    except ValueError:
-        return code
-
-
 ATTENDANCE_MODES = {
     Attendance.Mode.IN_PERSON: "Présentiel",
     Attendance.Mode.REMOTE: "À distance",
@@ -270,7 +262,6 @@ def _yes_no(value) -> str:
 
 def _patient_context(case: Case) -> dict:
     patient = case.patient
-    ins = patient.ins_for_output()
     gp = current_gp(patient)
     age = None
     if case.session is not None:
@@ -279,9 +270,7 @@ def _patient_context(case: Case) -> dict:
         age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
     return {
         "patient": patient,
-        "ins": (
-            {"matricule": ins[0], "oid": ins[1], "kind": str(InsOid(ins[1]).label)} if ins else None
-        ),
+        "ins": documents.ins_context(patient),
         "age": age,
         "gp": gp.display_name if gp else "",
     }
@@ -291,7 +280,7 @@ def _attendees(decision: Decision) -> list[dict]:
     return [
         {
             "name": entry.get("name", ""),
-            "specialty": _specialty(entry.get("specialty", "")),
+            "specialty": documents.specialty_label(entry.get("specialty", "")),
             "mode": _mode(entry.get("mode", "")),
         }
         for entry in decision.attendees or []
@@ -304,7 +293,7 @@ def _attesting(decision: Decision) -> list[str]:
         if isinstance(entry, dict):
             text = entry.get("name", "")
             if entry.get("specialty"):
-                text = f"{text} ({_specialty(entry['specialty'])})"
+                text = f"{text} ({documents.specialty_label(entry['specialty'])})"
             names.append(text)
         else:
             names.append(str(entry))
@@ -399,7 +388,7 @@ def _header(committee) -> dict:
         "establishment": establishment,
         "committee": committee,
         "kind_label": "CPDPN" if committee.is_cpdpn else "RCP",
-        "required": [_specialty(code) for code in required_specialties(committee)],
+        "required": [documents.specialty_label(code) for code in required_specialties(committee)],
     }
 
 
@@ -436,7 +425,7 @@ def fiche_context(document: RcpDocument) -> documents.Content:
         "opinions": [
             {
                 "name": opinion.professional.display_name,
-                "specialty": _specialty(opinion.specialty),
+                "specialty": documents.specialty_label(opinion.specialty),
                 "text": opinion.text,
                 "recorded_at": opinion.recorded_at,
             }
@@ -497,7 +486,7 @@ def minutes_context(document: RcpDocument) -> documents.Content:
         "attendances": [
             {
                 "name": a.professional.display_name,
-                "specialty": _specialty(a.specialty),
+                "specialty": documents.specialty_label(a.specialty),
                 "mode": _mode(a.mode),
                 "arrived_at": a.arrived_at,
                 "left_at": a.left_at,
@@ -506,7 +495,7 @@ def minutes_context(document: RcpDocument) -> documents.Content:
         ],
         "quorum": session_quorum,
         "quorum_label": coded(frcp.STATUT_QUORUM, session_quorum.status_code),
-        "missing": [_specialty(code) for code in session_quorum.missing],
+        "missing": [documents.specialty_label(code) for code in session_quorum.missing],
         "items": items,
         "validated_count": sum(1 for item in items if item["decision"]),
     }
