@@ -16,7 +16,8 @@ Everything but the words is here, once:
 * ``templates/documents/_outputs.html`` — the PDF block of a page, which each app's block
   extends — and ``static/css/print.css``, the print style of every document.
 
-A new kind of document needs only its template and the function building its context::
+A new kind of document needs only its template and the function building its context (and,
+for a new subject, the model naming it); its views call :func:`download_response`::
 
     # myapp/models.py
     class Letter(GeneratedDocument):
@@ -36,8 +37,9 @@ A new kind of document needs only its template and the function building its con
             patient=patient,
         )
 
-The template extends nothing and links ``{{ css_url }}``; ``logo_url`` and ``generated_at``
-are in every context. A context function returns :class:`Content` instead of a dict when the
+The template links ``{{ css_url }}`` (``static/css/print.css``); ``logo_url`` and
+``generated_at`` are in every context, and :func:`specialty_label` and :func:`ins_context` print
+what several kinds print. A context function returns :class:`Content` instead of a dict when the
 document shows stored files (key images): WeasyPrint may fetch those and nothing else.
 """
 
