@@ -1,8 +1,9 @@
 """The FRCP value sets as the coordinator filling in a fiche RCP would meet them.
 
 Expected codes and labels are copied by hand from the published tables (frcp.md §4 and its
-appendices). Only the cross-check against frcp.md itself reads that file, and it is skipped
-where the reference is not beside the repository.
+appendices). The cross-check against frcp.md reads the copy kept with the tests
+(tests/fixtures/reference/frcp.md, public ANS reference text), so it runs everywhere; where the
+shared reference sits beside the repository, the copy must match it, so that drift is caught.
 """
 
 import re
@@ -14,7 +15,8 @@ from django import forms
 
 from rcp import frcp
 
-FRCP_MD = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "frcp.md"
+FRCP_MD = Path(__file__).parent / "fixtures" / "reference" / "frcp.md"
+SHARED_FRCP_MD = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "frcp.md"
 
 
 # --- Small value sets: what the form's drop-downs show ------------------------------------------
@@ -323,7 +325,6 @@ def reference_tables():
     return tables
 
 
-@pytest.mark.skipif(not FRCP_MD.is_file(), reason=f"reference {FRCP_MD} not beside the repository")
 def test_every_value_set_matches_frcp_md_code_for_code():
     tables = reference_tables()
     value_sets = [
@@ -348,6 +349,17 @@ def test_every_value_set_matches_frcp_md_code_for_code():
         assert value_set.choices() == tables[value_set.name], value_set.name
     assert len(tables["JDV_Tumeur_CISIS"]) == len(frcp.TOPOGRAPHY) == 724
     assert len(tables["JDV_Morphologie_CISIS"]) == len(frcp.MORPHOLOGY) == 1032
+
+
+@pytest.mark.skipif(
+    not SHARED_FRCP_MD.is_file(), reason="no shared reference beside the repository"
+)
+def test_the_kept_copy_of_frcp_md_is_the_shared_reference():
+    """The check above reads the copy; a newer shared reference must be copied in (and the
+    value sets checked against it again)."""
+    assert FRCP_MD.read_bytes() == SHARED_FRCP_MD.read_bytes(), (
+        f"{FRCP_MD} differs from {SHARED_FRCP_MD}: copy the reference in and rerun this file"
+    )
 
 
 @pytest.mark.parametrize("typed", ["T2a", "2a", "cT2a", "pT2a", "t2a", " T 2 a ", "c T2a", "ypT2a"])
