@@ -397,6 +397,20 @@ class _LoopState:
             value, _expiry = await pipe.incr(raw).expire(raw, timeout).execute()
         return int(value)
 
+    async def incr_and_set(self, counter: str, key: str, value, *, timeout: int) -> int:
+        """``incr(counter)`` and ``set(key, value)`` in one transaction: one round trip, and a
+        joiner's snapshot never reads the number without the value."""
+        mode = self._mode
+        if mode == "local":
+            return _incr_and_set(counter, key, value, timeout)
+        if mode == "thread":
+            return await sync_to_async(_incr_and_set)(counter, key, value, timeout)
+        raw = cache.make_key(counter)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.incr(raw).expire(raw, timeout).set(cache.make_key(key), _dumps(value), ex=timeout)
+            number, _expiry, _set = await pipe.execute()
+        return int(number)
+
     async def set(self, key: str, value, *, timeout: int) -> None:
         mode = self._mode
         if mode == "local":
@@ -405,6 +419,12 @@ class _LoopState:
             await sync_to_async(cache.set)(key, value, timeout=timeout)
         else:
             await self._client().set(cache.make_key(key), _dumps(value), ex=timeout)
+
+
+def _incr_and_set(counter: str, key: str, value, timeout: int) -> int:
+    number = next_seq_of(counter)
+    cache.set(key, value, timeout=timeout)
+    return number
 
 
 def _dumps(value):
@@ -439,12 +459,14 @@ async def relay_check(room_id, user_id) -> tuple[int | None, int | None]:
 
 
 async def view_relayed(room_id, *, view: dict, user_id: int) -> int:
-    """The room's next sequence number, with ``view`` kept for late joiners under it."""
-    seq = await state.incr(_key(room_id, "seq"), timeout=STATE_TIMEOUT)
-    await state.set(
-        _key(room_id, "view"), {"seq": seq, "view": view, "from": user_id}, timeout=STATE_TIMEOUT
+    """The room's next sequence number, with ``view`` kept for late joiners (the number is
+    the room's ``seq`` key, read with it by ``snapshot``)."""
+    return await state.incr_and_set(
+        _key(room_id, "seq"),
+        _key(room_id, "view"),
+        {"view": view, "from": user_id},
+        timeout=STATE_TIMEOUT,
     )
-    return seq
 
 
 async def annotation_relayed(room_id, message: dict) -> int | None:
