@@ -60,6 +60,9 @@ def _serve(connection) -> None:
     the worker has used so far (SIGXCPU ends it past that).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ended by its parent at exit (multiprocessing terminates daemonic children): a parent
+    # that ignores SIGTERM (an ingest process) passes that on through the fork server.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
         try:
             function, args, memory_bytes, cpu_seconds = connection.recv()

@@ -154,3 +154,30 @@ def test_a_bad_pool_setting_stops_the_start():
     )
     assert result.returncode != 0
     assert "SANDBOX_POOL_SIZE" in result.stderr
+
+
+def _use_the_sandbox_ignoring_sigterm(pids) -> None:
+    """An ingest process (imaging.ingest_pool) ignores SIGTERM, its service manager's."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pids.put(run_limited(os.getpid, timeout=10))
+
+
+def test_a_process_that_ignores_sigterm_still_ends_with_its_workers():
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    pids = context.Queue()
+    process = context.Process(target=_use_the_sandbox_ignoring_sigterm, args=(pids,))
+    process.start()
+    try:
+        worker = pids.get(timeout=30)
+        # It returns: multiprocessing ends its daemonic children (the sandbox worker) on exit.
+        process.join(timeout=30)
+        assert process.exitcode == 0
+        assert _gone(worker)
+    finally:
+        if process.is_alive():  # stuck waiting for its worker: the test has failed
+            process.kill()
+            process.join()
