@@ -60,11 +60,16 @@ websocket_application = AuditRefusedOrigin(
     )
 )
 
-# Warm image frames are answered from Redis before Django's request cycle (see there).
+# Image frames of an opened study are answered before Django's request cycle (see there);
+# the other DICOMweb reads go through Django on kept threads, not a thread per request.
 from imaging.fast_frames import FastFrames  # noqa: E402
+from portal.sync_http import SyncDicomWebReads  # noqa: E402
 
 application = ProtocolTypeRouter(
-    {"http": FastFrames(django_asgi_app), "websocket": websocket_application}
+    {
+        "http": FastFrames(SyncDicomWebReads(django_asgi_app)),
+        "websocket": websocket_application,
+    }
 )
 
 # Everything imported so far lives as long as the process: out of the collector's sight, a
