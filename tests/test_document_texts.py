@@ -37,8 +37,10 @@ def frozen():
 
 
 def _without_ids(text: str) -> str:
-    """The record numbers (database ids) and the signed content's SHA-256, which holds them."""
+    """The record numbers (database ids), the personas' RPPS numbers (drawn from a counter the
+    whole test run shares) and the signed content's SHA-256, which holds them."""
     text = re.sub(r"n° \d+", "n° <id>", text)
+    text = re.sub(r"\bRPPS \d{11}\b", "RPPS <rpps>", text)
     return re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", text)
 
 
