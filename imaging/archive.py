@@ -116,6 +116,12 @@ class Archive(abc.ABC):
     def store(self, files: Sequence[bytes]) -> list[StoreOutcome]:
         """STOW-RS: store Part 10 files; one outcome per file, in order."""
 
+    def store_parsed(self, files: Sequence[tuple[bytes, object, str]]) -> list[StoreOutcome]:
+        """``store`` of files the caller has already read: (bytes, their header as read
+        from those bytes, without pixel data; their SHA-256). An archive that can use them
+        saves reading and hashing each file again; the others just store the bytes."""
+        return self.store([data for data, _header, _sha256 in files])
+
     @abc.abstractmethod
     def health(self) -> str:
         """ "ok", or a short reason the archive cannot be used."""

@@ -50,7 +50,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from imaging import dicom_send, gateway_query
+from imaging import dicom, dicom_send, gateway_query
 from imaging.archive import ArchiveNotFound, ArchiveUnavailable
 from imaging.gateway_query import PATIENT_ROOT, STUDY_ROOT, QueryRefused
 from imaging.ingest_pool import IngestPool, worker_for
@@ -760,8 +760,12 @@ class Gateway:
             return _status(CANNOT_UNDERSTAND, "internal error, reported")
 
     def _store(self, event, session: _Session) -> Dataset | int:
+        # The data set as the peer encoded it, stored unchanged; only its header is read
+        # (pynetdicom's event.dataset would decode the pixel data's element too), once, for
+        # the checks below and for the ingest.
+        data = event.encoded_dataset(include_meta=True)
         try:
-            header = event.dataset
+            header = dicom.read_header(data)
             sop_class = str(header.get("SOPClassUID", ""))
             study_uid = str(header.get("StudyInstanceUID", ""))
         except Exception:  # noqa: BLE001 - any undecodable dataset is the sender's
@@ -782,8 +786,7 @@ class Gateway:
                 self._count_refused(session)
                 return _status(OUT_OF_RESOURCES, "archive unavailable, retry later")
         establishment = session.calling.declaration.establishment
-        data = event.encoded_dataset(include_meta=True)
-        upload = UploadedFile(f"{session.calling.ae_title}-C-STORE", data)
+        upload = UploadedFile(f"{session.calling.ae_title}-C-STORE", data, header=header)
         accepted = session.accepted_studies.get(study_uid)
         if accepted is not None and self._forwardable(header, data, accepted[0], establishment):
             if session.forwarder is None:

@@ -148,11 +148,19 @@ class LocalArchive(Archive):
         are read, file I/O leaving the interpreter lock to them. A file is indexed only
         once written: the index never names a missing file.
         """
+        return self._store([(data, None, "") for data in files])
+
+    def store_parsed(self, files: Sequence[tuple[bytes, object, str]]) -> list[StoreOutcome]:
+        """``store``, without reading or hashing again what the caller has (Archive)."""
+        return self._store(files)
+
+    def _store(self, parsed: Sequence[tuple[bytes, object, str]]) -> list[StoreOutcome]:
+        files = [data for data, _header, _sha256 in parsed]
         outcomes: list[StoreOutcome | None] = [None] * len(files)
         prepared: list[tuple[int, str, ArchivedInstance | StoreOutcome]] = []
-        for index, data in enumerate(files):
-            sha256 = hashlib.sha256(data).hexdigest()
-            prepared.append((index, sha256, self._index_of(data, sha256)))
+        for index, (data, header, sha256) in enumerate(parsed):
+            sha256 = sha256 or hashlib.sha256(data).hexdigest()
+            prepared.append((index, sha256, self._index_of(data, sha256, header)))
         sop_uids = {entry.sop_instance_uid for _i, _s, entry in prepared
                     if isinstance(entry, ArchivedInstance)}  # fmt: skip
         existing = {
@@ -195,10 +203,11 @@ class LocalArchive(Archive):
             outcomes[index] = self._known(known, files[index], sha256)
         return outcomes  # type: ignore[return-value] - every index was filled
 
-    def _index_of(self, data: bytes, sha256: str) -> ArchivedInstance | StoreOutcome:
-        """The index row of a file, or the outcome that refuses it."""
+    def _index_of(self, data: bytes, sha256: str, header=None) -> ArchivedInstance | StoreOutcome:
+        """The index row of a file, or the outcome that refuses it (``header``: the file's
+        as already read, without pixel data)."""
         try:
-            ds = dicom.read_header(data)
+            ds = header if header is not None else dicom.read_header(data)
             sop_uid = str(ds.SOPInstanceUID)
             study_uid = str(ds.StudyInstanceUID)
             series_uid = str(ds.SeriesInstanceUID)

@@ -8,7 +8,6 @@ strict traits; otherwise it is kept aside for the identity-vigilance team.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -412,13 +411,22 @@ def _expand_zips(batch: IngestBatch) -> None:
 
 
 def _consistent_studies(parsed: list[tuple[IngestItem, ParsedFile]]):
-    """Files grouped by study; a study whose files disagree on identity is refused whole."""
+    """Files grouped by study, with the study's row if it is known (one query for all); a
+    study whose files disagree on identity is refused whole."""
     by_study: dict[str, list] = defaultdict(list)
     for item, file in parsed:
         by_study[file.study_instance_uid].append((item, file))
+    studies = (
+        {
+            study.study_instance_uid: study
+            for study in Study.objects.filter(study_instance_uid__in=by_study)
+        }
+        if by_study
+        else {}
+    )
     for study_uid, members in by_study.items():
         keys = {file.study_key() for _item, file in members}
-        known = Study.objects.filter(study_instance_uid=study_uid).first()
+        known = studies.get(study_uid)
         if known is not None:
             keys.add(
                 (
@@ -439,7 +447,7 @@ def _consistent_studies(parsed: list[tuple[IngestItem, ParsedFile]]):
                     ),
                 )
             continue
-        yield study_uid, members
+        yield study_uid, members, known
 
 
 @dataclass
@@ -452,6 +460,7 @@ class FileResult:
     sop_instance_uid: str = ""
     study: Study | None = None
     spool_name: str = ""
+    series_instance_uid: str = ""  # of a stored instance, for the STOW-RS answer's URL
 
     def save(self, **kwargs) -> None:
         """Nothing to save: the caller reads the result."""
@@ -475,26 +484,37 @@ def ingest_parsed(
     """
     archive = get_archive()
     touched: set[int] = set()
-    for study_uid, members in _consistent_studies(parsed):
+    for study_uid, members, known in _consistent_studies(parsed):
         try:
-            study = _ingest_study(archive, study_uid, members, target, actor, may_attach)
+            # One transaction a study (a STOW request, a gateway batch): its index rows,
+            # counts, outcomes and audit are committed together, or not at all.
+            with transaction.atomic():
+                study = _ingest_study(archive, study_uid, members, known, target, actor, may_attach)
+                if study is not None:
+                    _refresh_counts(study)
+                    if announce:
+                        _announce([study], actor)
         except ArchiveUnavailable:
+            for result, _file in members:  # rolled back: to be decided when it is back
+                _undecided(result)
             raise
         except Exception:
-            # One broken study must not stop the others, nor leave files without an answer.
+            # One broken study must not stop the others, nor leave files without an answer;
+            # what it had decided was rolled back with it.
             logger.exception("ingest of study %s failed", study_uid)
             for result, _file in members:
-                if result.status == IngestItem.Status.WAITING:
-                    _reject(result, _("this file could not be stored (internal error, reported)"))
+                _reject(result, _("this file could not be stored (internal error, reported)"))
             study = None
         if study is not None:
             touched.add(study.pk)
-    studies = list(Study.objects.filter(pk__in=touched))
-    for study in studies:
-        _refresh_counts(study)
-    if announce:
-        _announce(studies, actor)
     return touched
+
+
+def _undecided(result) -> None:
+    result.status = IngestItem.Status.WAITING
+    result.reason = ""
+    result.sop_instance_uid = ""
+    result.study = None
 
 
 def ingest_announce(*, study_ids, actor: Actor) -> None:
@@ -518,10 +538,10 @@ def _announce(studies: list[Study], actor: Actor) -> None:
         transaction.on_commit(lambda pk=study.pk: study_thumbnail.delay(pk))
 
 
-def _ingest_study(archive, study_uid, members, target, actor, may_attach) -> Study | None:
-    """Store one study's files; the study is indexed only if one of its images is."""
-    identity = DicomIdentity.of_dataset(members[0][1].dataset)
-    study = Study.objects.filter(study_instance_uid=study_uid).first()
+def _ingest_study(archive, study_uid, members, study, target, actor, may_attach) -> Study | None:
+    """Store one study's files (``study``: its row, if known); the study is indexed only if
+    one of its images is."""
+    identity = DicomIdentity.of_dataset(members[0][1])
     created = False
     if study is None:
         owner = resolve_study_owner(identity=identity, target=target, by=actor)
@@ -641,7 +661,7 @@ def ingest_from_establishment_check(
             result.sop_instance_uid = file.sop_instance_uid
             _reject(result, _("the patient identifier is not in this establishment's domain"))
             continue
-        file.dataset.IssuerOfPatientID = issuer
+        file.issuer = issuer
         parsed.append((result, file))
     return results, parsed
 
@@ -664,7 +684,7 @@ def ingest_from_establishment_store(
 def _store_members(archive, actor, study, members) -> None:
     """Store and index one study's files, STORE_CHUNK at a time: one lookup of the known
     instances for all, then per chunk one archive call and one transaction of index rows."""
-    hashed = [(item, file, hashlib.sha256(file.data).hexdigest()) for item, file in members]
+    hashed = [(item, file, file.sha256) for item, file in members]
     known = dict(
         Instance.objects.filter(
             sop_instance_uid__in={file.sop_instance_uid for _item, file, _sha in hashed}
@@ -681,7 +701,7 @@ def _store_members(archive, actor, study, members) -> None:
             pending.append((item, file, sha256))
     for start in range(0, len(pending), STORE_CHUNK):
         chunk = pending[start : start + STORE_CHUNK]
-        outcomes = archive.store([file.data for _item, file, _sha in chunk])
+        outcomes = archive.store_parsed([(file.data, file.dataset, sha) for _i, file, sha in chunk])
         archived = []
         for (item, file, sha256), outcome in zip(chunk, outcomes, strict=True):
             if outcome.status in (StoreStatus.STORED, StoreStatus.DUPLICATE):
@@ -693,7 +713,10 @@ def _store_members(archive, actor, study, members) -> None:
         if not archived:
             continue
         with transaction.atomic():
-            _index_instances([(file, sha256) for _item, file, sha256, _status in archived], study)
+            # None of them was indexed at the lookup above (one for the study's files).
+            _index_instances(
+                [(file, sha256) for _item, file, sha256, _status in archived], study, set()
+            )
             for item, file, _sha256, status in archived:
                 _done(
                     item,
@@ -705,20 +728,27 @@ def _store_members(archive, actor, study, members) -> None:
                 )
 
 
-def _index_instances(files: list[tuple[ParsedFile, str]], study: Study) -> None:
+def _index_instances(
+    files: list[tuple[ParsedFile, str]], study: Study, indexed: set[str] | None = None
+) -> None:
     """Index archived files of one study: each series row once, the new instances in one
-    INSERT, each series' count once (about 5 queries a chunk instead of 8 a file)."""
+    INSERT, each series' count in one UPDATE (about 4 queries a chunk instead of 8 a file).
+
+    ``indexed``: the SOPInstanceUIDs among them already indexed, when the caller has just
+    looked them up; an instance indexed meanwhile makes the INSERT fail, and the files are
+    then indexed one at a time."""
     series_rows: dict[str, Series] = {}
     for parsed, _sha256 in files:
         series_uid = str(parsed.dataset.SeriesInstanceUID)
         if series_uid not in series_rows:
             series_rows[series_uid] = _series_row(parsed, study)
-    sop_uids = {parsed.sop_instance_uid for parsed, _sha256 in files}
-    indexed = set(
-        Instance.objects.filter(sop_instance_uid__in=sop_uids).values_list(
-            "sop_instance_uid", flat=True
+    if indexed is None:
+        sop_uids = {parsed.sop_instance_uid for parsed, _sha256 in files}
+        indexed = set(
+            Instance.objects.filter(sop_instance_uid__in=sop_uids).values_list(
+                "sop_instance_uid", flat=True
+            )
         )
-    )
     new = {}
     for parsed, sha256 in files:
         if parsed.sop_instance_uid not in indexed and parsed.sop_instance_uid not in new:
@@ -732,9 +762,16 @@ def _index_instances(files: list[tuple[ParsedFile, str]], study: Study) -> None:
         for parsed, sha256 in files:
             _index_instance(parsed, study, sha256)
         return
-    for series in {row.series_id: row.series for _parsed, row in new.values()}.values():
-        series.instance_count = series.instances.count()
-        series.save(update_fields=["instance_count"])
+    for series_id in {row.series_id for _parsed, row in new.values()}:
+        Series.objects.filter(pk=series_id).update(
+            instance_count=Subquery(
+                Instance.objects.filter(series_id=OuterRef("pk"))
+                .order_by()
+                .values("series_id")
+                .annotate(count=Count("pk"))
+                .values("count")
+            )
+        )
     for parsed, _row in new.values():
         _index_report(parsed, study)
 
@@ -776,9 +813,12 @@ def _done(item, file, study, status) -> None:
         item.reason = _("stored; the patient identity in the images must be reviewed")
     elif study.identity == StudyIdentity.UNKNOWN:
         item.reason = _("stored; no patient of the portal matches these images")
+    if isinstance(item, FileResult):
+        item.series_instance_uid = str(file.dataset.get("SeriesInstanceUID", ""))
     item.save(update_fields=["status", "sop_instance_uid", "study", "reason"])
     if item.spool_name:
-        default_storage.delete(item.spool_name)
+        # Once the outcome is committed: a rolled-back one leaves the file to try again.
+        transaction.on_commit(lambda name=item.spool_name: default_storage.delete(name))
 
 
 def _quarantine(item, file, sha256, existing_sha256, actor: Actor) -> None:

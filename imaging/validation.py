@@ -7,6 +7,8 @@ their header.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import zipfile
@@ -36,13 +38,19 @@ class UploadedFile:
     # (file_verdicts: None for sound, or (code, detail)), with ``checked``.
     verdict: object = None
     checked: bool = False
+    # The header as already read from ``data`` (pydicom, without pixel data), if it was:
+    # the gateway reads it to answer the C-STORE, the ingest need not read it again.
+    header: object = None
 
 
 @dataclass
 class ParsedFile:
     name: str
     data: bytes
-    dataset: pydicom.Dataset  # without pixel data
+    dataset: pydicom.Dataset  # without pixel data, as read from ``data``: never changed
+    # The IssuerOfPatientID the ingest reads the PatientID in, when the file names none
+    # (the sending establishment's domain); the stored bytes and their header stay as sent.
+    issuer: str = ""
 
     @property
     def sop_instance_uid(self) -> str:
@@ -52,8 +60,18 @@ class ParsedFile:
     def study_instance_uid(self) -> str:
         return str(self.dataset.StudyInstanceUID)
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def get(self, keyword: str, default=""):
+        """An attribute of the header, IssuerOfPatientID read as the ingest reads it."""
+        if keyword == "IssuerOfPatientID" and self.issuer:
+            return self.issuer
+        return self.dataset.get(keyword, default)
+
     def study_key(self) -> tuple:
-        return tuple(str(self.dataset.get(keyword, "")) for keyword in STUDY_KEYS)
+        return tuple(str(self.get(keyword, "")) for keyword in STUDY_KEYS)
 
 
 def _limits():
@@ -230,7 +248,9 @@ def parse_dicom_files(uploads: list[UploadedFile]) -> list[ParsedFile | Rejected
             results[index] = Rejected(_reason(*verdict))
             continue
         try:
-            header = pydicom.dcmread(io.BytesIO(upload.data), stop_before_pixels=True)
+            header = upload.header
+            if header is None:
+                header = pydicom.dcmread(io.BytesIO(upload.data), stop_before_pixels=True)
         except Exception as error:  # noqa: BLE001 - checked already; belt and braces
             results[index] = Rejected(_reason("malformed", str(error)))
             continue
