@@ -26,6 +26,7 @@ import weakref
 logger = logging.getLogger(__name__)
 
 RELAY = "review.relay"
+RETRY_SECONDS = 1.0
 
 
 def relay_group_name(room_id) -> str:
@@ -73,22 +74,30 @@ class RoomHub:
     async def _run(self):
         channel = None
         try:
-            # The layer's default prefix: channels_redis's list layer pops every channel of a
-            # process from one list per prefix, behind one lock.
-            channel = await self.layer.new_channel()
-            await self.layer.group_add(self.group, channel)
+            try:
+                # The layer's default prefix: channels_redis's list layer pops every channel of
+                # a process from one list per prefix, behind one lock.
+                channel = await self.layer.new_channel()
+                await self.layer.group_add(self.group, channel)
+            except Exception as error:
+                logger.exception("review hub %s: could not subscribe", self.group)
+                _forget(self)
+                self.ready.set_exception(error)
+                return
             self.ready.set_result(None)
             while True:
-                event = await self.layer.receive(channel)
+                try:
+                    event = await self.layer.receive(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Redis restarting, a timeout: the room's followers here wait for the
+                    # next view rather than lose the room for good.
+                    logger.exception("review hub %s: receiving failed, trying again", self.group)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
                 if event.get("type") == RELAY:
                     await self.deliver(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            logger.exception("review hub %s stopped", self.group)
-            if not self.ready.done():
-                self.ready.set_exception(error)
-            _forget(self)
         finally:
             if channel is not None:
                 try:

@@ -3,6 +3,7 @@ to every follower without a database query and without a thread hop, on the in-p
 and on Redis, both channel layers; closing the room puts everyone out.
 """
 
+import asyncio
 import uuid
 
 import pytest
@@ -279,3 +280,34 @@ async def test_a_held_follower_gets_the_latest_view_and_every_annotation_in_orde
     assert received["b"][-1] == "view8"
     review_hub.leave(layer, "r1", "a")
     assert review_hub.hub_of(layer, "r1") is None
+
+
+async def test_a_hub_whose_layer_fails_for_a_moment_carries_on(monkeypatch):
+    """Redis restarting under a room: its followers here get the next views, not silence."""
+    from channels.layers import InMemoryChannelLayer
+
+    from imaging import review_hub
+
+    class FlakyLayer(InMemoryChannelLayer):
+        failures = 1
+
+        async def receive(self, channel):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("Redis went away")
+            return await super().receive(channel)
+
+    monkeypatch.setattr(review_hub, "RETRY_SECONDS", 0)
+    layer = FlakyLayer()
+    got = asyncio.Queue()
+
+    async def send(frame):
+        got.put_nowait(frame["text"])
+
+    await review_hub.join(layer, "r2", channel_name="a", send=send)
+    await review_hub.release(layer, "r2", "a")
+    event = review_hub.relay_event(text="view1", seq=1, kind="view", sender=None)
+    await layer.group_send(review_hub.relay_group_name("r2"), event)
+    assert await asyncio.wait_for(got.get(), timeout=5) == "view1"
+    assert layer.failures == 0
+    review_hub.leave(layer, "r2", "a")
