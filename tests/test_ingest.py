@@ -7,6 +7,7 @@ import zipfile
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import translation
 
 from imaging.archive import ArchiveUnavailable, get_archive
 from imaging.models import (
@@ -300,3 +301,85 @@ def test_archive_unavailable_is_the_error_of_a_dead_archive(settings):
     settings.ARCHIVE_TIMEOUT = 0.5
     with pytest.raises(ArchiveUnavailable):
         get_archive().search_studies({"PatientID": "x"})
+
+
+# --- STOW-RS: one transaction a study, queries that do not grow with the files -----------------
+
+
+def _stow(world, files):
+    from django.test import Client
+
+    boundary = "ingest-boundary"
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+            for data in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    client = Client()
+    client.force_login(world.oncologist.user)
+    return client.post(
+        reverse("dicomweb-studies"),
+        body,
+        content_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
+    )
+
+
+def test_a_stow_costs_the_same_queries_for_4_slices_as_for_16(world):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = {}
+    _stow(world, ct_files(world.patient, key="stow-warm", slices=1))  # sessions, caches
+    for slices in (4, 16):
+        files = ct_files(world.patient, key=f"stow-q{slices}", slices=slices)
+        with CaptureQueriesContext(connection) as queries:
+            response = _stow(world, files)
+        assert response.status_code == 200
+        stored = response.json()["00081199"]["Value"]
+        assert len(stored) == slices
+        # Each stored instance's URL names its series, as indexed.
+        instance = Instance.objects.select_related("series").get(
+            sop_instance_uid=stored[0]["00081155"]["Value"][0]
+        )
+        assert (
+            f"/series/{instance.series.series_instance_uid}/" in stored[0]["00081190"]["Value"][0]
+        )
+        counts[slices] = len(queries)
+    assert counts[16] == counts[4], counts
+    assert (
+        Study.objects.get(
+            study_instance_uid=instance.series.study.study_instance_uid
+        ).instance_count
+        == 16
+    )
+
+
+def test_a_study_that_fails_midway_leaves_nothing_of_itself(world, monkeypatch):
+    import imaging.services
+
+    def broken(study):
+        raise RuntimeError("the counts could not be written")
+
+    files = ct_files(world.patient, key="stow-broken", slices=3)
+    monkeypatch.setattr(imaging.services, "_refresh_counts", broken)
+    response = _stow(world, files)
+    assert response.status_code == 409
+    failed = response.json()["00081198"]["Value"]
+    internal = "this file could not be stored (internal error, reported)"
+    with translation.override("fr"):
+        in_french = translation.gettext(internal)
+    assert len(failed) == 3
+    for item in failed:
+        assert item["0040A160"]["Value"][0] in (internal, in_french)
+        assert item["00081197"]["Value"] == [0xC000]
+    # Nothing half-done: no study, no instance, no import audited for it.
+    assert not Study.objects.exists()
+    assert not Instance.objects.exists()
+    assert not AuditEvent.objects.filter(event_id=AuditEventId.IMPORT).exists()
+    # Sent again once it works, it is stored whole (the archive kept the bytes: idempotent).
+    monkeypatch.undo()
+    response = _stow(world, files)
+    assert response.status_code == 200
+    assert Study.objects.get().instance_count == 3
