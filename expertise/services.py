@@ -19,6 +19,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from expertise import notifications
+from expertise import permissions as may
+from expertise.errors import ExpertiseError, NotAllowed, SignatureRefused, StaleEdit
 from expertise.models import (
     EXPECTED_DELAY,
     Act,
@@ -30,7 +32,7 @@ from expertise.models import (
     Request,
     RequestEvent,
 )
-from portal import audit
+from portal import audit, transitions
 from portal.audit import Actor
 from portal.models import AuditPurpose, Professional, Specialty
 from portal.services import access_changed
@@ -40,12 +42,14 @@ State = Request.State
 Action = RequestEvent.Action
 
 
-class ExpertiseError(Exception):
-    """A request the rules refuse; the message is for the user."""
-
-
-class StaleEdit(ExpertiseError):
-    """Somebody else saved in between: nothing was written."""
+# Raised here, defined in expertise.errors; the predicates live in expertise.permissions.
+__all__ = ["ExpertiseError", "NotAllowed", "SignatureRefused", "StaleEdit"]
+is_pool_expert = may.is_pool_expert
+is_pool_coordinator = may.is_pool_coordinator
+may_claim = may.may_claim
+may_decline = may.may_decline
+may_write = may.may_write
+may_start_review = may.may_start_review
 
 
 # What the form asks for, by specialty: an opinion on images needs the images.
@@ -91,33 +95,25 @@ def _event(request: Request, by: Actor, action: str, *, before: str, note: str =
     )
 
 
-# --- Who may do what -------------------------------------------------------------------------
-
-
-def is_pool_expert(*, pool: Pool, user) -> bool:
-    return PoolMember.objects.filter(
-        pool=pool, professional__user=user, role=PoolMember.Role.EXPERT
-    ).exists()
-
-
-def is_pool_coordinator(*, pool: Pool, user) -> bool:
-    return PoolMember.objects.filter(
-        pool=pool, professional__user=user, role=PoolMember.Role.COORDINATOR
-    ).exists()
+# --- Who may do what (the rules: expertise.permissions) -----------------------------------------
 
 
 def _require(condition: bool, message: str) -> None:
+    """Refuse what the rules do not allow (not who acts: see ``may.require``)."""
     if not condition:
         raise ExpertiseError(message)
 
 
 def _require_requester(request: Request, by: Actor) -> None:
-    _require(request.requester_id == by.user.pk, _("Only the requester can do this."))
+    may.require(
+        may.is_requester(request=request, user=by.user), _("Only the requester can do this.")
+    )
 
 
 def _require_expert(request: Request, by: Actor) -> None:
-    _require(
-        request.expert_id == by.user.pk, _("Only the expert answering this request can do this.")
+    may.require(
+        may.is_expert(request=request, user=by.user),
+        _("Only the expert answering this request can do this."),
     )
 
 
@@ -158,28 +154,30 @@ def _move(
 ) -> Request:
     """Move the request to ``to`` if it is still in the state the caller saw (and matches
     ``expect``); only the named columns change."""
-    if not can_move(request, to):
-        raise ExpertiseError(
-            _("A request in state “%(state)s” cannot become “%(to)s”.")
-            % {"state": request.get_state_display(), "to": State(to).label}
-        )
-    before, expert_before = request.state, request.expert_id
-    with transaction.atomic():
-        updated = Request.objects.filter(pk=request.pk, state=before, **(expect or {})).update(
-            state=to, revision=F("revision") + 1, **(changes or {})
-        )
-        if not updated:
-            raise StaleEdit(
-                _(
-                    "The request changed meanwhile (another expert or the requester acted): "
-                    "reload it."
-                )
-            )
-        request.refresh_from_db()
+    expert_before = request.expert_id
+
+    def moved(before: str) -> None:
         _forget_cached_access(request, expert_before)
         _event(request, by, action, before=before, note=note)
-        audit_request(request, by, {"expertise": f"{before} -> {to}", "action": action})
-    return request
+
+    return transitions.move(
+        request,
+        to,
+        transitions=TRANSITIONS,
+        by=by,
+        purpose=AuditPurpose.EXPERTISE,
+        changes=changes,
+        expect=expect,
+        moved=moved,
+        audit_detail=lambda before: {"expertise": f"{before} -> {to}", "action": action},
+        refused=lambda: ExpertiseError(
+            _("A request in state “%(state)s” cannot become “%(to)s”.")
+            % {"state": request.get_state_display(), "to": State(to).label}
+        ),
+        stale=lambda: StaleEdit(
+            _("The request changed meanwhile (another expert or the requester acted): reload it.")
+        ),
+    )
 
 
 def _forget_cached_access(request: Request, expert_before) -> None:
@@ -214,7 +212,7 @@ def _check_routing(pool: Pool, expert) -> None:
     _require(pool.is_active, _("This pool does not take requests at the moment."))
     if expert is not None:
         _require(
-            is_pool_expert(pool=pool, user=expert),
+            may.is_pool_expert(pool=pool, user=expert),
             _("This expert does not answer for the chosen pool."),
         )
 
@@ -359,16 +357,10 @@ def request_redraft(*, request: Request, by: Actor) -> Request:
 # --- The expert's side ---------------------------------------------------------------------------
 
 
-def may_claim(*, request: Request, user) -> bool:
-    if request.state != State.SENT or not is_pool_expert(pool=request.pool, user=user):
-        return False
-    return request.expert_id in (None, user.pk)
-
-
 def request_claim(*, request: Request, by: Actor) -> Request:
     """An expert of the pool takes the request (the named expert only, when one is named)."""
-    _require(
-        is_pool_expert(pool=request.pool, user=by.user),
+    may.require(
+        may.is_pool_expert(pool=request.pool, user=by.user),
         _("Only an expert of the pool can accept this request."),
     )
     _require(
@@ -394,18 +386,12 @@ class DeclineTo:
     REQUESTER = "requester"
 
 
-def may_decline(*, request: Request, user) -> bool:
-    if request.state == State.SENT:
-        return may_claim(request=request, user=user) or is_pool_coordinator(
-            pool=request.pool, user=user
-        )
-    return request.state in (State.ACCEPTED, State.INFO_REQUESTED) and request.expert_id == user.pk
-
-
 def request_decline(*, request: Request, by: Actor, reason: str, to: str) -> Request:
     """The expert (or the pool's coordinator) declines, with a reason: back to the pool for
     another expert, or back to the requester."""
-    _require(may_decline(request=request, user=by.user), _("You cannot decline this request."))
+    may.require(
+        may.may_decline(request=request, user=by.user), _("You cannot decline this request.")
+    )
     _require(bool(reason.strip()), _("Say why the request is declined."))
     _require(to in (DeclineTo.POOL, DeclineTo.REQUESTER), _("Choose where the request goes."))
     reason = reason.strip()
@@ -455,12 +441,6 @@ def request_ask_information(*, request: Request, by: Actor, question: str) -> Me
 # --- Conversation ----------------------------------------------------------------------------
 
 
-def may_write(*, request: Request, user) -> bool:
-    if request.state in (State.DRAFT, State.CLOSED, State.CANCELLED):
-        return False
-    return user.pk in (request.requester_id, request.expert_id)
-
-
 ATTACHMENT_TYPES = {Attachment.Kind.PHOTO: PHOTO_TYPES, Attachment.Kind.DOCUMENT: DOCUMENT_TYPES}
 
 
@@ -506,7 +486,9 @@ def message_post(
 ) -> Message:
     """A message in the thread, with an optional file. The requester's message answers a
     pending question: the request goes back to the expert, the deadline moved by the wait."""
-    _require(may_write(request=request, user=by.user), _("You cannot write in this request."))
+    may.require(
+        may.may_write(request=request, user=by.user), _("You cannot write in this request.")
+    )
     _require(bool(body.strip()) or upload is not None, _("Write a message or attach a file."))
     if upload is not None:
         _check_upload(upload, kind)
@@ -645,10 +627,6 @@ def report_sign_and_send(*, request: Request, by: Actor, revision: int) -> Repor
 # not be a password-guessing oracle).
 SIGNATURE_MAX_FAILURES = 5
 SIGNATURE_LOCK_SECONDS = 15 * 60
-
-
-class SignatureRefused(ExpertiseError):
-    """The password (or the second factor's code) given as the signature is wrong."""
 
 
 def signature_needs_code(user) -> bool:
@@ -811,20 +789,15 @@ def acts_record(*, request: Request, on: dt.datetime) -> list[Act]:
 # --- Live review ---------------------------------------------------------------------------------
 
 
-def may_start_review(*, request: Request, user) -> bool:
-    return request.state in (State.ACCEPTED, State.INFO_REQUESTED) and user.pk in (
-        request.expert_id,
-        request.requester_id,
-    )
-
-
 def review_start(*, request: Request, study, by: Actor):
     """The live review room of the request on ``study`` (one of its studies): the expert and
     the requester join it; made on first use, moved to ``study`` afterwards."""
     from imaging.models import ReviewRoom
     from imaging.review import review_room_create
 
-    _require(may_start_review(request=request, user=by.user), _("You cannot start a review now."))
+    may.require(
+        may.may_start_review(request=request, user=by.user), _("You cannot start a review now.")
+    )
     _require(
         request.studies.filter(pk=study.pk).exists(),
         _("This study is not attached to the request."),

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from expertise import permissions as may
 from expertise import selectors, services
 from expertise.access import get_request_for_user
 from expertise.billing import EXPORT_ACTS_PERMISSION
@@ -230,7 +231,7 @@ def request_create(request, patient_id):
 @patient_data_view
 def request_edit(request, request_id):
     found = get_request_for_user(request, request_id)
-    if found.requester_id != request.user.pk or found.state != State.DRAFT:
+    if not may.may_edit_draft(request=found, user=request.user):
         messages.error(request, _("Only the requester edits a draft."))
         return _to_request(found)
     initial = {
@@ -289,11 +290,11 @@ def request_edit(request, request_id):
 
 def _detail_context(request, found: Request) -> dict:
     user = request.user
-    is_requester = found.requester_id == user.pk
-    is_expert = found.expert_id == user.pk
+    is_requester = may.is_requester(request=found, user=user)
+    is_expert = may.is_expert(request=found, user=user)
     report = Report.objects.filter(request=found).first()
-    can_write_report = is_expert and found.state in (State.ACCEPTED, State.INFO_REQUESTED)
-    is_coordinator = services.is_pool_coordinator(pool=found.pool, user=user)
+    can_write_report = may.may_write_report(request=found, user=user)
+    is_coordinator = may.is_pool_coordinator(pool=found.pool, user=user)
     studies = list(found.studies.all().order_by("-study_date", "-pk"))
     # Links lead only where the access helpers let this user in (a coordinator follows the
     # delays, not the images): the others are shown as plain text.
@@ -313,13 +314,13 @@ def _detail_context(request, found: Request) -> dict:
         "is_requester": is_requester,
         "is_expert": is_expert,
         "is_coordinator": is_coordinator,
-        "may_claim": services.may_claim(request=found, user=user),
-        "may_decline": services.may_decline(request=found, user=user),
-        "may_write": services.may_write(request=found, user=user),
-        "may_review": services.may_start_review(request=found, user=user) and bool(studies),
+        "may_claim": may.may_claim(request=found, user=user),
+        "may_decline": may.may_decline(request=found, user=user),
+        "may_write": may.may_write(request=found, user=user),
+        "may_review": may.may_start_review(request=found, user=user) and bool(studies),
         "missing": services.request_missing(found) if found.state == State.DRAFT else [],
         "requirement": services.requirement_label(found.specialty),
-        "limit_reached": (is_expert or services.may_claim(request=found, user=user))
+        "limit_reached": (is_expert or may.may_claim(request=found, user=user))
         and found.state in (State.SENT, State.ACCEPTED, State.INFO_REQUESTED)
         and services.annual_limit_reached(found, expert=user),
         "studies": studies,
@@ -579,7 +580,7 @@ def _render_signature(request, found: Request, report: Report, form, *, status=2
 def _signable(request, found: Request) -> Report | None:
     """The report the expert may sign now, or None (the reason told as a message)."""
     report = Report.objects.filter(request=found).first()
-    if found.expert_id != request.user.pk:
+    if not may.is_expert(request=found, user=request.user):
         messages.error(request, _("Only the expert answering this request can do this."))
         return None
     if found.state != State.ACCEPTED or report is None or report.is_locked:

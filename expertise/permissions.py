@@ -1,0 +1,78 @@
+"""Who may act on a tele-expertise request: the ``may_*`` predicates, in one place.
+
+Views call them to decide what to show (buttons, forms); the services call them again and
+refuse (expertise.errors.NotAllowed), whoever their caller is.
+"""
+
+from __future__ import annotations
+
+from expertise.errors import NotAllowed
+from expertise.models import Pool, PoolMember, Request
+
+State = Request.State
+
+
+def is_pool_expert(*, pool: Pool, user) -> bool:
+    return PoolMember.objects.filter(
+        pool=pool, professional__user=user, role=PoolMember.Role.EXPERT
+    ).exists()
+
+
+def is_pool_coordinator(*, pool: Pool, user) -> bool:
+    return PoolMember.objects.filter(
+        pool=pool, professional__user=user, role=PoolMember.Role.COORDINATOR
+    ).exists()
+
+
+def is_requester(*, request: Request, user) -> bool:
+    return user is not None and request.requester_id == user.pk
+
+
+def is_expert(*, request: Request, user) -> bool:
+    """The expert who answers ``request`` (who claimed it, or was named and claimed it)."""
+    return user is not None and request.expert_id is not None and request.expert_id == user.pk
+
+
+def may_edit_draft(*, request: Request, user) -> bool:
+    """Only the requester edits a draft."""
+    return is_requester(request=request, user=user) and request.state == State.DRAFT
+
+
+def may_claim(*, request: Request, user) -> bool:
+    if request.state != State.SENT or not is_pool_expert(pool=request.pool, user=user):
+        return False
+    return request.expert_id in (None, user.pk)
+
+
+def may_decline(*, request: Request, user) -> bool:
+    if request.state == State.SENT:
+        return may_claim(request=request, user=user) or is_pool_coordinator(
+            pool=request.pool, user=user
+        )
+    return request.state in (State.ACCEPTED, State.INFO_REQUESTED) and request.expert_id == user.pk
+
+
+def may_write(*, request: Request, user) -> bool:
+    if request.state in (State.DRAFT, State.CLOSED, State.CANCELLED):
+        return False
+    return user.pk in (request.requester_id, request.expert_id)
+
+
+def may_write_report(*, request: Request, user) -> bool:
+    return is_expert(request=request, user=user) and request.state in (
+        State.ACCEPTED,
+        State.INFO_REQUESTED,
+    )
+
+
+def may_start_review(*, request: Request, user) -> bool:
+    return request.state in (State.ACCEPTED, State.INFO_REQUESTED) and user.pk in (
+        request.expert_id,
+        request.requester_id,
+    )
+
+
+def require(allowed: bool, message: str) -> None:
+    """Refuse (NotAllowed, ``message`` for the user) unless ``allowed``."""
+    if not allowed:
+        raise NotAllowed(message)
