@@ -206,7 +206,7 @@ def test_the_expert_opens_a_live_review_with_the_requester(tele):
 
 
 def test_answering_the_request_puts_everyone_out_of_its_review_room(
-    tele, django_capture_on_commit_callbacks
+    tele, django_capture_on_commit_callbacks, settings
 ):
     """The room closes as any room does: the presenter's copy the relay path trusts says
     nobody presents any more, and every connection in the room is told to leave."""
@@ -216,6 +216,11 @@ def test_answering_the_request_puts_everyone_out_of_its_review_room(
 
     from imaging import review
 
+    # The listener below lives across this test's event loops (one per async_to_sync): the
+    # in-process layer keeps its queue between them, where the production publish/subscribe
+    # layer's subscriptions belong to one loop (a room's closing on that layer, with real
+    # connections: tests/test_review_relay.py).
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     request = accepted_request(tele)
     english(tele.teleradiologist.user).post(
         reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
