@@ -139,6 +139,12 @@ class Request(models.Model):
     studies = models.ManyToManyField(
         "imaging.Study", blank=True, related_name="expertise_requests", verbose_name=_("studies")
     )
+    # The live review of the request's images, opened by the expert or the requester
+    # (services.review_start): the request owns its room, imaging knows nothing of it. A room
+    # is only where the images are shown: were it gone, the request would stay and open another.
+    review_room = models.OneToOneField(
+        "imaging.ReviewRoom", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # The patient is informed and consents (CSP R6316-2); asked before sending.
     patient_informed = models.BooleanField(_("the patient was informed"), default=False)
     consent_date = models.DateField(_("consent date"), null=True, blank=True)

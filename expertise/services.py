@@ -791,9 +791,9 @@ def acts_record(*, request: Request, on: dt.datetime) -> list[Act]:
 
 def review_start(*, request: Request, study, by: Actor):
     """The live review room of the request on ``study`` (one of its studies): the expert and
-    the requester join it; made on first use, moved to ``study`` afterwards."""
-    from imaging.models import ReviewRoom
-    from imaging.review import review_room_create
+    the requester join it; made on first use, moved to ``study`` afterwards. The request
+    owns its room (``Request.review_room``); imaging opens, moves and closes it."""
+    from imaging.review import review_room_reassign
 
     may.require(
         may.may_start_review(request=request, user=by.user), _("You cannot start a review now.")
@@ -804,33 +804,62 @@ def review_start(*, request: Request, study, by: Actor):
     )
     other = request.requester if by.user.pk == request.expert_id else request.expert
     with transaction.atomic():
-        room = ReviewRoom.objects.filter(expertise_request=request).first()
+        room = _review_room_of(request)
         if room is None:
-            room = review_room_create(
-                study=study, title=str(request), members=[request.requester, request.expert], by=by
-            )
-            ReviewRoom.objects.filter(pk=room.pk).update(
-                expertise_request=request, coordinator=request.expert
-            )
-            room.refresh_from_db()
+            room = _review_room_claim(request, study=study, by=by)
+            if room is None:
+                # Opened by the other party at the same moment: theirs it is, told once.
+                return _review_room_of(request)
         elif room.closed_at is not None or room.study_id != study.pk:
             # Reopened (after a decline, the expert may have changed) or moved to another study.
-            ReviewRoom.objects.filter(pk=room.pk).update(
-                closed_at=None, study=study, coordinator=request.expert
+            room = review_room_reassign(
+                room=room,
+                study=study,
+                coordinator=request.expert,
+                members=[request.requester, request.expert],
             )
-            room.members.set([request.requester, request.expert])
-            room.refresh_from_db()
         else:
             return room
+        request.review_room = room
         notifications.review_started(request, room, to=other)
     return room
+
+
+def _review_room_of(request: Request):
+    """The request's room as the database holds it now (another opener may have just linked
+    one)."""
+    from django.db.models import Subquery
+
+    from imaging.models import ReviewRoom
+
+    owned = Request.objects.filter(pk=request.pk).values("review_room_id")
+    return ReviewRoom.objects.filter(pk=Subquery(owned)).first()
+
+
+def _review_room_claim(request: Request, *, study, by: Actor):
+    """Open a room for the request, coordinated by its expert, and link it by a guarded
+    UPDATE; None (and nothing opened) when another opener linked one first."""
+    from imaging.review import review_room_open
+
+    with transaction.atomic():
+        room = review_room_open(
+            study=study,
+            title=str(request),
+            coordinator=request.expert,
+            members=[request.requester, request.expert],
+            by=by,
+        )
+        if Request.objects.filter(pk=request.pk, review_room__isnull=True).update(review_room=room):
+            return room
+        transaction.set_rollback(True)
+    return None
 
 
 def _close_review_room(request: Request, *, by: Actor) -> None:
     """The request ends: its review room closes as any room does (imaging.review), so that
     whoever is still in it is put out and nobody presents from a stale copy of the room."""
-    from imaging.models import ReviewRoom
     from imaging.review import review_room_close
 
-    for room in ReviewRoom.objects.filter(expertise_request=request, closed_at__isnull=True):
+    room = _review_room_of(request)
+    if room is not None and room.closed_at is None:
         review_room_close(room=room, by=by)

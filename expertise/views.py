@@ -305,7 +305,7 @@ def _detail_context(request, found: Request) -> dict:
     )
     for study in studies:
         study.may_view = study.pk in viewable
-    room = ReviewRoom.objects.filter(expertise_request=found, closed_at__isnull=True).first()
+    room = ReviewRoom.objects.filter(pk=found.review_room_id, closed_at__isnull=True).first()
     from expertise.pdf import report_outputs
 
     return {

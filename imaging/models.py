@@ -290,10 +290,11 @@ class ViewerToken(models.Model):
 class ReviewRoom(models.Model):
     """A live shared review of a patient's images (see docs/review-protocol.md).
 
-    The RCP and tele-expertise issues attach rooms to their sessions and requests; until then
-    a room is opened from a study by its coordinator, who invites colleagues. Whoever joins
-    must also be entitled to the patient: an invitation never opens a door the patient's
-    permissions keep shut.
+    A room is opened from a study by its coordinator, who invites colleagues, or by a higher
+    app for what it owns: an RCP case and a tele-expertise request each point to their room
+    (``Case.review_room``, ``Request.review_room``), so imaging knows nothing of them and
+    asks their AppConfigs who may join (imaging.review). Whoever joins must also be entitled
+    to the patient: an invitation never opens a door the patient's permissions keep shut.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -308,18 +309,6 @@ class ReviewRoom(models.Model):
     )
     presenter = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    # A room of an RCP case: its committee's members join it, whoever was invited.
-    rcp_case = models.OneToOneField(
-        "rcp.Case", null=True, blank=True, on_delete=models.CASCADE, related_name="review_room"
-    )
-    # A room of a tele-expertise request: the expert opens it, the requester is invited.
-    expertise_request = models.OneToOneField(
-        "expertise.Request",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="review_room",
     )
     created_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)

@@ -116,14 +116,46 @@ def display_name(user) -> str:
 
 
 def review_room_create(*, study: Study, title: str, members, by: Actor) -> ReviewRoom:
-    """Open a room on ``study``; only members entitled to the patient are invited."""
+    """Open a room on ``study``, coordinated by whoever opens it; only members entitled to
+    the patient are invited."""
+    return review_room_open(study=study, title=title, coordinator=by.user, members=members, by=by)
+
+
+def review_room_open(
+    *, study: Study, title: str, coordinator, members=(), by: Actor | None
+) -> ReviewRoom:
+    """Open a room on ``study`` for a higher app that keeps the link to it (an RCP case, a
+    tele-expertise request): it names the coordinator, who need not be the opener. Only
+    members entitled to the patient are invited. Audited when opened by someone's action;
+    a room made on the way to a page (``by`` None) is covered by that page's own read."""
     with transaction.atomic():
         room = ReviewRoom.objects.create(
-            title=title, patient=study.patient, study=study, coordinator=by.user
+            title=title, patient=study.patient, study=study, coordinator=coordinator
         )
         entitled = [user for user in members if studies_visible_to(user).filter(pk=study.pk)]
         room.members.set(entitled)
-        _audit(room, by, audit.AuditAction.CREATE, "opened", members=[u.pk for u in entitled])
+        if by is not None:
+            _audit(room, by, audit.AuditAction.CREATE, "opened", members=[u.pk for u in entitled])
+    return room
+
+
+def review_room_move(*, room: ReviewRoom, study: Study) -> ReviewRoom:
+    """The room shows another of the patient's studies (its owner's choice)."""
+    if room.study_id != study.pk:
+        ReviewRoom.objects.filter(pk=room.pk).update(study=study)
+        room.study = study
+    return room
+
+
+def review_room_reassign(*, room: ReviewRoom, study: Study, coordinator, members) -> ReviewRoom:
+    """Open the room again, on ``study``, for a new coordinator and members (a request passed
+    to another expert). Joining still asks whether each is entitled to the patient."""
+    with transaction.atomic():
+        ReviewRoom.objects.filter(pk=room.pk).update(
+            closed_at=None, study=study, coordinator=coordinator
+        )
+        room.members.set(members)
+    room.refresh_from_db()
     return room
 
 
@@ -226,25 +258,6 @@ def _owner_answer(hook: str, *, room: ReviewRoom, user):
         if answer is not None:
             return answer
     return None
-
-
-def review_room_for_case(*, case, study: Study) -> ReviewRoom:
-    """The live review room of an RCP case (made on first use), showing ``study``."""
-    room = ReviewRoom.objects.filter(rcp_case=case).first()
-    if room is None:
-        room, _created = ReviewRoom.objects.get_or_create(
-            rcp_case=case,
-            defaults={
-                "title": str(case.committee),
-                "patient": case.patient,
-                "study": study,
-                "coordinator": case.submitted_by,
-            },
-        )
-    elif room.study_id != study.pk:
-        ReviewRoom.objects.filter(pk=room.pk).update(study=study)
-        room.study = study
-    return room
 
 
 def control_release(*, room_id, user) -> bool:

@@ -51,22 +51,24 @@ class RcpConfig(AppConfig):
         """Whether ``user`` may join ``room`` when it is an RCP case's, else None (asked by
         imaging.review). The meeting's room is for those who work on the case, not for the
         patient's doctors who only read it (its GP)."""
-        if room.rcp_case_id is None:
-            return None
+        from rcp.models import Case
         from rcp.selectors import cases_acted_on_by
 
-        return cases_acted_on_by(user).filter(pk=room.rcp_case_id).exists()
+        case_id = Case.objects.filter(review_room=room).values_list("pk", flat=True).first()
+        if case_id is None:
+            return None
+        return cases_acted_on_by(user).filter(pk=case_id).exists()
 
     def review_room_coordinates(self, *, room, user):
         """In an RCP case's room, the committee's chair and coordinators hand control over
         (asked by imaging.review); None for the other rooms."""
-        if room.rcp_case_id is None:
-            return None
         from rcp.models import Case
         from rcp.selectors import is_coordinating
 
-        committee = Case.objects.select_related("committee").get(pk=room.rcp_case_id).committee
-        return is_coordinating(committee=committee, user=user)
+        case = Case.objects.filter(review_room=room).select_related("committee").first()
+        if case is None:
+            return None
+        return is_coordinating(committee=case.committee, user=user)
 
     def merge_patient(self, *, source, target):
         """Two records of one person merged (portal.services.patient_merge, which must not

@@ -213,6 +213,12 @@ class Case(models.Model):
     )
 
     studies = models.ManyToManyField(Study, blank=True, related_name="rcp_cases")
+    # The meeting's live review of the case's images (rcp.review): the case owns its room, and
+    # imaging, below this app, asks rcp.apps who may join it. A room is only where the images
+    # are shown: were it gone, the case would stay and open another.
+    review_room = models.OneToOneField(
+        "imaging.ReviewRoom", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     submitted_at = models.DateTimeField(null=True, blank=True)
     discussed_at = models.DateTimeField(null=True, blank=True)

@@ -727,14 +727,14 @@ def session_live(request, session_id):
 
 
 def _live_viewer(request, session, case):
-    from imaging.review import review_room_for_case
     from imaging.selectors import viewer_config
+    from rcp.review import case_review_room
     from rcp.views_key_images import viewer_key_images
 
     study = case.studies.order_by("-study_date").first()
     if study is None:
         return None
-    room = review_room_for_case(case=case, study=study)
+    room = case_review_room(case=case, study=study)
     return viewer_config(
         study=study, user=request.user, room=room, key_images=viewer_key_images(request, case)
     )

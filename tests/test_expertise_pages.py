@@ -191,6 +191,7 @@ def test_the_expert_opens_a_live_review_with_the_requester(tele):
     response = english(tele.teleradiologist.user).post(
         reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
     )
+    request.refresh_from_db()
     room = request.review_room
     assert response["Location"] == reverse("review-room", args=[room.pk])
     # The requester is invited, and the request's page leads there.
@@ -225,6 +226,7 @@ def test_answering_the_request_puts_everyone_out_of_its_review_room(
     english(tele.teleradiologist.user).post(
         reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
     )
+    request.refresh_from_db()
     room = request.review_room
     # The expert has taken control and presents.
     type(room).objects.filter(pk=room.pk).update(presenter=tele.teleradiologist.user)
@@ -255,7 +257,7 @@ def test_a_study_not_attached_to_the_request_cannot_be_reviewed(tele):
         reverse("expertise-review-start", args=[request.pk]), {"study": tele.ct.pk}
     )
     assert response.status_code == 302
-    assert not hasattr(Request.objects.get(pk=request.pk), "review_room")
+    assert Request.objects.get(pk=request.pk).review_room is None
 
 
 def _lists(client, tele):

@@ -671,11 +671,11 @@ async def test_a_presenter_whose_access_ends_cannot_send_anything_more(channel_l
 
 @pytest.fixture
 def case_room(world):
-    from imaging.review import review_room_for_case
+    from rcp.review import case_review_room
     from tests.rcp_world import case_on_agenda
 
     case = case_on_agenda(world)
-    return case, review_room_for_case(case=case, study=world.ct)
+    return case, case_review_room(case=case, study=world.ct)
 
 
 async def test_an_rcp_case_room_opens_to_its_committee_not_to_other_doctors(
