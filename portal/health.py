@@ -5,6 +5,8 @@ balancer, anyone on the Internet) get only ``ok`` or ``error`` per service; staf
 details, and every failure is logged with them.
 """
 
+import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -42,6 +44,14 @@ async def _layer_round_trip() -> None:
     token = uuid.uuid4().hex
     await layer.send(channel, {"type": "health.ping", "token": token})
     message = await layer.receive(channel)
+    # A cancelled receive is how a channel is let go: channels_redis's publish/subscribe layer
+    # then unsubscribes it. Without this, each check would leave a Redis subscription and a
+    # queue in the server's event loop for good.
+    leftover = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    leftover.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leftover
     if message.get("token") != token:
         raise RuntimeError("channel layer returned another message")
 
