@@ -13,24 +13,12 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 
-from portal import services
-from portal.audit import Actor
-from portal.identifiers import ins_key, luhn_complete
-from portal.models import (
-    Affiliation,
-    AuditEvent,
-    CareRole,
-    Establishment,
-    IdentityStatus,
-    InsOid,
-    Professional,
-    User,
-)
+from portal.models import AuditEvent, CareRole
+from tests import builders
 
 pytest_plugins = ["tests.orthanc"]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
-PASSWORD = "correct-horse-battery-staple"
 
 
 def require_service(name: str, error: str | None) -> None:
@@ -114,66 +102,11 @@ def postgres_url() -> str:
     return url
 
 
-# --- The world of the tests -------------------------------------------------------------------
+# --- The world of the tests (built from tests/builders.py) ----------------------------------------
 
-_rpps_counter = iter(range(1, 10_000))
-
-
-def make_professional(
-    *,
-    email,
-    first_name,
-    last_name,
-    specialty="",
-    profession="medecin",
-    establishment=None,
-    title="Dr",
-    with_rpps=True,
-) -> Professional:
-    user = User.objects.create_user(email, PASSWORD, first_name=first_name, last_name=last_name)
-    professional = Professional.objects.create(
-        user=user,
-        title=title,
-        profession=profession,
-        specialty=specialty,
-        rpps=luhn_complete(f"9970{next(_rpps_counter):06d}") if with_rpps else None,
-    )
-    if establishment is not None:
-        Affiliation.objects.create(
-            professional=professional, establishment=establishment, is_primary=True
-        )
-    return professional
-
-
-def make_patient(
-    *,
-    birth_name,
-    first_names,
-    sex="F",
-    birth_date=dt.date(1956, 3, 12),
-    place="37261",
-    order=1,
-    qualified=True,
-    establishment=None,
-    ipp="",
-):
-    first13 = f"{2 if sex == 'F' else 1}{birth_date:%y%m}{place}{order:03d}"
-    result = services.patient_register(
-        traits=services.PatientTraits(
-            birth_name=birth_name,
-            first_names=first_names,
-            sex=sex,
-            birth_date=birth_date,
-            birth_place_code=place,
-        ),
-        ins_matricule=first13 + ins_key(first13),
-        ins_oid=InsOid.NIR_TEST,
-        identity_status=IdentityStatus.QUALIFIED if qualified else IdentityStatus.RETRIEVED,
-        establishment=establishment,
-        ipp=ipp,
-        by=Actor.system("tests"),
-    )
-    return result.patient
+PASSWORD = builders.PASSWORD
+make_professional = builders.professional
+make_patient = builders.patient
 
 
 class World:
@@ -183,27 +116,27 @@ class World:
 @pytest.fixture
 def world(db) -> World:
     w = World()
-    w.tours = Establishment.objects.create(
+    w.tours = builders.establishment(
         name="CHRU de Tours",
         finess="370000481",
         city="Tours",
         kind="chu",
         patient_id_issuer="CHRU-TOURS",
     )
-    w.bourges = Establishment.objects.create(
+    w.bourges = builders.establishment(
         name="CH de Bourges", finess="180000028", city="Bourges", kind="ch"
     )
-    w.practice = Establishment.objects.create(
+    w.practice = builders.establishment(
         name="MSP de Vierzon", finess="180009993", city="Vierzon", kind="cabinet"
     )
-    w.oncologist = make_professional(
+    w.oncologist = builders.professional(
         email="oncologue@mirc.test",
         first_name="Claire",
         last_name="Martin",
         specialty="oncologie_medicale",
         establishment=w.tours,
     )
-    w.surgeon = make_professional(
+    w.surgeon = builders.professional(
         email="chirurgien@mirc.test",
         first_name="Antoine",
         last_name="Rousseau",
@@ -211,21 +144,21 @@ def world(db) -> World:
         establishment=w.tours,
         title="Pr",
     )
-    w.gp = make_professional(
+    w.gp = builders.professional(
         email="generaliste@mirc.test",
         first_name="Pierre",
         last_name="Lemoine",
         specialty="medecine_generale",
         establishment=w.practice,
     )
-    w.outsider = make_professional(
+    w.outsider = builders.professional(
         email="radiologue.bourges@mirc.test",
         first_name="Paul",
         last_name="Lefèvre",
         specialty="radiologie",
         establishment=w.bourges,
     )
-    w.coordinator = make_professional(
+    w.coordinator = builders.professional(
         email="coordination@mirc.test",
         first_name="Julie",
         last_name="Perrin",
@@ -234,24 +167,24 @@ def world(db) -> World:
         title="Mme",
         with_rpps=False,
     )
-    w.auditor_user = User.objects.create_user(
-        "dpo@mirc.test", PASSWORD, first_name="Nathalie", last_name="Simon"
+    w.auditor_user = builders.user(
+        email="dpo@mirc.test",
+        first_name="Nathalie",
+        last_name="Simon",
+        permissions=["portal.view_auditevent"],
     )
-    from django.contrib.auth.models import Permission
+    w.identity_reviewer = builders.user(
+        email="identitovigilance@mirc.test",
+        first_name="Martine",
+        last_name="Robin",
+        permissions=["portal.change_identityconflict"],
+    )
+    w.admin_user = builders.user(email="admin@mirc.test", superuser=True)
 
-    w.auditor_user.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
-    w.identity_reviewer = User.objects.create_user(
-        "identitovigilance@mirc.test", PASSWORD, first_name="Martine", last_name="Robin"
-    )
-    w.identity_reviewer.user_permissions.add(
-        Permission.objects.get(codename="change_identityconflict")
-    )
-    w.admin_user = User.objects.create_superuser("admin@mirc.test", PASSWORD)
-
-    w.patient = make_patient(
+    w.patient = builders.patient(
         birth_name="Dupont", first_names="Jeanne Marie", establishment=w.tours, ipp="T100001"
     )
-    w.other_patient = make_patient(
+    w.other_patient = builders.patient(
         birth_name="Durand",
         first_names="Jean-Pierre Louis",
         sex="M",
@@ -261,16 +194,8 @@ def world(db) -> World:
         establishment=w.bourges,
         ipp="B100002",
     )
-    system = Actor.system("tests")
-    services.care_relationship_add(
-        patient=w.patient, professional=w.oncologist, role=CareRole.REFERRING, by=system
-    )
-    services.care_relationship_add(
-        patient=w.patient, professional=w.gp, role=CareRole.GP, by=system
-    )
-    services.care_relationship_add(
-        patient=w.other_patient, professional=w.outsider, role=CareRole.REFERRING, by=system
-    )
+    builders.care_team(w.patient, (w.oncologist, CareRole.REFERRING), (w.gp, CareRole.GP))
+    builders.care_team(w.other_patient, (w.outsider, CareRole.REFERRING))
     return w
 
 

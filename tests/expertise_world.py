@@ -14,10 +14,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from expertise import services
-from expertise.models import Pool, PoolMember, Request, Urgency
+from expertise.models import PoolMember, Request, Urgency
 from portal.audit import Actor
 from portal.models import Specialty
-from tests.conftest import make_professional
+from tests import builders
 from tests.permission_matrix import imaged_study
 
 # The smallest JPEG and PDF a sniffer accepts (their first bytes are what is checked).
@@ -39,21 +39,21 @@ def expertise_world(world):
     """Builds the pools once per world; returns ``world`` with them attached."""
     if hasattr(world, "teleradiology"):
         return world
-    world.teleradiologist = make_professional(
+    world.teleradiologist = builders.professional(
         email="teleradiologue@mirc.test",
         first_name="Sophie",
         last_name="Garnier",
         specialty=Specialty.RADIOLOGY,
         establishment=world.tours,
     )
-    world.second_radiologist = make_professional(
+    world.second_radiologist = builders.professional(
         email="radiologue2@mirc.test",
         first_name="Marc",
         last_name="Henry",
         specialty=Specialty.RADIOLOGY,
         establishment=world.tours,
     )
-    world.pool_coordinator = make_professional(
+    world.pool_coordinator = builders.professional(
         email="coordination.imagerie@mirc.test",
         first_name="Isabelle",
         last_name="Roux",
@@ -62,37 +62,36 @@ def expertise_world(world):
         title="Mme",
         with_rpps=False,
     )
-    world.dermatologist = make_professional(
+    world.dermatologist = builders.professional(
         email="dermatologue@mirc.test",
         first_name="Louise",
         last_name="Fabre",
         specialty=Specialty.DERMATOLOGY,
         establishment=world.tours,
     )
-    world.teleradiology = Pool.objects.create(
+    Role = PoolMember.Role
+    world.teleradiology = builders.pool(
         name="Téléradiologie — CHRU de Tours",
         specialty=Specialty.RADIOLOGY,
         establishment=world.tours,
+        members=[
+            (world.teleradiologist, Role.EXPERT),
+            (world.second_radiologist, Role.EXPERT),
+            (world.pool_coordinator, Role.COORDINATOR),
+        ],
     )
-    world.bourges_radiology = Pool.objects.create(
+    world.bourges_radiology = builders.pool(
         name="Radiologie — CH de Bourges",
         specialty=Specialty.RADIOLOGY,
         establishment=world.bourges,
+        members=[(world.outsider, Role.EXPERT)],
     )
-    world.dermatology = Pool.objects.create(
+    world.dermatology = builders.pool(
         name="Dermatologie — CHRU de Tours",
         specialty=Specialty.DERMATOLOGY,
         establishment=world.tours,
+        members=[(world.dermatologist, Role.EXPERT)],
     )
-    Role = PoolMember.Role
-    for pool, professional, role in (
-        (world.teleradiology, world.teleradiologist, Role.EXPERT),
-        (world.teleradiology, world.second_radiologist, Role.EXPERT),
-        (world.teleradiology, world.pool_coordinator, Role.COORDINATOR),
-        (world.bourges_radiology, world.outsider, Role.EXPERT),
-        (world.dermatology, world.dermatologist, Role.EXPERT),
-    ):
-        PoolMember.objects.create(pool=pool, professional=professional, role=role)
     world.ct = imaged_study(world)["study"]
     return world
 
@@ -109,11 +108,11 @@ def consent(**overrides) -> dict:
 def draft_request(world, *, pool=None, expert=None, urgency=Urgency.ROUTINE, with_ct=True):
     """A complete draft from the GP to the teleradiology pool (not sent)."""
     expertise_world(world)
-    return services.request_create(
+    return builders.request(
         patient=world.patient,
         pool=pool or world.teleradiology,
         expert=expert,
-        by=Actor(user=world.gp.user),
+        by=world.gp.user,
         urgency=urgency,
         question=QUESTION,
         clinical_context="Fumeur, 40 paquets-années. Découverte fortuite.",

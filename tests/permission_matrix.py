@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from imaging import services as imaging_services
-from imaging.models import IngestBatch, Instance, Study, StudyReport
+from imaging.models import IngestBatch, StudyReport
 from portal import services
 from portal.audit import Actor
 from portal.models import AuditEventId, CareRelationship, CareRole, IdentityConflict
-from tests.dicom_factory import ct_files, pdf_report_file, uid
+from tests import builders
+from tests.dicom_factory import ct_files, pdf_report_file
 
 
 @dataclass
@@ -160,23 +161,7 @@ def imaged_study(world, key: str = "matrix-study"):
     """A CT study of world.patient in the archive and the index (built once per world)."""
     cache = world.__dict__.setdefault("_studies", {})
     if key not in cache:
-        batch = imaging_services.ingest_batch_create(
-            patient=world.patient,
-            files=[
-                SimpleUploadedFile(f"{n}.dcm", d)
-                for n, d in enumerate(ct_files(world.patient, key=key, slices=2))
-            ],
-            by=Actor(user=world.oncologist.user),
-        )
-        imaging_services.ingest_run(batch=batch)
-        study = Study.objects.get(study_instance_uid=uid(key, "study"))
-        instance = Instance.objects.filter(series__study=study).order_by("instance_number").first()
-        cache[key] = {
-            "study_uid": study.study_instance_uid,
-            "series_uid": instance.series.series_instance_uid,
-            "sop_uid": instance.sop_instance_uid,
-            "study": study,
-        }
+        cache[key] = builders.ct_study(world.patient, by=world.oncologist.user, key=key)
     return cache[key]
 
 
@@ -201,12 +186,7 @@ def _surgeon_in_care_team(world):
     if not CareRelationship.objects.filter(
         patient=world.patient, professional=world.surgeon, ended_at__isnull=True
     ).exists():
-        services.care_relationship_add(
-            patient=world.patient,
-            professional=world.surgeon,
-            role=CareRole.CARE_TEAM,
-            by=Actor.system("tests"),
-        )
+        builders.care_team(world.patient, (world.surgeon, CareRole.CARE_TEAM))
     return world.surgeon.user
 
 
@@ -225,18 +205,13 @@ def _rcp_case(world, state: str = "on_agenda"):
     cases = world.__dict__.setdefault("_rcp_cases", {})
     if state not in cases:
         if state == "draft":
-            _rcp(world)
-            case = rcp_services.case_create(
-                patient=world.patient,
-                committee=world.thoracic,
-                by=_Actor(user=world.oncologist.user),
-            )
             from tests.rcp_world import COMPLETE_THORACIC
 
-            case = rcp_services.case_update(
-                case=case,
-                revision=case.revision,
-                by=_Actor(user=world.oncologist.user),
+            _rcp(world)
+            case = builders.case(
+                patient=world.patient,
+                committee=world.thoracic,
+                by=world.oncologist.user,
                 studies=[world.ct],
                 **COMPLETE_THORACIC,
             )
@@ -408,12 +383,7 @@ def _stow_body(world):
 
 
 def _care_team_member(world) -> CareRelationship:
-    return services.care_relationship_add(
-        patient=world.patient,
-        professional=world.surgeon,
-        role=CareRole.CARE_TEAM,
-        by=Actor.system("tests"),
-    )
+    return builders.care_team(world.patient, (world.surgeon, CareRole.CARE_TEAM))[0]
 
 
 def _calendar_token(world) -> str:
@@ -495,18 +465,12 @@ def _expertise_report_pdf(world):
 def _expertise_evaluator(world):
     """The regional programme's evaluator: every pool's indicators (built once per world)."""
     if "_expertise_evaluator" not in world.__dict__:
-        from django.contrib.auth.models import Permission
-
-        from portal.models import User
-        from tests.conftest import PASSWORD
-
-        user = User.objects.create_user(
-            "evaluation@mirc.test", PASSWORD, first_name="Hélène", last_name="Morel"
+        world._expertise_evaluator = builders.user(
+            email="evaluation@mirc.test",
+            first_name="Hélène",
+            last_name="Morel",
+            permissions=["expertise.view_indicators"],
         )
-        user.user_permissions.add(
-            Permission.objects.get(codename="view_indicators", content_type__app_label="expertise")
-        )
-        world._expertise_evaluator = user
     return world._expertise_evaluator
 
 
@@ -514,31 +478,19 @@ def _regional_programme(world):
     """The regional programme, like the demo's m.dumas: the indicators of every pool and
     every RCP committee, no committee seat, no patient (built once per world)."""
     if "_regional_programme" not in world.__dict__:
-        from django.contrib.auth.models import Permission
-
-        from portal.models import User
-        from tests.conftest import PASSWORD
-
-        user = User.objects.create_user(
-            "programme@mirc.test", PASSWORD, first_name="Mathilde", last_name="Dumas"
+        world._regional_programme = builders.user(
+            email="programme@mirc.test",
+            first_name="Mathilde",
+            last_name="Dumas",
+            permissions=["rcp.view_indicators", "expertise.view_indicators"],
         )
-        user.user_permissions.add(
-            *Permission.objects.filter(
-                codename="view_indicators", content_type__app_label__in=["rcp", "expertise"]
-            )
-        )
-        world._regional_programme = user
     return world._regional_programme
 
 
 def _billing_office(world):
     """The billing officer of CHRU de Tours, who exports its acts (built once per world)."""
     if "_billing_office" not in world.__dict__:
-        from django.contrib.auth.models import Permission
-
-        from tests.conftest import make_professional
-
-        officer = make_professional(
+        world._billing_office = builders.professional(
             email="facturation@mirc.test",
             first_name="Sylvie",
             last_name="Caron",
@@ -546,11 +498,8 @@ def _billing_office(world):
             establishment=world.tours,
             title="Mme",
             with_rpps=False,
-        )
-        officer.user.user_permissions.add(
-            Permission.objects.get(codename="export_acts", content_type__app_label="expertise")
-        )
-        world._billing_office = officer.user
+            permissions=["expertise.export_acts"],
+        ).user
     return world._billing_office
 
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 from portal.audit import Actor
 from portal.models import Specialty
 from rcp import frcp, services
-from rcp.models import Attendance, Committee, CommitteeMember, Session
-from tests.conftest import make_professional
+from rcp.models import Attendance, CommitteeMember, Session
+from tests import builders
 from tests.permission_matrix import imaged_study
 
 COMPLETE_THORACIC = {
@@ -39,7 +39,7 @@ def rcp_world(world):
     """Builds the committees once per world; returns ``world`` with them attached."""
     if hasattr(world, "thoracic"):
         return world
-    world.radiotherapist = make_professional(
+    world.radiotherapist = builders.professional(
         email="radiotherapeute@mirc.test",
         first_name="Hélène",
         last_name="Bertrand",
@@ -47,9 +47,8 @@ def rcp_world(world):
         establishment=world.tours,
     )
     Role = CommitteeMember.Role
-    world.thoracic = services.committee_create(
+    world.thoracic = builders.committee(
         name="RCP thoracique — CHRU de Tours",
-        kind=Committee.Kind.ORGAN,
         establishment=world.tours,
         required_specialties=[
             Specialty.THORACIC_SURGERY,
@@ -63,20 +62,12 @@ def rcp_world(world):
             (world.radiotherapist, Role.MEMBER),
         ],
     )
-    world.digestive = services.committee_create(
+    world.digestive = builders.committee(
         name="RCP digestive — CH de Bourges",
-        kind=Committee.Kind.ORGAN,
         establishment=world.bourges,
         members=[(world.outsider, Role.CHAIR)],
     )
-    start = timezone.now().replace(microsecond=0) + dt.timedelta(days=3)
-    world.session, world.later_session = services.sessions_schedule(
-        committee=world.thoracic,
-        first_start=start,
-        duration=dt.timedelta(hours=2),
-        every="weekly",
-        count=2,
-    )
+    world.session, world.later_session = builders.sessions(world.thoracic, count=2)
     world.ct = imaged_study(world)["study"]
     return world
 
@@ -84,16 +75,14 @@ def rcp_world(world):
 def submitted_case(world, **fields):
     """world.patient's complete thoracic case with the CT, submitted by the oncologist."""
     rcp_world(world)
-    by = Actor(user=world.oncologist.user)
-    case = services.case_create(patient=world.patient, committee=world.thoracic, by=by)
-    case = services.case_update(
-        case=case,
-        revision=case.revision,
-        by=by,
+    return builders.case(
+        patient=world.patient,
+        committee=world.thoracic,
+        by=world.oncologist.user,
         studies=[world.ct],
+        submit=True,
         **{**COMPLETE_THORACIC, **fields},
     )
-    return services.case_submit(case=case, by=by)
 
 
 def case_on_agenda(world, **fields):
