@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_service
+from tests.waiting import wait_until
 
 START_TIMEOUT = 20.0
 
@@ -31,11 +32,7 @@ def require_dcmtk(*tools: str) -> None:
 
 
 def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_until(condition, timeout=timeout, what=what)
 
 
 class StoreSCP:

@@ -9,7 +9,6 @@ failing task does not stop the ones after it.
 
 import asyncio
 import threading
-import time
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -18,6 +17,7 @@ from django.db import transaction
 from portal import background
 from portal.celery import app
 from portal.models import Establishment
+from tests.waiting import async_wait_until, wait_until
 
 # What the test tasks see and do, keyed by the test's marker.
 _gates: dict[str, threading.Event] = {}
@@ -49,11 +49,7 @@ def broken(marker: str) -> None:
 
 
 def _until(predicate, timeout: float = 20.0, what: str = "the task") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_until(predicate, timeout=timeout, what=what)
 
 
 @pytest.fixture
@@ -142,9 +138,7 @@ async def test_a_task_sent_by_a_request_reaches_the_servers_event_loop(settings)
     try:
         # A view's code runs in a thread under sync_to_async, as here.
         await sync_to_async(which_loop.delay)(marker)
-        deadline = time.monotonic() + 20
-        while marker not in _loops and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await async_wait_until(lambda: marker in _loops, timeout=20, what="the task to run")
     finally:
         background.disable()
     assert _loops.get(marker) is asyncio.get_running_loop()

@@ -14,7 +14,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from django.urls import reverse
 from portal.logging import AccessLog, RedactSecrets
 from tests.conftest import client_for
 from tests.permission_matrix import imaged_study
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_ENV_NAMES = {"DATABASE_URL", "REDIS_URL", "EXTERNAL_VIEWER_URL", "DJANGO_DEBUG"}
@@ -121,13 +121,7 @@ def _free_port() -> int:
 
 
 def _wait_for(predicate, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout=timeout, what=what)
 
 
 def test_the_demo_servers_access_log_never_shows_a_viewer_token(tmp_path):
