@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.demo_seed import demo_env, manager
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
 ]
 DEMO_PASSWORD = "mirc-demo-2026"
 ARTIFACTS = ROOT / "test-artifacts"
+SERVER_START = 60.0  # seconds for daphne to load the portal and answer, on a busy machine
 
 pytestmark = pytest.mark.service("chromium")
 
@@ -67,15 +68,18 @@ def demo_server(seeded_demo, tmp_path_factory):
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/health/", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
+
+    def answers() -> bool:
+        if server.poll() is not None:
             pytest.fail("daphne did not start: " + server.stderr.read1().decode())
+        try:
+            urllib.request.urlopen(f"{base}/health/", timeout=1).close()  # noqa: S310
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_until(answers, timeout=SERVER_START, what=f"daphne to answer {base}/health/")
         yield base, manage
     finally:
         server.terminate()
