@@ -18,6 +18,7 @@ from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, CareRelationship, CareRole
 from tests.permission_matrix import imaged_study
 from tests.test_websocket import SAME_ORIGIN, _application, _session_cookie, channel_layer
+from tests.waiting import async_wait_until
 
 __all__ = ["channel_layer"]  # the fixture, imported for its parameters
 
@@ -254,15 +255,6 @@ async def test_only_the_presenter_or_the_coordinator_hands_control_over(channel_
     await surgeon.ws.disconnect()
 
 
-async def _until(condition, timeout: float, what: str):
-    """Wait for ``condition()`` to hold, up to ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"still waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_control_returns_when_the_presenter_leaves_but_not_on_a_reload(
     channel_layer, world, room, settings, monkeypatch
 ):
@@ -288,7 +280,7 @@ async def test_control_returns_when_the_presenter_leaves_but_not_on_a_reload(
     oncologist, welcome = await _member(world.oncologist.user, room.pk)
     assert welcome["presenter"]["id"] == world.oncologist.user.pk
     # Control survives the grace timer's expiry.
-    await _until(lambda: decisions, grace + 10, "the grace timer")
+    await async_wait_until(lambda: decisions, timeout=grace + 10, what="the grace timer")
     assert decisions == [False]
     assert await database_sync_to_async(
         ReviewRoom.objects.filter(pk=room.pk, presenter=world.oncologist.user).exists
