@@ -48,13 +48,12 @@ from portal import audit
 from portal.audit import Actor
 from portal.models import (
     Establishment,
-    IdentityConflict,
     IdentityConflictSource,
     Patient,
     PatientIdentifier,
     search_key,
 )
-from portal.services import access_changed, notify
+from portal.services import access_changed, identity_conflict_record, notify
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ def resolve_study_owner(
         differing.append("identifiers")
     if not differing:
         return StudyOwner(candidate, StudyIdentity.MATCHED, establishment, [])
-    conflict = IdentityConflict.objects.create(
+    identity_conflict_record(
         patient=candidate,
         source=source,
         establishment=establishment,
@@ -182,17 +181,9 @@ def resolve_study_owner(
             "ipp": identity.patient_id,
             "issuer": identity.issuer,
         },
-        differing_traits=differing,
-        reported_by=by.user if by.is_authenticated else None,
-    )
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        action=audit.AuditAction.EXECUTE,
-        outcome=audit.AuditOutcome.MINOR_FAILURE,
-        obj=conflict,
-        patient=candidate,
-        detail={"reason": "study identity conflict", "differing": differing},
+        differing=differing,
+        by=by,
+        reason="study identity conflict",
     )
     return StudyOwner(None, StudyIdentity.REVIEW, establishment, differing)
 

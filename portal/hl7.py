@@ -84,6 +84,7 @@ from portal.services import (
     SharingOppositionUnchanged,
     _name_search,
     differing_traits,
+    identity_conflict_record,
     patient_merge,
     patient_register,
     sharing_opposition_lift,
@@ -479,24 +480,17 @@ def _record_conflict(
     *, patient, incoming_traits, establishment, header, differing, matched_on, actor, reason
 ):
     """An identity conflict for the vigilance team, with its security-alert audit."""
-    conflict = IdentityConflict.objects.create(
+    return identity_conflict_record(
         patient=patient,
         source=IdentityConflictSource.IMPORT,
         establishment=establishment,
         matched_on=matched_on,
         incoming_traits=incoming_traits,
-        differing_traits=differing,
+        differing=differing,
+        by=actor,
+        reason=reason,
+        context=_audit_detail(establishment, header),
     )
-    audit.record(
-        actor=actor,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        action=audit.AuditAction.EXECUTE,
-        outcome=audit.AuditOutcome.MINOR_FAILURE,
-        obj=conflict,
-        patient=patient,
-        detail=_audit_detail(establishment, header, reason=reason, differing=differing),
-    )
-    return conflict
 
 
 def _update_patient(*, patient: Patient, identity: Identity, correct_traits: bool) -> list[str]:

@@ -250,23 +250,14 @@ def patient_register(
             )
             if not differing:
                 continue
-            conflict = IdentityConflict.objects.create(
+            conflict = identity_conflict_record(
                 patient=patient,
                 source=source,
                 establishment=establishment,
                 matched_on="+".join(matched_on),
                 incoming_traits={**traits.normalized(), "ipp": ipp, "ins": ins_matricule},
-                differing_traits=differing,
-                reported_by=by.user if by.is_authenticated else None,
-            )
-            audit.record(
-                actor=by,
-                event=audit.AuditEventId.SECURITY_ALERT,
-                action=audit.AuditAction.EXECUTE,
-                outcome=audit.AuditOutcome.MINOR_FAILURE,
-                obj=conflict,
-                patient=patient,
-                detail={"reason": "identity conflict", "differing": differing},
+                differing=differing,
+                by=by,
             )
             conflicts.append(conflict)
         if not conflicts:
@@ -280,6 +271,43 @@ def patient_register(
             return RegistrationResult(patient=existing, created=False)
     # Raised after the atomic block so the conflicts and their audit events stay committed.
     raise IdentityConflictError(conflicts[0])
+
+
+def identity_conflict_record(
+    *,
+    patient: Patient,
+    source: str,
+    establishment: Establishment | None,
+    matched_on: str,
+    incoming_traits: dict,
+    differing: list[str],
+    by: Actor,
+    reason: str = "identity conflict",
+    context: dict | None = None,
+) -> IdentityConflict:
+    """Record that an incoming identity designates ``patient`` but disagrees with it on
+    ``differing``, for the identity-vigilance team, with its security-alert audit (DICOM
+    DCM 110113). Every feed that finds one calls this: registration, the HL7 feed, the
+    imaging ingest. ``context`` says where the identity came from (the HL7 message, say)."""
+    conflict = IdentityConflict.objects.create(
+        patient=patient,
+        source=source,
+        establishment=establishment,
+        matched_on=matched_on,
+        incoming_traits=incoming_traits,
+        differing_traits=differing,
+        reported_by=by.user if by.is_authenticated else None,
+    )
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        action=audit.AuditAction.EXECUTE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        obj=conflict,
+        patient=patient,
+        detail={**(context or {}), "reason": reason, "differing": differing},
+    )
+    return conflict
 
 
 def identity_conflict_resolve(
