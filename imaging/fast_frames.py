@@ -67,6 +67,7 @@ from imaging.grants import (
     FrameListError,
     credential_hash,
     fast_grant_key,
+    fetching_key,
     frame_key,
     frame_parts,
     frames_content_type,
@@ -82,6 +83,13 @@ logger = logging.getLogger(__name__)
 # Instances of a series read ahead at once by each process: the viewer's own cold frames
 # share the archive and the event loop with them.
 READ_AHEAD_CONCURRENCY = 2
+# An instance a process reads ahead is marked in Redis while it is fetched, so that the other
+# processes wait for its frames to land instead of asking the busy archive a second time. The
+# mark outlives any sound fetch; a dead reader's mark just expires.
+FETCH_MARK_SECONDS = 5
+# How long a cold request waits for another process's fetch: about three archive answers under
+# load (5 to 15 ms), after which it asks the archive itself. Polled, at first every millisecond.
+FETCH_WAIT_SECONDS = 0.045
 
 FRAMES_PATH = re.compile(
     r"^/dicomweb/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)"
@@ -267,13 +275,21 @@ class FastFrames:
             if self.archive is None:
                 return False
             answer = await self._being_read_ahead(study_uid, series_uid, sop_uid, numbers)
-            fetched = answer is None
+            landed = None
             if answer is None:
+                landed = await self._read_ahead_elsewhere(
+                    study_uid, series_uid, sop_uid, numbers, accepted
+                )
+            fetched = answer is None and landed is None
+            if fetched:
                 answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
-            if answer is None:
-                return False  # Django retries through its archive client, and explains
-            stored_syntax, frames = answer
-            target = _wanted_syntax(accepted, stored_syntax)
+                if answer is None:
+                    return False  # Django retries through its archive client, and explains
+            if landed is not None:
+                stored_syntax, target, frames = landed
+            else:
+                stored_syntax, frames = answer
+                target = _wanted_syntax(accepted, stored_syntax)
             if target is None or not (
                 target == stored_syntax
                 or (stored_syntax in NATIVE_SYNTAXES and target == EXPLICIT_LE)
@@ -328,6 +344,36 @@ class FastFrames:
         if whole is None or max(numbers) > len(whole[1]):
             return None
         return whole[0], [whole[1][number - 1] for number in numbers]
+
+    async def _read_ahead_elsewhere(self, study_uid, series_uid, sop_uid, numbers, accepted):
+        """(stored syntax, served syntax, frames) once another process's read-ahead of this
+        instance put them in the cache; None when no process marks it as being fetched, or
+        its frames did not land in time (then this process asks the archive itself)."""
+        frames_redis = self._redis(settings.CACHES["frames"]["LOCATION"])
+        mark = _key("frames", fetching_key(study_uid, series_uid, sop_uid))
+        deadline = time.monotonic() + FETCH_WAIT_SECONDS
+        pause = 0.001
+        if not await frames_redis.exists(mark):
+            return None
+        # The reader takes its mark off once the frames are stored (or it failed).
+        while await frames_redis.exists(mark):
+            if time.monotonic() + pause > deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.005)
+        (stored,) = await self._mget([("frames", syntax_key(study_uid, series_uid, sop_uid))])
+        if stored is None:
+            return None
+        stored = _loads(stored)
+        target = _wanted_syntax(accepted, stored)
+        if target is None:
+            return None
+        values = await self._mget(
+            [("frames", frame_key(study_uid, series_uid, sop_uid, n, target)) for n in numbers]
+        )
+        if any(value is None for value in values):
+            return None
+        return stored, target, [_loads(value) for value in values]
 
     async def _remember_syntax(self, study_uid, series_uid, sop_uid, stored: str) -> None:
         # Kept as long as frames_for keeps it (no expiry): an instance never changes syntax.
@@ -424,18 +470,26 @@ class FastFrames:
                 )
                 if all(value is not None for value in cached):
                     return 0
+            frames_redis = self._redis(settings.CACHES["frames"]["LOCATION"])
+            mark = _key("frames", fetching_key(study_uid, series_uid, sop_uid))
+            if not await frames_redis.set(mark, 1, nx=True, ex=FETCH_MARK_SECONDS):
+                return 0  # another process is fetching it
             instance = (study_uid, series_uid, sop_uid)
             pending = self.fetching[instance] = asyncio.get_running_loop().create_future()
             answer = None
             try:
-                answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+                try:
+                    answer = await self.archive.frames(study_uid, series_uid, sop_uid, numbers)
+                finally:
+                    pending.set_result(answer)
+                    del self.fetching[instance]
+                if answer is None:
+                    return 0  # 1-bit frames off byte boundaries, big endian...: asked alone
+                syntax, frames = answer
+                await self._remember_frames(
+                    study_uid, series_uid, sop_uid, syntax, _served_as(syntax), numbers, frames
+                )
+                return len(frames)
             finally:
-                pending.set_result(answer)
-                del self.fetching[instance]
-            if answer is None:
-                return 0  # 1-bit frames off byte boundaries, big endian...: asked alone
-            syntax, frames = answer
-            await self._remember_frames(
-                study_uid, series_uid, sop_uid, syntax, _served_as(syntax), numbers, frames
-            )
-            return len(frames)
+                # Off once the frames are stored: the processes waiting on it read them.
+                await frames_redis.delete(mark)

@@ -84,6 +84,11 @@ def syntax_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"syntax:{_instance_path(study_uid, series_uid, sop_uid)}"
 
 
+def fetching_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """Marks an instance a process is reading ahead from the archive (for the others)."""
+    return f"fetching:{_instance_path(study_uid, series_uid, sop_uid)}"
+
+
 def frame_key(study_uid: str, series_uid: str, sop_uid: str, number: int, syntax: str) -> str:
     return f"frame:{_instance_path(study_uid, series_uid, sop_uid)}:{number}:{syntax}"
 
