@@ -224,7 +224,11 @@ class FastFrames:
             for index, value in zip(indexes, values, strict=True):
                 results[index] = value
 
-        await asyncio.gather(*(fetch(loc, idx) for loc, idx in by_location.items()))
+        if len(by_location) == 1:
+            # The usual shape (one Redis): no task to spawn on the way of a warm frame.
+            await fetch(*next(iter(by_location.items())))
+        else:
+            await asyncio.gather(*(fetch(loc, idx) for loc, idx in by_location.items()))
         return results
 
     async def _serve(self, scope, send, match) -> bool:
