@@ -61,14 +61,6 @@ def may_plan_case(*, user, case: Case) -> bool:
     return may_coordinate(user=user, committee=case.committee)
 
 
-def may_schedule_case(*, user, case: Case) -> bool:
-    """What the agenda service itself holds: a member of the committee. The pages ask more
-    (``may_plan_case``); the service is not tightened to it yet because a caller exists that
-    is a member and no coordinator (the CPDPN fiche in tests/test_rcp_pdf.py, the fetal
-    medicine member putting her own case on the agenda)."""
-    return is_member(user=user, committee=case.committee)
-
-
 def may_record_decision(*, user, case: Case) -> bool:
     """The committee's members write its decision."""
     return is_member(user=user, committee=case.committee)

@@ -370,13 +370,8 @@ def _check_session(case: Case, session: Session) -> None:
 
 
 def case_put_on_agenda(*, case: Case, session: Session, by: Actor) -> Case:
-    """Put on ``session``'s agenda, at its end. The pages offer it to the chair and the
-    coordinators (``may_plan_case``); the service refuses anybody outside the committee."""
-    may.require(
-        by,
-        lambda user: may.may_schedule_case(user=user, case=case),
-        _("Only the chair or a coordinator can do this."),
-    )
+    """Put on ``session``'s agenda, at its end: the chair or a coordinator only."""
+    _refuse_unless_coordinating(case, by)
     _check_session(case, session)
     missing = case_completeness(case)
     if missing:

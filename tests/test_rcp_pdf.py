@@ -311,10 +311,10 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
         termination_attestation_requested=True,
     )
     services.case_submit(case=case, by=midwife_case)
-    services.case_put_on_agenda(case=case, session=session, by=midwife_case)
+    chair = Actor(user=team["gynecologie_obstetrique"].user)
+    services.case_put_on_agenda(case=case, session=session, by=chair)
     for professional in team.values():
         services.attendance_arrive(session=session, professional=professional, mode="remote")
-    chair = Actor(user=team["gynecologie_obstetrique"].user)
     draft = services.decision_save(
         case=case,
         revision=None,

@@ -124,7 +124,7 @@ CASES = [
         "case_put_on_agenda",
         submitted_case,
         lambda w, c, by: services.case_put_on_agenda(case=c, session=w.session, by=by),
-        ["outsider", "gp"],
+        ["outsider", "surgeon", "gp"],
         "coordinator",
     ),
     (
