@@ -28,6 +28,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from expertise import notifications
+from expertise import permissions as may
 from expertise.models import (
     Act,
     ConsentMethod,
@@ -62,14 +63,9 @@ def request_report_pdf(*, report: Report) -> ReportDocument:
     )
 
 
-def may_ask_again(*, request: Request, user) -> bool:
-    """The expert who signed and the requester may ask for the PDF again after a failure."""
-    return user.pk in (request.requester_id, request.expert_id)
-
-
 def report_pdf_ask_again(*, request: Request, by: Actor) -> ReportDocument:
     """A new try after the last one failed (or its file was found altered)."""
-    if not may_ask_again(request=request, user=by.user):
+    if not may.may_ask_report_pdf_again(request=request, user=by.user):
         raise ExpertiseError(_("Only the expert or the requester can ask for the PDF again."))
     report = Report.objects.filter(request=request).first()
     if report is None or not report.is_locked:
@@ -113,7 +109,9 @@ def report_outputs(*, request: Request, user) -> ReportOutputs:
     return ReportOutputs(
         signed=signed,
         documents=shown,
-        can_ask_again=signed and not live and may_ask_again(request=request, user=user),
+        can_ask_again=signed
+        and not live
+        and may.may_ask_report_pdf_again(request=request, user=user),
         ask_again_url=reverse("expertise-report-pdf-retry", kwargs={"request_id": request.pk}),
         refresh_url=reverse("expertise-report-outputs", kwargs={"request_id": request.pk}),
     )

@@ -72,6 +72,11 @@ def may_start_review(*, request: Request, user) -> bool:
     )
 
 
+def may_ask_report_pdf_again(*, request: Request, user) -> bool:
+    """The expert who signed and the requester may ask for the PDF again after a failure."""
+    return user.pk in (request.requester_id, request.expert_id)
+
+
 def require(allowed: bool, message: str) -> None:
     """Refuse (NotAllowed, ``message`` for the user) unless ``allowed``."""
     if not allowed:

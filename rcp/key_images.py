@@ -29,7 +29,7 @@ from imaging.review_schema import ANNOTATION, VIEW
 from imaging.sandbox import DecodeError, run_limited
 from imaging.selectors import studies_visible_to
 from portal.audit import Actor
-from rcp import selectors
+from rcp import permissions as may
 from rcp.key_image_render import render_key_image
 from rcp.models import Case, KeyImage
 from rcp.services import audit_case
@@ -92,22 +92,6 @@ class ArchiveDown(KeyImageError):
 def key_images_editable(case: Case) -> bool:
     """Key images are added and removed until the decision is validated."""
     return case.state != Case.State.VALIDATED
-
-
-def may_add(*, case: Case, user) -> bool:
-    """The committee's members and the submitting doctor mark key images."""
-    return case.submitted_by_id == user.pk or (
-        selectors.membership(committee=case.committee, user=user) is not None
-    )
-
-
-def may_remove(*, key_image: KeyImage, case: Case, user, coordinating: bool | None = None) -> bool:
-    """Its author, or the committee's chair or a coordinator."""
-    if key_image.created_by_id == user.pk:
-        return True
-    if coordinating is None:
-        coordinating = selectors.is_coordinating(committee=case.committee, user=user)
-    return coordinating
 
 
 # --- The request -------------------------------------------------------------------------------
@@ -218,7 +202,7 @@ def key_image_add(
 ) -> KeyImage:
     """Marks an image of a study attached to the case as a key image, rendered now."""
     annotations = annotations or []
-    if not may_add(case=case, user=by.user):
+    if not may.may_add_key_image(case=case, user=by.user):
         raise KeyImageForbidden(
             _("Only the committee's members and the submitting doctor mark key images.")
         )
@@ -286,7 +270,7 @@ def key_image_remove(*, key_image: KeyImage, by: Actor) -> None:
     decision is not validated; its rendering is deleted once that is committed."""
     with transaction.atomic():
         case = Case.objects.select_for_update().select_related("patient").get(pk=key_image.case_id)
-        if not may_remove(key_image=key_image, case=case, user=by.user):
+        if not may.may_remove_key_image(key_image=key_image, case=case, user=by.user):
             raise KeyImageForbidden(
                 _("Only its author or the committee's coordinator removes a key image.")
             )
@@ -310,10 +294,10 @@ def key_images_of(*, case: Case, user) -> list[KeyImage]:
         case.key_images.select_related("created_by__professional").order_by("created_at", "pk")
     )
     editable = key_images_editable(case)
-    coordinating = selectors.is_coordinating(committee=case.committee, user=user)
+    coordinating = may.may_coordinate(committee=case.committee, user=user)
     for image in images:
         image.thumbnail_uri = _thumbnail_uri(image)
-        image.can_remove = editable and may_remove(
+        image.can_remove = editable and may.may_remove_key_image(
             key_image=image, case=case, user=user, coordinating=coordinating
         )
     return images

@@ -30,8 +30,9 @@ from portal.mail import portal_url
 from portal.models import AuditPurpose, User
 from portal.notifications import at_send, email_context, notify
 from portal.selectors import current_gp
+from rcp import permissions as may
 from rcp.models import Case, Committee, Decision, Session
-from rcp.selectors import agenda, is_coordinating
+from rcp.selectors import agenda
 
 PARIS = ZoneInfo("Europe/Paris")
 REMINDER_HORIZON = dt.timedelta(hours=48)
@@ -139,7 +140,7 @@ def agenda_send(*, session: Session, by: Actor, seen_sendings: int, confirmed: b
     count: two coordinators acting at once send one agenda (or one update), and the other
     is asked again, with who sent it and when. The session records when and by whom, with
     its audit event and the notifications, in one transaction; e-mails leave on commit."""
-    if not is_coordinating(committee=session.committee, user=by.user):
+    if not may.may_send_agenda(session=session, user=by.user):
         raise AgendaNotSent(_("Only the chair or a coordinator sends the agenda."))
     if session.status != Session.Status.PLANNED:
         raise AgendaNotSent(_("The agenda of a session that started or is over is not sent."))

@@ -35,6 +35,7 @@ from portal.audit import Actor
 from portal.pdf import media_url
 from portal.selectors import current_gp
 from rcp import frcp, selectors
+from rcp import permissions as may
 from rcp.models import Attendance, Case, Decision, RcpDocument, Session
 from rcp.quorum import quorum, required_specialties
 from rcp.services import RcpError
@@ -43,17 +44,6 @@ Kind = RcpDocument.Kind
 Status = RcpDocument.Status
 
 # --- Requests (called by views and by rcp.services) ---------------------------------------------
-
-
-def may_request_case_pdf(*, case: Case, user) -> bool:
-    """The chair or a coordinator of the committee, or the doctor who submitted the case."""
-    return case.submitted_by_id == user.pk or selectors.is_coordinating(
-        committee=case.committee, user=user
-    )
-
-
-def may_request_minutes_pdf(*, session: Session, user) -> bool:
-    return selectors.is_coordinating(committee=session.committee, user=user)
 
 
 def request_case_pdf(*, case: Case, decision: Decision, by: Actor) -> RcpDocument:
@@ -147,7 +137,7 @@ def case_outputs(*, case: Case, user) -> Outputs:
     return Outputs(
         kind=Kind.FICHE,
         documents=documents,
-        can_request=may_request_case_pdf(case=case, user=user),
+        can_request=may.may_request_case_pdf(case=case, user=user),
         request_url=reverse("rcp-case-pdf-request", kwargs={"case_id": case.pk}),
         refresh_url=reverse("rcp-case-outputs", kwargs={"case_id": case.pk}),
         missing_versions=sorted(version for pk, version in validated if pk not in made),
@@ -173,7 +163,7 @@ def session_outputs(*, session: Session, user) -> Outputs:
     return Outputs(
         kind=Kind.MINUTES,
         documents=documents,
-        can_request=may_request_minutes_pdf(session=session, user=user),
+        can_request=may.may_request_minutes_pdf(session=session, user=user),
         request_url=reverse("rcp-minutes-pdf-request", kwargs={"session_id": session.pk}),
         refresh_url=reverse("rcp-session-outputs", kwargs={"session_id": session.pk}),
         missing_versions=[],

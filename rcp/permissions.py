@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from portal.audit import Actor
 from rcp.errors import NotAllowed
-from rcp.models import Case, Committee
+from rcp.models import Case, Committee, KeyImage, Session
 from rcp.selectors import cases_acted_on_by, is_coordinating, membership
 
 
@@ -69,6 +69,38 @@ def may_record_decision(*, user, case: Case) -> bool:
 def may_validate_decision(*, user, case: Case) -> bool:
     """The chair or a coordinator validates (or amends) a decision."""
     return may_coordinate(user=user, committee=case.committee)
+
+
+def may_send_agenda(*, session: Session, user) -> bool:
+    """The chair or a coordinator sends the session's agenda to the committee."""
+    return may_coordinate(user=user, committee=session.committee)
+
+
+def may_request_case_pdf(*, case: Case, user) -> bool:
+    """The chair or a coordinator of the committee, or the doctor who submitted the case."""
+    return is_submitter(user=user, case=case) or may_coordinate(user=user, committee=case.committee)
+
+
+def may_request_minutes_pdf(*, session: Session, user) -> bool:
+    """The chair or a coordinator asks for the session's minutes."""
+    return may_coordinate(user=user, committee=session.committee)
+
+
+def may_add_key_image(*, case: Case, user) -> bool:
+    """The committee's members and the submitting doctor mark key images."""
+    return is_submitter(user=user, case=case) or is_member(user=user, committee=case.committee)
+
+
+def may_remove_key_image(
+    *, key_image: KeyImage, case: Case, user, coordinating: bool | None = None
+) -> bool:
+    """Its author, or the committee's chair or a coordinator (``coordinating`` when the caller
+    already knows it, for a page listing many images)."""
+    if _signed_in(user) and key_image.created_by_id == user.pk:
+        return True
+    if coordinating is None:
+        coordinating = may_coordinate(user=user, committee=case.committee)
+    return coordinating
 
 
 def require(by: Actor, allowed, message: str) -> None:

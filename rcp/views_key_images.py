@@ -20,6 +20,7 @@ from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
 from rcp import key_images
+from rcp import permissions as may
 from rcp.access import get_case_for_user
 from rcp.models import Case, KeyImage
 
@@ -27,7 +28,7 @@ from rcp.models import Case, KeyImage
 def viewer_key_images(request, case: Case) -> dict | None:
     """What the viewer needs to show its "Key image" button (``keyImages`` in its config),
     or None when this user cannot add key images to this case now."""
-    if not key_images.key_images_editable(case) or not key_images.may_add(
+    if not key_images.key_images_editable(case) or not may.may_add_key_image(
         case=case, user=request.user
     ):
         return None

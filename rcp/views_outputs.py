@@ -16,6 +16,7 @@ from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
 from rcp import pdf
+from rcp import permissions as may
 from rcp.access import get_case_for_user, get_session_for_user
 from rcp.models import RcpDocument
 from rcp.services import RcpError
@@ -63,7 +64,7 @@ def _pdf_response(request, document: RcpDocument, *, patient=None):
 def case_pdf_request(request, case_id):
     case = get_case_for_user(request, case_id)
     error = ""
-    if not pdf.may_request_case_pdf(case=case, user=request.user):
+    if not may.may_request_case_pdf(case=case, user=request.user):
         error = _(
             "Only the chair or a coordinator of the committee, or the doctor who submitted "
             "the case, asks for its RCP form."
@@ -118,7 +119,7 @@ def case_pdf_download(request, case_id, document_id):
 def minutes_pdf_request(request, session_id):
     session = get_session_for_user(request, session_id)
     error = ""
-    if not pdf.may_request_minutes_pdf(session=session, user=request.user):
+    if not may.may_request_minutes_pdf(session=session, user=request.user):
         error = _("Only the chair or a coordinator of the committee asks for the minutes.")
     else:
         try:
