@@ -269,6 +269,14 @@ def check_one(data: bytes) -> tuple[str, str] | None:
     return None
 
 
+def warm_up() -> None:
+    """In a sandbox worker started ahead of its first job: import what the checks use."""
+    import pydicom.encaps  # noqa: F401
+    import pydicom.filereader  # noqa: F401
+    import pydicom.pixels.utils  # noqa: F401
+    import pydicom.valuerep  # noqa: F401
+
+
 def check_files(files: list[bytes]) -> list[tuple[str, str] | None]:
     """Run in a sandbox child: the verdict of each file, in order."""
     _strict_child()

@@ -50,7 +50,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from imaging import dicom, dicom_send, gateway_query
+from imaging import dicom, dicom_checks, dicom_send, gateway_query, sandbox
 from imaging.archive import ArchiveNotFound, ArchiveUnavailable
 from imaging.gateway_query import PATIENT_ROOT, STUDY_ROOT, QueryRefused
 from imaging.ingest_pool import IngestPool, worker_for
@@ -542,6 +542,15 @@ class Gateway:
         """Listen until interrupted; with ``ingest_workers``, the ingest processes are
         forked first (before any thread: fork copies only the calling one)."""
         self.start_ingest()
+        # The sandbox workers that check the received files, started while the server starts
+        # listening, so that the first C-STORE does not wait for them (a job waits for a
+        # worker still starting); after the fork of the ingest processes.
+        threading.Thread(
+            target=sandbox.pool().start,
+            kwargs={"warm_up": dicom_checks.warm_up},
+            name="sandbox-warm-up",
+            daemon=True,
+        ).start()
         try:
             self.ae.start_server(
                 (host, port), block=True, evt_handlers=self.handlers, ssl_context=self.ssl_context

@@ -188,6 +188,33 @@ class SandboxPool:
         if retire:
             worker.stop(kill=broken)
 
+    def start(self, warm_up: Callable | None = None) -> None:
+        """Start the workers now rather than on first use (a server before it listens), each
+        running ``warm_up()`` once, if given, to import what its jobs will need."""
+        for _ in range(self.size):
+            with self._condition:
+                if self._closed or len(self._idle) + len(self._busy) + self._starting >= self.size:
+                    return
+                self._starting += 1
+            worker = None
+            try:
+                worker = _Worker()
+                if warm_up is not None:
+                    worker.connection.send((warm_up, (), 2 * 1024**3, 60))
+                    if not worker.connection.poll(60):
+                        raise DecodeError("the sandbox worker did not start")
+                    worker.connection.recv()
+            except (DecodeError, EOFError, OSError):
+                if worker is not None:
+                    worker.stop(kill=True)
+                worker = None
+            finally:
+                with self._condition:
+                    self._starting -= 1
+                    if worker is not None:
+                        self._idle.append(worker)
+                    self._condition.notify()
+
     def workers(self) -> list[int]:
         """Process ids of the workers, idle and busy (for the tests and the operator)."""
         with self._condition:

@@ -181,3 +181,18 @@ def test_a_process_that_ignores_sigterm_still_ends_with_its_workers():
         if process.is_alive():  # stuck waiting for its worker: the test has failed
             process.kill()
             process.join()
+
+
+def test_a_server_starts_its_workers_before_the_first_job():
+    from imaging.dicom_checks import warm_up
+
+    pool = SandboxPool(size=2, max_jobs=10)
+    try:
+        pool.start(warm_up=warm_up)
+        started = pool.workers()
+        assert len(started) == 2
+        pool.start(warm_up=warm_up)  # already there: none more
+        assert sorted(pool.workers()) == sorted(started)
+        assert _run(pool, os.getpid) in started
+    finally:
+        pool.close()
