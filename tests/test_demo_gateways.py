@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.demo_seed import demo_env, manager
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.service("dcmtk")
 
@@ -63,11 +63,7 @@ def _free_port() -> int:
 
 
 def _wait_for(condition, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    return wait_until(condition, timeout=timeout, what=what)
 
 
 def _listening(port: int) -> bool:

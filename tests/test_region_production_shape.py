@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +32,7 @@ import redis
 from tests.conftest import require_service
 from tests.dicom_factory import ct_files
 from tests.orthanc import orthanc, orthanc_pacs  # noqa: F401 - fixtures
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 90.0  # seconds for each step, on a busy 2-core machine
@@ -160,13 +160,7 @@ def _send_hl7(port: int, message: str) -> str:
 
 
 def _wait_for(condition, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    return wait_until(condition, timeout=timeout, what=what)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, name: str) -> None:
