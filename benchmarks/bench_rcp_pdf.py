@@ -342,6 +342,7 @@ def build_session() -> SimpleNamespace:
     chair, coordinator, surgeon = people[0], people[1], people[2]
     Role = CommitteeMember.Role
     committee = rcp_services.committee_create(
+        by=Actor.system("benchmark"),
         name="RCP thoracique — CHRU de Tours",
         kind=Committee.Kind.ORGAN,
         establishment=tours,
@@ -357,6 +358,7 @@ def build_session() -> SimpleNamespace:
     # chair: decisions are validated in an open session with the quorum.
     start = timezone.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=5)
     (session,) = rcp_services.sessions_schedule(
+        by=Actor.system("benchmark"),
         committee=committee,
         first_start=start,
         duration=dt.timedelta(hours=2),
@@ -364,7 +366,9 @@ def build_session() -> SimpleNamespace:
     )
     rcp_services.session_open(session=session, by=Actor(user=chair.user, name="benchmark"))
     for professional, row in zip(people, BOARD, strict=True):
-        rcp_services.attendance_arrive(session=session, professional=professional, mode=row[5])
+        rcp_services.attendance_arrive(
+            by=Actor.system("benchmark"), session=session, professional=professional, mode=row[5]
+        )
 
     by_chair = Actor(user=chair.user, name="benchmark")
     by_coordinator = Actor(user=coordinator.user, name="benchmark")

@@ -194,6 +194,7 @@ def seed(stdout=None) -> int:
 
 def _board(spec, people) -> Committee:
     board = services.committee_create(
+        by=Actor.system("seed_demo"),
         name=spec["name"],
         kind=spec["kind"],
         establishment=Establishment.objects.get(finess=spec["finess"]),
@@ -207,9 +208,13 @@ def _board(spec, people) -> Committee:
     # (planned: its coordinator opens it), and the next four weekly ones at 17:00.
     _past_session(board, _at(_next_weekday(spec["weekday"], weeks=-3), 17))
     services.sessions_schedule(
-        committee=board, first_start=_today_start(), duration=dt.timedelta(hours=2)
+        by=Actor.system("seed_demo"),
+        committee=board,
+        first_start=_today_start(),
+        duration=dt.timedelta(hours=2),
     )
     services.sessions_schedule(
+        by=Actor.system("seed_demo"),
         committee=board,
         first_start=_at(_next_weekday(spec["weekday"]), 17),
         duration=dt.timedelta(hours=2),
@@ -232,9 +237,11 @@ def _case(board, patient, doctor, studies, fields):
 def _decide(case, session, people, attendees, chair, coordinator, **decision):
     if case is None:
         return
-    for key in attendees:
-        services.attendance_arrive(session=session, professional=people[key], mode="in_person")
     by = Actor(user=people[coordinator].user)
+    for key in attendees:
+        services.attendance_arrive(
+            session=session, professional=people[key], mode="in_person", by=by
+        )
     services.case_put_on_agenda(case=case, session=session, by=by)
     draft = services.decision_save(case=case, revision=None, by=by, **decision)
     services.decision_validate(

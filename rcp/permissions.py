@@ -8,6 +8,7 @@ not asked (see portal.permissions).
 
 from __future__ import annotations
 
+from portal.access import may_open_patient
 from portal.audit import Actor
 from rcp.errors import NotAllowed
 from rcp.models import Case, Committee, KeyImage, Session
@@ -34,6 +35,24 @@ def may_coordinate(*, user, committee: Committee) -> bool:
 def may_run_session(*, committee: Committee, user) -> bool:
     """The chair or a coordinator of the committee opens and closes its sessions."""
     return may_coordinate(user=user, committee=committee)
+
+
+def may_create_committee(*, user) -> bool:
+    """The portal's administration (the regional programme) sets committees up."""
+    return _signed_in(user) and user.is_superuser
+
+
+def may_record_attendance(*, session: Session, user, professional) -> bool:
+    """A member signs herself in or out; the chair or a coordinator records anybody, the
+    specialists invited to the meeting too (they are not members)."""
+    if may_coordinate(user=user, committee=session.committee):
+        return True
+    return professional.user_id == user.pk and is_member(user=user, committee=session.committee)
+
+
+def may_create_case(*, user, patient) -> bool:
+    """A case is opened for a patient whose record the doctor may open (the care team)."""
+    return _signed_in(user) and may_open_patient(user, patient.pk)
 
 
 def may_act_on_case(*, case: Case, user) -> bool:

@@ -133,7 +133,16 @@ def _move(case: Case, to: str, *, by: Actor, changes: dict | None = None, **deta
 # --- Committees and sessions -------------------------------------------------------------------
 
 
-def committee_create(*, name: str, kind: str, members: list[tuple[Professional, str]], **fields):
+def committee_create(
+    *, name: str, kind: str, members: list[tuple[Professional, str]], by: Actor, **fields
+):
+    """A committee and its members, set up by the portal's administration (or the portal
+    itself: seeding)."""
+    may.require(
+        by,
+        lambda user: may.may_create_committee(user=user),
+        _("Only the portal's administration sets up committees."),
+    )
     with transaction.atomic():
         committee = Committee.objects.create(name=name, kind=kind, **fields)
         for professional, role in members:
@@ -174,17 +183,16 @@ def sessions_schedule(
     deadline_before: dt.timedelta = dt.timedelta(days=2),
     place: str = "",
     video_url: str = "",
-    by: Actor | None = None,
+    by: Actor,
 ) -> list[Session]:
     """One session, or a recurring series (weekly, every other week, monthly), never in the
     past (see ``deadlines_passed`` for the warning on a deadline already over). Planned by
-    the committee's chair or a coordinator; without ``by``, by the portal itself (seeding)."""
-    if by is not None:
-        may.require(
-            by,
-            lambda user: may.may_coordinate(user=user, committee=committee),
-            _("Only the chair or a coordinator schedules sessions."),
-        )
+    the committee's chair or a coordinator (or the portal itself: seeding)."""
+    may.require(
+        by,
+        lambda user: may.may_coordinate(user=user, committee=committee),
+        _("Only the chair or a coordinator schedules sessions."),
+    )
     if every not in EVERY:
         raise RcpError(_("Unknown recurrence."))
     if count < 1 or duration <= dt.timedelta():
@@ -580,9 +588,23 @@ def sessions_close_past(*, now: dt.datetime | None = None) -> list[int]:
 # --- Attendance and opinions -----------------------------------------------------------------
 
 
-def attendance_arrive(*, session: Session, professional: Professional, mode: str) -> Attendance:
+def _refuse_unless_recording_attendance(session: Session, professional: Professional, by: Actor):
+    may.require(
+        by,
+        lambda user: may.may_record_attendance(
+            session=session, user=user, professional=professional
+        ),
+        _("Only the professional or a coordinator records an attendance."),
+    )
+
+
+def attendance_arrive(
+    *, session: Session, professional: Professional, mode: str, by: Actor
+) -> Attendance:
     """``professional`` signs in as present. Not only members: a specialist invited to the
-    meeting attends (and counts in the quorum) without joining the committee."""
+    meeting attends (and counts in the quorum) without joining the committee; the chair or a
+    coordinator records it for them."""
+    _refuse_unless_recording_attendance(session, professional, by)
     attendance, _created = Attendance.objects.update_or_create(
         session=session,
         professional=professional,
@@ -596,7 +618,8 @@ def attendance_arrive(*, session: Session, professional: Professional, mode: str
     return attendance
 
 
-def attendance_leave(*, session: Session, professional: Professional) -> None:
+def attendance_leave(*, session: Session, professional: Professional, by: Actor) -> None:
+    _refuse_unless_recording_attendance(session, professional, by)
     Attendance.objects.filter(session=session, professional=professional).update(
         left_at=timezone.now()
     )

@@ -771,11 +771,15 @@ def session_attend(request, session_id):
     if professional is None:
         return HttpResponse(status=400)
     if request.POST.get("leave"):
-        services.attendance_leave(session=session, professional=professional)
+        services.attendance_leave(
+            session=session, professional=professional, by=Actor.from_request(request)
+        )
     else:
         form = AttendanceForm(request.POST)
         mode = form.cleaned_data["mode"] if form.is_valid() else "in_person"
-        services.attendance_arrive(session=session, professional=professional, mode=mode)
+        services.attendance_arrive(
+            session=session, professional=professional, mode=mode, by=Actor.from_request(request)
+        )
     return _back(request, reverse("rcp-session-live", args=[session.pk]))
 
 

@@ -241,6 +241,7 @@ def committee(*, name, establishment, members, kind=None, required_specialties=(
     from rcp.models import Committee
 
     return rcp_services.committee_create(
+        by=Actor.system("tests"),
         name=name,
         kind=kind or Committee.Kind.ORGAN,
         establishment=establishment,
@@ -255,6 +256,7 @@ def sessions(committee, *, count=1, in_days=3, hours=2, every="weekly"):
 
     start = timezone.now().replace(microsecond=0) + dt.timedelta(days=in_days)
     return rcp_services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=committee,
         first_start=start,
         duration=dt.timedelta(hours=hours),

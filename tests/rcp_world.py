@@ -109,7 +109,10 @@ def open_session(session: Session, *, by_user, present=()) -> Session:
         session = services.session_open(session=session, by=Actor(user=by_user))
     for professional in present:
         services.attendance_arrive(
-            session=session, professional=professional, mode=Attendance.Mode.IN_PERSON
+            session=session,
+            professional=professional,
+            mode=Attendance.Mode.IN_PERSON,
+            by=Actor(user=by_user),
         )
     return session
 

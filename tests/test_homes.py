@@ -173,6 +173,7 @@ def test_the_worklist_costs_the_same_queries_for_one_committee_or_many(
     # Three more boards she coordinates, each with cases in every section.
     for n in range(3):
         board = services.committee_create(
+            by=Actor.system("tests"),
             name=f"RCP {n}",
             kind=Committee.Kind.ORGAN,
             establishment=world.tours,

@@ -62,6 +62,7 @@ def thoracic(world):
         establishment=world.tours,
     )
     return committee_create(
+        by=Actor.system("tests"),
         name="RCP thoracique du CHRU de Tours",
         kind="organ",
         members=[
@@ -80,6 +81,7 @@ def thoracic(world):
 def digestive(world):
     """A committee of Bourges the outsider sits on, and nobody of Tours."""
     return committee_create(
+        by=Actor.system("tests"),
         name="RCP digestive de Bourges",
         kind="organ",
         members=[(world.outsider, Role.CHAIR)],
@@ -153,6 +155,7 @@ def _parse(response) -> icalendar.Calendar:
 
 def test_my_feed_lists_my_committees_sessions_in_paris_time(world, thoracic, digestive):
     weekly = sessions_schedule(
+        by=Actor.system("tests"),
         committee=thoracic,
         first_start=_thursday_at(17),
         duration=dt.timedelta(hours=2),
@@ -160,7 +163,10 @@ def test_my_feed_lists_my_committees_sessions_in_paris_time(world, thoracic, dig
         count=3,
     )
     sessions_schedule(
-        committee=digestive, first_start=_thursday_at(12), duration=dt.timedelta(hours=1)
+        by=Actor.system("tests"),
+        committee=digestive,
+        first_start=_thursday_at(12),
+        duration=dt.timedelta(hours=1),
     )
 
     feed = _parse(_fetch(_subscribe(world.oncologist.user)))
@@ -195,9 +201,15 @@ def test_a_feed_is_read_in_a_constant_number_of_queries(world, thoracic):
         return len(captured)
 
     start = _thursday_at(17)
-    sessions_schedule(committee=thoracic, first_start=start, duration=dt.timedelta(hours=2))
+    sessions_schedule(
+        by=Actor.system("tests"),
+        committee=thoracic,
+        first_start=start,
+        duration=dt.timedelta(hours=2),
+    )
     one = queries()
     sessions_schedule(
+        by=Actor.system("tests"),
         committee=thoracic,
         first_start=start + dt.timedelta(days=1),
         duration=dt.timedelta(hours=2),
@@ -209,6 +221,7 @@ def test_a_feed_is_read_in_a_constant_number_of_queries(world, thoracic):
 
 def test_a_cancelled_session_is_marked_cancelled(world, thoracic):
     planned, cancelled = sessions_schedule(
+        by=Actor.system("tests"),
         committee=thoracic,
         first_start=_thursday_at(17),
         duration=dt.timedelta(hours=2),
@@ -228,7 +241,10 @@ def test_a_cancelled_session_is_marked_cancelled(world, thoracic):
 
 def test_no_patient_data_in_a_feed(world, thoracic):
     (session,) = sessions_schedule(
-        committee=thoracic, first_start=_thursday_at(17), duration=dt.timedelta(hours=2)
+        by=Actor.system("tests"),
+        committee=thoracic,
+        first_start=_thursday_at(17),
+        duration=dt.timedelta(hours=2),
     )
     _on_agenda(world, thoracic, session, question="Lobectomie supérieure droite ?")
 
@@ -256,7 +272,10 @@ def test_the_address_is_shown_once_and_only_its_hash_is_kept(world, thoracic):
 
 def test_a_regenerated_or_revoked_address_stops_working(world, thoracic):
     sessions_schedule(
-        committee=thoracic, first_start=_thursday_at(17), duration=dt.timedelta(hours=2)
+        by=Actor.system("tests"),
+        committee=thoracic,
+        first_start=_thursday_at(17),
+        duration=dt.timedelta(hours=2),
     )
     old = _subscribe(world.oncologist.user)
     new = _subscribe(world.oncologist.user)
@@ -281,7 +300,10 @@ def test_the_address_of_a_deactivated_account_stops_working(world, thoracic):
 
 def test_a_committee_feed_is_for_its_members(world, thoracic, digestive):
     sessions_schedule(
-        committee=thoracic, first_start=_thursday_at(17), duration=dt.timedelta(hours=2)
+        by=Actor.system("tests"),
+        committee=thoracic,
+        first_start=_thursday_at(17),
+        duration=dt.timedelta(hours=2),
     )
     address = _subscribe(world.oncologist.user)
     raw = address.rsplit("/", 1)[1].removesuffix(".ics")
@@ -296,7 +318,10 @@ def test_a_committee_feed_is_for_its_members(world, thoracic, digestive):
 
 def test_the_signed_in_committee_feed_refuses_outsiders_with_an_audited_404(world, thoracic):
     sessions_schedule(
-        committee=thoracic, first_start=_thursday_at(17), duration=dt.timedelta(hours=2)
+        by=Actor.system("tests"),
+        committee=thoracic,
+        first_start=_thursday_at(17),
+        duration=dt.timedelta(hours=2),
     )
     url = reverse("rcp-committee-calendar", args=[thoracic.pk])
 
@@ -323,7 +348,10 @@ def upcoming(world, thoracic, digestive):
 
     def one(committee, start, **fields):
         (session,) = sessions_schedule(
-            committee=committee, first_start=start, duration=dt.timedelta(hours=2)
+            by=Actor.system("tests"),
+            committee=committee,
+            first_start=start,
+            duration=dt.timedelta(hours=2),
         )
         Session.objects.filter(pk=session.pk).update(**fields)
         session.refresh_from_db()

@@ -59,6 +59,7 @@ class Board:
     def session(self, days_ago, committee=None, *, opened=True):
         """A meeting ``days_ago`` days ago, in progress (opened) unless ``opened`` is False."""
         [session] = services.sessions_schedule(
+            by=Actor.system("tests"),
             committee=committee or self.world.thoracic,
             first_start=self.now + dt.timedelta(days=1),
             duration=dt.timedelta(hours=2),
@@ -81,7 +82,9 @@ class Board:
 
     def attend(self, session, *professionals):
         for professional in professionals:
-            services.attendance_arrive(session=session, professional=professional, mode="remote")
+            services.attendance_arrive(
+                by=Actor.system("tests"), session=session, professional=professional, mode="remote"
+            )
 
     def case(self, session, *, via=(), **fields):
         """A complete case on the agenda of ``session``, postponed there from each of ``via``."""

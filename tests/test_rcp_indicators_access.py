@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, AuditOutcome
 from rcp import frcp, services
 from rcp.models import Case, Committee, CommitteeMember, Decision, Session
@@ -194,6 +195,7 @@ def test_the_page_takes_the_same_queries_for_1_or_5_committees(region):
     # Three more boards of the region, each with a held session and a case discussed.
     for town in ("Blois", "Chartres", "Orléans"):
         board = services.committee_create(
+            by=Actor.system("tests"),
             name=f"RCP thoracique — CH de {town}",
             kind=Committee.Kind.ORGAN,
             establishment=region.bourges,

@@ -75,6 +75,7 @@ def session_in(world, days: int) -> Session:
     history since planning refuses the past)."""
     rcp_world(world)
     (session,) = services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=world.thoracic,
         first_start=timezone.now() + dt.timedelta(days=max(days, 1)),
         duration=dt.timedelta(hours=2),
@@ -308,7 +309,12 @@ def test_the_beat_runs_every_hour():
 def test_before_the_session_is_opened_the_page_says_why_the_decision_is_not_validated(world):
     case = discussed(world)
     for professional in (world.surgeon, world.oncologist, world.radiotherapist):
-        services.attendance_arrive(session=world.session, professional=professional, mode="remote")
+        services.attendance_arrive(
+            by=Actor.system("tests"),
+            session=world.session,
+            professional=professional,
+            mode="remote",
+        )
     draft = services.decision_draft(case)
 
     response = client_for(world.oncologist.user).post(
@@ -467,6 +473,7 @@ def test_planning_in_the_past_is_refused_and_nothing_is_created(world, every):
 
     with pytest.raises(RcpError, match="cannot be planned in the past"):
         services.sessions_schedule(
+            by=Actor.system("tests"),
             committee=world.thoracic,
             first_start=timezone.now() - dt.timedelta(hours=1),
             duration=dt.timedelta(hours=2),

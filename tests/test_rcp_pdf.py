@@ -133,7 +133,9 @@ def _discussed_case(w, patient, *, proposal, treatments):
     services.case_submit(case=case, by=gp)
     services.case_put_on_agenda(case=case, session=w.session, by=w.coordination)
     for professional in (w.surgeon, w.oncologist, w.radiotherapist, w.coordinator):
-        services.attendance_arrive(session=w.session, professional=professional, mode="in_person")
+        services.attendance_arrive(
+            by=Actor.system("tests"), session=w.session, professional=professional, mode="in_person"
+        )
     services.decision_save(
         case=case,
         revision=None,
@@ -282,6 +284,7 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
         for specialty, (first, last) in core.items()
     }
     cpdpn = services.committee_create(
+        by=Actor.system("tests"),
         name="CPDPN du CHRU de Tours",
         kind=Committee.Kind.CPDPN,
         establishment=w.tours,
@@ -291,6 +294,7 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
         ],
     )
     (session,) = services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=cpdpn,
         first_start=w.session.starts_at + dt.timedelta(hours=1),
         duration=dt.timedelta(hours=2),
@@ -314,7 +318,9 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
     chair = Actor(user=team["gynecologie_obstetrique"].user)
     services.case_put_on_agenda(case=case, session=session, by=chair)
     for professional in team.values():
-        services.attendance_arrive(session=session, professional=professional, mode="remote")
+        services.attendance_arrive(
+            by=Actor.system("tests"), session=session, professional=professional, mode="remote"
+        )
     draft = services.decision_save(
         case=case,
         revision=None,

@@ -15,7 +15,16 @@ from portal.audit import Actor
 from portal.models import AuditEvent
 from rcp import services
 from rcp.errors import NotAllowed, RcpError
-from rcp.models import Case, CaseDocument, CommitteeMember, Decision, Session, WrittenOpinion
+from rcp.models import (
+    Attendance,
+    Case,
+    CaseDocument,
+    Committee,
+    CommitteeMember,
+    Decision,
+    Session,
+    WrittenOpinion,
+)
 from tests.rcp_world import (
     COMPLETE_THORACIC,
     case_on_agenda,
@@ -31,7 +40,8 @@ PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
 def _by(world, persona: str) -> Actor:
-    return Actor(user=getattr(world, persona).user)
+    who = getattr(world, persona)  # a professional, or a user (the portal's administration)
+    return Actor(user=getattr(who, "user", who))
 
 
 def _snapshot():
@@ -51,6 +61,8 @@ def _snapshot():
         WrittenOpinion.objects.count(),
         CaseDocument.objects.count(),
         AuditEvent.objects.count(),
+        list(Attendance.objects.order_by("pk").values_list("pk", "professional_id", "left_at")),
+        list(Committee.objects.order_by("pk").values_list("pk", flat=True)),
     )
 
 
@@ -87,6 +99,12 @@ def _validated(w):
 def _registered(w):
     case = case_on_agenda(w)
     return services.case_register(case=case, by=_by(w, "coordinator"))
+
+
+def _radiotherapist_present(w):
+    services.attendance_arrive(
+        session=w.session, professional=w.radiotherapist, mode="remote", by=_by(w, "coordinator")
+    )
 
 
 def _session_of_today(w):
@@ -166,6 +184,46 @@ CASES = [
         ),
         ["outsider", "surgeon", "gp"],
         "coordinator",
+    ),
+    (
+        "attendance_arrive for a colleague",
+        rcp_world,
+        lambda w, _, by: services.attendance_arrive(
+            session=w.session, professional=w.radiotherapist, mode="remote", by=by
+        ),
+        ["outsider", "surgeon", "gp"],
+        "coordinator",
+    ),
+    (
+        "attendance_arrive for oneself",
+        rcp_world,
+        lambda w, _, by: services.attendance_arrive(
+            session=w.session, professional=by.user.professional, mode="remote", by=by
+        ),
+        ["outsider", "gp"],
+        "surgeon",
+    ),
+    (
+        "attendance_leave for a colleague",
+        _radiotherapist_present,
+        lambda w, _, by: services.attendance_leave(
+            session=w.session, professional=w.radiotherapist, by=by
+        ),
+        ["outsider", "surgeon", "gp"],
+        "radiotherapist",
+    ),
+    (
+        "committee_create",
+        rcp_world,
+        lambda w, _, by: services.committee_create(
+            name="RCP d'urologie de Tours",
+            kind=Committee.Kind.ORGAN,
+            establishment=w.tours,
+            members=[(w.surgeon, CommitteeMember.Role.CHAIR)],
+            by=by,
+        ),
+        ["outsider", "coordinator", "oncologist", "gp"],
+        "admin_user",
     ),
     (
         "session_open",

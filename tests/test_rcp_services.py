@@ -91,6 +91,7 @@ def world(world):
         establishment=world.tours,
     )
     world.thoracic = services.committee_create(
+        by=Actor.system("tests"),
         name="RCP thoracique de Tours",
         kind=Committee.Kind.ORGAN,
         members=[
@@ -133,6 +134,7 @@ def world(world):
         establishment=world.tours,
     )
     world.cpdpn = services.committee_create(
+        by=Actor.system("tests"),
         name="CPDPN Centre-Val de Loire",
         kind=Committee.Kind.CPDPN,
         members=[
@@ -173,6 +175,7 @@ def submitted_case(world, **fields) -> Case:
 
 def session_of(committee, *, days=7) -> Session:
     (session,) = services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=committee,
         first_start=timezone.now() + dt.timedelta(days=days),
         duration=dt.timedelta(hours=2),
@@ -189,7 +192,10 @@ def case_on_agenda(world, session, **fields) -> Case:
 def arrive(session, *professionals) -> None:
     for professional in professionals:
         services.attendance_arrive(
-            session=session, professional=professional, mode=Attendance.Mode.IN_PERSON
+            by=Actor.system("tests"),
+            session=session,
+            professional=professional,
+            mode=Attendance.Mode.IN_PERSON,
         )
 
 
@@ -319,7 +325,10 @@ def test_a_written_opinion_of_a_non_physician_does_not_cover_a_specialty(world):
 def test_two_physicians_of_the_same_specialty_count_once(world):
     # A cross-cutting board requires no specialty: only the "three specialties" rule applies.
     board = services.committee_create(
-        name="RCP soins de support", kind=Committee.Kind.CROSS_CUTTING, members=[]
+        by=Actor.system("tests"),
+        name="RCP soins de support",
+        kind=Committee.Kind.CROSS_CUTTING,
+        members=[],
     )
     second_oncologist = make_professional(
         email="oncologue2@mirc.test",
@@ -341,7 +350,10 @@ def test_two_physicians_of_the_same_specialty_count_once(world):
 
 def test_a_coordinator_or_a_nurse_does_not_count_as_a_physician(world):
     board = services.committee_create(
-        name="RCP soins de support", kind=Committee.Kind.CROSS_CUTTING, members=[]
+        by=Actor.system("tests"),
+        name="RCP soins de support",
+        kind=Committee.Kind.CROSS_CUTTING,
+        members=[],
     )
     session = session_of(board)
     arrive(session, world.oncologist, world.surgeon, world.coordinator)
@@ -370,7 +382,9 @@ def test_a_participant_who_left_no_longer_counts(world):
     arrive(session, world.surgeon, world.oncologist, world.radiotherapist)
     assert session_quorum(session).met
 
-    services.attendance_leave(session=session, professional=world.radiotherapist)
+    services.attendance_leave(
+        by=Actor.system("tests"), session=session, professional=world.radiotherapist
+    )
     found = session_quorum(session)
     assert not found.met
     assert found.missing == (RADIOTHERAPY,)
@@ -978,7 +992,9 @@ def test_the_chair_validates_with_the_quorum_and_the_people_present_at_that_mome
     assert stored.validated_at == validated.validated_at
 
     # Who leaves afterwards does not rewrite the minutes.
-    services.attendance_leave(session=session, professional=world.radiotherapist)
+    services.attendance_leave(
+        by=Actor.system("tests"), session=session, professional=world.radiotherapist
+    )
     assert fresh(decision).quorum_status == "ORG-126"
     assert len(fresh(decision).attendees) == 3
 
@@ -1206,7 +1222,9 @@ def test_a_new_version_starts_from_the_validated_one_which_stays_as_it_was(world
         by=by(world.oncologist),
         proposal="Chimiothérapie néoadjuvante puis lobectomie.",
     )
-    services.attendance_leave(session=session, professional=world.radiotherapist)
+    services.attendance_leave(
+        by=Actor.system("tests"), session=session, professional=world.radiotherapist
+    )
     v2 = services.decision_validate(case=case, revision=v2.revision, by=by(world.coordinator))
 
     assert v2.is_locked
@@ -1236,6 +1254,7 @@ def test_a_weekly_series_gives_sessions_a_week_apart_each_with_its_deadline(worl
     first = dt.datetime(2027, 1, 14, 18, 0, tzinfo=PARIS)
 
     services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=world.thoracic,
         first_start=first,
         duration=dt.timedelta(hours=2),
@@ -1258,6 +1277,7 @@ def test_a_weekly_meeting_keeps_its_paris_time_when_the_clocks_change(world):
     first = dt.datetime(2027, 10, 21, 18, 0, tzinfo=PARIS)
 
     services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=world.thoracic,
         first_start=first,
         duration=dt.timedelta(hours=2),
@@ -1277,6 +1297,7 @@ def test_an_every_other_week_series(world):
     first = dt.datetime(2027, 1, 12, 17, 30, tzinfo=PARIS)
 
     services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=world.thoracic,
         first_start=first,
         duration=dt.timedelta(hours=1),
@@ -1309,6 +1330,7 @@ def test_an_every_other_week_series(world):
 )
 def test_a_monthly_series_keeps_the_weekday_and_the_week_of_the_month(world, first, expected):
     services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=world.thoracic,
         first_start=first,
         duration=dt.timedelta(hours=2),
@@ -1328,6 +1350,7 @@ def test_a_single_session_has_no_series(world):
     start = dt.datetime(2027, 1, 14, 18, 0, tzinfo=PARIS)
 
     created = services.sessions_schedule(
+        by=Actor.system("tests"),
         committee=world.thoracic,
         first_start=start,
         duration=dt.timedelta(hours=2),
@@ -1344,6 +1367,7 @@ def test_a_single_session_has_no_series(world):
 def test_an_unknown_recurrence_is_refused_and_nothing_is_scheduled(world):
     with pytest.raises(RcpError):
         services.sessions_schedule(
+            by=Actor.system("tests"),
             committee=world.thoracic,
             first_start=dt.datetime(2027, 1, 14, 18, 0, tzinfo=PARIS),
             duration=dt.timedelta(hours=2),

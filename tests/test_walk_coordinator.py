@@ -39,6 +39,7 @@ from rcp.demo import THORACIC_CASE
 from rcp.models import Committee
 board = Committee.objects.get(name={board!r})
 (session,) = services.sessions_schedule(
+    by=Actor.system("tests"),
     committee=board,
     first_start=timezone.now() + dt.timedelta(minutes=30),
     duration=dt.timedelta(hours=1),
@@ -57,13 +58,16 @@ print(json.dumps({{"session": session.pk, "case": case.pk, "committee": board.pk
 
 # The board's quorum takes its seats (as if they had clicked "Je suis là").
 SEATED = """
+from portal.audit import Actor
 from portal.models import Professional
 from rcp import services
 from rcp.models import Session
 session = Session.objects.get(pk={session})
 for email in ("a.rousseau", "c.martin", "h.bertrand"):
     professional = Professional.objects.get(user__email=email + "@mirc.test")
-    services.attendance_arrive(session=session, professional=professional, mode="remote")
+    services.attendance_arrive(
+        session=session, professional=professional, mode="remote", by=Actor.system("tests")
+    )
 print("ok")
 """
 
