@@ -270,6 +270,12 @@ CASE_FIELDS = [
 
 
 def case_create(*, patient, committee: Committee, by: Actor, **fields) -> Case:
+    """A draft case of ``patient``, by a doctor who may open the patient's record."""
+    may.require(
+        by,
+        lambda user: may.may_create_case(user=user, patient=patient),
+        _("Only a doctor of the patient's care team opens a case for them."),
+    )
     with transaction.atomic():
         case = Case.objects.create(
             patient=patient,

@@ -106,9 +106,9 @@ def test_every_commune_of_centre_val_de_loire_and_of_the_demo_is_named():
 
 def test_the_patients_rcp_cases_show_with_their_state_and_only_those_the_reader_may_open(world):
     case = submitted_case(world)
-    # A case of another committee, submitted by its member: not the oncologist's to see.
+    # A case of another committee, opened by the GP: not the oncologist's to see.
     hidden = services.case_create(
-        patient=world.patient, committee=world.digestive, by=Actor(user=world.outsider.user)
+        patient=world.patient, committee=world.digestive, by=Actor(user=world.gp.user)
     )
     page = _page(world.oncologist.user, world.patient, "en")
     panel = _text(page, "patient-rcp-cases")

@@ -192,11 +192,12 @@ def board(world):
     # The digestive board next door: its outsider chair validates a trial proposal.
     digestive = b.session(30, committee=w.digestive)
     outsider = Actor(user=w.outsider.user)
-    other = services.case_create(patient=w.patient, committee=w.digestive, by=outsider)
+    referring = Actor(user=w.oncologist.user)  # a doctor of the patient opens the case
+    other = services.case_create(patient=w.patient, committee=w.digestive, by=referring)
     other = services.case_update(
-        case=other, revision=other.revision, by=outsider, studies=[w.ct], **COMPLETE_THORACIC
+        case=other, revision=other.revision, by=referring, studies=[w.ct], **COMPLETE_THORACIC
     )
-    other = services.case_submit(case=other, by=outsider)
+    other = services.case_submit(case=other, by=referring)
     other = services.case_put_on_agenda(case=other, session=digestive, by=outsider)
     b.attend(digestive, w.surgeon, w.oncologist, w.radiotherapist)
     services.decision_save(

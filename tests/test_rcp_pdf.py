@@ -27,9 +27,10 @@ from portal import documents
 from portal import pdf as portal_pdf
 from portal.audit import Actor
 from portal.documents import render_document
-from portal.models import AuditEvent, AuditEventId, AuditOutcome
+from portal.models import AuditEvent, AuditEventId, AuditOutcome, CareRole
 from rcp import pdf, services
 from rcp.models import Committee, KeyImage, RcpDocument, Session
+from tests import builders
 from tests.conftest import client_for, make_patient, make_professional
 from tests.rcp_world import COMPLETE_THORACIC, open_session, rcp_world
 
@@ -112,6 +113,9 @@ def board(world, django_capture_on_commit_callbacks, settings):
 
 
 def _discussed_case(w, patient, *, proposal, treatments):
+    # The GP submits: a doctor of the patient's care team (its GP), as a case is opened by one.
+    if not patient.care_relationships.filter(professional=w.gp).exists():
+        builders.care_team(patient, (w.gp, CareRole.GP))
     gp = Actor(user=w.gp.user)
     case = services.case_create(patient=patient, committee=w.committee, by=gp)
     case = services.case_update(
@@ -300,6 +304,7 @@ def test_the_cpdpn_opinion_shows_the_pregnancy_the_team_opinion_and_the_attestat
         duration=dt.timedelta(hours=2),
     )
     open_session(session, by_user=team["gynecologie_obstetrique"].user)
+    builders.care_team(w.patient, (team["medecine_foetale"], CareRole.CARE_TEAM))
     midwife_case = Actor(user=team["medecine_foetale"].user)
     case = services.case_create(patient=w.patient, committee=cpdpn, by=midwife_case)
     case = services.case_update(

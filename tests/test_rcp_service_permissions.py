@@ -123,6 +123,13 @@ def _revision(case):
 # rightful call is refused for another reason in this world, e.g. the quorum is met).
 CASES = [
     (
+        "case_create",
+        rcp_world,
+        lambda w, _, by: services.case_create(patient=w.patient, committee=w.thoracic, by=by),
+        ["outsider", "surgeon"],  # neither is of the patient's care team
+        "oncologist",
+    ),
+    (
         "case_update",
         submitted_case,
         lambda w, c, by: services.case_update(

@@ -20,12 +20,13 @@ from django.utils import timezone, translation
 
 from portal import audit
 from portal.audit import Actor
-from portal.models import AuditEvent, Profession, Specialty
+from portal.models import AuditEvent, CareRole, Profession, Specialty
 from rcp import services
 from rcp.models import Attendance, Case, Committee, CommitteeMember, Decision, Session
 from rcp.quorum import quorum, session_quorum
 from rcp.selectors import upcoming_sessions, waiting_cases
 from rcp.services import RcpError, StaleEdit
+from tests import builders
 from tests.conftest import client_for, make_professional
 from tests.permission_matrix import imaged_study
 from tests.rcp_world import open_session
@@ -279,6 +280,7 @@ def test_a_written_opinion_covers_the_absent_specialty_for_its_case_only(world):
     session = session_of(world.thoracic)
     arrive(session, world.surgeon, world.oncologist, world.radiologist)
     with_opinion = thoracic_case(world, with_study=False)
+    builders.care_team(world.other_patient, (world.oncologist, CareRole.REFERRING))
     other_case = thoracic_case(world, with_study=False, patient=world.other_patient)
     services.written_opinion_record(
         case=with_opinion,
@@ -475,6 +477,7 @@ def test_a_registered_case_needs_no_study_but_a_discussed_one_does(world):
 
 
 def test_a_perinatal_case_needs_gestational_age_fetal_findings_and_the_couples_wishes(world):
+    builders.care_team(world.patient, (world.obstetrician, CareRole.REFERRING))
     case = services.case_create(
         patient=world.patient,
         committee=world.cpdpn,
