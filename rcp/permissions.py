@@ -27,8 +27,8 @@ def is_member(*, user, committee: Committee) -> bool:
 def may_coordinate(*, user, committee: Committee) -> bool:
     """The chair or a coordinator: schedules sessions, builds agendas, opens and closes
     sessions, registers, postpones, validates and amends decisions."""
-    # The role test itself is the selector's, which the app's other modules (notifications,
-    # documents, key images, the review rooms' hook) still call directly.
+    # The role test itself is the selector's; only the review rooms' hook (rcp/apps.py) still
+    # calls it directly.
     return _signed_in(user) and is_coordinating(committee=committee, user=user)
 
 
