@@ -4,8 +4,7 @@ from django.http import Http404
 
 from expertise.models import Request
 from expertise.selectors import requests_visible_to
-from portal.access import patient_of, record_refusal
-from portal.audit import Actor
+from portal.access import not_found, patient_of
 from portal.models import AuditPurpose
 
 
@@ -28,12 +27,11 @@ def get_request_for_user(request, request_id) -> Request:
         .first()
     )
     if found is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="expertise.request",
             object_id=pk,
             patient=patient_of(Request.objects.filter(pk=pk)),
             purpose=AuditPurpose.EXPERTISE,
         )
-        raise Http404
     return found

@@ -71,17 +71,8 @@ def requirement_label(specialty: str) -> str:
     }.get(REQUIRED_ATTACHMENTS.get(specialty, ""), "")
 
 
-def audit_request(request: Request, by: Actor, detail: dict, *, action=audit.AuditAction.UPDATE):
-    """A change of the request, on the patient's record (DCM 110110)."""
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=action,
-        obj=request,
-        patient=request.patient,
-        purpose=AuditPurpose.EXPERTISE,
-        detail=detail,
-    )
+# A change of the request, on the patient's record (DCM 110110).
+audit_request = audit.patient_change_recorder(purpose=AuditPurpose.EXPERTISE)
 
 
 def _event(request: Request, by: Actor, action: str, *, before: str, note: str = "") -> None:

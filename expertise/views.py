@@ -3,7 +3,7 @@ that takes a request id going through expertise.access.get_request_for_user."""
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -30,7 +30,7 @@ from expertise.models import Act, Message, Report, Request
 from imaging.models import ReviewRoom
 from imaging.selectors import studies_visible_to
 from portal import audit
-from portal.access import get_patient_for_user, may_open_patient, record_refusal
+from portal.access import get_patient_for_user, may_open_patient, not_found
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.services import notifications_mark_read_for_url
@@ -122,13 +122,12 @@ def pool_board(request, pool_id):
     """The coordinator's board of one pool: open requests first, with their delays."""
     pool = selectors.coordinated_pools(request.user).filter(pk=pool_id).first()
     if pool is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="expertise.pool",
             object_id=pool_id,
             purpose=AuditPurpose.EXPERTISE,
         )
-        raise Http404
     state = request.GET.get("state", "open")
     if state not in [*State.values, "open", "all"]:
         state = "open"
@@ -403,14 +402,13 @@ def attachment_download(request, request_id, attachment_id):
     found = get_request_for_user(request, request_id)
     attachment = found.attachments.filter(pk=attachment_id).first()
     if attachment is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="expertise.attachment",
             object_id=attachment_id,
             patient=found.patient,
             purpose=AuditPurpose.EXPERTISE,
         )
-        raise Http404
     _audit_read(request, attachment, found.patient, expertise_request=found.pk)
     response = FileResponse(
         attachment.file.open("rb"),

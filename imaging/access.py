@@ -4,7 +4,7 @@ from django.http import Http404
 
 from imaging.models import IngestBatch, ReviewRoom, Study, StudyReport
 from imaging.selectors import read_only_study, studies_visible_to
-from portal.access import get_patient_for_user, patient_of, record_refusal
+from portal.access import get_patient_for_user, not_found, patient_of, record_refusal
 from portal.audit import Actor
 from portal.models import AuditPurpose
 
@@ -28,13 +28,12 @@ def get_study_for_user(request, study_id, *, read_only: bool = False):
     if study is not None:
         study.access_purpose, study.access_read_only = purpose, only_reading
     if study is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="imaging.study",
             object_id=study_id,
             patient=patient_of(Study.objects.filter(pk=study_id)),
         )
-        raise Http404
     return study
 
 
@@ -45,13 +44,12 @@ def get_ingest_batch_for_user(request, patient_id, batch_id) -> IngestBatch:
         pk=batch_id, patient=patient, uploaded_by=request.user
     ).first()
     if batch is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="imaging.ingestbatch",
             object_id=batch_id,
             patient=patient,
         )
-        raise Http404
     return batch
 
 
@@ -65,13 +63,12 @@ def get_study_report_for_user(request, patient_id, report_id) -> StudyReport:
         .first()
     )
     if report is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="imaging.studyreport",
             object_id=report_id,
             patient=patient,
         )
-        raise Http404
     report.access_purpose = patient.access_purpose
     return report
 
@@ -86,8 +83,8 @@ def get_viewer_token_for_user(request, token_id):
         .first()
     )
     if token is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="imaging.viewertoken",
             object_id=token_id,
             # A token opens one study or one patient's studies.
@@ -95,7 +92,6 @@ def get_viewer_token_for_user(request, token_id):
                 ViewerToken.objects.filter(pk=token_id), "patient", "study__patient"
             ),
         )
-        raise Http404
     return token
 
 

@@ -39,6 +39,22 @@ def record_refusal(
     )
 
 
+def not_found(
+    request, *, object_type: str, object_id, patient=None, purpose="", reason: str = "not entitled"
+) -> Http404:
+    """Audit the refusal of ``request`` and give the 404 to raise: an outsider learns no more
+    than for an id that does not exist (``raise not_found(request, ...)``)."""
+    record_refusal(
+        actor=Actor.from_request(request),
+        object_type=object_type,
+        object_id=object_id,
+        patient=patient,
+        purpose=purpose,
+        reason=reason,
+    )
+    return Http404()
+
+
 def patient_of(objects: QuerySet, *paths: str) -> Patient | None:
     """The patient of the object ``objects`` selects, for a refusal's audit event.
 
@@ -136,15 +152,14 @@ def get_patient_for_user(
         patient.access_purpose = granted_for
         patient.access_read_only = only_reading
     if patient is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="portal.patient",
             object_id=pk,
             # Attach the refusal to the record when it exists, for the patient's access report.
             patient=Patient.objects.filter(pk=pk).first(),
             purpose=purpose,
         )
-        raise Http404
     return patient
 
 
@@ -160,13 +175,12 @@ def get_care_relationship_for_user(request, patient_id, relationship_id) -> Care
         .first()
     )
     if relationship is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="portal.carerelationship",
             object_id=relationship_id,
             patient=patient,
         )
-        raise Http404
     return relationship
 
 
@@ -178,12 +192,11 @@ def get_identity_conflict_for_user(request, conflict_id) -> IdentityConflict:
         .first()
     )
     if conflict is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="portal.identityconflict",
             object_id=conflict_id,
             patient=patient_of(IdentityConflict.objects.filter(pk=conflict_id)),
             purpose=AuditPurpose.ADMINISTRATION,
         )
-        raise Http404
     return conflict

@@ -155,6 +155,26 @@ def record(
     return _append(event, using=router.db_for_write(AuditEvent))
 
 
+def patient_change_recorder(*, purpose: AuditPurpose | str):
+    """The audit of an app's changes to its objects (an RCP case, a tele-expertise
+    request...), each written on its ``patient``'s record (DCM 110110 Patient Record) for the
+    app's purpose: ``audit_case = patient_change_recorder(purpose=AuditPurpose.CARE)``, then
+    ``audit_case(case, by, detail)``."""
+
+    def record_change(obj, by: Actor, detail: dict, *, action=AuditAction.UPDATE) -> AuditEvent:
+        return record(
+            actor=by,
+            event=AuditEventId.PATIENT_RECORD,
+            action=action,
+            obj=obj,
+            patient=obj.patient,
+            purpose=purpose,
+            detail=detail,
+        )
+
+    return record_change
+
+
 def _append(event: AuditEvent, *, using: str, empty_trail_head: str = "") -> AuditEvent:
     """Seal ``event`` to the head of the chain and insert it.
 

@@ -1,9 +1,6 @@
 """Access helpers of the RCP objects: outsiders get 404 (like a missing id), audited."""
 
-from django.http import Http404
-
-from portal.access import patient_of, record_refusal
-from portal.audit import Actor
+from portal.access import not_found, patient_of
 from rcp.models import Case, Committee, Session
 from rcp.selectors import (
     cases_acted_on_by,
@@ -17,13 +14,12 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def _refuse(request, object_type, object_id, patient=None):
-    record_refusal(
-        actor=Actor.from_request(request),
+    raise not_found(
+        request,
         object_type=object_type,
         object_id=object_id,
         patient=patient,
     )
-    raise Http404
 
 
 def get_committee_for_user(request, committee_id) -> Committee:

@@ -54,17 +54,8 @@ def _refuse_unless_coordinating(case: Case, by: Actor) -> None:
     )
 
 
-def audit_case(case: Case, by: Actor, detail: dict, *, action=audit.AuditAction.UPDATE) -> None:
-    """A change of the case, on the patient's record (DCM 110110)."""
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=action,
-        obj=case,
-        patient=case.patient,
-        purpose=AuditPurpose.CARE,
-        detail=detail,
-    )
+# A change of the case, on the patient's record (DCM 110110).
+audit_case = audit.patient_change_recorder(purpose=AuditPurpose.CARE)
 
 
 # --- Transitions ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from portal import audit
-from portal.access import record_refusal
+from portal.access import not_found
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -41,13 +41,12 @@ def viewer_key_images(request, case: Case) -> dict | None:
 def _get_key_image(request, case: Case, key_image_id) -> KeyImage:
     image = case.key_images.filter(pk=key_image_id).first()
     if image is None:
-        record_refusal(
-            actor=Actor.from_request(request),
+        raise not_found(
+            request,
             object_type="rcp.keyimage",
             object_id=key_image_id,
             patient=case.patient,
         )
-        raise Http404
     return image
 
 
