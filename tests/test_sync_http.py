@@ -13,7 +13,7 @@ from portal.sync_http import SyncDicomWebReads, wsgi_environ
 from tests.permission_matrix import imaged_study
 from tests.test_fast_frames import _connections_given_back, _frame, _get  # noqa: F401
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Counting:
@@ -25,6 +25,7 @@ class Counting:
         await self.app(scope, receive, send)
 
 
+@pytest.mark.asyncio
 async def test_reads_get_the_answers_django_gives_without_its_asgi_handler(world):
     study = await sync_to_async(imaged_study)(world)
     _token, raw = await sync_to_async(viewer_token_issue)(
