@@ -155,21 +155,30 @@ def record(
     return _append(event, using=router.db_for_write(AuditEvent))
 
 
+def record_patient_change(
+    *, actor: Actor, obj, purpose: AuditPurpose | str, detail: dict, action=AuditAction.UPDATE
+) -> AuditEvent:
+    """A change of ``obj`` (an RCP case, a tele-expertise request...) written on its
+    patient's record (DCM 110110 Patient Record)."""
+    return record(
+        actor=actor,
+        event=AuditEventId.PATIENT_RECORD,
+        action=action,
+        obj=obj,
+        patient=obj.patient,
+        purpose=purpose,
+        detail=detail,
+    )
+
+
 def patient_change_recorder(*, purpose: AuditPurpose | str):
-    """The audit of an app's changes to its objects (an RCP case, a tele-expertise
-    request...), each written on its ``patient``'s record (DCM 110110 Patient Record) for the
-    app's purpose: ``audit_case = patient_change_recorder(purpose=AuditPurpose.CARE)``, then
+    """:func:`record_patient_change` for an app's purpose:
+    ``audit_case = patient_change_recorder(purpose=AuditPurpose.CARE)``, then
     ``audit_case(case, by, detail)``."""
 
     def record_change(obj, by: Actor, detail: dict, *, action=AuditAction.UPDATE) -> AuditEvent:
-        return record(
-            actor=by,
-            event=AuditEventId.PATIENT_RECORD,
-            action=action,
-            obj=obj,
-            patient=obj.patient,
-            purpose=purpose,
-            detail=detail,
+        return record_patient_change(
+            actor=by, obj=obj, purpose=purpose, detail=detail, action=action
         )
 
     return record_change

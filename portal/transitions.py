@@ -54,13 +54,5 @@ def move(
         obj.refresh_from_db()
         if moved is not None:
             moved(before)
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.PATIENT_RECORD,
-            action=audit.AuditAction.UPDATE,
-            obj=obj,
-            patient=obj.patient,
-            purpose=purpose,
-            detail=audit_detail(before),
-        )
+        audit.record_patient_change(actor=by, obj=obj, purpose=purpose, detail=audit_detail(before))
     return obj
