@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from portal.documents_models import GeneratedDocument
+from portal.documents_models import GeneratedDocument, UploadedFile
 from portal.models import Establishment, Patient, Professional, Specialty
 
 # --- Pools ---------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ class RequestEvent(models.Model):
         return f"{self.from_state} -> {self.to_state}"
 
 
-class Attachment(models.Model):
+class Attachment(UploadedFile):
     """A document or photo given with the request or in the conversation."""
 
     class Kind(models.TextChoices):
@@ -294,18 +294,10 @@ class Attachment(models.Model):
         "Message", on_delete=models.CASCADE, null=True, blank=True, related_name="attachments"
     )
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
-    title = models.CharField(_("title"), max_length=200)
     file = models.FileField(_("file"), upload_to="expertise/attachments/%Y/%m/")
-    content_type = models.CharField(max_length=100)
-    size = models.PositiveIntegerField()
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    uploaded_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["uploaded_at", "pk"]
-
-    def __str__(self):
-        return self.title
 
 
 class Message(models.Model):

@@ -1,6 +1,7 @@
 """The abstract model of the documents the portal generates (portal/documents.py): apart, so
 that the apps' models inherit it without importing the machinery that makes the files."""
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -36,3 +37,23 @@ class GeneratedDocument(models.Model):
     @property
     def is_in_flight(self) -> bool:
         return self.status in self.IN_FLIGHT
+
+
+class UploadedFile(models.Model):
+    """A file a user gave (a pathology report on an RCP case, a photo with a tele-expertise
+    request): what it is, its checked content type and size, who gave it and when. Subclasses
+    add their subject, their kinds and ``file`` with their ``upload_to``; portal/uploads.py checks
+    the file before it is kept."""
+
+    title = models.CharField(_("title"), max_length=200)
+    file = models.FileField(_("file"))
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveIntegerField()
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return self.title

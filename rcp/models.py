@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from imaging.models import Study
-from portal.documents_models import GeneratedDocument
+from portal.documents_models import GeneratedDocument, UploadedFile
 from portal.models import Establishment, Patient, Professional, Specialty
 
 # The four core specialties of a CPDPN (CSP R2131-12): all needed for a case to count.
@@ -238,7 +238,7 @@ class Case(models.Model):
         return f"RCP case {self.pk} ({self.committee})"
 
 
-class CaseDocument(models.Model):
+class CaseDocument(UploadedFile):
     class Kind(models.TextChoices):
         PATHOLOGY = "pathology", _("Pathology report")
         IMAGING = "imaging", _("Imaging report")
@@ -247,15 +247,7 @@ class CaseDocument(models.Model):
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="documents")
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
-    title = models.CharField(_("title"), max_length=200)
     file = models.FileField(_("file"), upload_to="rcp/documents/%Y/%m/")
-    content_type = models.CharField(max_length=100)
-    size = models.PositiveIntegerField()
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    uploaded_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self):
-        return self.title
 
 
 class Attendance(models.Model):
