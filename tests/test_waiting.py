@@ -1,10 +1,11 @@
 """tests/waiting.py: a test waits for its condition, and no longer than its deadline."""
 
+import socket
 import time
 
 import pytest
 
-from tests.waiting import async_wait_until, wait_until
+from tests.waiting import async_wait_until, listening, on_page, wait_until
 
 
 def test_the_wait_ends_as_soon_as_the_condition_holds_and_gives_its_value():
@@ -33,3 +34,37 @@ async def test_the_async_wait_lets_the_loop_run_and_awaits_a_coroutine_condition
     assert await async_wait_until(arrived, timeout=10) == [1, 1, 1]
     with pytest.raises(AssertionError, match="waiting for the relay"):
         await async_wait_until(lambda: False, timeout=0.2, what="the relay")
+
+
+def test_a_timeout_tells_what_was_seen_last_and_a_failing_look_ends_the_wait_at_once():
+    with pytest.raises(AssertionError, match="waiting for the log line; last seen: starting"):
+        wait_until(lambda: False, timeout=0.1, what="the log line", seen=lambda: "starting")
+
+    def server_died():
+        raise RuntimeError("the server exited")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited"):
+        wait_until(server_died, timeout=10)
+    assert time.monotonic() - start < 5
+
+
+def test_a_wait_on_a_page_passes_its_time_in_the_page():
+    waited = []
+
+    class Page:
+        def wait_for_timeout(self, milliseconds):
+            waited.append(milliseconds)
+
+    looks = iter([False, False, "shown"])
+    assert wait_until(lambda: next(looks), sleep=on_page(Page()), longest_pause=0.02) == "shown"
+    assert waited == [20, 20]
+
+
+def test_a_port_is_listening_once_a_server_accepts_on_it():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        assert not listening(port)
+        server.listen()
+        assert wait_until(lambda: listening(port), timeout=10, what="the port")
