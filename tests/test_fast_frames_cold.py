@@ -3,7 +3,6 @@ frames missing from the cache are fetched from the DICOMweb archive (a real Orth
 fast path, before Django, and the series are read ahead; every refusal stays Django's."""
 
 import asyncio
-import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,6 +19,7 @@ from imaging.services import viewer_token_issue, viewer_token_revoke
 from portal.audit import Actor
 from tests.permission_matrix import imaged_study
 from tests.test_fast_frames import _connections_given_back, _frame, _get, redis_caches  # noqa: F401
+from tests.waiting import async_wait_until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -155,10 +155,12 @@ async def test_opening_a_study_reads_its_series_ahead(world, on_orthanc):
     )
     assert status == 200
     keys = [frame_key(study["study_uid"], study["series_uid"], sop, 1, EXPLICIT_LE) for sop in sops]
-    deadline = time.monotonic() + 20
-    while len(caches["frames"].get_many(keys)) < len(keys):
-        assert time.monotonic() < deadline, "the series was not read ahead"
-        await asyncio.sleep(0.05)  # the read-ahead runs on this event loop
+    # The read-ahead runs on this event loop: the wait must leave it running.
+    await async_wait_until(
+        lambda: len(caches["frames"].get_many(keys)) == len(keys),
+        timeout=20,
+        what="the series to be read ahead",
+    )
 
     # Every frame of the series is then answered before Django.
     for sop in sops:
@@ -242,10 +244,11 @@ async def test_a_frame_being_read_ahead_is_fetched_once(world, on_orthanc, monke
     monkeypatch.setattr(FastFrames, "_being_read_ahead", watched)
 
     assert (await _get(app, f"{series_path}/metadata", bearer))[0] == 200
-    deadline = time.monotonic() + 20
-    while (study["study_uid"], study["series_uid"], study["sop_uid"]) not in app.fetching:
-        assert time.monotonic() < deadline, "the read-ahead did not start"
-        await asyncio.sleep(0.02)
+    await async_wait_until(
+        lambda: (study["study_uid"], study["series_uid"], study["sop_uid"]) in app.fetching,
+        timeout=20,
+        what="the read-ahead to start",
+    )
     viewer = asyncio.ensure_future(_get(app, frame_path, bearer))
     await asyncio.wait_for(waiting.wait(), 10)
     released.set()

@@ -16,6 +16,7 @@ from imaging.grants import fetching_key, frame_key
 from tests.permission_matrix import imaged_study
 from tests.test_fast_frames import _connections_given_back, _frame, _get, redis_caches  # noqa: F401
 from tests.test_fast_frames_cold import CountingDjango, _paths, _viewer, on_orthanc  # noqa: F401
+from tests.waiting import async_wait_until
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -35,13 +36,6 @@ def _asking(process: FastFrames, asked: list, hold: asyncio.Event | None = None)
         return await frames(study_uid, series_uid, sop_uid, numbers)
 
     process.archive.frames = counted
-
-
-async def _until(condition, what: str, seconds: float = 20):
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
 
 
 def _marked(study):
@@ -82,7 +76,9 @@ async def test_the_other_process_waits_for_the_read_ahead_and_the_archive_is_ask
     try:
         # The study is opened through the reader process, which starts the read-ahead.
         assert (await _get(reader, f"{series_path}/metadata", bearer))[0] == 200
-        await _until(_marked(study), "the read-ahead did not mark the instance")
+        await async_wait_until(
+            _marked(study), timeout=20, what="the read-ahead to mark the instance"
+        )
 
         viewer = asyncio.ensure_future(_get(other, frame_path, bearer))
         await asyncio.wait_for(waiting.wait(), 10)
@@ -117,7 +113,9 @@ async def test_a_dead_readers_mark_expires_and_the_other_process_fetches_itself(
     series_path, frame_path = _paths(study)
     try:
         assert (await _get(reader, f"{series_path}/metadata", bearer))[0] == 200
-        await _until(_marked(study), "the read-ahead did not mark the instance")
+        await async_wait_until(
+            _marked(study), timeout=20, what="the read-ahead to mark the instance"
+        )
 
         # Its frames never land: after a short wait the other process asks the archive.
         status, headers, body = await _get(other, frame_path, bearer)
@@ -131,7 +129,7 @@ async def test_a_dead_readers_mark_expires_and_the_other_process_fetches_itself(
         async def unmarked():
             return not await _marked(study)()
 
-        await _until(unmarked, "the dead reader's mark did not expire", seconds=10)
+        await async_wait_until(unmarked, timeout=10, what="the dead reader's mark to expire")
         assert not all(task.done() for task in reader.tasks)  # the reader is still stuck
     finally:
         await _stop(reader)

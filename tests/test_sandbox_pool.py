@@ -19,18 +19,20 @@ import pytest
 from imaging import sandbox
 from imaging.sandbox import DecodeError, SandboxPool, run_limited
 from tests import sandbox_targets
+from tests.waiting import wait_until
 
 
-def _gone(pid: int, deadline: float = 10.0) -> bool:
-    """Has process ``pid`` ended (and been reaped) before the deadline?"""
-    until = time.monotonic() + deadline
-    while time.monotonic() < until:
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """Waits until process ``pid`` has ended and been reaped (a zombie still answers)."""
+
+    def ended() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.02)
-    return False
+        return False
+
+    return wait_until(ended, timeout=timeout, what=f"process {pid} to end")
 
 
 @pytest.fixture
