@@ -30,7 +30,12 @@ from expertise.models import Act, Message, Report, Request
 from imaging.models import ReviewRoom
 from imaging.selectors import studies_visible_to
 from portal import audit
-from portal.access import get_patient_for_user, may_open_patient, not_found
+from portal.access import (
+    child_or_not_found,
+    get_patient_for_user,
+    may_open_patient,
+    not_found,
+)
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.services import notifications_mark_read_for_url
@@ -400,15 +405,14 @@ def attachment_add(request, request_id):
 @require_GET
 def attachment_download(request, request_id, attachment_id):
     found = get_request_for_user(request, request_id)
-    attachment = found.attachments.filter(pk=attachment_id).first()
-    if attachment is None:
-        raise not_found(
-            request,
-            object_type="expertise.attachment",
-            object_id=attachment_id,
-            patient=found.patient,
-            purpose=AuditPurpose.EXPERTISE,
-        )
+    attachment = child_or_not_found(
+        request,
+        found.attachments,
+        attachment_id,
+        object_type="expertise.attachment",
+        patient=found.patient,
+        purpose=AuditPurpose.EXPERTISE,
+    )
     _audit_read(request, attachment, found.patient, expertise_request=found.pk)
     response = FileResponse(
         attachment.file.open("rb"),

@@ -55,6 +55,24 @@ def not_found(
     return Http404()
 
 
+def child_or_not_found(
+    request, queryset: QuerySet, pk, *, object_type: str, patient=None, purpose=""
+):
+    """The object of ``queryset`` with ``pk``, else the audited 404 of :func:`not_found`.
+
+    For what hangs off an object the caller already opened through its access helper (a
+    case's document or key image, a request's attachment): ``queryset`` is scoped to that
+    parent, so an id of another case's child is refused like a missing one, and the refusal
+    names the parent's ``patient`` for that patient's access report.
+    """
+    child = queryset.filter(pk=pk).first()
+    if child is None:
+        raise not_found(
+            request, object_type=object_type, object_id=pk, patient=patient, purpose=purpose
+        )
+    return child
+
+
 def patient_of(objects: QuerySet, *paths: str) -> Patient | None:
     """The patient of the object ``objects`` selects, for a refusal's audit event.
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from imaging.selectors import studies_visible_to
 from portal import audit
-from portal.access import get_patient_for_user
+from portal.access import child_or_not_found, get_patient_for_user
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.selectors import patients_followed_as_gp
@@ -815,9 +815,9 @@ def case_document_upload(request, case_id):
 @require_GET
 def case_document(request, case_id, document_id):
     case = get_case_for_user(request, case_id)
-    document = case.documents.filter(pk=document_id).first()
-    if document is None:
-        raise Http404
+    document = child_or_not_found(
+        request, case.documents, document_id, object_type="rcp.casedocument", patient=case.patient
+    )
     audit.record(
         actor=Actor.from_request(request),
         event=audit.AuditEventId.PATIENT_RECORD,

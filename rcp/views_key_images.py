@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from portal import audit
-from portal.access import not_found
+from portal.access import child_or_not_found
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -39,15 +39,9 @@ def viewer_key_images(request, case: Case) -> dict | None:
 
 
 def _get_key_image(request, case: Case, key_image_id) -> KeyImage:
-    image = case.key_images.filter(pk=key_image_id).first()
-    if image is None:
-        raise not_found(
-            request,
-            object_type="rcp.keyimage",
-            object_id=key_image_id,
-            patient=case.patient,
-        )
-    return image
+    return child_or_not_found(
+        request, case.key_images, key_image_id, object_type="rcp.keyimage", patient=case.patient
+    )
 
 
 def _audit_read(request, case: Case, **detail) -> None:
