@@ -16,12 +16,6 @@ class ExpertiseConfig(AppConfig):
 
         audit_labels.register_labels()
 
-    def seed_demo(self, stdout=None) -> int:
-        """Demo pools and requests in every state (called by ``manage.py seed_demo``)."""
-        from expertise.demo import seed
-
-        return seed(stdout=stdout)
-
     def read_only_patient_grant(self, user):
         """The patients whose request ``user`` has claimed and not answered yet: the expert
         reads their imaging dossier, priors included, for the tele-expertise (asked by

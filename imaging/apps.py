@@ -27,12 +27,6 @@ class ImagingConfig(AppConfig):
 
         return {"archive": archive_health}
 
-    def seed_demo(self, stdout=None) -> int:
-        """Demo studies of the demo patients (called by ``manage.py seed_demo``)."""
-        from imaging.demo import seed
-
-        return seed(stdout=stdout)
-
     def merge_patient(self, *, source, target):
         """Two records of one person merged (portal.services.patient_merge, which must not
         import this app): the survivor takes the studies, uploads, review rooms. Viewer

@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "imaging",
     "rcp",
     "expertise",
+    # Above the four apps, which never import it: the demo data and its commands.
+    "demo",
 ]
 
 MIDDLEWARE = [

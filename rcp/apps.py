@@ -16,12 +16,6 @@ class RcpConfig(AppConfig):
 
         audit_labels.register_labels()
 
-    def seed_demo(self, stdout=None) -> int:
-        """Demo committees, sessions and cases (called by ``manage.py seed_demo``)."""
-        from rcp.demo import seed
-
-        return seed(stdout=stdout)
-
     def patient_panel(self, *, user, patient):
         """The patient's RCP cases that ``user`` may open, for the patient page (asked by
         portal.selectors.patient_panels, which must not import this app)."""

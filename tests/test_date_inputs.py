@@ -159,7 +159,7 @@ def test_in_chromium_a_diagnosis_date_survives_two_saves_of_the_fiche_rcp(demo_s
     patient_id = manage(
         "shell",
         "-c",
-        "from imaging.demo import _patient; print(_patient('c.martin@mirc.test', 0).pk)",
+        "from demo.imaging import _patient; print(_patient('c.martin@mirc.test', 0).pk)",
     ).stdout.split()[-1]
     context = browser.new_context(locale="fr-FR")
     page = context.new_page()

@@ -33,7 +33,7 @@ def test_a_gp_asks_teleradiology_and_gets_a_signed_report(demo_server, browser):
     base, manage = demo_server
     patient_id, patient_name = _shell(
         manage,
-        "from expertise.demo import live_story_patient; p = live_story_patient();"
+        "from demo.expertise import live_story_patient; p = live_story_patient();"
         "print(p.pk, p.birth_name.upper())",
     ).split()
     gp_context, gp, errors = _page(browser, base, "p.lemoine@mirc.test")

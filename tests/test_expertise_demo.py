@@ -13,7 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from pypdf import PdfReader
 
-from expertise.demo import live_story_patient
+from demo import imaging as imaging_demo
+from demo.expertise import live_story_patient
 from expertise.models import (
     Act,
     Attachment,
@@ -24,7 +25,6 @@ from expertise.models import (
     Request,
     RequestEvent,
 )
-from imaging import demo as imaging_demo
 from imaging.archive import get_archive
 from imaging.models import Instance, Study
 from imaging.selectors import studies_visible_to

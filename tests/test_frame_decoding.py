@@ -22,7 +22,7 @@ from django.urls import reverse
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
 
-from imaging import synthetic
+from demo import synthetic
 from imaging.models import IngestBatch, IngestItem, StudyIdentity
 from tests.conftest import client_for
 from tests.test_dicomweb import parts_of

@@ -6,12 +6,12 @@ validates the decision, the fiche RCP comes out as a PDF and the patient's GP is
 """
 
 import io
-import time
 
 import pytest
 from pypdf import PdfReader
 
 from tests.test_demo_browser import ARTIFACTS, _sign_in, browser, demo_server  # noqa: F401
+from tests.waiting import on_page, wait_until
 
 pytestmark = pytest.mark.service("chromium")
 
@@ -20,11 +20,7 @@ BOARD = "RCP thoracique — CHRU de Tours"
 
 def _wait(page, selector_check, timeout=10.0):
     """Polls a Python predicate on the page (the portal's CSP forbids Playwright's eval)."""
-    start = time.monotonic()
-    while not selector_check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("timed out")
-        page.wait_for_timeout(200)
+    wait_until(selector_check, timeout=timeout, what="the page's condition", sleep=on_page(page))
 
 
 def _page(browser, base, email):  # noqa: F811
@@ -46,7 +42,7 @@ def test_a_thoracic_case_from_submission_to_signed_minutes(demo_server, browser)
     # A thoracic patient of Dr Martin's with a CT, and her GP.
     patient_id, gp_email = _shell(
         manage,
-        "from imaging.demo import _patient; from portal.models import CareRelationship;"
+        "from demo.imaging import _patient; from portal.models import CareRelationship;"
         "p = _patient('c.martin@mirc.test', 0);"
         "gp = CareRelationship.objects.filter(patient=p, role='gp', ended_at__isnull=True)"
         ".select_related('professional__user').first();"

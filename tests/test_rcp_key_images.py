@@ -631,7 +631,7 @@ def test_a_colour_frame_of_a_cine_loop_keeps_its_colours():
     from pydicom import uid as syntaxes
     from pydicom.pixels import pixel_array
 
-    from imaging import synthetic
+    from demo import synthetic
 
     patient = synthetic.PatientIdentity(
         patient_id="T1",

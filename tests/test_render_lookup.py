@@ -9,7 +9,8 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from imaging import render, synthetic
+from demo import synthetic
+from imaging import render
 
 PATIENT = synthetic.PatientIdentity(
     patient_id="T1", issuer="CHRU-TOURS", family_name="DUPONT", given_names="Jeanne",

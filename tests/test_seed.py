@@ -98,7 +98,7 @@ def test_every_demo_doctor_sees_their_patients_and_only_them(db):
 def test_demo_establishments_declare_how_they_connect(db):
     """The demo's gateways (make demo) know CH Bourges and CHRU Tours: calling AE titles, a
     PACS destination and the HL7 sending facility; seeding again changes nothing."""
-    from imaging.demo import seed_declarations
+    from demo.imaging import seed_declarations
     from imaging.models import CallingAETitle, DicomDeclaration
 
     call_command("seed_demo", "--force", "--portal-only", verbosity=0)

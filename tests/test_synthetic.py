@@ -33,7 +33,7 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
 )
 
-from imaging import synthetic
+from demo import synthetic
 
 INS_NIR_TEST_OID = "1.2.250.1.213.1.4.10"
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"

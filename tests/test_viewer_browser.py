@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.test_demo_browser import ARTIFACTS, ROOT, _sign_in, browser, demo_server  # noqa: F401
+from tests.waiting import on_page, wait_until
 
 pytestmark = pytest.mark.service("chromium")
 
@@ -22,8 +23,8 @@ TRANSFER_SYNTAX_STUDY = """
 import datetime as dt
 from django.db import transaction
 from pydicom import uid as syntaxes
-from imaging import synthetic
-from imaging.demo import _Result, _identity
+from demo import synthetic
+from demo.imaging import _Result, _identity
 from imaging.models import ReviewRoom, Study
 from imaging.services import ingest_parsed
 from imaging.validation import UploadedFile, parse_dicom
@@ -67,15 +68,17 @@ def viewer_build():
 
 def _wait(page, expression, *, timeout=10.0, interval=0.025):
     """Polls a JS expression until it is truthy (the portal's CSP forbids the eval that
-    Playwright's wait_for_function needs); returns its value and the seconds waited."""
+    Playwright's wait_for_function needs); returns its value and the seconds waited, which
+    a look every ``interval`` at most keeps close to the truth."""
     start = time.monotonic()
-    while True:
-        value = page.evaluate(expression)
-        if value:
-            return value, time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {expression}")
-        time.sleep(interval)
+    value = wait_until(
+        lambda: page.evaluate(expression),
+        timeout=timeout,
+        what=expression,
+        sleep=on_page(page),
+        longest_pause=interval,
+    )
+    return value, time.monotonic() - start
 
 
 def _signed_in(browser, base, email, errors):  # noqa: F811
@@ -150,6 +153,8 @@ def test_a_presenter_leads_a_shared_review(demo_server, browser, viewer_build): 
     martin.mouse.move(x, y)
     for _ in range(6):
         martin.mouse.wheel(0, 120)
+        # Ticks apart in time, as a hand turns the wheel (the input under test, not a wait):
+        # Chromium may merge the wheel events of one frame, and each event scrolls one image.
         martin.wait_for_timeout(40)
     _wait(martin, f"{VIEWER}.getView().index >= 3")
     martin.click("[data-testid=preset-lung]")

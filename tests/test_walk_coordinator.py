@@ -31,11 +31,11 @@ BOARD = "RCP thoracique — CHRU de Tours"
 TODAY = """
 import datetime as dt, json
 from django.utils import timezone
-from imaging.demo import _patient
+from demo.imaging import _patient
 from portal.audit import Actor
 from portal.models import Professional
 from rcp import frcp, services
-from rcp.demo import THORACIC_CASE
+from demo.rcp import THORACIC_CASE
 from rcp.models import Committee
 board = Committee.objects.get(name={board!r})
 (session,) = services.sessions_schedule(

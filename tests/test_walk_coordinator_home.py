@@ -20,7 +20,7 @@ COORDINATOR = "j.perrin@mirc.test"
 
 WAITING_AGAIN = """
 from rcp.models import Case
-from imaging.demo import _patient
+from demo.imaging import _patient
 case = Case.objects.get(patient=_patient("c.martin@mirc.test", 6))
 Case.objects.filter(pk=case.pk).update(state="submitted", session=None, agenda_position=None)
 print(case.pk)

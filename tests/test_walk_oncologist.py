@@ -25,7 +25,7 @@ pytestmark = pytest.mark.service("chromium")
 ONCOLOGIST = "c.martin@mirc.test"
 THORACIC = "RCP thoracique — CHRU de Tours"
 RESPIRATORY = "312419003"
-# Her patients by rank (rcp/demo.py): 0 has a case on today's agenda, 1 a validated decision;
+# Her patients by rank (demo/rcp.py): 0 has a case on today's agenda, 1 a validated decision;
 # the walks create their cases for patients without one, a different one per size.
 WALKS = {"1366x768": {"shown": 0, "new_case": 4}, "tablet": {"shown": 1, "new_case": 5}}
 

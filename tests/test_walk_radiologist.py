@@ -45,7 +45,7 @@ def _request_with_a_prior(manage, order: str) -> tuple[int, int]:
     _shell(
         manage,
         "import datetime as dt;"
-        "from expertise.demo import BLOIS, _ct; from portal.models import Patient;"
+        "from demo.expertise import BLOIS, _ct; from portal.models import Patient;"
         f"p = Patient.objects.get(pk={patient_id});"
         "s = _ct(p, finess=BLOIS, day=dt.date.today() - dt.timedelta(days=365),"
         " description='TDM thoracique (antérieur)');"

@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
-from imaging import synthetic
-from imaging.demo import DEMO_DECLARATIONS, demo_patient
+from demo import synthetic
+from demo.imaging import DEMO_DECLARATIONS, demo_patient
 from portal.models import Establishment, PatientIdentifier
 
 DEFAULT_FINESS = "180000028"  # CH de Bourges, calling AE title CHB_DEMO in the demo

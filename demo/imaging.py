@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from imaging import synthetic
+from demo import synthetic
 from imaging.models import CallingAETitle, DicomDeclaration, Study
 from imaging.services import ingest_parsed
 from imaging.validation import UploadedFile, parse_dicom

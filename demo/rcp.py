@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.utils import timezone
 
-from imaging.demo import _patient
+from demo.imaging import _patient
 from imaging.models import Study
 from portal.audit import Actor
 from portal.models import Establishment, Professional, Specialty

@@ -27,7 +27,7 @@ overdue request is escalated to the coordinator.
 
 The live story: p.lemoine's patient :func:`live_story_patient` has a chest CT from the
 Clinique des Bords de Loire and no request yet; p.lemoine sends it to the teleradiology pool
-in front of the audience. Seeded once, like ``rcp.demo``: when the teleradiology pool exists,
+in front of the audience. Seeded once, like ``demo.rcp``: when the teleradiology pool exists,
 a second run changes nothing. Photos and tracings are drawn here: no real patient data.
 """
 
@@ -49,6 +49,9 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from PIL import Image
 
+from demo import synthetic
+from demo.imaging import _identity, _patient, _Result
+from demo.seed import DEMO_PASSWORD, rpps_for
 from expertise import services
 from expertise.deadlines import deadlines_watch
 from expertise.models import (
@@ -63,13 +66,10 @@ from expertise.models import (
     Urgency,
 )
 from expertise.notifications import request_url
-from imaging import synthetic
-from imaging.demo import _identity, _patient, _Result
 from imaging.models import Study
 from imaging.services import ingest_parsed
 from imaging.validation import UploadedFile, parse_dicom_files
 from portal.audit import Actor
-from portal.management.commands.seed_demo import DEMO_PASSWORD, rpps_for
 from portal.models import (
     Affiliation,
     CareRelationship,

@@ -13,7 +13,6 @@ import random
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
-from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, Permission
@@ -243,11 +242,14 @@ class Command(BaseCommand):
             admin_secret = self._admin()
             patients = self._patients(establishments, professionals, actor)
             self._identity_conflict(establishments, patients, actor)
-        # Each domain app adds its own demo data (studies, meetings, requests).
-        for config in [] if portal_only else apps.get_app_configs():
-            seed_app = getattr(config, "seed_demo", None)
-            if seed_app is not None:
-                seed_app(stdout=self.stdout)
+        if not portal_only:
+            # Imported here, not at the top: demo.expertise takes its accounts' password and
+            # RPPS numbers from this module.
+            from demo import expertise, imaging, rcp
+
+            # Lower layers first: the meetings and the requests attach the demo studies.
+            for seed_domain in (imaging.seed, rcp.seed, expertise.seed):
+                seed_domain(stdout=self.stdout)
         self._print_summary(establishments, professionals, patients, admin_secret)
 
     def _establishments(self) -> dict[str, Establishment]:

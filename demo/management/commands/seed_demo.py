@@ -1,0 +1,1 @@
+from demo.seed import Command  # noqa: F401
