@@ -4,6 +4,9 @@ Idempotent: every row is found by its natural key (FINESS, e-mail, INS or IPP) b
 is created, so a second run changes nothing. Patients carry test INS only (test OIDs
 1.2.250.1.213.1.4.10 and .11); RPPS numbers are in the 997… test range; every name is
 invented.
+
+``manage.py seed_demo`` runs :func:`seed_demo`: this data, then each domain's on it
+(``demo.imaging``, ``demo.rcp``, ``demo.expertise``).
 """
 
 import contextlib
@@ -13,10 +16,8 @@ import random
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
-from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, Permission
-from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from portal import services
@@ -221,237 +222,229 @@ def test_ins(
     return first13 + ins_key(first13), (InsOid.NIA_TEST if nia else InsOid.NIR_TEST)
 
 
-class Command(BaseCommand):
-    help = "Loads the demo data (idempotent). Refuses to run outside DEBUG without --force."
+def seed_demo(*, stdout, style, portal_only: bool = False) -> None:
+    """The demo: the portal's establishments, people and patients, then each domain's data."""
+    actor = Actor.system("seed_demo")
+    with transaction.atomic():
+        establishments = _establishments()
+        professionals = _professionals(establishments)
+        admin_secret = _admin()
+        patients = _patients(establishments, professionals, actor)
+        _identity_conflict(establishments, patients, actor)
+    if not portal_only:
+        # Imported here, not at the top: demo.expertise takes its accounts' password and
+        # RPPS numbers from this module.
+        from demo import expertise, imaging, rcp
 
-    def add_arguments(self, parser):
-        parser.add_argument("--force", action="store_true", help="Run even with DEBUG off.")
-        parser.add_argument(
-            "--portal-only",
-            action="store_true",
-            help="Only the shared data (establishments, people, patients), not the apps' data.",
+        # Lower layers first: the meetings and the requests attach the demo studies.
+        for seed_domain in (imaging.seed, rcp.seed, expertise.seed):
+            seed_domain(stdout=stdout)
+    _print_summary(stdout, style, establishments, professionals, patients, admin_secret)
+
+
+def _establishments() -> dict[str, Establishment]:
+    result = {}
+    for name, finess, city, kind, issuer, _prefix in ESTABLISHMENTS:
+        result[finess], _ = Establishment.objects.update_or_create(
+            finess=finess,
+            defaults={
+                "name": name,
+                "city": city,
+                "kind": kind,
+                "patient_id_issuer": issuer,
+                "hl7_sending_facility": HL7_SENDING_FACILITIES.get(finess, ""),
+            },
         )
+    return result
 
-    def handle(self, *args, force=False, portal_only=False, **options):
-        if not settings.DEBUG and not force:
-            raise CommandError("seed_demo creates demo accounts: run it with DJANGO_DEBUG=true.")
-        actor = Actor.system("seed_demo")
-        with transaction.atomic():
-            establishments = self._establishments()
-            professionals = self._professionals(establishments)
-            admin_secret = self._admin()
-            patients = self._patients(establishments, professionals, actor)
-            self._identity_conflict(establishments, patients, actor)
-        if not portal_only:
-            # Imported here, not at the top: demo.expertise takes its accounts' password and
-            # RPPS numbers from this module.
-            from demo import expertise, imaging, rcp
 
-            # Lower layers first: the meetings and the requests attach the demo studies.
-            for seed_domain in (imaging.seed, rcp.seed, expertise.seed):
-                seed_domain(stdout=self.stdout)
-        self._print_summary(establishments, professionals, patients, admin_secret)
-
-    def _establishments(self) -> dict[str, Establishment]:
-        result = {}
-        for name, finess, city, kind, issuer, _prefix in ESTABLISHMENTS:
-            result[finess], _ = Establishment.objects.update_or_create(
-                finess=finess,
-                defaults={
-                    "name": name,
-                    "city": city,
-                    "kind": kind,
-                    "patient_id_issuer": issuer,
-                    "hl7_sending_facility": HL7_SENDING_FACILITIES.get(finess, ""),
-                },
+def _professionals(establishments) -> dict[str, Professional]:
+    # One slow hash for every demo account instead of one per account.
+    password_hash = make_password(DEMO_PASSWORD)
+    auditors, _ = Group.objects.get_or_create(name=AUDITORS_GROUP)
+    auditors.permissions.add(Permission.objects.get(codename="view_auditevent"))
+    reviewers, _ = Group.objects.get_or_create(name=IDENTITY_GROUP)
+    reviewers.permissions.add(Permission.objects.get(codename="change_identityconflict"))
+    result = {}
+    for index, (key, title, first, last, profession, specialty, finess_list) in enumerate(
+        PROFESSIONALS, start=1
+    ):
+        email = f"{key}@mirc.test"
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            user = User.objects.create_user(email, None, first_name=first, last_name=last)
+            user.password = password_hash
+            user.save(update_fields=["password"])
+        EmailAddress.objects.get_or_create(
+            user=user, email=email, defaults={"verified": True, "primary": True}
+        )
+        professional, _ = Professional.objects.update_or_create(
+            user=user,
+            defaults={
+                "title": title,
+                "profession": profession,
+                "specialty": specialty,
+                "rpps": rpps_for(index) if profession == Profession.PHYSICIAN else None,
+            },
+        )
+        for position, finess in enumerate(finess_list):
+            Affiliation.objects.get_or_create(
+                professional=professional,
+                establishment=establishments[finess],
+                defaults={"is_primary": position == 0},
             )
-        return result
+        if profession == Profession.DATA_PROTECTION:
+            user.groups.add(auditors)
+        if profession == Profession.IDENTITY_VIGILANCE:
+            user.groups.add(reviewers)
+        result[key] = professional
+    return result
 
-    def _professionals(self, establishments) -> dict[str, Professional]:
-        # One slow hash for every demo account instead of one per account.
-        password_hash = make_password(DEMO_PASSWORD)
-        auditors, _ = Group.objects.get_or_create(name=AUDITORS_GROUP)
-        auditors.permissions.add(Permission.objects.get(codename="view_auditevent"))
-        reviewers, _ = Group.objects.get_or_create(name=IDENTITY_GROUP)
-        reviewers.permissions.add(Permission.objects.get(codename="change_identityconflict"))
-        result = {}
-        for index, (key, title, first, last, profession, specialty, finess_list) in enumerate(
-            PROFESSIONALS, start=1
-        ):
-            email = f"{key}@mirc.test"
-            user = User.objects.filter(email=email).first()
-            if user is None:
-                user = User.objects.create_user(email, None, first_name=first, last_name=last)
-                user.password = password_hash
-                user.save(update_fields=["password"])
-            EmailAddress.objects.get_or_create(
-                user=user, email=email, defaults={"verified": True, "primary": True}
+
+def _admin() -> str | None:
+    admin = User.objects.filter(email=ADMIN_EMAIL).first()
+    if admin is None:
+        admin = User.objects.create_superuser(
+            ADMIN_EMAIL, DEMO_PASSWORD, first_name="Admin", last_name="Portail"
+        )
+        EmailAddress.objects.create(user=admin, email=ADMIN_EMAIL, verified=True, primary=True)
+    if not Authenticator.objects.filter(user=admin, type=Authenticator.Type.TOTP).exists():
+        secret = generate_totp_secret()
+        TOTP.activate(admin, secret)
+        return secret
+    return None
+
+
+def _patients(establishments, professionals, actor) -> list:
+    rng = random.Random(2026)  # fixed seed: the same people on every run
+    prefixes = {finess: prefix for _n, finess, _c, _k, _i, prefix in ESTABLISHMENTS}
+    patients = []
+    number = 0
+    gps = [professionals["p.lemoine"], professionals["s.benali"]]
+    for group, referring_key, team_keys, finess, sex_only in CARE_GROUPS:
+        for _ in range(GROUP_SIZES[group]):
+            sex = sex_only or rng.choice([Sex.MALE, Sex.FEMALE])
+            if group == "perinatal":
+                birth_date = dt.date(
+                    rng.randint(1988, 2001), rng.randint(1, 12), rng.randint(1, 28)
+                )
+            else:
+                birth_date = dt.date(
+                    rng.randint(1940, 1975), rng.randint(1, 12), rng.randint(1, 28)
+                )
+            place = rng.choice(BIRTH_PLACES)
+            first_names = f"{rng.choice(FIRST_NAMES[sex])} {rng.choice(SECOND_NAMES[sex])}"
+            birth_name = LAST_NAMES[number % len(LAST_NAMES)]
+            roll = rng.random()
+            status = (
+                IdentityStatus.QUALIFIED
+                if roll < 0.6
+                else IdentityStatus.VALIDATED
+                if roll < 0.75
+                else IdentityStatus.RETRIEVED
+                if roll < 0.9
+                else IdentityStatus.PROVISIONAL
             )
-            professional, _ = Professional.objects.update_or_create(
-                user=user,
-                defaults={
-                    "title": title,
-                    "profession": profession,
-                    "specialty": specialty,
-                    "rpps": rpps_for(index) if profession == Profession.PHYSICIAN else None,
-                },
-            )
-            for position, finess in enumerate(finess_list):
-                Affiliation.objects.get_or_create(
-                    professional=professional,
-                    establishment=establishments[finess],
-                    defaults={"is_primary": position == 0},
+            ins, oid = ("", "")
+            if status != IdentityStatus.PROVISIONAL:
+                ins, oid = test_ins(
+                    sex=sex,
+                    birth_date=birth_date,
+                    place=place,
+                    order=100 + number,
+                    nia=place.startswith("99"),
                 )
-            if profession == Profession.DATA_PROTECTION:
-                user.groups.add(auditors)
-            if profession == Profession.IDENTITY_VIGILANCE:
-                user.groups.add(reviewers)
-            result[key] = professional
-        return result
-
-    def _admin(self) -> str | None:
-        admin = User.objects.filter(email=ADMIN_EMAIL).first()
-        if admin is None:
-            admin = User.objects.create_superuser(
-                ADMIN_EMAIL, DEMO_PASSWORD, first_name="Admin", last_name="Portail"
-            )
-            EmailAddress.objects.create(user=admin, email=ADMIN_EMAIL, verified=True, primary=True)
-        if not Authenticator.objects.filter(user=admin, type=Authenticator.Type.TOTP).exists():
-            secret = generate_totp_secret()
-            TOTP.activate(admin, secret)
-            return secret
-        return None
-
-    def _patients(self, establishments, professionals, actor) -> list:
-        rng = random.Random(2026)  # fixed seed: the same people on every run
-        prefixes = {finess: prefix for _n, finess, _c, _k, _i, prefix in ESTABLISHMENTS}
-        patients = []
-        number = 0
-        gps = [professionals["p.lemoine"], professionals["s.benali"]]
-        for group, referring_key, team_keys, finess, sex_only in CARE_GROUPS:
-            for _ in range(GROUP_SIZES[group]):
-                sex = sex_only or rng.choice([Sex.MALE, Sex.FEMALE])
-                if group == "perinatal":
-                    birth_date = dt.date(
-                        rng.randint(1988, 2001), rng.randint(1, 12), rng.randint(1, 28)
-                    )
-                else:
-                    birth_date = dt.date(
-                        rng.randint(1940, 1975), rng.randint(1, 12), rng.randint(1, 28)
-                    )
-                place = rng.choice(BIRTH_PLACES)
-                first_names = f"{rng.choice(FIRST_NAMES[sex])} {rng.choice(SECOND_NAMES[sex])}"
-                birth_name = LAST_NAMES[number % len(LAST_NAMES)]
-                roll = rng.random()
-                status = (
-                    IdentityStatus.QUALIFIED
-                    if roll < 0.6
-                    else IdentityStatus.VALIDATED
-                    if roll < 0.75
-                    else IdentityStatus.RETRIEVED
-                    if roll < 0.9
-                    else IdentityStatus.PROVISIONAL
-                )
-                ins, oid = ("", "")
-                if status != IdentityStatus.PROVISIONAL:
-                    ins, oid = test_ins(
-                        sex=sex,
-                        birth_date=birth_date,
-                        place=place,
-                        order=100 + number,
-                        nia=place.startswith("99"),
-                    )
-                used_name = ""
-                if sex == Sex.FEMALE and group != "perinatal" and rng.random() < 0.4:
-                    used_name = LAST_NAMES[(number + 7) % len(LAST_NAMES)]
-                establishment = establishments[finess]
-                result = services.patient_register(
-                    traits=services.PatientTraits(
-                        birth_name=birth_name,
-                        first_names=first_names,
-                        sex=sex,
-                        birth_date=birth_date,
-                        birth_place_code=place,
-                    ),
-                    used_name=used_name,
-                    ins_matricule=ins,
-                    ins_oid=oid,
-                    identity_status=status,
-                    establishment=establishment,
-                    ipp=f"{prefixes[finess]}{200000 + number}",
-                    source=IdentityConflictSource.IMPORT,
-                    by=actor,
-                )
-                patient = result.patient
-                services.care_relationship_add(
-                    patient=patient,
-                    professional=professionals[referring_key],
-                    role=CareRole.REFERRING,
-                    establishment=establishment,
-                    by=actor,
-                )
-                for key in team_keys:
-                    services.care_relationship_add(
-                        patient=patient,
-                        professional=professionals[key],
-                        role=CareRole.CARE_TEAM,
-                        establishment=establishment,
-                        by=actor,
-                    )
-                if number % 5 != 4:  # some patients have no declared GP
-                    services.care_relationship_add(
-                        patient=patient,
-                        professional=gps[number % 2],
-                        role=CareRole.GP,
-                        by=actor,
-                    )
-                patients.append(patient)
-                number += 1
-        return patients
-
-    def _identity_conflict(self, establishments, patients, actor):
-        """An images feed that sends a known IPP with another birth date: flagged, not merged."""
-        patient = patients[0]
-        identifier = patient.identifiers.select_related("establishment").first()
-        if IdentityConflict.objects.filter(patient=patient).exists() or identifier is None:
-            return
-        with contextlib.suppress(services.IdentityConflictError):
-            services.patient_register(
+            used_name = ""
+            if sex == Sex.FEMALE and group != "perinatal" and rng.random() < 0.4:
+                used_name = LAST_NAMES[(number + 7) % len(LAST_NAMES)]
+            establishment = establishments[finess]
+            result = services.patient_register(
                 traits=services.PatientTraits(
-                    birth_name=patient.birth_name,
-                    first_names=patient.first_names,
-                    sex=patient.sex,
-                    birth_date=patient.birth_date.replace(day=min(patient.birth_date.day + 1, 28)),
-                    birth_place_code=patient.birth_place_code,
+                    birth_name=birth_name,
+                    first_names=first_names,
+                    sex=sex,
+                    birth_date=birth_date,
+                    birth_place_code=place,
                 ),
-                establishment=identifier.establishment,
-                ipp=identifier.value,
-                source=IdentityConflictSource.DICOM,
+                used_name=used_name,
+                ins_matricule=ins,
+                ins_oid=oid,
+                identity_status=status,
+                establishment=establishment,
+                ipp=f"{prefixes[finess]}{200000 + number}",
+                source=IdentityConflictSource.IMPORT,
                 by=actor,
             )
+            patient = result.patient
+            services.care_relationship_add(
+                patient=patient,
+                professional=professionals[referring_key],
+                role=CareRole.REFERRING,
+                establishment=establishment,
+                by=actor,
+            )
+            for key in team_keys:
+                services.care_relationship_add(
+                    patient=patient,
+                    professional=professionals[key],
+                    role=CareRole.CARE_TEAM,
+                    establishment=establishment,
+                    by=actor,
+                )
+            if number % 5 != 4:  # some patients have no declared GP
+                services.care_relationship_add(
+                    patient=patient,
+                    professional=gps[number % 2],
+                    role=CareRole.GP,
+                    by=actor,
+                )
+            patients.append(patient)
+            number += 1
+    return patients
 
-    def _print_summary(self, establishments, professionals, patients, admin_secret):
-        out = self.stdout
-        out.write(
-            self.style.SUCCESS(
-                f"Demo data: {len(establishments)} establishments, "
-                f"{len(professionals)} professionals, {len(patients)} patients."
-            )
+
+def _identity_conflict(establishments, patients, actor):
+    """An images feed that sends a known IPP with another birth date: flagged, not merged."""
+    patient = patients[0]
+    identifier = patient.identifiers.select_related("establishment").first()
+    if IdentityConflict.objects.filter(patient=patient).exists() or identifier is None:
+        return
+    with contextlib.suppress(services.IdentityConflictError):
+        services.patient_register(
+            traits=services.PatientTraits(
+                birth_name=patient.birth_name,
+                first_names=patient.first_names,
+                sex=patient.sex,
+                birth_date=patient.birth_date.replace(day=min(patient.birth_date.day + 1, 28)),
+                birth_place_code=patient.birth_place_code,
+            ),
+            establishment=identifier.establishment,
+            ipp=identifier.value,
+            source=IdentityConflictSource.DICOM,
+            by=actor,
         )
-        out.write(f"\nDemo logins (password for all: {DEMO_PASSWORD}):")
-        for key, title, first, last, _profession, specialty, finess_list in PROFESSIONALS:
-            label = (
-                Specialty(specialty).label
-                if specialty
-                else professionals[key].get_profession_display()
-            )
-            out.write(
-                f"  {key}@mirc.test".ljust(30) + f"{title} {first} {last} — {label}, "
-                f"{establishments[finess_list[0]].name}"
-            )
-        out.write(f"  {ADMIN_EMAIL}".ljust(30) + "administrator (staff, TOTP second factor)")
-        if admin_secret:
-            out.write(
-                f"  TOTP secret of {ADMIN_EMAIL}: {admin_secret} (add it to an authenticator app)"
-            )
-        out.write(f"  Current admin code: .venv/bin/python manage.py demo_totp {ADMIN_EMAIL}")
+
+
+def _print_summary(stdout, style, establishments, professionals, patients, admin_secret):
+    out = stdout
+    out.write(
+        style.SUCCESS(
+            f"Demo data: {len(establishments)} establishments, "
+            f"{len(professionals)} professionals, {len(patients)} patients."
+        )
+    )
+    out.write(f"\nDemo logins (password for all: {DEMO_PASSWORD}):")
+    for key, title, first, last, _profession, specialty, finess_list in PROFESSIONALS:
+        label = (
+            Specialty(specialty).label if specialty else professionals[key].get_profession_display()
+        )
+        out.write(
+            f"  {key}@mirc.test".ljust(30) + f"{title} {first} {last} — {label}, "
+            f"{establishments[finess_list[0]].name}"
+        )
+    out.write(f"  {ADMIN_EMAIL}".ljust(30) + "administrator (staff, TOTP second factor)")
+    if admin_secret:
+        out.write(
+            f"  TOTP secret of {ADMIN_EMAIL}: {admin_secret} (add it to an authenticator app)"
+        )
+    out.write(f"  Current admin code: .venv/bin/python manage.py demo_totp {ADMIN_EMAIL}")
