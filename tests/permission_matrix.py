@@ -1050,7 +1050,7 @@ MATRIX = {
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
     ),
-    # --- RCP key images (rcp/urls_key_images.py) ---
+    # --- RCP key images (rcp/views/key_images.py) ---
     "rcp-case-key-image-add": ObjectRoute(
         kwargs=lambda w: {"case_id": _rcp_case(w).pk},
         entitled=lambda w: w.surgeon.user,

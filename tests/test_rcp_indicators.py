@@ -19,10 +19,9 @@ import io
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import NoReverseMatch, include, path, reverse
+from django.urls import reverse
 from django.utils import timezone
 
-import portal.urls
 from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, AuditOutcome
 from portal.periods import Period, default_period
@@ -32,14 +31,7 @@ from rcp.models import Case, Decision, Session
 from tests.conftest import client_for
 from tests.rcp_world import COMPLETE_THORACIC, rcp_world, submitted_case
 
-# Until rcp/urls.py includes rcp.urls_indicators, these tests route through this module.
-urlpatterns = list(portal.urls.urlpatterns)
-try:
-    reverse("rcp-committee-indicators", urlconf="portal.urls", kwargs={"committee_id": 1})
-except NoReverseMatch:
-    urlpatterns.append(path("rcp/", include("rcp.urls_indicators")))
-
-pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+pytestmark = pytest.mark.django_db
 
 ENGLISH = {"HTTP_ACCEPT_LANGUAGE": "en"}  # the English source strings, whatever the .po says
 

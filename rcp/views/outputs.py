@@ -7,7 +7,6 @@ block they render, ``rcp/_outputs.html``, is the one the case and session pages 
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -20,6 +19,7 @@ from rcp import permissions as may
 from rcp.access import get_case_for_user, get_session_for_user
 from rcp.models import RcpDocument
 from rcp.services import RcpError
+from rcp.views.common import back
 
 
 def _answer(request, outputs: pdf.Outputs, error: str = ""):
@@ -28,12 +28,7 @@ def _answer(request, outputs: pdf.Outputs, error: str = ""):
         return render(request, "rcp/_outputs.html", {"outputs": outputs, "error": error})
     if error:
         messages.error(request, error)
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return redirect(target)
-    return redirect(outputs.refresh_url)
+    return back(request, outputs.refresh_url)
 
 
 def _pdf_response(request, document: RcpDocument, *, patient=None):

@@ -8,21 +8,19 @@ from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from portal import audit
 from portal.access import child_or_not_found
 from portal.audit import Actor
-from portal.models import AuditPurpose
 from portal.views import patient_data_view
 from rcp import key_images
 from rcp import permissions as may
 from rcp.access import get_case_for_user
 from rcp.models import Case, KeyImage
+from rcp.views.common import audit_read, back
 
 
 def viewer_key_images(request, case: Case) -> dict | None:
@@ -41,18 +39,6 @@ def viewer_key_images(request, case: Case) -> dict | None:
 def _get_key_image(request, case: Case, key_image_id) -> KeyImage:
     return child_or_not_found(
         request, case.key_images, key_image_id, object_type="rcp.keyimage", patient=case.patient
-    )
-
-
-def _audit_read(request, case: Case, **detail) -> None:
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=case,
-        patient=case.patient,
-        purpose=AuditPurpose.CARE,
-        detail=detail,
     )
 
 
@@ -106,7 +92,7 @@ def key_image_add(request, case_id):
 def key_image_list(request, case_id):
     """The key images block of the case (thumbnails and remove buttons), for htmx."""
     case = get_case_for_user(request, case_id)
-    _audit_read(request, case, view="key images")
+    audit_read(request, case, patient=case.patient, view="key images")
     return _block(request, case)
 
 
@@ -123,7 +109,7 @@ def key_image_show(request, case_id, key_image_id):
             data = stream.read()
     except OSError:
         raise Http404 from None
-    _audit_read(request, case, view="key image", key_image=image.pk)
+    audit_read(request, case, patient=case.patient, view="key image", key_image=image.pk)
     response = HttpResponse(data, content_type="image/png")
     response["Content-Disposition"] = f'inline; filename="key-image-{image.pk}.png"'
     return response
@@ -145,9 +131,4 @@ def key_image_remove(request, case_id, key_image_id):
         messages.error(request, error)
     else:
         messages.success(request, _("Key image removed."))
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return redirect(target)
-    return redirect("rcp-case", case_id=case.pk)
+    return back(request, reverse("rcp-case", args=[case.pk]))

@@ -1,0 +1,65 @@
+"""The documents attached to a case: added by its submitting doctor or a coordinator, read by
+whoever reads the case."""
+
+from django.contrib import messages
+from django.http import FileResponse
+from django.shortcuts import redirect
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from portal import audit
+from portal.access import child_or_not_found
+from portal.audit import Actor
+from portal.models import AuditPurpose
+from portal.views import patient_data_view
+from rcp import permissions as may
+from rcp import services
+from rcp.access import get_case_for_user
+from rcp.forms import CaseDocumentForm
+
+
+@patient_data_view
+@require_POST
+def case_document_upload(request, case_id):
+    case = get_case_for_user(request, case_id)
+    if not may.may_edit_case(user=request.user, case=case):
+        messages.error(request, _("Only the submitting doctor or a coordinator adds documents."))
+        return redirect("rcp-case", case_id=case.pk)
+    form = CaseDocumentForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, _("The document was not attached: give its kind, title and file."))
+        return redirect("rcp-case", case_id=case.pk)
+    try:
+        services.case_document_add(
+            case=case,
+            kind=form.cleaned_data["kind"],
+            title=form.cleaned_data["title"],
+            upload=form.cleaned_data["file"],
+            by=Actor.from_request(request),
+        )
+        messages.success(request, _("Document attached."))
+    except services.RcpError as error:
+        messages.error(request, str(error))
+    return redirect("rcp-case", case_id=case.pk)
+
+
+@patient_data_view
+@require_GET
+def case_document(request, case_id, document_id):
+    case = get_case_for_user(request, case_id)
+    document = child_or_not_found(
+        request, case.documents, document_id, object_type="rcp.casedocument", patient=case.patient
+    )
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.PATIENT_RECORD,
+        action=audit.AuditAction.READ,
+        obj=case,
+        patient=case.patient,
+        purpose=AuditPurpose.CARE,
+        detail={"rcp_case": "document read", "document": document.pk},
+    )
+    response = FileResponse(document.file.open("rb"), content_type=document.content_type)
+    response["Content-Disposition"] = f'inline; filename="document-{document.pk}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
