@@ -18,6 +18,7 @@ from imaging.archive import ArchiveNotFound, Frames, get_archive
 from imaging.grants import frame_key, remember_membership, syntax_key
 from imaging.render import decode_frames
 from imaging.sandbox import run_limited
+from portal import task_queue
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", EXPLICIT_LE}
@@ -176,12 +177,10 @@ def read_ahead_key(study_uid: str, series_uid: str) -> str:
 
 def _read_ahead(study_uid: str, series_uid: str) -> None:
     """Have a worker fetch the rest of a series (once per series)."""
-    from imaging.tasks import warm_series_frames
-
-    if warm_series_frames.app.conf.task_always_eager:
+    if task_queue.runs_inline():
         return  # no worker: reading ahead inline would only delay this answer
     if caches["default"].add(read_ahead_key(study_uid, series_uid), 1, timeout=READ_AHEAD_SECONDS):
-        warm_series_frames.delay(study_uid, series_uid)
+        task_queue.enqueue("imaging.warm_series_frames", study_uid, series_uid)
 
 
 READ_AHEAD_SECONDS = 600

@@ -38,6 +38,7 @@ from portal import audit
 from portal.access import may_open_patient
 from portal.audit import Actor
 from portal.models import Establishment, Patient
+from portal.task_queue import enqueue_on_commit
 
 ADMISSION_TRIGGERS = {PrefetchTrigger.A01, PrefetchTrigger.A04, PrefetchTrigger.A05}
 ERROR_LENGTH = 300  # PrefetchRequest.error
@@ -174,9 +175,7 @@ def prefetch_request_create(
             PrefetchItem(request=request, study=study, position=position)
             for position, study in enumerate(studies)
         )
-        from imaging.tasks import prefetch_send
-
-        transaction.on_commit(lambda: prefetch_send.delay(request.pk))
+        enqueue_on_commit("imaging.prefetch_send", request.pk)
     return request
 
 

@@ -54,6 +54,7 @@ from portal.models import (
     search_key,
 )
 from portal.services import access_changed, identity_conflict_record, notify
+from portal.task_queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -356,9 +357,7 @@ def ingest_batch_create(*, patient: Patient, files, by: Actor) -> IngestBatch:
             purpose=audit.AuditPurpose.CARE,
             detail={"files": len(files)},
         )
-        from imaging.tasks import ingest_batch
-
-        transaction.on_commit(lambda: ingest_batch.delay(batch.pk))
+        enqueue_on_commit("imaging.ingest_batch", batch.pk)
     return batch
 
 
@@ -514,8 +513,6 @@ def ingest_announce(*, study_ids, actor: Actor) -> None:
 
 
 def _announce(studies: list[Study], actor: Actor) -> None:
-    from imaging.tasks import study_thumbnail
-
     for study in studies:
         audit.record(
             actor=actor,
@@ -526,7 +523,7 @@ def _announce(studies: list[Study], actor: Actor) -> None:
             object_id=study.study_instance_uid,
             detail={"identity": study.identity},
         )
-        transaction.on_commit(lambda pk=study.pk: study_thumbnail.delay(pk))
+        enqueue_on_commit("imaging.study_thumbnail", study.pk)
 
 
 def _ingest_study(archive, study_uid, members, study, target, actor, may_attach) -> Study | None:
@@ -910,9 +907,7 @@ def patient_studies_sync(*, patient: Patient) -> int:
                 _index_series_from_archive(archive, study)
                 _refresh_counts(study)
             created += 1
-            from imaging.tasks import study_thumbnail
-
-            transaction.on_commit(lambda pk=study.pk: study_thumbnail.delay(pk))
+            enqueue_on_commit("imaging.study_thumbnail", study.pk)
     return created
 
 

@@ -25,13 +25,13 @@ from imaging.access import (
 from imaging.archive import ArchiveError, get_archive
 from imaging.forms import ReviewRoomForm
 from imaging.models import ArchiveSync, IngestBatch, PrefetchRequest, Study, StudyIdentity
-from imaging.tasks import ingest_batch, patient_studies_sync
 from portal import audit
 from portal.access import get_patient_for_user, read_only_access_reasons
 from portal.access import may_open_patient as may_open_patient_record
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.services import notifications_mark_read_for_url
+from portal.task_queue import enqueue
 from portal.views import patient_data_view
 
 SYNC_EVERY = dt.timedelta(minutes=5)
@@ -50,7 +50,7 @@ def _request_sync_if_stale(patient) -> ArchiveSync:
     now = timezone.now()
     if sync is None or sync.requested_at is None or now - sync.requested_at > SYNC_EVERY:
         sync = services.archive_sync_requested(patient=patient)
-        patient_studies_sync.delay(patient.pk)
+        enqueue("imaging.patient_studies_sync", patient.pk)
         sync.refresh_from_db()
     return sync
 
@@ -219,7 +219,7 @@ def ingest_batch_progress(request, patient_id, batch_id):
 def ingest_batch_retry(request, patient_id, batch_id):
     batch = get_ingest_batch_for_user(request, patient_id, batch_id)
     if batch.state == IngestBatch.State.RETRYING:
-        ingest_batch.delay(batch.pk)
+        enqueue("imaging.ingest_batch", batch.pk)
         messages.info(request, _("The import starts again."))
     return redirect("ingest-batch", patient_id=batch.patient_id, batch_id=batch.pk)
 

@@ -66,6 +66,7 @@ from portal.audit import Actor
 from portal.documents_models import GeneratedDocument
 from portal.models import InsOid, Specialty
 from portal.pdf import MAX_RETRIES, DocumentCorrupted, describe_error, render_with_retries
+from portal.task_queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,7 @@ def reuse_or_create(model, *, live: models.QuerySet, **fields) -> GeneratedDocum
 
 def queue(document: GeneratedDocument) -> None:
     """Render ``document`` once the current transaction commits (never inside it)."""
-    label, pk = document._meta.label, document.pk
-    transaction.on_commit(lambda: render_document.delay(label, pk))
+    enqueue_on_commit("documents.render", document._meta.label, document.pk)
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES, acks_late=True, name="documents.render")

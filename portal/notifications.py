@@ -9,11 +9,10 @@ leaves the portal's security perimeter and says no more, with a link built from 
 
 Everything leaves after commit. The in-portal notification is written in the caller's
 transaction and pushed to open pages on commit (:func:`notify_in_portal`). The e-mails are
-enqueued on commit, by ``.delay`` on portal.tasks.send_emails imported where it is called:
-tasks import this module, never the other way round, and ``.delay`` (unlike
-``app.send_task``) keeps running in-process where there is no broker (CELERY_TASK_ALWAYS_EAGER,
-the demo's background thread). One message per recipient; on an SMTP error the task retries
-for the recipients not yet served, so nobody gets the same message twice.
+enqueued on commit by the task's name (portal.task_queue): tasks import this module, never the
+other way round, and the task still runs in-process where there is no broker
+(CELERY_TASK_ALWAYS_EAGER, the demo's background thread). One message per recipient; on an SMTP
+error the task retries for the recipients not yet served, so nobody gets the same message twice.
 
 An e-mail's context is either given at the call (JSON only: it travels through the broker),
 or built when the e-mail leaves by a function marked :func:`email_context`
@@ -38,6 +37,7 @@ from django.utils.module_loading import import_string
 
 from portal.mail import send_each
 from portal.models import Notification, User, render_notification_text
+from portal.task_queue import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -180,14 +180,9 @@ def _by_email(users: list[User], notice: Notice) -> None:
         return
     email = email_message(notice.email_template, notice.context)
 
-    def enqueue() -> None:
-        from portal.tasks import send_emails
-
-        send_emails.delay(email, recipient_ids)
-
     # Robust: the change is committed and the in-portal notifications are there; a broker
     # outage loses the e-mails (logged), not the caller's response.
-    transaction.on_commit(enqueue, robust=True)
+    transaction.on_commit(lambda: enqueue("portal.send_emails", email, recipient_ids), robust=True)
 
 
 def notify(

@@ -8,16 +8,22 @@ failing task does not stop the ones after it.
 """
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import transaction
 
-from portal import background
+from portal import background, task_queue
 from portal.celery import app
 from portal.models import Establishment
 from tests.waiting import async_wait_until, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # What the test tasks see and do, keyed by the test's marker.
 _gates: dict[str, threading.Event] = {}
@@ -201,3 +207,50 @@ def test_validating_a_decision_answers_before_its_fiche_is_made_which_then_appea
     # The case's page (its outputs panel polls while a PDF is in flight) offers the fiche.
     page = chair.get(reverse("rcp-case", args=[case.pk])).content.decode()
     assert reverse("rcp-case-pdf", args=[case.pk, fiche.pk]) in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_sent_by_its_name_goes_to_the_background_thread_after_the_commit(in_background):
+    """Services send their tasks by name (portal.task_queue), through the same ``.delay``."""
+    marker = "by-name"
+    _gates[marker] = threading.Event()
+    place = _establishment("Clinique des Tilleuls")
+    with transaction.atomic():
+        task_queue.enqueue_on_commit(
+            "tests.background.rename", place.pk, "Clinique des Tilleuls (renommée)", marker
+        )
+        assert marker not in _runs
+    _gates[marker].set()
+    _until(lambda: Establishment.objects.get(pk=place.pk).name.endswith("(renommée)"))
+    assert _runs[marker] == [0]
+
+
+def test_a_web_process_finds_a_task_by_name_that_nothing_imported_and_refuses_a_wrong_one():
+    """A worker loads every tasks module when it starts; a web process, where no module
+    imports one, loads them when a name is first asked for."""
+    script = (
+        "import sys, django\n"
+        "django.setup()\n"
+        "from portal import task_queue\n"
+        "assert 'imaging.tasks' not in sys.modules\n"
+        "print(task_queue.task_named('imaging.ingest_batch').name)\n"
+        "try:\n"
+        "    task_queue.task_named('imaging.no_such_task')\n"
+        "except task_queue.UnknownTask as error:\n"
+        "    print(error)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "imaging.ingest_batch",
+        "No Celery task is registered as 'imaging.no_such_task'.",
+    ]

@@ -59,3 +59,49 @@ def test_the_walk_finds_a_deferred_upward_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from rcp.selectors import x\n    import expertise.models\n")
     assert imported_apps(module) == [(2, "rcp"), (3, "expertise")]
+
+
+# Tasks are thin and call services; a service, view or helper that imported a tasks module to
+# schedule one would close a cycle. They send tasks by name (portal.task_queue) instead.
+MAY_IMPORT_TASKS = {"tasks.py", "celery.py"}
+
+
+def imported_tasks_modules(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # "from imaging import tasks" names the module among the imported names.
+            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found += [(node.lineno, module) for module in modules if module.split(".")[-1] == "tasks"]
+    return found
+
+
+def tasks_imports() -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for app in sorted(ALLOWED)
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if path.name not in MAY_IMPORT_TASKS and str(path.relative_to(ROOT)) not in COMPOSITION_ROOT
+        for line, module in imported_tasks_modules(path)
+    ]
+
+
+def test_only_tasks_modules_import_tasks_modules():
+    assert tasks_imports() == []
+
+
+def test_the_walk_finds_a_deferred_tasks_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "def f():\n    from imaging.tasks import ingest_batch\n"
+        "    from portal import tasks\n    import rcp.tasks\n"
+    )
+    assert imported_tasks_modules(module) == [
+        (2, "imaging.tasks"),
+        (3, "portal.tasks"),
+        (4, "rcp.tasks"),
+    ]
