@@ -32,6 +32,7 @@ from portal import audit
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.selectors import access_generation_key
+from portal.transitions import guarded_update
 
 STATE_TIMEOUT = 24 * 3600
 # The presenter's mirror in the cache is trusted this long, then read again from the room's
@@ -142,7 +143,8 @@ def review_room_open(
 def review_room_move(*, room: ReviewRoom, study: Study) -> ReviewRoom:
     """The room shows another of the patient's studies (its owner's choice)."""
     if room.study_id != study.pk:
-        ReviewRoom.objects.filter(pk=room.pk).update(study=study)
+        # Whoever opens the owner's page last chooses the study: no condition on the one read.
+        guarded_update(ReviewRoom, room.pk, changes={"study": study})
         room.study = study
     return room
 
@@ -150,21 +152,32 @@ def review_room_move(*, room: ReviewRoom, study: Study) -> ReviewRoom:
 def review_room_reassign(*, room: ReviewRoom, study: Study, coordinator, members) -> ReviewRoom:
     """Open the room again, on ``study``, for a new coordinator and members (a request passed
     to another expert). Joining still asks whether each is entitled to the patient."""
-    with transaction.atomic():
-        ReviewRoom.objects.filter(pk=room.pk).update(
-            closed_at=None, study=study, coordinator=coordinator
-        )
-        room.members.set(members)
+    guarded_update(
+        ReviewRoom,
+        room.pk,
+        changes={"closed_at": None, "study": study, "coordinator": coordinator},
+        then=lambda: room.members.set(members),
+    )
     room.refresh_from_db()
     return room
 
 
-def review_room_close(*, room: ReviewRoom, by: Actor) -> None:
-    """Close the room: nobody presents any more, and everyone in it is put out."""
-    ReviewRoom.objects.filter(pk=room.pk).update(closed_at=timezone.now(), presenter=None)
-    presenter_mirror_refresh(room.pk)
-    _audit(room, by, audit.AuditAction.UPDATE, "closed")
-    transaction.on_commit(lambda: _tell_closed(room.pk))
+def review_room_close(*, room: ReviewRoom, by: Actor) -> bool:
+    """Close the room: nobody presents any more, and everyone in it is put out.
+
+    Only an open room closes: closed meanwhile (two closers at once), nothing is written,
+    audited or told again, and False is returned."""
+    closed = guarded_update(
+        ReviewRoom,
+        room.pk,
+        expect={"closed_at__isnull": True},
+        changes={"closed_at": timezone.now(), "presenter": None},
+        then=lambda: _audit(room, by, audit.AuditAction.UPDATE, "closed"),
+    )
+    if closed:
+        presenter_mirror_refresh(room.pk)
+        transaction.on_commit(lambda: _tell_closed(room.pk))
+    return closed
 
 
 def _tell_closed(room_id) -> None:
@@ -220,10 +233,12 @@ def presence_leave(*, room: ReviewRoom, channel_name: str, by: Actor) -> bool:
 
 def control_take(*, room_id, user) -> bool:
     """``user`` presents if nobody does (one conditional UPDATE: two takers, one winner)."""
-    taken = ReviewRoom.objects.filter(pk=room_id, presenter__isnull=True).update(presenter=user)
+    taken = guarded_update(
+        ReviewRoom, room_id, expect={"presenter__isnull": True}, changes={"presenter": user}
+    )
     if taken:
         presenter_mirror_refresh(room_id)
-    return bool(taken)
+    return taken
 
 
 def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
@@ -233,12 +248,13 @@ def control_grant(*, room: ReviewRoom, by, to_user_id: int) -> bool:
         return False
     if not ReviewPresence.objects.filter(room=room, user_id=to_user_id).exists():
         return False
-    granted = ReviewRoom.objects.filter(pk=room.pk, presenter_id=current).update(
-        presenter_id=to_user_id
+    # Granted only by whoever presents still: a hand-over meanwhile makes this one a no-op.
+    granted = guarded_update(
+        ReviewRoom, room.pk, expect={"presenter_id": current}, changes={"presenter_id": to_user_id}
     )
     if granted:
         presenter_mirror_refresh(room.pk)
-    return bool(granted)
+    return granted
 
 
 def _coordinates_case(room: ReviewRoom, user) -> bool:
@@ -261,20 +277,24 @@ def _owner_answer(hook: str, *, room: ReviewRoom, user):
 
 
 def control_release(*, room_id, user) -> bool:
-    released = ReviewRoom.objects.filter(pk=room_id, presenter=user).update(presenter=None)
+    released = guarded_update(
+        ReviewRoom, room_id, expect={"presenter": user}, changes={"presenter": None}
+    )
     if released:
         presenter_mirror_refresh(room_id)
-    return bool(released)
+    return released
 
 
 def control_return_if_gone(*, room_id, user_id) -> bool:
     """After a presenter's grace period: control returns if they have not come back."""
     if ReviewPresence.objects.filter(room_id=room_id, user_id=user_id).exists():
         return False
-    returned = ReviewRoom.objects.filter(pk=room_id, presenter_id=user_id).update(presenter=None)
+    returned = guarded_update(
+        ReviewRoom, room_id, expect={"presenter_id": user_id}, changes={"presenter": None}
+    )
     if returned:
         presenter_mirror_refresh(room_id)
-    return bool(returned)
+    return returned
 
 
 def is_presenter(*, room_id, user) -> bool:
