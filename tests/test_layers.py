@@ -2,8 +2,10 @@
 
 portal is the lowest layer, imaging sits on it, rcp and expertise on both and never on each
 other. A lower layer learns about a higher one only through AppConfig hooks that the higher
-app answers (see ``imaging.selectors.studies_shared_by_apps``). The walk reads every module's
-imports, those inside functions included (a deferred import is still a dependency).
+app answers (see ``imaging.selectors.studies_shared_by_apps``). The demo sits above them all:
+it builds its data with every app, and no app imports it, so production code never depends on
+demo data. The walk reads every module's imports, those inside functions included (a deferred
+import is still a dependency).
 """
 
 import ast
@@ -19,6 +21,7 @@ ALLOWED = {
     "imaging": {"portal"},
     "rcp": {"portal", "imaging"},
     "expertise": {"portal", "imaging"},
+    "demo": {"portal", "imaging", "rcp", "expertise"},
 }
 
 # The project's composition root lives in portal's package: the ASGI application and the
@@ -39,12 +42,12 @@ def imported_apps(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def upward_imports(app: str) -> list[str]:
+def upward_imports(app: str, root: Path = ROOT) -> list[str]:
     others = set(ALLOWED) - {app} - ALLOWED[app]
     return [
-        f"{path.relative_to(ROOT)}:{line} imports {target}"
-        for path in sorted((ROOT / app).rglob("*.py"))
-        if str(path.relative_to(ROOT)) not in COMPOSITION_ROOT
+        f"{path.relative_to(root)}:{line} imports {target}"
+        for path in sorted((root / app).rglob("*.py"))
+        if str(path.relative_to(root)) not in COMPOSITION_ROOT
         for line, target in imported_apps(path)
         if target in others
     ]
@@ -59,6 +62,19 @@ def test_the_walk_finds_a_deferred_upward_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from rcp.selectors import x\n    import expertise.models\n")
     assert imported_apps(module) == [(2, "rcp"), (3, "expertise")]
+
+
+@pytest.mark.parametrize("app", ["portal", "imaging", "rcp", "expertise"])
+def test_the_walk_finds_an_app_importing_the_demo(tmp_path, app):
+    package = tmp_path / app / "management"
+    package.mkdir(parents=True)
+    (package / "m.py").write_text(
+        "import demo\n\n\ndef f():\n    from demo.synthetic import ct_series\n"
+    )
+    assert upward_imports(app, root=tmp_path) == [
+        f"{app}/management/m.py:1 imports demo",
+        f"{app}/management/m.py:5 imports demo",
+    ]
 
 
 # Tasks are thin and call services; a service, view or helper that imported a tasks module to
