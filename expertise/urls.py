@@ -1,33 +1,45 @@
-from django.urls import include, path
+"""Every route of the tele-expertise, under ``teleexpertise/``."""
 
-from expertise import views
+from django.urls import path
+
+from expertise.views import indicators, lists, outputs, reports, requests
 
 R = "teleexpertise/demandes/<int:request_id>/"
+PDF = R + "compte-rendu/pdf/"
 
 urlpatterns = [
-    path("teleexpertise/", views.expertise_home, name="expertise-home"),
+    path("teleexpertise/", lists.expertise_home, name="expertise-home"),
+    path("teleexpertise/equipes/<int:pool_id>/", lists.pool_board, name="expertise-pool"),
     path(
         "teleexpertise/patients/<int:patient_id>/nouvelle/",
-        views.request_create,
+        requests.request_create,
         name="expertise-request-create",
     ),
-    path(R, views.request_detail, name="expertise-request"),
-    path(R + "modifier/", views.request_edit, name="expertise-request-edit"),
-    path(R + "pieces/", views.attachment_add, name="expertise-attachment-add"),
-    path(R + "pieces/<int:attachment_id>/", views.attachment_download, name="expertise-attachment"),
-    path(R + "envoyer/", views.request_send, name="expertise-request-send"),
-    path(R + "accepter/", views.request_claim, name="expertise-request-claim"),
-    path(R + "refuser/", views.request_decline, name="expertise-request-decline"),
-    path(R + "question/", views.request_ask, name="expertise-request-ask"),
-    path(R + "messages/", views.message_post, name="expertise-message-post"),
-    path(R + "compte-rendu/", views.report_save, name="expertise-report-save"),
-    path(R + "compte-rendu/signer/", views.report_sign, name="expertise-report-sign"),
-    path(R + "compte-rendu/confirmer/", views.report_confirm, name="expertise-report-confirm"),
-    path(R + "cloturer/", views.request_close, name="expertise-request-close"),
-    path(R + "annuler/", views.request_cancel, name="expertise-request-cancel"),
-    path(R + "reprendre/", views.request_redraft, name="expertise-request-redraft"),
-    path(R + "revue/", views.review_start, name="expertise-review-start"),
-    path("teleexpertise/equipes/<int:pool_id>/", views.pool_board, name="expertise-pool"),
-    path("", include("expertise.urls_outputs")),
-    path("", include("expertise.urls_indicators")),
+    path(R, requests.request_detail, name="expertise-request"),
+    path(R + "modifier/", requests.request_edit, name="expertise-request-edit"),
+    path(R + "pieces/", requests.attachment_add, name="expertise-attachment-add"),
+    path(
+        R + "pieces/<int:attachment_id>/",
+        requests.attachment_download,
+        name="expertise-attachment",
+    ),
+    path(R + "envoyer/", requests.request_send, name="expertise-request-send"),
+    path(R + "accepter/", requests.request_claim, name="expertise-request-claim"),
+    path(R + "refuser/", requests.request_decline, name="expertise-request-decline"),
+    path(R + "question/", requests.request_ask, name="expertise-request-ask"),
+    path(R + "messages/", requests.message_post, name="expertise-message-post"),
+    path(R + "cloturer/", requests.request_close, name="expertise-request-close"),
+    path(R + "annuler/", requests.request_cancel, name="expertise-request-cancel"),
+    path(R + "reprendre/", requests.request_redraft, name="expertise-request-redraft"),
+    path(R + "revue/", requests.review_start, name="expertise-review-start"),
+    # --- The report, and the PDF of the signed one
+    path(R + "compte-rendu/", reports.report_save, name="expertise-report-save"),
+    path(R + "compte-rendu/signer/", reports.report_sign, name="expertise-report-sign"),
+    path(R + "compte-rendu/confirmer/", reports.report_confirm, name="expertise-report-confirm"),
+    path(PDF, outputs.report_outputs, name="expertise-report-outputs"),
+    path(PDF + "relancer/", outputs.report_pdf_retry, name="expertise-report-pdf-retry"),
+    path(PDF + "<int:document_id>/", outputs.report_pdf_download, name="expertise-report-pdf"),
+    # --- Indicators and billing records
+    path("teleexpertise/indicateurs/", indicators.indicators_page, name="expertise-indicators"),
+    path("teleexpertise/actes/", indicators.acts_page, name="expertise-acts"),
 ]

@@ -18,8 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from expertise import billing, services
-from expertise import views_indicators as views
 from expertise.models import Act, Urgency
+from expertise.views import indicators as views
 from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, AuditOutcome, AuditPurpose
 from tests.conftest import client_for, make_professional

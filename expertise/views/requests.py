@@ -1,8 +1,8 @@
-"""Tele-expertise pages: thin views over expertise.services and expertise.selectors, every one
-that takes a request id going through expertise.access.get_request_for_user."""
+"""A tele-expertise request: written, attached to, sent, claimed or declined, discussed,
+closed or cancelled, and its live review; every view through
+expertise.access.get_request_for_user."""
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -11,7 +11,6 @@ from django.views.decorators.http import require_GET, require_POST
 from expertise import permissions as may
 from expertise import selectors, services
 from expertise.access import get_request_for_user
-from expertise.billing import EXPORT_ACTS_PERMISSION
 from expertise.forms import (
     AttachmentForm,
     CloseForm,
@@ -23,136 +22,18 @@ from expertise.forms import (
     RequestEditForm,
     RequestForm,
     ReviewForm,
-    SignatureForm,
 )
-from expertise.indicators import may_see_indicators
-from expertise.models import Act, Message, Report, Request
+from expertise.models import Message, Report, Request
+from expertise.views.common import act, audit_read, to_request, with_form
 from imaging.models import ReviewRoom
 from imaging.selectors import studies_visible_to
-from portal import audit
-from portal.access import (
-    child_or_not_found,
-    get_patient_for_user,
-    may_open_patient,
-    not_found,
-)
+from portal.access import child_or_not_found, get_patient_for_user, may_open_patient
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
 
 State = Request.State
-PAGE_SIZE = 20
-
-
-def _audit(request, *, event, action, obj=None, patient=None, **detail):
-    audit.record(
-        actor=Actor.from_request(request),
-        event=event,
-        action=action,
-        obj=obj,
-        patient=patient,
-        purpose=AuditPurpose.EXPERTISE,
-        detail=detail,
-    )
-
-
-def _audit_read(request, obj, patient, **detail):
-    _audit(
-        request,
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=obj,
-        patient=patient,
-        **detail,
-    )
-
-
-def _to_request(found: Request):
-    return redirect("expertise-request", request_id=found.pk)
-
-
-# --- Lists -----------------------------------------------------------------------------------
-
-
-def _state_tabs(counts: dict[str, int]) -> list[tuple[str, str, int]]:
-    return [(code, label, counts[code]) for code, label in State.choices if counts.get(code)]
-
-
-@patient_data_view
-@require_GET
-def expertise_home(request):
-    """The user's requests by state; for experts, their pools' queue and their accepted ones."""
-    user = request.user
-    state = request.GET.get("state", "")
-    if state not in State.values:
-        state = ""
-    mine = Paginator(selectors.my_requests(user=user, state=state), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    is_expert = selectors.pools_of(user, role="expert").exists()
-    queue = assignments = None
-    if is_expert:
-        queue = Paginator(selectors.pool_queue(user=user), PAGE_SIZE).get_page(
-            request.GET.get("queue_page")
-        )
-        assignments = selectors.my_assignments(user=user)[:50]
-    coordinated = list(selectors.coordinated_pools(user).select_related("establishment"))
-    _audit(
-        request,
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        query=f"tele-expertise lists state={state}",
-    )
-    return render(
-        request,
-        "expertise/home.html",
-        {
-            "mine": mine,
-            "state": state,
-            "state_tabs": _state_tabs(selectors.my_request_counts(user=user)),
-            "is_expert": is_expert,
-            "queue": queue,
-            "assignments": assignments,
-            "coordinated": coordinated,
-            "can_see_indicators": may_see_indicators(user),
-            "can_export_acts": user.has_perm(EXPORT_ACTS_PERMISSION),
-        },
-    )
-
-
-@patient_data_view
-@require_GET
-def pool_board(request, pool_id):
-    """The coordinator's board of one pool: open requests first, with their delays."""
-    pool = selectors.coordinated_pools(request.user).filter(pk=pool_id).first()
-    if pool is None:
-        raise not_found(
-            request,
-            object_type="expertise.pool",
-            object_id=pool_id,
-            purpose=AuditPurpose.EXPERTISE,
-        )
-    state = request.GET.get("state", "open")
-    if state not in [*State.values, "open", "all"]:
-        state = "open"
-    requests = selectors.pool_board(pool=pool, state="" if state == "all" else state)
-    page = Paginator(requests, PAGE_SIZE).get_page(request.GET.get("page"))
-    _audit(
-        request,
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        query=f"tele-expertise pool board state={state}",
-        pool=pool.pk,
-    )
-    return render(
-        request,
-        "expertise/pool_board.html",
-        {"pool": pool, "page": page, "state": state, "states": State.choices},
-    )
-
-
-# --- Writing a request -------------------------------------------------------------------------
 
 
 def _patient_studies(request, patient):
@@ -219,11 +100,11 @@ def request_create(request, patient_id):
                     except services.ExpertiseError as error:
                         messages.error(request, str(error))
                 messages.success(request, _("Draft saved. Check it, then send it."))
-                return _to_request(created)
+                return to_request(created)
     elif request.method == "POST":
         messages.error(request, _("The request was not saved: check the highlighted fields."))
     if request.method == "GET":
-        _audit_read(request, patient, patient, view="tele-expertise request form")
+        audit_read(request, patient, patient, view="tele-expertise request form")
     return render(
         request,
         "expertise/request_form.html",
@@ -237,7 +118,7 @@ def request_edit(request, request_id):
     found = get_request_for_user(request, request_id)
     if not may.may_edit_draft(request=found, user=request.user):
         messages.error(request, _("Only the requester edits a draft."))
-        return _to_request(found)
+        return to_request(found)
     initial = {
         "pool": found.pool,
         "expert": found.expert,
@@ -275,21 +156,18 @@ def request_edit(request, request_id):
                 status = 400
             else:
                 messages.success(request, _("Draft saved."))
-                return _to_request(found)
+                return to_request(found)
         else:
             messages.error(request, _("The request was not saved: check the highlighted fields."))
             status = 400
     else:
-        _audit_read(request, found, found.patient, view="tele-expertise request form")
+        audit_read(request, found, found.patient, view="tele-expertise request form")
     return render(
         request,
         "expertise/request_form.html",
         {"patient": found.patient, "form": form, "found": found},
         status=status,
     )
-
-
-# --- The request's page ------------------------------------------------------------------------
 
 
 def _detail_context(request, found: Request) -> dict:
@@ -359,30 +237,10 @@ def _detail_context(request, found: Request) -> dict:
 @require_GET
 def request_detail(request, request_id):
     found = get_request_for_user(request, request_id)
-    _audit_read(request, found, found.patient, view="tele-expertise request")
+    audit_read(request, found, found.patient, view="tele-expertise request")
     # Opening the request is reading what its notifications announced.
     notifications_mark_read_for_url(user=request.user, url=request.path)
     return render(request, "expertise/request.html", _detail_context(request, found))
-
-
-def _act(request, found: Request, action, *, success):
-    """Run ``action(actor)`` for a request fetched through its helper; refusals are error
-    messages, and every action done says so (``success``: a text, or a function of what the
-    action returned)."""
-    try:
-        result = action(Actor.from_request(request))
-    except services.ExpertiseError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, success(result) if callable(success) else success)
-    return _to_request(found)
-
-
-def _with_form(request, found, form, action, *, success):
-    if not form.is_valid():
-        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
-        return _to_request(found)
-    return _act(request, found, lambda by: action(by, form.cleaned_data), success=success)
 
 
 @patient_data_view
@@ -390,7 +248,7 @@ def _with_form(request, found, form, action, *, success):
 def attachment_add(request, request_id):
     found = get_request_for_user(request, request_id)
     form = AttachmentForm(request.POST, request.FILES, prefix="file")
-    return _with_form(
+    return with_form(
         request,
         found,
         form,
@@ -413,7 +271,7 @@ def attachment_download(request, request_id, attachment_id):
         patient=found.patient,
         purpose=AuditPurpose.EXPERTISE,
     )
-    _audit_read(request, attachment, found.patient, expertise_request=found.pk)
+    audit_read(request, attachment, found.patient, expertise_request=found.pk)
     response = FileResponse(
         attachment.file.open("rb"),
         content_type=attachment.content_type,
@@ -428,7 +286,7 @@ def attachment_download(request, request_id, attachment_id):
 @require_POST
 def request_send(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _act(
+    return act(
         request,
         found,
         lambda by: services.request_send(request=found, by=by),
@@ -443,7 +301,7 @@ def request_send(request, request_id):
 @require_POST
 def request_claim(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _act(
+    return act(
         request,
         found,
         lambda by: services.request_claim(request=found, by=by),
@@ -458,7 +316,7 @@ def request_claim(request, request_id):
 @require_POST
 def request_decline(request, request_id):
     found = get_request_for_user(request, request_id)
-    response = _with_form(
+    response = with_form(
         request,
         found,
         DeclineForm(request.POST),
@@ -482,7 +340,7 @@ def request_decline(request, request_id):
 @require_POST
 def request_ask(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _with_form(
+    return with_form(
         request,
         found,
         QuestionForm(request.POST),
@@ -498,7 +356,7 @@ def request_ask(request, request_id):
 def message_post(request, request_id):
     found = get_request_for_user(request, request_id)
     form = MessageForm(request.POST, request.FILES)
-    return _with_form(
+    return with_form(
         request,
         found,
         form,
@@ -519,141 +377,9 @@ def message_post(request, request_id):
 
 @patient_data_view
 @require_POST
-def report_save(request, request_id):
-    found = get_request_for_user(request, request_id)
-    report = Report.objects.filter(request=found).first()
-    form = ReportForm(request.POST, instance=report)
-    if not form.is_valid():
-        messages.error(request, _("The report was not saved: check its fields."))
-        return _to_request(found)
-    data = dict(form.cleaned_data)
-    revision = data.pop("revision")
-    try:
-        services.report_save(
-            request=found, by=Actor.from_request(request), revision=revision, **data
-        )
-    except services.ExpertiseError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, _("Report saved (not sent)."))
-    return _to_request(found)
-
-
-def _signature_form(request, data=None, *, report=None):
-    user = request.user
-    return SignatureForm(
-        data,
-        initial={"revision": report.revision} if report else None,
-        needs_code=services.signature_needs_code(user),
-        needs_password=user.has_usable_password(),
-    )
-
-
-def _render_signature(request, found: Request, report: Report, form, *, status=200):
-    """The confirmation step: what is about to be signed, sent and billed."""
-    expert = getattr(request.user, "professional", None)
-    over_limit = services.annual_limit_reached(found, expert=request.user)
-    acts = [
-        {
-            "code": code,
-            "label": code.label,
-            "amount": Act.AMOUNT_CENTS[code] / 100,
-            "billable": not over_limit,
-        }
-        for code in (Act.Code.TE2, Act.Code.RQD)
-    ]
-    return render(
-        request,
-        "expertise/sign.html",
-        {
-            "found": found,
-            "report": report,
-            "form": form,
-            "initials": selectors.patient_initials(found.patient),
-            "acts": acts,
-            "over_limit": over_limit,
-            "signer": expert or request.user,
-            "needs_code": "code" in form.fields,
-        },
-        status=status,
-    )
-
-
-def _signable(request, found: Request) -> Report | None:
-    """The report the expert may sign now, or None (the reason told as a message)."""
-    report = Report.objects.filter(request=found).first()
-    if not may.is_expert(request=found, user=request.user):
-        messages.error(request, _("Only the expert answering this request can do this."))
-        return None
-    if found.state != State.ACCEPTED or report is None or report.is_locked:
-        messages.error(request, _("This request cannot be answered now."))
-        return None
-    missing = services.report_missing(report)
-    if missing:
-        messages.error(request, _("The report is not complete: ") + " ".join(missing))
-        return None
-    return report
-
-
-@patient_data_view
-@require_GET
-def report_confirm(request, request_id):
-    """Before signing: the summary of the report, and the password as the signature."""
-    found = get_request_for_user(request, request_id)
-    report = _signable(request, found)
-    if report is None:
-        return _to_request(found)
-    _audit_read(request, found, found.patient, view="tele-expertise report signature")
-    return _render_signature(request, found, report, _signature_form(request, report=report))
-
-
-@patient_data_view
-@require_POST
-def report_sign(request, request_id):
-    """Sign with the password re-entered; the page answers at once, the PDF is made by Celery
-    after commit and its progress shows on the request's page."""
-    found = get_request_for_user(request, request_id)
-    report = Report.objects.filter(request=found).first()
-    form = _signature_form(request, request.POST)
-    if not form.is_valid():
-        if "revision" in form.errors or report is None:
-            messages.error(request, _("Save the report before signing it."))
-            return _to_request(found)
-        messages.error(request, _("Enter your password to sign."))
-        return _render_signature(request, found, report, form, status=400)
-    data = form.cleaned_data
-    try:
-        services.report_sign_confirmed(
-            request=found,
-            by=Actor.from_request(request),
-            revision=data["revision"],
-            password=data.get("password", ""),
-            code=data.get("code", ""),
-        )
-    except services.SignatureRefused as error:
-        messages.error(request, str(error))
-        # Nothing was signed: the same step again, the password field empty.
-        return _render_signature(
-            request, found, report, _signature_form(request, report=report), status=400
-        )
-    except services.ExpertiseError as error:
-        messages.error(request, str(error))
-        return _to_request(found)
-    messages.success(
-        request,
-        _(
-            "Report signed. Its PDF is being made: the requester and the patient's GP receive "
-            "it as soon as it is ready."
-        ),
-    )
-    return _to_request(found)
-
-
-@patient_data_view
-@require_POST
 def request_close(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _with_form(
+    return with_form(
         request,
         found,
         CloseForm(request.POST),
@@ -666,7 +392,7 @@ def request_close(request, request_id):
 @require_POST
 def request_cancel(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _with_form(
+    return with_form(
         request,
         found,
         ReasonForm(request.POST),
@@ -679,7 +405,7 @@ def request_cancel(request, request_id):
 @require_POST
 def request_redraft(request, request_id):
     found = get_request_for_user(request, request_id)
-    return _act(
+    return act(
         request,
         found,
         lambda by: services.request_redraft(request=found, by=by),
@@ -694,13 +420,13 @@ def review_start(request, request_id):
     form = ReviewForm(request.POST, studies=found.studies.all())
     if not form.is_valid():
         messages.error(request, _("Choose one of the request's studies."))
-        return _to_request(found)
+        return to_request(found)
     try:
         room = services.review_start(
             request=found, study=form.cleaned_data["study"], by=Actor.from_request(request)
         )
     except services.ExpertiseError as error:
         messages.error(request, str(error))
-        return _to_request(found)
+        return to_request(found)
     messages.success(request, _("Live review open: the other doctor is invited to join."))
     return redirect("review-room", room_id=room.pk)
