@@ -7,17 +7,19 @@ Run from the project root::
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/bench_archive_import.py             # PostgreSQL
 
-Django runs in this process, its settings from the environment set before ``django.setup()``:
-a temporary portal database (a SQLite file, or, when ``DATABASE_URL`` names a PostgreSQL
-server, a database created there for the run and dropped at the end), migrated with
-``call_command("migrate")``; temporary ``MEDIA_ROOT`` and ``ARCHIVE_ROOT`` (the embedded
-archive); no ``REDIS_URL`` (Celery eager: the thumbnails of the announced studies are made
-inside the timed span, once per study). Everything is removed in a ``finally`` block.
+Django runs in this process, its settings from the environment set before ``django.setup()``
+(``benchmarks/harness.py``, as in every benchmark): a temporary portal database (a SQLite
+file, or, when ``DATABASE_URL`` names a PostgreSQL server, a database created there for the
+run and dropped at the end), migrated with ``call_command("migrate")``; temporary
+``MEDIA_ROOT`` and ``ARCHIVE_ROOT`` (the embedded archive); no ``REDIS_URL`` (Celery eager:
+the thumbnails of the announced studies are made inside the timed span, once per study).
+Everything is removed in a ``finally`` block.
 
-The establishment (CHRU de Tours, its IPP issuer) and one patient with an IPP are made with
-``portal.services``. Each round generates two sets of the same shape, ``--files`` synthetic CT
-slices (64×64, 16-bit, about 9 kB a file, ``tests.dicom_factory.ct_files``) in studies of
-``--per-study`` slices, with distinct UIDs so that neither method meets the other's images:
+The establishment (the demo's CHRU de Tours, its IPP issuer) and the benchmark patient with an
+IPP are the harness's world, made with ``portal.services``. Each round makes two sets of the
+same shape, ``--files`` synthetic CT slices of the patient (``demo.synthetic``, 64×64, 16-bit,
+about 10 kB a file) in studies of ``--per-study`` slices, every study with UIDs of its own so
+that neither method meets the other's images:
 
 * **archive_import**: the set written to disk as a PACS export (a folder per study, two
   series folders), then ``imaging.archive_import.run_import`` with ``--workers`` worker
@@ -36,122 +38,32 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
-import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))  # run as a script: the portal's packages are importable
-RESULTS = PROJECT / "benchmarks" / "results"
 
-ISSUER = "CHRU-TOURS"
-IPP = "T100001"
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from benchmarks import harness  # noqa: E402 - after the path set-up above
+from benchmarks.harness import say  # noqa: E402
 
 
-# --- Django, in this process ------------------------------------------------------------------
-
-
-def configure(tmp: Path) -> str | None:
-    """Settings before django.setup(); returns the PostgreSQL database to drop, if any."""
-    for name in ("REDIS_URL", "ARCHIVE_URL", "FRAMES_CACHE_URL"):
-        os.environ.pop(name, None)
-    (tmp / "static").mkdir()
-    server = os.environ.get("DATABASE_URL", "")
-    dropped = None
-    if server.startswith(("postgres://", "postgresql://")):
-        import psycopg
-
-        dropped = f"mirc_bench_import_{uuid.uuid4().hex[:8]}"
-        maintenance = urlunparse(urlparse(server)._replace(path="/postgres"))
-        with psycopg.connect(maintenance, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{dropped}"')
-        database_url = urlunparse(urlparse(server)._replace(path=f"/{dropped}"))
-    else:
-        database_url = f"sqlite:///{tmp / 'portal.sqlite3'}"
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DJANGO_DEBUG": "false",  # no query log kept in memory
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": database_url,
-            "MEDIA_ROOT": str(tmp / "media"),
-            "ARCHIVE_ROOT": str(tmp / "archive"),
-            "STATIC_ROOT": str(tmp / "static"),
-            "EMAIL_URL": "dummymail://",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", interactive=False, verbosity=0)
-    return dropped
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    server = os.environ["DATABASE_URL"]
-    maintenance = urlunparse(urlparse(server)._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def build_world():
-    from portal import services
-    from portal.audit import Actor
-    from portal.identifiers import ins_key
-    from portal.models import Establishment, IdentityStatus, InsOid
-
-    tours = Establishment.objects.create(
-        name="CHRU de Tours", finess="370000481", city="Tours", kind="chu", patient_id_issuer=ISSUER
-    )
-    first13 = "2560337261001"
-    patient = services.patient_register(
-        traits=services.PatientTraits(
-            birth_name="Dupont",
-            first_names="Jeanne Marie",
-            sex="F",
-            birth_date=dt.date(1956, 3, 12),
-            birth_place_code="37261",
-        ),
-        ins_matricule=first13 + ins_key(first13),
-        ins_oid=InsOid.NIR_TEST,
-        identity_status=IdentityStatus.QUALIFIED,
-        establishment=tours,
-        ipp=IPP,
-        by=Actor.system("benchmark"),
-    ).patient
-    return tours, patient
-
-
-def make_set(patient, *, label: str, files: int, per_study: int) -> list[list[bytes]]:
-    """``files`` CT slices in studies of ``per_study``, UIDs unique to ``label``."""
-    from tests.dicom_factory import ct_files
-
+def make_set(*, files: int, per_study: int) -> list[list[bytes]]:
+    """``files`` CT slices in studies of ``per_study``, every study with UIDs of its own: the
+    benchmark patient's synthetic CT (64×64), generated once, copied with new UIDs."""
+    templates = {}
     studies = []
     for number in range(0, files, per_study):
         count = min(per_study, files - number)
-        studies.append(ct_files(patient, key=f"{label}-{number}", slices=count, ipp=IPP, size=64))
+        if count not in templates:
+            templates[count] = harness.ct_series(seed=count, slices=count, size=64).files
+        studies.append(harness.fresh_copy(templates[count])[1])
     return studies
 
 
@@ -210,15 +122,6 @@ def run_stow(tours, studies: list[list[bytes]]) -> dict:
 # --- Main ---------------------------------------------------------------------------------------
 
 
-def spread(values: list[float]) -> dict:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "samples": values,
-    }
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=10_000)
@@ -233,28 +136,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="mirc-bench-import-"))
     started = dt.datetime.now(dt.UTC)
-    dropped = None
+    database = None
     try:
-        dropped = configure(tmp)
+        database = harness.Database(tmp, os.environ.get("DATABASE_URL", ""))
+        # No REDIS_URL: Celery eager, the thumbnails are made inside the timed span.
+        harness.django_setup(harness.portal_environment(database=database, tmp=tmp))
         from django.conf import settings
-        from django.db import connection
 
         workers = args.workers if args.workers is not None else settings.ARCHIVE_IMPORT_WORKERS
-        tours, patient = build_world()
+        tours = harness.world().tours
         say(
-            f"{connection.vendor}: {args.files} files a set, studies of {args.per_study}, "
+            f"{database.vendor}: {args.files} files a set, studies of {args.per_study}, "
             f"{workers} workers, {args.rounds} rounds"
         )
         samples = {"archive_import": [], "stow": []}
         rounds = []
         for number in range(args.rounds):
             label = f"r{number}"
-            import_set = make_set(
-                patient, label=f"{label}-import", files=args.files, per_study=args.per_study
-            )
-            stow_set = make_set(
-                patient, label=f"{label}-stow", files=args.files, per_study=args.per_study
-            )
+            import_set = make_set(files=args.files, per_study=args.per_study)
+            stow_set = make_set(files=args.files, per_study=args.per_study)
             root = tmp / f"export-{label}"
             write_export(root, import_set)
             order = ["archive_import", "stow"] if number % 2 == 0 else ["stow", "archive_import"]
@@ -278,7 +178,7 @@ def main(argv=None) -> int:
                 }
             )
             shutil.rmtree(root)
-        results = {method: spread(values) for method, values in samples.items()}
+        results = {method: harness.spread(values) for method, values in samples.items()}
         ratio = results["archive_import"]["median"] / results["stow"]["median"]
         print(f"{'method':<16} {'median files/s':>15} {'min':>8} {'max':>8}")
         for method, label in (("archive_import", "archive_import"), ("stow", "STOW-RS ingest")):
@@ -290,34 +190,32 @@ def main(argv=None) -> int:
         print(f"ratio archive_import / STOW-RS ingest: {ratio:.2f}")
         print(
             f"{args.files} files a set, {args.rounds} rounds, {workers} workers, "
-            f"{connection.vendor}; load average (1, 5, 15 min) before each round: "
+            f"{database.vendor}; load average (1, 5, 15 min) before each round: "
             + "; ".join(" ".join(f"{v:.2f}" for v in r["load_before"]) for r in rounds)
             + f"; at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}, "
             f"on {os.cpu_count()} CPUs"
         )
-        output = args.output or RESULTS / f"archive-import-{started:%Y-%m-%dT%H%M%SZ}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(
-            json.dumps(
-                {
-                    "started": started.isoformat(),
-                    "files": args.files,
-                    "per_study": args.per_study,
-                    "workers": workers,
-                    "database": connection.vendor,
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "results": results,
-                    "ratio": ratio,
-                    "rounds": rounds,
-                },
-                indent=2,
-            )
+        harness.write_results(
+            {
+                "started": started.isoformat(),
+                "files": args.files,
+                "per_study": args.per_study,
+                "workers": workers,
+                "database": database.vendor,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "results": results,
+                "ratio": ratio,
+                "rounds": rounds,
+            },
+            output=args.output,
+            name="archive-import",
+            started=started,
+            indent=2,
         )
-        say(f"written {output}")
     finally:
-        if dropped:
-            drop_database(dropped)
+        if database is not None:
+            database.drop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

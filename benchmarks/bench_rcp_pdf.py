@@ -5,14 +5,15 @@ Run from the project root::
     .venv/bin/python benchmarks/bench_rcp_pdf.py            # about 40 s on 2 vCPUs
 
 Django runs in this process, with its settings from the environment (``portal.settings``) set
-before ``django.setup()``: a temporary SQLite database file (``DATABASE_URL``), migrated with
-``call_command("migrate")``; temporary ``MEDIA_ROOT`` and ``ARCHIVE_ROOT`` (the embedded
-archive); no ``REDIS_URL``, so Celery runs its tasks eagerly, in-process. All of it is removed
-in a ``finally`` block.
+before ``django.setup()`` by the harness: a temporary SQLite database file (``DATABASE_URL``),
+migrated with ``call_command("migrate")``; temporary ``MEDIA_ROOT`` and ``ARCHIVE_ROOT`` (the
+embedded archive); no ``REDIS_URL``, so Celery runs its tasks eagerly, in-process. All of it
+is removed in a ``finally`` block.
 
 The session is built with the portal's services, as tests/rcp_world.py and
-tests/test_rcp_pdf.py build theirs: the thoracic board of the CHRU de Tours, nine people
-present, 20 patients each with a synthetic 512×512 chest CT (``imaging.synthetic``) imported
+tests/test_rcp_pdf.py build theirs, on the harness's builders (``benchmarks/harness.py``: the
+demo's CHRU de Tours, its test-range RPPS and INS): the thoracic board, nine people
+present, 20 patients each with a synthetic 512×512 chest CT (``demo.synthetic``) imported
 through the ingest, 20 cases on the agenda, one key image per case marked with
 ``rcp.key_images.key_image_add`` (rendered in the decoding sandbox, with a length measurement
 drawn) and a validated decision per case (proposals of 430 to 570 characters, coded treatment
@@ -45,13 +46,9 @@ import datetime as dt
 import gc
 import html as html_lib
 import io
-import json
 import os
-import platform
-import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,46 +59,13 @@ from types import SimpleNamespace
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))  # run as a script: the portal's packages are importable
-RESULTS = PROJECT / "benchmarks" / "results"
+
+from benchmarks import harness  # noqa: E402 - after the path set-up above
+from benchmarks.harness import say  # noqa: E402
 
 TARGET_SECONDS = 5.0  # the minutes of a 20-case session, document_render
-ISSUER = "CHRU-TOURS"
 SESSION_PLACE = "Salle de staff, pavillon B"
 BASELINE_FONT = "DejaVu Sans"
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --- Django, in this process ------------------------------------------------------------------
-
-
-def configure(tmp: Path) -> None:
-    """The settings' environment, before django.setup(): everything temporary, no Redis."""
-    for name in ("REDIS_URL", "ARCHIVE_URL", "FRAMES_CACHE_URL"):
-        os.environ.pop(name, None)  # no broker: Celery runs eagerly; the embedded archive
-    (tmp / "static").mkdir()
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DJANGO_DEBUG": "false",  # as a Celery worker runs: no query log kept in memory
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": f"sqlite:///{tmp / 'portal.sqlite3'}",
-            "MEDIA_ROOT": str(tmp / "media"),
-            "ARCHIVE_ROOT": str(tmp / "archive"),
-            "STATIC_ROOT": str(tmp / "static"),
-            "EMAIL_URL": "dummymail://",  # validation e-mails go nowhere
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", interactive=False, verbosity=0)
 
 
 # --- The session, built with the services -------------------------------------------------------
@@ -294,51 +258,31 @@ def build_session() -> SimpleNamespace:
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.utils import timezone
 
+    from demo import synthetic
     from imaging import services as imaging_services
-    from imaging import synthetic
     from imaging.models import IngestItem, Instance, Study
     from portal import services as portal_services
     from portal.audit import Actor
-    from portal.identifiers import ins_key, luhn_complete
-    from portal.models import (
-        Affiliation,
-        CareRole,
-        Establishment,
-        IdentityStatus,
-        InsOid,
-        Professional,
-        Specialty,
-        User,
-    )
+    from portal.models import CareRole, Specialty
     from rcp import frcp, key_images
     from rcp import services as rcp_services
     from rcp.models import Committee, CommitteeMember
 
     system = Actor.system("benchmark")
-    tours = Establishment.objects.create(
-        name="CHRU de Tours",
-        finess="370000481",
-        city="Tours",
-        kind="chu",
-        patient_id_issuer=ISSUER,
-    )
-    people = []
-    for number, (first, last, title, specialty, profession, _mode) in enumerate(BOARD, 1):
-        user = User.objects.create_user(
-            f"{first}.{last}@mirc.test".lower(),
-            secrets.token_urlsafe(16),
+    tours = harness.establishment()
+    people = [
+        harness.professional(
+            number=number,
+            email=f"{first}.{last}@mirc.test".lower(),
             first_name=first,
             last_name=last,
-        )
-        professional = Professional.objects.create(
-            user=user,
+            establishment=tours,
             title=title,
             profession=profession,
             specialty=specialty,
-            rpps=luhn_complete(f"99700{number:05d}") if profession == "medecin" else None,
         )
-        Affiliation.objects.create(professional=professional, establishment=tours, is_primary=True)
-        people.append(professional)
+        for number, (first, last, title, specialty, profession, _mode) in enumerate(BOARD, 1)
+    ]
     chair, coordinator, surgeon = people[0], people[1], people[2]
     Role = CommitteeMember.Role
     committee = rcp_services.committee_create(
@@ -378,36 +322,20 @@ def build_session() -> SimpleNamespace:
     for index, (birth_name, first_names, sex, birth_date) in enumerate(PATIENTS):
         scenario = SCENARIOS[index % len(SCENARIOS)]
         ipp = f"T2{index:05d}"
-        first13 = f"{2 if sex == 'F' else 1}{birth_date:%y%m}37261{index + 1:03d}"
-        patient = portal_services.patient_register(
-            traits=portal_services.PatientTraits(
-                birth_name=birth_name,
-                first_names=first_names,
-                sex=sex,
-                birth_date=birth_date,
-                birth_place_code="37261",
-            ),
-            ins_matricule=first13 + ins_key(first13),
-            ins_oid=InsOid.NIR_TEST,
-            identity_status=IdentityStatus.QUALIFIED,
-            establishment=tours,
-            ipp=ipp,
-            by=system,
-        ).patient
+        names = {
+            "birth_name": birth_name,
+            "first_names": first_names,
+            "sex": sex,
+            "birth_date": birth_date,
+        }
+        patient = harness.patient(establishment=tours, ipp=ipp, order=index + 1, **names)
         portal_services.care_relationship_add(
             patient=patient, professional=chair, role=CareRole.REFERRING, by=system
         )
 
         # The patient's chest CT, imported through the ingest (sandboxed check, archive, index).
         datasets = synthetic.study(
-            patient=synthetic.PatientIdentity(
-                patient_id=ipp,
-                issuer=ISSUER,
-                family_name=birth_name.upper(),
-                given_names=first_names,
-                sex=sex,
-                birth_date=birth_date,
-            ),
+            patient=harness.identity(ipp=ipp, **names),
             spec=synthetic.StudySpec(
                 study_date=dt.date(2026, 9, 1) + dt.timedelta(days=index),
                 institution_name="CHRU de Tours",
@@ -798,13 +726,8 @@ class Measures:
             measure(record=record)
 
 
-def summary(values: list[float]) -> dict:
-    return {
-        "median_s": statistics.median(values),
-        "min_s": min(values),
-        "max_s": max(values),
-        "samples_s": [round(value, 4) for value in values],
-    }
+def seconds(values: list[float]) -> dict:
+    return harness.spread(values, suffix="_s", digits=4)
 
 
 # --- Report -------------------------------------------------------------------------------------
@@ -845,16 +768,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def git_state() -> dict:
-    def git(*args):
-        result = subprocess.run(
-            ["git", *args], cwd=PROJECT, capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-
-
 def versions() -> dict:
     import django
     import pydyf
@@ -864,7 +777,6 @@ def versions() -> dict:
 
     pango_version = pango.pango_version()
     return {
-        "python": platform.python_version(),
         "django": django.get_version(),
         "weasyprint": weasyprint.__version__,
         "pydyf": pydyf.__version__,
@@ -897,7 +809,9 @@ def main(argv=None) -> int:
     load_at_start = os.getloadavg()
     try:
         say("migrating a temporary SQLite portal database")
-        configure(tmp)
+        # No REDIS_URL: Celery runs its tasks eagerly, in this process; the embedded archive.
+        database = harness.Database(tmp, "")
+        harness.django_setup(harness.portal_environment(database=database, tmp=tmp))
         say(f"building the session: {len(PATIENTS)} patients, CTs, cases, key images, decisions")
         began = time.perf_counter()
         world = build_session()
@@ -927,10 +841,10 @@ def main(argv=None) -> int:
         alone = pdf_facts(measures.last_pdf["write_pdf"])
         plain = pdf_facts(measures.last_pdf["baseline"])
         results = {
-            "document_render": summary(measures.samples["document_render"]),
-            "write_pdf": summary(measures.samples["write_pdf"]),
-            "baseline": summary(measures.samples["baseline"]),
-            "split": {name: summary(values) for name, values in measures.split.items()},
+            "document_render": seconds(measures.samples["document_render"]),
+            "write_pdf": seconds(measures.samples["write_pdf"]),
+            "baseline": seconds(measures.samples["baseline"]),
+            "split": {name: seconds(values) for name, values in measures.split.items()},
         }
         baseline_median = results["baseline"]["median_s"]
         results["ratio_document_render"] = results["document_render"]["median_s"] / baseline_median
@@ -968,62 +882,52 @@ def main(argv=None) -> int:
             f"at end {os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs"
         )
 
-        output = args.output or RESULTS / f"rcp-pdf-{started:%Y-%m-%dT%H%M%SZ}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(
-            json.dumps(
-                {
-                    "benchmark": "rcp-pdf",
-                    "started_at": started.isoformat(),
-                    "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "configuration": {
-                        "rounds": args.rounds,
-                        "warm_up_rounds": 1,
-                        "database": "sqlite (temporary file)",
-                        "celery": "eager (no REDIS_URL)",
-                        "django_debug": False,
-                        "setup_seconds": round(setup_seconds, 1),
-                        # Per case: the CT's ingest, key_image_add (sandboxed rendering),
-                        # decision_validate (which makes the case's fiche, key image included).
-                        "setup_timings_s": {
-                            name: [round(value, 4) for value in values]
-                            for name, values in world.setup_timings.items()
-                        },
-                        "session": facts,
-                        "minutes_pdf": rendered,
-                        "minutes_write_pdf_alone": alone,
-                        "minutes_html_characters": len(minutes_html),
-                        "minutes_media": list(media),
-                        "baseline": {
-                            "method": "the visible text of the minutes' <body> (no <head>, no "
-                            "hidden-string paragraphs), one <p> per block (p, h1-h3, table row, "
-                            "li, div, header, section, article), cells separated by a space; "
-                            "one CSS rule: html { font: <size>pt DejaVu Sans }, the size in the "
-                            "middle of the range giving the minutes' page count",
-                            "font_size_pt": font_size,
-                            "pages": plain["pages"],
-                            "pages_when_fitted": baseline_pages,
-                            "bytes": plain["bytes"],
-                            "text_characters": text_characters,
-                            "blocks": len(blocks),
-                            "font_sizes_tried": tried,
-                        },
-                        "target_seconds": TARGET_SECONDS,
+        output = harness.write_results(
+            {
+                "benchmark": "rcp-pdf",
+                "started_at": started.isoformat(),
+                "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+                "configuration": {
+                    "rounds": args.rounds,
+                    "warm_up_rounds": 1,
+                    "database": "sqlite (temporary file)",
+                    "celery": "eager (no REDIS_URL)",
+                    "django_debug": False,
+                    "setup_seconds": round(setup_seconds, 1),
+                    # Per case: the CT's ingest, key_image_add (sandboxed rendering),
+                    # decision_validate (which makes the case's fiche, key image included).
+                    "setup_timings_s": {
+                        name: [round(value, 4) for value in values]
+                        for name, values in world.setup_timings.items()
                     },
-                    "environment": {
-                        **versions(),
-                        "cpus": os.cpu_count(),
-                        "load_average_at_start": load_at_start,
-                        "load_average_at_end": os.getloadavg(),
-                        "platform": platform.platform(),
-                        "git": git_state(),
+                    "session": facts,
+                    "minutes_pdf": rendered,
+                    "minutes_write_pdf_alone": alone,
+                    "minutes_html_characters": len(minutes_html),
+                    "minutes_media": list(media),
+                    "baseline": {
+                        "method": "the visible text of the minutes' <body> (no <head>, no "
+                        "hidden-string paragraphs), one <p> per block (p, h1-h3, table row, "
+                        "li, div, header, section, article), cells separated by a space; "
+                        "one CSS rule: html { font: <size>pt DejaVu Sans }, the size in the "
+                        "middle of the range giving the minutes' page count",
+                        "font_size_pt": font_size,
+                        "pages": plain["pages"],
+                        "pages_when_fitted": baseline_pages,
+                        "bytes": plain["bytes"],
+                        "text_characters": text_characters,
+                        "blocks": len(blocks),
+                        "font_sizes_tried": tried,
                     },
-                    "results": {**results, "target_met": target_met},
+                    "target_seconds": TARGET_SECONDS,
                 },
-                indent=1,
-            )
+                "environment": harness.environment(load_at_start, **versions()),
+                "results": {**results, "target_met": target_met},
+            },
+            output=args.output,
+            name="rcp-pdf",
+            started=started,
         )
-        say(f"results written to {output}")
         if args.save_pdfs:
             for name in ("document_render", "baseline"):
                 kept = output.with_name(f"{output.stem}-{name}.pdf")
@@ -1031,12 +935,7 @@ def main(argv=None) -> int:
                 say(f"{name} PDF kept as {kept}")
         return 0
     finally:
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: BLE001, S110 - Django may never have been set up
-            pass
+        harness.close_connections()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
