@@ -9,13 +9,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_service
-from tests.waiting import wait_until
+from tests.waiting import listening, wait_until
 
 START_TIMEOUT = 20.0
 
@@ -59,16 +58,16 @@ class StoreSCP:
         pytest.fail("storescp did not start")
 
     def _listening(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+        """Did storescp take its port? It exits at once when another process has it."""
+        try:
+            wait_until(
+                lambda: self.process.poll() is not None or listening(self.port),
+                timeout=START_TIMEOUT,
+                what=f"storescp to listen on {self.port}",
+            )
+        except AssertionError:
+            return False
+        return self.process.poll() is None
 
     def files(self) -> list[Path]:
         return sorted(path for path in self.directory.iterdir() if path.is_file())

@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import require_service
+from tests.waiting import wait_until
 
 ORTHANC_BINARY = Path(os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc"))
 DICOMWEB_PLUGIN = Path(
@@ -152,18 +152,19 @@ def _start(directory: Path, *, with_dicom: bool = False) -> OrthancServer:
 
 
 def _wait_until_ready(server: OrthancServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    def answering() -> bool:
         if server.process.poll() is not None:
             raise RuntimeError(f"Orthanc exited with status {server.process.returncode}")
         try:
-            if requests.get(f"{server.rest}/system", timeout=1).ok:
-                break
+            return requests.get(f"{server.rest}/system", timeout=1).ok
         except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    else:
-        raise RuntimeError(f"Orthanc did not answer /system within {START_TIMEOUT:g} s")
+            return False
+
+    # A RuntimeError, as for every start that failed: the caller tries another port.
+    try:
+        wait_until(answering, timeout=START_TIMEOUT, what="Orthanc to answer /system")
+    except AssertionError as error:
+        raise RuntimeError(str(error)) from None
     try:
         plugin = requests.get(f"{server.rest}/plugins/dicom-web", timeout=REQUEST_TIMEOUT)
     except requests.RequestException as error:

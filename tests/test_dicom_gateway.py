@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pydicom
 import pytest
@@ -42,6 +41,7 @@ from portal.models import (
 )
 from tests.conftest import client_for, require_service
 from tests.dicom_factory import ct_files, uid
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db, pytest.mark.service("dcmtk")]
 
@@ -114,11 +114,7 @@ def _echoscu(port, *, calling=TOURS_AE):
 
 
 def _wait_for(condition, what):
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(condition, timeout=TIMEOUT, what=what)
 
 
 def _transfers(patient=None):

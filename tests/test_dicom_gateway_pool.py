@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +19,7 @@ from django.conf import settings
 
 from tests.conftest import require_service
 from tests.dicom_factory import ct_files, uid
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.service("dcmtk")]
 
@@ -129,11 +129,12 @@ def test_the_ingest_processes_store_every_instance_before_the_release(tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while "listening" not in log.read_text():
+
+        def listening() -> bool:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the gateway did not listen"
-            time.sleep(0.1)
+            return "listening" in log.read_text()
+
+        wait_until(listening, timeout=TIMEOUT, what="the gateway to listen", seen=log.read_text)
         assert "2 ingest processes" in log.read_text()
         answer = subprocess.run(
             ["storescu", "-aet", AE_TITLE, "-aec", "MIRC", "-to", "30"]
@@ -153,13 +154,21 @@ def test_the_ingest_processes_store_every_instance_before_the_release(tmp_path):
         assert uid("pool-a", "broken") not in state["instances"]
         # Nothing left in the spool once ingested.
         assert not any(spool.rglob("*.dcm"))
+
         # The association's audit, written when it ended: 59 stored for the patient, and the
         # one refused after its answer named with its reason.
-        deadline = time.monotonic() + TIMEOUT
-        while len(state["events"]) < 2:
-            assert time.monotonic() < deadline, state["events"]
-            time.sleep(0.2)
+        def read() -> dict:
+            nonlocal state
             state = json.loads(shell(READ).strip().splitlines()[-1])
+            return state
+
+        if len(state["events"]) < 2:
+            wait_until(
+                lambda: len(read()["events"]) >= 2,
+                timeout=TIMEOUT,
+                what="the association's two audit events",
+                seen=lambda: state["events"],
+            )
         stored = [e for e in state["events"] if e["outcome"] == 0]
         late = [e for e in state["events"] if e["detail"].get("refused_after_answer")]
         assert [e["detail"]["instances"] for e in stored] == [59]

@@ -27,7 +27,7 @@ from django.urls import reverse
 from portal.logging import AccessLog, RedactSecrets
 from tests.conftest import client_for
 from tests.permission_matrix import imaged_study
-from tests.waiting import wait_until
+from tests.waiting import listening, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_ENV_NAMES = {"DATABASE_URL", "REDIS_URL", "EXTERNAL_VIEWER_URL", "DJANGO_DEBUG"}
@@ -149,11 +149,7 @@ def test_the_demo_servers_access_log_never_shows_a_viewer_token(tmp_path):
         def accepting():
             if server.poll() is not None:
                 pytest.fail("the server stopped: " + log_path.read_text())
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            except OSError:
-                return False
-            return True
+            return listening(port)
 
         _wait_for(accepting, "the server to listen")
         paths = [f"/nulle-part/?{q}" for q in QUERIES] + [f"/static/css/portal.css?{QUERIES[1]}"]
