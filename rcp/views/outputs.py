@@ -4,13 +4,11 @@ Thin views over rcp.pdf, through the access helpers of rcp.access (outsiders get
 block they render, ``rcp/_outputs.html``, is the one the case and session pages include.
 """
 
-from django.contrib import messages
-from django.http import Http404
-from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 
-from portal import documents
+from portal import documents, documents_views
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -21,14 +19,14 @@ from rcp.models import RcpDocument
 from rcp.services import RcpError
 from rcp.views.common import back
 
+# The PDF block the case and session pages include.
+BLOCK = "rcp/_outputs.html"
+
 
 def _answer(request, outputs: pdf.Outputs, error: str = ""):
-    """The refreshed block for htmx; otherwise back to the page the form was on."""
-    if request.htmx:
-        return render(request, "rcp/_outputs.html", {"outputs": outputs, "error": error})
-    if error:
-        messages.error(request, error)
-    return back(request, outputs.refresh_url)
+    return documents_views.answer(
+        request, BLOCK, outputs, error=error, back=back(request, outputs.refresh_url)
+    )
 
 
 def _pdf_response(request, document: RcpDocument, *, patient=None):
@@ -82,28 +80,18 @@ def case_pdf_request(request, case_id):
     return _answer(request, pdf.case_outputs(case=case, user=request.user), error)
 
 
-@patient_data_view
-@require_GET
-def case_outputs(request, case_id):
-    """The PDF block of a case, polled while a document is being made (no patient data)."""
-    case = get_case_for_user(request, case_id)
-    outputs = pdf.case_outputs(case=case, user=request.user)
-    return render(request, "rcp/_outputs.html", {"outputs": outputs})
+case_outputs = documents_views.outputs_view(
+    open_subject=get_case_for_user,
+    template=BLOCK,
+    outputs=lambda case, user: pdf.case_outputs(case=case, user=user),
+)
 
-
-@patient_data_view
-@require_GET
-def case_pdf_download(request, case_id, document_id):
-    case = get_case_for_user(request, case_id)
-    document = (
-        case.pdf_documents.filter(pk=document_id, status=RcpDocument.Status.READY)
-        .select_related("decision")
-        .first()
-    )
-    if document is None:
-        raise Http404
-    response = _pdf_response(request, document, patient=case.patient)
-    return response or redirect("rcp-case-outputs", case_id=case.pk)
+case_pdf_download = documents_views.download_view(
+    open_subject=get_case_for_user,
+    documents=lambda case: case.pdf_documents.select_related("decision"),
+    serve=lambda request, case, document: _pdf_response(request, document, patient=case.patient),
+    back=lambda case: reverse("rcp-case-outputs", args=[case.pk]),
+)
 
 
 # --- Minutes of a session -------------------------------------------------------------------
@@ -124,25 +112,15 @@ def minutes_pdf_request(request, session_id):
     return _answer(request, pdf.session_outputs(session=session, user=request.user), error)
 
 
-@patient_data_view
-@require_GET
-def session_outputs(request, session_id):
-    """The PDF block of a session, polled while the minutes are being made."""
-    session = get_session_for_user(request, session_id)
-    outputs = pdf.session_outputs(session=session, user=request.user)
-    return render(request, "rcp/_outputs.html", {"outputs": outputs})
+session_outputs = documents_views.outputs_view(
+    open_subject=get_session_for_user,
+    template=BLOCK,
+    outputs=lambda session, user: pdf.session_outputs(session=session, user=user),
+)
 
-
-@patient_data_view
-@require_GET
-def minutes_pdf_download(request, session_id, document_id):
-    session = get_session_for_user(request, session_id)
-    document = (
-        session.pdf_documents.filter(pk=document_id, status=RcpDocument.Status.READY)
-        .select_related("session")
-        .first()
-    )
-    if document is None:
-        raise Http404
-    response = _pdf_response(request, document)
-    return response or redirect("rcp-session-outputs", session_id=session.pk)
+minutes_pdf_download = documents_views.download_view(
+    open_subject=get_session_for_user,
+    documents=lambda session: session.pdf_documents.select_related("session"),
+    serve=lambda request, session, document: _pdf_response(request, document),
+    back=lambda session: reverse("rcp-session-outputs", args=[session.pk]),
+)
