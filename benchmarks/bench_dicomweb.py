@@ -10,7 +10,8 @@ What it starts, on its own, and stops in ``finally`` blocks:
   loopback ports): "A", the archive behind the portal, and "B", an empty one that receives
   the direct STOW-RS of the ingest comparison;
 * a temporary portal database (SQLite, or a temporary database on the PostgreSQL server of
-  ``DATABASE_URL`` when that is set), migrated with ``manage.py migrate``;
+  ``DATABASE_URL`` when that is set), migrated, holding the harness's world (the demo's CHRU
+  de Tours, the benchmark patient and their doctor; ``benchmarks/harness.py``);
 * the portal in its production shape: ``DJANGO_DEBUG=false``, daphne processes
   (``python -m daphne ... portal.asgi:application``) with ``ARCHIVE_URL`` on Orthanc A and
   ``REDIS_URL`` on a dedicated Redis database (flushed at start and at the end), so that
@@ -19,7 +20,7 @@ What it starts, on its own, and stops in ``finally`` blocks:
 What it measures, portal against Orthanc, with a plain keep-alive HTTP client
 (``http.client``), the portal's requests authenticated by a patient-scoped viewer token:
 
-* ingest: a synthetic 300-slice CT (``imaging.synthetic``) stored with STOW-RS, in chunks,
+* ingest: a synthetic 300-slice CT (``demo.synthetic``) stored with STOW-RS, in chunks,
   through the portal (into Orthanc A) and straight into Orthanc B, once per round;
 * QIDO-RS: ``studies?PatientID=...``, repeated;
 * WADO-RS frames: frame 1 of every instance of the series, as native Explicit VR Little
@@ -38,15 +39,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
 import os
-import platform
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,117 +50,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode, urlparse, urlunparse
+from urllib.parse import urlencode
 
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))  # run as a script: the portal's packages are importable
-RESULTS = PROJECT / "benchmarks" / "results"
-PYTHON = sys.executable
 
-ORTHANC_BINARY = Path(os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc"))
-DICOMWEB_PLUGIN = Path(
-    os.environ.get("ORTHANC_DICOMWEB_PLUGIN", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-)
-START_TIMEOUT = 30.0  # seconds for a server to answer
-STOP_TIMEOUT = 10.0  # seconds for a server to exit after SIGTERM
-REQUEST_TIMEOUT = 120.0
+from benchmarks import harness  # noqa: E402 - after the path set-up above
+from benchmarks.harness import IPP, Answer, Http, Series, say  # noqa: E402
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FRAMES_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 DICOM_JSON = "application/dicom+json"
 
-# The benchmark patient, as the portal knows them and as the images name them.
-ISSUER = "CHRU-TOURS"
-IPP = "T100001"
-BIRTH_DATE = dt.date(1956, 3, 12)
-
 
 # --- Small helpers ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
-
-
-def log_tail(path: Path, size: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return ""
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    seconds: float
-
-
-class Http:
-    """One keep-alive HTTP/1.1 connection; each call times the request and the whole body.
-
-    Orthanc closes a connection idle for one second (``Keep-Alive: timeout=1``): one idle
-    for longer than IDLE_RECONNECT is replaced before the request, outside the timed span.
-    """
-
-    IDLE_RECONNECT = 0.5  # seconds
-
-    def __init__(self, port: int):
-        self.port = port
-        self.connection: http.client.HTTPConnection | None = None
-        self.last_used = 0.0
-
-    def reset(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-        self.connection = None
-
-    def request(self, method: str, path: str, *, headers=None, body=None) -> Answer:
-        if time.monotonic() - self.last_used > self.IDLE_RECONNECT:
-            self.reset()
-        for attempt in (1, 2):
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection(
-                    "127.0.0.1", self.port, timeout=REQUEST_TIMEOUT
-                )
-                self.connection.connect()  # outside the timed span, as on a kept-alive one
-            try:
-                start = time.perf_counter()
-                self.connection.request(method, path, body=body, headers=headers or {})
-                response = self.connection.getresponse()
-                data = response.read()
-                seconds = time.perf_counter() - start
-                self.last_used = time.monotonic()
-            except (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine):
-                # A kept-alive connection the server closed (a restart): GETs are retried.
-                self.reset()
-                if attempt == 2 or method != "GET":
-                    raise
-                continue
-            if response.getheader("Connection", "").lower() == "close":
-                self.reset()
-            headers_out = {name.lower(): value for name, value in response.getheaders()}
-            return Answer(response.status, headers_out, data, seconds)
-        raise AssertionError("unreachable")
 
 
 class RoundRobin:
@@ -207,244 +107,20 @@ def stow_body(files: list[bytes]) -> tuple[str, bytes]:
     return f'multipart/related; type="application/dicom"; boundary={boundary}', body
 
 
-# --- Orthanc --------------------------------------------------------------------------------
-
-
-class Orthanc:
-    """A private Orthanc with DICOMweb, as tests/orthanc.py configures it; restartable on the
-    same port and storage (a restart empties its in-memory caches, not the OS page cache)."""
-
-    def __init__(self, directory: Path, name: str, storage_cache_mb: int):
-        self.directory = directory
-        self.name = name
-        self.storage_cache_mb = storage_cache_mb
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        (directory / "logs").mkdir(parents=True, exist_ok=True)
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def dicomweb_url(self) -> str:
-        return f"{self.rest}/dicom-web"
-
-    def configuration(self) -> dict:
-        return {
-            "Name": f"MIRC benchmark {self.name}",
-            "StorageDirectory": str(self.directory / "storage"),
-            "IndexDirectory": str(self.directory / "index"),
-            "HttpPort": self.port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomServerEnabled": False,
-            "OverwriteInstances": False,
-            "StorageCompression": False,
-            "SaveJobs": False,
-            # Orthanc's own cache of stored files (its default is 128 MB).
-            "MaximumStorageCacheSize": self.storage_cache_mb,
-            "Plugins": [str(DICOMWEB_PLUGIN)],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
-        }
-
-    def start(self) -> None:
-        config = self.directory / "orthanc.json"
-        config.write_text(json.dumps(self.configuration(), indent=2))
-        errors = []
-        for _attempt in range(5):  # the port may still be held just after a restart
-            self.process = subprocess.Popen(
-                [str(ORTHANC_BINARY), f"--logdir={self.directory / 'logs'}", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                self._wait_until_ready()
-                return
-            except RuntimeError as error:
-                errors.append(str(error))
-                stop_process(self.process)
-                time.sleep(0.5)
-        raise RuntimeError(f"Orthanc {self.name} did not start: {errors}\n{self.log()}")
-
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        client = Http(self.port)
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"exited with status {self.process.returncode}")
-            try:
-                if client.request("GET", "/plugins/dicom-web").status == 200:
-                    client.reset()
-                    return
-            except OSError:
-                client.reset()
-            time.sleep(0.05)
-        raise RuntimeError(f"no answer within {START_TIMEOUT:g} s")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        logs = sorted((self.directory / "logs").glob("Orthanc.log*"), key=os.path.getmtime)
-        return log_tail(logs[-1]) if logs else ""
-
-    def versions(self) -> dict:
-        client = Http(self.port)
-        system = json.loads(client.request("GET", "/system").body)
-        plugin = json.loads(client.request("GET", "/plugins/dicom-web").body)
-        client.reset()
-        return {"orthanc": system.get("Version"), "dicomweb_plugin": plugin.get("Version")}
-
-
 # --- The portal ------------------------------------------------------------------------------
 
 
-class Database:
-    """A temporary portal database: a SQLite file, or a database created on the PostgreSQL
-    server of DATABASE_URL (and dropped at the end)."""
-
-    def __init__(self, directory: Path, server_url: str):
-        self.server_url = server_url
-        self.created: str | None = None
-        if server_url.startswith(("postgres://", "postgresql://")):
-            name = f"mirc_bench_{os.getpid()}_{secrets.token_hex(3)}"
-            with self._maintenance() as connection:
-                connection.execute(f'CREATE DATABASE "{name}"')
-            self.created = name
-            self.url = urlunparse(urlparse(server_url)._replace(path=f"/{name}"))
-            self.vendor = "postgresql"
-        elif server_url:
-            raise SystemExit(f"DATABASE_URL must be PostgreSQL or unset, not {server_url!r}")
-        else:
-            self.url = f"sqlite:///{directory / 'portal.sqlite3'}"
-            self.vendor = "sqlite"
-
-    def _maintenance(self):
-        import psycopg
-
-        url = urlunparse(urlparse(self.server_url)._replace(path="/postgres"))
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-
-    def drop(self) -> None:
-        if self.created:
-            with self._maintenance() as connection:
-                connection.execute(f'DROP DATABASE IF EXISTS "{self.created}" WITH (FORCE)')
-            self.created = None
-
-
-def portal_environment(*, database_url: str, redis_url: str, archive_url: str, tmp: Path) -> dict:
-    """The production shape (README "Production shape"), on plain HTTP without a proxy."""
-    (tmp / "static").mkdir(exist_ok=True)
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DJANGO_DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",  # no TLS-terminating proxy in front of daphne here
-        "TRUSTED_PROXY_COUNT": "0",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "ARCHIVE_URL": archive_url,
-        "MEDIA_ROOT": str(tmp / "media"),
-        "STATIC_ROOT": str(tmp / "static"),
-        "EMAIL_URL": "dummymail://",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def migrate(env: dict, tmp: Path) -> None:
-    log = tmp / "migrate.log"
-    with log.open("w") as out:
-        result = subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput"],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py migrate failed:\n{log_tail(log)}")
-
-
-def build_world(env: dict) -> dict:
-    """The establishment, the professional, the patient with an IPP and a care relationship,
-    and a viewer token scoped to the patient (as tests/conftest.py builds its world)."""
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.db import connections
-
+def viewer_token(world: harness.World) -> str:
+    """A viewer token scoped to the benchmark patient, issued by their doctor."""
     from imaging.services import viewer_token_issue
-    from portal import services
     from portal.audit import Actor
-    from portal.identifiers import ins_key, luhn_complete
-    from portal.models import (
-        Affiliation,
-        CareRole,
-        Establishment,
-        IdentityStatus,
-        InsOid,
-        Professional,
-        User,
-    )
 
-    system = Actor.system("benchmark")
-    tours = Establishment.objects.create(
-        name="CHRU de Tours",
-        finess="370000481",
-        city="Tours",
-        kind="chu",
-        patient_id_issuer=ISSUER,
-    )
-    user = User.objects.create_user(
-        "oncologue@mirc.test",
-        secrets.token_urlsafe(16),
-        first_name="Claire",
-        last_name="Martin",
-    )
-    professional = Professional.objects.create(
-        user=user,
-        title="Dr",
-        profession="medecin",
-        specialty="oncologie_medicale",
-        rpps=luhn_complete("9970000001"),
-    )
-    Affiliation.objects.create(professional=professional, establishment=tours, is_primary=True)
-    first13 = f"2{BIRTH_DATE:%y%m}37261001"
-    patient = services.patient_register(
-        traits=services.PatientTraits(
-            birth_name="Dupont",
-            first_names="Jeanne Marie",
-            sex="F",
-            birth_date=BIRTH_DATE,
-            birth_place_code="37261",
-        ),
-        ins_matricule=first13 + ins_key(first13),
-        ins_oid=InsOid.NIR_TEST,
-        identity_status=IdentityStatus.QUALIFIED,
-        establishment=tours,
-        ipp=IPP,
-        by=system,
-    ).patient
-    services.care_relationship_add(
-        patient=patient, professional=professional, role=CareRole.REFERRING, by=system
-    )
     _token, raw = viewer_token_issue(
-        by=Actor(user=user, ip="127.0.0.1", name="benchmark"), patient=patient, minutes=24 * 60
+        by=Actor(user=world.users[0], ip="127.0.0.1", name="benchmark"),
+        patient=world.patient,
+        minutes=24 * 60,
     )
-    connections.close_all()
-    return {"token": raw, "patient_pk": patient.pk, "user_pk": user.pk}
+    return raw
 
 
 class Portal:
@@ -452,115 +128,38 @@ class Portal:
     (production runs one: it reads series ahead into the frame cache)."""
 
     def __init__(self, env: dict, tmp: Path, processes: int):
-        self.env = env
-        self.tmp = tmp
-        self.count = processes
-        self.processes: list[subprocess.Popen] = []
-        self.ports: list[int] = []
-        self.logs: list[Path] = []
+        self.servers = [harness.daphne(env, tmp, str(index)) for index in range(processes)]
+        self.worker = harness.Server(
+            "celery worker",
+            [harness.PYTHON, "-m", "celery", "-A", "portal", "worker"]
+            + ["--loglevel=WARNING", "--concurrency=1"],
+            env=env,
+            log=tmp / "celery-worker.log",
+        )
+
+    @property
+    def ports(self) -> list[int]:
+        return [server.port for server in self.servers]
+
+    @property
+    def logs(self) -> list[Path]:
+        return [server.log for server in self.servers]
 
     def start(self) -> None:
-        for index in range(self.count):
-            port = free_port()
-            log = self.tmp / f"daphne-{index}.log"
-            with log.open("w") as out:
-                process = subprocess.Popen(
-                    [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-                    + ["portal.asgi:application"],
-                    cwd=PROJECT,
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            self.processes.append(process)
-            self.ports.append(port)
-            self.logs.append(log)
-        worker_log = self.tmp / "celery-worker.log"
-        with worker_log.open("w") as out:
-            self.worker = subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
-                    "worker",
-                    "--loglevel=WARNING",
-                    "--concurrency=1",
-                ],
-                cwd=PROJECT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+        for server in [*self.servers, self.worker]:
+            server.start()
+        for server in self.servers:
+            # Unauthenticated: 401, without touching the archive.
+            server.wait_until(
+                lambda port=server.port: harness.http_answers(port, "/dicomweb/studies", (401,))
             )
-        for process, port, log in zip(self.processes, self.ports, self.logs, strict=True):
-            self._wait_until_ready(process, port, log)
-
-    def _wait_until_ready(self, process, port, log) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        client = Http(port)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"daphne exited ({process.returncode}):\n{log_tail(log)}")
-            try:
-                # Unauthenticated: 401, without touching the archive.
-                if client.request("GET", "/dicomweb/studies").status == 401:
-                    client.reset()
-                    return
-            except OSError:
-                client.reset()
-            time.sleep(0.1)
-        raise RuntimeError(f"daphne did not answer within {START_TIMEOUT:g} s:\n{log_tail(log)}")
 
     def client(self) -> RoundRobin:
         return RoundRobin([Http(port) for port in self.ports])
 
     def stop(self) -> None:
-        for process in self.processes:
-            stop_process(process)
-        self.processes = []
-        stop_process(getattr(self, "worker", None))
-        self.worker = None
-
-
-# --- The images ------------------------------------------------------------------------------
-
-
-@dataclass
-class Series:
-    study_uid: str
-    series_uid: str
-    sop_uids: list[str]  # in InstanceNumber order
-    files: list[bytes]
-
-
-def ct_series(seed: int, slices: int) -> Series:
-    from imaging import synthetic
-
-    patient = synthetic.PatientIdentity(
-        patient_id=IPP,
-        issuer=ISSUER,
-        family_name="DUPONT",
-        given_names="Jeanne Marie",
-        sex="F",
-        birth_date=BIRTH_DATE,
-    )
-    spec = synthetic.StudySpec(
-        study_date=dt.date(2026, 1, 15) + dt.timedelta(days=seed),
-        institution_name="CHRU de Tours",
-        description="Scanner thoracique",
-        accession_number=f"BENCH{seed:04d}",
-    )
-    datasets = synthetic.study(patient=patient, spec=spec, modality="CT", seed=seed, slices=slices)
-    datasets.sort(key=lambda ds: int(ds.InstanceNumber))
-    return Series(
-        study_uid=str(datasets[0].StudyInstanceUID),
-        series_uid=str(datasets[0].SeriesInstanceUID),
-        sop_uids=[str(ds.SOPInstanceUID) for ds in datasets],
-        files=[synthetic.to_bytes(ds) for ds in datasets],
-    )
+        for server in [*self.servers, self.worker]:
+            server.stop()
 
 
 # --- Measurements ----------------------------------------------------------------------------
@@ -624,7 +223,7 @@ class Bench:
         first = None
         for round_number in range(1, self.args.rounds + 1):
             say(f"ingest round {round_number}: generating the {self.args.slices}-slice CT")
-            series = ct_series(round_number, self.args.slices)
+            series = harness.ct_series(seed=round_number, slices=self.args.slices)
             first = first or series
             chunk = self.args.stow_chunk
             bodies = [
@@ -700,7 +299,7 @@ class Bench:
         self.results["qido"] = {
             side: {
                 "median_ms": statistics.median(values) * 1000,
-                "p90_ms": _quantile(values, 0.9) * 1000,
+                "p90_ms": harness.quantile(values, 0.9) * 1000,
                 "samples_ms": [round(v * 1000, 3) for v in values],
             }
             for side, values in samples.items()
@@ -832,7 +431,7 @@ class Bench:
             totals = [measured[side].total for measured in rounds]
             summary[side] = {
                 "median_request_ms": statistics.median(requests) * 1000,
-                "p90_request_ms": _quantile(requests, 0.9) * 1000,
+                "p90_request_ms": harness.quantile(requests, 0.9) * 1000,
                 "median_total_s": statistics.median(totals),
                 "totals_s": [round(t, 4) for t in totals],
                 "requests_per_pass": len(rounds[0][side].requests),
@@ -847,11 +446,6 @@ class Bench:
             summary["portal"]["median_total_s"] / summary["orthanc"]["median_total_s"]
         )
         return summary
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- Report ------------------------------------------------------------------------------------
@@ -926,16 +520,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def git_state() -> dict:
-    def git(*args):
-        result = subprocess.run(
-            ["git", *args], cwd=PROJECT, capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-
-
 # --- Main --------------------------------------------------------------------------------------
 
 
@@ -973,35 +557,34 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import redis
 
-    for path, package in ((ORTHANC_BINARY, "orthanc"), (DICOMWEB_PLUGIN, "orthanc-dicomweb")):
-        if not path.exists():
-            raise SystemExit(f"{path} not found (Debian package {package})")
+    harness.require_orthanc()
     redis_db = redis.Redis.from_url(args.redis_url, socket_connect_timeout=2)
     redis_db.ping()
     redis_db.flushdb()
 
     tmp = Path(tempfile.mkdtemp(prefix="mirc-bench-dicomweb-"))
-    orthancs: list[Orthanc] = []
+    orthancs: list[harness.Orthanc] = []
     portal = None
     database = None
     started = dt.datetime.now(dt.UTC)
     load_at_start = os.getloadavg()
     try:
-        database = Database(tmp, os.environ.get("DATABASE_URL", ""))
+        database = harness.Database(tmp, os.environ.get("DATABASE_URL", ""))
         for name in ("A", "B"):
-            orthanc = Orthanc(tmp / f"orthanc-{name}", name, args.orthanc_storage_cache_mb)
+            orthanc = harness.Orthanc(tmp / f"orthanc-{name}", name, args.orthanc_storage_cache_mb)
             orthancs.append(orthanc)
             orthanc.start()
         orthanc_a, orthanc_b = orthancs
-        env = portal_environment(
-            database_url=database.url,
+        env = harness.portal_environment(
+            database=database,
+            tmp=tmp,
             redis_url=args.redis_url,
             archive_url=orthanc_a.dicomweb_url,
-            tmp=tmp,
         )
         say(f"migrating the {database.vendor} portal database")
-        migrate(env, tmp)
-        world = build_world(env)
+        harness.django_setup(env)
+        token = viewer_token(harness.world(doctors=1))
+        harness.close_connections()  # the daphne processes use the database from now on
         portal = Portal(env, tmp, args.daphne_processes)
         portal.start()
         say(f"portal on ports {portal.ports}, Orthanc A on {orthanc_a.port}, B on {orthanc_b.port}")
@@ -1011,7 +594,7 @@ def main(argv=None) -> int:
             orthanc_a=orthanc_a,
             orthanc_b=orthanc_b,
             portal=portal,
-            token=world["token"],
+            token=token,
             redis_db=redis_db,
         )
         series = bench.ingest()
@@ -1044,47 +627,28 @@ def main(argv=None) -> int:
                 "the pass's total counts it, the per-request times do not",
                 "rendered": "first /rendered (image/jpeg) of each instance, after opening",
             },
-            "environment": {
-                "python": platform.python_version(),
-                "django": django.get_version(),
+            "environment": harness.environment(
+                load_at_start,
+                django=django.get_version(),
                 **orthanc_a.versions(),
-                "redis": redis_db.info("server").get("redis_version"),
-                "cpus": os.cpu_count(),
-                # Other work on the machine shows here: the ratios are measured side by side,
-                # but a loaded machine slows the portal (more CPU per request) the most.
-                "load_average_at_start": load_at_start,
-                "load_average_at_end": os.getloadavg(),
-                "platform": platform.platform(),
-                "git": git_state(),
-            },
+                redis=redis_db.info("server").get("redis_version"),
+            ),
             "results": bench.results,
         }
         print(table(bench.results))
-        print(
-            f"load average (1 min) at start {load_at_start[0]:.2f}, "
-            f"at end {os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs"
-        )
-        output = args.output or RESULTS / f"dicomweb-{started:%Y-%m-%dT%H%M%SZ}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=1))
-        say(f"results written to {output}")
+        print(harness.load_line(load_at_start))
+        harness.write_results(results, output=args.output, name="dicomweb", started=started)
         return 0
     except BaseException:
         if portal is not None:
             for log in portal.logs:
-                say(f"--- {log.name}\n{log_tail(log)}")
+                say(f"--- {log.name}\n{harness.log_tail(log)}")
         raise
     finally:
         if portal is not None:
             portal.stop()
         for orthanc in orthancs:
             orthanc.stop()
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: BLE001, S110 - Django may never have been set up
-            pass
         if database is not None:
             database.drop()
         redis_db.flushdb()

@@ -8,7 +8,8 @@ What it starts, on its own, and stops in ``finally`` blocks:
 
 * a temporary portal database on PostgreSQL (``--database-url``, default
   ``postgres://postgres@127.0.0.1:5432/postgres``; a database is created and dropped), or
-  SQLite with ``--database-url ''``; migrated with ``manage.py migrate``;
+  SQLite with ``--database-url ''``; migrated, holding the harness's world (the demo's
+  CHRU de Tours, the benchmark patient; ``benchmarks/harness.py``);
 * two private Orthanc servers with a DICOM listener on free loopback ports: "archive", the
   regional archive behind the gateway (DICOMweb, ``ARCHIVE_URL``), and "direct", which
   receives the same series straight from ``storescu`` for the comparison;
@@ -19,7 +20,7 @@ What it starts, on its own, and stops in ``finally`` blocks:
 
 What it measures:
 
-* C-STORE: a synthetic 300-slice CT (``imaging.synthetic``, 512 x 512, 16 bit, Explicit VR
+* C-STORE: a synthetic 300-slice CT (``demo.synthetic``, 512 x 512, 16 bit, Explicit VR
   Little Endian) sent with dcmtk's ``storescu`` in one association, fresh UIDs each time,
   into each gateway and into Orthanc "direct", in turn within each round (so the load of
   the machine is shared): images per second, the wall time of ``storescu`` (every C-STORE
@@ -45,10 +46,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
-import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -59,28 +57,12 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-for folder in (PROJECT, PROJECT / "benchmarks"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # run as a script: the portal's packages are importable
 
-from bench_dicomweb import (  # noqa: E402 - after the path set-up above
-    IPP,
-    ISSUER,
-    Database,
-    Orthanc,
-    build_world,
-    ct_series,
-    free_port,
-    git_state,
-    log_tail,
-    migrate,
-    portal_environment,
-    say,
-    stop_process,
-)
+from benchmarks import harness  # noqa: E402 - after the path set-up above
+from benchmarks.harness import IPP, ISSUER, say  # noqa: E402
 
-RESULTS = PROJECT / "benchmarks" / "results"
-PYTHON = sys.executable
 GATEWAY_AE = "MIRC"
 CALLING_AE = "BENCH_SCU"
 ORTHANC_AE = "ORTHANC"
@@ -91,12 +73,12 @@ FIND_STUDIES_PER_PATIENT = 5
 FIND_IPP_PREFIX = "Q"
 
 
-class DicomOrthanc(Orthanc):
-    """bench_dicomweb's Orthanc with a DICOM listener that stores from any calling AE."""
+class DicomOrthanc(harness.Orthanc):
+    """The harness's Orthanc with a DICOM listener that stores from any calling AE."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.dicom_port = free_port()
+        self.dicom_port = harness.free_port()
 
     def configuration(self) -> dict:
         return {
@@ -121,38 +103,18 @@ class DicomOrthanc(Orthanc):
         return len(found.json())
 
 
-class GatewayProcess:
-    """``manage.py dicom_gateway`` on a free loopback port, with its own environment."""
-
-    def __init__(self, name: str, env: dict, tmp: Path, ingest_workers: int = 0):
-        self.name = name
-        self.env = env
-        self.ingest_workers = ingest_workers
-        self.port = free_port()
-        self.log = tmp / f"gateway-{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("w") as out:
-            self.process = subprocess.Popen(
-                [PYTHON, "manage.py", "dicom_gateway", "--host", "127.0.0.1"]
-                + ["--port", str(self.port), "--ingest-workers", str(self.ingest_workers)],
-                cwd=PROJECT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway {self.name} exited:\n{log_tail(self.log)}")
-            if echo(self.port, GATEWAY_AE):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"gateway {self.name} did not answer C-ECHO:\n{log_tail(self.log)}")
-
-    def stop(self) -> None:
-        stop_process(self.process)
+def gateway(name: str, env: dict, tmp: Path, ingest_workers: int = 0) -> harness.Server:
+    """``manage.py dicom_gateway`` on a free loopback port (``.port``), not started."""
+    port = harness.free_port()
+    server = harness.Server(
+        f"gateway {name}",
+        [harness.PYTHON, "manage.py", "dicom_gateway", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--ingest-workers", str(ingest_workers)],
+        env=env,
+        log=tmp / f"gateway-{name}.log",
+    )
+    server.port = port
+    return server
 
 
 def echo(port: int, called: str) -> bool:
@@ -166,19 +128,12 @@ def echo(port: int, called: str) -> bool:
 
 def fresh_copy(files: list[bytes], folder: Path) -> tuple[str, list[Path]]:
     """The series with new Study, Series and SOP Instance UIDs, written as Part 10 files."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
     folder.mkdir(parents=True)
-    study_uid, series_uid = generate_uid(), generate_uid()
+    study_uid, copies = harness.fresh_copy(files)
     paths = []
-    for index, data in enumerate(files):
-        ds = pydicom.dcmread(io.BytesIO(data))
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for index, data in enumerate(copies):
         path = folder / f"ct{index:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        path.write_bytes(data)
         paths.append(path)
     return study_uid, paths
 
@@ -224,10 +179,7 @@ def fill_studies() -> None:
     from portal.models import Establishment, Patient, PatientIdentifier
 
     tours = Establishment.objects.get(patient_id_issuer=ISSUER)
-    other = Establishment.objects.create(
-        name="CH de Bourges", finess="180000028", city="Bourges", kind="ch",
-        patient_id_issuer="CH-BOURGES",
-    )  # fmt: skip
+    other = harness.establishment("180000028")  # the demo's Bourges
     rng = random.Random(2026)
     modalities = ["CT", "MR", "DX", "US", "PT"]
     with transaction.atomic():
@@ -323,15 +275,6 @@ def cfind(port: int, queries: int) -> list[float] | str:
     return samples
 
 
-def summary(values: list[float]) -> dict:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "samples": values,
-    }
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="C-STORE rounds (each target once)")
@@ -377,41 +320,44 @@ def main(argv=None) -> int:
     started = dt.datetime.now(dt.UTC)
     load_at_start = os.getloadavg()
     orthancs: list[DicomOrthanc] = []
-    gateways: list[GatewayProcess] = []
+    gateways: list[harness.Server] = []
     database = None
     try:
-        database = Database(tmp, args.database_url)
+        database = harness.Database(tmp, args.database_url)
         for name in ("archive", "direct"):
             orthanc = DicomOrthanc(tmp / f"orthanc-{name}", name, 128)
             orthancs.append(orthanc)
             orthanc.start()
         archive, direct = orthancs
-        base = portal_environment(
-            database_url=database.url,
+        base = harness.portal_environment(
+            database=database,
+            tmp=tmp,
             redis_url=args.redis_url,
             archive_url=archive.dicomweb_url,
-            tmp=tmp,
         )
         say(f"migrating the {database.vendor} portal database")
-        migrate(base, tmp)
-        build_world(base)  # django.setup() in this process, on the same database
+        harness.django_setup(base)
+        harness.world()
         declare_calling_ae()
         say("filling 10,000 studies for the C-FIND")
         fill_studies()
         from django.db import connections
 
-        connections.close_all()
+        connections.close_all()  # the gateways use the database from now on
 
         embedded_env = {**base, "ARCHIVE_URL": "", "ARCHIVE_ROOT": str(tmp / "embedded")}
         gateways = [
-            GatewayProcess("orthanc-archive", base, tmp, args.ingest_workers),
-            GatewayProcess("embedded-archive", embedded_env, tmp, args.ingest_workers),
+            gateway("orthanc-archive", base, tmp, args.ingest_workers),
+            gateway("embedded-archive", embedded_env, tmp, args.ingest_workers),
         ]
-        for gateway in gateways:
-            gateway.start()
+        for server in gateways:
+            server.start()
+            server.wait_until(
+                lambda port=server.port: echo(port, GATEWAY_AE), timeout=START_TIMEOUT, poll=0.2
+            )
 
         say(f"generating a {args.slices}-slice CT")
-        series = ct_series(seed=1, slices=args.slices)
+        series = harness.ct_series(seed=1, slices=args.slices)
         targets = [
             (f"gateway → Orthanc archive ({database.vendor})", gateways[0].port, GATEWAY_AE),
             (f"gateway → embedded archive ({database.vendor})", gateways[1].port, GATEWAY_AE),
@@ -482,41 +428,25 @@ def main(argv=None) -> int:
                 "studies_for_find": FIND_PATIENTS * FIND_STUDIES_PER_PATIENT,
                 "dcmtk_tcp_nodelay": not args.nagle,
             },
-            "environment": {
-                "python": platform.python_version(),
-                "django": django.get_version(),
-                **archive.versions(),
-                "cpus": os.cpu_count(),
-                "load_average_at_start": load_at_start,
-                "load_average_at_end": load_at_end,
-                "platform": platform.platform(),
-                "git": git_state(),
-            },
+            "environment": harness.environment(
+                load_at_start, django=django.get_version(), **archive.versions()
+            ),
             "results": {
-                "c_store_images_per_second": {name: summary(v) for name, v in store.items()},
-                "c_find_ms": find if isinstance(find, str) else summary(find),
+                "c_store_images_per_second": {name: harness.spread(v) for name, v in store.items()},
+                "c_find_ms": find if isinstance(find, str) else harness.spread(find),
             },
         }
-        output = args.output or RESULTS / f"gateway-{started:%Y-%m-%dT%H%M%SZ}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=1))
-        say(f"results written to {output}")
+        harness.write_results(results, output=args.output, name="gateway", started=started)
         return 0
     except BaseException:
-        for gateway in gateways:
-            say(f"--- {gateway.log.name}\n{log_tail(gateway.log)}")
+        for server in gateways:
+            say(f"--- {server.log.name}\n{harness.log_tail(server.log)}")
         raise
     finally:
-        for gateway in gateways:
-            gateway.stop()
+        for server in gateways:
+            server.stop()
         for orthanc in orthancs:
             orthanc.stop()
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: BLE001, S110 - Django may not be set up yet
-            pass
         if database is not None:
             database.drop()
         redis_db.flushdb()

@@ -9,11 +9,12 @@ Run from the project root::
 What it starts, on its own, and stops in ``finally`` blocks (everything on loopback):
 
 * a temporary portal database (SQLite, or a temporary database on the PostgreSQL server of
-  ``DATABASE_URL``), migrated with ``manage.py migrate``, holding one patient, max(N)+1
-  doctors of the patient's care team (``portal.services``, as in tests/conftest.py), a study
-  of the patient in the index, and one review room per measured case
-  (``imaging.review.review_room_create``, every doctor invited); each doctor is signed in
-  with ``django.test.Client.force_login`` (a database session the daphne servers read);
+  ``DATABASE_URL``), migrated, holding the harness's world (``benchmarks/harness.py``: the
+  demo's CHRU de Tours, the benchmark patient) with max(N)+1 doctors of the patient's care
+  team (``portal.services``), a study of the patient in the index, and one review room per
+  measured case (``imaging.review.review_room_create``, every doctor invited); each doctor
+  is signed in with ``django.test.Client.force_login`` (a database session the daphne
+  servers read);
 * the portal in its production shape (``DJANGO_DEBUG=false``) under daphne
   (``python -m daphne ... portal.asgi:application``):
   * "memory": one daphne process, the in-memory channel layer (it works within one process);
@@ -48,8 +49,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -60,14 +59,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-import bench_dicomweb as dw  # noqa: E402 - the shared helpers (processes, database, env)
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # run as a script: the portal's packages are importable
 
-PROJECT = dw.PROJECT
-RESULTS = dw.RESULTS
-PYTHON = dw.PYTHON
+from benchmarks import harness  # noqa: E402 - after the path set-up above
+from benchmarks.harness import say  # noqa: E402
 
 CONNECT_TIMEOUT = 15.0
 SETTLE_TIMEOUT = 15.0
@@ -122,146 +119,39 @@ async def floor_application(scope, receive, send):
         room.pop(key, None)
 
 
-# --- Processes -----------------------------------------------------------------------------
+# --- Processes and the world ---------------------------------------------------------------
 
 
-class Daphne:
-    """One daphne process on a free loopback port."""
-
-    def __init__(self, env: dict, tmp: Path, application: str, name: str):
-        self.env = env
-        self.application = application
-        self.port = dw.free_port()
-        self.log = tmp / f"daphne-{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("w") as out:
-            self.process = subprocess.Popen(
-                [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.application],
-                cwd=PROJECT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + dw.START_TIMEOUT
-        client = dw.Http(self.port)
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"daphne exited ({self.process.returncode}):\n{dw.log_tail(self.log)}"
-                )
-            try:
-                client.request("GET", "/")  # any answer: the application is loaded
-                client.reset()
-                return
-            except OSError:
-                client.reset()
-            time.sleep(0.1)
-        raise RuntimeError(f"daphne did not answer within {dw.START_TIMEOUT:g} s")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        dw.stop_process(self.process)
-        self.process = None
-
-
-def start_all(servers: list[Daphne]) -> None:
+def start_all(servers: list[harness.Server]) -> None:
     for server in servers:
         server.start()
     for server in servers:
-        server.wait_until_ready()
+        # Any answer: the application is loaded.
+        server.wait_until(lambda port=server.port: harness.http_answers(port, "/"))
 
 
-# --- The portal's world --------------------------------------------------------------------
-
-
-def build_world(env: dict, doctors: int, room_names: list[str]) -> dict:
-    """One patient, ``doctors`` doctors of their care team (the first one coordinates every
-    room), a study of the patient in the index, a room per case, a session per doctor."""
-    os.environ.update(env)
-    import django
-
-    django.setup()
+def build_world(doctors: int, room_names: list[str]) -> dict:
+    """The harness's world with ``doctors`` doctors of the patient's care team (the first one
+    coordinates every room), a study of the patient in the index, a room per case, a session
+    per doctor; on the database of this process's environment, migrated first."""
+    harness.django_setup(dict(os.environ))
     from django.conf import settings
     from django.db import connections
     from django.test import Client
 
     from imaging.models import Study, StudyIdentity
     from imaging.review import review_room_create
-    from portal import services
     from portal.audit import Actor
-    from portal.identifiers import ins_key, luhn_complete
-    from portal.models import (
-        Affiliation,
-        CareRole,
-        Establishment,
-        IdentityStatus,
-        InsOid,
-        Professional,
-        User,
-    )
 
-    system = Actor.system("benchmark")
-    tours = Establishment.objects.create(
-        name="CHRU de Tours",
-        finess="370000481",
-        city="Tours",
-        kind="chu",
-        patient_id_issuer=dw.ISSUER,
-    )
-    first13 = f"2{dw.BIRTH_DATE:%y%m}37261001"
-    patient = services.patient_register(
-        traits=services.PatientTraits(
-            birth_name="Dupont",
-            first_names="Jeanne Marie",
-            sex="F",
-            birth_date=dw.BIRTH_DATE,
-            birth_place_code="37261",
-        ),
-        ins_matricule=first13 + ins_key(first13),
-        ins_oid=InsOid.NIR_TEST,
-        identity_status=IdentityStatus.QUALIFIED,
-        establishment=tours,
-        ipp=dw.IPP,
-        by=system,
-    ).patient
-    users = []
-    for number in range(doctors):
-        user = User.objects.create_user(
-            f"medecin{number:03d}@mirc.test",
-            secrets.token_urlsafe(16),
-            first_name="Claire" if number == 0 else "Paul",
-            last_name=f"Martin-{number:03d}",
-        )
-        professional = Professional.objects.create(
-            user=user,
-            title="Dr",
-            profession="medecin",
-            specialty="radiologie" if number else "oncologie_medicale",
-            rpps=luhn_complete(f"9970{number + 1:06d}"),
-        )
-        Affiliation.objects.create(professional=professional, establishment=tours, is_primary=True)
-        services.care_relationship_add(
-            patient=patient,
-            professional=professional,
-            role=CareRole.REFERRING if number == 0 else CareRole.CARE_TEAM,
-            by=system,
-        )
-        users.append(user)
+    world = harness.world(doctors=doctors)
+    users = world.users
     study = Study.objects.create(
         study_instance_uid=STUDY_UID,
-        patient=patient,
-        establishment=tours,
+        patient=world.patient,
+        establishment=world.tours,
         identity=StudyIdentity.MATCHED,
-        dicom_patient_id=dw.IPP,
-        dicom_issuer=dw.ISSUER,
+        dicom_patient_id=harness.IPP,
+        dicom_issuer=harness.ISSUER,
         study_date=dt.date(2026, 1, 15),
         modalities="CT",
         description="Scanner thoracique",
@@ -292,14 +182,14 @@ def world_in_child(env: dict, doctors: int, room_names: list[str], tmp: Path) ->
     Twisted for good, and this process's WebSocket client is autobahn on asyncio."""
     output = tmp / "world.json"
     code = (
-        "import json, sys; sys.path.insert(0, 'benchmarks'); import bench_review; "
-        f"world = bench_review.build_world(dict(), {doctors}, {room_names!r}); "
+        "import json; from benchmarks import bench_review; "
+        f"world = bench_review.build_world({doctors}, {room_names!r}); "
         f"open({str(output)!r}, 'w').write(json.dumps(world))"
     )
     log = tmp / "world.log"
     with log.open("w") as out:
         result = subprocess.run(
-            [PYTHON, "-c", code],
+            [harness.PYTHON, "-c", code],
             cwd=PROJECT,
             env=env,
             stdout=out,
@@ -307,7 +197,7 @@ def world_in_child(env: dict, doctors: int, room_names: list[str], tmp: Path) ->
             check=False,
         )
     if result.returncode != 0:
-        raise RuntimeError(f"building the world failed:\n{dw.log_tail(log)}")
+        raise RuntimeError(f"building the world failed:\n{harness.log_tail(log)}")
     return json.loads(output.read_text())
 
 
@@ -715,9 +605,9 @@ def percentiles(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None, "count": 0}
     return {
-        "p50": dw._quantile(values, 0.50),
-        "p95": dw._quantile(values, 0.95),
-        "p99": dw._quantile(values, 0.99),
+        "p50": harness.quantile(values, 0.50),
+        "p95": harness.quantile(values, 0.95),
+        "p99": harness.quantile(values, 0.99),
         "max": max(values),
         "mean": statistics.fmean(values),
         "count": len(values),
@@ -977,22 +867,17 @@ def main(argv=None) -> int:
         redis_db.flushdb()
 
     tmp = Path(tempfile.mkdtemp(prefix="mirc-bench-review-"))
-    servers: list[Daphne] = []
+    servers: list[harness.Server] = []
     database = None
     started = dt.datetime.now(dt.UTC)
     load_at_start = os.getloadavg()
     cases: list[dict] = []
     try:
-        database = dw.Database(tmp, os.environ.get("DATABASE_URL", ""))
-        env = dw.portal_environment(
-            database_url=database.url, redis_url="", archive_url="", tmp=tmp
-        )
-        env["ARCHIVE_ROOT"] = str(tmp / "archive")
+        database = harness.Database(tmp, os.environ.get("DATABASE_URL", ""))
+        env = harness.portal_environment(database=database, tmp=tmp)
         # The doctors' sessions are opened by force_login, without a second factor; the
         # check of it at connect is not what is measured (as benchmarks/bench_pages.py).
         env["MFA_ENFORCE"] = "none"
-        say(f"migrating the {database.vendor} portal database")
-        dw.migrate(env, tmp)
         doctors = max(followers for _rooms, followers in args.shapes) + 1
 
         def names(layer, rooms, followers):
@@ -1004,7 +889,10 @@ def main(argv=None) -> int:
             for rooms, followers in args.shapes
             for name in names(layer, rooms, followers)
         ]
-        say(f"creating the patient, {doctors} doctors and {len(room_names)} rooms")
+        say(
+            f"migrating the {database.vendor} portal database; creating the patient, "
+            f"{doctors} doctors and {len(room_names)} rooms"
+        )
         world = world_in_child(env, doctors, room_names, tmp)
 
         def measure(case: Case) -> None:
@@ -1035,7 +923,7 @@ def main(argv=None) -> int:
             )
 
         if not args.no_floor:
-            floor = Daphne(env, tmp, "benchmarks.bench_review:floor_application", "floor")
+            floor = harness.daphne(env, tmp, "floor", "benchmarks.bench_review:floor_application")
             servers.append(floor)
             start_all([floor])
             for rooms, followers in args.shapes:
@@ -1059,7 +947,8 @@ def main(argv=None) -> int:
                 redis_db.flushdb()
                 layer_env["CHANNEL_LAYER"] = "pubsub" if layer == "pubsub" else "lists"
             group = [
-                Daphne(layer_env, tmp, args.application, f"{layer}-{n}") for n in range(processes)
+                harness.daphne(layer_env, tmp, f"{layer}-{n}", args.application)
+                for n in range(processes)
             ]
             servers.extend(group)
             start_all(group)
@@ -1101,32 +990,21 @@ def main(argv=None) -> int:
                 "frame_bytes": "payload of the text frame a follower receives (no compression: "
                 "daphne does not negotiate permessage-deflate)",
             },
-            "environment": {
-                "python": platform.python_version(),
+            "environment": harness.environment(
+                load_at_start,
                 **versions(),
-                "redis": redis_db.info("server").get("redis_version") if redis_db else None,
-                "cpus": os.cpu_count(),
-                "load_average_at_start": load_at_start,
-                "load_average_at_end": os.getloadavg(),
-                "platform": platform.platform(),
-                "git": dw.git_state(),
-            },
+                redis=redis_db.info("server").get("redis_version") if redis_db else None,
+            ),
             "targets": targets(cases),
             "results": cases,
         }
         print(table(cases))
-        print(
-            f"load average (1 min) at start {load_at_start[0]:.2f}, "
-            f"at end {os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs"
-        )
-        output = args.output or RESULTS / f"review-{started:%Y-%m-%dT%H%M%SZ}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=1))
-        say(f"results written to {output}")
+        print(harness.load_line(load_at_start))
+        harness.write_results(results, output=args.output, name="review", started=started)
         return 0
     except BaseException:
         for server in servers:
-            say(f"--- {server.log.name}\n{dw.log_tail(server.log)}")
+            say(f"--- {server.log.name}\n{harness.log_tail(server.log)}")
         raise
     finally:
         for server in servers:
@@ -1136,10 +1014,6 @@ def main(argv=None) -> int:
         if redis_db is not None:
             redis_db.flushdb()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def say(message: str) -> None:
-    dw.say(message)
 
 
 if __name__ == "__main__":
