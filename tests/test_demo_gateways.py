@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.demo_seed import demo_env, manager
-from tests.waiting import wait_until
+from tests.waiting import listening, wait_until
 
 pytestmark = pytest.mark.service("dcmtk")
 
@@ -64,14 +64,6 @@ def _free_port() -> int:
 
 def _wait_for(condition, what, timeout=TIMEOUT):
     return wait_until(condition, timeout=timeout, what=what)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _children(pid: int) -> list[int]:
@@ -245,4 +237,4 @@ def test_ctrl_c_stops_the_three_servers(demo):
     runner.send_signal(signal.SIGINT)
     assert runner.wait(timeout=30) == 0
     _wait_for(lambda: not any(_alive(pid) for pid in children), "the servers to exit", 30)
-    assert not any(_listening(port) for port in ports.values())
+    assert not any(listening(port) for port in ports.values())
