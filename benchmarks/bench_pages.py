@@ -48,7 +48,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,12 @@ from pathlib import Path
 import requests
 
 PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))  # run as a script: the benchmarks' harness is importable
+
+from benchmarks import harness  # noqa: E402 - after the path set-up above
+from benchmarks.harness import say  # noqa: E402
+
 PASSWORD = "mirc-demo-2026"  # noqa: S105 (the demo's published password)
 TARGET_MS = 500.0
 DOCTOR = "c.martin@mirc.test"
@@ -113,16 +118,6 @@ statuses = list(RcpDocument.objects.values_list("status", flat=True))
 statuses += list(ReportDocument.objects.values_list("status", flat=True))
 print(json.dumps({s: statuses.count(s) for s in set(statuses)}))
 """
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def demo_env(workdir: Path, port: int) -> dict:
@@ -370,7 +365,7 @@ def main() -> int:
     )
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mirc-bench-pages-"))
-    port = free_port()
+    port = harness.free_port()
     env = demo_env(workdir, port)
     server = None
     try:
@@ -385,24 +380,18 @@ def main() -> int:
         count = options.warmup + options.runs
         output = manage(env, "shell", "-c", PREPARE.format(expert=EXPERT, count=count))
         prepared = json.loads(output.strip().splitlines()[-1])
-        server = subprocess.Popen(
-            [sys.executable, "-m", "portal.logging", "-b", "127.0.0.1", "-p", str(port)]
+        server = harness.Server(
+            "the demo server",
+            [harness.PYTHON, "-m", "portal.logging", "-b", "127.0.0.1", "-p", str(port)]
             + ["portal.asgi:application"],
-            cwd=PROJECT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            log=workdir / "server.log",
+        )
+        server.start()
+        server.wait_until(
+            lambda: harness.http_answers(port, "/health/", (200,)), timeout=60, poll=0.2
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/health/", timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the demo server did not start") from None
-                time.sleep(0.2)
         load_before = os.getloadavg()
         results = measure(base, prepared, options.runs, options.warmup)
         load_after = os.getloadavg()
@@ -418,14 +407,11 @@ def main() -> int:
         waited = time.monotonic() - started
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
         if not options.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     lines = table(results)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = harness.git_state()["commit"][:7]
     print(f"commit {commit}, {os.cpu_count()} CPUs, {options.runs} rounds")
     print("\n".join(lines))
     print(
