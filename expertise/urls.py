@@ -4,14 +4,15 @@ from django.urls import path
 
 from expertise.views import indicators, lists, outputs, reports, requests
 
-R = "teleexpertise/demandes/<int:request_id>/"
+T = "teleexpertise/"
+R = T + "demandes/<int:request_id>/"
 PDF = R + "compte-rendu/pdf/"
 
 urlpatterns = [
-    path("teleexpertise/", lists.expertise_home, name="expertise-home"),
-    path("teleexpertise/equipes/<int:pool_id>/", lists.pool_board, name="expertise-pool"),
+    path(T, lists.expertise_home, name="expertise-home"),
+    path(T + "equipes/<int:pool_id>/", lists.pool_board, name="expertise-pool"),
     path(
-        "teleexpertise/patients/<int:patient_id>/nouvelle/",
+        T + "patients/<int:patient_id>/nouvelle/",
         requests.request_create,
         name="expertise-request-create",
     ),
@@ -40,6 +41,6 @@ urlpatterns = [
     path(PDF + "relancer/", outputs.report_pdf_retry, name="expertise-report-pdf-retry"),
     path(PDF + "<int:document_id>/", outputs.report_pdf_download, name="expertise-report-pdf"),
     # --- Indicators and billing records
-    path("teleexpertise/indicateurs/", indicators.indicators_page, name="expertise-indicators"),
-    path("teleexpertise/actes/", indicators.acts_page, name="expertise-acts"),
+    path(T + "indicateurs/", indicators.indicators_page, name="expertise-indicators"),
+    path(T + "actes/", indicators.acts_page, name="expertise-acts"),
 ]

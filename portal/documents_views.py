@@ -1,87 +1,114 @@
 """The views of a page's PDF block (portal/documents.py), once for every kind of document: the
-block polled while a document is being made, the download of a ready one, and what a request
-for one answers.
+block polled while a document is being made, the request for one, and the download of a ready
+one.
 
-An app builds its views from these with its subject's access helper, called first with the
-address's ids, so outsiders get its audited 404 before anything else is read; what differs
-(the block's template and contents, the words and the audit of a download) stays the app's::
+An app describes the block of one kind of subject (an RCP case, a tele-expertise request) by
+its access helper, its template and what it shows, and builds its views from it. Every view
+opens the subject through that helper first, with the address's ids, so an outsider gets its
+audited 404 before anything else is read; what differs (who may ask, the words and the audit
+of a download) stays the app's::
 
-    case_outputs = documents_views.outputs_view(
+    CASE_PDF = documents_views.PdfBlock(
         open_subject=get_case_for_user,
         template="rcp/_outputs.html",
         outputs=lambda case, user: pdf.case_outputs(case=case, user=user),
     )
+    case_outputs = CASE_PDF.outputs_view()
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from portal.documents_models import GeneratedDocument
 from portal.views import patient_data_view
 
-# (request, **the address's ids) -> the subject, or the access helper's 404.
-OpenSubject = Callable[..., object]
 
+@dataclass(frozen=True)
+class PdfBlock:
+    """The PDF block of one kind of subject."""
 
-def block(request, template: str, outputs, *, error: str = "") -> HttpResponse:
-    """The PDF block ``template`` showing ``outputs``, with ``error`` when a request was
-    refused."""
-    return render(request, template, {"outputs": outputs, "error": error})
+    # (request, **the address's ids) -> the subject, or the access helper's 404.
+    open_subject: Callable[..., object]
+    # The block's include, which extends documents/_outputs.html.
+    template: str
+    # (subject, user) -> what the block shows (its documents, its urls, its buttons).
+    outputs: Callable[[object, object], object]
 
+    def render(self, request, subject, *, error: str = "") -> HttpResponse:
+        """The block of ``subject``, with ``error`` when a request was refused."""
+        outputs = self.outputs(subject, request.user)
+        return render(request, self.template, {"outputs": outputs, "error": error})
 
-def answer(request, template: str, outputs, *, error: str, back: HttpResponse) -> HttpResponse:
-    """What a request for a document answers: the refreshed block for htmx; otherwise the
-    refusal as a message, and ``back`` to the page the form was on."""
-    if request.htmx:
-        return block(request, template, outputs, error=error)
-    if error:
-        messages.error(request, error)
-    return back
+    def outputs_view(self):
+        """The view of the block, which polls it while a document is being made: the
+        documents' state only, nothing of the record, so it writes no audit event."""
 
+        @patient_data_view
+        @require_GET
+        def view(request, **ids):
+            return self.render(request, self.open_subject(request, **ids))
 
-def outputs_view(*, open_subject: OpenSubject, template: str, outputs: Callable):
-    """The view of the PDF block of a subject, which the block polls while a document is being
-    made: the documents' state only, nothing of the record, so it writes no audit event.
-    ``outputs(subject, user)`` is what the block shows."""
+        return view
 
-    @patient_data_view
-    @require_GET
-    def view(request, **ids):
-        subject = open_subject(request, **ids)
-        return block(request, template, outputs(subject, request.user))
+    def request_view(
+        self,
+        *,
+        ask: Callable[[object, object], object],
+        refused: type[Exception],
+        back: Callable[[object, object], HttpResponse],
+    ):
+        """The view asking for a document of the subject: ``ask(request, subject)`` queues it,
+        or raises the app's ``refused`` exception with the reason for the user. htmx gets the
+        refreshed block; a plain form gets the refusal as a message and
+        ``back(request, subject)``."""
 
-    return view
+        @patient_data_view
+        @require_POST
+        def view(request, **ids):
+            subject = self.open_subject(request, **ids)
+            error = ""
+            try:
+                ask(request, subject)
+            except refused as refusal:
+                error = str(refusal)
+            if request.htmx:
+                return self.render(request, subject, error=error)
+            if error:
+                messages.error(request, error)
+            return back(request, subject)
 
+        return view
 
-def download_view(
-    *,
-    open_subject: OpenSubject,
-    documents: Callable[[object], QuerySet],
-    serve: Callable[..., HttpResponse | None],
-    back: Callable[[object], str],
-):
-    """The view downloading a ready document among the subject's ``documents(subject)``.
+    def download_view(
+        self,
+        *,
+        documents: Callable[[object], QuerySet],
+        serve: Callable[[object, object, GeneratedDocument], HttpResponse | None],
+        back: Callable[[object], str],
+    ):
+        """The view downloading a ready document among the subject's ``documents(subject)``
+        (another subject's, or one not ready, is a 404).
 
-    ``serve(request, subject, document)`` answers with the app's
-    :func:`portal.documents.download_response` (its words, its audit event, inline or as an
-    attachment); when that finds the file altered, the reader goes to ``back(subject)``, where
-    the message is shown. A document of another subject, or not ready, is a 404.
-    """
+        ``serve(request, subject, document)`` answers with the app's
+        :func:`portal.documents.download_response` (its words, its audit event, inline or as
+        an attachment); when that finds the file altered, the reader goes to ``back(subject)``,
+        where the message is shown.
+        """
 
-    @patient_data_view
-    @require_GET
-    def view(request, document_id, **ids):
-        subject = open_subject(request, **ids)
-        document = (
-            documents(subject).filter(pk=document_id, status=GeneratedDocument.Status.READY).first()
-        )
-        if document is None:
-            raise Http404
-        return serve(request, subject, document) or redirect(back(subject))
+        @patient_data_view
+        @require_GET
+        def view(request, document_id, **ids):
+            subject = self.open_subject(request, **ids)
+            ready = GeneratedDocument.Status.READY
+            document = documents(subject).filter(pk=document_id, status=ready).first()
+            if document is None:
+                raise Http404
+            return serve(request, subject, document) or redirect(back(subject))
 
-    return view
+        return view

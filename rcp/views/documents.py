@@ -7,15 +7,14 @@ from django.shortcuts import redirect
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from portal import audit
 from portal.access import child_or_not_found
 from portal.audit import Actor
-from portal.models import AuditPurpose
 from portal.views import patient_data_view
 from rcp import permissions as may
 from rcp import services
 from rcp.access import get_case_for_user
 from rcp.forms import CaseDocumentForm
+from rcp.views.common import audit_read
 
 
 @patient_data_view
@@ -50,15 +49,7 @@ def case_document(request, case_id, document_id):
     document = child_or_not_found(
         request, case.documents, document_id, object_type="rcp.casedocument", patient=case.patient
     )
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=case,
-        patient=case.patient,
-        purpose=AuditPurpose.CARE,
-        detail={"rcp_case": "document read", "document": document.pk},
-    )
+    audit_read(request, case, patient=case.patient, rcp_case="document read", document=document.pk)
     response = FileResponse(document.file.open("rb"), content_type=document.content_type)
     response["Content-Disposition"] = f'inline; filename="document-{document.pk}"'
     response["X-Content-Type-Options"] = "nosniff"
