@@ -1,5 +1,5 @@
-"""What every indicators page shares: the RCP's (rcp/views_indicators.py), the
-tele-expertise's (expertise/views_indicators.py) and any to come (the regional imaging
+"""What every indicators page shares: the RCP's (rcp/views/indicators.py), the
+tele-expertise's (expertise/views/indicators.py) and any to come (the regional imaging
 indicators, issue 17).
 
 An app brings only its figures (its selectors, aggregate numbers, never a patient) and its

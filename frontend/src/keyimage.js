@@ -1,6 +1,6 @@
 /**
  * The viewer's "Key image" button, shown when the page's config has
- * `keyImages: {url, csrf}` (an RCP case: rcp/views_key_images.py). It posts the image of
+ * `keyImages: {url, csrf}` (an RCP case: rcp/views/key_images.py). It posts the image of
  * viewport 1 as shown — instance, frame, window, zoom, pan, rotation, flips and the
  * measurements drawn on it, in the review protocol's form (docs/review-protocol.md) — and
  * says in the toolbar whether it worked. On success it dispatches `mirc-key-image-added` on
