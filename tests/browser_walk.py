@@ -8,10 +8,10 @@ seeded demo served by daphne) in Debian's Chromium.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from tests.test_demo_browser import ARTIFACTS, _sign_in
+from tests.waiting import on_page, wait_until
 
 # A 3C's office laptop and a tablet held upright in the meeting room.
 SIZES = {
@@ -71,11 +71,7 @@ class Walk:
 
     def wait_until(self, predicate, timeout: float = 10.0, what: str = "condition") -> None:
         """Polls a Python predicate until it holds (a deadline, never a fixed sleep)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            self.page.wait_for_timeout(100)
+        wait_until(predicate, timeout=timeout, what=what, sleep=on_page(self.page))
 
     def close(self) -> None:
         self.context.close()

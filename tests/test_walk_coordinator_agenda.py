@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -26,6 +25,7 @@ import pytest
 from tests.browser_walk import SIZES, open_as
 from tests.demo_seed import demo_env, manager
 from tests.test_demo_browser import ROOT, _free_port, browser  # noqa: F401 (fixture)
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.service("chromium")
 
@@ -91,15 +91,17 @@ def agenda_demo(seeded_demo, tmp_path_factory):
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthy() -> bool:
+            if server.poll() is not None:
+                pytest.fail("daphne did not start: " + server.stderr.read1().decode())
             try:
                 urllib.request.urlopen(f"{base}/health/", timeout=1).close()  # noqa: S310
-                break
             except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("daphne did not start: " + server.stderr.read1().decode())
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(healthy, timeout=30, what="daphne to answer /health/")
         yield base, manage, outbox
     finally:
         server.terminate()
