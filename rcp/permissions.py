@@ -37,6 +37,18 @@ def may_run_session(*, committee: Committee, user) -> bool:
     return may_coordinate(user=user, committee=committee)
 
 
+VIEW_INDICATORS_PERMISSION = "rcp.view_indicators"
+
+
+def may_see_every_committee(user) -> bool:
+    """Whether the indicators of every committee are theirs to read (the regional programme).
+    Granted, not implied: the technical administrator's blanket rights run the portal, they
+    do not make them a reader of every committee's activity."""
+    if not _signed_in(user) or user.is_superuser:
+        return False
+    return user.has_perm(VIEW_INDICATORS_PERMISSION)
+
+
 def may_create_committee(*, user) -> bool:
     """The portal's administration (the regional programme) sets committees up."""
     return _signed_in(user) and user.is_superuser

@@ -11,7 +11,7 @@ from portal.selectors import patients_followed_as_gp
 from portal.views import patient_data_view
 from rcp import selectors
 from rcp.models import Case
-from rcp.views.indicators import may_see_every_committee
+from rcp.permissions import may_see_every_committee
 
 # The GP's list of his patients' cases: the latest ones (a GP follows a few hundred patients).
 GP_CASES_SHOWN = 100

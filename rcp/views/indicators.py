@@ -35,9 +35,9 @@ from portal.views import patient_data_view
 from rcp.access import get_committee_for_user
 from rcp.indicators import Indicators, committee_indicators, committees_indicators
 from rcp.models import Committee, Session
+from rcp.permissions import may_see_every_committee
 from rcp.selectors import committees_of
 
-VIEW_INDICATORS_PERMISSION = "rcp.view_indicators"
 AUDIT = IndicatorsAudit(
     object_type="rcp.committee", purpose=AuditPurpose.RCP, query="RCP indicators"
 )
@@ -60,14 +60,6 @@ class IndicatorFilterForm(PeriodForm):
 
 
 # --- Who sees which committees -------------------------------------------------------------------
-
-
-def may_see_every_committee(user) -> bool:
-    """Granted, not implied: the technical administrator's blanket rights run the portal, they
-    do not make them a reader of every committee's activity."""
-    if not getattr(user, "is_authenticated", False) or user.is_superuser:
-        return False
-    return user.has_perm(VIEW_INDICATORS_PERMISSION)
 
 
 def indicator_committees(user):
