@@ -48,13 +48,6 @@ HOUR = dt.timedelta(hours=1)
 # --- Who sees which pools ----------------------------------------------------------------------
 
 
-def may_see_indicators(user) -> bool:
-    """The regional evaluators (global permission) and the coordinators of a pool."""
-    if not getattr(user, "is_authenticated", False):
-        return False
-    return user.has_perm(VIEW_INDICATORS_PERMISSION) or coordinated_pools(user).exists()
-
-
 def indicator_pools(user) -> QuerySet[Pool]:
     """Every pool for the holders of the permission; the pools they coordinate for others."""
     if not getattr(user, "is_authenticated", False):

@@ -6,8 +6,11 @@ refuse (expertise.errors.NotAllowed), whoever their caller is.
 
 from __future__ import annotations
 
+from expertise.billing import EXPORT_ACTS_PERMISSION
 from expertise.errors import NotAllowed
+from expertise.indicators import VIEW_INDICATORS_PERMISSION
 from expertise.models import Pool, PoolMember, Request
+from expertise.selectors import coordinated_pools
 
 State = Request.State
 
@@ -75,6 +78,18 @@ def may_start_review(*, request: Request, user) -> bool:
 def may_ask_report_pdf_again(*, request: Request, user) -> bool:
     """The expert who signed and the requester may ask for the PDF again after a failure."""
     return user.pk in (request.requester_id, request.expert_id)
+
+
+def may_see_indicators(user) -> bool:
+    """The regional evaluators (global permission) and the coordinators of a pool."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return user.has_perm(VIEW_INDICATORS_PERMISSION) or coordinated_pools(user).exists()
+
+
+def may_export_acts(*, user) -> bool:
+    """The billing office's export of the billing records (a permission granted, as a role)."""
+    return user.has_perm(EXPORT_ACTS_PERMISSION)
 
 
 def require(allowed: bool, message: str) -> None:

@@ -20,8 +20,8 @@ from expertise.indicators import (
     Indicators,
     expertise_indicators,
     indicator_pools,
-    may_see_indicators,
 )
+from expertise.permissions import may_see_indicators
 from portal import audit, charts
 from portal.audit import Actor
 from portal.indicators import IndicatorsAudit, csv_number, csv_response, refuse

@@ -5,9 +5,8 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from expertise import permissions as may
 from expertise import selectors
-from expertise.billing import EXPORT_ACTS_PERMISSION
-from expertise.indicators import may_see_indicators
 from expertise.models import Request
 from expertise.views.common import audit_event
 from portal import audit
@@ -61,8 +60,8 @@ def expertise_home(request):
             "queue": queue,
             "assignments": assignments,
             "coordinated": coordinated,
-            "can_see_indicators": may_see_indicators(user),
-            "can_export_acts": user.has_perm(EXPORT_ACTS_PERMISSION),
+            "can_see_indicators": may.may_see_indicators(user),
+            "can_export_acts": may.may_export_acts(user=user),
         },
     )
 
