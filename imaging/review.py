@@ -22,7 +22,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from imaging.models import ReviewPresence, ReviewRoom, Study
@@ -217,14 +217,17 @@ def _audit(room: ReviewRoom, by: Actor, action, what: str, **detail) -> None:
 
 
 def presence_join(*, room: ReviewRoom, channel_name: str, by: Actor) -> None:
-    ReviewPresence.objects.create(room=room, user=by.user, channel_name=channel_name)
-    _audit(room, by, audit.AuditAction.READ, "joined")
+    # The presence and its audit event together: nobody is in a room the trail does not show.
+    with transaction.atomic():
+        ReviewPresence.objects.create(room=room, user=by.user, channel_name=channel_name)
+        _audit(room, by, audit.AuditAction.READ, "joined")
 
 
 def presence_leave(*, room: ReviewRoom, channel_name: str, by: Actor) -> bool:
     """Forget this connection; True if the user has no other connection in the room."""
-    ReviewPresence.objects.filter(channel_name=channel_name).delete()
-    _audit(room, by, audit.AuditAction.READ, "left")
+    with transaction.atomic():
+        ReviewPresence.objects.filter(channel_name=channel_name).delete()
+        _audit(room, by, audit.AuditAction.READ, "left")
     return not ReviewPresence.objects.filter(room=room, user=by.user).exists()
 
 
@@ -286,11 +289,17 @@ def control_release(*, room_id, user) -> bool:
 
 
 def control_return_if_gone(*, room_id, user_id) -> bool:
-    """After a presenter's grace period: control returns if they have not come back."""
-    if ReviewPresence.objects.filter(room_id=room_id, user_id=user_id).exists():
-        return False
+    """After a presenter's grace period: control returns if they have not come back.
+
+    Whether they came back is asked by the UPDATE itself: a check then an update would let a
+    presenter who reconnects in between lose control."""
+    came_back = ReviewPresence.objects.filter(room_id=OuterRef("pk"), user_id=user_id)
     returned = guarded_update(
-        ReviewRoom, room_id, expect={"presenter_id": user_id}, changes={"presenter": None}
+        ReviewRoom,
+        room_id,
+        expect={"presenter_id": user_id},
+        where=~Exists(came_back),
+        changes={"presenter": None},
     )
     if returned:
         presenter_mirror_refresh(room_id)

@@ -68,10 +68,12 @@ def guarded_update(
     *,
     changes: dict,
     expect: dict | None = None,
+    where=None,
     then: Callable[[], None] | None = None,
 ) -> bool:
     """Write ``changes`` on row ``pk`` of ``model`` if it still holds what ``expect`` says
-    (lookups, as in ``filter``); True if it did.
+    (lookups, as in ``filter``) and ``where`` (a boolean expression, e.g. ``~Exists(…)``, for
+    what lookups cannot say); True if it did.
 
     ``then()`` runs once the row is written, in the same transaction: what it writes (the
     audit event) and the change are kept or undone together, and it does not run when the row
@@ -79,6 +81,8 @@ def guarded_update(
     transaction is opened (no more round trips than the UPDATE, on the review's control path).
     """
     rows = model._default_manager.filter(pk=pk, **(expect or {}))
+    if where is not None:
+        rows = rows.filter(where)
     if then is None:
         return bool(rows.update(**changes))
     with transaction.atomic():

@@ -128,3 +128,27 @@ def test_two_taking_control_of_a_room_one_presents(world):
     assert not review.control_release(room_id=room.pk, user=world.gp.user)
     assert review.control_release(room_id=room.pk, user=world.oncologist.user)
     assert ReviewRoom.objects.get(pk=room.pk).presenter_id is None
+
+
+def test_control_stays_with_a_presenter_who_came_back_before_the_grace_period_ended(world):
+    room = _review_room(world)
+    presenter = world.oncologist.user
+    assert review.control_take(room_id=room.pk, user=presenter)
+    review.presence_join(room=room, channel_name="back-again", by=Actor(user=presenter))
+
+    assert not review.control_return_if_gone(room_id=room.pk, user_id=presenter.pk)
+    assert ReviewRoom.objects.get(pk=room.pk).presenter_id == presenter.pk
+
+    assert review.presence_leave(room=room, channel_name="back-again", by=Actor(user=presenter))
+    assert review.control_return_if_gone(room_id=room.pk, user_id=presenter.pk)
+    assert ReviewRoom.objects.get(pk=room.pk).presenter_id is None
+
+
+def test_a_presence_whose_audit_fails_is_not_kept(world):
+    room = _review_room(world)
+    with (
+        mock.patch("portal.audit.record", side_effect=RuntimeError("audit store down")),
+        pytest.raises(RuntimeError),
+    ):
+        review.presence_join(room=room, channel_name="unaudited", by=Actor(user=world.gp.user))
+    assert not room.presences.exists()
