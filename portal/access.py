@@ -93,7 +93,8 @@ def patient_of(objects: QuerySet, *paths: str) -> Patient | None:
 # relationship (the expert who claimed a tele-expertise request reads the patient's imaging
 # dossier until the request is answered). portal must not import those apps: each declares
 # its grant on its AppConfig, ``read_only_patient_grant(user) -> (purpose, patient ids)``, the
-# way ``seed_demo`` is declared, and this module asks every installed app.
+# way the patient page's panels are declared (portal.selectors.patient_panels), and this module
+# asks every installed app.
 
 
 def read_only_patient_grants(user) -> list[tuple[str, QuerySet]]:
