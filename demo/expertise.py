@@ -40,7 +40,6 @@ import zlib
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from allauth.account.models import EmailAddress
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -51,7 +50,7 @@ from PIL import Image
 
 from demo import synthetic
 from demo.imaging import _identity, _patient, _Result
-from demo.seed import DEMO_PASSWORD, rpps_for
+from demo.seed import DEMO_PASSWORD, demo_professional
 from expertise import services
 from expertise.deadlines import deadlines_watch
 from expertise.models import (
@@ -163,23 +162,15 @@ def _people() -> dict[str, Professional]:
     for index, (login, title, first, last, profession, specialty, finess) in enumerate(
         PEOPLE, start=101
     ):
-        email = f"{login}@mirc.test"
-        user = User.objects.filter(email=email).first()
-        if user is None:
-            user = User.objects.create_user(email, None, first_name=first, last_name=last)
-            user.password = password_hash
-            user.save(update_fields=["password"])
-        EmailAddress.objects.get_or_create(
-            user=user, email=email, defaults={"verified": True, "primary": True}
-        )
-        professional, _ = Professional.objects.update_or_create(
-            user=user,
-            defaults={
-                "title": title,
-                "profession": profession,
-                "specialty": specialty,
-                "rpps": rpps_for(index) if profession == Profession.PHYSICIAN else None,
-            },
+        professional = demo_professional(
+            login=login,
+            title=title,
+            first=first,
+            last=last,
+            profession=profession,
+            specialty=specialty,
+            index=index,
+            password_hash=password_hash,
         )
         if finess:
             Affiliation.objects.get_or_create(

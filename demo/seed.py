@@ -258,6 +258,33 @@ def _establishments() -> dict[str, Establishment]:
     return result
 
 
+def demo_professional(
+    *, login, title, first, last, profession, specialty, index, password_hash
+) -> Professional:
+    """The demo account ``login``@mirc.test (verified address, the demo password) and its
+    professional record; RPPS numbers in the test range for physicians only. Found by e-mail
+    before it is made: a second seed changes nothing."""
+    email = f"{login}@mirc.test"
+    user = User.objects.filter(email=email).first()
+    if user is None:
+        user = User.objects.create_user(email, None, first_name=first, last_name=last)
+        user.password = password_hash
+        user.save(update_fields=["password"])
+    EmailAddress.objects.get_or_create(
+        user=user, email=email, defaults={"verified": True, "primary": True}
+    )
+    professional, _ = Professional.objects.update_or_create(
+        user=user,
+        defaults={
+            "title": title,
+            "profession": profession,
+            "specialty": specialty,
+            "rpps": rpps_for(index) if profession == Profession.PHYSICIAN else None,
+        },
+    )
+    return professional
+
+
 def _professionals(establishments) -> dict[str, Professional]:
     # One slow hash for every demo account instead of one per account.
     password_hash = make_password(DEMO_PASSWORD)
@@ -269,24 +296,17 @@ def _professionals(establishments) -> dict[str, Professional]:
     for index, (key, title, first, last, profession, specialty, finess_list) in enumerate(
         PROFESSIONALS, start=1
     ):
-        email = f"{key}@mirc.test"
-        user = User.objects.filter(email=email).first()
-        if user is None:
-            user = User.objects.create_user(email, None, first_name=first, last_name=last)
-            user.password = password_hash
-            user.save(update_fields=["password"])
-        EmailAddress.objects.get_or_create(
-            user=user, email=email, defaults={"verified": True, "primary": True}
+        professional = demo_professional(
+            login=key,
+            title=title,
+            first=first,
+            last=last,
+            profession=profession,
+            specialty=specialty,
+            index=index,
+            password_hash=password_hash,
         )
-        professional, _ = Professional.objects.update_or_create(
-            user=user,
-            defaults={
-                "title": title,
-                "profession": profession,
-                "specialty": specialty,
-                "rpps": rpps_for(index) if profession == Profession.PHYSICIAN else None,
-            },
-        )
+        user = professional.user
         for position, finess in enumerate(finess_list):
             Affiliation.objects.get_or_create(
                 professional=professional,
