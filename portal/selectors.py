@@ -234,9 +234,10 @@ def patient_panels(*, user, patient: Patient) -> list[PatientPanel]:
     """The panels of ``patient``'s page for ``user``, from the apps that have one.
 
     portal is the lowest layer and cannot import rcp or expertise: like the read-only grants
-    (portal.access.read_only_patient_grants), each app's AppConfig answers ``patient_panel(user=, patient=)`` with a :class:`PatientPanel`
-    (built from its own visibility selector, so it shows only what ``user`` may open) or None,
-    in a constant number of queries.
+    (portal.access.read_only_patient_grants), each app's AppConfig answers
+    ``patient_panel(user=, patient=)`` with a :class:`PatientPanel` (built from its own
+    visibility selector, so it shows only what ``user`` may open) or None, in a constant
+    number of queries.
     """
     panels = []
     for config in apps.get_app_configs():
