@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from portal import audit
 from portal.audit import Actor
+from portal.directory_models import DirectoryActivity, DirectoryImport, DirectoryPerson
 from portal.models import Affiliation, Establishment, Professional, User
 
 
@@ -93,3 +94,52 @@ class ProfessionalAdmin(admin.ModelAdmin):
 class EstablishmentAdmin(admin.ModelAdmin):
     list_display = ["name", "finess", "city", "kind"]
     search_fields = ["name", "finess", "city"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The directory is written by its import only: the admin shows it and never edits it."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DirectoryImport)
+class DirectoryImportAdmin(ReadOnlyAdmin):
+    list_display = ["file_name", "started_at", "finished_at", "counts", "failure"]
+    readonly_fields = [
+        "file_name",
+        "started_at",
+        "finished_at",
+        "departments",
+        "counts",
+        "errors_sample",
+        "failure",
+    ]
+
+
+class DirectoryActivityInline(admin.TabularInline):
+    model = DirectoryActivity
+    exclude = ["fingerprint"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DirectoryPerson)
+class DirectoryPersonAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "rpps", "profession_label", "specialty_label", "is_active"]
+    list_filter = ["is_active", "profession_code", "specialty"]
+    search_fields = ["national_id", "last_name", "first_name"]
+    inlines = [DirectoryActivityInline]

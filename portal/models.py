@@ -706,3 +706,11 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Audit events are append-only.")
+
+
+# The directory's tables live in their own module; imported here so that Django registers them.
+from portal.directory_models import (  # noqa: E402, F401
+    DirectoryActivity,
+    DirectoryImport,
+    DirectoryPerson,
+)

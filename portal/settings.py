@@ -306,6 +306,16 @@ if HL7_MAX_MESSAGE_BYTES < 1024 or HL7_READ_TIMEOUT_SECONDS <= 0:
         "HL7_MAX_MESSAGE_BYTES must be >= 1024 and HL7_READ_TIMEOUT_SECONDS > 0."
     )
 
+# --- National directory (manage.py directory_import) ---------------------------------------
+# The region whose professionals are kept: a person with one activity in these departments.
+DIRECTORY_DEPARTMENTS = env.list(
+    "DIRECTORY_DEPARTMENTS", default=["18", "28", "36", "37", "41", "45"]
+)
+if not all(code.strip().isalnum() and len(code.strip()) <= 3 for code in DIRECTORY_DEPARTMENTS):
+    raise ImproperlyConfigured(
+        "DIRECTORY_DEPARTMENTS must list department codes separated by commas (e.g. 37,41)."
+    )
+
 # Live shared review: a presenter whose connection drops keeps control this long, so that a
 # page reload or a network glitch does not hand the meeting to nobody.
 REVIEW_PRESENTER_GRACE_SECONDS = env.float("REVIEW_PRESENTER_GRACE_SECONDS", default=10.0)

@@ -1,0 +1,334 @@
+"""Import of the national directory's public extract (format: ../shared/reference/directory.md).
+
+The file is streamed line by line and written in batches, so memory stays bounded whatever its
+size. A person's lines need not be consecutive: each line upserts its person and its activity
+(found again by a digest of its fields), both stamped with the run; at the end, SQL reconciles
+what the run did not stamp (activities of seen persons that are gone, persons absent from the
+extract made inactive). That needs no sort and no second pass over the file, and the whole run
+is one transaction, so a person is never seen half-imported and a failed run changes nothing.
+"""
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from portal.directory_models import DirectoryActivity, DirectoryImport, DirectoryPerson
+from portal.models import Specialty
+
+COLUMNS = [
+    "Type d'identifiant PP",
+    "Identifiant PP",
+    "Identification nationale PP",
+    "Code civilité d'exercice",
+    "Libellé civilité d'exercice",
+    "Code civilité",
+    "Libellé civilité",
+    "Nom d'exercice",
+    "Prénom d'exercice",
+    "Code profession",
+    "Libellé profession",
+    "Code catégorie professionnelle",
+    "Libellé catégorie professionnelle",
+    "Code type savoir-faire",
+    "Libellé type savoir-faire",
+    "Code savoir-faire",
+    "Libellé savoir-faire",
+    "Code mode exercice",
+    "Libellé mode exercice",
+    "Numéro SIRET site",
+    "Numéro SIREN site",
+    "Numéro FINESS site",
+    "Numéro FINESS établissement juridique",
+    "Identifiant technique de la structure",
+    "Raison sociale site",
+    "Enseigne commerciale site",
+    "Complément destinataire (coord. structure)",
+    "Complément point géographique (coord. structure)",
+    "Numéro Voie (coord. structure)",
+    "Indice répétition voie (coord. structure)",
+    "Code type de voie (coord. structure)",
+    "Libellé type de voie (coord. structure)",
+    "Libellé Voie (coord. structure)",
+    "Mention distribution (coord. structure)",
+    "Bureau cedex (coord. structure)",
+    "Code postal (coord. structure)",
+    "Code commune (coord. structure)",
+    "Libellé commune (coord. structure)",
+    "Code pays (coord. structure)",
+    "Libellé pays (coord. structure)",
+    "Téléphone (coord. structure)",
+    "Téléphone 2 (coord. structure)",
+    "Télécopie (coord. structure)",
+    "Adresse e-mail (coord. structure)",
+    "Code Département (structure)",
+    "Libellé Département (structure)",
+    "Ancien identifiant de la structure",
+    "Autorité d'enregistrement",
+    "Code secteur d'activité",
+    "Libellé secteur d'activité",
+    "Code section tableau pharmaciens",
+    "Libellé section tableau pharmaciens",
+]
+HEADER = "|".join(COLUMNS) + "|"
+_INDEX = {name: position for position, name in enumerate(COLUMNS)}
+
+# The ordinal specialties' labels (as the extract spells them) that are one of the portal's.
+SPECIALTY_BY_LABEL = {
+    "oncologie option médicale": Specialty.MEDICAL_ONCOLOGY,
+    "oncologie option radiothérapie": Specialty.RADIOTHERAPY,
+    "radiothérapie": Specialty.RADIOTHERAPY,
+    "chirurgie thoracique et cardio-vasculaire": Specialty.THORACIC_SURGERY,
+    "chirurgie viscérale et digestive": Specialty.DIGESTIVE_SURGERY,
+    "urologie": Specialty.UROLOGY,
+    "oto-rhino-laryngologie et chirurgie cervico-faciale": Specialty.ENT_SURGERY,
+    "orl et chirurgie cervico-faciale": Specialty.ENT_SURGERY,
+    "neurochirurgie": Specialty.NEUROSURGERY,
+    "radio-diagnostic": Specialty.RADIOLOGY,
+    "radiologie et imagerie médicale": Specialty.RADIOLOGY,
+    "médecine nucléaire": Specialty.NUCLEAR_MEDICINE,
+    "anatomie et cytologie pathologiques": Specialty.PATHOLOGY,
+    "pneumologie": Specialty.PULMONOLOGY,
+    "gastro-entérologie et hépatologie": Specialty.GASTROENTEROLOGY,
+    "hématologie": Specialty.HEMATOLOGY,
+    "dermatologie et vénéréologie": Specialty.DERMATOLOGY,
+    "cardiologie et maladies vasculaires": Specialty.CARDIOLOGY,
+    "gériatrie": Specialty.GERIATRICS,
+    "gynécologie-obstétrique": Specialty.GYNECOLOGY_OBSTETRICS,
+    "gynécologie médicale et obstétrique": Specialty.GYNECOLOGY_OBSTETRICS,
+    "pédiatrie": Specialty.PEDIATRICS_NEONATOLOGY,
+    "génétique médicale": Specialty.GENETICS,
+    "psychiatrie": Specialty.PSYCHIATRY,
+    "médecine générale": Specialty.GENERAL_PRACTICE,
+}
+
+ERRORS_SAMPLE_SIZE = 50
+BATCH_SIZE = 1000
+
+PERSON_FIELDS = [
+    "id_type",
+    "rpps",
+    "civility",
+    "last_name",
+    "first_name",
+    "profession_code",
+    "profession_label",
+    "specialty_label",
+    "specialty",
+]
+ACTIVITY_FIELDS = [
+    "finess_site",
+    "finess_legal",
+    "structure_id",
+    "name",
+    "practice_mode",
+    "sector_code",
+    "sector_label",
+    "commune",
+    "department",
+]
+
+
+class DirectoryFileError(Exception):
+    """The file is not an extract of the directory (its header does not match)."""
+
+
+@dataclass
+class Summary:
+    lines_read: int = 0
+    lines_out_of_region: int = 0
+    lines_skipped: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    marked_inactive: int = 0
+    activities_created: int = 0
+    activities_removed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def skip(self, line_number: int, reason: str) -> None:
+        self.lines_skipped += 1
+        if len(self.errors) < ERRORS_SAMPLE_SIZE:
+            self.errors.append(f"line {line_number}: {reason}")
+
+    def counts(self) -> dict:
+        return {key: value for key, value in vars(self).items() if key != "errors"}
+
+
+def region_departments() -> set[str]:
+    return {code.strip() for code in settings.DIRECTORY_DEPARTMENTS if code.strip()}
+
+
+def _parse(line: str) -> tuple[dict, dict] | str:
+    """A line's person and activity, or the reason it is skipped."""
+    values = line.rstrip("\r\n").split("|")
+    # The trailing "|" makes one empty value more than there are columns.
+    if len(values) != len(COLUMNS) + 1 or values[-1] != "":
+        return f"{len(values) - 1} fields instead of {len(COLUMNS)}"
+
+    def value(name: str) -> str:
+        return values[_INDEX[name]].strip()
+
+    id_type = value("Type d'identifiant PP")
+    if id_type not in ("0", "8"):
+        return f"unknown identifier type {id_type!r}"
+    national_id = value("Identification nationale PP")
+    if not national_id:
+        return "empty national identifier"
+    specialty_label = (
+        value("Libellé savoir-faire") if value("Code type savoir-faire") == "S" else ""
+    )
+    person = {
+        "national_id": national_id,
+        "id_type": id_type,
+        "rpps": national_id[1:] if id_type == "8" else "",
+        "civility": value("Libellé civilité d'exercice"),
+        "last_name": value("Nom d'exercice"),
+        "first_name": value("Prénom d'exercice"),
+        "profession_code": value("Code profession"),
+        "profession_label": value("Libellé profession"),
+        "specialty_label": specialty_label,
+        "specialty": SPECIALTY_BY_LABEL.get(specialty_label.lower(), ""),
+    }
+    activity = {
+        "finess_site": value("Numéro FINESS site"),
+        "finess_legal": value("Numéro FINESS établissement juridique"),
+        "structure_id": value("Identifiant technique de la structure"),
+        "name": value("Raison sociale site"),
+        "practice_mode": value("Libellé mode exercice"),
+        "sector_code": value("Code secteur d'activité"),
+        "sector_label": value("Libellé secteur d'activité"),
+        "commune": value("Libellé commune (coord. structure)"),
+        "department": value("Code Département (structure)"),
+    }
+    activity["fingerprint"] = hashlib.sha256(
+        "|".join(activity[name] for name in ACTIVITY_FIELDS).encode()
+    ).hexdigest()
+    return person, activity
+
+
+def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: Summary) -> None:
+    national_ids = {person["national_id"] for person, _activity in batch}
+    existing = {
+        person.national_id: person
+        for person in DirectoryPerson.objects.filter(national_id__in=national_ids)
+    }
+    to_update: dict[str, DirectoryPerson] = {}
+    for values, _activity in batch:
+        person = existing.get(values["national_id"])
+        if person is None:
+            person = DirectoryPerson(last_import=run, **values)
+            existing[person.national_id] = person
+            to_update[person.national_id] = person
+            summary.created += 1
+            continue
+        changed = [name for name in PERSON_FIELDS if getattr(person, name) != values[name]]
+        changed_back = not person.is_active
+        # Counted once per run, at the person's first line: later lines are the same person.
+        if person.last_import_id != run.id:
+            if changed or changed_back:
+                summary.updated += 1
+            else:
+                summary.unchanged += 1
+        for name in changed:
+            setattr(person, name, values[name])
+        person.is_active = True
+        person.last_import = run
+        to_update[person.national_id] = person
+    new = [person for person in to_update.values() if person.pk is None]
+    DirectoryPerson.objects.bulk_create(new)
+    DirectoryPerson.objects.bulk_update(
+        [person for person in to_update.values() if person not in new],
+        [*PERSON_FIELDS, "is_active", "last_import"],
+    )
+    activities = [
+        DirectoryActivity(person=existing[person["national_id"]], last_import=run, **activity)
+        for person, activity in batch
+    ]
+    # Filtered on both columns, then matched in Python on the pair: two persons may share a
+    # fingerprint (same site), and only this batch's own pairs count as seen.
+    stored = {
+        (person_id, fingerprint): pk
+        for pk, person_id, fingerprint in DirectoryActivity.objects.filter(
+            person__in={activity.person_id for activity in activities},
+            fingerprint__in={activity.fingerprint for activity in activities},
+        ).values_list("pk", "person_id", "fingerprint")
+    }
+    pairs = {(activity.person_id, activity.fingerprint): activity for activity in activities}
+    fresh = [activity for pair, activity in pairs.items() if pair not in stored]
+    summary.activities_created += len(fresh)
+    DirectoryActivity.objects.bulk_create(fresh)
+    DirectoryActivity.objects.filter(
+        pk__in=[pk for pair, pk in stored.items() if pair in pairs]
+    ).update(last_import=run)
+
+
+def import_lines(
+    run: DirectoryImport,
+    lines: Iterable[str],
+    departments: set[str],
+    progress: Callable[[int], None] | None = None,
+) -> Summary:
+    summary = Summary()
+    iterator = iter(lines)
+    header = next(iterator, "").lstrip("\ufeff").rstrip("\r\n")
+    if header != HEADER:
+        raise DirectoryFileError("the header is not the directory extract's (columns differ)")
+    batch: list[tuple[dict, dict]] = []
+    with transaction.atomic():
+        for line_number, line in enumerate(iterator, start=2):
+            summary.lines_read += 1
+            if not line.strip():
+                continue
+            parsed = _parse(line)
+            if isinstance(parsed, str):
+                summary.skip(line_number, parsed)
+                continue
+            if parsed[1]["department"] not in departments:
+                summary.lines_out_of_region += 1
+                continue
+            batch.append(parsed)
+            if len(batch) >= BATCH_SIZE:
+                _write_batch(run, batch, summary)
+                batch = []
+            if progress and summary.lines_read % 10_000 == 0:
+                progress(summary.lines_read)
+        if batch:
+            _write_batch(run, batch, summary)
+        # Activities of the persons seen that this extract no longer lists.
+        summary.activities_removed, _ = (
+            DirectoryActivity.objects.filter(person__last_import=run)
+            .exclude(last_import=run)
+            .delete()
+        )
+        # Persons stored are in-region ones only, so "absent" means absent from the region.
+        summary.marked_inactive = (
+            DirectoryPerson.objects.filter(is_active=True)
+            .exclude(last_import=run)
+            .update(is_active=False)
+        )
+    return summary
+
+
+def import_file(path: Path, progress: Callable[[int], None] | None = None) -> DirectoryImport:
+    departments = region_departments()
+    run = DirectoryImport.objects.create(
+        file_name=Path(path).name, departments=",".join(sorted(departments))
+    )
+    try:
+        with open(path, encoding="utf-8", newline="") as lines:
+            summary = import_lines(run, lines, departments, progress)
+    except (DirectoryFileError, UnicodeDecodeError, OSError) as error:
+        run.failure = str(error)
+        run.finished_at = timezone.now()
+        run.save(update_fields=["failure", "finished_at"])
+        raise
+    run.counts = summary.counts()
+    run.errors_sample = summary.errors
+    run.finished_at = timezone.now()
+    run.save(update_fields=["counts", "errors_sample", "finished_at"])
+    return run

@@ -1,0 +1,94 @@
+"""The national directory of health professionals (Annuaire Santé / RPPS), as imported from its
+public extract by ``manage.py directory_import``. Its own tables, apart from the portal's users:
+a person in the directory is not an account (Pro Santé Connect makes accounts, later)."""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class DirectoryImport(models.Model):
+    """One run of the import, so that the admin can show the last one and its summary."""
+
+    file_name = models.CharField(max_length=255)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    departments = models.CharField(max_length=255, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    # The first errors only: a broken national file must not make a run record of megabytes.
+    errors_sample = models.JSONField(default=list, blank=True)
+    failure = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = _("directory import")
+        verbose_name_plural = _("directory imports")
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"{self.file_name} ({self.started_at:%Y-%m-%d %H:%M})"
+
+
+class DirectoryIdType(models.TextChoices):
+    RPPS = "8", "RPPS"
+    ADELI = "0", "ADELI"
+
+
+class DirectoryPerson(models.Model):
+    """A professional of the extract, by national identifier; never deleted, made inactive when a
+    newer extract (of the same region) no longer lists them."""
+
+    national_id = models.CharField(max_length=20, unique=True)
+    id_type = models.CharField(max_length=1, choices=DirectoryIdType.choices)
+    # The RPPS alone (national_id without its type prefix), the key to portal.Professional.rpps.
+    rpps = models.CharField(max_length=11, blank=True, db_index=True)
+    civility = models.CharField(max_length=40, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    profession_code = models.CharField(max_length=10, blank=True)
+    profession_label = models.CharField(max_length=100, blank=True)
+    specialty_label = models.CharField(max_length=200, blank=True)
+    # portal.models.Specialty's code where the label maps to one, else blank (the label stays).
+    specialty = models.CharField(max_length=40, blank=True)
+    is_active = models.BooleanField(default=True)
+    last_import = models.ForeignKey(
+        DirectoryImport, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("directory professional")
+        verbose_name_plural = _("directory professionals")
+        ordering = ["last_name", "first_name"]
+
+    def __str__(self):
+        return f"{self.civility} {self.first_name} {self.last_name} ({self.national_id})".strip()
+
+
+class DirectoryActivity(models.Model):
+    """One practice site of a person, as one line of the extract; in-region lines only."""
+
+    person = models.ForeignKey(DirectoryPerson, on_delete=models.CASCADE, related_name="activities")
+    # A digest of the activity's fields: a rerun finds the same row instead of replacing it.
+    fingerprint = models.CharField(max_length=64)
+    finess_site = models.CharField(max_length=9, blank=True)
+    finess_legal = models.CharField(max_length=9, blank=True)
+    structure_id = models.CharField(max_length=40, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    practice_mode = models.CharField(max_length=40, blank=True)
+    sector_code = models.CharField(max_length=10, blank=True)
+    sector_label = models.CharField(max_length=200, blank=True)
+    commune = models.CharField(max_length=100, blank=True)
+    department = models.CharField(max_length=3, blank=True)
+    last_import = models.ForeignKey(
+        DirectoryImport, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("directory activity")
+        verbose_name_plural = _("directory activities")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["person", "fingerprint"], name="directory_activity_unique_fingerprint"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name or self.finess_site} ({self.department})"
