@@ -226,14 +226,16 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
             to_update[person.national_id] = person
             summary.created += 1
             continue
+        if person.last_import_id == run.id:
+            # Seen earlier in this run: its first line wins, so that a person whose lines
+            # differ (two professions) neither flips within a run nor counts as updated at
+            # every rerun of the same file.
+            continue
         changed = [name for name in PERSON_FIELDS if getattr(person, name) != values[name]]
-        changed_back = not person.is_active
-        # Counted once per run, at the person's first line: later lines are the same person.
-        if person.last_import_id != run.id:
-            if changed or changed_back:
-                summary.updated += 1
-            else:
-                summary.unchanged += 1
+        if changed or not person.is_active:
+            summary.updated += 1
+        else:
+            summary.unchanged += 1
         for name in changed:
             setattr(person, name, values[name])
         person.is_active = True
@@ -282,6 +284,8 @@ def import_lines(
     with transaction.atomic():
         for line_number, line in enumerate(iterator, start=2):
             summary.lines_read += 1
+            if progress and summary.lines_read % 10_000 == 0:
+                progress(summary.lines_read)
             if not line.strip():
                 continue
             parsed = _parse(line)
@@ -295,8 +299,6 @@ def import_lines(
             if len(batch) >= BATCH_SIZE:
                 _write_batch(run, batch, summary)
                 batch = []
-            if progress and summary.lines_read % 10_000 == 0:
-                progress(summary.lines_read)
         if batch:
             _write_batch(run, batch, summary)
         # Activities of the persons seen that this extract no longer lists.

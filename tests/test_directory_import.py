@@ -1,5 +1,7 @@
 """The national directory's import from a fictitious extract in the exact public format."""
 
+import io
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -181,3 +183,37 @@ def test_a_file_with_another_header_is_refused(tmp_path):
         call_command("directory_import", str(path))
     assert DirectoryImport.objects.get().failure
     assert not DirectoryPerson.objects.exists()
+
+
+def test_batches_smaller_than_a_person_give_the_same_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr("portal.directory.BATCH_SIZE", 2)
+    lines = [
+        *first_extract(),
+        # A person whose two lines differ (two professions): the first wins, every run.
+        line("899700000078", "MOREAU", **CHRU),
+        line("899700000078", "MOREAU", profession=("21", "Pharmacien"), specialty=""),
+    ]
+    path = write(tmp_path, lines)
+
+    record = run(path)
+
+    assert record.counts["created"] == 6
+    martin = DirectoryPerson.objects.get(last_name="MARTIN")
+    assert martin.activities.count() == 2
+    moreau = DirectoryPerson.objects.get(last_name="MOREAU")
+    assert (moreau.profession_code, moreau.specialty) == ("10", Specialty.MEDICAL_ONCOLOGY)
+    assert moreau.activities.count() == 2
+
+    again = run(path)
+    assert again.counts["unchanged"] == 6
+    assert again.counts["updated"] == again.counts["activities_created"] == 0
+    assert again.counts["activities_removed"] == 0
+
+
+def test_the_command_prints_its_summary_and_the_skipped_lines(tmp_path):
+    out = io.StringIO()
+    call_command("directory_import", str(write(tmp_path, first_extract())), stdout=out)
+    summary = out.getvalue()
+    assert "lines read: 11, out of region: 2, skipped: 3" in summary
+    assert "professionals created: 5, updated: 0, unchanged: 0, marked inactive: 0" in summary
+    assert "skipped line 10: 3 fields instead of 52" in summary
