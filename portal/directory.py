@@ -218,6 +218,7 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
         for person in DirectoryPerson.objects.filter(national_id__in=national_ids)
     }
     to_update: dict[str, DirectoryPerson] = {}
+    to_stamp: list[int] = []
     for values, _activity in batch:
         person = existing.get(values["national_id"])
         if person is None:
@@ -238,15 +239,19 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
             summary.unchanged += 1
         for name in changed:
             setattr(person, name, values[name])
-        person.is_active = True
+        if changed:
+            to_update[person.national_id] = person
+        # In memory too: the person's later lines in this batch see it as seen.
         person.last_import = run
-        to_update[person.national_id] = person
+        to_stamp.append(person.pk)
     new = [person for person in to_update.values() if person.pk is None]
     DirectoryPerson.objects.bulk_create(new)
+    # Only the changed persons through bulk_update (a CASE per field and row, slow); the others,
+    # most of them on a rerun, are stamped by one plain UPDATE.
     DirectoryPerson.objects.bulk_update(
-        [person for person in to_update.values() if person not in new],
-        [*PERSON_FIELDS, "is_active", "last_import"],
+        [person for person in to_update.values() if person not in new], PERSON_FIELDS
     )
+    DirectoryPerson.objects.filter(pk__in=to_stamp).update(is_active=True, last_import=run)
     activities = [
         DirectoryActivity(person=existing[person["national_id"]], last_import=run, **activity)
         for person, activity in batch
