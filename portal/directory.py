@@ -132,6 +132,9 @@ ACTIVITY_FIELDS = [
     "department",
 ]
 
+# Too long, these make the line bad; other text fields are cut to their column.
+IDENTIFIER_FIELDS = {"national_id", "finess_site", "finess_legal", "structure_id", "department"}
+
 
 class DirectoryFileError(Exception):
     """The file is not an extract of the directory (its header does not match)."""
@@ -205,6 +208,15 @@ def _parse(line: str) -> tuple[dict, dict] | str:
         "commune": value("Libellé commune (coord. structure)"),
         "department": value("Code Département (structure)"),
     }
+    for record, model in ((person, DirectoryPerson), (activity, DirectoryActivity)):
+        for name, text in record.items():
+            limit = model._meta.get_field(name).max_length
+            if len(text) <= limit:
+                continue
+            if name in IDENTIFIER_FIELDS:
+                return f"{name} longer than {limit} characters"
+            # A long label or name is cut rather than the professional lost.
+            record[name] = text[:limit]
     activity["fingerprint"] = hashlib.sha256(
         "|".join(activity[name] for name in ACTIVITY_FIELDS).encode()
     ).hexdigest()
@@ -329,8 +341,9 @@ def import_file(path: Path, progress: Callable[[int], None] | None = None) -> Di
     try:
         with open(path, encoding="utf-8", newline="") as lines:
             summary = import_lines(run, lines, departments, progress)
-    except (DirectoryFileError, UnicodeDecodeError, OSError) as error:
-        run.failure = str(error)
+    except Exception as error:
+        # Any failure, the database's included, is on the run's record; the data are untouched.
+        run.failure = f"{type(error).__name__}: {error}"
         run.finished_at = timezone.now()
         run.save(update_fields=["failure", "finished_at"])
         raise

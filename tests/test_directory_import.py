@@ -217,3 +217,17 @@ def test_the_command_prints_its_summary_and_the_skipped_lines(tmp_path):
     assert "lines read: 11, out of region: 2, skipped: 3" in summary
     assert "professionals created: 5, updated: 0, unchanged: 0, marked inactive: 0" in summary
     assert "skipped line 10: 3 fields instead of 52" in summary
+
+
+def test_an_overlong_identifier_is_a_bad_line_and_a_long_name_is_cut(tmp_path):
+    record = run(
+        write(
+            tmp_path,
+            [
+                line("899700000011", "MARTIN", finess_site="3700004810000"),
+                line("899700000029", "DURAND", name="CLINIQUE " + "X" * 300),
+            ],
+        )
+    )
+    assert record.errors_sample == ["line 2: finess_site longer than 9 characters"]
+    assert len(DirectoryActivity.objects.get().name) == 200
