@@ -21,7 +21,7 @@ from django.db import transaction
 from portal import background, task_queue
 from portal.celery import app
 from portal.models import Establishment
-from tests.waiting import async_wait_until, wait_until
+from tests.waiting import async_wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,10 +54,6 @@ def broken(marker: str) -> None:
     raise ValueError("a bug in the task")
 
 
-def _until(predicate, timeout: float = 20.0, what: str = "the task") -> None:
-    wait_until(predicate, timeout=timeout, what=what)
-
-
 @pytest.fixture
 def in_background(settings):
     """The demo server's mode: tasks go to the background thread."""
@@ -88,7 +84,10 @@ def test_the_caller_does_not_wait_for_the_task_which_runs_after_the_commit(in_ba
     assert place.name == "Clinique du Val"
 
     _gates[marker].set()
-    _until(lambda: Establishment.objects.get(pk=place.pk).name.endswith("(renommée)"))
+    # Wait for the thread, then read: on the tests' in-memory SQLite (shared cache) a read
+    # polled while the task writes makes its UPDATE fail at once with "table is locked".
+    assert background.wait_idle(timeout=20), "the task did not finish"
+    assert Establishment.objects.get(pk=place.pk).name.endswith("(renommée)")
     assert _runs[marker] == [0]
 
 
@@ -221,7 +220,10 @@ def test_a_task_sent_by_its_name_goes_to_the_background_thread_after_the_commit(
         )
         assert marker not in _runs
     _gates[marker].set()
-    _until(lambda: Establishment.objects.get(pk=place.pk).name.endswith("(renommée)"))
+    # Wait for the thread, then read: on the tests' in-memory SQLite (shared cache) a read
+    # polled while the task writes makes its UPDATE fail at once with "table is locked".
+    assert background.wait_idle(timeout=20), "the task did not finish"
+    assert Establishment.objects.get(pk=place.pk).name.endswith("(renommée)")
     assert _runs[marker] == [0]
 
 
