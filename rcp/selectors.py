@@ -3,7 +3,8 @@
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Case as Case_
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
 from imaging.models import Study
@@ -34,6 +35,21 @@ def is_coordinating(*, committee: Committee, user) -> bool:
     return member is not None and member.role in (
         CommitteeMember.Role.CHAIR,
         CommitteeMember.Role.COORDINATOR,
+    )
+
+
+def committee_members(*, committee: Committee) -> QuerySet[CommitteeMember]:
+    """The committee's members with their accounts and establishments, chair first."""
+    role_order = Case_(
+        When(role=CommitteeMember.Role.CHAIR, then=0),
+        When(role=CommitteeMember.Role.COORDINATOR, then=1),
+        default=2,
+    )
+    return (
+        committee.memberships.select_related("professional__user")
+        .prefetch_related("professional__affiliations__establishment")
+        .annotate(role_rank=role_order)
+        .order_by("role_rank", "professional__user__last_name", "professional__user__first_name")
     )
 
 

@@ -487,6 +487,39 @@ def _regional_programme(world):
     return world._regional_programme
 
 
+def _regional_admin(world):
+    """The regional administration: sets up committees and pools (built once per world)."""
+    if "_regional_admin" not in world.__dict__:
+        world._regional_admin = builders.user(
+            email="administration.regionale@mirc.test",
+            first_name="Mathieu",
+            last_name="Leroy",
+            permissions=["rcp.add_committee", "expertise.add_pool"],
+        )
+    return world._regional_admin
+
+
+def _thoracic_member(world, professional_name: str) -> dict:
+    rcp = _rcp(world)
+    member = rcp.thoracic.memberships.get(professional=getattr(rcp, professional_name))
+    return {"committee_id": rcp.thoracic.pk, "member_id": member.pk}
+
+
+def _committee_admin_route(kwargs, *, data=None, method="post", expect=302):
+    """A page of the thoracic board's management: its coordinator's; a plain member (the
+    surgeon), a member of another committee and the technical administrator get 404."""
+    return ObjectRoute(
+        kwargs=kwargs,
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.surgeon.user, lambda w: w.admin_user],
+        method=method,
+        data=data,
+        expect=expect,
+        patient_data=False,  # members and specialties, no patient
+    )
+
+
 def _billing_office(world):
     """The billing officer of CHRU de Tours, who exports its acts (built once per world)."""
     if "_billing_office" not in world.__dict__:
@@ -812,6 +845,24 @@ MATRIX = {
         extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
         audit_event=AuditEventId.PATIENT_RECORD,
         patient_data=True,
+    ),
+    "rcp-committee-create": GlobalPermission(holder=_regional_admin),
+    "rcp-committee-members": _committee_admin_route(
+        lambda w: {"committee_id": _rcp(w).thoracic.pk}, method="get", expect=200
+    ),
+    "rcp-committee-member-role": _committee_admin_route(
+        lambda w: _thoracic_member(w, "surgeon"),
+        data=lambda w: {"role": "coordinator", "seen_role": "member"},
+    ),
+    "rcp-committee-member-remove": _committee_admin_route(
+        lambda w: _thoracic_member(w, "radiotherapist"), data=lambda w: {"seen_role": "member"}
+    ),
+    "rcp-committee-specialties": _committee_admin_route(
+        lambda w: {"committee_id": _rcp(w).thoracic.pk},
+        data=lambda w: {
+            "specialties": ["chirurgie_thoracique", "oncologie_medicale"],
+            "seen": ",".join(_rcp(w).thoracic.required_specialties),
+        },
     ),
     "rcp-session": ObjectRoute(
         kwargs=lambda w: {"session_id": _rcp(w).session.pk},
