@@ -24,6 +24,17 @@ def coordinated_pools(user) -> QuerySet[Pool]:
     return pools_of(user, role=PoolMember.Role.COORDINATOR)
 
 
+def pool_members(*, pool: Pool) -> QuerySet[PoolMember]:
+    """The pool's members with their accounts and establishments, coordinators first."""
+    rank = Case(When(role=PoolMember.Role.COORDINATOR, then=Value(0)), default=Value(1))
+    return (
+        pool.memberships.select_related("professional__user")
+        .prefetch_related("professional__affiliations__establishment")
+        .annotate(role_rank=rank)
+        .order_by("role_rank", "professional__user__last_name", "professional__user__first_name")
+    )
+
+
 def requests_visible_to(user) -> QuerySet[Request]:
     """A request is seen by its requester; once sent, by the expert it is addressed to or
     claimed by, by the experts of its pool while nobody has it, and by the pool's

@@ -520,6 +520,27 @@ def _committee_admin_route(kwargs, *, data=None, method="post", expect=302):
     )
 
 
+def _teleradiology_member(world, professional_name: str) -> dict:
+    tele = _tele(world)
+    member = tele.teleradiology.memberships.get(professional=getattr(tele, professional_name))
+    return {"pool_id": tele.teleradiology.pk, "member_id": member.pk}
+
+
+def _pool_admin_route(kwargs, *, data=None, method="post", expect=302):
+    """A page of the teleradiology pool's management: its coordinator's; its own experts, an
+    expert of another pool and the technical administrator get 404."""
+    return ObjectRoute(
+        kwargs=kwargs,
+        entitled=lambda w: _tele(w).pool_coordinator.user,
+        outsider=lambda w: _tele(w).outsider.user,
+        extra_outsiders=[lambda w: _tele(w).teleradiologist.user, lambda w: w.admin_user],
+        method=method,
+        data=data,
+        expect=expect,
+        patient_data=False,  # members and delays, no patient
+    )
+
+
 def _billing_office(world):
     """The billing officer of CHRU de Tours, who exports its acts (built once per world)."""
     if "_billing_office" not in world.__dict__:
@@ -1330,6 +1351,28 @@ MATRIX = {
         # The pool's experts have their queue; the board is the coordinator's.
         extra_outsiders=[lambda w: _tele(w).teleradiologist.user, lambda w: w.admin_user],
         audit_event=AuditEventId.QUERY,
+    ),
+    "expertise-pool-create": GlobalPermission(holder=_regional_admin),
+    "expertise-pool-manage": _pool_admin_route(
+        lambda w: {"pool_id": _tele(w).teleradiology.pk}, method="get", expect=200
+    ),
+    "expertise-pool-member-role": _pool_admin_route(
+        lambda w: _teleradiology_member(w, "second_radiologist"),
+        data=lambda w: {"role": "coordinator", "seen_role": "expert"},
+    ),
+    "expertise-pool-member-remove": _pool_admin_route(
+        lambda w: _teleradiology_member(w, "second_radiologist"),
+        data=lambda w: {"seen_role": "expert"},
+    ),
+    "expertise-pool-settings": _pool_admin_route(
+        lambda w: {"pool_id": _tele(w).teleradiology.pk},
+        data=lambda w: {
+            "is_active": "on",
+            "urgent_hours": 12,
+            "priority_days": 3,
+            "routine_days": 7,
+            "revision": _tele(w).teleradiology.revision,
+        },
     ),
     "expertise-report-outputs": ObjectRoute(
         kwargs=lambda w: {"request_id": _expertise_request(w, "answered").pk},
