@@ -23,6 +23,7 @@ from rcp.quorum import required_specialties
 from tests import builders
 from tests.conftest import client_for
 from tests.rcp_world import rcp_world
+from tests.test_demo_browser import browser, demo_server  # noqa: F401
 
 Role = CommitteeMember.Role
 
@@ -136,8 +137,9 @@ def test_the_regional_administration_creates_a_committee_coordinated_by_a_direct
         },
     )
     committee = Committee.objects.get(name="RCP d'urologie du Cher")
+    # Back to the RCP home (the members' page is its coordinators'), with what was done.
     assert response.status_code == 302
-    assert response["Location"] == _members_url(committee)
+    assert response["Location"] == reverse("rcp-home")
     girard = Professional.objects.select_related("user").get(rpps=region.girard.rpps)
     assert _roles(committee) == {str(girard): Role.COORDINATOR}
     assert committee.required_specialties == [Specialty.UROLOGY, Specialty.RADIOTHERAPY]
@@ -417,3 +419,92 @@ def test_the_members_page_costs_the_same_queries_for_4_or_24_members(region):
         page = client.get(url, {"q": "Gir"}).content.decode()
     assert page.count('name="seen_role"') == 2 * 24
     assert len(many) == len(few)
+
+
+# --- In the browser -------------------------------------------------------------------------------
+
+
+# The shell script that prepares the demo: the regional administration's permission for its
+# coordinator (H3's role gives it in the demo), and two physicians of the directory: Dr Martin
+# (the demo's oncologist, already a portal user) and Dr Girard of CH de Bourges (no account).
+_DEMO_DIRECTORY = """
+from django.contrib.auth.models import Permission
+from portal.directory_models import DirectoryActivity, DirectoryPerson
+from portal.models import Establishment, Professional, User
+perrin = User.objects.get(email='j.perrin@mirc.test')
+perrin.user_permissions.add(Permission.objects.get(codename='add_committee'))
+martin = Professional.objects.get(user__email='c.martin@mirc.test')
+finess = Establishment.objects.order_by('pk').values_list('finess', flat=True).first()
+for rpps, first, last, specialty in [
+    (martin.rpps, 'CLAIRE', 'MARTIN', 'oncologie_medicale'),
+    ('99800000999', 'CAMILLE', 'GIRARD', 'radiotherapie'),
+]:
+    person, _ = DirectoryPerson.objects.update_or_create(
+        national_id='8' + rpps,
+        defaults=dict(id_type='8', rpps=rpps, civility='Docteur', first_name=first,
+        last_name=last, profession_code='10', profession_label='Médecin', specialty=specialty,
+        is_active=True),
+    )
+    DirectoryActivity.objects.get_or_create(
+        person=person, fingerprint='demo', defaults={'finess_site': finess}
+    )
+print('ok')
+"""
+
+
+@pytest.mark.service("chromium")
+def test_a_committee_created_in_the_browser_with_members_from_the_directory(
+    demo_server,  # noqa: F811
+    browser,  # noqa: F811
+):
+    from tests.test_demo_browser import ARTIFACTS, _sign_in
+    from tests.waiting import on_page, wait_until
+
+    base, manage = demo_server
+    assert manage("shell", "-c", _DEMO_DIRECTORY).stdout.strip().endswith("ok")
+
+    def signed_in(email):
+        context = browser.new_context(locale="fr-FR", viewport={"width": 1400, "height": 1200})
+        page = context.new_page()
+        _sign_in(page, base, email)
+        page.wait_for_url(f"{base}/")
+        return context, page
+
+    # The regional administration creates the committee, Dr Martin as its first coordinator.
+    context, perrin = signed_in("j.perrin@mirc.test")
+    perrin.goto(f"{base}/rcp/")
+    perrin.click("[data-testid=committee-create]")
+    perrin.fill("input[name=q]", "martin")
+    perrin.click("section.directory-lookup form[role=search] button")
+    perrin.click("[data-testid=directory-results] button:has-text('Choisir comme coordinateur')")
+    assert "MARTIN" in perrin.inner_text("[data-testid=chosen-coordinator]")
+    perrin.fill("input[name=name]", "RCP de radiothérapie du Centre")
+    perrin.select_option("select[name=kind]", "cross_cutting")
+    perrin.click("[data-testid=committee-form] button[type=submit]")
+    wait_until(
+        lambda: perrin.url == f"{base}/rcp/",
+        timeout=15,
+        what="the RCP home after creation",
+        sleep=on_page(perrin),
+    )
+    assert "RCP de radiothérapie du Centre" in perrin.inner_text(".messages")
+    context.close()
+
+    # Dr Martin finds the committee and adds Dr Girard, who has no account yet.
+    context, martin = signed_in("c.martin@mirc.test")
+    martin.goto(f"{base}/rcp/")
+    martin.click("text=RCP de radiothérapie du Centre")
+    martin.click("[data-testid=manage-members]")
+    martin.fill("input[name=q]", "girard")
+    martin.click("section.directory-lookup form[role=search] button")
+    martin.click("[data-testid=directory-results] button:has-text('Ajouter comme membre')")
+    wait_until(
+        lambda: "GIRARD" in martin.inner_text("[data-testid=members]"),
+        timeout=15,
+        what="Dr Girard in the members",
+        sleep=on_page(martin),
+    )
+    assert "a rejoint le comité" in martin.inner_text(".messages")
+    ARTIFACTS.mkdir(exist_ok=True)
+    martin.screenshot(path=str(ARTIFACTS / "rcp-committee-members.png"), full_page=True)
+    context.close()

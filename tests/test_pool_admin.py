@@ -102,7 +102,7 @@ def test_the_regional_administration_creates_a_pool_coordinated_by_a_directory_d
         },
     )
     pool = Pool.objects.get(name="Télécardiologie — CHRU de Tours")
-    assert response["Location"] == _manage_url(pool)
+    assert response["Location"] == reverse("expertise-home")
     morin = Professional.objects.select_related("user").get(rpps=tele.morin.rpps)
     assert _roles(pool) == {str(morin): Role.COORDINATOR}
     # The default delays until its coordinators set their own; open to requests.

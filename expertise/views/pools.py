@@ -70,7 +70,10 @@ def pool_create(request):
                     _("Pool “%(name)s” created; %(coordinator)s coordinates it.")
                     % {"name": pool.name, "coordinator": person},
                 )
-                return redirect("expertise-pool-manage", pool_id=pool.pk)
+                # The regional administration is not a member: its page is the coordinators'.
+                if may.may_manage_pool(pool=pool, user=request.user):
+                    return redirect("expertise-pool-manage", pool_id=pool.pk)
+                return redirect("expertise-home")
     return render(
         request,
         "expertise/pool_create.html",

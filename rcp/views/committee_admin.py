@@ -69,7 +69,10 @@ def committee_create(request):
                     _("Committee “%(name)s” created; %(coordinator)s coordinates it.")
                     % {"name": committee.name, "coordinator": person},
                 )
-                return redirect("rcp-committee-members", committee_id=committee.pk)
+                # The regional administration is not a member: its page is the coordinators'.
+                if may.may_coordinate(user=request.user, committee=committee):
+                    return redirect("rcp-committee-members", committee_id=committee.pk)
+                return redirect("rcp-home")
     return render(
         request,
         "rcp/committee_create.html",
