@@ -18,6 +18,7 @@ from expertise import pools
 from expertise.deadlines import deadlines_watch
 from expertise.errors import ExpertiseError, NotAllowed
 from expertise.models import Pool, PoolMember, Urgency
+from expertise.pdf import urgency_fr
 from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, AuditEventType, Professional, Specialty, User
 from tests import builders
@@ -283,6 +284,9 @@ def test_the_pool_delays_set_the_deadline_of_requests_sent_afterwards(tele):
     assert earlier.due_at == start + dt.timedelta(hours=24)  # a deadline given does not move
     assert later.due_at == start + dt.timedelta(hours=8)
     assert later.expected_delay == dt.timedelta(hours=8)
+    # The signed report says the delay the request was sent with.
+    assert urgency_fr(later) == "Urgente (réponse attendue sous 8 h)"
+    assert urgency_fr(earlier) == "Urgente (réponse attendue sous 24 h)"
     page = client_for(tele.gp.user).get(reverse("expertise-request", args=[later.pk]))
     assert "8" in page.content.decode()
     # The reminder comes when a quarter of the pool's delay is left (2 h of 8), the alert after.
