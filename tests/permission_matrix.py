@@ -546,7 +546,6 @@ def _expertise_route(state, *, entitled, method="post", data=None, expect=302, *
     )
 
 
-
 # --- The scoped administration (portal.views_admin, imaging.admin_views) ----------------------
 
 
