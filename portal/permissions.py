@@ -134,6 +134,11 @@ def removable_relationships(
 # role ESTABLISHMENT_ADMIN carries it) and an affiliation to the establishment.
 
 
+# Carried by the regional administrator's role (portal.roles); the role, not the permission,
+# makes one (is_regional_administrator).
+REGIONAL_ADMINISTRATION_PERMISSION = "portal.change_establishment"
+
+
 def is_regional_administrator(user) -> bool:
     return bool(getattr(user, "is_active", False)) and REGIONAL_ADMIN in role_codes_of(user)
 
@@ -153,6 +158,13 @@ def administered_establishments(user):
 
 def may_open_administration(user) -> bool:
     """The "Administration" menu entry: a regional or an establishment's administrator."""
+    # Asked on every page: the permissions (cached on the user for the request, the menu
+    # asks others) rule out most users without a query of their own.
+    if not getattr(user, "is_authenticated", False) or not (
+        user.has_perm(REGIONAL_ADMINISTRATION_PERMISSION)
+        or user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION)
+    ):
+        return False
     return administered_establishments(user).exists()
 
 
