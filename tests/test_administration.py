@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from imaging.models import CallingAETitle, DicomDeclaration
-from portal import administration, directory_accounts, roles
+from portal import administration, directory_accounts, permissions, roles
 from portal.audit import Actor
 from portal.directory_models import DirectoryActivity, DirectoryIdType, DirectoryPerson
 from portal.identifiers import luhn_complete
@@ -542,3 +542,39 @@ def test_list_pages_make_a_constant_number_of_queries(
     _more_professionals(world, 6, 10)
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert client.get(url).status_code == 200
+
+
+# --- The demo's people keep their abilities, through the roles --------------------------------
+
+
+def test_the_demo_grants_its_people_their_roles(db):
+    from demo.seed import _establishments, _professionals
+
+    people = _professionals(_establishments())
+    _professionals(_establishments())  # a second run changes nothing
+
+    def user(key):
+        return User.objects.get(pk=people[key].user.pk)
+
+    perrin, haddad = user("j.perrin"), user("k.haddad")
+    assert permissions.is_regional_administrator(perrin)
+    assert perrin.has_perm("rcp.add_committee") and perrin.has_perm("expertise.add_pool")
+    assert [e.name for e in permissions.administered_establishments(haddad)] == ["CHR d'Orléans"]
+    assert user("n.simon").has_perm("portal.view_auditevent")
+    assert user("m.robin").has_perm("portal.change_identityconflict")
+    assert not user("c.martin").groups.exists()
+    assert Group.objects.get(name="role:regional_admin").user_set.count() == 1
+
+
+def test_a_dicom_declaration_saved_on_stale_values_is_refused(world):
+    admin = regional_administrator(world)
+    url = reverse("administration-dicom", args=[world.tours.pk])
+    read_by_both = _declaration_post(world)
+    assert client_for(admin).post(url, read_by_both).status_code == 302
+    response = client_for(admin).post(
+        url, {**read_by_both, "pacs_host": "autre.chru-tours.test"}, follow=True
+    )
+    assert response.status_code == 200 and _messages(response)
+    assert DicomDeclaration.objects.get(establishment=world.tours).pacs_host == (
+        "pacs.chru-tours.test"
+    )
