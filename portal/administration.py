@@ -191,7 +191,16 @@ def affiliation_end(*, affiliation: Affiliation, by: Actor) -> None:
             code="self",
         )
     with transaction.atomic():
+        Professional.objects.select_for_update().filter(pk=affiliation.professional_id).first()
         deleted, _rows = Affiliation.objects.filter(pk=affiliation.pk).delete()
+        if deleted and affiliation.is_primary:
+            # Their next establishment becomes the primary one (the audit trail's and the
+            # billing's default), so that a professional who still works somewhere has one.
+            Affiliation.objects.filter(
+                pk=Affiliation.objects.filter(professional_id=affiliation.professional_id)
+                .order_by("pk")
+                .values("pk")[:1]
+            ).update(is_primary=True)
         if not deleted:
             raise ValidationError(
                 _("%(name)s was already removed from this establishment.")

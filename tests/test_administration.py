@@ -578,3 +578,16 @@ def test_a_dicom_declaration_saved_on_stale_values_is_refused(world):
     assert DicomDeclaration.objects.get(establishment=world.tours).pacs_host == (
         "pacs.chru-tours.test"
     )
+
+
+def test_removing_a_primary_affiliation_makes_the_next_one_primary(world):
+    admin = tours_administration(world)
+    Affiliation.objects.create(professional=world.surgeon, establishment=world.bourges)
+    tours = world.surgeon.affiliations.get(establishment=world.tours)
+    assert tours.is_primary
+    client_for(admin).post(
+        reverse("administration-affiliation-end", args=[world.tours.pk, tours.pk])
+    )
+    assert list(world.surgeon.affiliations.values_list("establishment", "is_primary")) == [
+        (world.bourges.pk, True)
+    ]
