@@ -82,6 +82,10 @@ class Establishment(models.Model):
         blank=True,
         help_text=_("MSH-4 of its HL7 messages, when it is not the FINESS."),
     )
+    # Whom the region's administrators and the other establishments call about the portal.
+    contact_name = models.CharField(_("contact person"), max_length=200, blank=True)
+    contact_phone = models.CharField(_("contact phone"), max_length=30, blank=True)
+    contact_email = models.EmailField(_("contact e-mail"), blank=True)
 
     class Meta:
         verbose_name = _("establishment")

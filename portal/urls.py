@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, views, views_session
+from portal import health, views, views_admin, views_session
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -38,6 +38,41 @@ identity_patterns = [
     ),
 ]
 
+establishment_admin_patterns = [
+    path("", views_admin.establishment_edit, name="administration-establishment"),
+    path(
+        "professionnels/",
+        views_admin.establishment_professionals,
+        name="administration-professionals",
+    ),
+    path(
+        "professionnels/<int:affiliation_id>/retirer/",
+        views_admin.affiliation_end,
+        name="administration-affiliation-end",
+    ),
+    path(
+        "professionnels/<int:professional_id>/roles/",
+        views_admin.establishment_role_change,
+        name="administration-professional-role",
+    ),
+]
+
+administration_patterns = [
+    path("", views_admin.administration_home, name="administration-home"),
+    path(
+        "etablissements/nouveau/",
+        views_admin.establishment_create,
+        name="administration-establishment-create",
+    ),
+    path("etablissements/<int:establishment_id>/", include(establishment_admin_patterns)),
+    path("roles/", views_admin.role_list, name="administration-roles"),
+    path(
+        "roles/<str:role_code>/<int:user_id>/retirer/",
+        views_admin.role_revoke,
+        name="administration-role-revoke",
+    ),
+]
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("accueil/nouveautes/lues/", views.home_news_mark_read, name="home-news-read"),
@@ -49,6 +84,8 @@ urlpatterns = [
     path("dicomweb/", include("imaging.dicomweb_urls")),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),
+    path("administration/", include(administration_patterns)),
+    path("administration/", include("imaging.admin_urls")),
     path("notifications/", views.notification_list, name="notification-list"),
     path("notifications/lues/", views.notification_mark_read, name="notification-mark-read"),
     path("session/maintien/", views_session.session_keepalive, name="session-keepalive"),

@@ -600,6 +600,92 @@ def _expertise_route(state, *, entitled, method="post", data=None, expect=302, *
     )
 
 
+# --- The scoped administration (portal.views_admin, imaging.admin_views) ----------------------
+
+
+def _with_role(user, role_code):
+    from portal.administration import role_grant_by_system
+
+    role_grant_by_system(role_code=role_code, holder=user, by=builders.SYSTEM)
+    return user
+
+
+def regional_administrator(world):
+    """The region's administrator (a role, portal.roles.REGIONAL_ADMIN), built once per world."""
+    if "_regional_administrator" not in world.__dict__:
+        world._regional_administrator = _with_role(
+            builders.professional(
+                email="administration.regionale@mirc.test",
+                first_name="Agnès",
+                last_name="Lemaître",
+                profession="coordinateur",
+                establishment=world.tours,
+                title="Mme",
+                with_rpps=False,
+            ).user,
+            "regional_admin",
+        )
+    return world._regional_administrator
+
+
+def tours_administration(world):
+    """The admissions office of CHRU de Tours: the establishment's administrator there."""
+    if "_tours_administration" not in world.__dict__:
+        world._tours_administration = _with_role(
+            builders.professional(
+                email="admissions.tours@mirc.test",
+                first_name="Sophie",
+                last_name="Garnier",
+                profession="autre",
+                establishment=world.tours,
+                title="Mme",
+                with_rpps=False,
+            ).user,
+            "establishment_admin",
+        )
+    return world._tours_administration
+
+
+def bourges_administration(world):
+    """The admissions office of CH de Bourges: an establishment's administrator, elsewhere."""
+    if "_bourges_administration" not in world.__dict__:
+        world._bourges_administration = _with_role(
+            builders.professional(
+                email="admissions.bourges@mirc.test",
+                first_name="Marc",
+                last_name="Renaud",
+                profession="autre",
+                establishment=world.bourges,
+                title="M.",
+                with_rpps=False,
+            ).user,
+            "establishment_admin",
+        )
+    return world._bourges_administration
+
+
+def _surgeon_at_tours(world) -> dict:
+    return {
+        "establishment_id": world.tours.pk,
+        "affiliation_id": world.surgeon.affiliations.get(establishment=world.tours).pk,
+    }
+
+
+def _dpo_role_holder(world) -> dict:
+    _with_role(world.auditor_user, "data_protection")
+    return {"role_code": "data_protection", "user_id": world.auditor_user.pk}
+
+
+def _administration_route(kwargs, *, entitled, outsider, **extra):
+    return ObjectRoute(
+        kwargs=kwargs,
+        entitled=entitled,
+        outsider=outsider,
+        patient_data=False,
+        **extra,
+    )
+
+
 MATRIX = {
     "home": SignedIn(),
     # The GP marks his home's news read (his own notifications and news only).
@@ -1422,6 +1508,56 @@ MATRIX = {
         outsider=lambda w: w.oncologist.user,
         audit_event=AuditEventId.EXPORT,
         patient=lambda w: w.patient,
+    ),
+    # --- the scoped administration ---
+    "administration-home": GlobalPermission(holder=tours_administration),
+    "administration-establishment-create": GlobalPermission(holder=regional_administrator),
+    "administration-roles": GlobalPermission(holder=regional_administrator),
+    "administration-establishment": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk},
+        entitled=regional_administrator,
+        # Its own establishment's administrator does not edit its identity.
+        outsider=tours_administration,
+        extra_outsiders=[lambda w: w.oncologist.user, lambda w: w.admin_user],
+    ),
+    "administration-dicom": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk},
+        entitled=regional_administrator,
+        outsider=tours_administration,
+        extra_outsiders=[lambda w: w.admin_user],
+    ),
+    "administration-professionals": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk},
+        entitled=tours_administration,
+        outsider=bourges_administration,
+        extra_outsiders=[lambda w: w.oncologist.user],
+    ),
+    "administration-affiliation-end": _administration_route(
+        _surgeon_at_tours,
+        entitled=tours_administration,
+        outsider=bourges_administration,
+        extra_outsiders=[lambda w: w.surgeon.user],
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
+    ),
+    "administration-professional-role": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk, "professional_id": w.surgeon.pk},
+        entitled=tours_administration,
+        outsider=bourges_administration,
+        method="post",
+        data=lambda w: {"role": "establishment_admin", "operation": "grant"},
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
+    ),
+    "administration-role-revoke": _administration_route(
+        _dpo_role_holder,
+        entitled=regional_administrator,
+        outsider=tours_administration,
+        extra_outsiders=[lambda w: w.auditor_user],
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
     ),
 }
 
