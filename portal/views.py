@@ -181,11 +181,27 @@ def patient_detail(request, patient_id):
             ),
             "identifiers": identifiers,
             "add_form": add_form,
-            # Who may bring a colleague in may record the patient's word on sharing too.
-            "may_change_sharing": can_add,
+            "may_change_sharing": permissions.may_change_sharing_opposition(
+                user=request.user, patient=patient
+            ),
+            "opposition": _opposition_recorded(patient),
             "my_professional_id": getattr(_professional_or_none(request.user), "pk", None),
         },
     )
+
+
+def _opposition_recorded(patient) -> dict | None:
+    """Who recorded the patient's current opposition, as the patient page says it."""
+    if not patient.sharing_opposed:
+        return None
+    by = patient.sharing_opposition_by
+    professional = _professional_or_none(by) if by is not None else None
+    return {
+        "since": patient.sharing_opposed_at,
+        "source": patient.sharing_opposition_source,
+        "establishment": patient.sharing_opposition_establishment,
+        "by": professional.display_name if professional else (by.get_full_name() if by else ""),
+    }
 
 
 @patient_data_view
@@ -195,12 +211,13 @@ def sharing_opposition(request, patient_id):
     a confirmation page (GET), then the change (POST of the state confirmed)."""
     patient = get_patient_for_user(request, patient_id)
     back = redirect("patient-detail", patient_id=patient.pk)
-    if not permissions.may_add_to_care_team(user=request.user, patient=patient):
+    if not permissions.may_change_sharing_opposition(user=request.user, patient=patient):
         messages.error(
             request,
             _(
-                "Only a clinician of the patient's care team or the establishment's "
-                "administration can record the patient's opposition to sharing."
+                "Only the patient's establishments (where the patient has an IPP), through a "
+                "clinician of the care team or the administration, can record the patient's "
+                "opposition to sharing."
             ),
         )
         return back
