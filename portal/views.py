@@ -263,6 +263,9 @@ def sharing_opposition(request, patient_id):
             "form": SharingOppositionForm(
                 initial={"opposed": "0" if patient.sharing_opposed else "1"}
             ),
+            "establishment": permissions.opposition_establishment(
+                user=request.user, patient=patient
+            ),
         },
     )
 

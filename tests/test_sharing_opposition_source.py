@@ -171,6 +171,12 @@ def test_a_care_team_member_of_another_establishment_may_once_it_registers_her(w
     PatientIdentifier.objects.create(patient=jeanne, establishment=world.bourges, value="B300003")
 
     assert 'data-testid="sharing-opposition"' in _page(bourges_radiologist, jeanne)
+    confirmation = bourges_radiologist.get(
+        reverse("sharing-opposition", args=[jeanne.pk]), **ENGLISH
+    )
+    assert "Recorded in your name for CH de Bourges (FINESS 180000028)" in html.unescape(
+        confirmation.content.decode()
+    )
     assert _oppose(bourges_radiologist, jeanne).status_code == 302
     jeanne.refresh_from_db()
     assert jeanne.sharing_opposed
