@@ -204,3 +204,30 @@ class RoleGrantByEmailForm(RoleChoiceForm):
     protection officer, a billing office has no RPPS)."""
 
     email = forms.EmailField(label=_("E-mail address of an existing account"))
+
+
+class AccessLetterForm(forms.Form):
+    """The period of a patient's access letter and the establishment that answers (one of the
+    patient's establishments, where the patient has an IPP: its letterhead)."""
+
+    date_from = forms.DateField(label=_("From"), widget=DateInput())
+    date_to = forms.DateField(label=_("To"), widget=DateInput())
+    establishment = forms.ModelChoiceField(
+        label=_("Letterhead"),
+        queryset=Establishment.objects.none(),
+        required=False,
+        empty_label=_("The regional portal"),
+    )
+
+    def __init__(self, *args, patient, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["establishment"].queryset = Establishment.objects.filter(
+            patient_identifiers__patient=patient
+        ).order_by("name")
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            raise forms.ValidationError(_("The period must start before it ends."))
+        return cleaned

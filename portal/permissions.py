@@ -82,6 +82,40 @@ def may_add_to_care_team(*, user, patient: Patient) -> bool:
     return is_establishment_administration(user=user, patient=patient)
 
 
+def opposition_establishment(*, user, patient: Patient) -> Establishment | None:
+    """The establishment for which ``user`` may take the patient's word on sharing between
+    establishments, or None: one of the patient's establishments (it holds an IPP of the
+    patient, the same notion as is_establishment_administration) that ``user`` works for,
+    their primary one first. The opposition is the patient's relation with the
+    establishments that hold their record: a GP, a committee member or an expert elsewhere,
+    whatever their role, does not change it."""
+    professional = _professional(user)
+    if professional is None:
+        return None
+    return (
+        Establishment.objects.filter(
+            patient_identifiers__patient=patient, affiliations__professional=professional
+        )
+        .order_by("-affiliations__is_primary", "name", "pk")
+        .first()
+    )
+
+
+def may_change_sharing_opposition(*, user, patient: Patient) -> bool:
+    """Record or lift the patient's opposition to sharing (L1110-4): someone of one of the
+    patient's establishments (opposition_establishment) who either is a clinician of the
+    patient's care team or runs the establishment's care teams (the admissions office takes
+    the patient's word too)."""
+    professional = _professional(user)
+    if professional is None or opposition_establishment(user=user, patient=patient) is None:
+        return False
+    if professional.profession in CLINICAL_PROFESSIONS and _active_roles(
+        user=user, patient=patient
+    ):
+        return True
+    return user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION)
+
+
 def _may_end(*, relationship: CareRelationship, user, my_roles: set[str], admin: bool) -> bool:
     if admin:
         return True

@@ -27,6 +27,11 @@ audit_patterns = [
         views.patient_access_report,
         name="patient-access-report",
     ),
+    path(
+        "patients/<int:patient_id>/lettre-acces.pdf",
+        views.patient_access_letter,
+        name="patient-access-letter",
+    ),
 ]
 
 identity_patterns = [

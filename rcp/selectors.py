@@ -8,6 +8,8 @@ from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from imaging.models import Study
+from imaging.selectors import establishments_of, shared_with_establishments
+from portal.sharing import uploads_shared_with
 from rcp.models import (
     Case,
     CaseDocument,
@@ -297,3 +299,17 @@ def _minutes_state(session) -> str:
     if status in RcpDocument.IN_FLIGHT:
         return "making"
     return "outdated"
+
+
+def case_documents_for(*, case: Case, user) -> QuerySet[CaseDocument]:
+    """The documents of ``case`` that ``user`` may read: for a patient who opposes sharing
+    between establishments, only those given by someone of ``user``'s establishments (the
+    decision, for an RCP the patient was informed of, is in portal.sharing). The case page's
+    list and the download use it: a hidden document answers 404 like a missing one."""
+    return case.documents.filter(uploads_shared_with(user, patient_field="case__patient"))
+
+
+def case_studies_for(*, case: Case, user) -> QuerySet[Study]:
+    """The studies attached to ``case`` that the case page lists for ``user``: the viewer
+    opens only those (imaging.selectors.studies_visible_to), the list names no other."""
+    return case.studies.filter(shared_with_establishments(establishments_of(user)))

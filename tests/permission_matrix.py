@@ -1559,6 +1559,15 @@ MATRIX = {
         expect=302,
         audit_event=AuditEventId.SECURITY_ALERT,
     ),
+    # The same report as a letter to the patient (PDF): the DPO only, the care team no more
+    # than the establishment's administration; tests/test_access_letter.py.
+    "patient-access-letter": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.auditor_user,
+        outsider=lambda w: w.oncologist.user,
+        audit_event=AuditEventId.EXPORT,
+        patient=lambda w: w.patient,
+    ),
 }
 
 # Routes of libraries, covered by their own rules in the matrix test.
