@@ -13,6 +13,7 @@ which names the variable.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from csp.constants import NONE, SELF
@@ -432,6 +433,15 @@ if OIDC_SERVER_URL:
 # its "^OID") that count as strong authentication by themselves: APPPRIP3 is the CPS card or the
 # e-CPS app. A sign-in at any other level must still pass the portal's second factor.
 PSC_STRONG_LEVELS = frozenset(env.list("PSC_STRONG_LEVELS", default=["APPPRIP3"]))
+# The sign-in page's form posts to the portal, which redirects the browser to the provider's
+# authorization endpoint: the CSP's form-action must allow that origin, or the browser stops the
+# redirect. PSC's authorization endpoint is not on its discovery URL's host: set them all.
+OIDC_AUTHORIZATION_ORIGINS = env.list(
+    "OIDC_AUTHORIZATION_ORIGINS",
+    default=["{0.scheme}://{0.netloc}".format(urlsplit(OIDC_SERVER_URL))]
+    if OIDC_SERVER_URL
+    else [],
+)
 # Whom a professional refused at sign-in (not in the directory, or no longer active) contacts.
 PSC_SUPPORT_EMAIL = env.str("PSC_SUPPORT_EMAIL", default="support@mirc.test")
 SOCIALACCOUNT_ONLY = False
@@ -497,7 +507,7 @@ CONTENT_SECURITY_POLICY = {
         "font-src": [SELF],
         "object-src": [NONE],
         "base-uri": [SELF],
-        "form-action": [SELF],
+        "form-action": [SELF, *OIDC_AUTHORIZATION_ORIGINS],
         "frame-ancestors": [NONE],
     }
 }

@@ -7,7 +7,9 @@ and consent forms, back to the portal's callback, which exchanges the code, chec
 and reads the userinfo. One test drives Chromium through the same sign-in.
 """
 
+import os
 import re
+import shutil
 import time
 from html import unescape
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -34,6 +36,7 @@ from portal.models import (
 from portal.psc import BACKCHANNEL_EVENT
 from portal.psc_models import ProviderSession
 from tests.conftest import require_service
+from tests.test_demo_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.waiting import wait_until
 
 CLIENT_ID = "mirc-portal"
@@ -115,6 +118,15 @@ def psc(provider, settings, transactional_db, world, live_server):
                 }
             ],
         }
+    }
+    # What OIDC_AUTHORIZATION_ORIGINS defaults to with OIDC_SERVER_URL set (portal/settings.py).
+    policy = settings.CONTENT_SECURITY_POLICY
+    settings.CONTENT_SECURITY_POLICY = {
+        **policy,
+        "DIRECTIVES": {
+            **policy["DIRECTIVES"],
+            "form-action": [*policy["DIRECTIVES"]["form-action"], provider.issuer],
+        },
     }
     world.oncologist.rpps = RPPS["martin"]
     world.oncologist.save(update_fields=["rpps"])
@@ -360,3 +372,30 @@ def test_a_forged_logout_token_ends_nothing(psc, live_server, provider):
         assert response.json()["error"] == "invalid_request"
     assert _signed_in_user(http, _base(live_server)) == psc.oncologist.user
     assert ProviderSession.objects.count() == 1
+
+
+@pytest.mark.service("chromium")
+def test_a_doctor_signs_in_with_pro_sante_connect_in_the_browser(psc, live_server):
+    if not (shutil.which(CHROMIUM) or os.path.exists(CHROMIUM)):
+        require_service("Chromium", f"{CHROMIUM} not found")
+    from playwright.sync_api import sync_playwright
+
+    base = _base(live_server)
+    # Playwright runs its event loop in this thread: it must be gone before the database is
+    # flushed at teardown (Django refuses sync queries beside a running loop).
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_context(locale="fr-FR").new_page()
+        page.goto(f"{base}{reverse('account_login')}")
+        page.click("button.sso")
+        page.wait_for_url(re.compile(r"/interaction/"), timeout=30_000)
+        page.fill("input[name=login]", "bernard")
+        page.click("button[type=submit]")
+        page.get_by_role("button", name="Autoriser", exact=True).click(timeout=30_000)
+        page.wait_for_url(f"{base}{reverse('home')}", timeout=60_000)
+        heading = page.inner_text("h1")
+        browser.close()
+    assert "Hugo" in heading
+    assert Professional.objects.get(rpps=RPPS["bernard"]).user.socialaccount_set.exists()
