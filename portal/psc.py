@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from importlib import import_module
 
 import jwt
@@ -27,9 +28,10 @@ import requests
 from allauth.core.exceptions import ImmediateHttpResponse
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -113,6 +115,7 @@ REFUSAL_UNKNOWN = "unknown"
 REFUSAL_INACTIVE = "inactive"
 REFUSAL_NO_IDENTIFIER = "no-identifier"
 REFUSAL_OTHER_PROFESSIONAL = "other-professional"
+REFUSAL_CONCURRENT = "concurrent"
 
 
 def _refuse(request, identity: Identity, reason: str):
@@ -157,6 +160,18 @@ def admit(request, sociallogin) -> Identity:
             _refuse(request, identity, REFUSAL_OTHER_PROFESSIONAL)
     actor = Actor.from_request(request)
     actor = Actor(ip=actor.ip, session_hash=actor.session_hash, name=f"psc:{person.national_id}")
+    try:
+        linked = _link(request, sociallogin, person, identity, actor)
+    except IntegrityError:
+        # A second sign-in of the same professional, at the same moment, created him first.
+        _refuse(request, identity, REFUSAL_CONCURRENT)
+    identity.user_id = linked.professional.user_id
+    request.psc_identity = identity
+    request.session[PENDING_SESSION_KEY] = asdict(identity)
+    return identity
+
+
+def _link(request, sociallogin, person, identity: Identity, actor: Actor):
     with transaction.atomic():
         linked = link_professional(person, by=actor, finess=identity.finess)
         if not sociallogin.is_existing:
@@ -175,10 +190,7 @@ def admit(request, sociallogin) -> Identity:
                     "professional_created": linked.created,
                 },
             )
-    identity.user_id = sociallogin.user.pk
-    request.psc_identity = identity
-    request.session[PENDING_SESSION_KEY] = asdict(identity)
-    return identity
+    return linked
 
 
 def pending_identity(request, user) -> Identity | None:
@@ -211,6 +223,10 @@ def remember_session(request, user, identity: Identity) -> None:
     request.session[PALIER_SESSION_KEY] = identity.palier
     if request.session.session_key is None:
         request.session.save()
+    # Sessions past their age have ended by themselves: their rows are of no more use.
+    ProviderSession.objects.filter(
+        created_at__lt=timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    ).delete()
     ProviderSession.objects.create(
         provider_id=settings.PSC_PROVIDER_ID,
         sid=identity.sid,

@@ -41,7 +41,7 @@ from tests.waiting import wait_until
 
 CLIENT_ID = "mirc-portal"
 CLIENT_SECRET = "not-a-secret-test-only"
-TOURS, BOURGES = "370000481", "180000028"
+TOURS, BOURGES, VIERZON = "370000481", "180000028", "180009993"
 
 # The professionals of the provider, by their login there. Claire Martin (the world's
 # oncologist) has a portal account; Hugo Bernard is in the directory without one; Inès Petit's
@@ -131,7 +131,8 @@ def psc(provider, settings, transactional_db, world, live_server):
     world.oncologist.rpps = RPPS["martin"]
     world.oncologist.save(update_fields=["rpps"])
     _directory_person("martin", "MARTIN", "CLAIRE", TOURS)
-    _directory_person("bernard", "BERNARD", "HUGO", BOURGES)
+    # The directory knows his practice in Vierzon; PSC's claims name Bourges too.
+    _directory_person("bernard", "BERNARD", "HUGO", VIERZON)
     _directory_person("petit", "PETIT", "INES", TOURS)
     _directory_person("roux", "ROUX", "MARC", TOURS, active=False)
     return world
@@ -262,11 +263,8 @@ def test_a_directory_doctor_without_account_gets_one_with_his_establishments(psc
     assert _signed_in_user(http, _base(live_server)) == professional.user
     assert professional.user.email.endswith("@annuaire.invalid")
     assert professional.user.first_name == "Hugo"
-    assert list(
-        Affiliation.objects.filter(professional=professional).values_list(
-            "establishment__finess", flat=True
-        )
-    ) == [BOURGES]
+    affiliations = Affiliation.objects.filter(professional=professional)
+    assert set(affiliations.values_list("establishment__finess", flat=True)) == {BOURGES, VIERZON}
     # The pages of the portal work for him: his patients (none yet), the boards.
     patients = http.get(f"{_base(live_server)}{reverse('patient-list')}", timeout=30)
     assert patients.status_code == 200
