@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import jwt
 import pytest
 import requests
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from allauth.socialaccount.models import SocialAccount, SocialApp
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.sessions.models import Session
@@ -36,6 +37,7 @@ from portal.models import (
 from portal.psc import BACKCHANNEL_EVENT
 from portal.psc_models import ProviderSession
 from tests.conftest import require_service
+from tests.test_auth import _totp_code
 from tests.test_demo_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.waiting import wait_until
 
@@ -322,6 +324,27 @@ def test_a_weak_palier_must_pass_the_second_factor_a_strong_one_need_not(
     patient = http.get(f"{_base(live_server)}{reverse('patient-detail', args=[psc.patient.pk])}")
     assert patient.status_code == 200
     assert "Dupont" in patient.text.upper() or "DUPONT" in patient.text
+
+
+def test_a_weak_palier_with_a_totp_passes_it_then_is_in(psc, live_server, settings):
+    """allauth asks a professional with a second factor for it before the login: the palier
+    and the provider session are recorded when the login completes, a request later."""
+    settings.MFA_ENFORCE = "all"
+    _, first, _ = _sign_in(_base(live_server), "petit")  # creates her account
+    assert urlsplit(first.url).path == reverse("mfa_activate_totp")
+    user = Professional.objects.get(rpps=RPPS["petit"]).user
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    http, page, _ = _sign_in(_base(live_server), "petit")
+    assert urlsplit(page.url).path == reverse("mfa_authenticate")
+    action, fields = _form(page.text, reverse("mfa_authenticate"))
+    home = http.post(urljoin(page.url, action), data={**fields, "code": _totp_code(secret)})
+    assert urlsplit(home.url).path == reverse("home")
+    assert _signed_in_user(http, _base(live_server)) == user
+    login = AuditEvent.objects.filter(event_type=AuditEventType.LOGIN, outcome=0).latest("pk")
+    assert login.actor == user
+    assert login.detail["palier"] == psc_provider.WEAK_PALIER
+    assert ProviderSession.objects.filter(user=user, session_key=http.cookies["sessionid"]).exists()
 
 
 def test_the_providers_logout_ends_the_portal_session(psc, live_server, provider):
