@@ -29,7 +29,14 @@ $(VIEWER): frontend/package.json frontend/package-lock.json frontend/vite.config
 
 viewer: $(VIEWER)
 
-setup: $(INSTALLED) messages $(VIEWER)
+# The stand-in for Pro Santé Connect (panva's oidc-provider on Node.js) of the tests and the demo.
+PSC_PROVIDER := tests/oidc_provider/node_modules/.package-lock.json
+$(PSC_PROVIDER): tests/oidc_provider/package.json tests/oidc_provider/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20 or newer) is needed for the test OpenID Connect provider"; exit 1; }
+	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(INSTALLED) messages $(VIEWER) $(PSC_PROVIDER)
 	mkdir -p var
 
 # The demo runs as production does, DEBUG off: the portal's own error pages, never Django's
@@ -69,4 +76,4 @@ worker: setup
 	$(BIN)/celery -A portal worker --loglevel=INFO
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache static/build frontend/node_modules
+	rm -rf $(VENV) staticfiles .pytest_cache static/build frontend/node_modules tests/oidc_provider/node_modules

@@ -6,6 +6,8 @@ from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from portal import psc
+from portal.directory_accounts import has_placeholder_email
 from portal.mail import portal_url
 from portal.signals import audit_failed_authentication
 
@@ -35,6 +37,9 @@ class AccountAdapter(DefaultAccountAdapter):
         return f"[MIRC] {subject}"
 
     def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        if has_placeholder_email(email):
+            # An account made from the directory has no address of its own: nothing to send.
+            return
         context = dict(context)
         for key, name in ACCOUNT_EMAIL_LINKS.items():
             # The password reset e-mail's own link (with its key) is built above: keep it.
@@ -50,6 +55,17 @@ class AccountAdapter(DefaultAccountAdapter):
         # Accounts are created by an administrator or arrive through the regional SSO.
         return False
 
+    def login(self, request, user):
+        # A Pro Santé Connect sign-in: its palier goes into the login's audit event (read by
+        # portal.signals.audit_login) and into the session (portal.middleware), and the session
+        # is remembered under the provider's sid for its back-channel logout.
+        identity = psc.pending_identity(request, user)
+        if identity is not None:
+            request.authentication_detail = psc.login_detail(identity)
+        super().login(request, user)
+        if identity is not None:
+            psc.remember_session(request, user, identity)
+
     def pre_authenticate(self, request, **credentials):
         # An attempt refused by the rate limit never reaches Django's authenticate(), so
         # it sends no user_login_failed signal: record it here, or a brute force past the
@@ -64,6 +80,13 @@ class AccountAdapter(DefaultAccountAdapter):
 
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
+    def pre_social_login(self, request, sociallogin):
+        # Pro Santé Connect: only a professional the directory lists as active gets in; his
+        # account is linked or made here (portal.psc.admit), so allauth never signs anyone up.
+        if psc.is_psc(sociallogin):
+            psc.admit(request, sociallogin)
+
     def is_open_for_signup(self, request, sociallogin):
-        # A professional authenticated by Pro Santé Connect (CPS / e-CPS) gets an account.
-        return True
+        # Accounts come from an administrator or from the directory (portal.psc.admit), never
+        # from allauth's sign-up form.
+        return False

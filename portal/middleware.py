@@ -21,10 +21,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
+from portal import psc
 from portal.access import record_refusal
 from portal.audit import Actor
 
-STRONG_METHODS = {"mfa", "socialaccount"}
 ALWAYS_ALLOWED_PREFIXES = ("/accounts/", "/static/", "/health/", "/i18n/")
 
 # What a session lacks before it may reach health data.
@@ -48,9 +48,9 @@ def strong_authentication_gap(*, user, session) -> str | None:
 
     ``settings.MFA_ENFORCE``: "none" (demo default), "staff" or "all" (production default).
     Strong means a second factor passed in this session (allauth records it as "mfa") or a
-    sign-in through the OpenID Connect provider (Pro Santé Connect, CPS / e-CPS), which is
-    strong authentication by itself. A second factor merely set up is not enough: a session
-    opened with the password before it was set up has not passed it.
+    sign-in through Pro Santé Connect at a strong palier (settings.PSC_STRONG_LEVELS: CPS card,
+    e-CPS), strong authentication by itself. A second factor merely set up is not enough: a
+    session opened with the password before it was set up has not passed it.
     """
     mode = settings.MFA_ENFORCE
     if mode == "none" or user is None or not user.is_authenticated:
@@ -58,8 +58,15 @@ def strong_authentication_gap(*, user, session) -> str | None:
     if mode == "staff" and not user.is_staff:
         return None
     records = get_authentication_records(_SessionOnly(session), user)
-    if any(record.get("method") in STRONG_METHODS for record in records):
-        return None
+    for record in records:
+        if record.get("method") == "mfa":
+            return None
+        # A Pro Santé Connect sign-in is strong only at a strong palier (CPS card, e-CPS):
+        # a weaker one (e.g. a one-time code) still needs the portal's second factor.
+        if record.get("method") == "socialaccount" and psc.is_strong(
+            session.get(psc.PALIER_SESSION_KEY)
+        ):
+            return None
     return MUST_VERIFY if is_mfa_enabled(user) else MUST_ENROLL
 
 

@@ -762,3 +762,4 @@ from portal.directory_models import (  # noqa: E402, F401
     DirectoryImport,
     DirectoryPerson,
 )
+from portal.psc_models import ProviderSession  # noqa: E402, F401

@@ -13,6 +13,7 @@ which names the variable.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from csp.constants import NONE, SELF
@@ -398,18 +399,19 @@ MFA_PASSKEY_LOGIN_ENABLED = False
 # Who must pass a second factor before using the portal (pages and WebSockets): "none",
 # "staff" or "all". Health data needs strong authentication (PGSSI-S), so production
 # defaults to "all"; the embedded demo (DEBUG) defaults to "none", its personas signing in
-# with a password. A login through the OpenID Connect provider (Pro Santé Connect, CPS or
-# e-CPS) counts as strong authentication already.
+# with a password. A login through Pro Santé Connect at a strong palier (PSC_STRONG_LEVELS:
+# CPS card or e-CPS) counts as strong authentication already.
 MFA_ENFORCE = env.str("MFA_ENFORCE", default="none" if DEBUG else "all")
 if MFA_ENFORCE not in {"none", "staff", "all"}:
     raise ImproperlyConfigured("MFA_ENFORCE must be one of: none, staff, all.")
 
 OIDC_SERVER_URL = env.str("OIDC_SERVER_URL", default="")
+PSC_PROVIDER_ID = env.str("OIDC_PROVIDER_ID", default="psc")
 SOCIALACCOUNT_PROVIDERS = {"openid_connect": {"OAUTH_PKCE_ENABLED": True, "APPS": []}}
 if OIDC_SERVER_URL:
     SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"].append(
         {
-            "provider_id": env.str("OIDC_PROVIDER_ID", default="psc"),
+            "provider_id": PSC_PROVIDER_ID,
             "name": env.str("OIDC_PROVIDER_NAME", default="Pro Santé Connect"),
             "client_id": env.str("OIDC_CLIENT_ID"),
             "secret": env.str("OIDC_CLIENT_SECRET"),
@@ -419,10 +421,29 @@ if OIDC_SERVER_URL:
                 "token_auth_method": env.str(
                     "OIDC_TOKEN_AUTH_METHOD", default="client_secret_basic"
                 ),
-                "scope": env.list("OIDC_SCOPES", default=["openid", "email", "profile"]),
+                # Pro Santé Connect's scopes: its userinfo then carries SubjectNameID (the
+                # national identifier), SubjectRefPro (practice sites) and the palier.
+                "scope": env.str("OIDC_SCOPES", default="openid scope_all")
+                .replace(",", " ")
+                .split(),
             },
         }
     )
+# Pro Santé Connect (portal/psc.py). The authentication levels (Palier_Authentification, before
+# its "^OID") that count as strong authentication by themselves: APPPRIP3 is the CPS card or the
+# e-CPS app. A sign-in at any other level must still pass the portal's second factor.
+PSC_STRONG_LEVELS = frozenset(env.list("PSC_STRONG_LEVELS", default=["APPPRIP3"]))
+# The sign-in page's form posts to the portal, which redirects the browser to the provider's
+# authorization endpoint: the CSP's form-action must allow that origin, or the browser stops the
+# redirect. PSC's authorization endpoint is not on its discovery URL's host: set them all.
+OIDC_AUTHORIZATION_ORIGINS = env.list(
+    "OIDC_AUTHORIZATION_ORIGINS",
+    default=["{0.scheme}://{0.netloc}".format(urlsplit(OIDC_SERVER_URL))]
+    if OIDC_SERVER_URL
+    else [],
+)
+# Whom a professional refused at sign-in (not in the directory, or no longer active) contacts.
+PSC_SUPPORT_EMAIL = env.str("PSC_SUPPORT_EMAIL", default="support@mirc.test")
 SOCIALACCOUNT_ONLY = False
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 SOCIALACCOUNT_LOGIN_ON_GET = False
@@ -486,7 +507,7 @@ CONTENT_SECURITY_POLICY = {
         "font-src": [SELF],
         "object-src": [NONE],
         "base-uri": [SELF],
-        "form-action": [SELF],
+        "form-action": [SELF, *OIDC_AUTHORIZATION_ORIGINS],
         "frame-ancestors": [NONE],
     }
 }

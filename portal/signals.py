@@ -25,7 +25,9 @@ def _authentication_event(
 def audit_login(sender, request, user, **kwargs):
     actor = Actor.from_request(request) if request is not None else Actor()
     actor = Actor(user=user, ip=actor.ip, session_hash=actor.session_hash)
-    _authentication_event(actor=actor, event_type=audit.AuditEventType.LOGIN)
+    # A sign-in through Pro Santé Connect says how strong it was (portal.adapters).
+    detail = getattr(request, "authentication_detail", None)
+    _authentication_event(actor=actor, event_type=audit.AuditEventType.LOGIN, detail=detail)
 
 
 @receiver(user_logged_out, dispatch_uid="audit_logout")

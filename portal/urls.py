@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, views, views_admin, views_session
+from portal import health, psc, views, views_admin, views_session
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -94,6 +94,8 @@ urlpatterns = [
     path("notifications/", views.notification_list, name="notification-list"),
     path("notifications/lues/", views.notification_mark_read, name="notification-mark-read"),
     path("session/maintien/", views_session.session_keepalive, name="session-keepalive"),
+    # Pro Santé Connect's back-channel logout (server to server, signed logout token).
+    path("psc/deconnexion/", psc.backchannel_logout, name="psc-backchannel-logout"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),

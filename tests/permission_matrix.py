@@ -691,6 +691,9 @@ MATRIX = {
     # The GP marks his home's news read (his own notifications and news only).
     "home-news-read": SignedIn(method="post", expect=302),
     "health": Public(),
+    # Pro Santé Connect's back-channel logout: a server-to-server POST; what it accepts is its
+    # signed logout token (tests/test_psc.py), nothing else (400).
+    "psc-backchannel-logout": Public(method="post", expect=400),
     "set_language": Public(
         method="post", data=lambda w: {"language": "en", "next": "/"}, expect=302
     ),

@@ -1,15 +1,11 @@
-"""Signing in: closed signup, throttling, the second factor and the OpenID Connect provider."""
+"""Signing in: closed signup, throttling, the second factor and what a Pro Santé Connect sign-in
+is worth (the sign-in itself, against a real provider: tests/test_psc.py)."""
 
-import http.server
-import json
-import threading
 import time
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
-from allauth.socialaccount.models import SocialApp
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
@@ -17,11 +13,14 @@ from django.test import Client
 from django.urls import reverse
 
 from imaging.review import review_room_create
+from portal import psc
 from portal import services as portal_services
 from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, AuditEventType, CareRole, User
 from tests.conftest import PASSWORD, client_for
 from tests.permission_matrix import imaged_study
+
+STRONG_PALIER = "APPPRIP3^1.2.250.1.213.1.5.1.1.1"  # CPS card or e-CPS
 
 
 def _login(client, email, password=PASSWORD):
@@ -107,13 +106,15 @@ def _patient_page(client, world):
     return client.get(reverse("patient-detail", args=[world.patient.pk]))
 
 
-def _sso_session(client, user):
-    """What allauth leaves in a session opened through the OpenID Connect provider."""
+def _sso_session(client, user, palier=STRONG_PALIER):
+    """What a sign-in through Pro Santé Connect leaves in a session (allauth's record, the
+    palier by portal.psc). The whole sign-in runs against a real provider in test_psc.py."""
     session = client.session
     session["account_authentication_methods"] = [
         {"method": "socialaccount", "at": time.time(), "provider": "psc", "uid": "x"}
     ]
     session["account_authentication_methods_user"] = str(user.pk)
+    session[psc.PALIER_SESSION_KEY] = palier
     session.save()
 
 
@@ -190,6 +191,21 @@ class TestMfaEnforcement:
         _sso_session(client, world.oncologist.user)
         assert client.get(reverse("home")).status_code == 200
 
+    def test_sso_session_at_a_weaker_palier_needs_the_second_factor(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        client = client_for(world.oncologist.user)
+        _sso_session(client, world.oncologist.user, palier="APPPRIP1^1.2.250.1.213.1.5.1.1.1")
+        assert client.get(reverse("home"))["Location"] == reverse("mfa_activate_totp")
+        _sso_session(client, world.oncologist.user, palier="")
+        assert client.get(reverse("home"))["Location"] == reverse("mfa_activate_totp")
+
+    def test_the_strong_levels_are_a_setting(self, world, settings):
+        settings.MFA_ENFORCE = "all"
+        settings.PSC_STRONG_LEVELS = {"APPPRIP3", "APPPRIP2"}
+        client = client_for(world.oncologist.user)
+        _sso_session(client, world.oncologist.user, palier="APPPRIP2^1.2.250.1.213.1.5.1.1.1")
+        assert client.get(reverse("home")).status_code == 200
+
     def test_password_only_clinician_is_sent_to_set_up_a_second_factor(self, world, settings):
         settings.MFA_ENFORCE = "all"
         client = Client()
@@ -213,66 +229,6 @@ class TestMfaEnforcement:
         client = client_for(world.oncologist.user)
         _sso_session(client, world.oncologist.user)
         assert _patient_page(client, world).status_code == 200
-
-
-class _Discovery(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        base = f"http://127.0.0.1:{self.server.server_port}"
-        body = json.dumps(
-            {
-                "issuer": base,
-                "authorization_endpoint": f"{base}/authorize",
-                "token_endpoint": f"{base}/token",
-                "userinfo_endpoint": f"{base}/userinfo",
-                "jwks_uri": f"{base}/jwks",
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def oidc_provider():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Discovery)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_sso_login_uses_pkce(db, oidc_provider, settings):
-    settings.SOCIALACCOUNT_PROVIDERS = {
-        "openid_connect": {
-            "OAUTH_PKCE_ENABLED": True,
-            "APPS": [
-                {
-                    "provider_id": "psc",
-                    "name": "Pro Santé Connect",
-                    "client_id": "mirc-test",
-                    "secret": "not-a-secret",
-                    "settings": {"server_url": oidc_provider, "oauth_pkce_enabled": True},
-                }
-            ],
-        }
-    }
-    page = Client().get(reverse("account_login"))
-    assert "Pro Santé Connect" in page.content.decode()
-    response = Client().post(reverse("openid_connect_login", kwargs={"provider_id": "psc"}))
-    assert response.status_code == 302
-    redirect = urlparse(response["Location"])
-    assert f"{redirect.scheme}://{redirect.netloc}{redirect.path}" == f"{oidc_provider}/authorize"
-    query = parse_qs(redirect.query)
-    assert query["client_id"] == ["mirc-test"]
-    assert query["code_challenge_method"] == ["S256"]
-    assert len(query["code_challenge"][0]) >= 43
-    assert not SocialApp.objects.exists()  # configured from the environment, not the database
 
 
 # --- The same requirement on the live review's WebSocket -------------------------------------

@@ -10,6 +10,11 @@ process on loopback, supervised here:
 * one of them exiting stops the others, and this command exits with an error;
 * on Linux each child asks the kernel for SIGTERM when this process dies, even by SIGKILL
   (``PR_SET_PDEATHSIG``), so no server is left behind holding its port.
+
+When ``make setup`` installed it (tests/oidc_provider/node_modules) and no real provider is
+configured (OIDC_SERVER_URL), a fourth server stands in for Pro Santé Connect: the tests'
+OpenID Connect provider (demo/psc_provider.py), with one account per active RPPS person of the
+demo's directory, and the portal configured to sign in through it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -28,9 +34,13 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from demo import psc_provider
+
 START_TIMEOUT = 120.0  # seconds for every server to accept connections (daphne warms up)
 STOP_GRACE = 10.0  # seconds after SIGINT before SIGKILL
 PR_SET_PDEATHSIG = 1
+PSC_NAME = "Pro Santé Connect stand-in"
+PSC_CLIENT_ID = "mirc-demo"
 
 
 @dataclass
@@ -62,8 +72,14 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--dicom-port", type=int, default=settings.DICOM_GATEWAY_PORT)
         parser.add_argument("--hl7-port", type=int, default=settings.HL7_LISTENER_PORT)
+        parser.add_argument(
+            "--psc-port",
+            type=int,
+            default=int(os.environ.get("PSC_DEMO_PORT", "8090")),
+            help="Port of the demo's Pro Santé Connect stand-in (when installed).",
+        )
 
-    def handle(self, *args, host, port, dicom_port, hl7_port, **options):
+    def handle(self, *args, host, port, dicom_port, hl7_port, psc_port, **options):
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         python = sys.executable
         children = [
@@ -84,9 +100,24 @@ class Command(BaseCommand):
                 [python, manage, "hl7_listener", "--host", host, "--port", str(hl7_port)],
             ),
         ]
+        psc_accounts = self._psc_accounts()
+        if psc_accounts and _accepts(host, psc_port):
+            # Optional: the demo runs without it rather than not at all.
+            self.stderr.write(f"Port {psc_port} in use: no {PSC_NAME} (--psc-port to choose).")
+            psc_accounts = []
         busy = [f"{c.name} ({c.port})" for c in children if _accepts(host, c.port)]
         if busy:
             raise CommandError(f"Port already in use: {', '.join(busy)}. Choose other ports.")
+        portal_env = None
+        if psc_accounts:
+            provider = self._start_psc(host, port, psc_port, psc_accounts)
+            children.append(Child(PSC_NAME, psc_port, [], provider.process))
+            portal_env = {
+                **os.environ,
+                "OIDC_SERVER_URL": provider.issuer,
+                "OIDC_CLIENT_ID": PSC_CLIENT_ID,
+                "OIDC_CLIENT_SECRET": self._psc_secret,
+            }
 
         stopping = []
 
@@ -99,17 +130,22 @@ class Command(BaseCommand):
         }
         try:
             for child in children:
+                if child.process is not None:  # the Pro Santé Connect stand-in, started above
+                    continue
                 # Own session: the terminal's Ctrl-C reaches this process only, which then
                 # stops each child once, in order.
                 child.process = subprocess.Popen(  # noqa: S603 - our own interpreter and manage.py
                     child.argv,
                     cwd=settings.BASE_DIR,
+                    env=portal_env if child.name == "portal" else None,
                     start_new_session=True,
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
                 )
             failed = self._wait_until_listening(children, host, stopping)
             if failed is None and not stopping:
                 self._print_banner(host, port, dicom_port, hl7_port)
+                if psc_accounts:
+                    self._print_psc_banner(host, psc_port, psc_accounts)
                 failed = self._watch(children, stopping)
         finally:
             self._stop(children)
@@ -121,6 +157,48 @@ class Command(BaseCommand):
                 "the demo's other servers were stopped too."
             )
         self.stdout.write("Demo stopped.")
+
+    def _psc_accounts(self) -> list[dict]:
+        """The stand-in's accounts, or none when it is not installed, a real provider is
+        configured, or the demo's directory is empty."""
+        if settings.OIDC_SERVER_URL or not psc_provider.installed():
+            return []
+        return psc_provider.accounts_from_directory()
+
+    def _start_psc(self, host, port, psc_port, accounts) -> psc_provider.RunningProvider:
+        # A new client secret at each start: the provider and the portal are started together.
+        self._psc_secret = secrets.token_urlsafe(32)
+        client = psc_provider.client(
+            base_url=f"http://{host}:{port}", client_id=PSC_CLIENT_ID, secret=self._psc_secret
+        )
+        try:
+            return psc_provider.start(
+                clients=[client],
+                accounts=accounts,
+                workdir=Path(settings.BASE_DIR) / "var" / "psc-demo",
+                port=psc_port,
+                host=host,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _print_psc_banner(self, host, psc_port, accounts) -> None:
+        first = accounts[0]["claims"]
+        self.stdout.write(
+            "\n".join(
+                [
+                    f"Pro Santé Connect (demo stand-in)  http://{host}:{psc_port}/ : on the "
+                    'sign-in page, "Sign in with Pro Santé Connect", then an RPPS of the '
+                    f"demo's directory ({len(accounts)} accounts), e.g. "
+                    f"{first['preferred_username'][1:]} ({first['given_name']} "
+                    f"{first['family_name']}), no password.",
+                    "",
+                ]
+            )
+        )
+        self.stdout.flush()
 
     def _wait_until_listening(self, children, host, stopping) -> Child | None:
         deadline = time.monotonic() + START_TIMEOUT
