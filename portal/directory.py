@@ -8,7 +8,9 @@ extract made inactive). That needs no sort and no second pass over the file, and
 is one transaction, so a person is never seen half-imported and a failed run changes nothing.
 """
 
+import datetime as dt
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from portal.audit import Actor
+from portal.directory_accounts import refresh_linked_professionals
 from portal.directory_models import DirectoryActivity, DirectoryImport, DirectoryPerson
-from portal.models import Specialty
+from portal.models import Professional, Specialty
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = [
     "Type d'identifiant PP",
@@ -151,7 +157,11 @@ class Summary:
     marked_inactive: int = 0
     activities_created: int = 0
     activities_removed: int = 0
+    professionals_refreshed: int = 0
     errors: list[str] = field(default_factory=list)
+    # The RPPS of the persons this run created or changed (fields or a new practice site):
+    # the only ones whose linked professional may need bringing up to date.
+    changed_rpps: set[str] = field(default_factory=set)
 
     def skip(self, line_number: int, reason: str) -> None:
         self.lines_skipped += 1
@@ -159,7 +169,9 @@ class Summary:
             self.errors.append(f"line {line_number}: {reason}")
 
     def counts(self) -> dict:
-        return {key: value for key, value in vars(self).items() if key != "errors"}
+        return {
+            key: value for key, value in vars(self).items() if key not in ("errors", "changed_rpps")
+        }
 
 
 def region_departments() -> set[str]:
@@ -256,6 +268,7 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
         # In memory too: the person's later lines in this batch see it as seen.
         person.last_import = run
         to_stamp.append(person.pk)
+    summary.changed_rpps.update(person.rpps for person in to_update.values() if person.rpps)
     new = [person for person in to_update.values() if person.pk is None]
     DirectoryPerson.objects.bulk_create(new)
     # Only the changed persons through bulk_update (a CASE per field and row, slow); the others,
@@ -280,6 +293,7 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
     pairs = {(activity.person_id, activity.fingerprint): activity for activity in activities}
     fresh = [activity for pair, activity in pairs.items() if pair not in stored]
     summary.activities_created += len(fresh)
+    summary.changed_rpps.update(activity.person.rpps for activity in fresh if activity.person.rpps)
     DirectoryActivity.objects.bulk_create(fresh)
     DirectoryActivity.objects.filter(
         pk__in=[pk for pair, pk in stored.items() if pair in pairs]
@@ -333,10 +347,32 @@ def import_lines(
     return summary
 
 
+def refresh_changed(changed_rpps: set[str]) -> int:
+    """Bring the portal's professionals among the persons a run changed up to date; how many
+    changed. After the import's commit, each in its own transaction: a professional the
+    portal cannot update (being edited) fails alone, and the directory stays imported."""
+    # The portal's professionals are a few thousand, the changed persons up to the whole
+    # region on a first run: intersect in Python rather than send either list to SQL.
+    linked = changed_rpps & set(
+        Professional.objects.filter(rpps__isnull=False).values_list("rpps", flat=True)
+    )
+    if not linked:
+        return 0
+    return refresh_linked_professionals(
+        by=Actor.system("directory_import"),
+        persons=DirectoryPerson.objects.filter(rpps__in=sorted(linked)),
+    )
+
+
 def import_file(path: Path, progress: Callable[[int], None] | None = None) -> DirectoryImport:
+    path = Path(path)
     departments = region_departments()
+    stat = path.stat() if path.is_file() else None
     run = DirectoryImport.objects.create(
-        file_name=Path(path).name, departments=",".join(sorted(departments))
+        file_name=path.name,
+        file_size=stat.st_size if stat else None,
+        file_modified_at=(dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC) if stat else None),
+        departments=",".join(sorted(departments)),
     )
     try:
         with open(path, encoding="utf-8", newline="") as lines:
@@ -347,8 +383,46 @@ def import_file(path: Path, progress: Callable[[int], None] | None = None) -> Di
         run.finished_at = timezone.now()
         run.save(update_fields=["failure", "finished_at"])
         raise
+    try:
+        summary.professionals_refreshed = refresh_changed(summary.changed_rpps)
+    except Exception as error:
+        # The directory is imported (committed); the professionals are brought up to date
+        # by the next run that changes them, or by hand from the administration pages.
+        logger.exception("directory %s: linked professionals not refreshed", path.name)
+        run.failure = f"linked professionals not refreshed: {type(error).__name__}: {error}"
     run.counts = summary.counts()
     run.errors_sample = summary.errors
     run.finished_at = timezone.now()
-    run.save(update_fields=["counts", "errors_sample", "finished_at"])
+    run.save(update_fields=["counts", "errors_sample", "finished_at", "failure"])
     return run
+
+
+def already_imported(path: Path) -> DirectoryImport | None:
+    """The successful run of this very file (same name, size and modification time), if any:
+    the scheduled refresh does not import the same extract every night."""
+    stat = path.stat()
+    return (
+        DirectoryImport.objects.filter(
+            file_name=path.name,
+            file_size=stat.st_size,
+            file_modified_at=dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
+            finished_at__isnull=False,
+            failure="",
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+EXTRACT_PATTERN = "PS_LibreAcces_Personne_activite_*.txt"
+
+
+def newest_extract(location: Path) -> Path | None:
+    """``location`` itself if a file, else the newest extract in that directory (by the
+    date in its name, which sorts as text, then by modification time)."""
+    if location.is_file():
+        return location
+    candidates = [path for path in location.glob(EXTRACT_PATTERN) if path.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda path: (path.name, path.stat().st_mtime))

@@ -55,8 +55,8 @@ def placeholder_email(national_id: str) -> str:
     return f"{national_id}@{PLACEHOLDER_EMAIL_DOMAIN}"
 
 
-def has_placeholder_email(email: str) -> bool:
-    return email.lower().endswith("@" + PLACEHOLDER_EMAIL_DOMAIN)
+def has_placeholder_email(email: str | None) -> bool:
+    return (email or "").strip().lower().endswith("@" + PLACEHOLDER_EMAIL_DOMAIN)
 
 
 def active_person(national_id: str) -> DirectoryPerson:
@@ -109,6 +109,10 @@ def link_professional(
         ).first()
         created = professional is None
         if created:
+            if user is not None and Professional.objects.filter(user=user).exists():
+                # One account, one professional: the sign-in of another RPPS on this account
+                # is a mix-up to look into, not a profile to overwrite.
+                raise ValueError(f"{user.email} is already another professional's account")
             if user is None:
                 user = User.objects.filter(email=placeholder_email(person.national_id)).first()
             if user is None:
@@ -165,7 +169,10 @@ def refresh_linked_professionals(*, by: Actor, persons=None) -> int:
     the directory is a list to look people up in, not a list of accounts. Returns how many
     professionals changed."""
     if persons is None:
-        persons = DirectoryPerson.objects.filter(is_active=True, id_type=DirectoryIdType.RPPS)
+        persons = DirectoryPerson.objects.all()
+    # An inactive person (gone from the region) cannot be linked: their professional keeps
+    # what the portal knows.
+    persons = persons.filter(is_active=True, id_type=DirectoryIdType.RPPS)
     rpps_in_portal = Professional.objects.filter(rpps__isnull=False).values("rpps")
     changed = 0
     for person in persons.filter(rpps__in=rpps_in_portal).iterator(chunk_size=500):

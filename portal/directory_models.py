@@ -10,6 +10,9 @@ class DirectoryImport(models.Model):
     """One run of the import, so that the admin can show the last one and its summary."""
 
     file_name = models.CharField(max_length=255)
+    # With the name, what tells the scheduled refresh that a file was imported already.
+    file_size = models.BigIntegerField(null=True, blank=True)
+    file_modified_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     departments = models.CharField(max_length=255, blank=True)
