@@ -397,6 +397,20 @@ def import_file(path: Path, progress: Callable[[int], None] | None = None) -> Di
     return run
 
 
+def latest_runs() -> dict:
+    """The last run, and the last successful one when the last failed: what the directory's
+    administration pages show first."""
+    last = DirectoryImport.objects.order_by("-pk").first()
+    succeeded = last
+    if last is not None and (last.failure or last.finished_at is None):
+        succeeded = (
+            DirectoryImport.objects.filter(failure="", finished_at__isnull=False)
+            .order_by("-pk")
+            .first()
+        )
+    return {"last": last, "succeeded": succeeded}
+
+
 def already_imported(path: Path) -> DirectoryImport | None:
     """The successful run of this very file (same name, size and modification time), if any:
     the scheduled refresh does not import the same extract every night."""
