@@ -23,7 +23,7 @@ from django.db.models import Q
 from portal import audit
 from portal.audit import Actor
 from portal.directory_models import DirectoryActivity, DirectoryIdType, DirectoryPerson
-from portal.models import Affiliation, Establishment, Profession, Professional, User
+from portal.models import Affiliation, Establishment, Profession, Professional, Specialty, User
 
 # An account made from the directory has no e-mail address of its own (the extract lists the
 # practice's, not the person's): a placeholder in the reserved ".invalid" domain (RFC 2606)
@@ -34,6 +34,14 @@ PROFESSION_BY_CODE = {
     "10": Profession.PHYSICIAN,
     "50": Profession.MIDWIFE,
     "60": Profession.NURSE,
+}
+
+# The portal's specialties finer than the directory's ordinal ones: a fetal medicine
+# specialist is listed in gynaecology-obstetrics, and stays a fetal medicine specialist.
+REFINES = {
+    Specialty.FETAL_MEDICINE: Specialty.GYNECOLOGY_OBSTETRICS,
+    Specialty.GYNECOLOGIC_SURGERY: Specialty.GYNECOLOGY_OBSTETRICS,
+    Specialty.INTERVENTIONAL_RADIOLOGY: Specialty.RADIOLOGY,
 }
 
 TITLE_BY_CIVILITY = {"docteur": "Dr", "professeur": "Pr", "dr": "Dr", "pr": "Pr"}
@@ -129,7 +137,11 @@ def link_professional(
                 profession=PROFESSION_BY_CODE.get(person.profession_code, Profession.OTHER),
                 specialty=person.specialty,
             )
-        specialty_changed = bool(person.specialty) and professional.specialty != person.specialty
+        specialty_changed = (
+            bool(person.specialty)
+            and professional.specialty != person.specialty
+            and REFINES.get(professional.specialty) != person.specialty
+        )
         if specialty_changed:
             professional.specialty = person.specialty
             professional.save(update_fields=["specialty"])
