@@ -142,6 +142,15 @@ ACTIVITY_FIELDS = [
 IDENTIFIER_FIELDS = {"national_id", "finess_site", "finess_legal", "structure_id", "department"}
 
 
+def _limits(model, names) -> dict[str, int]:
+    return {name: model._meta.get_field(name).max_length for name in names}
+
+
+# The columns' lengths, read once rather than per line and field.
+_PERSON_LIMITS = _limits(DirectoryPerson, ["national_id", *PERSON_FIELDS])
+_ACTIVITY_LIMITS = _limits(DirectoryActivity, ACTIVITY_FIELDS)
+
+
 class DirectoryFileError(Exception):
     """The file is not an extract of the directory (its header does not match)."""
 
@@ -178,12 +187,21 @@ def region_departments() -> set[str]:
     return {code.strip() for code in settings.DIRECTORY_DEPARTMENTS if code.strip()}
 
 
-def _parse(line: str) -> tuple[dict, dict] | str:
-    """A line's person and activity, or the reason it is skipped."""
+# What _parse returns for a line of another region: most of a national file, dropped before
+# any other work on it.
+OUT_OF_REGION = None
+_DEPARTMENT = _INDEX["Code Département (structure)"]
+
+
+def _parse(line: str, departments: set[str] | None = None) -> tuple[dict, dict] | str | None:
+    """A line's person and activity, the reason it is skipped, or OUT_OF_REGION when its
+    department is not one of ``departments``."""
     values = line.rstrip("\r\n").split("|")
     # The trailing "|" makes one empty value more than there are columns.
     if len(values) != len(COLUMNS) + 1 or values[-1] != "":
         return f"{len(values) - 1} fields instead of {len(COLUMNS)}"
+    if departments is not None and values[_DEPARTMENT].strip() not in departments:
+        return OUT_OF_REGION
 
     def value(name: str) -> str:
         return values[_INDEX[name]].strip()
@@ -220,9 +238,9 @@ def _parse(line: str) -> tuple[dict, dict] | str:
         "commune": value("Libellé commune (coord. structure)"),
         "department": value("Code Département (structure)"),
     }
-    for record, model in ((person, DirectoryPerson), (activity, DirectoryActivity)):
+    for record, limits in ((person, _PERSON_LIMITS), (activity, _ACTIVITY_LIMITS)):
         for name, text in record.items():
-            limit = model._meta.get_field(name).max_length
+            limit = limits[name]
             if len(text) <= limit:
                 continue
             if name in IDENTIFIER_FIELDS:
@@ -269,31 +287,37 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
         person.last_import = run
         to_stamp.append(person.pk)
     summary.changed_rpps.update(person.rpps for person in to_update.values() if person.rpps)
+    # Split on the primary key, not with "in": a model's == per pair made a batch quadratic.
     new = [person for person in to_update.values() if person.pk is None]
+    modified = [person for person in to_update.values() if person.pk is not None]
     DirectoryPerson.objects.bulk_create(new)
     # Only the changed persons through bulk_update (a CASE per field and row, slow); the others,
     # most of them on a rerun, are stamped by one plain UPDATE.
-    DirectoryPerson.objects.bulk_update(
-        [person for person in to_update.values() if person not in new], PERSON_FIELDS
-    )
+    DirectoryPerson.objects.bulk_update(modified, PERSON_FIELDS)
     DirectoryPerson.objects.filter(pk__in=to_stamp).update(is_active=True, last_import=run)
-    activities = [
-        DirectoryActivity(person=existing[person["national_id"]], last_import=run, **activity)
+    # The batch's activities by (person, fingerprint), as plain values: a rerun makes no model
+    # instance for the activities already stored, nearly all of them.
+    pairs = {
+        (existing[person["national_id"]].pk, activity["fingerprint"]): (person, activity)
         for person, activity in batch
-    ]
-    # Filtered on both columns, then matched in Python on the pair: two persons may share a
-    # fingerprint (same site), and only this batch's own pairs count as seen.
+    }
+    # Filtered on the persons only (a person has a few activities), then matched in Python on
+    # the pair: an IN list on both columns of the unique index made SQLite probe every
+    # combination (a million per batch), and only this batch's own pairs count as seen.
     stored = {
         (person_id, fingerprint): pk
         for pk, person_id, fingerprint in DirectoryActivity.objects.filter(
-            person__in={activity.person_id for activity in activities},
-            fingerprint__in={activity.fingerprint for activity in activities},
+            person_id__in={person_id for person_id, _fingerprint in pairs}
         ).values_list("pk", "person_id", "fingerprint")
     }
-    pairs = {(activity.person_id, activity.fingerprint): activity for activity in activities}
-    fresh = [activity for pair, activity in pairs.items() if pair not in stored]
+    fresh = []
+    for pair, (person, activity) in pairs.items():
+        if pair in stored:
+            continue
+        fresh.append(DirectoryActivity(person_id=pair[0], last_import_id=run.pk, **activity))
+        if person["rpps"]:
+            summary.changed_rpps.add(person["rpps"])
     summary.activities_created += len(fresh)
-    summary.changed_rpps.update(activity.person.rpps for activity in fresh if activity.person.rpps)
     DirectoryActivity.objects.bulk_create(fresh)
     DirectoryActivity.objects.filter(
         pk__in=[pk for pair, pk in stored.items() if pair in pairs]
@@ -319,12 +343,12 @@ def import_lines(
                 progress(summary.lines_read)
             if not line.strip():
                 continue
-            parsed = _parse(line)
+            parsed = _parse(line, departments)
+            if parsed is OUT_OF_REGION:
+                summary.lines_out_of_region += 1
+                continue
             if isinstance(parsed, str):
                 summary.skip(line_number, parsed)
-                continue
-            if parsed[1]["department"] not in departments:
-                summary.lines_out_of_region += 1
                 continue
             batch.append(parsed)
             if len(batch) >= BATCH_SIZE:
