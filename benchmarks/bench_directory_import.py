@@ -75,11 +75,14 @@ SPECIALTIES = [
 LAST_NAMES = ["MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS"]
 FIRST_NAMES = ["CLAIRE", "PIERRE", "SOPHIE", "JEAN", "MARIE", "LUC", "ANNE", "PAUL", "EMMA"]
 
-# The wrapper: runs its arguments as a child and prints that child's peak memory (kB on Linux).
+# The wrapper: runs its arguments as a child and prints that child's peak memory (kB on Linux)
+# and CPU seconds (user + system): on a shared machine the wall time depends on the others'
+# load, the CPU time much less.
 WRAPPER = (
     "import resource, subprocess, sys\n"
     "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
     "sys.exit(code)\n"
 )
 
@@ -177,7 +180,13 @@ def import_once(env: dict, extract: Path) -> dict:
             check=True,
         ).stdout
     )
-    return {"seconds": seconds, "peak_mb": int(result.stdout.split()[-1]) / 1024, "counts": counts}
+    peak_kb, cpu_seconds = result.stdout.split()[-2:]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": float(cpu_seconds),
+        "peak_mb": int(peak_kb) / 1024,
+        "counts": counts,
+    }
 
 
 def one_round(*, case: str, region: list[str], extract: Path, tmp: Path, number: int) -> dict:
@@ -195,9 +204,15 @@ def one_round(*, case: str, region: list[str], extract: Path, tmp: Path, number:
         )
         load_before = os.getloadavg()
         first = import_once(env, extract)
-        say(f"  {case} {number + 1} first: {first['seconds']:.1f} s, {first['peak_mb']:.0f} MB")
+        say(
+            f"  {case} {number + 1} first: {first['seconds']:.1f} s "
+            f"(CPU {first['cpu_seconds']:.1f} s), {first['peak_mb']:.0f} MB"
+        )
         rerun = import_once(env, extract)
-        say(f"  {case} {number + 1} rerun: {rerun['seconds']:.1f} s, {rerun['peak_mb']:.0f} MB")
+        say(
+            f"  {case} {number + 1} rerun: {rerun['seconds']:.1f} s "
+            f"(CPU {rerun['cpu_seconds']:.1f} s), {rerun['peak_mb']:.0f} MB"
+        )
         return {
             "load_before": load_before,
             "load_after": os.getloadavg(),
@@ -273,9 +288,11 @@ def main(argv=None) -> int:
             results[name] = {}
             for run in ("first", "rerun"):
                 seconds = [sample[run]["seconds"] for sample in samples]
+                cpu = [sample[run]["cpu_seconds"] for sample in samples]
                 memory = [sample[run]["peak_mb"] for sample in samples]
                 results[name][run] = {
                     **harness.spread(seconds, suffix="_s"),
+                    **harness.spread(cpu, suffix="_cpu_s"),
                     **harness.spread(memory, suffix="_mb"),
                 }
                 verdict = (
@@ -285,7 +302,8 @@ def main(argv=None) -> int:
                 )
                 counts = samples[-1][run]["counts"]
                 print(
-                    f"{name:<7} {run:<6} {figure(seconds, 's'):<26} {figure(memory, 'MB'):<26} "
+                    f"{name:<7} {run:<6} {figure(seconds, 's'):<24} "
+                    f"CPU {figure(cpu, 's'):<24} {figure(memory, 'MB'):<26} "
                     f"in region {counts['lines_read'] - counts['lines_out_of_region']}, "
                     f"created {counts['created']}, unchanged {counts['unchanged']}  {verdict}"
                 )
