@@ -2,6 +2,8 @@
 imports the newest extract dropped in DIRECTORY_EXTRACT_PATH, once."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +87,20 @@ def test_the_beat_runs_the_refresh_every_night(settings):
 
 
 NAME = "PS_LibreAcces_Personne_activite_{}.txt"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DIRECTORY_EXTRACT_PATH", "extracts/annuaire"), ("DIRECTORY_REFRESH_HOUR", "24")],
+)
+def test_a_wrong_setting_stops_the_start(name, value):
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", name: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert name in started.stderr
