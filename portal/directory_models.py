@@ -15,7 +15,8 @@ class DirectoryImport(models.Model):
     file_modified_at = models.DateTimeField(_("file modified at"), null=True, blank=True)
     started_at = models.DateTimeField(_("started at"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
-    departments = models.CharField(_("departments"), max_length=255, blank=True)
+    # Text: a national configuration lists every department (over 300 characters).
+    departments = models.TextField(_("departments"), blank=True)
     counts = models.JSONField(_("counts"), default=dict, blank=True)
     # The first errors only: a broken national file must not make a run record of megabytes.
     errors_sample = models.JSONField(_("skipped lines (sample)"), default=list, blank=True)

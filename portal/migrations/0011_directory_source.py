@@ -84,11 +84,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterField(
             model_name="directoryimport",
-            name="departments",
-            field=models.CharField(blank=True, max_length=255, verbose_name="departments"),
-        ),
-        migrations.AlterField(
-            model_name="directoryimport",
             name="errors_sample",
             field=models.JSONField(blank=True, default=list, verbose_name="skipped lines (sample)"),
         ),
@@ -186,5 +181,10 @@ class Migration(migrations.Migration):
             field=models.CharField(
                 blank=True, max_length=200, verbose_name="specialty (directory)"
             ),
+        ),
+        migrations.AlterField(
+            model_name="directoryimport",
+            name="departments",
+            field=models.TextField(blank=True, verbose_name="departments"),
         ),
     ]
