@@ -237,6 +237,10 @@ def seed_demo(*, stdout, style, portal_only: bool = False) -> None:
         admin_secret = _admin()
         patients = _patients(establishments, professionals, actor)
         _identity_conflict(establishments, patients, actor)
+    # The region's national directory, imported as the real extract is (demo/directory.py).
+    from demo import directory
+
+    directory.seed(stdout=stdout)
     if not portal_only:
         # Imported here, not at the top: demo.expertise takes its accounts' password and
         # RPPS numbers from this module.

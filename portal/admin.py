@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from portal import audit
 from portal.audit import Actor
+from portal.directory import latest_runs
 from portal.directory_models import DirectoryActivity, DirectoryImport, DirectoryPerson
 from portal.models import Affiliation, Establishment, Professional, User
 
@@ -109,11 +110,34 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _count(name: str, label: str):
+    """A column of the imports' list: one count of the run's summary."""
+
+    def column(run: DirectoryImport):
+        return run.counts.get(name, "—") if run.counts else "—"
+
+    column.short_description = label
+    return column
+
+
 @admin.register(DirectoryImport)
 class DirectoryImportAdmin(ReadOnlyAdmin):
-    list_display = ["file_name", "started_at", "finished_at", "counts", "failure"]
+    list_display = [
+        "file_name",
+        "started_at",
+        "finished_at",
+        _count("lines_read", _("lines read")),
+        _count("lines_skipped", _("lines skipped")),
+        _count("created", _("created")),
+        _count("updated", _("updated")),
+        _count("marked_inactive", _("made inactive")),
+        _count("professionals_refreshed", _("portal professionals updated")),
+        "outcome",
+    ]
     readonly_fields = [
         "file_name",
+        "file_size",
+        "file_modified_at",
         "started_at",
         "finished_at",
         "departments",
@@ -121,6 +145,12 @@ class DirectoryImportAdmin(ReadOnlyAdmin):
         "errors_sample",
         "failure",
     ]
+
+    @admin.display(description=_("outcome"))
+    def outcome(self, run: DirectoryImport) -> str:
+        if run.failure:
+            return _("Failed: %(failure)s") % {"failure": run.failure[:200]}
+        return _("Done") if run.finished_at else _("In progress or interrupted")
 
 
 class DirectoryActivityInline(admin.TabularInline):
@@ -143,3 +173,10 @@ class DirectoryPersonAdmin(ReadOnlyAdmin):
     list_filter = ["is_active", "profession_code", "specialty"]
     search_fields = ["national_id", "last_name", "first_name"]
     inlines = [DirectoryActivityInline]
+
+    def changelist_view(self, request, extra_context=None):
+        # The directory is only as good as its last import: its date and summary head the list.
+        return super().changelist_view(
+            request,
+            extra_context={**(extra_context or {}), "directory_runs": latest_runs()},
+        )

@@ -5,6 +5,7 @@ import os
 
 from celery import Celery
 from celery import Task as CeleryTask
+from celery.schedules import crontab
 from celery.utils import uuid
 
 from portal import background
@@ -26,3 +27,17 @@ class Task(CeleryTask):
 app = Celery("portal", task_cls=Task)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _directory_refresh(sender, **kwargs):
+    """The nightly import of the national directory (portal.refresh_directory), beside the
+    periodic jobs of settings.CELERY_BEAT_SCHEDULE; the task does nothing while
+    DIRECTORY_EXTRACT_PATH is empty."""
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        crontab(hour=settings.DIRECTORY_REFRESH_HOUR, minute=15),
+        sender.signature("portal.refresh_directory"),
+        name="directory-refresh",
+    )

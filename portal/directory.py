@@ -8,7 +8,9 @@ extract made inactive). That needs no sort and no second pass over the file, and
 is one transaction, so a person is never seen half-imported and a failed run changes nothing.
 """
 
+import datetime as dt
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from portal.audit import Actor
+from portal.directory_accounts import refresh_linked_professionals
 from portal.directory_models import DirectoryActivity, DirectoryImport, DirectoryPerson
-from portal.models import Specialty
+from portal.models import Professional, Specialty
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = [
     "Type d'identifiant PP",
@@ -136,6 +142,15 @@ ACTIVITY_FIELDS = [
 IDENTIFIER_FIELDS = {"national_id", "finess_site", "finess_legal", "structure_id", "department"}
 
 
+def _limits(model, names) -> dict[str, int]:
+    return {name: model._meta.get_field(name).max_length for name in names}
+
+
+# The columns' lengths, read once rather than per line and field.
+_PERSON_LIMITS = _limits(DirectoryPerson, ["national_id", *PERSON_FIELDS])
+_ACTIVITY_LIMITS = _limits(DirectoryActivity, ACTIVITY_FIELDS)
+
+
 class DirectoryFileError(Exception):
     """The file is not an extract of the directory (its header does not match)."""
 
@@ -151,7 +166,11 @@ class Summary:
     marked_inactive: int = 0
     activities_created: int = 0
     activities_removed: int = 0
+    professionals_refreshed: int = 0
     errors: list[str] = field(default_factory=list)
+    # The RPPS of the persons this run created or changed (fields or a new practice site):
+    # the only ones whose linked professional may need bringing up to date.
+    changed_rpps: set[str] = field(default_factory=set)
 
     def skip(self, line_number: int, reason: str) -> None:
         self.lines_skipped += 1
@@ -159,19 +178,30 @@ class Summary:
             self.errors.append(f"line {line_number}: {reason}")
 
     def counts(self) -> dict:
-        return {key: value for key, value in vars(self).items() if key != "errors"}
+        return {
+            key: value for key, value in vars(self).items() if key not in ("errors", "changed_rpps")
+        }
 
 
 def region_departments() -> set[str]:
     return {code.strip() for code in settings.DIRECTORY_DEPARTMENTS if code.strip()}
 
 
-def _parse(line: str) -> tuple[dict, dict] | str:
-    """A line's person and activity, or the reason it is skipped."""
+# What _parse returns for a line of another region: most of a national file, dropped before
+# any other work on it.
+OUT_OF_REGION = None
+_DEPARTMENT = _INDEX["Code Département (structure)"]
+
+
+def _parse(line: str, departments: set[str] | None = None) -> tuple[dict, dict] | str | None:
+    """A line's person and activity, the reason it is skipped, or OUT_OF_REGION when its
+    department is not one of ``departments``."""
     values = line.rstrip("\r\n").split("|")
     # The trailing "|" makes one empty value more than there are columns.
     if len(values) != len(COLUMNS) + 1 or values[-1] != "":
         return f"{len(values) - 1} fields instead of {len(COLUMNS)}"
+    if departments is not None and values[_DEPARTMENT].strip() not in departments:
+        return OUT_OF_REGION
 
     def value(name: str) -> str:
         return values[_INDEX[name]].strip()
@@ -208,9 +238,9 @@ def _parse(line: str) -> tuple[dict, dict] | str:
         "commune": value("Libellé commune (coord. structure)"),
         "department": value("Code Département (structure)"),
     }
-    for record, model in ((person, DirectoryPerson), (activity, DirectoryActivity)):
+    for record, limits in ((person, _PERSON_LIMITS), (activity, _ACTIVITY_LIMITS)):
         for name, text in record.items():
-            limit = model._meta.get_field(name).max_length
+            limit = limits[name]
             if len(text) <= limit:
                 continue
             if name in IDENTIFIER_FIELDS:
@@ -256,29 +286,37 @@ def _write_batch(run: DirectoryImport, batch: list[tuple[dict, dict]], summary: 
         # In memory too: the person's later lines in this batch see it as seen.
         person.last_import = run
         to_stamp.append(person.pk)
+    summary.changed_rpps.update(person.rpps for person in to_update.values() if person.rpps)
+    # Split on the primary key, not with "in": a model's == per pair made a batch quadratic.
     new = [person for person in to_update.values() if person.pk is None]
+    modified = [person for person in to_update.values() if person.pk is not None]
     DirectoryPerson.objects.bulk_create(new)
     # Only the changed persons through bulk_update (a CASE per field and row, slow); the others,
     # most of them on a rerun, are stamped by one plain UPDATE.
-    DirectoryPerson.objects.bulk_update(
-        [person for person in to_update.values() if person not in new], PERSON_FIELDS
-    )
+    DirectoryPerson.objects.bulk_update(modified, PERSON_FIELDS)
     DirectoryPerson.objects.filter(pk__in=to_stamp).update(is_active=True, last_import=run)
-    activities = [
-        DirectoryActivity(person=existing[person["national_id"]], last_import=run, **activity)
+    # The batch's activities by (person, fingerprint), as plain values: a rerun makes no model
+    # instance for the activities already stored, nearly all of them.
+    pairs = {
+        (existing[person["national_id"]].pk, activity["fingerprint"]): (person, activity)
         for person, activity in batch
-    ]
-    # Filtered on both columns, then matched in Python on the pair: two persons may share a
-    # fingerprint (same site), and only this batch's own pairs count as seen.
+    }
+    # Filtered on the persons only (a person has a few activities), then matched in Python on
+    # the pair: an IN list on both columns of the unique index made SQLite probe every
+    # combination (a million per batch), and only this batch's own pairs count as seen.
     stored = {
         (person_id, fingerprint): pk
         for pk, person_id, fingerprint in DirectoryActivity.objects.filter(
-            person__in={activity.person_id for activity in activities},
-            fingerprint__in={activity.fingerprint for activity in activities},
+            person_id__in={person_id for person_id, _fingerprint in pairs}
         ).values_list("pk", "person_id", "fingerprint")
     }
-    pairs = {(activity.person_id, activity.fingerprint): activity for activity in activities}
-    fresh = [activity for pair, activity in pairs.items() if pair not in stored]
+    fresh = []
+    for pair, (person, activity) in pairs.items():
+        if pair in stored:
+            continue
+        fresh.append(DirectoryActivity(person_id=pair[0], last_import_id=run.pk, **activity))
+        if person["rpps"]:
+            summary.changed_rpps.add(person["rpps"])
     summary.activities_created += len(fresh)
     DirectoryActivity.objects.bulk_create(fresh)
     DirectoryActivity.objects.filter(
@@ -305,12 +343,12 @@ def import_lines(
                 progress(summary.lines_read)
             if not line.strip():
                 continue
-            parsed = _parse(line)
+            parsed = _parse(line, departments)
+            if parsed is OUT_OF_REGION:
+                summary.lines_out_of_region += 1
+                continue
             if isinstance(parsed, str):
                 summary.skip(line_number, parsed)
-                continue
-            if parsed[1]["department"] not in departments:
-                summary.lines_out_of_region += 1
                 continue
             batch.append(parsed)
             if len(batch) >= BATCH_SIZE:
@@ -333,10 +371,32 @@ def import_lines(
     return summary
 
 
+def refresh_changed(changed_rpps: set[str]) -> int:
+    """Bring the portal's professionals among the persons a run changed up to date; how many
+    changed. After the import's commit, each in its own transaction: a professional the
+    portal cannot update (being edited) fails alone, and the directory stays imported."""
+    # The portal's professionals are a few thousand, the changed persons up to the whole
+    # region on a first run: intersect in Python rather than send either list to SQL.
+    linked = changed_rpps & set(
+        Professional.objects.filter(rpps__isnull=False).values_list("rpps", flat=True)
+    )
+    if not linked:
+        return 0
+    return refresh_linked_professionals(
+        by=Actor.system("directory_import"),
+        persons=DirectoryPerson.objects.filter(rpps__in=sorted(linked)),
+    )
+
+
 def import_file(path: Path, progress: Callable[[int], None] | None = None) -> DirectoryImport:
+    path = Path(path)
     departments = region_departments()
+    stat = path.stat() if path.is_file() else None
     run = DirectoryImport.objects.create(
-        file_name=Path(path).name, departments=",".join(sorted(departments))
+        file_name=path.name,
+        file_size=stat.st_size if stat else None,
+        file_modified_at=(dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC) if stat else None),
+        departments=",".join(sorted(departments)),
     )
     try:
         with open(path, encoding="utf-8", newline="") as lines:
@@ -347,8 +407,60 @@ def import_file(path: Path, progress: Callable[[int], None] | None = None) -> Di
         run.finished_at = timezone.now()
         run.save(update_fields=["failure", "finished_at"])
         raise
+    try:
+        summary.professionals_refreshed = refresh_changed(summary.changed_rpps)
+    except Exception as error:
+        # The directory is imported (committed); the professionals are brought up to date
+        # by the next run that changes them, or by hand from the administration pages.
+        logger.exception("directory %s: linked professionals not refreshed", path.name)
+        run.failure = f"linked professionals not refreshed: {type(error).__name__}: {error}"
     run.counts = summary.counts()
     run.errors_sample = summary.errors
     run.finished_at = timezone.now()
-    run.save(update_fields=["counts", "errors_sample", "finished_at"])
+    run.save(update_fields=["counts", "errors_sample", "finished_at", "failure"])
     return run
+
+
+def latest_runs() -> dict:
+    """The last run, and the last successful one when the last failed: what the directory's
+    administration pages show first."""
+    last = DirectoryImport.objects.order_by("-pk").first()
+    succeeded = last
+    if last is not None and (last.failure or last.finished_at is None):
+        succeeded = (
+            DirectoryImport.objects.filter(failure="", finished_at__isnull=False)
+            .order_by("-pk")
+            .first()
+        )
+    return {"last": last, "succeeded": succeeded}
+
+
+def already_imported(path: Path) -> DirectoryImport | None:
+    """The successful run of this very file (same name, size and modification time), if any:
+    the scheduled refresh does not import the same extract every night."""
+    stat = path.stat()
+    return (
+        DirectoryImport.objects.filter(
+            file_name=path.name,
+            file_size=stat.st_size,
+            file_modified_at=dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
+            finished_at__isnull=False,
+            failure="",
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+EXTRACT_PATTERN = "PS_LibreAcces_Personne_activite_*.txt"
+
+
+def newest_extract(location: Path) -> Path | None:
+    """``location`` itself if a file, else the newest extract in that directory (by the
+    date in its name, which sorts as text, then by modification time)."""
+    if location.is_file():
+        return location
+    candidates = [path for path in location.glob(EXTRACT_PATTERN) if path.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda path: (path.name, path.stat().st_mtime))

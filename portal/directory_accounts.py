@@ -23,7 +23,7 @@ from django.db.models import Q
 from portal import audit
 from portal.audit import Actor
 from portal.directory_models import DirectoryActivity, DirectoryIdType, DirectoryPerson
-from portal.models import Affiliation, Establishment, Profession, Professional, User
+from portal.models import Affiliation, Establishment, Profession, Professional, Specialty, User
 
 # An account made from the directory has no e-mail address of its own (the extract lists the
 # practice's, not the person's): a placeholder in the reserved ".invalid" domain (RFC 2606)
@@ -34,6 +34,14 @@ PROFESSION_BY_CODE = {
     "10": Profession.PHYSICIAN,
     "50": Profession.MIDWIFE,
     "60": Profession.NURSE,
+}
+
+# The portal's specialties finer than the directory's ordinal ones: a fetal medicine
+# specialist is listed in gynaecology-obstetrics, and stays a fetal medicine specialist.
+REFINES = {
+    Specialty.FETAL_MEDICINE: Specialty.GYNECOLOGY_OBSTETRICS,
+    Specialty.GYNECOLOGIC_SURGERY: Specialty.GYNECOLOGY_OBSTETRICS,
+    Specialty.INTERVENTIONAL_RADIOLOGY: Specialty.RADIOLOGY,
 }
 
 TITLE_BY_CIVILITY = {"docteur": "Dr", "professeur": "Pr", "dr": "Dr", "pr": "Pr"}
@@ -55,8 +63,8 @@ def placeholder_email(national_id: str) -> str:
     return f"{national_id}@{PLACEHOLDER_EMAIL_DOMAIN}"
 
 
-def has_placeholder_email(email: str) -> bool:
-    return email.lower().endswith("@" + PLACEHOLDER_EMAIL_DOMAIN)
+def has_placeholder_email(email: str | None) -> bool:
+    return (email or "").strip().lower().endswith("@" + PLACEHOLDER_EMAIL_DOMAIN)
 
 
 def active_person(national_id: str) -> DirectoryPerson:
@@ -109,6 +117,10 @@ def link_professional(
         ).first()
         created = professional is None
         if created:
+            if user is not None and Professional.objects.filter(user=user).exists():
+                # One account, one professional: the sign-in of another RPPS on this account
+                # is a mix-up to look into, not a profile to overwrite.
+                raise ValueError(f"{user.email} is already another professional's account")
             if user is None:
                 user = User.objects.filter(email=placeholder_email(person.national_id)).first()
             if user is None:
@@ -125,7 +137,11 @@ def link_professional(
                 profession=PROFESSION_BY_CODE.get(person.profession_code, Profession.OTHER),
                 specialty=person.specialty,
             )
-        specialty_changed = bool(person.specialty) and professional.specialty != person.specialty
+        specialty_changed = (
+            bool(person.specialty)
+            and professional.specialty != person.specialty
+            and REFINES.get(professional.specialty) != person.specialty
+        )
         if specialty_changed:
             professional.specialty = person.specialty
             professional.save(update_fields=["specialty"])
@@ -165,7 +181,10 @@ def refresh_linked_professionals(*, by: Actor, persons=None) -> int:
     the directory is a list to look people up in, not a list of accounts. Returns how many
     professionals changed."""
     if persons is None:
-        persons = DirectoryPerson.objects.filter(is_active=True, id_type=DirectoryIdType.RPPS)
+        persons = DirectoryPerson.objects.all()
+    # An inactive person (gone from the region) cannot be linked: their professional keeps
+    # what the portal knows.
+    persons = persons.filter(is_active=True, id_type=DirectoryIdType.RPPS)
     rpps_in_portal = Professional.objects.filter(rpps__isnull=False).values("rpps")
     changed = 0
     for person in persons.filter(rpps__in=rpps_in_portal).iterator(chunk_size=500):

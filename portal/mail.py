@@ -11,6 +11,7 @@ import smtplib
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 
+from portal.directory_accounts import PLACEHOLDER_EMAIL_DOMAIN
 from portal.models import User
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,17 @@ class EmailsNotSent(Exception):
 
 
 def send_each(*, subject: str, body: str, recipient_ids: list[int], what: str) -> int:
-    """Send the message to each active recipient with an address; how many were sent.
+    """Send the message to each active recipient with an address; how many were sent. An
+    account made from the directory has a placeholder address, never written to.
 
     Raises EmailsNotSent with the recipients not served yet when the mail server fails, so
     that a retry serves them and nobody gets the message twice. ``what`` names the message
     in the logs."""
     users = {
         user.pk: user
-        for user in User.objects.filter(pk__in=recipient_ids, is_active=True).exclude(email="")
+        for user in User.objects.filter(pk__in=recipient_ids, is_active=True)
+        .exclude(email="")
+        .exclude(email__iendswith="@" + PLACEHOLDER_EMAIL_DOMAIN)
     }
     pending = [pk for pk in recipient_ids if pk in users]
     if not pending:

@@ -35,6 +35,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 from django.utils.module_loading import import_string
 
+from portal.directory_accounts import has_placeholder_email
 from portal.mail import send_each
 from portal.models import Notification, User, render_notification_text
 from portal.task_queue import enqueue
@@ -175,7 +176,10 @@ def email_message(template: str, context: dict | AtSend | None) -> dict:
 def _by_email(users: list[User], notice: Notice) -> None:
     if not notice.email_template:
         return
-    recipient_ids = [user.pk for user in users if user.email]
+    # A placeholder address (an account made from the directory) reaches nobody.
+    recipient_ids = [
+        user.pk for user in users if user.email and not has_placeholder_email(user.email)
+    ]
     if not recipient_ids:
         return
     email = email_message(notice.email_template, notice.context)

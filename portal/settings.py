@@ -316,6 +316,17 @@ if not all(code.strip().isalnum() and len(code.strip()) <= 3 for code in DIRECTO
     raise ImproperlyConfigured(
         "DIRECTORY_DEPARTMENTS must list department codes separated by commas (e.g. 37,41)."
     )
+# The scheduled refresh (portal.refresh_directory, Celery beat): an extract file, or a directory
+# where the newest PS_LibreAcces_Personne_activite_*.txt is taken; empty: no scheduled refresh.
+DIRECTORY_EXTRACT_PATH = env.str("DIRECTORY_EXTRACT_PATH", default="").strip()
+if DIRECTORY_EXTRACT_PATH and not Path(DIRECTORY_EXTRACT_PATH).is_absolute():
+    raise ImproperlyConfigured(
+        "DIRECTORY_EXTRACT_PATH must be an absolute path (a file or a directory), or empty."
+    )
+# The hour (UTC, 0-23) of the nightly refresh: the national extract is published once a day.
+DIRECTORY_REFRESH_HOUR = env.int("DIRECTORY_REFRESH_HOUR", default=2)
+if not 0 <= DIRECTORY_REFRESH_HOUR <= 23:
+    raise ImproperlyConfigured("DIRECTORY_REFRESH_HOUR must be an hour from 0 to 23.")
 
 # Live shared review: a presenter whose connection drops keeps control this long, so that a
 # page reload or a network glitch does not hand the meeting to nobody.

@@ -1,10 +1,12 @@
 """Celery tasks of the shared domain: thin, they take ids (or JSON) and call a service."""
 
 import logging
+from pathlib import Path
 
 from celery import shared_task
+from django.conf import settings
 
-from portal import notifications
+from portal import directory, notifications
 from portal.mail import EmailsNotSent
 
 logger = logging.getLogger(__name__)
@@ -33,3 +35,31 @@ def send_emails(self, email: dict, recipient_ids: list[int]) -> int:
             exc=error,
             countdown=min(3600, 60 * 2**self.request.retries),
         ) from error
+
+
+@shared_task(bind=True, max_retries=3, name="portal.refresh_directory")
+def refresh_directory(self) -> dict:
+    """Import the newest extract of the national directory from DIRECTORY_EXTRACT_PATH, unless
+    it was imported already; what happened, for the worker's log. A run that fails (the file
+    being copied, the database away) is retried, an hour apart; its failure is on its record."""
+    if not settings.DIRECTORY_EXTRACT_PATH:
+        return {"status": "disabled"}
+    location = Path(settings.DIRECTORY_EXTRACT_PATH)
+    extract = directory.newest_extract(location) if location.exists() else None
+    if extract is None:
+        logger.warning("directory refresh: no extract at %s", location)
+        return {"status": "no extract", "path": str(location)}
+    done = directory.already_imported(extract)
+    if done is not None:
+        return {"status": "already imported", "file": extract.name, "run": done.pk}
+    try:
+        run = directory.import_file(extract)
+    except (directory.DirectoryFileError, UnicodeDecodeError) as error:
+        # Not an extract: another try reads the same wrong file.
+        logger.error("directory refresh: %s: %s", extract.name, error)
+        return {"status": "failed", "file": extract.name, "failure": str(error)}
+    except Exception as error:
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=error, countdown=3600) from error
+    return {"status": "imported", "file": extract.name, "run": run.pk, **run.counts}

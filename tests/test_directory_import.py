@@ -231,3 +231,12 @@ def test_an_overlong_identifier_is_a_bad_line_and_a_long_name_is_cut(tmp_path):
     )
     assert record.errors_sample == ["line 2: finess_site longer than 9 characters"]
     assert len(DirectoryActivity.objects.get().name) == 200
+
+
+def test_a_national_configuration_is_recorded_with_all_its_departments(tmp_path, settings):
+    # Over 300 characters: a column of 255 refused the run's record on PostgreSQL.
+    settings.DIRECTORY_DEPARTMENTS = [f"{n:02d}" for n in range(1, 96)] + ["971", "972", "974"]
+    record = run(write(tmp_path, first_extract()))
+    assert record.failure == ""
+    assert len(record.departments.split(",")) == 98
+    assert record.counts["created"] == 6

@@ -26,8 +26,11 @@ class Command(BaseCommand):
             f"professionals created: {counts['created']}, updated: {counts['updated']}, "
             f"unchanged: {counts['unchanged']}, marked inactive: {counts['marked_inactive']}\n"
             f"activities created: {counts['activities_created']}, "
-            f"removed: {counts['activities_removed']}"
+            f"removed: {counts['activities_removed']}\n"
+            f"linked professionals brought up to date: {counts['professionals_refreshed']}"
         )
+        if run.failure:
+            self.stderr.write(run.failure)
         for error in run.errors_sample:
             self.stdout.write(f"skipped {error}")
         if counts["lines_skipped"] > len(run.errors_sample):
