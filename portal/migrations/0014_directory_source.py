@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("portal", "0010_directory"),
+        ("portal", "0013_psc_sessions"),
     ]
 
     operations = [
