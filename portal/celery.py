@@ -26,3 +26,10 @@ class Task(CeleryTask):
 app = Celery("portal", task_cls=Task)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _access_expiry_schedule(sender, **kwargs):
+    # Every 5 minutes: the trail says when an access ended within minutes; the access
+    # itself closes at its end time whatever this job does (portal.selectors).
+    sender.add_periodic_task(300, sender.signature("portal.close_expired_accesses"))

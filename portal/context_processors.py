@@ -2,6 +2,7 @@ from portal.middleware import strong_authentication_gap
 from portal.selectors import (
     AUDITOR_PERMISSION,
     IDENTITY_REVIEW_PERMISSION,
+    emergency_banner,
     unread_notification_count,
 )
 
@@ -17,4 +18,6 @@ def navigation(request):
         "live_notifications": strong_authentication_gap(user=user, session=request.session) is None,
         "can_read_audit": user.has_perm(AUDITOR_PERMISSION),
         "can_review_identities": user.has_perm(IDENTITY_REVIEW_PERMISSION),
+        # While an emergency access lasts, every page says so (portal.emergency).
+        "emergency_accesses": emergency_banner(user=user),
     }

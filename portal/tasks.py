@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from portal import notifications
+from portal import access_requests, notifications
 from portal.mail import EmailsNotSent
 
 logger = logging.getLogger(__name__)
@@ -33,3 +33,10 @@ def send_emails(self, email: dict, recipient_ids: list[int]) -> int:
             exc=error,
             countdown=min(3600, 60 * 2**self.request.retries),
         ) from error
+
+
+@shared_task(name="portal.close_expired_accesses")
+def close_expired_accesses() -> int:
+    """Write the end of the access requests and emergency accesses whose time is up in the
+    audit trail (portal.access_requests; the access itself ended at its end time)."""
+    return access_requests.close_expired_accesses()
