@@ -18,7 +18,9 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
     (portal.access: the expert who claimed a request reads the patient's priors): right for
     reading (the viewer, DICOMweb), wrong for anything that changes or shares (a review room,
     an external viewer link), which pass False."""
-    condition = Q(patient__in=patients_visible_to(user))
+    # An emergency access is a read: it counts with the read-only grants (portal's AppConfig
+    # declares it), so that DICOMweb audits it under the emergency purpose.
+    condition = Q(patient__in=patients_visible_to(user, include_emergency=include_read_only))
     for shared in studies_shared_by_apps(user):
         condition |= Q(pk__in=shared)
     if include_read_only:

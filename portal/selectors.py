@@ -34,11 +34,16 @@ AUDITOR_PERMISSION = "portal.view_auditevent"
 IDENTITY_REVIEW_PERMISSION = "portal.change_identityconflict"
 
 
-def patients_visible_to(user, *, purpose: str = AuditPurpose.CARE) -> QuerySet[Patient]:
+def patients_visible_to(
+    user, *, purpose: str = AuditPurpose.CARE, include_emergency: bool = True
+) -> QuerySet[Patient]:
     """Patients ``user`` may open for ``purpose``.
 
     For care, only an object permission granted by a care relationship counts: neither a
-    global permission nor superuser status opens a patient record.
+    global permission nor superuser status opens a patient record; and, for a set time, a
+    granted access request or an emergency access. ``include_emergency=False`` leaves the
+    latter out, for what shares or changes rather than reads (imaging's review rooms and
+    external viewer links): emergency access is for reading the record.
     """
     if not getattr(user, "is_authenticated", False):
         return Patient.objects.none()
@@ -58,17 +63,22 @@ def patients_visible_to(user, *, purpose: str = AuditPurpose.CARE) -> QuerySet[P
     # clock compared in the query: nothing stays open after the end, whether or not the
     # closing job (portal.tasks.close_expired_accesses) ran.
     return Patient.objects.filter(
-        Q(pk__in=in_care.values("pk")) | Q(pk__in=granted_patient_ids(user))
+        Q(pk__in=in_care.values("pk"))
+        | Q(pk__in=granted_patient_ids(user, include_emergency=include_emergency))
     )
 
 
-def granted_patient_ids(user, *, now: dt.datetime | None = None) -> QuerySet:
+def granted_patient_ids(
+    user, *, now: dt.datetime | None = None, include_emergency: bool = True
+) -> QuerySet:
     """The ids of the patients ``user`` reads now through a granted access request or an
     emergency access, as one subquery."""
     now = now or timezone.now()
     requested = AccessRequest.objects.filter(
         requester=user, state=AccessRequestState.GRANTED, ends_at__gt=now
     ).values("patient_id")
+    if not include_emergency:
+        return requested
     return Patient.objects.filter(
         Q(pk__in=requested) | Q(pk__in=emergency_patient_ids(user, now=now))
     ).values("pk")

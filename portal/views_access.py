@@ -205,9 +205,9 @@ def access_request_list(request):
 @patient_data_view
 def access_request_inbox(request):
     """The requests the user may answer (referring doctor, establishment's administration)."""
-    page = Paginator(
-        selectors.access_requests_to_answer(user=request.user), PAGE_SIZE
-    ).get_page(request.GET.get("page"))
+    page = Paginator(selectors.access_requests_to_answer(user=request.user), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
     audit.record(
         actor=Actor.from_request(request),
         event=audit.AuditEventId.QUERY,

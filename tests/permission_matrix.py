@@ -1332,7 +1332,6 @@ MATRIX = {
 }
 
 
-
 def _access_request(world):
     """A pending request of the surgeon (Tours, not in the care team) for world.patient, whose
     referring doctor is the oncologist (built once per world)."""

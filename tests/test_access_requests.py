@@ -144,9 +144,7 @@ def test_a_granted_request_opens_the_record_until_its_end_then_it_closes(world, 
     assert "Pending" in mine
 
     granted_at = timezone.now()
-    answer = claire.post(
-        reverse("access-request-answer", args=[request.pk]), {"decision": "grant"}
-    )
+    answer = claire.post(reverse("access-request-answer", args=[request.pk]), {"decision": "grant"})
     assert answer.status_code == 302
     request.refresh_from_db()
     assert request.state == AccessRequestState.GRANTED
