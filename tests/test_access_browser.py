@@ -41,8 +41,9 @@ def test_an_access_request_granted_by_the_referring_doctor(demo_server, browser)
     roux_context, roux, errors = _page(browser, base, "a.roux@mirc.test")
     ARTIFACTS.mkdir(exist_ok=True)
 
-    # Not in her care team: the record does not open.
-    assert roux.goto(f"{base}/patients/{patient_id}/").status == 404
+    # Not in her care team: the record does not open (asked with her session, outside the
+    # page, whose console would log the 404).
+    assert roux_context.request.get(f"{base}/patients/{patient_id}/").status == 404
     _look_up(roux, base, birth_name, first_name, birth_date)
     roux.fill("textarea[name=reason]", "Consultation de génétique oncologique demandée par le CHU.")
     roux.click("[data-testid=access-request-send]")
@@ -52,7 +53,7 @@ def test_an_access_request_granted_by_the_referring_doctor(demo_server, browser)
     martin_context, martin, more = _page(browser, base, "c.martin@mirc.test")
     errors += more
     martin.goto(f"{base}/notifications/")
-    martin.locator("a[href='/acces/demandes-recues/']").first.click()
+    martin.locator("main a[href='/acces/demandes-recues/']").first.click()
     assert "Consultation de génétique" in martin.locator("main").inner_text()
     martin.screenshot(path=str(ARTIFACTS / "access-request-inbox.png"), full_page=True)
     martin.locator("[data-testid=access-grant]").first.click()
