@@ -280,3 +280,25 @@ def test_the_inbox_costs_a_constant_number_of_queries(world, django_assert_max_n
     with django_assert_max_num_queries(14):
         page = claire.get(reverse("access-request-inbox"))
     assert page.content.decode().count('data-testid="access-grant"') == 3
+
+
+def test_traits_that_fit_two_records_name_none(world):
+    from tests import builders
+
+    builders.patient(birth_name="Dupont", first_names="Jeanne Louise", order=7)
+    antoine = client_for(world.surgeon.user)
+    page = _lookup(
+        antoine, birth_name="Dupont", first_name="Jeanne", birth_date="1956-03-12"
+    ).content.decode()
+    assert "Several patients match these traits: look the patient up by INS." in page
+    assert "DUPONT Jeanne" not in page
+    assert antoine.post(reverse("access-request-create"), {"reason": REASON}).status_code == 302
+    assert not AccessRequest.objects.exists()
+
+
+def test_the_closing_job_is_on_the_beat_schedule():
+    from portal.celery import app
+
+    entry = app.conf.beat_schedule["portal-close-expired-accesses"]
+    assert entry["task"] == "portal.close_expired_accesses"
+    assert entry["schedule"] == 300
