@@ -171,6 +171,10 @@ def access_generation_key(user_id: int) -> str:
     return f"access-generation:{user_id}"
 
 
+def _generation_end_key(user_id: int) -> str:
+    return f"access-generation-end:{user_id}"
+
+
 def access_generation(user_id: int) -> int:
     """A number that changes whenever the user's access to patients changes, so that
     access decisions cached under it are forgotten at once.
@@ -179,33 +183,38 @@ def access_generation(user_id: int) -> int:
     number then lives only until the soonest end (:func:`expire_generation_at_next_end`), and a
     new one starts from the clock, never from a number used before, so whatever was cached
     under the old one (DICOMweb, fast frames, the review WebSocket) is forgotten at the end.
+    The end is kept twice: as the key's expiry, for the readers of the raw key (fast frames),
+    and as a time compared here with this process's clock, which does not depend on the cache
+    server's (and which the tests can move).
     """
-    key = access_generation_key(user_id)
-    generation = cache.get(key)
+    key, end_key = access_generation_key(user_id), _generation_end_key(user_id)
+    values = cache.get_many([key, end_key])
+    generation, end = values.get(key), values.get(end_key)
+    if generation is not None and end is not None and time.time() >= end:
+        cache.delete_many([key, end_key])
+        generation = None
     if generation is None:
-        cache.add(key, time.time_ns() // 1000, timeout=_seconds_to_next_end(user_id))
+        cache.add(key, time.time_ns() // 1000, timeout=None)
+        expire_generation_at_next_end(user_id, banner=False)
         generation = cache.get(key, 0)
     return generation
 
 
-def _seconds_to_next_end(user_id: int) -> int | None:
-    end = next_grant_end(user_id)
-    if end is None:
-        return None
-    # At least a second: a zero timeout would not store the number at all.
-    return max(1, math.ceil((end - timezone.now()).total_seconds()))
-
-
-def expire_generation_at_next_end(user_id: int) -> None:
+def expire_generation_at_next_end(user_id: int, *, banner: bool = True) -> None:
     """Let the user's access generation live only until their soonest grant ends (called
-    once a grant opens, is renewed or ends)."""
-    cache.delete(emergency_banner_key(user_id))
-    seconds = _seconds_to_next_end(user_id)
-    key = access_generation_key(user_id)
-    if seconds is not None:
-        cache.touch(key, seconds)
-    else:
+    once a grant opens, is renewed or ends, and when a generation starts)."""
+    if banner:
+        cache.delete(emergency_banner_key(user_id))
+    end = next_grant_end(user_id)
+    key, end_key = access_generation_key(user_id), _generation_end_key(user_id)
+    if end is None:
         cache.touch(key, None)
+        cache.delete(end_key)
+        return
+    # At least a second: a zero timeout would not store the number at all.
+    seconds = max(1, math.ceil((end - timezone.now()).total_seconds()))
+    cache.touch(key, seconds)
+    cache.set(end_key, end.timestamp(), timeout=seconds + 60)
 
 
 def _parse_birth_date(text: str) -> dt.date | None:
