@@ -41,7 +41,6 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from django.contrib.auth.hashers import make_password
-from django.contrib.auth.models import Group, Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.db.models import Max, Q
@@ -68,6 +67,7 @@ from expertise.notifications import request_url
 from imaging.models import Study
 from imaging.services import ingest_parsed
 from imaging.validation import UploadedFile, parse_dicom_files
+from portal.administration import role_grant_by_system
 from portal.audit import Actor
 from portal.models import (
     Affiliation,
@@ -90,9 +90,6 @@ Outcome = Request.Outcome
 Role = PoolMember.Role
 Decline = services.DeclineTo
 
-BILLING_GROUP = "Facturation de la télé-expertise"
-# The regional programme evaluates both tele-expertise and the RCP.
-PROGRAMME_GROUP = "Programme régional"
 
 # login, title, first name, last name, profession, specialty, FINESS (None: no establishment).
 # RPPS numbers continue the portal demo's test range (997…) from index 101.
@@ -178,26 +175,21 @@ def _people() -> dict[str, Professional]:
                 establishment=Establishment.objects.get(finess=finess),
                 defaults={"is_primary": True},
             )
-    billing, _ = Group.objects.get_or_create(name=BILLING_GROUP)
-    billing.permissions.add(_permission("export_acts"))
-    programme, _ = Group.objects.get_or_create(name=PROGRAMME_GROUP)
-    programme.permissions.add(
-        _permission("view_indicators"),
-        # Granted by name: the tele-expertise app does not import the RCP's.
-        Permission.objects.get(codename="view_indicators", content_type__app_label="rcp"),
+    # Roles the tele-expertise app declares (expertise.apps.portal_roles), granted as the
+    # administration pages would: the billing office of Tours, the regional programme.
+    seeding = Actor.system("seed_demo")
+    role_grant_by_system(
+        role_code="billing", holder=User.objects.get(email="v.morel@mirc.test"), by=seeding
     )
-    User.objects.get(email="v.morel@mirc.test").groups.add(billing)
-    User.objects.get(email="m.dumas@mirc.test").groups.add(programme)
+    role_grant_by_system(
+        role_code="programme", holder=User.objects.get(email="m.dumas@mirc.test"), by=seeding
+    )
     return {
         p.user.email.split("@")[0]: p
         for p in Professional.objects.select_related("user").filter(
             user__email__endswith="@mirc.test"
         )
     }
-
-
-def _permission(codename: str) -> Permission:
-    return Permission.objects.get(content_type__app_label="expertise", codename=codename)
 
 
 def _pools(people) -> dict[str, Pool]:

@@ -17,10 +17,10 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.contrib.auth.hashers import make_password
-from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
-from portal import services
+from portal import roles, services
+from portal.administration import role_grant_by_system
 from portal.audit import Actor
 from portal.identifiers import ins_key, luhn_complete
 from portal.models import (
@@ -39,8 +39,14 @@ from portal.models import (
 )
 
 DEMO_PASSWORD = "mirc-demo-2026"  # noqa: S105 - printed for the local demo, never used elsewhere
-AUDITORS_GROUP = "Auditeurs (DPO)"
-IDENTITY_GROUP = "Cellule d'identitovigilance"
+# Roles of the portal (portal.roles) held by the demo's people, besides those their profession
+# brings (the DPO, identity vigilance): the coordinator of CHRU de Tours runs the region's
+# administration; the coordinator of CHR d'Orléans administers his establishment.
+DEMO_ROLES = {"j.perrin": [roles.REGIONAL_ADMIN], "k.haddad": [roles.ESTABLISHMENT_ADMIN]}
+ROLE_OF_PROFESSION = {
+    Profession.DATA_PROTECTION: roles.DATA_PROTECTION,
+    Profession.IDENTITY_VIGILANCE: roles.IDENTITY_VIGILANCE,
+}
 
 # name, FINESS, city, kind, DICOM IssuerOfPatientID, IPP prefix
 ESTABLISHMENTS = [
@@ -288,10 +294,7 @@ def demo_professional(
 def _professionals(establishments) -> dict[str, Professional]:
     # One slow hash for every demo account instead of one per account.
     password_hash = make_password(DEMO_PASSWORD)
-    auditors, _ = Group.objects.get_or_create(name=AUDITORS_GROUP)
-    auditors.permissions.add(Permission.objects.get(codename="view_auditevent"))
-    reviewers, _ = Group.objects.get_or_create(name=IDENTITY_GROUP)
-    reviewers.permissions.add(Permission.objects.get(codename="change_identityconflict"))
+    seeding = Actor.system("seed_demo")
     result = {}
     for index, (key, title, first, last, profession, specialty, finess_list) in enumerate(
         PROFESSIONALS, start=1
@@ -313,10 +316,11 @@ def _professionals(establishments) -> dict[str, Professional]:
                 establishment=establishments[finess],
                 defaults={"is_primary": position == 0},
             )
-        if profession == Profession.DATA_PROTECTION:
-            user.groups.add(auditors)
-        if profession == Profession.IDENTITY_VIGILANCE:
-            user.groups.add(reviewers)
+        role_codes = list(DEMO_ROLES.get(key, []))
+        if profession in ROLE_OF_PROFESSION:
+            role_codes.append(ROLE_OF_PROFESSION[profession])
+        for role_code in role_codes:
+            role_grant_by_system(role_code=role_code, holder=user, by=seeding)
         result[key] = professional
     return result
 

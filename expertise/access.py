@@ -2,8 +2,8 @@
 
 from django.http import Http404
 
-from expertise.models import Request
-from expertise.selectors import requests_visible_to
+from expertise.models import Pool, Request
+from expertise.selectors import coordinated_pools, requests_visible_to
 from portal.access import not_found, patient_of
 from portal.models import AuditPurpose
 
@@ -35,3 +35,16 @@ def get_request_for_user(request, request_id) -> Request:
             purpose=AuditPurpose.EXPERTISE,
         )
     return found
+
+
+def get_pool_to_coordinate(request, pool_id) -> Pool:
+    """The pool ``pool_id`` if ``request.user`` coordinates it, else 404 (audited): its board
+    and its management are its coordinators' only (an expert of the pool is refused too)."""
+    pool = (
+        coordinated_pools(request.user).filter(pk=pool_id).select_related("establishment").first()
+    )
+    if pool is None:
+        raise not_found(
+            request, object_type="expertise.pool", object_id=pool_id, purpose=AuditPurpose.EXPERTISE
+        )
+    return pool

@@ -16,6 +16,23 @@ class ExpertiseConfig(AppConfig):
 
         audit_labels.register_labels()
 
+    def portal_roles(self):
+        """What this app adds to the roles of portal.roles: the regional programme reads every
+        pool's indicators; the billing office exports the acts of its establishments (hence
+        scoped: expertise.billing limits the export to the holder's affiliations); the
+        regional administrator creates pools."""
+        return {
+            "programme": ["expertise.view_indicators"],
+            "billing": ["expertise.export_acts"],
+            "regional_admin": ["expertise.add_pool"],
+        }
+
+    def portal_role_details(self):
+        return {
+            "programme": {"label": _("Regional programme"), "establishment_scoped": False},
+            "billing": {"label": _("Tele-expertise billing office"), "establishment_scoped": True},
+        }
+
     def read_only_patient_grant(self, user):
         """The patients whose request ``user`` has claimed and not answered yet: the expert
         reads their imaging dossier, priors included, for the tele-expertise (asked by

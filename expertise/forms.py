@@ -1,3 +1,5 @@
+import datetime as dt
+
 from django import forms
 from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
@@ -14,7 +16,7 @@ from expertise.models import (
 )
 from expertise.services import DeclineTo, requirement_label
 from portal.forms import DateInput
-from portal.models import User
+from portal.models import Establishment, Specialty, User
 
 EMPTY = [("", "—")]
 
@@ -308,3 +310,60 @@ class SignatureForm(forms.Form):
             self.fields["code"].required = True
         else:
             del self.fields["code"]
+
+
+# --- Pools run by their coordinators (expertise.pools) --------------------------------------------
+
+
+class PoolCreateForm(forms.Form):
+    """A new pool; its first coordinator is the person chosen in the directory."""
+
+    step = forms.CharField(widget=forms.HiddenInput, initial="create")
+    national_id = forms.CharField(widget=forms.HiddenInput, max_length=20)
+    name = forms.CharField(label=_("Name"), max_length=200)
+    specialty = forms.ChoiceField(label=_("Specialty"), choices=Specialty.choices)
+    establishment = forms.ModelChoiceField(
+        label=_("Establishment"), queryset=Establishment.objects.order_by("name")
+    )
+
+
+class PoolMemberRoleForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=PoolMember.Role.choices)
+    # The role the page showed: a change made meanwhile by another coordinator is not overridden.
+    seen_role = forms.ChoiceField(choices=PoolMember.Role.choices, widget=forms.HiddenInput)
+
+
+class PoolSettingsForm(forms.Form):
+    """Whether the pool takes new requests, and the answer it commits to per urgency."""
+
+    is_active = forms.BooleanField(label=_("Accepting new requests"), required=False)
+    urgent_hours = forms.IntegerField(
+        label=_("Urgent: answer within (hours)"), min_value=1, max_value=72
+    )
+    priority_days = forms.IntegerField(
+        label=_("Priority: answer within (days)"), min_value=1, max_value=30
+    )
+    routine_days = forms.IntegerField(
+        label=_("Routine: answer within (days)"), min_value=1, max_value=30
+    )
+    revision = forms.IntegerField(widget=forms.HiddenInput)
+
+    @classmethod
+    def for_pool(cls, pool: Pool) -> "PoolSettingsForm":
+        return cls(
+            initial={
+                "is_active": pool.is_active,
+                "urgent_hours": _hours(pool.urgent_delay),
+                "priority_days": pool.priority_delay.days,
+                "routine_days": pool.routine_delay.days,
+                "revision": pool.revision,
+            }
+        )
+
+    def delays(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "urgent_delay": dt.timedelta(hours=data["urgent_hours"]),
+            "priority_delay": dt.timedelta(days=data["priority_days"]),
+            "routine_delay": dt.timedelta(days=data["routine_days"]),
+        }

@@ -15,6 +15,23 @@ from portal.models import Establishment, Patient, Professional, Specialty
 # --- Pools ---------------------------------------------------------------------------------------
 
 
+class Urgency(models.TextChoices):
+    URGENT = "urgent", _("Urgent")
+    PRIORITY = "priority", _("Priority")
+    ROUTINE = "routine", _("Routine")
+
+
+# The answer each level expects by default: a pool's coordinators set their own (Pool's
+# delays); a request keeps the one in force when it was sent.
+EXPECTED_DELAY = {
+    Urgency.URGENT: dt.timedelta(hours=24),
+    Urgency.PRIORITY: dt.timedelta(days=3),
+    Urgency.ROUTINE: dt.timedelta(days=7),
+}
+# Urgent first in the queues.
+URGENCY_RANK = {Urgency.URGENT: 0, Urgency.PRIORITY: 1, Urgency.ROUTINE: 2}
+
+
 class Pool(models.Model):
     """The experts of one specialty at one establishment who answer requests together."""
 
@@ -24,6 +41,18 @@ class Pool(models.Model):
         Establishment, on_delete=models.PROTECT, related_name="expertise_pools"
     )
     is_active = models.BooleanField(_("accepting requests"), default=True)
+    # The deadlines the pool commits to, per urgency (set by its coordinators).
+    urgent_delay = models.DurationField(
+        _("answer expected for an urgent request"), default=EXPECTED_DELAY[Urgency.URGENT]
+    )
+    priority_delay = models.DurationField(
+        _("answer expected for a priority request"), default=EXPECTED_DELAY[Urgency.PRIORITY]
+    )
+    routine_delay = models.DurationField(
+        _("answer expected for a routine request"), default=EXPECTED_DELAY[Urgency.ROUTINE]
+    )
+    # Optimistic concurrency of the settings: a form carries the one it was built on.
+    revision = models.PositiveIntegerField(default=1)
 
     class Meta:
         verbose_name = _("expertise pool")
@@ -38,6 +67,14 @@ class Pool(models.Model):
 
     def __str__(self):
         return self.name
+
+    def delay_for(self, urgency: str) -> dt.timedelta:
+        """The answer this pool commits to for a request of ``urgency``."""
+        return {
+            Urgency.URGENT: self.urgent_delay,
+            Urgency.PRIORITY: self.priority_delay,
+            Urgency.ROUTINE: self.routine_delay,
+        }[urgency]
 
 
 class PoolMember(models.Model):
@@ -63,22 +100,6 @@ class PoolMember(models.Model):
 
 
 # --- Requests ------------------------------------------------------------------------------------
-
-
-class Urgency(models.TextChoices):
-    URGENT = "urgent", _("Urgent")
-    PRIORITY = "priority", _("Priority")
-    ROUTINE = "routine", _("Routine")
-
-
-# The answer each level expects: the deadline the pool commits to once the request is sent.
-EXPECTED_DELAY = {
-    Urgency.URGENT: dt.timedelta(hours=24),
-    Urgency.PRIORITY: dt.timedelta(days=3),
-    Urgency.ROUTINE: dt.timedelta(days=7),
-}
-# Urgent first in the queues.
-URGENCY_RANK = {Urgency.URGENT: 0, Urgency.PRIORITY: 1, Urgency.ROUTINE: 2}
 
 
 class ConsentMethod(models.TextChoices):
@@ -162,6 +183,8 @@ class Request(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     # When the expected answer is due; moved on while the expert waits for the requester.
     due_at = models.DateTimeField(null=True, blank=True)
+    # The pool's delay for this urgency when the request was sent (see expected_delay).
+    delay = models.DurationField(null=True, blank=True)
     info_requested_at = models.DateTimeField(null=True, blank=True)
     reminded_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
@@ -206,7 +229,11 @@ class Request(models.Model):
 
     @property
     def expected_delay(self) -> dt.timedelta:
-        return EXPECTED_DELAY[self.urgency]
+        """The delay the pool committed to when the request was sent (its current one for a
+        draft): changing a pool's delays moves no deadline already given."""
+        if self.delay is not None:
+            return self.delay
+        return self.pool.delay_for(self.urgency)
 
     @property
     def expected_hours(self) -> int:

@@ -158,10 +158,25 @@ def document_deliver(*, document: ReportDocument) -> bool:
 # state of the translations (the portal's labels of specialty and sex are translated already
 # and come out in French under translation.override("fr")).
 URGENCY_FR = {
-    Urgency.URGENT: "Urgente (réponse attendue sous 24 h)",
-    Urgency.PRIORITY: "Prioritaire (réponse attendue sous 3 jours)",
-    Urgency.ROUTINE: "Standard (réponse attendue sous 7 jours)",
+    Urgency.URGENT: "Urgente",
+    Urgency.PRIORITY: "Prioritaire",
+    Urgency.ROUTINE: "Standard",
 }
+
+
+def urgency_fr(request) -> str:
+    """The urgency with the delay the request was sent with (each pool sets its own)."""
+    delay = request.expected_delay
+    hours = int(delay.total_seconds() // 3600)
+    if hours <= 24 or hours % 24:
+        wait = f"{hours} h"
+    else:
+        days = hours // 24
+        wait = f"{days} jour{'s' if days > 1 else ''}"
+    label = URGENCY_FR.get(request.urgency, request.urgency)
+    return f"{label} (réponse attendue sous {wait})"
+
+
 CONSENT_METHOD_FR = {
     ConsentMethod.ORAL: "Information orale, consentement consigné dans le dossier",
     ConsentMethod.WRITTEN: "Consentement écrit",
@@ -220,7 +235,7 @@ def report_context(document: ReportDocument) -> dict:
         "pool": request.pool,
         "establishment": request.pool.establishment,
         "specialty": documents.specialty_label(request.specialty),
-        "urgency": URGENCY_FR.get(request.urgency, request.urgency),
+        "urgency": urgency_fr(request),
         "consent_method": CONSENT_METHOD_FR.get(request.consent_method, ""),
         "studies": list(request.studies.order_by("study_date", "pk")),
         "acts": [

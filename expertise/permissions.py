@@ -92,6 +92,22 @@ def may_export_acts(*, user) -> bool:
     return user.has_perm(EXPORT_ACTS_PERMISSION)
 
 
+CREATE_POOL_PERMISSION = "expertise.add_pool"
+
+
+def may_create_pool(*, user) -> bool:
+    """The regional administration sets pools up (a role that holds the model permission
+    ``expertise.add_pool``); from then on the pool's coordinators run it."""
+    return bool(getattr(user, "is_authenticated", False)) and user.has_perm(CREATE_POOL_PERMISSION)
+
+
+def may_manage_pool(*, pool: Pool, user) -> bool:
+    """A coordinator of the pool manages its experts, its delays and whether it takes requests."""
+    return bool(getattr(user, "is_authenticated", False)) and is_pool_coordinator(
+        pool=pool, user=user
+    )
+
+
 def require(allowed: bool, message: str) -> None:
     """Refuse (NotAllowed, ``message`` for the user) unless ``allowed``."""
     if not allowed:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.db.models import Case, Count, Prefetch, Q, QuerySet, Value, When
 
-from expertise.models import URGENCY_RANK, Pool, PoolMember, Request
+from expertise.models import URGENCY_RANK, Attachment, Pool, PoolMember, Request
 from portal.models import CareRelationship, CareRole
+from portal.sharing import uploads_shared_with
 
 State = Request.State
 
@@ -22,6 +23,17 @@ def pools_of(user, *, role: str | None = None) -> QuerySet[Pool]:
 
 def coordinated_pools(user) -> QuerySet[Pool]:
     return pools_of(user, role=PoolMember.Role.COORDINATOR)
+
+
+def pool_members(*, pool: Pool) -> QuerySet[PoolMember]:
+    """The pool's members with their accounts and establishments, coordinators first."""
+    rank = Case(When(role=PoolMember.Role.COORDINATOR, then=Value(0)), default=Value(1))
+    return (
+        pool.memberships.select_related("professional__user")
+        .prefetch_related("professional__affiliations__establishment")
+        .annotate(role_rank=rank)
+        .order_by("role_rank", "professional__user__last_name", "professional__user__first_name")
+    )
 
 
 def requests_visible_to(user) -> QuerySet[Request]:
@@ -173,3 +185,16 @@ def patient_initials(patient) -> str:
     first = (patient.used_first_name or patient.first_names or "").strip()[:1]
     last = (patient.used_name or patient.birth_name or "").strip()[:1]
     return " ".join(f"{letter.upper()}." for letter in (first, last) if letter)
+
+
+def attachments_shown_to(user) -> QuerySet[Attachment]:
+    """The attachments ``user`` may read, whatever their request: for a patient who opposes
+    sharing between establishments, only those given by someone of ``user``'s
+    establishments (the decision, for a tele-expertise the patient consented to, is in
+    portal.sharing). The request page, its thread and the download use it: a hidden
+    attachment answers 404 like a missing one."""
+    return Attachment.objects.filter(uploads_shared_with(user, patient_field="request__patient"))
+
+
+def request_attachments_for(*, request: Request, user) -> QuerySet[Attachment]:
+    return attachments_shown_to(user).filter(request=request)

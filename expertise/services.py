@@ -22,7 +22,6 @@ from expertise import notifications
 from expertise import permissions as may
 from expertise.errors import ExpertiseError, NotAllowed, SignatureRefused, StaleEdit
 from expertise.models import (
-    EXPECTED_DELAY,
     Act,
     Attachment,
     Message,
@@ -287,7 +286,10 @@ def request_send(*, request: Request, by: Actor, now: dt.datetime | None = None)
     missing = request_missing(request)
     if missing:
         raise ExpertiseError(_("The request cannot be sent yet: ") + " ".join(missing))
-    _check_routing(request.pool, request.expert)
+    # The pool as it is now (its coordinators may have closed it or changed its delays).
+    pool = Pool.objects.get(pk=request.pool_id)
+    _check_routing(pool, request.expert)
+    delay = pool.delay_for(request.urgency)
     now = now or timezone.now()
     with transaction.atomic():
         _move(
@@ -297,7 +299,9 @@ def request_send(*, request: Request, by: Actor, now: dt.datetime | None = None)
             action=Action.SENT,
             changes={
                 "sent_at": now,
-                "due_at": now + EXPECTED_DELAY[request.urgency],
+                # Kept on the request: a later change of the pool's delays moves no deadline.
+                "delay": delay,
+                "due_at": now + delay,
                 "reminded_at": None,
                 "escalated_at": None,
             },
@@ -338,6 +342,7 @@ def request_redraft(*, request: Request, by: Actor) -> Request:
         changes={
             "sent_at": None,
             "due_at": None,
+            "delay": None,
             "expert": None,
             "accepted_at": None,
             "decline_reason": "",  # kept in the timeline; the page shows the current one

@@ -2,15 +2,30 @@
 
 from django.urls import path
 
-from expertise.views import indicators, lists, outputs, reports, requests
+from expertise.views import indicators, lists, outputs, pools, reports, requests
 
 T = "teleexpertise/"
 R = T + "demandes/<int:request_id>/"
+P = T + "equipes/<int:pool_id>/gestion/"
 PDF = R + "compte-rendu/pdf/"
 
 urlpatterns = [
     path(T, lists.expertise_home, name="expertise-home"),
     path(T + "equipes/<int:pool_id>/", lists.pool_board, name="expertise-pool"),
+    # --- Pools: set up by the regional administration, run by their coordinators
+    path(T + "equipes/nouvelle/", pools.pool_create, name="expertise-pool-create"),
+    path(P, pools.pool_manage, name="expertise-pool-manage"),
+    path(
+        P + "membres/<int:member_id>/role/",
+        pools.pool_member_role,
+        name="expertise-pool-member-role",
+    ),
+    path(
+        P + "membres/<int:member_id>/retirer/",
+        pools.pool_member_remove,
+        name="expertise-pool-member-remove",
+    ),
+    path(P + "reglages/", pools.pool_settings, name="expertise-pool-settings"),
     path(
         T + "patients/<int:patient_id>/nouvelle/",
         requests.request_create,

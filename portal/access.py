@@ -19,9 +19,11 @@ from portal.models import (
     AuditPurpose,
     CareRelationship,
     EmergencyAccess,
+    Establishment,
     IdentityConflict,
     Patient,
 )
+from portal.permissions import administered_establishments, may_manage_establishments
 from portal.selectors import (
     access_requests_to_answer,
     emergency_accesses_for_review,
@@ -296,3 +298,23 @@ def get_identity_conflict_for_user(request, conflict_id) -> IdentityConflict:
             purpose=AuditPurpose.ADMINISTRATION,
         )
     return conflict
+
+
+def get_establishment_for_administrator(
+    request, establishment_id, *, regional: bool = False
+) -> Establishment:
+    """An establishment ``request.user`` administers (``regional``: as a regional administrator,
+    for its identity and DICOM declaration), else 404 like a missing id."""
+    establishment = None
+    if not regional or may_manage_establishments(request.user):
+        establishment = (
+            administered_establishments(request.user).filter(pk=establishment_id).first()
+        )
+    if establishment is None:
+        raise not_found(
+            request,
+            object_type="portal.establishment",
+            object_id=establishment_id,
+            purpose=AuditPurpose.ADMINISTRATION,
+        )
+    return establishment

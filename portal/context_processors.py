@@ -1,4 +1,5 @@
 from portal.middleware import strong_authentication_gap
+from portal.permissions import may_open_administration
 from portal.selectors import (
     AUDITOR_PERMISSION,
     IDENTITY_REVIEW_PERMISSION,
@@ -18,6 +19,7 @@ def navigation(request):
         "live_notifications": strong_authentication_gap(user=user, session=request.session) is None,
         "can_read_audit": user.has_perm(AUDITOR_PERMISSION),
         "can_review_identities": user.has_perm(IDENTITY_REVIEW_PERMISSION),
+        "can_administer": may_open_administration(user),
         # While an emergency access lasts, every page says so (portal.emergency).
         "emergency_accesses": emergency_banner(user=user),
     }

@@ -166,3 +166,68 @@ class AuditSearchForm(AuditFilterForm):
     )
     patient = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput())
     field_order = ["q", "date_from", "date_to", "actor", "event_id", "outcome", "patient"]
+
+
+class EstablishmentForm(forms.ModelForm):
+    """An establishment's identity and contacts (the regional administrator's page). ``seen``
+    carries the values read, so that a concurrent edit is refused (portal.administration)."""
+
+    seen = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Establishment
+        fields = [
+            "name",
+            "finess",
+            "city",
+            "kind",
+            "patient_id_issuer",
+            "hl7_sending_facility",
+            "contact_name",
+            "contact_phone",
+            "contact_email",
+        ]
+
+
+class RoleChoiceForm(forms.Form):
+    """A role among those the administrator may give (``choices``: code -> label)."""
+
+    role = forms.ChoiceField(label=_("Role"))
+
+    def __init__(self, *args, choices, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = list(choices)
+
+
+class RoleGrantByEmailForm(RoleChoiceForm):
+    """Granting a role to an existing account that is not in the directory (a data
+    protection officer, a billing office has no RPPS)."""
+
+    email = forms.EmailField(label=_("E-mail address of an existing account"))
+
+
+class AccessLetterForm(forms.Form):
+    """The period of a patient's access letter and the establishment that answers (one of the
+    patient's establishments, where the patient has an IPP: its letterhead)."""
+
+    date_from = forms.DateField(label=_("From"), widget=DateInput())
+    date_to = forms.DateField(label=_("To"), widget=DateInput())
+    establishment = forms.ModelChoiceField(
+        label=_("Letterhead"),
+        queryset=Establishment.objects.none(),
+        required=False,
+        empty_label=_("The regional portal"),
+    )
+
+    def __init__(self, *args, patient, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["establishment"].queryset = Establishment.objects.filter(
+            patient_identifiers__patient=patient
+        ).order_by("name")
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            raise forms.ValidationError(_("The period must start before it ends."))
+        return cleaned

@@ -82,6 +82,10 @@ class Establishment(models.Model):
         blank=True,
         help_text=_("MSH-4 of its HL7 messages, when it is not the FINESS."),
     )
+    # Whom the region's administrators and the other establishments call about the portal.
+    contact_name = models.CharField(_("contact person"), max_length=200, blank=True)
+    contact_phone = models.CharField(_("contact phone"), max_length=30, blank=True)
+    contact_email = models.EmailField(_("contact e-mail"), blank=True)
 
     class Meta:
         verbose_name = _("establishment")
@@ -255,6 +259,11 @@ def search_key(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).upper().strip()
 
 
+class SharingOppositionSource(models.TextChoices):
+    PORTAL = "portal", _("the portal")
+    HL7 = "hl7", _("the HL7 feed")
+
+
 class Patient(models.Model):
     """A patient with the five strict INS traits; the INS itself only once retrieved."""
 
@@ -290,6 +299,35 @@ class Patient(models.Model):
     sharing_opposed_at = models.DateTimeField(
         _("opposition recorded at"), null=True, blank=True, editable=False
     )
+    # Where the patient's word came from (the patient page tells the next reader): the
+    # portal page or an establishment's HL7 feed, the establishment holding the patient's
+    # IPP that took it, and the user who recorded it (none for a feed). Empty while the
+    # patient accepts sharing: the audit trail keeps the history.
+    sharing_opposition_source = models.CharField(
+        _("opposition recorded through"),
+        max_length=6,
+        choices=SharingOppositionSource.choices,
+        blank=True,
+        editable=False,
+    )
+    sharing_opposition_establishment = models.ForeignKey(
+        Establishment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        verbose_name=_("opposition recorded by the establishment"),
+    )
+    sharing_opposition_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        verbose_name=_("opposition recorded by"),
+    )
     # Set by portal.services.patient_merge on the record emptied into the survivor (HL7 A40):
     # kept for its audit trail, it names where the person's data went.
     merged_into = models.ForeignKey(
@@ -322,6 +360,16 @@ class Patient(models.Model):
             models.CheckConstraint(
                 condition=Q(ins_matricule="", ins_oid="") | (~Q(ins_matricule="") & ~Q(ins_oid="")),
                 name="patient_ins_matricule_with_oid",
+            ),
+            # Who recorded an opposition describes a current one only.
+            models.CheckConstraint(
+                condition=Q(sharing_opposed=True)
+                | Q(
+                    sharing_opposition_source="",
+                    sharing_opposition_establishment__isnull=True,
+                    sharing_opposition_by__isnull=True,
+                ),
+                name="patient_opposition_source_when_opposed",
             ),
         ]
         indexes = [models.Index(fields=["ins_matricule"], name="patient_ins_idx")]

@@ -10,11 +10,13 @@ from django.core.exceptions import ObjectDoesNotExist
 from portal.models import (
     CareRelationship,
     CareRole,
+    Establishment,
     Patient,
     PatientIdentifier,
     Profession,
     Professional,
 )
+from portal.roles import REGIONAL_ADMIN, role_codes_of
 
 # The model permission "Can change care relationship", held by the admissions office of an
 # establishment (a group in the Django admin). Alone it opens nothing: see
@@ -80,6 +82,40 @@ def may_add_to_care_team(*, user, patient: Patient) -> bool:
     return is_establishment_administration(user=user, patient=patient)
 
 
+def opposition_establishment(*, user, patient: Patient) -> Establishment | None:
+    """The establishment for which ``user`` may take the patient's word on sharing between
+    establishments, or None: one of the patient's establishments (it holds an IPP of the
+    patient, the same notion as is_establishment_administration) that ``user`` works for,
+    their primary one first. The opposition is the patient's relation with the
+    establishments that hold their record: a GP, a committee member or an expert elsewhere,
+    whatever their role, does not change it."""
+    professional = _professional(user)
+    if professional is None:
+        return None
+    return (
+        Establishment.objects.filter(
+            patient_identifiers__patient=patient, affiliations__professional=professional
+        )
+        .order_by("-affiliations__is_primary", "name", "pk")
+        .first()
+    )
+
+
+def may_change_sharing_opposition(*, user, patient: Patient) -> bool:
+    """Record or lift the patient's opposition to sharing (L1110-4): someone of one of the
+    patient's establishments (opposition_establishment) who either is a clinician of the
+    patient's care team or runs the establishment's care teams (the admissions office takes
+    the patient's word too)."""
+    professional = _professional(user)
+    if professional is None or opposition_establishment(user=user, patient=patient) is None:
+        return False
+    if professional.profession in CLINICAL_PROFESSIONS and _active_roles(
+        user=user, patient=patient
+    ):
+        return True
+    return user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION)
+
+
 def _may_end(*, relationship: CareRelationship, user, my_roles: set[str], admin: bool) -> bool:
     if admin:
         return True
@@ -122,6 +158,74 @@ def removable_relationships(
         for r in care_team
         if _may_end(relationship=r, user=user, my_roles=my_roles, admin=admin)
     }
+
+
+# --- Self-service administration (portal.administration, portal.views_admin) ----------------
+#
+# A regional administrator holds the role (portal.roles.REGIONAL_ADMIN): the permission alone,
+# or a superuser's status, does not make one. An establishment's administrator is the notion of
+# is_establishment_administration without a patient: the care-relationship permission (the
+# role ESTABLISHMENT_ADMIN carries it) and an affiliation to the establishment.
+
+
+# Carried by the regional administrator's role (portal.roles); the role, not the permission,
+# makes one (is_regional_administrator).
+REGIONAL_ADMINISTRATION_PERMISSION = "portal.change_establishment"
+
+
+def is_regional_administrator(user) -> bool:
+    return bool(getattr(user, "is_active", False)) and REGIONAL_ADMIN in role_codes_of(user)
+
+
+def administered_establishments(user):
+    """The establishments ``user`` administers: every one for a regional administrator, else
+    those they are affiliated to when they hold the care-relationship permission."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Establishment.objects.none()
+    if is_regional_administrator(user):
+        return Establishment.objects.all()
+    professional = _professional(user)
+    if professional is None or not user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION):
+        return Establishment.objects.none()
+    return Establishment.objects.filter(affiliations__professional=professional)
+
+
+def may_open_administration(user) -> bool:
+    """The "Administration" menu entry: a regional or an establishment's administrator."""
+    # Asked on every page: the permissions (cached on the user for the request, the menu
+    # asks others) rule out most users without a query of their own.
+    if not getattr(user, "is_authenticated", False) or not (
+        user.has_perm(REGIONAL_ADMINISTRATION_PERMISSION)
+        or user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION)
+    ):
+        return False
+    return administered_establishments(user).exists()
+
+
+def may_manage_establishments(user) -> bool:
+    """Create establishments, edit their identity, contacts and DICOM declaration."""
+    return is_regional_administrator(user)
+
+
+def may_administer_establishment(*, user, establishment: Establishment) -> bool:
+    """Manage ``establishment``'s professionals (affiliations) and their scoped roles."""
+    return administered_establishments(user).filter(pk=establishment.pk).exists()
+
+
+def may_change_role(*, user, role, holder) -> bool:
+    """Grant ``role`` (portal.roles.Role) to ``holder`` (a user) or revoke it.
+
+    A regional administrator: every role, for anyone. An establishment's administrator: the
+    establishment-scoped roles only, for a professional affiliated to an establishment they
+    administer. Nobody else.
+    """
+    if is_regional_administrator(user):
+        return True
+    if not role.establishment_scoped:
+        return False
+    return (
+        administered_establishments(user).filter(affiliations__professional__user=holder).exists()
+    )
 
 
 # --- Access without a care relationship (portal.access_requests, portal.emergency) -----------

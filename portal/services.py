@@ -37,6 +37,7 @@ from portal.models import (
     PatientIdentifier,
     PatientUserObjectPermission,
     Professional,
+    SharingOppositionSource,
     search_key,
 )
 from portal.notifications import notify_in_portal as notify
@@ -529,7 +530,7 @@ def _actor_display_name(user) -> str:
 # --- Opposition to sharing between establishments -------------------------------------------
 
 
-SHARING_OPPOSITION_SOURCES = frozenset({"portal", "hl7"})
+SHARING_OPPOSITION_SOURCES = frozenset(SharingOppositionSource.values)
 
 
 class SharingOppositionUnchanged(ValidationError):
@@ -553,27 +554,48 @@ def _patient_reader_ids(patient: Patient) -> set[int]:
     return readers
 
 
+def _opposition_establishment(*, patient: Patient, by: Actor, establishment) -> Establishment:
+    """The establishment taking the patient's word, refused (audited) unless it is one of the
+    patient's establishments (an IPP of the patient there): for a user, the one they work for
+    (portal.permissions.opposition_establishment: what they name is not trusted); for a
+    feed, the establishment that sent the message."""
+    if by.user is not None:
+        if permissions.may_change_sharing_opposition(user=by.user, patient=patient):
+            return permissions.opposition_establishment(user=by.user, patient=patient)
+    elif (
+        establishment is not None
+        and PatientIdentifier.objects.filter(patient=patient, establishment=establishment).exists()
+    ):
+        return establishment
+    _refuse_care_team_change(
+        by=by,
+        relationship_or_patient=patient,
+        patient=patient,
+        reason="may not change the opposition to sharing",
+    )
+
+
 def _sharing_opposition_set(
     *, patient: Patient, opposed: bool, by: Actor, source: str, establishment
 ) -> Patient:
     if source not in SHARING_OPPOSITION_SOURCES:
         raise ValueError(f"unknown source of the opposition: {source!r}")
-    if by.user is not None and not permissions.may_add_to_care_team(user=by.user, patient=patient):
-        _refuse_care_team_change(
-            by=by,
-            relationship_or_patient=patient,
-            patient=patient,
-            reason="may not change the opposition to sharing",
-        )
-    if establishment is None and by.user is not None:
-        professional = permissions._professional(by.user)
-        establishment = professional.primary_establishment() if professional else None
+    establishment = _opposition_establishment(patient=patient, by=by, establishment=establishment)
+    recorded = {
+        "sharing_opposed": opposed,
+        "sharing_opposed_at": None,
+        "sharing_opposition_source": source if opposed else "",
+        "sharing_opposition_establishment": establishment if opposed else None,
+        "sharing_opposition_by": by.user if opposed else None,
+    }
     with transaction.atomic():
         now = timezone.now()
+        if opposed:
+            recorded["sharing_opposed_at"] = now
         # One guarded step on the previous state: two clicks, or a click and a message,
         # change it once.
         changed = Patient.objects.filter(pk=patient.pk, sharing_opposed=not opposed).update(
-            sharing_opposed=opposed, sharing_opposed_at=now if opposed else None, updated_at=now
+            **recorded, updated_at=now
         )
         if not changed:
             raise SharingOppositionUnchanged(
@@ -590,14 +612,14 @@ def _sharing_opposition_set(
             detail={
                 "sharing_opposed": opposed,
                 "source": source,
-                "establishment": establishment.finess if establishment else "",
+                "establishment": establishment.finess,
             },
         )
         # Grants cached for the viewer and DICOMweb were decided on the previous state.
         for user_id in _patient_reader_ids(patient):
             access_changed(user_id=user_id)
-    patient.sharing_opposed = opposed
-    patient.sharing_opposed_at = now if opposed else None
+    for field, value in recorded.items():
+        setattr(patient, field, value)
     patient.updated_at = now
     return patient
 
@@ -607,13 +629,16 @@ def sharing_opposition_record(
 ) -> Patient:
     """Record the patient's opposition to the sharing of their data between establishments
     (Code de la santé publique, L1110-4): from then on, each establishment sees only the
-    studies it made (imaging.selectors.shared_with_establishments).
+    studies it made (imaging.selectors.shared_with_establishments) and the documents its
+    people gave (portal.sharing.uploads_shared_with).
 
-    Who: a clinician of the care team or the establishment's administration (the admissions
-    office takes the patient's word too), i.e. portal.permissions.may_add_to_care_team; an
-    identity feed (``by`` without a user) is not asked. ``source`` is "portal" or "hl7";
-    ``establishment`` where it was expressed (default: the user's primary establishment).
-    Raises SharingOppositionUnchanged when it was already recorded."""
+    Who: only the patient's establishments (an IPP of the patient there): a clinician of the
+    care team or the administration working there (portal.permissions.
+    may_change_sharing_opposition), or the HL7 feed of such an establishment (``by`` without
+    a user, ``establishment`` the sender). ``source`` is "portal" or "hl7". The source, the
+    establishment and the user are kept on the patient and in the audit event.
+    Raises PermissionDenied (audited) for anyone else, SharingOppositionUnchanged when it was
+    already recorded."""
     return _sharing_opposition_set(
         patient=patient, opposed=True, by=by, source=source, establishment=establishment
     )
@@ -766,6 +791,9 @@ def patient_merge(
             # The person opposed sharing through one of the records: it stands.
             target.sharing_opposed = True
             target.sharing_opposed_at = source.sharing_opposed_at
+            target.sharing_opposition_source = source.sharing_opposition_source
+            target.sharing_opposition_establishment_id = source.sharing_opposition_establishment_id
+            target.sharing_opposition_by_id = source.sharing_opposition_by_id
             changed.append("sharing_opposed")
         now = timezone.now()
         # The unique INS moves: the emptied record lets it go first.

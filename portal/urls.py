@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, views, views_access, views_session
+from portal import health, views, views_access, views_admin, views_session
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -52,6 +52,11 @@ audit_patterns = [
         views.patient_access_report,
         name="patient-access-report",
     ),
+    path(
+        "patients/<int:patient_id>/lettre-acces.pdf",
+        views.patient_access_letter,
+        name="patient-access-letter",
+    ),
 ]
 
 identity_patterns = [
@@ -60,6 +65,41 @@ identity_patterns = [
         "<int:conflict_id>/resoudre/",
         views.identity_conflict_resolve,
         name="identity-conflict-resolve",
+    ),
+]
+
+establishment_admin_patterns = [
+    path("", views_admin.establishment_edit, name="administration-establishment"),
+    path(
+        "professionnels/",
+        views_admin.establishment_professionals,
+        name="administration-professionals",
+    ),
+    path(
+        "professionnels/<int:affiliation_id>/retirer/",
+        views_admin.affiliation_end,
+        name="administration-affiliation-end",
+    ),
+    path(
+        "professionnels/<int:professional_id>/roles/",
+        views_admin.establishment_role_change,
+        name="administration-professional-role",
+    ),
+]
+
+administration_patterns = [
+    path("", views_admin.administration_home, name="administration-home"),
+    path(
+        "etablissements/nouveau/",
+        views_admin.establishment_create,
+        name="administration-establishment-create",
+    ),
+    path("etablissements/<int:establishment_id>/", include(establishment_admin_patterns)),
+    path("roles/", views_admin.role_list, name="administration-roles"),
+    path(
+        "roles/<str:role_code>/<int:user_id>/retirer/",
+        views_admin.role_revoke,
+        name="administration-role-revoke",
     ),
 ]
 
@@ -75,6 +115,8 @@ urlpatterns = [
     path("acces/", include(access_patterns)),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),
+    path("administration/", include(administration_patterns)),
+    path("administration/", include("imaging.admin_urls")),
     path("notifications/", views.notification_list, name="notification-list"),
     path("notifications/lues/", views.notification_mark_read, name="notification-mark-read"),
     path("session/maintien/", views_session.session_keepalive, name="session-keepalive"),

@@ -1,4 +1,6 @@
 import csv
+import datetime as dt
+import hashlib
 from functools import wraps
 
 from django.contrib import messages
@@ -7,12 +9,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal import audit, audit_labels, permissions, selectors, services
+from portal import audit, audit_labels, patient_letters, permissions, selectors, services
 from portal import home as home_panels
 from portal.access import (
     get_care_relationship_for_user,
@@ -23,6 +27,7 @@ from portal.access import (
 from portal.audit import Actor
 from portal.communes import birth_place_label, commune_name
 from portal.forms import (
+    AccessLetterForm,
     AuditSearchForm,
     CareTeamAddForm,
     CareTeamEndForm,
@@ -181,11 +186,27 @@ def patient_detail(request, patient_id):
             ),
             "identifiers": identifiers,
             "add_form": add_form,
-            # Who may bring a colleague in may record the patient's word on sharing too.
-            "may_change_sharing": can_add,
+            "may_change_sharing": permissions.may_change_sharing_opposition(
+                user=request.user, patient=patient
+            ),
+            "opposition": _opposition_recorded(patient),
             "my_professional_id": getattr(_professional_or_none(request.user), "pk", None),
         },
     )
+
+
+def _opposition_recorded(patient) -> dict | None:
+    """Who recorded the patient's current opposition, as the patient page says it."""
+    if not patient.sharing_opposed:
+        return None
+    by = patient.sharing_opposition_by
+    professional = _professional_or_none(by) if by is not None else None
+    return {
+        "since": patient.sharing_opposed_at,
+        "source": patient.sharing_opposition_source,
+        "establishment": patient.sharing_opposition_establishment,
+        "by": professional.display_name if professional else (by.get_full_name() if by else ""),
+    }
 
 
 @patient_data_view
@@ -195,12 +216,13 @@ def sharing_opposition(request, patient_id):
     a confirmation page (GET), then the change (POST of the state confirmed)."""
     patient = get_patient_for_user(request, patient_id)
     back = redirect("patient-detail", patient_id=patient.pk)
-    if not permissions.may_add_to_care_team(user=request.user, patient=patient):
+    if not permissions.may_change_sharing_opposition(user=request.user, patient=patient):
         messages.error(
             request,
             _(
-                "Only a clinician of the patient's care team or the establishment's "
-                "administration can record the patient's opposition to sharing."
+                "Only the patient's establishments (where the patient has an IPP), through a "
+                "clinician of the care team or the administration, can record the patient's "
+                "opposition to sharing."
             ),
         )
         return back
@@ -240,6 +262,9 @@ def sharing_opposition(request, patient_id):
             "patient": patient,
             "form": SharingOppositionForm(
                 initial={"opposed": "0" if patient.sharing_opposed else "1"}
+            ),
+            "establishment": permissions.opposition_establishment(
+                user=request.user, patient=patient
             ),
         },
     )
@@ -528,8 +553,26 @@ def audit_event_list(request):
             "query": filters.get("q", ""),  # kept by the pagination links
             # Choosing one of the patients found keeps the other filters.
             "filters_query": _query_without(request.GET, "patient", "page"),
+            "letter_form": _access_letter_form(patient) if patient else None,
         },
     )
+
+
+def _access_letter_defaults(patient) -> dict:
+    """The letter's usual request: the last twelve months, from the patient's first
+    establishment (by name)."""
+    today = timezone.localdate()
+    return {
+        "date_from": today - dt.timedelta(days=365),
+        "date_to": today,
+        "establishment": patient.identifiers.order_by("establishment__name")
+        .values_list("establishment_id", flat=True)
+        .first(),
+    }
+
+
+def _access_letter_form(patient) -> AccessLetterForm:
+    return AccessLetterForm(patient=patient, initial=_access_letter_defaults(patient))
 
 
 @never_cache
@@ -584,4 +627,59 @@ def patient_access_report(request, patient_id):
                 )
             ]
         )
+    return response
+
+
+@never_cache
+@login_required
+@require_GET
+def patient_access_letter(request, patient_id):
+    """The access report as a letter to the patient (RGPD art. 15), a PDF in French: the
+    period and the letterhead come from the form of the audit trail's patient. The DPO's
+    (portal.patient_letters says why only the DPO)."""
+    patient = get_patient_for_user(request, patient_id, purpose=AuditPurpose.AUDIT)
+    # Without a query, the form's defaults (a link can ask for the usual letter).
+    form = AccessLetterForm(request.GET or _access_letter_defaults(patient), patient=patient)
+    if not form.is_valid():
+        messages.error(
+            request,
+            _("The letter was not made: %(errors)s")
+            % {"errors": " ".join(" ".join(errors) for errors in form.errors.values())},
+        )
+        return redirect(f"{reverse('audit-event-list')}?patient={patient.pk}")
+    period = {"start": form.cleaned_data["date_from"], "end": form.cleaned_data["date_to"]}
+    establishment = form.cleaned_data["establishment"]
+    try:
+        data = patient_letters.render_access_letter(
+            patient=patient, establishment=establishment, **period
+        )
+    except patient_letters.LetterTooLong as error:
+        messages.error(
+            request,
+            _(
+                "The letter was not made: %(count)s accesses in this period, more than "
+                "%(max)s; choose a shorter period and make several letters."
+            )
+            % {"count": error.args[0], "max": patient_letters.MAX_ROWS},
+        )
+        return redirect(f"{reverse('audit-event-list')}?patient={patient.pk}")
+    # After the rendering: the letter lists the accesses before its own export.
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.EXPORT,
+        action=audit.AuditAction.READ,
+        obj=patient,
+        purpose=AuditPurpose.AUDIT,
+        detail={
+            "export": "access letter",
+            "from": period["start"].isoformat(),
+            "to": period["end"].isoformat(),
+            "establishment": establishment.finess if establishment else "",
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = content_disposition_header(
+        True, patient_letters.download_name(period["end"])
+    )
     return response

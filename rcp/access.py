@@ -6,6 +6,7 @@ from rcp.selectors import (
     cases_acted_on_by,
     cases_visible_to,
     committees_of,
+    coordinated_committees,
     sessions_visible_to,
 )
 
@@ -24,6 +25,20 @@ def _refuse(request, object_type, object_id, patient=None):
 
 def get_committee_for_user(request, committee_id) -> Committee:
     committee = committees_of(request.user).filter(pk=committee_id).first()
+    if committee is None:
+        _refuse(request, "rcp.committee", committee_id)
+    return committee
+
+
+def get_committee_to_coordinate(request, committee_id) -> Committee:
+    """The committee ``committee_id`` if the user chairs or coordinates it, else 404: its
+    management is theirs only (a plain member is refused like an outsider)."""
+    committee = (
+        coordinated_committees(request.user)
+        .filter(pk=committee_id)
+        .select_related("establishment")
+        .first()
+    )
     if committee is None:
         _refuse(request, "rcp.committee", committee_id)
     return committee

@@ -16,6 +16,15 @@ class RcpConfig(AppConfig):
 
         audit_labels.register_labels()
 
+    def portal_roles(self):
+        """What this app adds to the roles of portal.roles (granted from the administration
+        pages): the regional programme reads every committee's indicators; the regional
+        administrator creates committees."""
+        return {"programme": ["rcp.view_indicators"], "regional_admin": ["rcp.add_committee"]}
+
+    def portal_role_details(self):
+        return {"programme": {"label": _("Regional programme"), "establishment_scoped": False}}
+
     def patient_panel(self, *, user, patient):
         """The patient's RCP cases that ``user`` may open, for the patient page (asked by
         portal.selectors.patient_panels, which must not import this app)."""

@@ -7,9 +7,9 @@ from django.utils.translation import gettext_lazy as _
 
 from imaging.models import Study
 from portal.forms import DateInput, DateTimeLocalInput
-from portal.models import Specialty
+from portal.models import Establishment, Specialty
 from rcp import frcp
-from rcp.models import Case, CaseDocument, Committee, Session
+from rcp.models import Case, CaseDocument, Committee, CommitteeMember, Session
 
 EMPTY = [("", "—")]
 
@@ -398,3 +398,64 @@ class CaseDocumentForm(forms.Form):
     kind = forms.ChoiceField(label=_("Kind"), choices=CaseDocument.Kind.choices)
     title = forms.CharField(label=_("Title"), max_length=200)
     file = forms.FileField(label=_("File (PDF, JPEG or PNG, 20 MB at most)"))
+
+
+# --- Committees run by their coordinators (rcp.committees) ---------------------------------------
+
+
+def _specialty_field(label):
+    return forms.MultipleChoiceField(
+        label=label,
+        choices=Specialty.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_(
+            "The quorum needs a physician of each of these specialties present (or a written "
+            "opinion). A CPDPN always requires its four core specialties."
+        ),
+    )
+
+
+class CommitteeCreateForm(forms.Form):
+    """A new committee; its first coordinator is the person chosen in the directory."""
+
+    step = forms.CharField(widget=forms.HiddenInput, initial="create")
+    national_id = forms.CharField(widget=forms.HiddenInput, max_length=20)
+    name = forms.CharField(label=_("Name"), max_length=200)
+    kind = forms.ChoiceField(label=_("Kind"), choices=Committee.Kind.choices)
+    establishment = forms.ModelChoiceField(
+        label=_("Establishment"),
+        queryset=Establishment.objects.order_by("name"),
+        required=False,
+        help_text=_("Leave empty for a territorial committee of several establishments."),
+    )
+    organ_system = forms.ChoiceField(
+        label=_("Body system"),
+        choices=EMPTY + frcp.APPAREIL.choices(),
+        required=False,
+        help_text=_("For an organ board."),
+    )
+    care_theme = forms.ChoiceField(
+        label=_("Care theme"),
+        choices=EMPTY + frcp.TRAITEMENT_SOINS.choices(),
+        required=False,
+        help_text=_("For a cross-cutting board."),
+    )
+    required_specialties = _specialty_field(_("Specialties the quorum requires"))
+    place = forms.CharField(label=_("Usual place"), max_length=200, required=False)
+    video_url = forms.URLField(label=_("Video link"), required=False, assume_scheme="https")
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=CommitteeMember.Role.choices)
+    # The role the page showed: a change made meanwhile by another coordinator is not overridden.
+    seen_role = forms.ChoiceField(choices=CommitteeMember.Role.choices, widget=forms.HiddenInput)
+
+
+class RequiredSpecialtiesForm(forms.Form):
+    specialties = _specialty_field(_("Specialties the quorum requires"))
+    # The specialties the page showed, comma-separated (see MemberRoleForm.seen_role).
+    seen = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    def seen_list(self) -> list[str]:
+        return [code for code in self.cleaned_data["seen"].split(",") if code]

@@ -91,7 +91,11 @@ class CommitteeMember(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["committee", "professional"], name="one_membership")
+            models.UniqueConstraint(fields=["committee", "professional"], name="one_membership"),
+            # One chair at most (rcp.committees hands the chair over).
+            models.UniqueConstraint(
+                fields=["committee"], condition=models.Q(role="chair"), name="one_chair"
+            ),
         ]
 
     def __str__(self):

@@ -49,9 +49,13 @@ def may_see_every_committee(user) -> bool:
     return user.has_perm(VIEW_INDICATORS_PERMISSION)
 
 
+CREATE_COMMITTEE_PERMISSION = "rcp.add_committee"
+
+
 def may_create_committee(*, user) -> bool:
-    """The portal's administration (the regional programme) sets committees up."""
-    return _signed_in(user) and user.is_superuser
+    """The regional administration sets committees up (a role that holds the model permission
+    ``rcp.add_committee``); from then on the committee's coordinators run it."""
+    return _signed_in(user) and user.has_perm(CREATE_COMMITTEE_PERMISSION)
 
 
 def may_record_attendance(*, session: Session, user, professional) -> bool:

@@ -3,10 +3,13 @@
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Case as Case_
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
 from imaging.models import Study
+from imaging.selectors import establishments_of, shared_with_establishments
+from portal.sharing import uploads_shared_with
 from rcp.models import (
     Case,
     CaseDocument,
@@ -34,6 +37,21 @@ def is_coordinating(*, committee: Committee, user) -> bool:
     return member is not None and member.role in (
         CommitteeMember.Role.CHAIR,
         CommitteeMember.Role.COORDINATOR,
+    )
+
+
+def committee_members(*, committee: Committee) -> QuerySet[CommitteeMember]:
+    """The committee's members with their accounts and establishments, chair first."""
+    role_order = Case_(
+        When(role=CommitteeMember.Role.CHAIR, then=0),
+        When(role=CommitteeMember.Role.COORDINATOR, then=1),
+        default=2,
+    )
+    return (
+        committee.memberships.select_related("professional__user")
+        .prefetch_related("professional__affiliations__establishment")
+        .annotate(role_rank=role_order)
+        .order_by("role_rank", "professional__user__last_name", "professional__user__first_name")
     )
 
 
@@ -281,3 +299,17 @@ def _minutes_state(session) -> str:
     if status in RcpDocument.IN_FLIGHT:
         return "making"
     return "outdated"
+
+
+def case_documents_for(*, case: Case, user) -> QuerySet[CaseDocument]:
+    """The documents of ``case`` that ``user`` may read: for a patient who opposes sharing
+    between establishments, only those given by someone of ``user``'s establishments (the
+    decision, for an RCP the patient was informed of, is in portal.sharing). The case page's
+    list and the download use it: a hidden document answers 404 like a missing one."""
+    return case.documents.filter(uploads_shared_with(user, patient_field="case__patient"))
+
+
+def case_studies_for(*, case: Case, user) -> QuerySet[Study]:
+    """The studies attached to ``case`` that the case page lists for ``user``: the viewer
+    opens only those (imaging.selectors.studies_visible_to), the list names no other."""
+    return case.studies.filter(shared_with_establishments(establishments_of(user)))

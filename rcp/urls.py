@@ -6,6 +6,7 @@ from rcp.views import (
     calendar,
     cases,
     codes,
+    committee_admin,
     committees,
     documents,
     home,
@@ -18,6 +19,19 @@ from rcp.views import (
 
 committee_patterns = [
     path("", committees.committee_detail, name="rcp-committee"),
+    # Its chair and coordinators manage its members and required specialties.
+    path("membres/", committee_admin.committee_members, name="rcp-committee-members"),
+    path(
+        "membres/<int:member_id>/role/",
+        committee_admin.committee_member_role,
+        name="rcp-committee-member-role",
+    ),
+    path(
+        "membres/<int:member_id>/retirer/",
+        committee_admin.committee_member_remove,
+        name="rcp-committee-member-remove",
+    ),
+    path("specialites/", committee_admin.committee_specialties, name="rcp-committee-specialties"),
     path("calendrier.ics", calendar.committee_feed, name="rcp-committee-calendar"),
     path("indicateurs/", indicators.committee_indicators_page, name="rcp-committee-indicators"),
     path(
@@ -91,6 +105,7 @@ calendar_feed_patterns = [
 rcp_patterns = [
     path("", home.rcp_home, name="rcp-home"),
     path("mes-patients/", home.gp_cases, name="rcp-gp-cases"),
+    path("comites/nouveau/", committee_admin.committee_create, name="rcp-committee-create"),
     path("comites/<int:committee_id>/", include(committee_patterns)),
     path("seances/<int:session_id>/", include(session_patterns)),
     path("dossiers/<int:case_id>/", include(case_patterns)),

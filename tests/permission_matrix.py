@@ -487,6 +487,60 @@ def _regional_programme(world):
     return world._regional_programme
 
 
+def _regional_admin(world):
+    """The regional administration: sets up committees and pools (built once per world)."""
+    if "_regional_admin" not in world.__dict__:
+        world._regional_admin = builders.user(
+            email="administration.regionale@mirc.test",
+            first_name="Mathieu",
+            last_name="Leroy",
+            permissions=["rcp.add_committee", "expertise.add_pool"],
+        )
+    return world._regional_admin
+
+
+def _thoracic_member(world, professional_name: str) -> dict:
+    rcp = _rcp(world)
+    member = rcp.thoracic.memberships.get(professional=getattr(rcp, professional_name))
+    return {"committee_id": rcp.thoracic.pk, "member_id": member.pk}
+
+
+def _committee_admin_route(kwargs, *, data=None, method="post", expect=302):
+    """A page of the thoracic board's management: its coordinator's; a plain member (the
+    surgeon), a member of another committee and the technical administrator get 404."""
+    return ObjectRoute(
+        kwargs=kwargs,
+        entitled=lambda w: w.coordinator.user,
+        outsider=lambda w: w.outsider.user,
+        extra_outsiders=[lambda w: w.surgeon.user, lambda w: w.admin_user],
+        method=method,
+        data=data,
+        expect=expect,
+        patient_data=False,  # members and specialties, no patient
+    )
+
+
+def _teleradiology_member(world, professional_name: str) -> dict:
+    tele = _tele(world)
+    member = tele.teleradiology.memberships.get(professional=getattr(tele, professional_name))
+    return {"pool_id": tele.teleradiology.pk, "member_id": member.pk}
+
+
+def _pool_admin_route(kwargs, *, data=None, method="post", expect=302):
+    """A page of the teleradiology pool's management: its coordinator's; its own experts, an
+    expert of another pool and the technical administrator get 404."""
+    return ObjectRoute(
+        kwargs=kwargs,
+        entitled=lambda w: _tele(w).pool_coordinator.user,
+        outsider=lambda w: _tele(w).outsider.user,
+        extra_outsiders=[lambda w: _tele(w).teleradiologist.user, lambda w: w.admin_user],
+        method=method,
+        data=data,
+        expect=expect,
+        patient_data=False,  # members and delays, no patient
+    )
+
+
 def _billing_office(world):
     """The billing officer of CHRU de Tours, who exports its acts (built once per world)."""
     if "_billing_office" not in world.__dict__:
@@ -542,6 +596,92 @@ def _expertise_route(state, *, entitled, method="post", data=None, expect=302, *
         expect=expect,
         audit_event=AuditEventId.PATIENT_RECORD,
         patient=lambda w: w.patient,
+        **extra,
+    )
+
+
+# --- The scoped administration (portal.views_admin, imaging.admin_views) ----------------------
+
+
+def _with_role(user, role_code):
+    from portal.administration import role_grant_by_system
+
+    role_grant_by_system(role_code=role_code, holder=user, by=builders.SYSTEM)
+    return user
+
+
+def regional_administrator(world):
+    """The region's administrator (a role, portal.roles.REGIONAL_ADMIN), built once per world."""
+    if "_regional_administrator" not in world.__dict__:
+        world._regional_administrator = _with_role(
+            builders.professional(
+                email="administration.regionale@mirc.test",
+                first_name="Agnès",
+                last_name="Lemaître",
+                profession="coordinateur",
+                establishment=world.tours,
+                title="Mme",
+                with_rpps=False,
+            ).user,
+            "regional_admin",
+        )
+    return world._regional_administrator
+
+
+def tours_administration(world):
+    """The admissions office of CHRU de Tours: the establishment's administrator there."""
+    if "_tours_administration" not in world.__dict__:
+        world._tours_administration = _with_role(
+            builders.professional(
+                email="admissions.tours@mirc.test",
+                first_name="Sophie",
+                last_name="Garnier",
+                profession="autre",
+                establishment=world.tours,
+                title="Mme",
+                with_rpps=False,
+            ).user,
+            "establishment_admin",
+        )
+    return world._tours_administration
+
+
+def bourges_administration(world):
+    """The admissions office of CH de Bourges: an establishment's administrator, elsewhere."""
+    if "_bourges_administration" not in world.__dict__:
+        world._bourges_administration = _with_role(
+            builders.professional(
+                email="admissions.bourges@mirc.test",
+                first_name="Marc",
+                last_name="Renaud",
+                profession="autre",
+                establishment=world.bourges,
+                title="M.",
+                with_rpps=False,
+            ).user,
+            "establishment_admin",
+        )
+    return world._bourges_administration
+
+
+def _surgeon_at_tours(world) -> dict:
+    return {
+        "establishment_id": world.tours.pk,
+        "affiliation_id": world.surgeon.affiliations.get(establishment=world.tours).pk,
+    }
+
+
+def _dpo_role_holder(world) -> dict:
+    _with_role(world.auditor_user, "data_protection")
+    return {"role_code": "data_protection", "user_id": world.auditor_user.pk}
+
+
+def _administration_route(kwargs, *, entitled, outsider, **extra):
+    return ObjectRoute(
+        kwargs=kwargs,
+        entitled=entitled,
+        outsider=outsider,
+        patient_data=False,
         **extra,
     )
 
@@ -812,6 +952,24 @@ MATRIX = {
         extra_outsiders=[lambda w: w.gp.user, lambda w: w.admin_user],
         audit_event=AuditEventId.PATIENT_RECORD,
         patient_data=True,
+    ),
+    "rcp-committee-create": GlobalPermission(holder=_regional_admin),
+    "rcp-committee-members": _committee_admin_route(
+        lambda w: {"committee_id": _rcp(w).thoracic.pk}, method="get", expect=200
+    ),
+    "rcp-committee-member-role": _committee_admin_route(
+        lambda w: _thoracic_member(w, "surgeon"),
+        data=lambda w: {"role": "coordinator", "seen_role": "member"},
+    ),
+    "rcp-committee-member-remove": _committee_admin_route(
+        lambda w: _thoracic_member(w, "radiotherapist"), data=lambda w: {"seen_role": "member"}
+    ),
+    "rcp-committee-specialties": _committee_admin_route(
+        lambda w: {"committee_id": _rcp(w).thoracic.pk},
+        data=lambda w: {
+            "specialties": ["chirurgie_thoracique", "oncologie_medicale"],
+            "seen": ",".join(_rcp(w).thoracic.required_specialties),
+        },
     ),
     "rcp-session": ObjectRoute(
         kwargs=lambda w: {"session_id": _rcp(w).session.pk},
@@ -1280,6 +1438,28 @@ MATRIX = {
         extra_outsiders=[lambda w: _tele(w).teleradiologist.user, lambda w: w.admin_user],
         audit_event=AuditEventId.QUERY,
     ),
+    "expertise-pool-create": GlobalPermission(holder=_regional_admin),
+    "expertise-pool-manage": _pool_admin_route(
+        lambda w: {"pool_id": _tele(w).teleradiology.pk}, method="get", expect=200
+    ),
+    "expertise-pool-member-role": _pool_admin_route(
+        lambda w: _teleradiology_member(w, "second_radiologist"),
+        data=lambda w: {"role": "coordinator", "seen_role": "expert"},
+    ),
+    "expertise-pool-member-remove": _pool_admin_route(
+        lambda w: _teleradiology_member(w, "second_radiologist"),
+        data=lambda w: {"seen_role": "expert"},
+    ),
+    "expertise-pool-settings": _pool_admin_route(
+        lambda w: {"pool_id": _tele(w).teleradiology.pk},
+        data=lambda w: {
+            "is_active": "on",
+            "urgent_hours": 12,
+            "priority_days": 3,
+            "routine_days": 7,
+            "revision": _tele(w).teleradiology.revision,
+        },
+    ),
     "expertise-report-outputs": ObjectRoute(
         kwargs=lambda w: {"request_id": _expertise_request(w, "answered").pk},
         entitled=lambda w: _tele(w).teleradiologist.user,
@@ -1325,6 +1505,65 @@ MATRIX = {
         kwargs=lambda w: {"patient_id": w.patient.pk},
         entitled=lambda w: w.auditor_user,
         # Being in the care team does not make one an auditor.
+        outsider=lambda w: w.oncologist.user,
+        audit_event=AuditEventId.EXPORT,
+        patient=lambda w: w.patient,
+    ),
+    # --- the scoped administration ---
+    "administration-home": GlobalPermission(holder=tours_administration),
+    "administration-establishment-create": GlobalPermission(holder=regional_administrator),
+    "administration-roles": GlobalPermission(holder=regional_administrator),
+    "administration-establishment": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk},
+        entitled=regional_administrator,
+        # Its own establishment's administrator does not edit its identity.
+        outsider=tours_administration,
+        extra_outsiders=[lambda w: w.oncologist.user, lambda w: w.admin_user],
+    ),
+    "administration-dicom": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk},
+        entitled=regional_administrator,
+        outsider=tours_administration,
+        extra_outsiders=[lambda w: w.admin_user],
+    ),
+    "administration-professionals": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk},
+        entitled=tours_administration,
+        outsider=bourges_administration,
+        extra_outsiders=[lambda w: w.oncologist.user],
+    ),
+    "administration-affiliation-end": _administration_route(
+        _surgeon_at_tours,
+        entitled=tours_administration,
+        outsider=bourges_administration,
+        extra_outsiders=[lambda w: w.surgeon.user],
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
+    ),
+    "administration-professional-role": _administration_route(
+        lambda w: {"establishment_id": w.tours.pk, "professional_id": w.surgeon.pk},
+        entitled=tours_administration,
+        outsider=bourges_administration,
+        method="post",
+        data=lambda w: {"role": "establishment_admin", "operation": "grant"},
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
+    ),
+    "administration-role-revoke": _administration_route(
+        _dpo_role_holder,
+        entitled=regional_administrator,
+        outsider=tours_administration,
+        extra_outsiders=[lambda w: w.auditor_user],
+        method="post",
+        expect=302,
+        audit_event=AuditEventId.SECURITY_ALERT,
+    ),
+    # The same report as a letter to the patient (PDF): the DPO only, the care team no more
+    # than the establishment's administration; tests/test_access_letter.py.
+    "patient-access-letter": ObjectRoute(
+        kwargs=lambda w: {"patient_id": w.patient.pk},
+        entitled=lambda w: w.auditor_user,
         outsider=lambda w: w.oncologist.user,
         audit_event=AuditEventId.EXPORT,
         patient=lambda w: w.patient,

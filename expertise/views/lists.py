@@ -7,11 +7,10 @@ from django.views.decorators.http import require_GET
 
 from expertise import permissions as may
 from expertise import selectors
+from expertise.access import get_pool_to_coordinate
 from expertise.models import Request
 from expertise.views.common import audit_event
 from portal import audit
-from portal.access import not_found
-from portal.models import AuditPurpose
 from portal.views import patient_data_view
 
 State = Request.State
@@ -62,6 +61,7 @@ def expertise_home(request):
             "coordinated": coordinated,
             "can_see_indicators": may.may_see_indicators(user),
             "can_export_acts": may.may_export_acts(user=user),
+            "may_create_pool": may.may_create_pool(user=user),
         },
     )
 
@@ -70,14 +70,7 @@ def expertise_home(request):
 @require_GET
 def pool_board(request, pool_id):
     """The coordinator's board of one pool: open requests first, with their delays."""
-    pool = selectors.coordinated_pools(request.user).filter(pk=pool_id).first()
-    if pool is None:
-        raise not_found(
-            request,
-            object_type="expertise.pool",
-            object_id=pool_id,
-            purpose=AuditPurpose.EXPERTISE,
-        )
+    pool = get_pool_to_coordinate(request, pool_id)
     state = request.GET.get("state", "open")
     if state not in [*State.values, "open", "all"]:
         state = "open"

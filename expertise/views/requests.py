@@ -3,6 +3,7 @@ closed or cancelled, and its live review; every view through
 expertise.access.get_request_for_user."""
 
 from django.contrib import messages
+from django.db.models import Prefetch
 from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -26,7 +27,11 @@ from expertise.forms import (
 from expertise.models import Message, Report, Request
 from expertise.views.common import act, audit_read, to_request, with_form
 from imaging.models import ReviewRoom
-from imaging.selectors import studies_visible_to
+from imaging.selectors import (
+    establishments_of,
+    shared_with_establishments,
+    studies_visible_to,
+)
 from portal.access import child_or_not_found, get_patient_for_user, may_open_patient
 from portal.audit import Actor
 from portal.models import AuditPurpose
@@ -177,7 +182,12 @@ def _detail_context(request, found: Request) -> dict:
     report = Report.objects.filter(request=found).first()
     can_write_report = may.may_write_report(request=found, user=user)
     is_coordinator = may.is_pool_coordinator(pool=found.pool, user=user)
-    studies = list(found.studies.all().order_by("-study_date", "-pk"))
+    # Not even named when the patient's opposition to sharing hides them from this user.
+    studies = list(
+        found.studies.filter(shared_with_establishments(establishments_of(user))).order_by(
+            "-study_date", "-pk"
+        )
+    )
     # Links lead only where the access helpers let this user in (a coordinator follows the
     # delays, not the images): the others are shown as plain text.
     viewable = set(
@@ -207,9 +217,13 @@ def _detail_context(request, found: Request) -> dict:
         and services.annual_limit_reached(found, expert=user),
         "studies": studies,
         "may_open_dossier": may_open_patient(user, found.patient_id, read_only=True),
-        "attachments": list(found.attachments.filter(message__isnull=True)),
+        "attachments": list(
+            selectors.request_attachments_for(request=found, user=user).filter(message__isnull=True)
+        ),
         "thread": list(
-            found.messages.select_related("author__professional").prefetch_related("attachments")
+            found.messages.select_related("author__professional").prefetch_related(
+                Prefetch("attachments", queryset=selectors.attachments_shown_to(user))
+            )
         ),
         "events": list(found.events.select_related("actor__professional")),
         "report": report,
@@ -265,7 +279,7 @@ def attachment_download(request, request_id, attachment_id):
     found = get_request_for_user(request, request_id)
     attachment = child_or_not_found(
         request,
-        found.attachments,
+        selectors.request_attachments_for(request=found, user=request.user),
         attachment_id,
         object_type="expertise.attachment",
         patient=found.patient,

@@ -11,7 +11,7 @@ from portal.access import child_or_not_found
 from portal.audit import Actor
 from portal.views import patient_data_view
 from rcp import permissions as may
-from rcp import services
+from rcp import selectors, services
 from rcp.access import get_case_for_user
 from rcp.forms import CaseDocumentForm
 from rcp.views.common import audit_read
@@ -47,7 +47,11 @@ def case_document_upload(request, case_id):
 def case_document(request, case_id, document_id):
     case = get_case_for_user(request, case_id)
     document = child_or_not_found(
-        request, case.documents, document_id, object_type="rcp.casedocument", patient=case.patient
+        request,
+        selectors.case_documents_for(case=case, user=request.user),
+        document_id,
+        object_type="rcp.casedocument",
+        patient=case.patient,
     )
     audit_read(request, case, patient=case.patient, rcp_case="document read", document=document.pk)
     response = FileResponse(document.file.open("rb"), content_type=document.content_type)

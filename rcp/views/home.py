@@ -11,7 +11,7 @@ from portal.selectors import patients_followed_as_gp
 from portal.views import patient_data_view
 from rcp import selectors
 from rcp.models import Case
-from rcp.permissions import may_see_every_committee
+from rcp.permissions import may_create_committee, may_see_every_committee
 
 # The GP's list of his patients' cases: the latest ones (a GP follows a few hundred patients).
 GP_CASES_SHOWN = 100
@@ -44,6 +44,7 @@ def rcp_home(request):
             "follows_as_gp": patients_followed_as_gp(request.user).exists(),
             # The link is offered only to whom the indicators page will open.
             "sees_every_committee": may_see_every_committee(request.user),
+            "may_create_committee": may_create_committee(user=request.user),
         },
     )
 

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portal', '0010_directory'),
+        ('portal', '0012_sharing_opposition_source'),
     ]
 
     operations = [
