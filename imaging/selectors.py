@@ -6,7 +6,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
 from portal.access import read_only_patient_grants
 from portal.models import Affiliation, Patient
-from portal.selectors import patients_visible_to
+from portal.selectors import emergency_patient_ids, patients_visible_to
 
 
 def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Study]:
@@ -18,7 +18,9 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
     (portal.access: the expert who claimed a request reads the patient's priors): right for
     reading (the viewer, DICOMweb), wrong for anything that changes or shares (a review room,
     an external viewer link), which pass False."""
-    condition = Q(patient__in=patients_visible_to(user))
+    # An emergency access is a read: it counts with the read-only grants (portal's AppConfig
+    # declares it), so that DICOMweb audits it under the emergency purpose.
+    condition = Q(patient__in=patients_visible_to(user, include_emergency=include_read_only))
     for shared in studies_shared_by_apps(user):
         condition |= Q(pk__in=shared)
     if include_read_only:
@@ -28,7 +30,7 @@ def studies_visible_to(user, *, include_read_only: bool = True) -> QuerySet[Stud
     return (
         Study.objects.filter(identity=StudyIdentity.MATCHED)
         .filter(condition)
-        .filter(shared_with_establishments(establishments_of(user)))
+        .filter(shared_with_establishments(establishments_of(user), user=user))
     )
 
 
@@ -55,16 +57,22 @@ def establishments_of(user) -> QuerySet:
     return Affiliation.objects.filter(professional__user=user).values("establishment_id")
 
 
-def shared_with_establishments(establishment_ids) -> Q:
+def shared_with_establishments(establishment_ids, *, user=None) -> Q:
     """Studies that may be shown to someone acting for ``establishment_ids``: every study of
     a patient who accepts sharing between establishments, and, for a patient who opposes it
     (Patient.sharing_opposed), only the studies those establishments made themselves.
 
     The one rule of the opposition, used by the dossier, the viewer, DICOMweb, the gateway's
-    queries and retrieves and the prefetch of priors."""
+    queries and retrieves and the prefetch of priors. Only an emergency access overrides it:
+    with ``user`` (a person, not an establishment's machine), every study of the patients
+    ``user`` holds an emergency access to, while it lasts; each use is audited under the
+    emergency purpose (portal.emergency)."""
     if not isinstance(establishment_ids, QuerySet):
         establishment_ids = list(establishment_ids)  # a subquery stays one
-    return Q(patient__sharing_opposed=False) | Q(establishment__in=establishment_ids)
+    condition = Q(patient__sharing_opposed=False) | Q(establishment__in=establishment_ids)
+    if user is not None and getattr(user, "is_authenticated", False):
+        condition |= Q(patient__in=emergency_patient_ids(user))
+    return condition
 
 
 def read_only_studies_condition(user) -> Q:
@@ -84,7 +92,7 @@ def read_only_study(user, study_id) -> tuple[Study | None, str]:
             Study.objects.filter(
                 pk=study_id, identity=StudyIdentity.MATCHED, patient__in=patient_ids
             )
-            .filter(shared_with_establishments(establishments_of(user)))
+            .filter(shared_with_establishments(establishments_of(user), user=user))
             .select_related("patient")
             .first()
         )
@@ -98,7 +106,7 @@ def patient_studies(*, patient: Patient, user) -> QuerySet[Study]:
     shows: a patient who opposes sharing shows only the studies of ``user``'s establishments."""
     return (
         Study.objects.filter(patient=patient, identity=StudyIdentity.MATCHED)
-        .filter(shared_with_establishments(establishments_of(user)))
+        .filter(shared_with_establishments(establishments_of(user), user=user))
         .select_related("establishment")
         .prefetch_related(
             Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")),

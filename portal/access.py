@@ -8,20 +8,28 @@ exists, the refusal names its patient, so it shows in that patient's access repo
 from dataclasses import dataclass
 
 from django.apps import apps
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
+from django.utils import timezone
 
 from portal import audit
 from portal.audit import Actor
 from portal.models import (
+    AccessRequest,
     AuditPurpose,
     CareRelationship,
+    EmergencyAccess,
     Establishment,
     IdentityConflict,
     Patient,
 )
 from portal.permissions import administered_establishments, may_manage_establishments
-from portal.selectors import identity_conflicts_for_review, patients_visible_to
+from portal.selectors import (
+    access_requests_to_answer,
+    emergency_accesses_for_review,
+    identity_conflicts_for_review,
+    patients_visible_to,
+)
 
 
 def record_refusal(
@@ -138,9 +146,24 @@ def read_only_access_reasons(user, patient_id) -> list[ReadOnlyReason]:
     ]
 
 
+def _emergency_in_force(user):
+    """The id of ``user``'s emergency access to the outer patient, if one is running (an
+    annotation: the patient page pays no query for it)."""
+    return Subquery(
+        EmergencyAccess.objects.filter(
+            holder=user, patient=OuterRef("pk"), ends_at__gt=timezone.now()
+        )
+        .order_by("-ends_at")
+        .values("pk")[:1]
+    )
+
+
 def _patient_and_purpose(user, pk: int, *, purpose: str, read_only: bool):
     """(patient or None, the purpose it is open for, whether only for reading)."""
-    patient = patients_visible_to(user, purpose=purpose).filter(pk=pk).first()
+    patients = patients_visible_to(user, purpose=purpose).filter(pk=pk)
+    if purpose != AuditPurpose.AUDIT and getattr(user, "is_authenticated", False):
+        patients = patients.annotate(emergency_access_id=_emergency_in_force(user))
+    patient = patients.first()
     if patient is not None or not read_only:
         return patient, purpose, False
     for grant_purpose, patient_ids in read_only_patient_grants(user):
@@ -177,6 +200,8 @@ def get_patient_for_user(
     if patient is not None:
         patient.access_purpose = granted_for
         patient.access_read_only = only_reading
+        if getattr(patient, "emergency_access_id", None):
+            _record_emergency_use(request, patient)
     if patient is None:
         raise not_found(
             request,
@@ -187,6 +212,53 @@ def get_patient_for_user(
             purpose=purpose,
         )
     return patient
+
+
+def _record_emergency_use(request, patient: Patient) -> None:
+    """Every page opened under an emergency access is audited with the emergency purpose and
+    its reason (beside the page's own event), for the DPO's review."""
+    emergency = EmergencyAccess.objects.get(pk=patient.emergency_access_id)
+    patient.access_purpose = AuditPurpose.EMERGENCY
+    audit.record(
+        actor=Actor.from_request(request),
+        event=audit.AuditEventId.EMERGENCY_OVERRIDE,
+        action=audit.AuditAction.READ,
+        object_type="portal.emergencyaccess",
+        object_id=emergency.pk,
+        patient=patient,
+        purpose=AuditPurpose.EMERGENCY,
+        detail={"reason": emergency.reason, "path": request.path[:200]},
+    )
+
+
+def get_access_request_to_answer(request, access_request_id) -> AccessRequest:
+    """An access request ``request.user`` may answer or renew (the patient's referring doctor,
+    the establishment's administration), else 404 like a missing one."""
+    access_request = (
+        access_requests_to_answer(user=request.user).filter(pk=access_request_id).first()
+    )
+    if access_request is None:
+        raise not_found(
+            request,
+            object_type="portal.accessrequest",
+            object_id=access_request_id,
+            patient=patient_of(AccessRequest.objects.filter(pk=access_request_id)),
+        )
+    return access_request
+
+
+def get_emergency_access_for_review(request, emergency_id) -> EmergencyAccess:
+    """An emergency access, for the data protection officer only; others get 404."""
+    emergency = emergency_accesses_for_review(user=request.user).filter(pk=emergency_id).first()
+    if emergency is None:
+        raise not_found(
+            request,
+            object_type="portal.emergencyaccess",
+            object_id=emergency_id,
+            patient=patient_of(EmergencyAccess.objects.filter(pk=emergency_id)),
+            purpose=AuditPurpose.AUDIT,
+        )
+    return emergency
 
 
 def get_care_relationship_for_user(request, patient_id, relationship_id) -> CareRelationship:

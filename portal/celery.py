@@ -41,3 +41,12 @@ def _directory_refresh(sender, **kwargs):
         sender.signature("portal.refresh_directory"),
         name="directory-refresh",
     )
+
+
+@app.on_after_configure.connect
+def _access_expiry_schedule(sender, **kwargs):
+    # Every 5 minutes: the trail says when an access ended within minutes; the access
+    # itself closes at its end time whatever this job does (portal.selectors).
+    sender.add_periodic_task(
+        300, sender.signature("portal.close_expired_accesses"), name="portal-close-expired-accesses"
+    )

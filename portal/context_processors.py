@@ -3,6 +3,7 @@ from portal.permissions import may_open_administration
 from portal.selectors import (
     AUDITOR_PERMISSION,
     IDENTITY_REVIEW_PERMISSION,
+    emergency_banner,
     unread_notification_count,
 )
 
@@ -19,4 +20,6 @@ def navigation(request):
         "can_read_audit": user.has_perm(AUDITOR_PERMISSION),
         "can_review_identities": user.has_perm(IDENTITY_REVIEW_PERMISSION),
         "can_administer": may_open_administration(user),
+        # While an emergency access lasts, every page says so (portal.emergency).
+        "emergency_accesses": emergency_banner(user=user),
     }

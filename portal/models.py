@@ -756,6 +756,110 @@ class AuditEvent(models.Model):
         raise AppendOnlyError("Audit events are append-only.")
 
 
+# --- Access without a care relationship: access requests and emergency access ----------------
+
+
+class AccessRequestState(models.TextChoices):
+    PENDING = "en_attente", _("Pending")
+    GRANTED = "accordee", _("Granted")
+    REFUSED = "refusee", _("Refused")
+
+
+class AccessRequest(models.Model):
+    """A professional who found a patient (portal.access_requests.patient_lookup) asks for the
+    record with a reason; the referring doctor or the establishment's administration grants or
+    refuses. A grant opens the record until ``ends_at`` (portal.selectors.patients_visible_to
+    compares it with the clock in the query: nothing stays open when no job ran); ``closed_at``
+    is the job's note that the end was recorded in the audit trail."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="access_requests")
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests"
+    )
+    reason = models.TextField(_("reason"))
+    state = models.CharField(
+        _("state"),
+        max_length=12,
+        choices=AccessRequestState.choices,
+        default=AccessRequestState.PENDING,
+    )
+    revision = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answer_comment = models.TextField(_("comment"), blank=True)
+    ends_at = models.DateTimeField(_("access until"), null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("access request")
+        verbose_name_plural = _("access requests")
+        ordering = ["-created_at"]
+        constraints = [
+            # One open question per professional and patient: a second click asks nothing new.
+            models.UniqueConstraint(
+                fields=["patient", "requester"],
+                condition=Q(state="en_attente"),
+                name="access_request_one_pending",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["requester", "state", "ends_at"], name="access_request_grant_idx")
+        ]
+
+    def __str__(self):
+        return f"{self.requester_id} → {self.patient_id} ({self.state})"
+
+    def is_open_at(self, moment) -> bool:
+        return (
+            self.state == AccessRequestState.GRANTED
+            and self.ends_at is not None
+            and self.ends_at > moment
+        )
+
+
+class EmergencyReview(models.TextChoices):
+    PENDING = "a_revoir", _("To review")
+    JUSTIFIED = "justifie", _("Justified")
+    INVESTIGATE = "a_instruire", _("To investigate")
+
+
+class EmergencyAccess(models.Model):
+    """An emergency access ("bris de glace"): a clinician opened a record he had no right to,
+    for the reason given, until ``ends_at``. It overrides the patient's opposition to sharing
+    while it lasts; the data protection officer reviews every one."""
+
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, related_name="emergency_accesses"
+    )
+    holder = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="emergency_accesses"
+    )
+    reason = models.TextField(_("reason"))
+    started_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField(_("access until"))
+    closed_at = models.DateTimeField(null=True, blank=True)
+    review = models.CharField(
+        _("review"), max_length=12, choices=EmergencyReview.choices, default=EmergencyReview.PENDING
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_comment = models.TextField(_("comment"), blank=True)
+
+    class Meta:
+        verbose_name = _("emergency access")
+        verbose_name_plural = _("emergency accesses")
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["holder", "ends_at"], name="emergency_holder_idx")]
+
+    def __str__(self):
+        return f"{self.holder_id} → {self.patient_id} ({self.started_at:%Y-%m-%d %H:%M})"
+
+
 # The directory's tables live in their own module; imported here so that Django registers them.
 from portal.directory_models import (  # noqa: E402, F401
     DirectoryActivity,

@@ -226,3 +226,28 @@ def may_change_role(*, user, role, holder) -> bool:
     return (
         administered_establishments(user).filter(affiliations__professional__user=holder).exists()
     )
+
+
+# --- Access without a care relationship (portal.access_requests, portal.emergency) -----------
+
+
+def may_ask_for_access(*, user) -> bool:
+    """Who may look a patient up in the regional index and ask for their record, or open it
+    in an emergency: an active clinician of the national directory (may_join_care_team).
+    A coordinator, the data protection officer or an administrator treats no patient."""
+    professional = _professional(user)
+    return professional is not None and may_join_care_team(professional=professional)
+
+
+def is_referring_doctor(*, user, patient: Patient) -> bool:
+    return CareRole.REFERRING in _active_roles(user=user, patient=patient)
+
+
+def may_answer_access_request(*, user, patient: Patient) -> bool:
+    """The patient's referring doctor, or the administration of an establishment holding the
+    patient's record, grants, refuses or renews an access request."""
+    if _professional(user) is None:
+        return False
+    return is_referring_doctor(user=user, patient=patient) or is_establishment_administration(
+        user=user, patient=patient
+    )

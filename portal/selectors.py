@@ -1,19 +1,26 @@
 """Reads of the shared domain. Object permissions are queryset filters, never Python loops."""
 
 import datetime as dt
+import math
+import time
 from dataclasses import dataclass
 
 from django.apps import apps
 from django.core.cache import cache
-from django.db.models import Case, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from portal.models import (
+    AccessRequest,
+    AccessRequestState,
     Affiliation,
     AuditEvent,
     AuditPurpose,
     CareRelationship,
     CareRole,
+    EmergencyAccess,
+    EmergencyReview,
     IdentityConflict,
     Notification,
     Patient,
@@ -21,16 +28,22 @@ from portal.models import (
     Professional,
     search_key,
 )
+from portal.permissions import CARE_TEAM_ADMINISTRATION_PERMISSION
 
 AUDITOR_PERMISSION = "portal.view_auditevent"
 IDENTITY_REVIEW_PERMISSION = "portal.change_identityconflict"
 
 
-def patients_visible_to(user, *, purpose: str = AuditPurpose.CARE) -> QuerySet[Patient]:
+def patients_visible_to(
+    user, *, purpose: str = AuditPurpose.CARE, include_emergency: bool = True
+) -> QuerySet[Patient]:
     """Patients ``user`` may open for ``purpose``.
 
     For care, only an object permission granted by a care relationship counts: neither a
-    global permission nor superuser status opens a patient record.
+    global permission nor superuser status opens a patient record; and, for a set time, a
+    granted access request or an emergency access. ``include_emergency=False`` leaves the
+    latter out, for what shares or changes rather than reads (imaging's review rooms and
+    external viewer links): emergency access is for reading the record.
     """
     if not getattr(user, "is_authenticated", False):
         return Patient.objects.none()
@@ -38,7 +51,7 @@ def patients_visible_to(user, *, purpose: str = AuditPurpose.CARE) -> QuerySet[P
         return (
             Patient.objects.all() if user.has_perm(AUDITOR_PERMISSION) else Patient.objects.none()
         )
-    return get_objects_for_user(
+    in_care = get_objects_for_user(
         user,
         "portal.view_patient",
         klass=Patient,
@@ -46,6 +59,99 @@ def patients_visible_to(user, *, purpose: str = AuditPurpose.CARE) -> QuerySet[P
         with_superuser=False,
         accept_global_perms=False,
     )
+    # A granted access request or an emergency access opens the record until its end, the
+    # clock compared in the query: nothing stays open after the end, whether or not the
+    # closing job (portal.tasks.close_expired_accesses) ran.
+    return Patient.objects.filter(
+        Q(pk__in=in_care.values("pk"))
+        | Q(pk__in=granted_patient_ids(user, include_emergency=include_emergency))
+    )
+
+
+def granted_patient_ids(
+    user, *, now: dt.datetime | None = None, include_emergency: bool = True
+) -> QuerySet:
+    """The ids of the patients ``user`` reads now through a granted access request or an
+    emergency access, as one subquery."""
+    now = now or timezone.now()
+    requested = AccessRequest.objects.filter(
+        requester=user, state=AccessRequestState.GRANTED, ends_at__gt=now
+    ).values("patient_id")
+    if not include_emergency:
+        return requested
+    return Patient.objects.filter(
+        Q(pk__in=requested) | Q(pk__in=emergency_patient_ids(user, now=now))
+    ).values("pk")
+
+
+def emergency_patient_ids(user, *, now: dt.datetime | None = None) -> QuerySet:
+    """The ids of the patients ``user`` holds an emergency access to now (a subquery)."""
+    if not getattr(user, "is_authenticated", False):
+        return EmergencyAccess.objects.none().values("patient_id")
+    return EmergencyAccess.objects.filter(holder=user, ends_at__gt=now or timezone.now()).values(
+        "patient_id"
+    )
+
+
+def active_emergency_accesses(*, user) -> QuerySet[EmergencyAccess]:
+    """The emergency accesses ``user`` holds now, soonest end first (the banner)."""
+    if not getattr(user, "is_authenticated", False):
+        return EmergencyAccess.objects.none()
+    return (
+        EmergencyAccess.objects.filter(holder=user, ends_at__gt=timezone.now())
+        .select_related("patient")
+        .order_by("ends_at")
+    )
+
+
+def emergency_banner_key(user_id: int) -> str:
+    return f"emergency-banner:{user_id}"
+
+
+def emergency_banner(*, user) -> list[dict]:
+    """What the banner of every page says while ``user`` holds emergency accesses: each
+    patient and the end. Kept in the cache until the soonest end (and forgotten when an
+    access opens or ends: expire_generation_at_next_end), so that the pages of everyone
+    else pay no query for it."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    key = emergency_banner_key(user.pk)
+    banner = cache.get(key)
+    if banner is None:
+        banner = [
+            {
+                "patient_id": access.patient_id,
+                "patient": access.patient.display_name,
+                "ends_at": access.ends_at,
+            }
+            for access in active_emergency_accesses(user=user)
+        ]
+        timeout = 300
+        if banner:
+            seconds = (banner[0]["ends_at"] - timezone.now()).total_seconds()
+            timeout = max(1, min(timeout, math.ceil(seconds)))
+        cache.set(key, banner, timeout=timeout)
+    now = timezone.now()
+    return [item for item in banner if item["ends_at"] > now]
+
+
+def next_grant_end(user_id: int) -> dt.datetime | None:
+    """When the soonest of the user's time-limited grants ends (None without one)."""
+    now = timezone.now()
+    ends = [
+        AccessRequest.objects.filter(
+            requester_id=user_id, state=AccessRequestState.GRANTED, ends_at__gt=now
+        )
+        .order_by("ends_at")
+        .values_list("ends_at", flat=True)
+        .first(),
+        EmergencyAccess.objects.filter(holder_id=user_id, ends_at__gt=now)
+        .order_by("ends_at")
+        .values_list("ends_at", flat=True)
+        .first(),
+    ]
+    ends = [end for end in ends if end is not None]
+    return min(ends) if ends else None
 
 
 def identity_conflicts_for_review(*, user, include_resolved: bool = False):
@@ -65,10 +171,50 @@ def access_generation_key(user_id: int) -> str:
     return f"access-generation:{user_id}"
 
 
+def _generation_end_key(user_id: int) -> str:
+    return f"access-generation-end:{user_id}"
+
+
 def access_generation(user_id: int) -> int:
     """A number that changes whenever the user's access to patients changes, so that
-    access decisions cached under it are forgotten at once."""
-    return cache.get_or_set(access_generation_key(user_id), 0, timeout=None)
+    access decisions cached under it are forgotten at once.
+
+    A time-limited grant (access request, emergency access) ends without anyone acting: the
+    number then lives only until the soonest end (:func:`expire_generation_at_next_end`), and a
+    new one starts from the clock, never from a number used before, so whatever was cached
+    under the old one (DICOMweb, fast frames, the review WebSocket) is forgotten at the end.
+    The end is kept twice: as the key's expiry, for the readers of the raw key (fast frames),
+    and as a time compared here with this process's clock, which does not depend on the cache
+    server's (and which the tests can move).
+    """
+    key, end_key = access_generation_key(user_id), _generation_end_key(user_id)
+    values = cache.get_many([key, end_key])
+    generation, end = values.get(key), values.get(end_key)
+    if generation is not None and end is not None and time.time() >= end:
+        cache.delete_many([key, end_key])
+        generation = None
+    if generation is None:
+        cache.add(key, time.time_ns() // 1000, timeout=None)
+        expire_generation_at_next_end(user_id, banner=False)
+        generation = cache.get(key, 0)
+    return generation
+
+
+def expire_generation_at_next_end(user_id: int, *, banner: bool = True) -> None:
+    """Let the user's access generation live only until their soonest grant ends (called
+    once a grant opens, is renewed or ends, and when a generation starts)."""
+    if banner:
+        cache.delete(emergency_banner_key(user_id))
+    end = next_grant_end(user_id)
+    key, end_key = access_generation_key(user_id), _generation_end_key(user_id)
+    if end is None:
+        cache.touch(key, None)
+        cache.delete(end_key)
+        return
+    # At least a second: a zero timeout would not store the number at all.
+    seconds = max(1, math.ceil((end - timezone.now()).total_seconds()))
+    cache.touch(key, seconds)
+    cache.set(end_key, end.timestamp(), timeout=seconds + 60)
 
 
 def _parse_birth_date(text: str) -> dt.date | None:
@@ -251,3 +397,58 @@ def patient_panels(*, user, patient: Patient) -> list[PatientPanel]:
 def age_on(birth_date: dt.date, day: dt.date) -> int:
     """Age in whole years on ``day`` (a 29 February birthday comes on 1 March)."""
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+# --- Access requests and emergency accesses ----------------------------------------------
+
+
+def access_requests_of(*, user) -> QuerySet[AccessRequest]:
+    """The requests ``user`` made, newest first (their states)."""
+    return AccessRequest.objects.filter(requester=user).select_related("patient", "answered_by")
+
+
+def access_requests_to_answer(*, user) -> QuerySet[AccessRequest]:
+    """The requests ``user`` may answer or renew: those about a patient of whom they are the
+    referring doctor, or whose record their establishment holds when they run its care
+    teams (permissions.may_answer_access_request, as one query)."""
+    if not getattr(user, "is_authenticated", False):
+        return AccessRequest.objects.none()
+    referring = CareRelationship.objects.filter(
+        patient=OuterRef("patient"),
+        professional__user=user,
+        role=CareRole.REFERRING,
+        ended_at__isnull=True,
+    )
+    condition = Exists(referring)
+    if user.has_perm(CARE_TEAM_ADMINISTRATION_PERMISSION):
+        condition |= Exists(
+            PatientIdentifier.objects.filter(
+                patient=OuterRef("patient"), establishment__affiliations__professional__user=user
+            )
+        )
+    return (
+        AccessRequest.objects.filter(condition)
+        .exclude(requester=user)
+        .select_related("patient", "requester__professional", "answered_by")
+        .order_by(
+            # Pending first, then the newest.
+            F("answered_at").desc(nulls_first=True),
+            "-created_at",
+        )
+    )
+
+
+def emergency_accesses_for_review(*, user) -> QuerySet[EmergencyAccess]:
+    """Every emergency access, for the data protection officer only (none for others)."""
+    if not user.has_perm(AUDITOR_PERMISSION):
+        return EmergencyAccess.objects.none()
+    return EmergencyAccess.objects.select_related("patient", "holder", "reviewed_by")
+
+
+def emergency_review_queue(*, user, reviewed: bool = False) -> QuerySet[EmergencyAccess]:
+    """The emergency accesses the DPO reviews: those to review first (oldest first), or
+    those reviewed (newest first)."""
+    accesses = emergency_accesses_for_review(user=user)
+    if reviewed:
+        return accesses.exclude(review=EmergencyReview.PENDING).order_by("-reviewed_at", "-pk")
+    return accesses.filter(review=EmergencyReview.PENDING).order_by("started_at", "pk")

@@ -6,7 +6,7 @@ from pathlib import Path
 from celery import shared_task
 from django.conf import settings
 
-from portal import directory, notifications
+from portal import access_requests, directory, notifications
 from portal.mail import EmailsNotSent
 
 logger = logging.getLogger(__name__)
@@ -63,3 +63,10 @@ def refresh_directory(self) -> dict:
             raise
         raise self.retry(exc=error, countdown=3600) from error
     return {"status": "imported", "file": extract.name, "run": run.pk, **run.counts}
+
+
+@shared_task(name="portal.close_expired_accesses")
+def close_expired_accesses() -> int:
+    """Write the end of the access requests and emergency accesses whose time is up in the
+    audit trail (portal.access_requests; the access itself ended at its end time)."""
+    return access_requests.close_expired_accesses()

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, psc, views, views_admin, views_session
+from portal import health, psc, views, views_access, views_admin, views_session
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -17,6 +17,31 @@ patient_patterns = [
         "<int:patient_id>/equipe/<int:relationship_id>/retirer/",
         views.care_team_end,
         name="care-team-end",
+    ),
+]
+
+# A professional newly in charge of a patient (portal.views_access).
+access_patterns = [
+    path("recherche/", views_access.access_lookup, name="access-lookup"),
+    path("demande/", views_access.access_request_create, name="access-request-create"),
+    path("urgence/", views_access.access_emergency, name="access-emergency"),
+    path("mes-demandes/", views_access.access_request_list, name="access-request-list"),
+    path("demandes-recues/", views_access.access_request_inbox, name="access-request-inbox"),
+    path(
+        "demandes/<int:access_request_id>/reponse/",
+        views_access.access_request_answer,
+        name="access-request-answer",
+    ),
+    path(
+        "demandes/<int:access_request_id>/renouveler/",
+        views_access.access_request_renew,
+        name="access-request-renew",
+    ),
+    path("urgences/", views_access.emergency_review_list, name="emergency-review-list"),
+    path(
+        "urgences/<int:emergency_id>/revue/",
+        views_access.emergency_review,
+        name="emergency-review",
     ),
 ]
 
@@ -87,6 +112,7 @@ urlpatterns = [
     path("", include("rcp.urls")),
     path("", include("expertise.urls")),
     path("dicomweb/", include("imaging.dicomweb_urls")),
+    path("acces/", include(access_patterns)),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),
     path("administration/", include(administration_patterns)),

@@ -1573,6 +1573,104 @@ MATRIX = {
     ),
 }
 
+
+def _access_request(world):
+    """A pending request of the surgeon (Tours, not in the care team) for world.patient, whose
+    referring doctor is the oncologist (built once per world)."""
+    from portal.access_requests import access_request_create
+
+    cache = world.__dict__.setdefault("_access_requests", [])
+    if not cache:
+        cache.append(
+            access_request_create(
+                patient=world.patient,
+                reason="Transfer to thoracic surgery: pre-operative assessment.",
+                by=Actor(user=world.surgeon.user),
+            )
+        )
+    return cache[0]
+
+
+def _granted_access_request(world):
+    from portal.access_requests import access_request_answer
+
+    access_request = _access_request(world)
+    if access_request.state == "en_attente":
+        access_request_answer(
+            access_request=access_request, grant=True, by=Actor(user=world.oncologist.user)
+        )
+    return access_request
+
+
+def _emergency_access(world):
+    """An emergency access of the Bourges radiologist to world.patient (built once)."""
+    from portal.emergency import emergency_open
+
+    cache = world.__dict__.setdefault("_emergencies", [])
+    if not cache:
+        cache.append(
+            emergency_open(
+                patient=world.patient,
+                reason="Unconscious patient admitted to the emergency room at night.",
+                confirmed=True,
+                by=Actor(user=world.outsider.user),
+            )
+        )
+    return cache[0]
+
+
+MATRIX.update(
+    {
+        # A professional newly in charge of a patient (portal.views_access). The lookup and
+        # the pages of one's own requests show only what the user asked; the request and
+        # the emergency access act on the patient of the session's lookup, never on an id
+        # of the address (without one: back to the lookup).
+        "access-lookup": SignedIn(),
+        "access-request-create": SignedIn(method="post", expect=302),
+        "access-emergency": SignedIn(expect=302),
+        "access-request-list": SignedIn(),
+        "access-request-inbox": SignedIn(audit_event=AuditEventId.QUERY),
+        "access-request-answer": ObjectRoute(
+            kwargs=lambda w: {"access_request_id": _access_request(w).pk},
+            entitled=lambda w: w.oncologist.user,
+            # The GP of the patient is not the referring doctor; the requester does not
+            # answer his own request.
+            outsider=lambda w: w.gp.user,
+            extra_outsiders=[lambda w: w.surgeon.user, lambda w: w.auditor_user],
+            method="post",
+            data=lambda w: {"decision": "grant"},
+            expect=302,
+            audit_event=AuditEventId.SECURITY_ALERT,
+            patient=lambda w: w.patient,
+        ),
+        "access-request-renew": ObjectRoute(
+            kwargs=lambda w: {"access_request_id": _granted_access_request(w).pk},
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.gp.user,
+            extra_outsiders=[lambda w: w.surgeon.user],
+            method="post",
+            expect=302,
+            audit_event=AuditEventId.SECURITY_ALERT,
+            patient=lambda w: w.patient,
+        ),
+        "emergency-review-list": GlobalPermission(
+            holder=lambda w: w.auditor_user, audit_event=AuditEventId.QUERY
+        ),
+        "emergency-review": ObjectRoute(
+            kwargs=lambda w: {"emergency_id": _emergency_access(w).pk},
+            entitled=lambda w: w.auditor_user,
+            # The patient's doctors do not review the emergency accesses to the record.
+            outsider=lambda w: w.oncologist.user,
+            extra_outsiders=[lambda w: w.outsider.user],
+            method="post",
+            data=lambda w: {"verdict": "justifie", "comment": "Admission confirmed."},
+            expect=302,
+            audit_event=AuditEventId.AUDIT_LOG_USED,
+            patient=lambda w: w.patient,
+        ),
+    }
+)
+
 # Routes of libraries, covered by their own rules in the matrix test.
 THIRD_PARTY_PREFIXES = {
     "accounts/": "django-allauth: sign-in, MFA, SSO; no patient data",
