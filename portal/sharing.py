@@ -22,17 +22,24 @@ the emergency access.
 from django.db.models import Exists, OuterRef, Q
 
 from portal.models import Affiliation
+from portal.selectors import emergency_patient_ids
 
 
 def uploads_shared_with(user, *, patient_field: str) -> Q:
     """A filter on an UploadedFile queryset: the files ``user`` may be shown, under the
     opposition of the patient reached through ``patient_field`` ("case__patient"): every file
     of a patient who accepts sharing, and for a patient who opposes it, only the files given by
-    someone working for one of ``user``'s establishments. Subqueries: no query of its own."""
+    someone working for one of ``user``'s establishments, unless ``user`` holds an emergency
+    access to that patient now. Subqueries: no query of its own."""
     if not getattr(user, "is_authenticated", False):
         return Q(pk__in=[])
     mine = Affiliation.objects.filter(professional__user=user).values("establishment_id")
     given_here = Affiliation.objects.filter(
         professional__user=OuterRef("uploaded_by"), establishment__in=mine
     )
-    return Q(**{f"{patient_field}__sharing_opposed": False}) | Q(Exists(given_here))
+    # The one override, as for the studies: the patients ``user`` holds an emergency access to.
+    return (
+        Q(**{f"{patient_field}__sharing_opposed": False})
+        | Q(Exists(given_here))
+        | Q(**{f"{patient_field}__in": emergency_patient_ids(user)})
+    )

@@ -424,15 +424,12 @@ def test_the_members_page_costs_the_same_queries_for_4_or_24_members(region):
 # --- In the browser -------------------------------------------------------------------------------
 
 
-# The shell script that prepares the demo: the regional administration's permission for its
-# coordinator (H3's role gives it in the demo), and two physicians of the directory: Dr Martin
-# (the demo's oncologist, already a portal user) and Dr Girard of CH de Bourges (no account).
+# The shell script that prepares the demo: two physicians of the directory with names the test
+# can type, Dr Martin (the demo's oncologist, already a portal user) and Dr Girard (no account).
+# The demo's coordinator creates committees through her regional administrator role.
 _DEMO_DIRECTORY = """
-from django.contrib.auth.models import Permission
 from portal.directory_models import DirectoryActivity, DirectoryPerson
-from portal.models import Establishment, Professional, User
-perrin = User.objects.get(email='j.perrin@mirc.test')
-perrin.user_permissions.add(Permission.objects.get(codename='add_committee'))
+from portal.models import Establishment, Professional
 martin = Professional.objects.get(user__email='c.martin@mirc.test')
 finess = Establishment.objects.order_by('pk').values_list('finess', flat=True).first()
 for rpps, first, last, specialty in [
@@ -474,7 +471,7 @@ def test_a_committee_created_in_the_browser_with_members_from_the_directory(
     context, perrin = signed_in("j.perrin@mirc.test")
     perrin.goto(f"{base}/rcp/")
     perrin.click("[data-testid=committee-create]")
-    perrin.fill("input[name=q]", "martin")
+    perrin.fill("input[name=q]", "martin claire")
     perrin.click("section.directory-lookup form[role=search] button")
     perrin.click("[data-testid=directory-results] button:has-text('Choisir comme coordinateur')")
     assert "MARTIN" in perrin.inner_text("[data-testid=chosen-coordinator]")

@@ -167,3 +167,25 @@ def test_files_in_the_conversation_follow_the_same_rule(world, request_with_ecg)
     content = page.content.decode()
     assert "Voici le compte rendu de 2023." in content  # the words stay: the file does not
     assert reverse("expertise-attachment", args=[request.pk, given.pk]) not in content
+
+
+def test_an_emergency_access_is_the_one_override(world, case_with_report):
+    """Under the opposition, the Bourges radiologist reads the Tours report again only while he
+    holds an emergency access to the patient (portal.sharing, like the studies)."""
+    from portal.emergency import emergency_open
+
+    case, document = case_with_report
+    download = reverse("rcp-case-document", args=[case.pk, document.pk])
+    bourges_radiologist = client_for(world.outsider.user)
+    _oppose(world)
+    assert bourges_radiologist.get(download).status_code == 404
+
+    emergency_open(
+        patient=world.patient,
+        reason="Patiente transférée inconsciente aux urgences de Bourges ce soir",
+        confirmed=True,
+        by=Actor(user=world.outsider.user),
+    )
+
+    assert bourges_radiologist.get(download).status_code == 200
+    assert "Compte rendu anatomopathologique" in _case_page(bourges_radiologist, case)
