@@ -154,6 +154,20 @@ def next_grant_end(user_id: int) -> dt.datetime | None:
     return min(ends) if ends else None
 
 
+def establishments_of_user(user) -> list:
+    """The establishments ``user`` works for, their primary one first (the home page says
+    where the portal knows them from: a doctor signed in through Pro Santé Connect checks
+    that his practice sites arrived). One query."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return [
+        affiliation.establishment
+        for affiliation in Affiliation.objects.filter(professional__user=user)
+        .select_related("establishment")
+        .order_by("-is_primary", "establishment__name")
+    ]
+
+
 def identity_conflicts_for_review(*, user, include_resolved: bool = False):
     """Conflicts the identity-vigilance team must look at (global permission, not per object)."""
     if not user.has_perm(IDENTITY_REVIEW_PERMISSION):

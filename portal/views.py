@@ -109,6 +109,7 @@ def home(request):
             "panels": panels,
             "patient_count": selectors.patients_visible_to(request.user).count(),
             "professional": _professional_or_none(request.user),
+            "establishments": selectors.establishments_of_user(request.user),
         },
     )
 

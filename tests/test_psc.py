@@ -267,6 +267,9 @@ def test_a_directory_doctor_without_account_gets_one_with_his_establishments(psc
     assert professional.user.first_name == "Hugo"
     affiliations = Affiliation.objects.filter(professional=professional)
     assert set(affiliations.values_list("establishment__finess", flat=True)) == {BOURGES, VIERZON}
+    # His home page names the establishments he arrived with.
+    for affiliation in affiliations.select_related("establishment"):
+        assert affiliation.establishment.name in unescape(home.text)
     # The pages of the portal work for him: his patients (none yet), the boards.
     patients = http.get(f"{_base(live_server)}{reverse('patient-list')}", timeout=30)
     assert patients.status_code == 200
