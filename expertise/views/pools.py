@@ -59,7 +59,7 @@ def pool_create(request):
                         name=data["name"],
                         specialty=data["specialty"],
                         establishment=data["establishment"],
-                        coordinator=chosen_professional(request, by=by),
+                        coordinator=(coordinator := chosen_professional(request, by=by)),
                         by=by,
                     )
             except (ExpertiseError, NotInDirectory) as error:
@@ -68,7 +68,7 @@ def pool_create(request):
                 messages.success(
                     request,
                     _("Pool “%(name)s” created; %(coordinator)s coordinates it.")
-                    % {"name": pool.name, "coordinator": person},
+                    % {"name": pool.name, "coordinator": coordinator.display_name},
                 )
                 # The regional administration is not a member: its page is the coordinators'.
                 if may.may_manage_pool(pool=pool, user=request.user):

@@ -57,7 +57,7 @@ def committee_create(request):
                 # refused committee leaves no account behind.
                 with transaction.atomic():
                     committee = committees.committee_create_with_coordinator(
-                        coordinator=chosen_professional(request, by=by),
+                        coordinator=(coordinator := chosen_professional(request, by=by)),
                         by=by,
                         **{k: v for k, v in data.items() if k not in ("step", "national_id")},
                     )
@@ -67,7 +67,7 @@ def committee_create(request):
                 messages.success(
                     request,
                     _("Committee “%(name)s” created; %(coordinator)s coordinates it.")
-                    % {"name": committee.name, "coordinator": person},
+                    % {"name": committee.name, "coordinator": coordinator.display_name},
                 )
                 # The regional administration is not a member: its page is the coordinators'.
                 if may.may_coordinate(user=request.user, committee=committee):
