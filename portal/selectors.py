@@ -104,35 +104,21 @@ def active_emergency_accesses(*, user) -> QuerySet[EmergencyAccess]:
     )
 
 
-def emergency_banner_key(user_id: int) -> str:
-    return f"emergency-banner:{user_id}"
-
-
 def emergency_banner(*, user) -> list[dict]:
     """What the banner of every page says while ``user`` holds emergency accesses: each
-    patient and the end. Kept in the cache until the soonest end (and forgotten when an
-    access opens or ends: expire_generation_at_next_end), so that the pages of everyone
-    else pay no query for it."""
+    patient and the end. One indexed query per page, on purpose not cached: a cached "none"
+    would make the first page after an opening silent, a cached banner would outlive an access
+    ended early, and a page's query count must not depend on what the cache holds."""
     if not getattr(user, "is_authenticated", False):
         return []
-    key = emergency_banner_key(user.pk)
-    banner = cache.get(key)
-    if banner is None:
-        banner = [
-            {
-                "patient_id": access.patient_id,
-                "patient": access.patient.display_name,
-                "ends_at": access.ends_at,
-            }
-            for access in active_emergency_accesses(user=user)
-        ]
-        timeout = 300
-        if banner:
-            seconds = (banner[0]["ends_at"] - timezone.now()).total_seconds()
-            timeout = max(1, min(timeout, math.ceil(seconds)))
-        cache.set(key, banner, timeout=timeout)
-    now = timezone.now()
-    return [item for item in banner if item["ends_at"] > now]
+    return [
+        {
+            "patient_id": access.patient_id,
+            "patient": access.patient.display_name,
+            "ends_at": access.ends_at,
+        }
+        for access in active_emergency_accesses(user=user)
+    ]
 
 
 def next_grant_end(user_id: int) -> dt.datetime | None:
@@ -209,16 +195,14 @@ def access_generation(user_id: int) -> int:
         generation = None
     if generation is None:
         cache.add(key, time.time_ns() // 1000, timeout=None)
-        expire_generation_at_next_end(user_id, banner=False)
+        expire_generation_at_next_end(user_id)
         generation = cache.get(key, 0)
     return generation
 
 
-def expire_generation_at_next_end(user_id: int, *, banner: bool = True) -> None:
+def expire_generation_at_next_end(user_id: int) -> None:
     """Let the user's access generation live only until their soonest grant ends (called
     once a grant opens, is renewed or ends, and when a generation starts)."""
-    if banner:
-        cache.delete(emergency_banner_key(user_id))
     end = next_grant_end(user_id)
     key, end_key = access_generation_key(user_id), _generation_end_key(user_id)
     if end is None:
