@@ -90,7 +90,10 @@ def test_emergency_access_with_its_banner_and_the_dpo_review(demo_server, browse
 
     simon_context, simon, more = _page(browser, base, "n.simon@mirc.test")
     errors += more
-    simon.goto(f"{base}/acces/urgences/")
+    # The DPO reaches her queue from the audit trail (or from the notification she got).
+    simon.goto(f"{base}/audit/")
+    simon.click("[data-testid=emergency-queue-link]")
+    simon.wait_for_url(f"{base}/acces/urgences/")
     assert "inconsciente aux urgences de Blois" in simon.locator("main").inner_text()
     simon.fill("main textarea[name=comment]", "Admission vérifiée auprès du CH de Blois.")
     simon.click("[data-testid=emergency-justified]")
