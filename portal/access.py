@@ -247,16 +247,23 @@ def get_access_request_to_answer(request, access_request_id) -> AccessRequest:
     return access_request
 
 
-def get_emergency_access_for_review(request, emergency_id) -> EmergencyAccess:
-    """An emergency access, for the data protection officer only; others get 404."""
-    emergency = emergency_accesses_for_review(user=request.user).filter(pk=emergency_id).first()
+def get_emergency_access_for_user(request, emergency_id, *, to_review: bool) -> EmergencyAccess:
+    """An emergency access: ``to_review``, for the data protection officer's review; else for
+    its holder (ending it early). Anyone else gets 404."""
+    if to_review:
+        accesses = emergency_accesses_for_review(user=request.user)
+    else:
+        accesses = EmergencyAccess.objects.filter(holder_id=request.user.pk).select_related(
+            "patient"
+        )
+    emergency = accesses.filter(pk=emergency_id).first()
     if emergency is None:
         raise not_found(
             request,
             object_type="portal.emergencyaccess",
             object_id=emergency_id,
             patient=patient_of(EmergencyAccess.objects.filter(pk=emergency_id)),
-            purpose=AuditPurpose.AUDIT,
+            purpose=AuditPurpose.AUDIT if to_review else AuditPurpose.EMERGENCY,
         )
     return emergency
 

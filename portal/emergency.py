@@ -127,6 +127,51 @@ def emergency_open(*, patient: Patient, reason: str, confirmed: bool, by: Actor)
     return emergency
 
 
+class EmergencyAlreadyEnded(ValidationError):
+    """The emergency access had ended already (its time was up, or a second click)."""
+
+
+def emergency_end(*, emergency: EmergencyAccess, by: Actor) -> EmergencyAccess:
+    """The holder ends his emergency access before its time, once the emergency is over: the
+    record closes at once, EMERGENCY_OVERRIDE_STOPPED is written with who ended it, and his
+    cached decisions are forgotten. Only the holder; one guarded step."""
+    if by.user is None or emergency.holder_id != by.user.pk:
+        record_refusal(
+            actor=by,
+            object_type="portal.emergencyaccess",
+            object_id=emergency.pk,
+            patient=emergency.patient,
+            purpose=AuditPurpose.EMERGENCY,
+            reason="may not end another's emergency access",
+        )
+        raise PermissionDenied
+    now = timezone.now()
+
+    def stopped() -> None:
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.EMERGENCY_OVERRIDE,
+            event_type=audit.AuditEventType.EMERGENCY_OVERRIDE_STOPPED,
+            action=audit.AuditAction.EXECUTE,
+            obj=emergency,
+            patient=emergency.patient,
+            purpose=AuditPurpose.EMERGENCY,
+            detail={"ended_by_holder": True, "planned_end": emergency.ends_at.isoformat()},
+        )
+        grants_changed(emergency.holder_id)
+
+    if not guarded_update(
+        EmergencyAccess,
+        emergency.pk,
+        expect={"closed_at__isnull": True, "ends_at__gt": now},
+        changes={"ends_at": now, "closed_at": now},
+        then=stopped,
+    ):
+        raise EmergencyAlreadyEnded(_("This emergency access had already ended."))
+    emergency.refresh_from_db()
+    return emergency
+
+
 def emergency_review(
     *, emergency: EmergencyAccess, verdict: str, comment: str, by: Actor
 ) -> EmergencyAccess:

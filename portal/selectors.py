@@ -113,6 +113,7 @@ def emergency_banner(*, user) -> list[dict]:
         return []
     return [
         {
+            "id": access.pk,
             "patient_id": access.patient_id,
             "patient": access.patient.display_name,
             "ends_at": access.ends_at,

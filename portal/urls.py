@@ -25,6 +25,7 @@ access_patterns = [
     path("recherche/", views_access.access_lookup, name="access-lookup"),
     path("demande/", views_access.access_request_create, name="access-request-create"),
     path("urgence/", views_access.access_emergency, name="access-emergency"),
+    path("urgence/<int:emergency_id>/fin/", views_access.emergency_end, name="emergency-end"),
     path("mes-demandes/", views_access.access_request_list, name="access-request-list"),
     path("demandes-recues/", views_access.access_request_inbox, name="access-request-inbox"),
     path(

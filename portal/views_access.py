@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from portal import access_requests, audit, emergency, permissions, selectors
 from portal.access import (
     get_access_request_to_answer,
-    get_emergency_access_for_review,
+    get_emergency_access_for_user,
     record_refusal,
 )
 from portal.audit import Actor
@@ -289,7 +289,7 @@ def emergency_review_list(request):
 @patient_data_view
 @require_POST
 def emergency_review(request, emergency_id):
-    access = get_emergency_access_for_review(request, emergency_id)
+    access = get_emergency_access_for_user(request, emergency_id, to_review=True)
     form = EmergencyReviewForm(request.POST)
     try:
         if not form.is_valid():
@@ -305,3 +305,21 @@ def emergency_review(request, emergency_id):
     else:
         messages.success(request, _("Review recorded."))
     return redirect("emergency-review-list")
+
+
+@patient_data_view
+@require_POST
+def emergency_end(request, emergency_id):
+    """The holder ends his emergency access once the emergency is over (the banner's button)."""
+    access = get_emergency_access_for_user(request, emergency_id, to_review=False)
+    try:
+        emergency.emergency_end(emergency=access, by=Actor.from_request(request))
+    except emergency.EmergencyAlreadyEnded as error:
+        messages.info(request, error.message)
+    else:
+        messages.success(
+            request,
+            _("Your emergency access to the record of %(patient)s has ended.")
+            % {"patient": access.patient.display_name},
+        )
+    return redirect("home")

@@ -1656,6 +1656,17 @@ MATRIX.update(
         "emergency-review-list": GlobalPermission(
             holder=lambda w: w.auditor_user, audit_event=AuditEventId.QUERY
         ),
+        # The holder ends his own emergency access early; nobody else can, the DPO included.
+        "emergency-end": ObjectRoute(
+            kwargs=lambda w: {"emergency_id": _emergency_access(w).pk},
+            entitled=lambda w: w.outsider.user,
+            outsider=lambda w: w.oncologist.user,
+            extra_outsiders=[lambda w: w.auditor_user],
+            method="post",
+            expect=302,
+            audit_event=AuditEventId.EMERGENCY_OVERRIDE,
+            patient=lambda w: w.patient,
+        ),
         "emergency-review": ObjectRoute(
             kwargs=lambda w: {"emergency_id": _emergency_access(w).pk},
             entitled=lambda w: w.auditor_user,

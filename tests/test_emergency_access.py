@@ -225,3 +225,40 @@ def test_the_dpo_queue_costs_a_constant_number_of_queries(world, django_assert_m
     with django_assert_max_num_queries(14):
         page = nathalie.get(reverse("emergency-review-list"))
     assert page.content.decode().count('data-testid="emergency-justified"') == 3
+
+
+def test_the_holder_ends_his_emergency_access_once_the_emergency_is_over(world):
+    paul, emergency = _break_the_glass(world)
+    record = reverse("patient-detail", args=[world.patient.pk])
+    end = reverse("emergency-end", args=[emergency.pk])
+    assert 'data-testid="emergency-end"' in paul.get(record).content.decode()
+
+    # Nobody else ends it, the DPO included: a 404, like a missing id.
+    assert client_for(world.auditor_user).post(end).status_code == 404
+    assert client_for(world.oncologist.user).post(end).status_code == 404
+    assert paul.get(record).status_code == 200
+
+    answer = paul.post(end, follow=True, **ENGLISH)
+    assert "Your emergency access to the record of DUPONT Jeanne has ended." in (
+        answer.content.decode()
+    )
+    assert "emergency-banner" not in answer.content.decode()
+    assert paul.get(record).status_code == 404
+    stopped = AuditEvent.objects.filter(
+        event_id=AuditEventId.EMERGENCY_OVERRIDE,
+        event_type=AuditEventType.EMERGENCY_OVERRIDE_STOPPED,
+        patient=world.patient,
+        actor=world.outsider.user,
+    )
+    assert stopped.count() == 1 and stopped.get().detail["ended_by_holder"] is True
+
+    # A second click changes nothing and says so; the expiry job writes no second end.
+    again = paul.post(end, follow=True, **ENGLISH).content.decode()
+    assert "This emergency access had already ended." in again
+    assert access_requests.close_expired_accesses() == 0
+    assert (
+        AuditEvent.objects.filter(
+            event_type=AuditEventType.EMERGENCY_OVERRIDE_STOPPED, patient=world.patient
+        ).count()
+        == 1
+    )
