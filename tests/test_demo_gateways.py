@@ -3,7 +3,8 @@ HL7 listener, started together by ``manage.py run_demo`` on a copy of the seeded
 
 The newcomer follows the banner: echoscu and storescu (dcmtk) as CH Bourges (CHB_DEMO) with
 the files ``manage.py demo_dicom`` writes, then finds the new CT in Dr Martin's patient's
-dossier; Bourges' identity feed gets its MLLP ACK. Ctrl-C stops the three servers.
+dossier; Bourges' identity feed gets its MLLP ACK. Ctrl-C stops every server, the Pro Santé
+Connect stand-in too.
 """
 
 import http.cookiejar
@@ -129,10 +130,11 @@ def demo(seeded_demo, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo-gateways") / "portal"
     shutil.copytree(seeded_demo, workdir)
     env = demo_env(workdir)
-    ports = {"web": _free_port(), "dicom": _free_port(), "hl7": _free_port()}
+    ports = {"web": _free_port(), "dicom": _free_port(), "hl7": _free_port(), "psc": _free_port()}
     runner = subprocess.Popen(
         [sys.executable, "manage.py", "run_demo", "--port", str(ports["web"])]
-        + ["--dicom-port", str(ports["dicom"]), "--hl7-port", str(ports["hl7"])],
+        + ["--dicom-port", str(ports["dicom"]), "--hl7-port", str(ports["hl7"])]
+        + ["--psc-port", str(ports["psc"])],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -230,10 +232,12 @@ def test_bourges_identity_feed_gets_its_ack(demo):
     assert registered == "ROUSSEL"
 
 
-def test_ctrl_c_stops_the_three_servers(demo):
+def test_ctrl_c_stops_the_four_servers(demo):
+    """daphne, the DICOM gateway, the HL7 listener and the Pro Santé Connect stand-in (the
+    seeded demo has a directory, so run_demo starts it)."""
     runner, ports = demo["runner"], demo["ports"]
     children = _children(runner.pid)
-    assert len(children) == 3
+    assert len(children) == 4
     runner.send_signal(signal.SIGINT)
     assert runner.wait(timeout=30) == 0
     _wait_for(lambda: not any(_alive(pid) for pid in children), "the servers to exit", 30)

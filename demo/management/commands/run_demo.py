@@ -1,4 +1,4 @@
-"""``manage.py run_demo``: the demo's three servers as one command, as ``make demo`` runs them.
+"""``manage.py run_demo``: the demo's servers as one command, as ``make demo`` runs them.
 
 The portal (daphne, through ``python -m portal.logging``), the DICOM gateway
 (``manage.py dicom_gateway``) and the HL7 listener (``manage.py hl7_listener``), each its own
@@ -255,7 +255,7 @@ class Command(BaseCommand):
             "then, signed in as c.martin@mirc.test, the new CT is in her first thoracic "
             "patient's dossier.",
             "",
-            "Ctrl-C stops the three servers.",
+            "Ctrl-C stops every server of the demo.",
         ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
