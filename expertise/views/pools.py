@@ -3,7 +3,7 @@ first coordinator found in the national directory, then the pool's management pa
 added from the directory, roles, removal, accepting requests, delays). Rules: expertise.pools."""
 
 from django.contrib import messages
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -91,7 +91,7 @@ def pool_settings(request, pool_id):
                 "otherwise."
             ),
         )
-        return redirect("expertise-pool-manage", pool_id=pool.pk)
+        return PAGE.back(pool)
     try:
         pools.pool_settings_update(
             pool=pool,
@@ -106,4 +106,4 @@ def pool_settings(request, pool_id):
         messages.success(
             request, _("The pool's settings were saved: new requests get the new delays.")
         )
-    return redirect("expertise-pool-manage", pool_id=pool.pk)
+    return PAGE.back(pool)

@@ -3,7 +3,7 @@ creation with a first coordinator found in the national directory, then the memb
 (add from the directory, roles, removal, required specialties). The rules are rcp.committees'."""
 
 from django.contrib import messages
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -98,4 +98,4 @@ def committee_specialties(request, committee_id):
             messages.success(request, _("The required specialties were saved."))
     else:
         messages.error(request, _("Choose specialties from the list."))
-    return redirect("rcp-committee-members", committee_id=committee.pk)
+    return PAGE.back(committee)
