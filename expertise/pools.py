@@ -14,8 +14,9 @@ Rules kept here, whoever calls:
   later than a routine one) and apply to requests sent from then on: a deadline already given
   does not move.
 
-Membership changes lock the pool's row and check what the page showed; the settings carry the
-pool's revision. Each change is audited in the same transaction.
+Membership changes are portal.rosters' steps (the pool declares its roster below): they lock the
+pool's row and check what the page showed; the settings carry the pool's revision. Each change
+is audited in the same transaction.
 """
 
 from __future__ import annotations
@@ -25,31 +26,39 @@ import datetime as dt
 from django.db import transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from expertise import permissions as may
 from expertise.errors import ExpertiseError, StaleEdit
 from expertise.models import Pool, PoolMember
-from portal import audit
+from portal import rosters
 from portal.audit import Actor
-from portal.models import AuditPurpose, Establishment, Professional, Specialty
+from portal.models import Establishment, Professional, Specialty
 
 Role = PoolMember.Role
+
+# Said alike whether the last coordinator would be made an expert or removed.
+_LAST_COORDINATOR = gettext_lazy("%(name)s is the pool's last coordinator: name another one first.")
+
+ROSTER = rosters.Roster(
+    group_model=Pool,
+    member_model=PoolMember,
+    group_field="pool",
+    running_roles=(Role.COORDINATOR,),
+    error=ExpertiseError,
+    stale_error=StaleEdit,
+    already_member=gettext_lazy("%(name)s is already a member of this pool."),
+    stale=gettext_lazy(
+        "The pool's members changed meanwhile (another coordinator acted): nothing was "
+        "done, check the list and try again."
+    ),
+    last_runner_demoted=_LAST_COORDINATOR,
+    last_runner_removed=_LAST_COORDINATOR,
+)
 
 # The bounds of the delays a pool may commit to.
 LONGEST_URGENT = dt.timedelta(hours=72)
 LONGEST_ROUTINE = dt.timedelta(days=30)
-
-
-def _audit(by: Actor, obj: Pool, action, event_type, **detail) -> None:
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        event_type=event_type,
-        action=action,
-        obj=obj,
-        purpose=AuditPurpose.ADMINISTRATION,
-        detail=detail,
-    )
 
 
 def _refuse_unless_managing(pool: Pool, by: Actor) -> None:
@@ -59,10 +68,6 @@ def _refuse_unless_managing(pool: Pool, by: Actor) -> None:
         may.may_manage_pool(pool=pool, user=by.user),
         _("Only a coordinator of the pool manages its experts and delays."),
     )
-
-
-def _locked(pool: Pool) -> Pool:
-    return Pool.objects.select_for_update().get(pk=pool.pk)
 
 
 def _check_expert(pool: Pool, professional: Professional) -> None:
@@ -113,12 +118,9 @@ def pool_create(
             )
         pool = Pool.objects.create(name=name, specialty=specialty, establishment=establishment)
         PoolMember.objects.create(pool=pool, professional=coordinator, role=Role.COORDINATOR)
-        _audit(
+        rosters.audit_created(
             by,
             pool,
-            audit.AuditAction.CREATE,
-            audit.AuditEventType.SOFTWARE_CONFIGURATION,
-            pool="created",
             name=name,
             specialty=specialty,
             coordinator=coordinator.pk,
@@ -131,89 +133,24 @@ def member_add(
 ) -> PoolMember:
     """``professional`` joins the pool as ``role`` (an expert of the pool's specialty only)."""
     _refuse_unless_managing(pool, by)
-    if role not in Role.values:
-        raise ExpertiseError(_("Unknown role."))
+    rosters.check_role(ROSTER, role)
     if role == Role.EXPERT:
         _check_expert(pool, professional)
-    with transaction.atomic():
-        _locked(pool)
-        if PoolMember.objects.filter(pool=pool, professional=professional).exists():
-            raise ExpertiseError(
-                _("%(name)s is already a member of this pool.") % {"name": professional}
-            )
-        member = PoolMember.objects.create(pool=pool, professional=professional, role=role)
-        _audit(
-            by,
-            pool,
-            audit.AuditAction.CREATE,
-            audit.AuditEventType.SECURITY_ROLES_CHANGED,
-            member="added",
-            professional=professional.pk,
-            role=role,
-        )
-    return member
-
-
-def _current(pool: Pool, member: PoolMember, seen_role: str | None) -> PoolMember:
-    current = (
-        PoolMember.objects.select_related("professional__user")
-        .filter(pk=member.pk, pool=pool)
-        .first()
-    )
-    if current is None or (seen_role is not None and current.role != seen_role):
-        raise StaleEdit(
-            _(
-                "The pool's members changed meanwhile (another coordinator acted): nothing was "
-                "done, check the list and try again."
-            )
-        )
-    return current
-
-
-def _last_coordinator(pool: Pool, member: PoolMember) -> bool:
-    return (
-        member.role == Role.COORDINATOR
-        and not PoolMember.objects.filter(pool=pool, role=Role.COORDINATOR)
-        .exclude(pk=member.pk)
-        .exists()
-    )
-
-
-def _refuse_last_coordinator(pool: Pool, member: PoolMember) -> None:
-    if _last_coordinator(pool, member):
-        raise ExpertiseError(
-            _("%(name)s is the pool's last coordinator: name another one first.")
-            % {"name": member.professional}
-        )
+    return rosters.add(ROSTER, pool, professional, role, by=by)
 
 
 def member_set_role(
     *, pool: Pool, member: PoolMember, role: str, by: Actor, seen_role: str | None = None
 ) -> PoolMember:
     _refuse_unless_managing(pool, by)
-    if role not in Role.values:
-        raise ExpertiseError(_("Unknown role."))
-    with transaction.atomic():
-        _locked(pool)
-        current = _current(pool, member, seen_role)
-        if current.role == role:
-            return current
+
+    def expert_of_the_specialty(current: PoolMember) -> None:
         if role == Role.EXPERT:
             _check_expert(pool, current.professional)
-            _refuse_last_coordinator(pool, current)
-        before = current.role
-        current.role = role
-        current.save(update_fields=["role"])
-        _audit(
-            by,
-            pool,
-            audit.AuditAction.UPDATE,
-            audit.AuditEventType.SECURITY_ROLES_CHANGED,
-            member="role",
-            professional=current.professional_id,
-            role=f"{before} -> {role}",
-        )
-    return current
+
+    return rosters.set_role(
+        ROSTER, pool, member, role, by=by, seen_role=seen_role, check=expert_of_the_specialty
+    )
 
 
 def member_remove(
@@ -222,20 +159,7 @@ def member_remove(
     """``member`` leaves the pool (never its last coordinator). Requests the expert already
     accepted stay theirs to answer."""
     _refuse_unless_managing(pool, by)
-    with transaction.atomic():
-        _locked(pool)
-        current = _current(pool, member, seen_role)
-        _refuse_last_coordinator(pool, current)
-        current.delete()
-        _audit(
-            by,
-            pool,
-            audit.AuditAction.DELETE,
-            audit.AuditEventType.SECURITY_ROLES_CHANGED,
-            member="removed",
-            professional=current.professional_id,
-            role=current.role,
-        )
+    rosters.remove(ROSTER, pool, member, by=by, seen_role=seen_role)
 
 
 def pool_settings_update(
@@ -287,11 +211,9 @@ def pool_settings_update(
                     "saved, check them and try again."
                 )
             )
-        _audit(
+        rosters.audit_settings(
             by,
             pool,
-            audit.AuditAction.UPDATE,
-            audit.AuditEventType.SOFTWARE_CONFIGURATION,
             settings={
                 key: (str(value) if isinstance(value, dt.timedelta) else value)
                 for key, value in changes.items()

@@ -12,19 +12,21 @@ Rules kept here, whoever calls (the pages, the demo, a shell):
 * the required specialties are those of the portal's list; a CPDPN's four core specialties
   are fixed by law (rcp.quorum), not edited.
 
-Each change locks the committee's row, checks the state the page was built on, writes and audits
-in one transaction: two coordinators acting at once are served one after the other, and the
+Membership changes are portal.rosters' steps (the committee declares its roster below). Each
+change locks the committee's row, checks the state the page was built on, writes and audits in
+one transaction: two coordinators acting at once are served one after the other, and the
 second is told when what they saw has changed.
 """
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from portal import audit
+from portal import rosters
 from portal.audit import Actor
-from portal.models import AuditPurpose, Establishment, Professional, Specialty
+from portal.models import Establishment, Professional, Specialty
 from rcp import frcp
 from rcp import permissions as may
 from rcp.errors import RcpError, StaleEdit
@@ -34,17 +36,26 @@ from rcp.services import committee_create
 Role = CommitteeMember.Role
 RUNNING_ROLES = (Role.CHAIR, Role.COORDINATOR)
 
-
-def _audit(by: Actor, obj: Committee, action, event_type, **detail) -> None:
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        event_type=event_type,
-        action=action,
-        obj=obj,
-        purpose=AuditPurpose.ADMINISTRATION,
-        detail=detail,
-    )
+ROSTER = rosters.Roster(
+    group_model=Committee,
+    member_model=CommitteeMember,
+    group_field="committee",
+    running_roles=RUNNING_ROLES,
+    error=RcpError,
+    stale_error=StaleEdit,
+    already_member=gettext_lazy("%(name)s is already a member of this committee."),
+    stale=gettext_lazy(
+        "The committee's members changed meanwhile (another coordinator acted): "
+        "nothing was done, check the list and try again."
+    ),
+    last_runner_demoted=gettext_lazy(
+        "%(name)s is the last chair or coordinator of the committee: name another one first."
+    ),
+    last_runner_removed=gettext_lazy(
+        "%(name)s is the last chair or coordinator of the committee: name another "
+        "one before removing them."
+    ),
+)
 
 
 def _refuse_unless_coordinating(committee: Committee, by: Actor) -> None:
@@ -53,12 +64,6 @@ def _refuse_unless_coordinating(committee: Committee, by: Actor) -> None:
         lambda user: may.may_coordinate(user=user, committee=committee),
         _("Only the chair or a coordinator manages the committee's members."),
     )
-
-
-def _locked(committee: Committee) -> Committee:
-    """The committee's row, locked until the end of the transaction: its membership changes
-    are made one at a time."""
-    return Committee.objects.select_for_update().get(pk=committee.pk)
 
 
 def _check_specialties(specialties) -> list[str]:
@@ -112,12 +117,9 @@ def committee_create_with_coordinator(
             place=place.strip(),
             video_url=video_url.strip(),
         )
-        _audit(
+        rosters.audit_created(
             by,
             committee,
-            audit.AuditAction.CREATE,
-            audit.AuditEventType.SOFTWARE_CONFIGURATION,
-            committee="created",
             name=name,
             kind=kind,
             coordinator=coordinator.pk,
@@ -132,56 +134,14 @@ def member_add(
     """``professional`` joins the committee (from any establishment: boards are often
     territorial). A second chair is refused: hand the chair over with :func:`member_set_role`."""
     _refuse_unless_coordinating(committee, by)
-    if role not in Role.values:
-        raise RcpError(_("Unknown role."))
-    with transaction.atomic():
-        _locked(committee)
-        memberships = CommitteeMember.objects.filter(committee=committee)
-        if memberships.filter(professional=professional).exists():
-            raise RcpError(
-                _("%(name)s is already a member of this committee.") % {"name": professional}
-            )
+
+    def one_chair(memberships) -> None:
         if role == Role.CHAIR and memberships.filter(role=Role.CHAIR).exists():
             raise RcpError(
                 _("The committee already has a chair: add the member, then hand the chair over.")
             )
-        member = CommitteeMember.objects.create(
-            committee=committee, professional=professional, role=role
-        )
-        _audit(
-            by,
-            committee,
-            audit.AuditAction.CREATE,
-            audit.AuditEventType.SECURITY_ROLES_CHANGED,
-            member="added",
-            professional=professional.pk,
-            role=role,
-        )
-    return member
 
-
-def _last_running(committee: Committee, member: CommitteeMember) -> bool:
-    """Whether ``member`` is the only one left to run the committee (chair or coordinator)."""
-    return (
-        member.role in RUNNING_ROLES
-        and not CommitteeMember.objects.filter(committee=committee, role__in=RUNNING_ROLES)
-        .exclude(pk=member.pk)
-        .exists()
-    )
-
-
-def _current(committee: Committee, member: CommitteeMember, seen_role: str | None):
-    """The member's row as it is now (the committee being locked); StaleEdit if it left or its
-    role changed since the page showed ``seen_role``."""
-    current = CommitteeMember.objects.filter(pk=member.pk, committee=committee).first()
-    if current is None or (seen_role is not None and current.role != seen_role):
-        raise StaleEdit(
-            _(
-                "The committee's members changed meanwhile (another coordinator acted): "
-                "nothing was done, check the list and try again."
-            )
-        )
-    return current
+    return rosters.add(ROSTER, committee, professional, role, by=by, check=one_chair)
 
 
 def member_set_role(
@@ -195,21 +155,8 @@ def member_set_role(
     """Give ``member`` ``role``. Naming a chair hands the chair over: the former chair becomes
     a coordinator. The last chair or coordinator cannot be made a plain member."""
     _refuse_unless_coordinating(committee, by)
-    if role not in Role.values:
-        raise RcpError(_("Unknown role."))
-    with transaction.atomic():
-        _locked(committee)
-        current = _current(committee, member, seen_role)
-        if current.role == role:
-            return current
-        if role == Role.MEMBER and _last_running(committee, current):
-            raise RcpError(
-                _(
-                    "%(name)s is the last chair or coordinator of the committee: name another "
-                    "one first."
-                )
-                % {"name": current.professional}
-            )
+
+    def hand_chair_over(current: CommitteeMember) -> dict:
         former_chair = None
         if role == Role.CHAIR:
             former_chair = (
@@ -220,23 +167,11 @@ def member_set_role(
             if former_chair is not None:
                 former_chair.role = Role.COORDINATOR
                 former_chair.save(update_fields=["role"])
-        before = current.role
-        current.role = role
-        try:
-            current.save(update_fields=["role"])
-        except IntegrityError:  # pragma: no cover - the lock serialises the changes
-            raise StaleEdit(_("The committee's members changed meanwhile.")) from None
-        _audit(
-            by,
-            committee,
-            audit.AuditAction.UPDATE,
-            audit.AuditEventType.SECURITY_ROLES_CHANGED,
-            member="role",
-            professional=current.professional_id,
-            role=f"{before} -> {role}",
-            former_chair=former_chair.professional_id if former_chair else None,
-        )
-    return current
+        return {"former_chair": former_chair.professional_id if former_chair else None}
+
+    return rosters.set_role(
+        ROSTER, committee, member, role, by=by, seen_role=seen_role, before_save=hand_chair_over
+    )
 
 
 def member_remove(
@@ -244,27 +179,7 @@ def member_remove(
 ) -> None:
     """``member`` leaves the committee; never its last chair or coordinator."""
     _refuse_unless_coordinating(committee, by)
-    with transaction.atomic():
-        _locked(committee)
-        current = _current(committee, member, seen_role)
-        if _last_running(committee, current):
-            raise RcpError(
-                _(
-                    "%(name)s is the last chair or coordinator of the committee: name another "
-                    "one before removing them."
-                )
-                % {"name": current.professional}
-            )
-        current.delete()
-        _audit(
-            by,
-            committee,
-            audit.AuditAction.DELETE,
-            audit.AuditEventType.SECURITY_ROLES_CHANGED,
-            member="removed",
-            professional=current.professional_id,
-            role=current.role,
-        )
+    rosters.remove(ROSTER, committee, member, by=by, seen_role=seen_role)
 
 
 def required_specialties_set(
@@ -278,7 +193,7 @@ def required_specialties_set(
         )
     chosen = _check_specialties(specialties)
     with transaction.atomic():
-        locked = _locked(committee)
+        locked = rosters.lock(ROSTER, committee)
         if seen is not None and list(locked.required_specialties) != list(seen):
             raise StaleEdit(
                 _(
@@ -289,11 +204,9 @@ def required_specialties_set(
         before = list(locked.required_specialties)
         locked.required_specialties = chosen
         locked.save(update_fields=["required_specialties"])
-        _audit(
+        rosters.audit_settings(
             by,
             committee,
-            audit.AuditAction.UPDATE,
-            audit.AuditEventType.SOFTWARE_CONFIGURATION,
             required_specialties=chosen,
             before=before,
         )
