@@ -101,6 +101,14 @@ def test_emergency_access_with_its_banner_and_the_dpo_review(demo_server, browse
     simon.goto(f"{base}/acces/urgences/?revues=1")
     assert "Admission vérifiée" in simon.locator("main").inner_text()
     simon.screenshot(path=str(ARTIFACTS / "emergency-review.png"), full_page=True)
+
+    # The emergency is over: Dr Carpentier ends his access from the banner; the record closes.
+    carpentier.click("[data-testid=emergency-end]")
+    _wait(carpentier, lambda: "est terminé" in carpentier.locator(".messages").inner_text())
+    assert carpentier.locator("[data-testid=emergency-banner]").count() == 0
     assert errors == []
+    # The record answers 404 again, like a missing id (the console notes that 404).
+    assert carpentier.goto(f"{base}/patients/{patient_id}/").status == 404
+    assert shown not in carpentier.locator("main").inner_text()
     carpentier_context.close()
     simon_context.close()
