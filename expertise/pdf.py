@@ -225,7 +225,6 @@ def report_context(document: ReportDocument) -> dict:
         "request": request,
         "report": report,
         "patient": patient,
-        "sex": patient.get_sex_display(),
         "ins": documents.ins_context(patient),
         "requester": {
             **requester,

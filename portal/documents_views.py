@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from django.contrib import messages
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from portal.documents_models import GeneratedDocument
+from portal.documents_models import GeneratedDocument, UploadedFile
 from portal.views import patient_data_view
 
 
@@ -112,3 +112,19 @@ class PdfBlock:
             return serve(request, subject, document) or redirect(back(subject))
 
         return view
+
+
+def uploaded_file_response(
+    uploaded: UploadedFile, *, filename: str, as_attachment: bool = False
+) -> FileResponse:
+    """A file people gave (an RCP case's document, a tele-expertise attachment), served with the
+    type checked at upload (portal/uploads.py) and never sniffed again by the browser: a file
+    that is not what its checked type says must not run as a page of the portal."""
+    response = FileResponse(
+        uploaded.file.open("rb"),
+        content_type=uploaded.content_type,
+        as_attachment=as_attachment,
+        filename=filename,
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -4,7 +4,6 @@ expertise.access.get_request_for_user."""
 
 from django.contrib import messages
 from django.db.models import Prefetch
-from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -34,6 +33,7 @@ from imaging.selectors import (
 )
 from portal.access import child_or_not_found, get_patient_for_user, may_open_patient
 from portal.audit import Actor
+from portal.documents_views import uploaded_file_response
 from portal.models import AuditPurpose
 from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
@@ -286,14 +286,11 @@ def attachment_download(request, request_id, attachment_id):
         purpose=AuditPurpose.EXPERTISE,
     )
     audit_read(request, attachment, found.patient, expertise_request=found.pk)
-    response = FileResponse(
-        attachment.file.open("rb"),
-        content_type=attachment.content_type,
-        as_attachment=attachment.content_type == "application/pdf",
+    return uploaded_file_response(
+        attachment,
         filename=attachment.file.name.rsplit("/", 1)[-1],
+        as_attachment=attachment.content_type == "application/pdf",
     )
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 @patient_data_view

@@ -2,13 +2,13 @@
 whoever reads the case."""
 
 from django.contrib import messages
-from django.http import FileResponse
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.access import child_or_not_found
 from portal.audit import Actor
+from portal.documents_views import uploaded_file_response
 from portal.views import patient_data_view
 from rcp import permissions as may
 from rcp import selectors, services
@@ -54,7 +54,4 @@ def case_document(request, case_id, document_id):
         patient=case.patient,
     )
     audit_read(request, case, patient=case.patient, rcp_case="document read", document=document.pk)
-    response = FileResponse(document.file.open("rb"), content_type=document.content_type)
-    response["Content-Disposition"] = f'inline; filename="document-{document.pk}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return uploaded_file_response(document, filename=f"document-{document.pk}")
