@@ -25,6 +25,7 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from portal.access import child_or_not_found
 from portal.documents_models import GeneratedDocument, UploadedFile
 from portal.views import patient_data_view
 
@@ -112,6 +113,44 @@ class PdfBlock:
             return serve(request, subject, document) or redirect(back(subject))
 
         return view
+
+
+def uploaded_file_view(
+    *,
+    open_parent: Callable[..., object],
+    files: Callable[[object, object], QuerySet],
+    object_type: str,
+    audit: Callable[[object, object, UploadedFile], None],
+    filename: Callable[[UploadedFile], str],
+    as_attachment: Callable[[UploadedFile], bool] = lambda uploaded: False,
+    purpose: str = "",
+    file_id: str = "document_id",
+):
+    """The view serving a file people gave to a subject (an RCP case's document, a
+    tele-expertise request's attachment): the subject through its access helper
+    (``open_parent(request, **ids)``), then the file among ``files(subject, user)``, so that
+    another subject's file is the same audited 404 as a missing one, naming the subject's
+    patient; ``audit(request, subject, file)`` writes the app's read event."""
+
+    @patient_data_view
+    @require_GET
+    def view(request, **ids):
+        pk = ids.pop(file_id)
+        subject = open_parent(request, **ids)
+        uploaded = child_or_not_found(
+            request,
+            files(subject, request.user),
+            pk,
+            object_type=object_type,
+            patient=subject.patient,
+            purpose=purpose,
+        )
+        audit(request, subject, uploaded)
+        return uploaded_file_response(
+            uploaded, filename=filename(uploaded), as_attachment=as_attachment(uploaded)
+        )
+
+    return view
 
 
 def uploaded_file_response(

@@ -31,9 +31,9 @@ from imaging.selectors import (
     shared_with_establishments,
     studies_visible_to,
 )
-from portal.access import child_or_not_found, get_patient_for_user, may_open_patient
+from portal.access import get_patient_for_user, may_open_patient
 from portal.audit import Actor
-from portal.documents_views import uploaded_file_response
+from portal.documents_views import uploaded_file_view
 from portal.models import AuditPurpose
 from portal.services import notifications_mark_read_for_url
 from portal.views import patient_data_view
@@ -273,24 +273,18 @@ def attachment_add(request, request_id):
     )
 
 
-@patient_data_view
-@require_GET
-def attachment_download(request, request_id, attachment_id):
-    found = get_request_for_user(request, request_id)
-    attachment = child_or_not_found(
-        request,
-        selectors.request_attachments_for(request=found, user=request.user),
-        attachment_id,
-        object_type="expertise.attachment",
-        patient=found.patient,
-        purpose=AuditPurpose.EXPERTISE,
-    )
-    audit_read(request, attachment, found.patient, expertise_request=found.pk)
-    return uploaded_file_response(
-        attachment,
-        filename=attachment.file.name.rsplit("/", 1)[-1],
-        as_attachment=attachment.content_type == "application/pdf",
-    )
+attachment_download = uploaded_file_view(
+    open_parent=get_request_for_user,
+    files=lambda found, user: selectors.request_attachments_for(request=found, user=user),
+    object_type="expertise.attachment",
+    purpose=AuditPurpose.EXPERTISE,
+    audit=lambda request, found, attachment: audit_read(
+        request, attachment, found.patient, expertise_request=found.pk
+    ),
+    filename=lambda attachment: attachment.file.name.rsplit("/", 1)[-1],
+    as_attachment=lambda attachment: attachment.content_type == "application/pdf",
+    file_id="attachment_id",
+)
 
 
 @patient_data_view

@@ -4,11 +4,10 @@ whoever reads the case."""
 from django.contrib import messages
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 
-from portal.access import child_or_not_found
 from portal.audit import Actor
-from portal.documents_views import uploaded_file_response
+from portal.documents_views import uploaded_file_view
 from portal.views import patient_data_view
 from rcp import permissions as may
 from rcp import selectors, services
@@ -42,16 +41,12 @@ def case_document_upload(request, case_id):
     return redirect("rcp-case", case_id=case.pk)
 
 
-@patient_data_view
-@require_GET
-def case_document(request, case_id, document_id):
-    case = get_case_for_user(request, case_id)
-    document = child_or_not_found(
-        request,
-        selectors.case_documents_for(case=case, user=request.user),
-        document_id,
-        object_type="rcp.casedocument",
-        patient=case.patient,
-    )
-    audit_read(request, case, patient=case.patient, rcp_case="document read", document=document.pk)
-    return uploaded_file_response(document, filename=f"document-{document.pk}")
+case_document = uploaded_file_view(
+    open_parent=get_case_for_user,
+    files=lambda case, user: selectors.case_documents_for(case=case, user=user),
+    object_type="rcp.casedocument",
+    audit=lambda request, case, document: audit_read(
+        request, case, patient=case.patient, rcp_case="document read", document=document.pk
+    ),
+    filename=lambda document: f"document-{document.pk}",
+)
