@@ -76,16 +76,7 @@ def patient_lookup(
     """Look one patient up by INS (the exact matricule) or by traits (birth name, first name
     and birth date, all three, equal once accents and case are set aside), audited as a
     query. No partial match and no list: the regional index is not browsed."""
-    user = by.user
-    if not permissions.may_ask_for_access(user=user):
-        record_refusal(
-            actor=by,
-            object_type="portal.patient",
-            object_id="lookup",
-            purpose=AuditPurpose.CARE,
-            reason="may not look patients up",
-        )
-        raise PermissionDenied
+    require_may_ask(by=by, object_id="lookup", reason="may not look patients up")
     ins_matricule = ins_matricule.strip().replace(" ", "")
     if ins_matricule:
         candidates = list(
@@ -123,7 +114,7 @@ def patient_lookup(
         query=f"lookup:{kind}",
         detail={"lookup": kind, "results": min(len(candidates), 2)},
     )
-    already_open = found is not None and patients_visible_to(user).filter(pk=found.pk).exists()
+    already_open = found is not None and patients_visible_to(by.user).filter(pk=found.pk).exists()
     return PatientLookup(patient=found, several=len(candidates) > 1, already_open=already_open)
 
 
@@ -184,17 +175,8 @@ def _clean_reason(reason: str) -> str:
 def access_request_create(*, patient: Patient, reason: str, by: Actor) -> AccessRequest:
     """``by`` (an active clinician of the directory) asks for ``patient``'s record; the
     referring doctor and the establishment's administration are told."""
+    require_may_ask(by=by, patient=patient, reason="may not ask for access")
     user = by.user
-    if not permissions.may_ask_for_access(user=user):
-        record_refusal(
-            actor=by,
-            object_type="portal.patient",
-            object_id=patient.pk,
-            patient=patient,
-            purpose=AuditPurpose.CARE,
-            reason="may not ask for access",
-        )
-        raise PermissionDenied
     reason = _clean_reason(reason)
     if patients_visible_to(user).filter(pk=patient.pk).exists():
         raise ValidationError(_("You already have access to this record."))
@@ -355,6 +337,41 @@ def _audit_grant(*, by: Actor, access_request: AccessRequest, detail: dict) -> N
     )
 
 
+def require_may_ask(
+    *, by: Actor, reason: str, patient: Patient | None = None, object_id=None, purpose=None
+) -> None:
+    """Refuse, audited, whoever may not look a patient up, ask for a record or open it in an
+    emergency (one rule for the three: an active clinician of the directory)."""
+    if permissions.may_ask_for_access(user=by.user):
+        return
+    record_refusal(
+        actor=by,
+        object_type="portal.patient",
+        object_id=object_id if object_id is not None else patient.pk,
+        patient=patient,
+        purpose=purpose or AuditPurpose.CARE,
+        reason=reason,
+    )
+    raise PermissionDenied
+
+
+def emergency_stopped(*, emergency: EmergencyAccess, by: Actor, detail: dict) -> None:
+    """The end of an emergency access in the trail (EMERGENCY_OVERRIDE_STOPPED), whether its
+    holder ended it or its time ran out, and the holder's cached decisions forgotten; called
+    inside the guarded step that closes it."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.EMERGENCY_OVERRIDE,
+        event_type=audit.AuditEventType.EMERGENCY_OVERRIDE_STOPPED,
+        action=audit.AuditAction.EXECUTE,
+        obj=emergency,
+        patient=emergency.patient,
+        purpose=AuditPurpose.EMERGENCY,
+        detail=detail,
+    )
+    grants_changed(emergency.holder_id)
+
+
 # --- Closing what ended (beat) --------------------------------------------------------------------
 
 
@@ -394,21 +411,15 @@ def close_expired_accesses(*, now: dt.datetime | None = None) -> int:
     ).select_related("patient", "holder"):
 
         def stopped(emergency=emergency) -> None:
-            audit.record(
-                actor=by,
-                event=audit.AuditEventId.EMERGENCY_OVERRIDE,
-                event_type=audit.AuditEventType.EMERGENCY_OVERRIDE_STOPPED,
-                action=audit.AuditAction.EXECUTE,
-                obj=emergency,
-                patient=emergency.patient,
-                purpose=AuditPurpose.EMERGENCY,
+            emergency_stopped(
+                emergency=emergency,
+                by=by,
                 detail={
                     "holder": emergency.holder.email,
                     "reason": emergency.reason,
                     "ends_at": emergency.ends_at.isoformat(),
                 },
             )
-            grants_changed(emergency.holder_id)
 
         closed += guarded_update(
             EmergencyAccess,

@@ -20,9 +20,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from portal import audit, permissions, services
+from portal import audit, services
 from portal.access import record_refusal
-from portal.access_requests import grants_changed
+from portal.access_requests import emergency_stopped, grants_changed, require_may_ask
 from portal.audit import Actor
 from portal.mail import portal_url
 from portal.models import AuditPurpose, EmergencyAccess, EmergencyReview, Patient, User
@@ -63,17 +63,13 @@ def emergency_open(*, patient: Patient, reason: str, confirmed: bool, by: Actor)
     emergency: the reason (at least REASON_MIN_LENGTH characters) and the confirmation are
     required. Audited EMERGENCY_OVERRIDE; the DPO is told in the portal and by e-mail (after
     commit, without the patient's name). An emergency access already running is refused."""
+    require_may_ask(
+        by=by,
+        patient=patient,
+        purpose=AuditPurpose.EMERGENCY,
+        reason="may not open an emergency access",
+    )
     user = by.user
-    if not permissions.may_ask_for_access(user=user):
-        record_refusal(
-            actor=by,
-            object_type="portal.patient",
-            object_id=patient.pk,
-            patient=patient,
-            purpose=AuditPurpose.EMERGENCY,
-            reason="may not open an emergency access",
-        )
-        raise PermissionDenied
     reason = (reason or "").strip()
     if len(reason) < REASON_MIN_LENGTH:
         raise ValidationError(
@@ -148,17 +144,11 @@ def emergency_end(*, emergency: EmergencyAccess, by: Actor) -> EmergencyAccess:
     now = timezone.now()
 
     def stopped() -> None:
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.EMERGENCY_OVERRIDE,
-            event_type=audit.AuditEventType.EMERGENCY_OVERRIDE_STOPPED,
-            action=audit.AuditAction.EXECUTE,
-            obj=emergency,
-            patient=emergency.patient,
-            purpose=AuditPurpose.EMERGENCY,
+        emergency_stopped(
+            emergency=emergency,
+            by=by,
             detail={"ended_by_holder": True, "planned_end": emergency.ends_at.isoformat()},
         )
-        grants_changed(emergency.holder_id)
 
     if not guarded_update(
         EmergencyAccess,
