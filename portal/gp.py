@@ -34,6 +34,7 @@ from portal.models import (
     Establishment,
     GpDeclarationSource,
     Patient,
+    Profession,
     Professional,
 )
 from portal.notifications import notify
@@ -141,9 +142,12 @@ def gp_declare(
         # sees what the first did.
         Patient.objects.select_for_update().filter(pk=patient.pk).first()
         professional = _professional_of(professional, by=by)
-        if not professional.rpps or not permissions.may_join_care_team(professional=professional):
+        # The médecin traitant is a physician (Code de la sécurité sociale, L162-5-3).
+        if professional.profession != Profession.PHYSICIAN or not permissions.may_join_care_team(
+            professional=professional
+        ):
             raise ValidationError(
-                _("Only an active physician, midwife or nurse of the directory can be declared.")
+                _("Only an active physician of the directory can be declared the patient's GP.")
             )
         current = _current_gp_relationship(patient)
         if seen_current is not NOT_CHECKED and seen_current != (current.pk if current else None):

@@ -9,9 +9,11 @@ opens her record and finds her news on his home page; the previous one loses bot
 
 import datetime as dt
 import html
+import threading
 
 import pytest
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, connections
 from django.urls import reverse
 from django.utils import timezone
 
@@ -328,6 +330,46 @@ def test_who_may_declare(world, bernard):
         )
 
 
+def test_only_a_physician_is_declared_gp(world):
+    nurse = make_professional(
+        email="infirmiere@mirc.test",
+        first_name="Léa",
+        last_name="Moreau",
+        profession="infirmier",
+        establishment=world.practice,
+        title="Mme",
+    )
+    with pytest.raises(ValidationError, match="Only an active physician"):
+        gp_services.gp_declare(
+            by=Actor(user=world.oncologist.user),
+            patient=world.patient,
+            professional=nurse,
+            started_on=timezone.localdate(),
+            source="portal",
+        )
+    assert _current_gp(world.patient).professional == world.gp
+
+
+@pytest.mark.parametrize(
+    "xcn,rpps",
+    [
+        # The national identifier of a professional: "8" + RPPS.
+        ("810000123454^GIRARD^MARC^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO", GIRARD_RPPS),
+        # The bare RPPS, said so by the identifier type.
+        ("10000123454^GIRARD^MARC^^^^^^^^^^RPPS", GIRARD_RPPS),
+        # "0" + ADELI under the same authority: no RPPS.
+        ("0371234567^PETIT^ANNE^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^^^^ADELI", ""),
+        # A local code of the establishment, or a wrong check digit.
+        ("MT042^GIRARD^MARC^^^^^^CHRU-TOURS", ""),
+        ("10000123455^GIRARD^MARC^^^^^^^^^^RPPS", ""),
+    ],
+)
+def test_the_rpps_of_an_xcn(xcn, rpps):
+    from portal.hl7 import _xcn as read_xcn
+
+    assert read_xcn(xcn, lambda text: text)[0] == rpps
+
+
 # --- The HL7 feed ---------------------------------------------------------------------------------
 
 
@@ -461,3 +503,56 @@ def test_an_older_rol_date_or_a_bad_one_changes_nothing(world, bernard, girard):
     assert ack_fields(refused.ack)["MSA"][1] == "AE"
     assert ack_fields(refused.ack)["ERR"][2] == "ROL^1^5"
     assert _current_gp(jeanne).professional == bernard
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_declarations_at_once_on_postgresql_one_wins_the_other_is_told(world, bernard):
+    if connection.vendor != "postgresql":
+        pytest.skip("runs on the production shape: DATABASE_URL=postgres://...")
+    jeanne = world.patient
+    girard = make_professional(
+        email="medecin.girard@mirc.test",
+        first_name="Marc",
+        last_name="Girard",
+        specialty="medecine_generale",
+        establishment=world.practice,
+    )
+    seen = _current_gp(jeanne).pk
+    start = threading.Barrier(2, timeout=30)
+    outcomes = {}
+
+    def declare(professional):
+        try:
+            start.wait()
+            gp_services.gp_declare(
+                by=Actor(user=world.oncologist.user),
+                patient=jeanne,
+                professional=professional,
+                started_on=timezone.localdate(),
+                source="portal",
+                seen_current=seen,
+            )
+            outcomes[professional.pk] = "declared"
+        except gp_services.GpDeclarationStale:
+            outcomes[professional.pk] = "stale"
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            outcomes[professional.pk] = repr(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=declare, args=(p,)) for p in (bernard, girard)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert sorted(outcomes.values()) == ["declared", "stale"]
+    [winner] = [pk for pk, outcome in outcomes.items() if outcome == "declared"]
+    assert _current_gp(jeanne).professional_id == winner
+    assert (
+        CareRelationship.objects.filter(
+            patient=jeanne, role=CareRole.GP, ended_at__isnull=True
+        ).count()
+        == 1
+    )
