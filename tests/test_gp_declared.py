@@ -239,6 +239,21 @@ def test_the_declaration_is_one_audited_change_on_the_patient(world, bernard):
     assert access_generation(world.gp.user.pk) != lemoine_generation
 
 
+def test_the_declaration_page_is_a_read_of_the_record(world):
+    jeanne = world.patient
+    client = client_for(world.oncologist.user)  # signing in writes its own event
+    before = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
+    response = client.get(reverse("patient-gp", args=[jeanne.pk]))
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    [event] = AuditEvent.objects.filter(pk__gt=before)
+    assert (event.event_id, event.action, event.patient) == (
+        AuditEventId.PATIENT_RECORD,
+        "R",
+        jeanne,
+    )
+
+
 # --- Refusals ------------------------------------------------------------------------------------
 
 
@@ -427,6 +442,16 @@ def test_pd1_4_declares_a_gp_the_portal_knows(world, bernard):
     )
     today = timezone.localdate().strftime("%d/%m/%Y")
     assert f"Since {today}, received from the HL7 feed of CHRU de Tours (FINESS 370000481)." in page
+
+
+def test_an_a28_registers_a_new_patient_with_her_gp(world, bernard):
+    result = handle_message(
+        adt(control="GP-10").replace("PV1||N\r", f"PD1|||CABINET^^^|{_xcn(bernard.rpps)}\rPV1||N\r")
+    )
+    assert ack_fields(result.ack)["MSA"][1] == "AA"
+    assert result.created
+    assert _current_gp(result.patient).professional == bernard
+    assert patients_visible_to(bernard.user).filter(pk=result.patient.pk).exists()
 
 
 def test_a_rol_of_the_primary_care_provider_declares_a_directory_gp_from_its_date(world, girard):
