@@ -581,3 +581,30 @@ def test_two_declarations_at_once_on_postgresql_one_wins_the_other_is_told(world
         ).count()
         == 1
     )
+
+
+def test_a_merge_keeps_the_declaration_of_the_gp_it_moves(world, bernard):
+    from portal.services import care_relationship_end, patient_merge
+    from tests.test_hl7_merge import duplicate_of_jeanne
+
+    jeanne = world.patient
+    care_relationship_end(relationship=_current_gp(jeanne), by=Actor.system("tests"))
+    duplicate = duplicate_of_jeanne(world)
+    last_month = timezone.localdate() - dt.timedelta(days=30)
+    gp_services.gp_declare(
+        by=Actor.system("HL7 370000481"),
+        patient=duplicate,
+        professional=bernard,
+        started_on=last_month,
+        source="hl7",
+        establishment=world.tours,
+    )
+
+    patient_merge(source=duplicate, target=jeanne, by=Actor.system("tests"))
+
+    current = _current_gp(jeanne)
+    assert (current.professional, current.started_on, current.source) == (
+        bernard,
+        last_month,
+        "hl7",
+    )
