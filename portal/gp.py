@@ -128,7 +128,7 @@ def gp_declare(
 
     Who: portal.permissions.may_declare_gp (PermissionDenied, audited); the feed is code.
     Raises GpAlreadyDeclared when he already is the GP, ValidationError for a date in the
-    future or a professional who cannot treat patients.
+    future or a professional who is not an active physician.
     """
     if source not in GpDeclarationSource.values:
         raise ValueError(f"unknown source of the GP declaration: {source!r}")
