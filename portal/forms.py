@@ -1,4 +1,5 @@
 from django import forms
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from portal.identifiers import validate_ins_matricule
@@ -231,3 +232,23 @@ class AccessLetterForm(forms.Form):
         if start and end and start > end:
             raise forms.ValidationError(_("The period must start before it ends."))
         return cleaned
+
+
+class GpDeclareForm(forms.Form):
+    """The declaration of the patient's GP (portal.gp.gp_declare): the person chosen in the
+    directory lookup, the start date, and the GP relationship the page showed as current
+    (empty: none), so that a declaration made meanwhile by someone else is not overwritten."""
+
+    national_id = forms.CharField(widget=forms.HiddenInput, max_length=20)
+    seen_current = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
+    started_on = forms.DateField(
+        label=_("Declared GP since"),
+        widget=DateInput(),
+        help_text=_("The date the patient chose this GP: today or earlier."),
+    )
+
+    def clean_started_on(self):
+        started_on = self.cleaned_data["started_on"]
+        if started_on > timezone.localdate():
+            raise forms.ValidationError(_("The GP's start date cannot be in the future."))
+        return started_on

@@ -53,6 +53,21 @@ check (its ZFD segment carries other French complements, and PD1-12 is the inter
 the establishments, pending the regional interface agreement. It is applied (audited, source
 "hl7" and the establishment) to the patient an accepted message designates, and not when
 the message ran into an identity conflict: which patient opposes is then for vigilance.
+
+The patient's declared GP ("médecin traitant", portal.gp) travels in the ROL segment of a
+primary care provider (ROL-3 "PP" or "FHCP", HL7 table 0443; ROL-4 the GP as an XCN, ROL-5 the
+date he was chosen, ROL-2 the action: AD, UP or UC declare him, DE ends the declaration), else
+in PD1-4 (Patient Primary Care Provider, XCN, declared from the day of the message). The XCN's
+identifier is an RPPS when its identifier type (XCN-13) is "RPPS", or when its assigning
+authority (XCN-9) is the national identifier of health professionals (OID
+1.2.250.1.71.4.2.1, "ASIP-SANTE-PS") and it reads "8" + the 11-digit RPPS. A GP the portal
+knows (a professional, or a person of the national directory, who then gets an account) is
+declared with source "hl7" and the sending establishment. A GP it cannot resolve (an
+unknown or malformed RPPS, an ADELI number, a name without identifier) does not hold the
+identity back: the message is accepted (AA) with an ERR of severity W, and the GP as sent is
+kept in the audit event. So is a declaration the portal refuses (a date before the current
+GP's, in the future, or a professional who treats no patient). Not for a message that ran
+into an identity conflict, as for the opposition.
 """
 
 import contextlib
@@ -65,16 +80,20 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from portal import audit, events
+from portal import audit, events, gp
 from portal.audit import Actor
+from portal.directory_accounts import NotInDirectory, active_person
+from portal.identifiers import luhn_is_valid
 from portal.models import (
     Establishment,
+    GpDeclarationSource,
     IdentityConflict,
     IdentityConflictSource,
     IdentityStatus,
     InsOid,
     Patient,
     PatientIdentifier,
+    Professional,
     Sex,
 )
 from portal.services import (
@@ -103,6 +122,12 @@ ADMITTING_EVENTS = frozenset({"A01", "A04", "A05"})
 SUPPORTED_EVENTS = CREATING_EVENTS | UPDATING_EVENTS | {MERGE_EVENT, IDENTIFIER_CHANGE_EVENT}
 # PD1-12 Protection Indicator (HL7 table 0136): the opposition to sharing, see above.
 PROTECTION_INDICATOR = {"Y": True, "N": False}
+# The declared GP, see above: ROL-3 roles of HL7 table 0443, ROL-2 actions of table 0287.
+GP_ROLES = frozenset({"PP", "FHCP"})
+GP_DECLARING_ACTIONS = frozenset({"AD", "UP", "UC", ""})
+GP_WITHDRAWING_ACTION = "DE"
+# The national identifier of health professionals (ANS): "8" + RPPS, "0" + ADELI.
+PS_IDENTIFIER_AUTHORITIES = frozenset({"1.2.250.1.71.4.2.1", "ASIP-SANTE-PS"})
 
 # PID-32 identity reliability codes of the French profile (table 0445 extended).
 RELIABILITY_STATUS = {
@@ -171,6 +196,17 @@ class Header:
 
 
 @dataclass
+class DeclaredGp:
+    """The GP a message declares (or withdraws): PD1-4 or a primary care provider's ROL."""
+
+    withdraw: bool
+    rpps: str  # "" when the identifier is not a valid RPPS
+    sent: dict  # the XCN as sent (identifier, authority, type, name): the audit's record
+    started_on: dt.date | None  # ROL-5; None: the day the message is applied
+    location: str  # where it was read, for the ACK's ERR
+
+
+@dataclass
 class Identity:
     ipp: str
     traits: PatientTraits
@@ -181,6 +217,8 @@ class Identity:
     identity_status: str = IdentityStatus.PROVISIONAL
     # PD1-12: True opposes sharing, False lifts the opposition, None leaves it as it is.
     sharing_opposed: bool | None = None
+    # PD1-4 or ROL: the declared GP; None leaves him as he is.
+    gp: DeclaredGp | None = None
 
 
 @dataclass
@@ -194,6 +232,10 @@ class Result:
     created: bool = False
     conflict: IdentityConflict | None = None
     changed: list[str] = field(default_factory=list)
+    # Accepted with a warning (an ERR of severity W): the declared GP was not applied.
+    warning: str = ""
+    warning_code: str = ""
+    warning_location: str = ""
 
 
 # --- Reading ----------------------------------------------------------------------------------
@@ -370,6 +412,96 @@ def _protection_indicator(message) -> bool | None:
     return PROTECTION_INDICATOR[value]
 
 
+def _rpps_of(identifier: str, namespace: str, universal_id: str, type_code: str) -> str:
+    """The RPPS an XCN's identifier carries, or "" (see the module docstring)."""
+    digits = identifier.strip()
+    if type_code.upper() == "RPPS" or namespace.upper() == "RPPS":
+        if len(digits) == 12 and digits.startswith("8"):
+            digits = digits[1:]
+    elif universal_id in PS_IDENTIFIER_AUTHORITIES or namespace in PS_IDENTIFIER_AUTHORITIES:
+        # The national identifier: "8" + RPPS; "0" + ADELI is no RPPS.
+        if not (len(digits) == 12 and digits.startswith("8")):
+            return ""
+        digits = digits[1:]
+    else:
+        return ""
+    if len(digits) != 11 or not digits.isdigit() or not luhn_is_valid(digits):
+        return ""
+    return digits
+
+
+def _xcn(value: str, unescape) -> tuple[str, dict]:
+    """The RPPS of an XCN (first repetition) and the XCN as sent, for the audit."""
+    xcn = [unescape(part).strip() for part in _split(value, "~")[0].split("^")] if value else []
+    authority = _part(xcn, 9).split("&")
+    sent = {
+        "identifier": _part(xcn, 1),
+        "family_name": _part(xcn, 2).split("&")[0],
+        "given_name": _part(xcn, 3),
+        "authority": "&".join(a for a in authority if a),
+        "identifier_type": _part(xcn, 13),
+    }
+    rpps = _rpps_of(sent["identifier"], _part(authority, 1), _part(authority, 2), _part(xcn, 13))
+    return rpps, {key: value for key, value in sent.items() if value}
+
+
+def _hl7_date(value: str, location: str) -> dt.date | None:
+    raw = value.split("^")[0].strip()[:8]
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(f"{raw[:4]}-{raw[4:6]}-{raw[6:8]}")
+    except ValueError:
+        raise MessageRefused(
+            "AE", DATA_TYPE_ERROR, f"Not a date (YYYYMMDD): {raw!r}.", location
+        ) from None
+
+
+def _declared_gp(message) -> DeclaredGp | None:
+    """The primary care provider's ROL, else PD1-4 (see the module docstring)."""
+    unescape = message.unescape
+    try:
+        roles = message.segments("ROL")
+    except KeyError:
+        roles = []
+    for number, rol in enumerate(roles, start=1):
+        role = _part(_field(rol, 3).split("^"), 1).strip().upper()
+        if role not in GP_ROLES:
+            continue
+        action = _part(_field(rol, 2).split("^"), 1).strip().upper()
+        if action != GP_WITHDRAWING_ACTION and action not in GP_DECLARING_ACTIONS:
+            raise MessageRefused(
+                "AE",
+                TABLE_VALUE_NOT_FOUND,
+                f"ROL-2 must be AD, UP, UC or DE, not {action!r}.",
+                f"ROL^{number}^2",
+            )
+        rpps, sent = _xcn(_field(rol, 4), unescape)
+        withdraw = action == GP_WITHDRAWING_ACTION
+        if not sent and not withdraw:
+            raise MessageRefused(
+                "AE",
+                REQUIRED_FIELD_MISSING,
+                "ROL-4 must name the primary care provider.",
+                f"ROL^{number}^4",
+            )
+        return DeclaredGp(
+            withdraw=withdraw,
+            rpps=rpps,
+            sent=sent,
+            started_on=_hl7_date(_field(rol, 5), f"ROL^{number}^5"),
+            location=f"ROL^{number}^4",
+        )
+    try:
+        pd1 = message.segment("PD1")
+    except KeyError:
+        return None
+    rpps, sent = _xcn(_field(pd1, 4), unescape)
+    if not sent:
+        return None
+    return DeclaredGp(withdraw=False, rpps=rpps, sent=sent, started_on=None, location="PD1^1^4")
+
+
 def _local_identifiers(message, establishment: Establishment) -> tuple[str, str]:
     """A40/A47: the establishment's IPP in PID-3 (the correct or surviving one) and in MRG-1
     (the incorrect or merged one), ITI TF-2b 3.30.4."""
@@ -455,6 +587,7 @@ def read_identity(message, establishment: Establishment) -> Identity:
         ins_oid=ins_oid,
         identity_status=status,
         sharing_opposed=_protection_indicator(message),
+        gp=_declared_gp(message),
     )
 
 
@@ -639,6 +772,89 @@ def _apply_sharing_opposition(*, patient: Patient, identity: Identity, establish
     # Changed meanwhile by someone else: the state asked for is there.
     with contextlib.suppress(SharingOppositionUnchanged):
         change(patient=patient, by=actor, source="hl7", establishment=establishment)
+
+
+def _gp_professional(rpps: str) -> Professional | None:
+    """The portal's professional with this RPPS, else the directory's active person, linked
+    (an account made for him); None when neither knows him."""
+    professional = Professional.objects.select_related("user").filter(rpps=rpps).first()
+    if professional is not None:
+        return professional
+    try:
+        return active_person(rpps)
+    except NotInDirectory:
+        return None
+
+
+def _gp_not_applied(*, patient, declared: DeclaredGp, establishment, header, actor, reason):
+    """The declared GP could not be applied: the message stays accepted, the GP as sent and
+    why are kept in an audit event on the patient (for the establishment's interface team)."""
+    audit.record(
+        actor=actor,
+        event=audit.AuditEventId.IMPORT,
+        action=audit.AuditAction.UPDATE,
+        outcome=audit.AuditOutcome.MINOR_FAILURE,
+        obj=patient,
+        purpose=audit.AuditPurpose.CARE,
+        detail=_audit_detail(
+            establishment,
+            header,
+            gp_unresolved=declared.sent,
+            gp_withdraw=declared.withdraw,
+            reason=reason,
+        ),
+    )
+
+
+def _apply_declared_gp(
+    *, patient: Patient, identity: Identity, establishment, header, actor, result: Result
+):
+    declared = identity.gp
+    if declared is None:
+        return
+    professional = _gp_professional(declared.rpps) if declared.rpps else None
+    detail = _audit_detail(establishment, header)
+    common = {"by": actor, "patient": patient, "source": GpDeclarationSource.HL7}
+    if declared.withdraw:
+        if declared.sent and professional is None:
+            # Withdrawing someone the portal does not know: he cannot be the current GP.
+            return
+        if not isinstance(professional, Professional | None):
+            return  # a directory person without an account is nobody's GP yet
+        gp.gp_withdraw(
+            **common, establishment=establishment, professional=professional, detail=detail
+        )
+        return
+    reason = ""
+    if professional is None:
+        reason = "unknown GP" if declared.rpps else "no RPPS"
+        code = UNKNOWN_KEY_IDENTIFIER
+    else:
+        try:
+            gp.gp_declare(
+                **common,
+                professional=professional,
+                started_on=declared.started_on or timezone.localdate(),
+                establishment=establishment,
+                detail=detail,
+            )
+        except gp.GpAlreadyDeclared:
+            return
+        except ValidationError as error:
+            reason = " ".join(error.messages)
+            code = APPLICATION_INTERNAL_ERROR
+    if reason:
+        _gp_not_applied(
+            patient=patient,
+            declared=declared,
+            establishment=establishment,
+            header=header,
+            actor=actor,
+            reason=reason,
+        )
+        result.warning = f"Declared GP not applied ({reason}): {declared.sent}."
+        result.warning_code = code
+        result.warning_location = declared.location
 
 
 def _identifier(establishment: Establishment, ipp: str) -> PatientIdentifier | None:
@@ -831,6 +1047,14 @@ def _apply(message, header: Header, establishment: Establishment) -> Result:
                     establishment=establishment,
                     actor=actor,
                 )
+                _apply_declared_gp(
+                    patient=result.patient,
+                    identity=identity,
+                    establishment=establishment,
+                    header=header,
+                    actor=actor,
+                    result=result,
+                )
             if header.trigger_event in ADMITTING_EVENTS and result.conflict is None:
                 _announce_admission(
                     patient=result.patient,
@@ -975,6 +1199,16 @@ def handle_message(text: str, *, peer: str = "") -> Result:
             error_code=APPLICATION_INTERNAL_ERROR,
             text=result.error,
             location="PID",
+            severity="W",
+        )
+    elif result.warning:
+        result.error = result.warning
+        result.ack = build_ack(
+            header,
+            "AA",
+            error_code=result.warning_code,
+            text=result.warning,
+            location=result.warning_location,
             severity="W",
         )
     else:

@@ -480,6 +480,13 @@ class CareRole(models.TextChoices):
     CARE_TEAM = "equipe", _("Care team")
 
 
+class GpDeclarationSource(models.TextChoices):
+    """Where the declaration of a patient's general practitioner came from."""
+
+    PORTAL = "portal", _("the portal")
+    HL7 = "hl7", _("the HL7 feed")
+
+
 class CareRelationship(models.Model):
     """Why a professional may see a patient. Object permissions follow these rows."""
 
@@ -512,6 +519,14 @@ class CareRelationship(models.Model):
         related_name="+",
     )
     end_reason = models.TextField(_("reason for leaving the care team"), blank=True)
+    # A declared GP ("médecin traitant", portal.gp.gp_declare): the start date the declaration
+    # gives (the patient's choice may predate the portal's row, started_at), and whether it
+    # came from the portal or an establishment's HL7 feed (then ``establishment`` is the
+    # sender). Empty for the other roles and for GP rows made before declarations.
+    started_on = models.DateField(_("declared since"), null=True, blank=True)
+    source = models.CharField(
+        _("declared through"), max_length=6, choices=GpDeclarationSource.choices, blank=True
+    )
 
     class Meta:
         verbose_name = _("care relationship")

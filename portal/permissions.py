@@ -251,3 +251,24 @@ def may_answer_access_request(*, user, patient: Patient) -> bool:
     return is_referring_doctor(user=user, patient=patient) or is_establishment_administration(
         user=user, patient=patient
     )
+
+
+# --- The declared general practitioner (portal.gp) ----------------------------------------------
+
+
+def may_declare_gp(*, user, patient: Patient) -> bool:
+    """Declare the patient's general practitioner ("médecin traitant"), which ends the previous
+    one's access: as for the opposition to sharing, someone who takes care of the patient (a
+    clinician of the care team, the current GP included, who records the patient's new choice)
+    or the administration of an establishment holding the patient's record. A GP is the
+    patient's choice, told to those who treat them: a committee member, an expert or an
+    account without a clinical profession does not record it. The HL7 feed of an establishment
+    (an actor without a user) is code and is not asked."""
+    professional = _professional(user)
+    if professional is None:
+        return False
+    if professional.profession in CLINICAL_PROFESSIONS and _active_roles(
+        user=user, patient=patient
+    ):
+        return True
+    return is_establishment_administration(user=user, patient=patient)

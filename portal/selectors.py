@@ -451,3 +451,19 @@ def emergency_review_queue(*, user, reviewed: bool = False) -> QuerySet[Emergenc
     if reviewed:
         return accesses.exclude(review=EmergencyReview.PENDING).order_by("-reviewed_at", "-pk")
     return accesses.filter(review=EmergencyReview.PENDING).order_by("started_at", "pk")
+
+
+def gp_history(*, patient: Patient) -> QuerySet[CareRelationship]:
+    """The patient's GP relationships, the current one (if any) first, then the newest: the
+    "médecin traitant" block of the patient page. One query, with who declared and ended
+    each one and the establishment of a feed's declaration."""
+    return (
+        CareRelationship.objects.filter(patient=patient, role=CareRole.GP)
+        .select_related(
+            "professional__user",
+            "establishment",
+            "created_by__professional",
+            "ended_by__professional",
+        )
+        .order_by(F("ended_at").desc(nulls_first=True), "-started_at", "-pk")
+    )

@@ -704,13 +704,18 @@ def _move_care_team(*, source: Patient, target: Patient, by: Actor) -> set[int]:
     for relationship in relationships:
         professional = relationship.professional
         try:
-            care_relationship_add(
+            survivor = care_relationship_add(
                 patient=target,
                 professional=professional,
                 role=relationship.role,
                 by=by,
                 establishment=relationship.establishment,
             )
+            if relationship.source and not survivor.source:
+                # A declared GP (portal.gp) keeps the date and the source of his declaration.
+                CareRelationship.objects.filter(pk=survivor.pk).update(
+                    started_on=relationship.started_on, source=relationship.source
+                )
         except ValidationError:
             # The survivor already has another GP, or the professional may no longer join
             # (account closed): a GP stays in the team as a member; the others lose access.

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, psc, views, views_access, views_admin, views_session
+from portal import health, psc, views, views_access, views_admin, views_gp, views_session
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -18,6 +18,7 @@ patient_patterns = [
         views.care_team_end,
         name="care-team-end",
     ),
+    path("<int:patient_id>/medecin-traitant/", views_gp.patient_gp, name="patient-gp"),
 ]
 
 # A professional newly in charge of a patient (portal.views_access).

@@ -171,6 +171,7 @@ def patient_detail(request, patient_id):
         else None
     )
     age = selectors.age_on(patient.birth_date, timezone.localdate())
+    gp_history = list(selectors.gp_history(patient=patient))
     return render(
         request,
         "portal/patients/detail.html",
@@ -192,6 +193,10 @@ def patient_detail(request, patient_id):
             ),
             "opposition": _opposition_recorded(patient),
             "my_professional_id": getattr(_professional_or_none(request.user), "pk", None),
+            # The declared GP ("médecin traitant") block: the current one first, then history.
+            "current_gp": gp_history[0] if gp_history and gp_history[0].is_active else None,
+            "gp_history": gp_history,
+            "may_declare_gp": permissions.may_declare_gp(user=request.user, patient=patient),
         },
     )
 

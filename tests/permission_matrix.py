@@ -1696,3 +1696,64 @@ WEBSOCKET_MATRIX = {
         "changing message and when access changes); see tests/test_review_consumer.py"
     ),
 }
+
+
+def _today() -> dt.date:
+    from django.utils import timezone
+
+    return timezone.localdate()
+
+
+def _gp_candidate(world):
+    """Dr Sophie Bernard, a GP of the Vierzon practice with her account, as the national
+    directory lists her (built once per world): the one the matrix declares."""
+    from portal.directory_models import DirectoryIdType, DirectoryPerson
+
+    cache = world.__dict__.setdefault("_gp_candidates", [])
+    if not cache:
+        professional = builders.professional(
+            email="medecin.bernard@mirc.test",
+            first_name="Sophie",
+            last_name="Bernard",
+            specialty="medecine_generale",
+            establishment=world.practice,
+        )
+        DirectoryPerson.objects.create(
+            national_id=DirectoryIdType.RPPS + professional.rpps,
+            id_type=DirectoryIdType.RPPS,
+            rpps=professional.rpps,
+            civility="Docteur",
+            last_name="BERNARD",
+            first_name="SOPHIE",
+            profession_code="10",
+            profession_label="Médecin",
+            specialty_label="Médecine générale",
+            specialty="medecine_generale",
+        )
+        cache.append(professional)
+    return cache[0]
+
+
+MATRIX.update(
+    {
+        # Declaring the patient's GP (portal.views_gp): the referring doctor declares Dr
+        # Bernard from a given date; the lookup and the confirmation (GET, and POST without a
+        # date) are in tests/test_gp_declared.py.
+        "patient-gp": ObjectRoute(
+            kwargs=lambda w: {"patient_id": w.patient.pk},
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            method="post",
+            data=lambda w: {
+                "national_id": "8" + _gp_candidate(w).rpps,
+                "started_on": _today().isoformat(),
+                "seen_current": CareRelationship.objects.get(
+                    patient=w.patient, role=CareRole.GP, ended_at__isnull=True
+                ).pk,
+            },
+            expect=302,
+            audit_event=AuditEventId.SECURITY_ALERT,
+            patient=lambda w: w.patient,
+        ),
+    }
+)
