@@ -6,6 +6,7 @@ report) or marks his news read."""
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
@@ -23,29 +24,55 @@ def _study_title(study: Study) -> str:
     return " · ".join(part for part in parts if part) or _("Study")
 
 
+def _report_url(report: StudyReport, patient) -> str:
+    """A PDF opens by itself; a structured report is read in the patient's imaging record."""
+    if report.kind == StudyReport.Kind.PDF:
+        return reverse(
+            "study-report-pdf", kwargs={"patient_id": patient.pk, "report_id": report.pk}
+        )
+    return reverse("imaging-dossier", kwargs={"patient_id": patient.pk})
+
+
 def study_news(*, user, patients, since, limit) -> list[NewsItem]:
     """Studies that reached the portal for the GP's patients (matched to them), the latest
-    first."""
+    first, each with its viewer and its latest report when it has one (one query for all the
+    reports)."""
     studies = (
         Study.objects.filter(
             identity=StudyIdentity.MATCHED, patient__in=patients, created_at__gte=since
         )
         .select_related("patient")
+        .prefetch_related(
+            Prefetch(
+                "reports",
+                queryset=StudyReport.objects.order_by("-created_at", "-pk"),
+                to_attr="latest_reports",
+            )
+        )
         .order_by("-created_at", "-pk")[:limit]
     )
     label = _("New study")
-    return [
-        NewsItem(
-            kind="study",
-            label=label,
-            title=_study_title(study),
-            patient=study.patient,
-            at=study.created_at,
-            url=reverse("study-viewer", kwargs={"study_id": study.pk}),
-            seen_as=("imaging.study", str(study.pk)),
+    items = []
+    for study in studies:
+        viewer_url = reverse("study-viewer", kwargs={"study_id": study.pk})
+        items.append(
+            NewsItem(
+                kind="study",
+                label=label,
+                title=_study_title(study),
+                patient=study.patient,
+                at=study.created_at,
+                url=viewer_url,
+                seen_as=("imaging.study", str(study.pk)),
+                viewer_url=viewer_url,
+                report_url=(
+                    _report_url(study.latest_reports[0], study.patient)
+                    if study.latest_reports
+                    else ""
+                ),
+            )
         )
-        for study in studies
-    ]
+    return items
 
 
 def report_news(*, user, patients, since, limit) -> list[NewsItem]:
@@ -64,13 +91,10 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
     items = []
     for report in reports:
         patient = report.study.patient
+        url = _report_url(report, patient)
         if report.kind == StudyReport.Kind.PDF:
-            url = reverse(
-                "study-report-pdf", kwargs={"patient_id": patient.pk, "report_id": report.pk}
-            )
             seen_as = ("imaging.studyreport", str(report.pk))
         else:
-            url = reverse("imaging-dossier", kwargs={"patient_id": patient.pk})
             seen_as = ("portal.patient", str(patient.pk))
         items.append(
             NewsItem(
@@ -81,6 +105,8 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
                 at=report.created_at,
                 url=url,
                 seen_as=seen_as,
+                viewer_url=reverse("study-viewer", kwargs={"study_id": report.study_id}),
+                report_url=url,
             )
         )
     return items

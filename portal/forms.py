@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from portal.identifiers import validate_ins_matricule
@@ -12,6 +13,7 @@ from portal.models import (
     Professional,
     Sex,
 )
+from portal.notification_models import EmailFrequency
 
 
 class DateInput(forms.DateInput):
@@ -231,3 +233,19 @@ class AccessLetterForm(forms.Form):
         if start and end and start > end:
             raise forms.ValidationError(_("The period must start before it ends."))
         return cleaned
+
+
+class NotificationPreferenceForm(forms.Form):
+    """How the portal's e-mails reach their reader: one for each notification, one digest a
+    day, or none; and the language they are written in."""
+
+    email = forms.ChoiceField(
+        label=_("Notification e-mails"),
+        choices=EmailFrequency.choices,
+        widget=forms.RadioSelect,
+        help_text=_(
+            "E-mails never name a patient: they say what happened and link to the page, where "
+            "you sign in."
+        ),
+    )
+    language = forms.ChoiceField(label=_("Language of the e-mails"), choices=settings.LANGUAGES)

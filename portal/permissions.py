@@ -251,3 +251,8 @@ def may_answer_access_request(*, user, patient: Patient) -> bool:
     return is_referring_doctor(user=user, patient=patient) or is_establishment_administration(
         user=user, patient=patient
     )
+
+
+def may_change_notification_preference(*, user, owner) -> bool:
+    """How someone is told is his own choice: nobody sets it for him."""
+    return bool(getattr(user, "is_authenticated", False)) and user.pk == owner.pk
