@@ -1,8 +1,9 @@
 """What imaging brings to the home page (portal.home): the GP's patients' new studies and
 study reports among his news. Registered by ImagingConfig.ready.
 
-No notification announces them: they stay unread until he opens them (the viewer, the
-report) or marks his news read."""
+No notification announces a study: it stays unread until he opens it (the viewer) or marks
+his news read. A report is announced (imaging.notifications), and read when he reads that
+notification or opens the report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from imaging.models import Study, StudyIdentity, StudyReport
+from imaging.notifications import report_url
 from portal.home import NewsItem, register_news
 
 # At most this many new studies (and as many study reports) among the GP's news.
@@ -22,15 +24,6 @@ def _study_title(study: Study) -> str:
     if study.study_date:
         parts.append(study.study_date.strftime("%d/%m/%Y"))
     return " · ".join(part for part in parts if part) or _("Study")
-
-
-def _report_url(report: StudyReport, patient) -> str:
-    """A PDF opens by itself; a structured report is read in the patient's imaging record."""
-    if report.kind == StudyReport.Kind.PDF:
-        return reverse(
-            "study-report-pdf", kwargs={"patient_id": patient.pk, "report_id": report.pk}
-        )
-    return reverse("imaging-dossier", kwargs={"patient_id": patient.pk})
 
 
 def study_news(*, user, patients, since, limit) -> list[NewsItem]:
@@ -65,11 +58,7 @@ def study_news(*, user, patients, since, limit) -> list[NewsItem]:
                 url=viewer_url,
                 seen_as=("imaging.study", str(study.pk)),
                 viewer_url=viewer_url,
-                report_url=(
-                    _report_url(study.latest_reports[0], study.patient)
-                    if study.latest_reports
-                    else ""
-                ),
+                report_url=(report_url(study.latest_reports[0]) if study.latest_reports else ""),
             )
         )
     return items
@@ -91,7 +80,7 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
     items = []
     for report in reports:
         patient = report.study.patient
-        url = _report_url(report, patient)
+        url = report_url(report)
         if report.kind == StudyReport.Kind.PDF:
             seen_as = ("imaging.studyreport", str(report.pk))
         else:

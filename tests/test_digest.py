@@ -18,7 +18,7 @@ from portal.models import AuditEvent, AuditEventId, Notification
 from portal.notification_models import EmailFrequency, NotificationDigest, NotificationPreference
 from portal.tasks import send_digest, send_digests
 from tests.conftest import client_for
-from tests.permission_matrix import _rcp_case
+from tests.permission_matrix import _rcp_case, _study_report
 from tests.test_settings import _run
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +55,17 @@ def _notifications(user, count: int, *, at=None) -> list[Notification]:
 
 def _mails_to(user) -> list:
     return [message for message in mail.outbox if message.to == [user.email]]
+
+
+def _assert_names_no_patient(patient, message):
+    for identity in (
+        patient.birth_name,
+        patient.birth_name.upper(),
+        patient.first_names.split()[0],
+        patient.ins_matricule,
+        patient.birth_date.strftime("%d/%m/%Y"),
+    ):
+        assert identity not in message.body and identity not in message.subject
 
 
 def _decision(world, django_capture_on_commit_callbacks):
@@ -127,6 +138,21 @@ def test_nobody_chooses_for_someone_else(world):
     assert not NotificationPreference.objects.filter(user=world.gp.user).exists()
 
 
+def test_a_study_report_reaches_his_gp_by_email_with_a_link_only(
+    world, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report = _study_report(world)
+    [message] = _mails_to(world.gp.user)
+    assert message.subject == "[MIRC] Un compte rendu d'examen est disponible"
+    url = reverse("study-report-pdf", args=[world.patient.pk, report.pk])
+    assert f"{PORTAL}{url}" in message.body
+    _assert_names_no_patient(world.patient, message)
+    # In the portal too; the referring oncologist who uploaded it is not told of his own upload.
+    assert Notification.objects.filter(recipient=world.gp.user, url=url).count() == 1
+    assert _mails_to(world.oncologist.user) == []
+
+
 # --- The digest ---------------------------------------------------------------------------------
 
 
@@ -194,15 +220,7 @@ def test_the_digest_of_a_decision_names_no_patient(world, django_capture_on_comm
     assert _mails_to(world.gp.user) == []
     assert send_digest.delay(world.gp.user.pk).get() == 1
     [digest] = _mails_to(world.gp.user)
-    patient = world.patient
-    for identity in (
-        patient.birth_name,
-        patient.birth_name.upper(),
-        patient.first_names.split()[0],
-        patient.ins_matricule,
-        patient.birth_date.strftime("%d/%m/%Y"),
-    ):
-        assert identity not in digest.body and identity not in digest.subject
+    _assert_names_no_patient(world.patient, digest)
     assert f"{PORTAL}{reverse('rcp-case', args=[case.pk])}" in digest.body
 
 
