@@ -24,9 +24,13 @@ committees, cases or patients: the home is the page everybody opens first.
 3. he marked the news read since it appeared (the panel's button, kept in the audit trail as
    his acknowledgement; it marks the notifications of the items shown read too).
 
-So an item that no notification announces (a new study, a study report) stays unread until he
-opens it or marks the news read. Unread items come first, the newest first within each group;
-a source may cap how many of its items are shown (the studies of an import arrive by the dozen).
+So an item that no notification announces (a new study) stays unread until he opens it or
+marks the news read. Unread items come first, the newest first within each group; a source
+may cap how many of its items are shown (the studies of an import arrive by the dozen).
+
+**The GP's working page** (:func:`gp_items`, portal.views_gp) shows the same items, read or
+unread alike, the newest first, page by page and without caps, for all his patients or those
+his search found.
 """
 
 from __future__ import annotations

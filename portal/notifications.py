@@ -14,6 +14,10 @@ other way round, and the task still runs in-process where there is no broker
 (CELERY_TASK_ALWAYS_EAGER, the demo's background thread). One message per recipient; on an SMTP
 error the task retries for the recipients not yet served, so nobody gets the same message twice.
 
+Each reader chooses how e-mails reach him (portal.notification_models.NotificationPreference,
+on his notification e-mails page): one for each notification (the default), in his language;
+none at once but one digest a day of his unread notifications (portal.digests); or none.
+
 An e-mail's context is either given at the call (JSON only: it travels through the broker),
 or built when the e-mail leaves by a function marked :func:`email_context`
 (``context=at_send(builder, *ids)``), so the e-mail says what is true then and is dropped
