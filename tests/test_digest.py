@@ -246,3 +246,21 @@ def test_a_bad_digest_hour_is_named_at_start_up():
     result = _run(["manage.py", "check"], DIGEST_HOUR="25")
     assert result.returncode != 0
     assert "DIGEST_HOUR" in result.stderr
+
+
+def test_a_mail_server_failure_leaves_the_day_free_for_the_retry(world, monkeypatch):
+    from portal import mail as portal_mail
+
+    _choose(world.gp.user, EmailFrequency.DIGEST)
+    _notifications(world.gp.user, 2)
+
+    def refused(**kwargs):
+        raise portal_mail.EmailsNotSent([world.gp.user.pk], OSError("connection refused"))
+
+    monkeypatch.setattr(digests, "send_each", refused)
+    with pytest.raises(portal_mail.EmailsNotSent):
+        digests.digest_send(user=world.gp.user)
+    assert not NotificationDigest.objects.filter(user=world.gp.user).exists()
+    monkeypatch.undo()
+    assert digests.digest_send(user=world.gp.user) == 2
+    assert len(mail.outbox) == 1
