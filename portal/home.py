@@ -28,9 +28,9 @@ So an item that no notification announces (a new study) stays unread until he op
 marks the news read. Unread items come first, the newest first within each group; a source
 may cap how many of its items are shown (the studies of an import arrive by the dozen).
 
-**The GP's working page** (:func:`gp_items`, portal.views_gp) shows the same items, read or
-unread alike, the newest first, page by page and without caps, for all his patients or those
-his search found.
+**The GP's working page** (:func:`gp_items`, portal.views_gp_home) shows the same items,
+read or unread alike, the newest first, page by page and without caps, for all his patients
+or those his search found.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from portal import (
     views_access,
     views_account,
     views_admin,
-    views_gp,
+    views_gp_home,
     views_session,
 )
 
@@ -137,8 +137,8 @@ urlpatterns = [
         views_account.notification_preferences,
         name="account-notifications",
     ),
-    path("accueil/mes-patients/", views_gp.gp_home, name="gp-home"),
-    path("accueil/mes-patients/lus/", views_gp.gp_home_mark_read, name="gp-home-read"),
+    path("accueil/mes-patients/", views_gp_home.gp_home, name="gp-home"),
+    path("accueil/mes-patients/lus/", views_gp_home.gp_home_mark_read, name="gp-home-read"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
