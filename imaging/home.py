@@ -1,15 +1,18 @@
 """What imaging brings to the home page (portal.home): the GP's patients' new studies and
 study reports among his news. Registered by ImagingConfig.ready.
 
-No notification announces them: they stay unread until he opens them (the viewer, the
-report) or marks his news read."""
+No notification announces a study: it stays unread until he opens it (the viewer) or marks
+his news read. A report is announced (imaging.notifications), and read when he reads that
+notification or opens the report."""
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from imaging.models import Study, StudyIdentity, StudyReport
+from imaging.notifications import report_url
 from portal.home import NewsItem, register_news
 
 # At most this many new studies (and as many study reports) among the GP's news.
@@ -25,27 +28,40 @@ def _study_title(study: Study) -> str:
 
 def study_news(*, user, patients, since, limit) -> list[NewsItem]:
     """Studies that reached the portal for the GP's patients (matched to them), the latest
-    first."""
+    first, each with its viewer and its latest report when it has one (one query for all the
+    reports)."""
     studies = (
         Study.objects.filter(
             identity=StudyIdentity.MATCHED, patient__in=patients, created_at__gte=since
         )
         .select_related("patient")
+        .prefetch_related(
+            Prefetch(
+                "reports",
+                queryset=StudyReport.objects.order_by("-created_at", "-pk"),
+                to_attr="latest_reports",
+            )
+        )
         .order_by("-created_at", "-pk")[:limit]
     )
     label = _("New study")
-    return [
-        NewsItem(
-            kind="study",
-            label=label,
-            title=_study_title(study),
-            patient=study.patient,
-            at=study.created_at,
-            url=reverse("study-viewer", kwargs={"study_id": study.pk}),
-            seen_as=("imaging.study", str(study.pk)),
+    items = []
+    for study in studies:
+        viewer_url = reverse("study-viewer", kwargs={"study_id": study.pk})
+        items.append(
+            NewsItem(
+                kind="study",
+                label=label,
+                title=_study_title(study),
+                patient=study.patient,
+                at=study.created_at,
+                url=viewer_url,
+                seen_as=("imaging.study", str(study.pk)),
+                viewer_url=viewer_url,
+                report_url=(report_url(study.latest_reports[0]) if study.latest_reports else ""),
+            )
         )
-        for study in studies
-    ]
+    return items
 
 
 def report_news(*, user, patients, since, limit) -> list[NewsItem]:
@@ -64,13 +80,10 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
     items = []
     for report in reports:
         patient = report.study.patient
+        url = report_url(report)
         if report.kind == StudyReport.Kind.PDF:
-            url = reverse(
-                "study-report-pdf", kwargs={"patient_id": patient.pk, "report_id": report.pk}
-            )
             seen_as = ("imaging.studyreport", str(report.pk))
         else:
-            url = reverse("imaging-dossier", kwargs={"patient_id": patient.pk})
             seen_as = ("portal.patient", str(patient.pk))
         items.append(
             NewsItem(
@@ -81,6 +94,8 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
                 at=report.created_at,
                 url=url,
                 seen_as=seen_as,
+                viewer_url=reverse("study-viewer", kwargs={"study_id": report.study_id}),
+                report_url=url,
             )
         )
     return items

@@ -34,6 +34,7 @@ from imaging.models import (
     StudyReport,
     ViewerToken,
 )
+from imaging.notifications import notify_study_report
 from imaging.render import thumbnail_png
 from imaging.sandbox import run_limited
 from imaging.validation import (
@@ -311,7 +312,7 @@ def _index_report(parsed: ParsedFile, study: Study) -> None:
         kind, text, title = StudyReport.Kind.PDF, "", str(ds.get("DocumentTitle", ""))
     else:
         return
-    StudyReport.objects.get_or_create(
+    report, created = StudyReport.objects.get_or_create(
         sop_instance_uid=parsed.sop_instance_uid,
         defaults={
             "study": study,
@@ -326,6 +327,9 @@ def _index_report(parsed: ParsedFile, study: Study) -> None:
             )[:200],
         },
     )
+    if created:
+        # The patient's GP is told (portal.notifications; e-mailed on commit), once a report.
+        notify_study_report(report=report)
 
 
 def _int_or_none(value):

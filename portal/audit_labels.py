@@ -129,3 +129,7 @@ register("portal.carerelationship", _care_relationships)
 # (marked read). Their events name no object.
 register_type("portal.home", gettext_lazy("Home page"))
 register_type("portal.home_news", gettext_lazy("Home page: news of my patients"))
+# The GP's working page (portal.views_gp_home): what he searched among his patients.
+register_type("portal.gp_home", gettext_lazy("My patients' news"))
+# One's own choice of notification e-mails (portal.services.notification_preference_set).
+register("portal.notificationpreference", lambda ids: dict.fromkeys(ids, _("Notification e-mails")))

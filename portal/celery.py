@@ -50,3 +50,16 @@ def _access_expiry_schedule(sender, **kwargs):
     sender.add_periodic_task(
         300, sender.signature("portal.close_expired_accesses"), name="portal-close-expired-accesses"
     )
+
+
+@app.on_after_configure.connect
+def _digest_schedule(sender, **kwargs):
+    """The daily digest of notifications (portal.send_digests) at DIGEST_HOUR; each user's
+    digest is claimed for the day before it leaves, so a second run sends nothing."""
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        crontab(hour=settings.DIGEST_HOUR, minute=0),
+        sender.signature("portal.send_digests"),
+        name="portal-send-digests",
+    )

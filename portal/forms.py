@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -13,6 +14,7 @@ from portal.models import (
     Professional,
     Sex,
 )
+from portal.notification_models import EmailFrequency
 
 
 class DateInput(forms.DateInput):
@@ -252,3 +254,19 @@ class GpDeclareForm(forms.Form):
         if started_on > timezone.localdate():
             raise forms.ValidationError(_("The GP's start date cannot be in the future."))
         return started_on
+
+
+class NotificationPreferenceForm(forms.Form):
+    """How the portal's e-mails reach their reader: one for each notification, one digest a
+    day, or none; and the language they are written in."""
+
+    email = forms.ChoiceField(
+        label=_("Notification e-mails"),
+        choices=EmailFrequency.choices,
+        widget=forms.RadioSelect,
+        help_text=_(
+            "E-mails never name a patient: they say what happened and link to the page, where "
+            "you sign in."
+        ),
+    )
+    language = forms.ChoiceField(label=_("Language of the e-mails"), choices=settings.LANGUAGES)

@@ -24,9 +24,13 @@ committees, cases or patients: the home is the page everybody opens first.
 3. he marked the news read since it appeared (the panel's button, kept in the audit trail as
    his acknowledgement; it marks the notifications of the items shown read too).
 
-So an item that no notification announces (a new study, a study report) stays unread until he
-opens it or marks the news read. Unread items come first, the newest first within each group;
-a source may cap how many of its items are shown (the studies of an import arrive by the dozen).
+So an item that no notification announces (a new study) stays unread until he opens it or
+marks the news read. Unread items come first, the newest first within each group; a source
+may cap how many of its items are shown (the studies of an import arrive by the dozen).
+
+**The GP's working page** (:func:`gp_items`, portal.views_gp_home) shows the same items,
+read or unread alike, the newest first, page by page and without caps, for all his patients
+or those his search found.
 """
 
 from __future__ import annotations
@@ -143,6 +147,10 @@ class NewsItem:
     notification_id: int | None = None
     # The key of the source that gave it (register_news).
     source: str = ""
+    # One click to the images: the study's viewer (studies and their reports), and the
+    # study's report when one came with it.
+    viewer_url: str = ""
+    report_url: str = ""
 
 
 _news: dict[str, tuple[Callable, int | None]] = {}
@@ -150,7 +158,9 @@ _news: dict[str, tuple[Callable, int | None]] = {}
 
 def register_news(*, key: str, fetch: Callable, max_shown: int | None = None) -> None:
     """Add a source of the GP's news: ``fetch(user=, patients=, since=, limit=)`` returns
-    NewsItems newest first, at most ``limit``, in a constant number of queries.
+    NewsItems newest first, at most ``limit``, in a constant number of queries. ``patients``
+    is a queryset of patient ids (his patients, or those his search found); an item of a
+    study fills ``viewer_url`` (and ``report_url`` when the study has a report).
 
     ``max_shown`` caps how many of its items the panel shows: the studies of one import
     (a dozen at once) would otherwise push the decisions and reports out of it."""
@@ -183,6 +193,60 @@ def gp_news(user, *, now: dt.datetime | None = None, limit: int = NEWS_SHOWN) ->
         per_source[item.source] += 1
         shown.append(item)
     return shown[:limit]
+
+
+# --- The GP's working page (all the items of his patients, page by page) --------------------------
+
+# The working page goes further back than the home's panel: it is where he looks a result up.
+GP_WINDOW = dt.timedelta(days=365)
+GP_PAGE_SIZE = 20
+# Deeper pages cost a longer read of each source: past this one, the search is the way.
+GP_MAX_PAGE = 50
+
+
+@dataclass
+class ItemsPage:
+    items: list[NewsItem]
+    number: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def unread_count(self) -> int:
+        return sum(1 for item in self.items if item.unread)
+
+
+def gp_items(
+    user,
+    *,
+    patients=None,
+    page: int = 1,
+    per_page: int = GP_PAGE_SIZE,
+    now: dt.datetime | None = None,
+) -> ItemsPage:
+    """The items of the patients ``user`` is the GP of (or of ``patients``, a queryset of
+    their ids, among them: his search), the newest first, one page: each source is read once
+    (``page * per_page + 1`` rows at most) and the read marks once, whatever the number of
+    items. Unlike the home's panel no source is capped: this is his whole list."""
+    now = now or timezone.now()
+    page = min(max(page, 1), GP_MAX_PAGE)
+    if patients is None:
+        patients = patients_followed_as_gp(user).values("pk")
+    end = page * per_page
+    items: list[NewsItem] = []
+    for key in sorted(_news):
+        fetch, _cap = _news[key]
+        for item in fetch(user=user, patients=patients, since=now - GP_WINDOW, limit=end + 1):
+            item.source = key
+            items.append(item)
+    items.sort(key=lambda item: (item.at, item.source, item.url), reverse=True)
+    shown = items[end - per_page : end]
+    if shown:
+        _mark_unread(user, shown)
+    return ItemsPage(items=shown, number=page, has_next=len(items) > end)
 
 
 def _first_notifications(user, items: list[NewsItem]) -> dict[int, Notification]:
@@ -294,7 +358,9 @@ def register_portal_panels() -> None:
 
 __all__ = [
     "NEWS_SHOWN",
+    "ItemsPage",
     "NewsItem",
+    "gp_items",
     "gp_news",
     "news_mark_read",
     "panels_for",

@@ -881,4 +881,8 @@ from portal.directory_models import (  # noqa: E402, F401
     DirectoryImport,
     DirectoryPerson,
 )
+from portal.notification_models import (  # noqa: E402, F401
+    NotificationDigest,
+    NotificationPreference,
+)
 from portal.psc_models import ProviderSession  # noqa: E402, F401

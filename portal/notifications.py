@@ -14,6 +14,10 @@ other way round, and the task still runs in-process where there is no broker
 (CELERY_TASK_ALWAYS_EAGER, the demo's background thread). One message per recipient; on an SMTP
 error the task retries for the recipients not yet served, so nobody gets the same message twice.
 
+Each reader chooses how e-mails reach him (portal.notification_models.NotificationPreference,
+on his notification e-mails page): one for each notification (the default), in his language;
+none at once but one digest a day of his unread notifications (portal.digests); or none.
+
 An e-mail's context is either given at the call (JSON only: it travels through the broker),
 or built when the e-mail leaves by a function marked :func:`email_context`
 (``context=at_send(builder, *ids)``), so the e-mail says what is true then and is dropped
@@ -38,6 +42,7 @@ from django.utils.module_loading import import_string
 from portal.directory_accounts import has_placeholder_email
 from portal.mail import send_each
 from portal.models import Notification, User, render_notification_text
+from portal.notification_models import EmailFrequency, NotificationPreference
 from portal.task_queue import enqueue
 
 logger = logging.getLogger(__name__)
@@ -177,16 +182,32 @@ def _by_email(users: list[User], notice: Notice) -> None:
     if not notice.email_template:
         return
     # A placeholder address (an account made from the directory) reaches nobody.
-    recipient_ids = [
-        user.pk for user in users if user.email and not has_placeholder_email(user.email)
-    ]
-    if not recipient_ids:
+    reachable = [user.pk for user in users if user.email and not has_placeholder_email(user.email)]
+    if not reachable:
         return
-    email = email_message(notice.email_template, notice.context)
-
-    # Robust: the change is committed and the in-portal notifications are there; a broker
-    # outage loses the e-mails (logged), not the caller's response.
-    transaction.on_commit(lambda: enqueue("portal.send_emails", email, recipient_ids), robust=True)
+    # Each reader's choice: an e-mail now, in his language; or his daily digest
+    # (portal.digests), or none at all. No row: an e-mail now, in the portal's language.
+    preferences = {
+        user_id: (frequency, language)
+        for user_id, frequency, language in NotificationPreference.objects.filter(
+            user_id__in=reachable
+        ).values_list("user_id", "email", "language")
+    }
+    by_language: dict[str, list[int]] = {}
+    for pk in reachable:
+        frequency, language = preferences.get(pk, (EmailFrequency.EACH, settings.LANGUAGE_CODE))
+        if frequency == EmailFrequency.EACH:
+            by_language.setdefault(language, []).append(pk)
+    for language, recipient_ids in by_language.items():
+        email = email_message(notice.email_template, notice.context)
+        if language != settings.LANGUAGE_CODE:
+            email["language"] = language
+        # Robust: the change is committed and the in-portal notifications are there; a broker
+        # outage loses the e-mails (logged), not the caller's response.
+        transaction.on_commit(
+            lambda email=email, ids=recipient_ids: enqueue("portal.send_emails", email, ids),
+            robust=True,
+        )
 
 
 def notify(
@@ -206,7 +227,8 @@ def notify(
     :func:`notify_in_portal` takes them (with ``params``, an English source each reader reads in
     their language). ``link`` is the page's path. With ``email_template`` (a template name
     without its ``.txt``; its subject is ``<name>_subject.txt``), an e-mail too, rendered in the
-    portal's language with ``context``."""
+    reader's language with ``context``, for those who want one for each notification (the
+    others read it in their daily digest, or in the portal only)."""
     told: list[User] = []
     seen: set[int] = set()
     for user in users:
@@ -247,7 +269,8 @@ def emails_send(*, email: dict, recipient_ids: list[int]) -> int:
 
     Raises portal.mail.EmailsNotSent with the recipients left when the mail server fails."""
     template = email["template"]
-    with translation.override(settings.LANGUAGE_CODE), timezone.override(PARIS):
+    language = email.get("language") or settings.LANGUAGE_CODE
+    with translation.override(language), timezone.override(PARIS):
         context = _context(email)
         if context is None:
             logger.info("%s e-mail dropped: no longer relevant (%s)", template, email)

@@ -272,3 +272,8 @@ def may_declare_gp(*, user, patient: Patient) -> bool:
     ):
         return True
     return is_establishment_administration(user=user, patient=patient)
+
+
+def may_change_notification_preference(*, user, owner) -> bool:
+    """How someone is told is his own choice: nobody sets it for him."""
+    return bool(getattr(user, "is_authenticated", False)) and user.pk == owner.pk

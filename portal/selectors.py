@@ -467,3 +467,20 @@ def gp_history(*, patient: Patient) -> QuerySet[CareRelationship]:
         )
         .order_by(F("ended_at").desc(nulls_first=True), "-started_at", "-pk")
     )
+
+
+def notification_preference_of(user):
+    """``user``'s choice of notification e-mails; the default (an e-mail each, in the portal's
+    language) when he never chose, unsaved."""
+    from portal.notification_models import NotificationPreference
+
+    return NotificationPreference.objects.filter(user=user).first() or NotificationPreference(
+        user=user
+    )
+
+
+def gp_patient_search(*, user, query: str = "") -> QuerySet[Patient]:
+    """:func:`patient_search` among the patients ``user`` is the current GP of (his home)."""
+    return patient_search(user=user, query=query).filter(
+        pk__in=patients_followed_as_gp(user).values("pk")
+    )

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.apps import apps
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
@@ -40,6 +41,7 @@ from portal.models import (
     SharingOppositionSource,
     search_key,
 )
+from portal.notification_models import EmailFrequency, NotificationPreference
 from portal.notifications import notify_in_portal as notify
 from portal.notifications import user_group_name
 from portal.selectors import access_generation_key
@@ -861,3 +863,36 @@ def notification_mark_read(*, user, notification_ids: list[int] | None = None) -
     if notification_ids is not None:
         notifications = notifications.filter(pk__in=notification_ids)
     return notifications.update(read_at=timezone.now())
+
+
+# --- Notification e-mails: each, a daily digest, or none ---------------------------------------
+
+
+def notification_preference_set(*, user, email: str, language: str, by: Actor):
+    """``user`` chooses how the portal's e-mails reach him (portal.notifications) and in which
+    language; audited. Raises PermissionDenied for anyone else (audited)."""
+    if not permissions.may_change_notification_preference(user=by.user, owner=user):
+        record_refusal(
+            actor=by,
+            object_type="portal.user",
+            object_id=user.pk,
+            reason="notification preference of another user",
+        )
+        raise PermissionDenied(_("You may only choose your own notification e-mails."))
+    if email not in EmailFrequency.values or language not in dict(settings.LANGUAGES):
+        raise ValidationError(_("Choose how you want to receive notification e-mails."))
+    with transaction.atomic():
+        preference, _created = NotificationPreference.objects.select_for_update().get_or_create(
+            user=user
+        )
+        before = {"email": preference.email, "language": preference.language}
+        preference.email, preference.language = email, language
+        preference.save(update_fields=["email", "language", "updated_at"])
+        audit.record(
+            actor=by,
+            event=audit.AuditEventId.APPLICATION_ACTIVITY,
+            action=audit.AuditAction.UPDATE,
+            obj=preference,
+            detail={"before": before, "after": {"email": email, "language": language}},
+        )
+    return preference

@@ -327,6 +327,11 @@ if DIRECTORY_EXTRACT_PATH and not Path(DIRECTORY_EXTRACT_PATH).is_absolute():
 DIRECTORY_REFRESH_HOUR = env.int("DIRECTORY_REFRESH_HOUR", default=2)
 if not 0 <= DIRECTORY_REFRESH_HOUR <= 23:
     raise ImproperlyConfigured("DIRECTORY_REFRESH_HOUR must be an hour from 0 to 23.")
+# The hour (UTC, 0-23) of the daily digest of notifications (portal.send_digests), for those
+# who chose one digest a day rather than an e-mail each: before the GP's surgery opens.
+DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
+if not 0 <= DIGEST_HOUR <= 23:
+    raise ImproperlyConfigured("DIGEST_HOUR must be an hour from 0 to 23.")
 
 # Live shared review: a presenter whose connection drops keeps control this long, so that a
 # page reload or a network glitch does not hand the meeting to nobody.

@@ -6,8 +6,10 @@ from pathlib import Path
 from celery import shared_task
 from django.conf import settings
 
-from portal import access_requests, directory, notifications
+from portal import access_requests, digests, directory, notifications
 from portal.mail import EmailsNotSent
+from portal.models import User
+from portal.task_queue import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -70,3 +72,27 @@ def close_expired_accesses() -> int:
     """Write the end of the access requests and emergency accesses whose time is up in the
     audit trail (portal.access_requests; the access itself ended at its end time)."""
     return access_requests.close_expired_accesses()
+
+
+@shared_task(name="portal.send_digests")
+def send_digests() -> int:
+    """At DIGEST_HOUR (beat): one digest task per reader who chose the daily digest."""
+    readers = digests.digest_readers()
+    for user_id in readers:
+        enqueue("portal.send_digest", user_id)
+    return len(readers)
+
+
+@shared_task(bind=True, max_retries=6, name="portal.send_digest")
+def send_digest(self, user_id: int) -> int:
+    """One reader's digest of the day; sent once whatever the redeliveries (portal.digests)."""
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return 0
+    try:
+        return digests.digest_send(user=user)
+    except EmailsNotSent as error:
+        if self.request.is_eager:
+            logger.warning("digest of user %s not sent: %s", user_id, error)
+            return 0
+        raise self.retry(exc=error, countdown=min(3600, 120 * 2**self.request.retries)) from error

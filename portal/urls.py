@@ -1,7 +1,17 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, psc, views, views_access, views_admin, views_gp, views_session
+from portal import (
+    health,
+    psc,
+    views,
+    views_access,
+    views_account,
+    views_admin,
+    views_gp,
+    views_gp_home,
+    views_session,
+)
 
 patient_patterns = [
     path("", views.patient_list, name="patient-list"),
@@ -124,6 +134,13 @@ urlpatterns = [
     path("session/maintien/", views_session.session_keepalive, name="session-keepalive"),
     # Pro Santé Connect's back-channel logout (server to server, signed logout token).
     path("psc/deconnexion/", psc.backchannel_logout, name="psc-backchannel-logout"),
+    path(
+        "compte/notifications/",
+        views_account.notification_preferences,
+        name="account-notifications",
+    ),
+    path("accueil/mes-patients/", views_gp_home.gp_home, name="gp-home"),
+    path("accueil/mes-patients/lus/", views_gp_home.gp_home_mark_read, name="gp-home-read"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),

@@ -1571,6 +1571,12 @@ MATRIX = {
         audit_event=AuditEventId.EXPORT,
         patient=lambda w: w.patient,
     ),
+    # The GP's working page: his own patients' items only (tests/test_gp_home.py); anyone else
+    # signed in finds an empty list.
+    "gp-home": SignedIn(audit_event=AuditEventId.QUERY, patient_data=True),
+    "gp-home-read": SignedIn(method="post", expect=302),
+    # One's own choice of notification e-mails (tests/test_digest.py).
+    "account-notifications": SignedIn(),
 }
 
 
