@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from imaging import packages
 from imaging.access import get_package_for_user, get_study_for_user
+from imaging.permissions import may_package_studies
 from portal import audit
 from portal.access import get_patient_for_user
 from portal.audit import Actor
@@ -110,6 +111,11 @@ def package_download(request, patient_id, package_id):
     if package.status != package.Status.READY:
         messages.info(request, _("The package is not ready to download."))
         return back
+    studies = list(package.studies.all())
+    # Asked for weeks ago, perhaps: the patient may have opposed sharing since.
+    if not may_package_studies(user=request.user, patient=package.patient, studies=studies):
+        messages.error(request, _("You may not download these images."))
+        return back
     actor = Actor.from_request(request)
     try:
         stream = packages.open_verified(package)
@@ -128,7 +134,7 @@ def package_download(request, patient_id, package_id):
         purpose=AuditPurpose.CARE,
         detail={
             "format": "DICOMDIR zip",
-            "studies": sorted(package.studies.values_list("study_instance_uid", flat=True)),
+            "studies": sorted(study.study_instance_uid for study in studies),
             "sha256": package.sha256,
             "size": package.size,
         },

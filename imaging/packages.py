@@ -5,9 +5,9 @@ application profiles; PS3.3 Annex F, the DICOMDIR's directory records).
 What the zip holds:
 
 * ``DICOMDIR``: a PATIENT/STUDY/SERIES/IMAGE (or ENCAP DOC, SR DOCUMENT…) record for each
-  instance, built with :class:`pydicom.fileset.FileSet`, its ReferencedFileID pointing at
-  the file's CD-style path (``PT000000/ST000000/SE000000/IM000000``: uppercase, at most 8
-  characters per component, PS3.10 §8.2);
+  instance (imaging.dicomdir), its ReferencedFileID naming the file's CD-style path
+  (``DICOM/P0000001/S0000001/S0000001/I0000001``: uppercase, at most 8 characters per
+  component, PS3.10 §8.2);
 * at those paths, each instance's **original bytes** as the archive (imaging.archive, the
   embedded one or a DICOMweb PACS) returns them: never decoded, re-encoded nor anonymised;
 * ``REPORTS/``: the studies' reports readable without a DICOM viewer (the PDF out of an
@@ -17,11 +17,10 @@ What the zip holds:
 
 How it is made: :func:`package_request` (one transaction, audited, the task queued on
 commit) then the task ``imaging.build_package`` (imaging.tasks) calls :func:`package_build`.
-The build lists the instances through the archive, spools each file to disk as it comes (a
-large study is never held in memory), adds a copy of its header without pixel data to the
-File-set (``FileSet.write`` rewrites the files it is given, so it gets headers only and its
-copies are thrown away), writes the DICOMDIR, then zips the spooled originals under the
-File IDs the DICOMDIR names. Progress (``done``/``total``) is saved after every instance.
+The build lists the instances through the archive, then fetches them one by one: each file
+goes into the zip (written to disk as it grows) under the File ID its directory record
+names, so a large study is never held in memory; the DICOMDIR is written last. Progress
+(``done``/``total``) is saved after every instance.
 
 A redelivered task (acks_late) takes the package again with a new attempt number; only the
 latest attempt may finish it, so two workers never both publish a file. The file is kept
@@ -55,9 +54,9 @@ from django.db.models import F, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from pydicom import dcmread
-from pydicom.fileset import FileSet
 
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
+from imaging.dicomdir import DicomDir, RecordError
 from imaging.models import Study, StudyIdentity, StudyPackage, StudyReport
 from imaging.permissions import may_package_studies
 from imaging.selectors import studies_visible_to
@@ -84,7 +83,7 @@ BUILD_PREFIX = ".build-"
 FILE_SET_ID = "MIRC"  # (0004,1130) File-set ID, CS, at most 16 characters
 HASH_CHUNK = 1024 * 1024
 
-PDF_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
+PDF_REPORT = StudyReport.Kind.PDF
 
 
 class PackageRefused(Exception):
@@ -294,27 +293,13 @@ class _Superseded(Exception):
     """A later attempt took the package: this one stops and leaves no file."""
 
 
-def _file_id(instance) -> str:
-    """The instance's ReferencedFileID (one value per component) as a zip path."""
-    value = instance.ReferencedFileID
-    components = [value] if isinstance(value, str) else list(value)
-    return "/".join(str(component) for component in components)
-
-
-def _report_entries(
-    studies: list[Study], spooled: dict[str, Path]
-) -> list[tuple[str, bytes | Path]]:
+def _report_entries(reports: list[StudyReport], pdfs: dict[str, bytes]) -> list[tuple[str, bytes]]:
     """The studies' reports, readable without a DICOM viewer: (name in REPORTS/, content)."""
-    from imaging.services import encapsulated_document
-
     entries = []
-    reports = StudyReport.objects.filter(study__in=studies).order_by("study_id", "created_at", "pk")
     for number, report in enumerate(reports, start=1):
-        if report.kind == StudyReport.Kind.PDF:
-            path = spooled.get(report.sop_instance_uid)
-            if path is None:
-                continue  # no longer in the archive: its listing said so
-            entries.append((f"CR{number:03d}.PDF", encapsulated_document(path.read_bytes())))
+        if report.kind == PDF_REPORT:
+            if report.sop_instance_uid in pdfs:  # else no longer in the archive's listing
+                entries.append((f"CR{number:03d}.PDF", pdfs[report.sop_instance_uid]))
         elif report.text:
             text = f"{report.title}\n\n{report.text}\n" if report.title else f"{report.text}\n"
             entries.append((f"CR{number:03d}.TXT", text.encode("utf-8")))
@@ -426,52 +411,45 @@ def package_build(*, package_id: int) -> StudyPackage | None:
 
 
 def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
+    from imaging.services import encapsulated_document
+
     listing = _listing(archive, studies)
     _set_progress(package.pk, attempt, done=0, total=len(listing))
-    spool = work / "spool"
-    spool.mkdir()
-    fileset = FileSet()
-    fileset.ID = FILE_SET_ID
-    spooled: dict[str, Path] = {}
-    for position, (study, series_uid, sop_uid) in enumerate(listing, start=1):
-        data = archive.retrieve_instance(study.study_instance_uid, series_uid, sop_uid)
-        path = spool / f"{position:08d}"
-        path.write_bytes(data)
-        header = dcmread(io.BytesIO(data), stop_before_pixels=True)
-        del data  # one instance in memory at a time
-        _recordable(header, study, position)
-        try:
-            fileset.add(header)
-        except ValueError as error:
-            raise PackageRefused(
-                _("An image cannot be described in a DICOMDIR (%(uid)s): %(error)s")
-                % {"uid": sop_uid, "error": error}
-            ) from error
-        spooled[sop_uid] = path
-        _set_progress(package.pk, attempt, done=position)
-    fileset.write(work / "fileset")
-    reports = _report_entries(studies, spooled)
-    documents = _document_entries(package)
-    labels = {
-        **{name: _("study report") for name, _content in reports},
-        **{
-            name: reference["label"]
-            for (name, _content), reference in zip(documents, package.documents, strict=True)
-        },
-    }
+    reports = list(
+        StudyReport.objects.filter(study__in=studies).order_by("study_id", "created_at", "pk")
+    )
+    pdf_reports = {report.sop_instance_uid for report in reports if report.kind == PDF_REPORT}
+    pdfs: dict[str, bytes] = {}
+    directory = DicomDir(file_set_id=FILE_SET_ID)
     zip_path = work / "package.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        zf.write(work / "fileset" / "DICOMDIR", "DICOMDIR")
-        for instance in fileset:
-            # The archive's bytes under the path the DICOMDIR names; FileSet's own copies
-            # (headers only) stay behind in the work directory.
-            zf.write(spooled[instance.SOPInstanceUID], _file_id(instance))
-        for name, content in [*reports, *documents]:
+        for position, (study, series_uid, sop_uid) in enumerate(listing, start=1):
+            data = archive.retrieve_instance(study.study_instance_uid, series_uid, sop_uid)
+            header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+            _recordable(header, study, position)
+            try:
+                file_id = directory.add(header)
+            except RecordError as error:
+                raise PackageRefused(
+                    _("An image cannot be described in a DICOMDIR (%(uid)s): %(error)s")
+                    % {"uid": sop_uid, "error": error}
+                ) from error
+            # The archive's bytes, as they came: one instance in memory at a time.
+            zf.writestr(file_id, data)
+            if sop_uid in pdf_reports:
+                pdfs[sop_uid] = encapsulated_document(data)
+            del data
+            _set_progress(package.pk, attempt, done=position)
+        zf.writestr("DICOMDIR", directory.encode())
+        entries = _report_entries(reports, pdfs)
+        documents = _document_entries(package)
+        for name, content in [*entries, *documents]:
             zf.writestr(f"REPORTS/{name}", content)
-        zf.writestr(
-            "README.TXT",
-            _readme(package, studies, len(spooled), sorted(labels.items())).encode("utf-8"),
-        )
+        labels = [(name, _("study report")) for name, _content in entries] + [
+            (name, reference["label"])
+            for (name, _content), reference in zip(documents, package.documents, strict=True)
+        ]
+        zf.writestr("README.TXT", _readme(package, studies, directory.count, labels).encode())
     return zip_path
 
 

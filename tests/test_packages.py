@@ -129,8 +129,12 @@ def test_the_dicomdir_points_at_every_file_and_the_files_are_the_archives(world,
     }
     assert referenced == in_zip
     for name in referenced:
+        # CD-style File IDs (PS3.10 §8.2), e.g. DICOM/P0000001/S0000001/S0000002/I0000003.
         components = name.split("/")
-        assert all(len(part) <= 8 and part == part.upper() for part in components), name
+        assert components[0] == "DICOM" and len(components) == 5, name
+        assert all(
+            len(part) <= 8 and part.isalnum() and part == part.upper() for part in components
+        )
 
     # Each file, byte for byte, is what the archive holds for that instance.
     archive = get_archive()
@@ -440,3 +444,127 @@ def test_a_package_from_orthanc_has_orthancs_bytes(world, capture, orthanc, tmp_
         original = archive.retrieve_instance(study_uid, series_uid, sop_uid)
         assert (root / _file_id(record)).read_bytes() == original
     assert io.BytesIO(_zip.read("REPORTS/CR001.PDF")).read().startswith(b"%PDF")
+
+
+# --- Documents of the portal added by the caller -----------------------------------------------
+
+
+def _minutes(world, data: bytes):
+    """Ready minutes of an RCP session (any generated document would do), stored as ``data``."""
+    from portal.pdf import store_pdf
+    from rcp.models import RcpDocument
+    from tests import builders
+
+    committee = builders.committee(name="RCP thoracique", establishment=world.tours, members=[])
+    [session] = builders.sessions(committee)
+    stored = store_pdf(data, folder="rcp/pdf")
+    return RcpDocument.objects.create(
+        kind=RcpDocument.Kind.MINUTES,
+        session=session,
+        status=RcpDocument.Status.READY,
+        file=stored.name,
+        sha256=stored.sha256,
+        size=stored.size,
+    )
+
+
+def _ask_with(world, study, document, capture):
+    with capture(execute=True):
+        package = packages.package_request(
+            by=Actor(user=world.oncologist.user),
+            patient=world.patient,
+            studies=[study],
+            documents=[("Compte rendu de la RCP thoracique", document)],
+        )
+    package.refresh_from_db()
+    return package
+
+
+def test_the_callers_documents_go_under_reports_checked(world, capture):
+    study = thoracic_ct(world)
+    minutes = _minutes(world, b"%PDF-1.4\n% minutes\n%%EOF\n")
+    package = _ask_with(world, study, minutes, capture)
+    assert package.status == Status.READY, package.error
+    archive_zip = zipfile.ZipFile(packages.package_path(package))
+    assert archive_zip.read("REPORTS/DOC001.PDF") == b"%PDF-1.4\n% minutes\n%%EOF\n"
+    assert "Compte rendu de la RCP thoracique" in archive_zip.read("README.TXT").decode()
+
+    # A document altered since it was made never leaves in a package.
+    from django.core.files.storage import default_storage
+
+    with default_storage.open(minutes.file.name, "wb") as stream:
+        stream.write(b"%PDF-1.4\n% altered\n%%EOF\n")
+    failed = _ask_with(world, study, minutes, capture)
+    assert failed.pk != package.pk
+    assert failed.status == Status.FAILED and failed.error
+
+
+def test_a_document_not_ready_is_refused(world, capture):
+    from rcp.models import RcpDocument
+
+    minutes = _minutes(world, b"%PDF-1.4\n%%EOF\n")
+    RcpDocument.objects.filter(pk=minutes.pk).update(status=RcpDocument.Status.PENDING)
+    minutes.refresh_from_db()
+    with pytest.raises(packages.PackageRefused):
+        _ask_with(world, thoracic_ct(world), minutes, capture)
+    assert not StudyPackage.objects.exists()
+
+
+def test_the_purge_is_on_the_beat_schedule():
+    from portal.celery import app
+
+    entry = app.conf.beat_schedule["imaging-expired-packages"]
+    assert entry["task"] == "imaging.purge_expired_packages"
+    assert task_named(entry["task"]).name == entry["task"]
+
+
+# --- The DICOMDIR writer on its own ------------------------------------------------------------
+
+
+def test_the_dicomdir_writer_links_patients_studies_and_series(tmp_path):
+    """Two patients (two IPPs of one person, as two establishments' CDs), three studies:
+    pydicom's File-set reader walks every record to the file the writer named."""
+    from imaging.dicomdir import DicomDir
+
+    directory = DicomDir(file_set_id="TEST")
+    files = {
+        "A": ct_files(None, key="dd-a", slices=3, ipp="A1")
+        + ct_files(None, key="dd-b", slices=1, ipp="A1"),
+        "B": ct_files(None, key="dd-c", slices=2, ipp="B2"),
+    }
+    names = {}
+    for data in [*files["A"], *files["B"]]:
+        header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        header.StudyID = "1"
+        name = directory.add(header)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+        names[header.SOPInstanceUID] = name
+    (tmp_path / "DICOMDIR").write_bytes(directory.encode())
+    fileset = FileSet(dcmread(tmp_path / "DICOMDIR"))
+    assert len(fileset) == 6
+    assert len(fileset.find(PatientID="A1")) == 4 and len(fileset.find(PatientID="B2")) == 2
+    assert len(fileset.find_values("StudyInstanceUID")) == 3
+    for instance in fileset:
+        assert Path(instance.path) == tmp_path / names[instance.SOPInstanceUID]
+        assert [node.record_type for node in instance.node.reverse()][:4] == [
+            "IMAGE",
+            "SERIES",
+            "STUDY",
+            "PATIENT",
+        ]
+
+
+def test_a_patient_who_opposes_sharing_since_keeps_the_other_establishments_studies(world, capture):
+    """Asked while Jeanne Dupont accepted sharing; she opposed it before the download: the CT
+    made at the CH de Bourges no longer leaves for a doctor of the CHRU."""
+    study = thoracic_ct(world)
+    package = ask(world, [study], capture)
+    Study.objects.filter(pk=study.pk).update(establishment=world.bourges)
+    world.patient.__class__.objects.filter(pk=world.patient.pk).update(sharing_opposed=True)
+    last = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
+    response = client_for(world.oncologist.user).get(
+        reverse("imaging-package-download", args=[world.patient.pk, package.pk])
+    )
+    assert response.status_code == 302
+    assert not AuditEvent.objects.filter(pk__gt=last, event_id=AuditEventId.EXPORT).exists()
