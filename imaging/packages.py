@@ -79,6 +79,11 @@ MAX_RETRIES = 5
 MAX_ATTEMPTS = MAX_RETRIES + 4
 # A build directory older than this is what a killed worker left behind (purge deletes it).
 ABANDONED_AFTER = dt.timedelta(days=1)
+# A package waiting or in progress that has not moved for this long lost its task (a broker
+# emptied, a worker killed for good): the purge fails it, and asking again makes a new one.
+# Far longer than the task's longest wait between two tries (portal.pdf.retry_delay, 5 min)
+# and than one instance's retrieval (ARCHIVE_TIMEOUT): progress touches updated_at.
+STALE_AFTER = dt.timedelta(hours=1)
 BUILD_PREFIX = ".build-"
 FILE_SET_ID = "MIRC"  # (0004,1130) File-set ID, CS, at most 16 characters
 HASH_CHUNK = 1024 * 1024
@@ -136,6 +141,7 @@ def _live_twin(*, user, patient: Patient, study_ids: set[int]) -> StudyPackage |
         .filter(documents=[])
         .exclude(status__in=[Status.FAILED, Status.EXPIRED])
         .exclude(status=Status.READY, expires_at__lte=now)
+        .exclude(status__in=[Status.QUEUED, Status.RUNNING], updated_at__lt=now - STALE_AFTER)
         .prefetch_related("studies")[:10]
     )
     for candidate in candidates:
@@ -258,7 +264,7 @@ def _listing(archive, studies: list[Study]) -> list[tuple[Study, str, str]]:
 
 
 def _recordable(header, study: Study, position: int) -> None:
-    """Fill, in the header copy the File-set describes, the values PS3.3 Annex F makes Type 1
+    """Fill, in the header copy the DICOMDIR describes, the values PS3.3 Annex F makes Type 1
     in a directory record and some archives' files leave empty (a CT without StudyID, a PDF
     without content date). Only the DICOMDIR record gets them: the packaged file is the
     archive's, untouched."""
@@ -414,6 +420,8 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
     from imaging.services import encapsulated_document
 
     listing = _listing(archive, studies)
+    if not listing:
+        raise PackageRefused(_("The regional archive no longer holds any image of these studies."))
     _set_progress(package.pk, attempt, done=0, total=len(listing))
     reports = list(
         StudyReport.objects.filter(study__in=studies).order_by("study_id", "created_at", "pk")
@@ -541,7 +549,8 @@ def package_integrity_failed(*, package: StudyPackage, by: Actor) -> None:
 
 def purge_expired_packages(*, now: dt.datetime | None = None) -> int:
     """Delete the files of the packages past their expiry (they read "expired") and what a
-    killed build left behind; how many packages expired."""
+    killed build left behind, and fail the packages whose task was lost (STALE_AFTER); how
+    many packages expired."""
     now = now or timezone.now()
     expired = list(
         StudyPackage.objects.filter(status=Status.READY, expires_at__lte=now).only(
@@ -553,6 +562,14 @@ def purge_expired_packages(*, now: dt.datetime | None = None) -> int:
             package_path(package).unlink(missing_ok=True)
     StudyPackage.objects.filter(pk__in=[package.pk for package in expired]).update(
         status=Status.EXPIRED, file_name="", updated_at=now
+    )
+    StudyPackage.objects.filter(
+        status__in=[Status.QUEUED, Status.RUNNING], updated_at__lt=now - STALE_AFTER
+    ).update(
+        status=Status.FAILED,
+        error=_("The package was not made in time: ask for it again."),
+        finished_at=now,
+        updated_at=now,
     )
     directory = Path(settings.PACKAGES_DIR)
     if directory.is_dir():

@@ -568,3 +568,27 @@ def test_a_patient_who_opposes_sharing_since_keeps_the_other_establishments_stud
     )
     assert response.status_code == 302
     assert not AuditEvent.objects.filter(pk__gt=last, event_id=AuditEventId.EXPORT).exists()
+
+
+def test_a_package_whose_task_was_lost_fails_and_can_be_asked_again(world, capture):
+    study = thoracic_ct(world)
+    package = ask(world, [study], capture)
+    # Its task never ran (a broker emptied): it waits, untouched, for more than an hour.
+    StudyPackage.objects.filter(pk=package.pk).update(
+        status=Status.QUEUED, updated_at=timezone.now() - packages.STALE_AFTER * 2
+    )
+    assert ask(world, [study], capture).pk != package.pk  # not reused
+    task_named("imaging.purge_expired_packages").apply()
+    lost = StudyPackage.objects.get(pk=package.pk)
+    assert lost.status == Status.FAILED and lost.error
+
+
+def test_studies_gone_from_the_archive_fail_with_a_message(world, capture, monkeypatch):
+    study = thoracic_ct(world)
+    empty = WatchingArchive()
+    monkeypatch.setattr(empty, "search_instances", lambda *args, **kwargs: [], raising=False)
+    monkeypatch.setattr(packages, "get_archive", lambda: empty)
+    package = ask(world, [study], capture)
+    assert package.status == Status.FAILED
+    assert package.error
+    assert list(Path(settings.PACKAGES_DIR).iterdir()) == []
