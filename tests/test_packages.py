@@ -9,6 +9,9 @@ Celery runs in the test process: a package is built when the on-commit callbacks
 import datetime as dt
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -592,3 +595,21 @@ def test_studies_gone_from_the_archive_fail_with_a_message(world, capture, monke
     assert package.status == Status.FAILED
     assert package.error
     assert list(Path(settings.PACKAGES_DIR).iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "365", "a week"])
+def test_a_wrong_keeping_time_stops_the_start(value):
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "PACKAGES_KEEP_DAYS": value,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "PACKAGES_KEEP_DAYS" in started.stderr
