@@ -60,7 +60,9 @@ from imaging.dicomdir import DicomDir, RecordError
 from imaging.models import Study, StudyIdentity, StudyPackage, StudyReport
 from imaging.permissions import may_package_studies
 from imaging.selectors import studies_visible_to
+from imaging.services import encapsulated_document
 from portal import audit
+from portal import documents as portal_documents
 from portal.audit import Actor
 from portal.documents_models import GeneratedDocument
 from portal.models import AuditPurpose, Patient
@@ -313,8 +315,6 @@ def _report_entries(reports: list[StudyReport], pdfs: dict[str, bytes]) -> list[
 
 
 def _document_entries(package: StudyPackage) -> list[tuple[str, bytes]]:
-    from portal import documents as portal_documents
-
     entries = []
     for number, reference in enumerate(package.documents, start=1):
         model = apps.get_model(reference["model"])
@@ -417,8 +417,6 @@ def package_build(*, package_id: int) -> StudyPackage | None:
 
 
 def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
-    from imaging.services import encapsulated_document
-
     listing = _listing(archive, studies)
     if not listing:
         raise PackageRefused(_("The regional archive no longer holds any image of these studies."))

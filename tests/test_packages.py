@@ -613,3 +613,35 @@ def test_a_wrong_keeping_time_stops_the_start(value):
     )
     assert started.returncode != 0
     assert "PACKAGES_KEEP_DAYS" in started.stderr
+
+
+def test_an_archive_down_for_a_while_interrupts_the_build_and_the_next_try_finishes(
+    world, capture, monkeypatch
+):
+    """What the task does between two tries on a worker (imaging.tasks.build_package): the
+    package waits again with the reason, then the next try makes it whole."""
+    study = thoracic_ct(world)
+    monkeypatch.setattr(
+        packages,
+        "get_archive",
+        lambda: WatchingArchive(fail_at=2, error=ArchiveUnavailable("maintenance")),
+    )
+    with capture(execute=False):
+        package = packages.package_request(
+            by=Actor(user=world.oncologist.user), patient=world.patient, studies=[study]
+        )
+    with pytest.raises(ArchiveUnavailable):
+        packages.package_build(package_id=package.pk)
+    packages.package_interrupted(package_id=package.pk, error=ArchiveUnavailable("maintenance"))
+    waiting = StudyPackage.objects.get(pk=package.pk)
+    assert waiting.status == Status.QUEUED and "maintenance" in waiting.error
+    block = client_for(world.oncologist.user).get(
+        reverse("imaging-package-progress", args=[world.patient.pk, package.pk])
+    )
+    assert "maintenance" in block.content.decode() and "hx-get" in block.content.decode()
+
+    monkeypatch.setattr(packages, "get_archive", get_archive)
+    packages.package_build(package_id=package.pk)
+    done = StudyPackage.objects.get(pk=package.pk)
+    assert (done.status, done.attempts, done.error, done.done) == (Status.READY, 2, "", 6)
+    assert [path.suffix for path in Path(settings.PACKAGES_DIR).iterdir()] == [".zip"]
