@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from imaging.models import IngestBatch, ReviewRoom, Study, StudyReport
+from imaging.models import IngestBatch, ReviewRoom, Study, StudyPackage, StudyReport
 from imaging.selectors import read_only_study, studies_visible_to
 from portal.access import get_patient_for_user, not_found, patient_of, record_refusal
 from portal.audit import Actor
@@ -109,3 +109,21 @@ def get_review_room_for(actor: Actor, room_id) -> ReviewRoom:
         )
         raise Http404
     return room
+
+
+def get_package_for_user(request, patient_id, package_id):
+    """A DICOMDIR package of this patient asked for by ``request.user``, who may still open
+    the patient for care; anybody else gets 404."""
+    patient = get_patient_for_user(request, patient_id)
+    package = StudyPackage.objects.filter(
+        pk=package_id, patient=patient, requested_by=request.user
+    ).first()
+    if package is None:
+        raise not_found(
+            request,
+            object_type="imaging.studypackage",
+            object_id=package_id,
+            patient=patient,
+        )
+    package.patient = patient  # the one opened above: no second query
+    return package

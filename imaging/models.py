@@ -492,3 +492,62 @@ class PrefetchItem(models.Model):
 
     def __str__(self):
         return f"{self.request_id}: {self.study_id}"
+
+
+# --- DICOMDIR packages (imaging.packages) ------------------------------------------------------
+
+
+class StudyPackage(models.Model):
+    """A zip of some of a patient's studies for a doctor who wants the images locally: a
+    DICOMDIR (PS3.10 §8, PS3.3 Annex F) over the archive's files, byte for byte, and the
+    reports. Made by a Celery task (imaging.build_package), kept PACKAGES_KEEP_DAYS days."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Waiting")
+        RUNNING = "running", _("In progress")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+        EXPIRED = "expired", _("Expired")
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="study_packages")
+    studies = models.ManyToManyField(Study, related_name="+")
+    # Who asked (a care-team doctor); null for a package made for something else that keeps
+    # its own requester (a share), or once that account is gone.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    label = models.CharField(max_length=200, blank=True)
+    # Generated documents to add under REPORTS/: [{"label", "model", "pk"}], read at build
+    # time through portal.documents.read (checked against their SHA-256).
+    documents = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    # Relative to settings.PACKAGES_DIR; the name says nothing of the patient.
+    file_name = models.CharField(max_length=200, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["patient", "requested_by", "-created_at"], name="package_idx"),
+            models.Index(fields=["status", "expires_at"], name="package_expiry_idx"),
+        ]
+
+    def __str__(self):
+        return f"package {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.READY, self.Status.FAILED, self.Status.EXPIRED)

@@ -4,12 +4,13 @@ import logging
 
 from celery import shared_task
 
-from imaging import prefetch, services
+from imaging import packages, prefetch, services
 from imaging.archive import ArchiveUnavailable
 from imaging.dicom_send import DestinationUnreachable
 from imaging.models import IngestBatch, Study
 from imaging.sandbox import DecodeError
 from portal.models import Patient
+from portal.pdf import retry_delay
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +89,39 @@ def prefetch_send(self, request_id: int) -> None:
     prefetch.prefetch_send(
         request_id=request_id, final_attempt=self.request.retries >= self.max_retries
     )
+
+
+@shared_task(
+    bind=True,
+    max_retries=packages.MAX_RETRIES,
+    acks_late=True,
+    name="imaging.build_package",
+)
+def build_package(self, package_id: int) -> None:
+    """Build a DICOMDIR package (imaging.packages). Transient errors (the archive down, the
+    disk full) are retried with backoff, bounded, as the generated documents are; anything
+    else fails the package at once with the reason. Run in-process (the tests, the demo)
+    there is no delayed retry: the package fails and its page offers to ask again."""
+    try:
+        packages.package_build(package_id=package_id)
+    except packages.TRANSIENT_ERRORS as error:
+        if self.request.is_eager or self.request.retries >= self.max_retries:
+            logger.warning(
+                "package %s failed after %s tries: %s", package_id, self.request.retries + 1, error
+            )
+            packages.package_failed(package_id=package_id, error=error)
+            return
+        packages.package_interrupted(package_id=package_id, error=error)
+        raise self.retry(exc=error, countdown=retry_delay(self.request.retries)) from error
+    except Exception as error:
+        # Bad data or a bug: another try would fail the same way.
+        logger.exception("package %s failed", package_id)
+        packages.package_failed(package_id=package_id, error=error)
+
+
+@shared_task(name="imaging.purge_expired_packages", ignore_result=True)
+def purge_expired_packages() -> None:
+    """Beat job (settings.CELERY_BEAT_SCHEDULE): expired packages' files are deleted."""
+    count = packages.purge_expired_packages()
+    if count:
+        logger.info("%s expired DICOMDIR packages deleted", count)

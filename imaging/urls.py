@@ -1,6 +1,6 @@
 from django.urls import path
 
-from imaging import views
+from imaging import package_views, views
 
 urlpatterns = [
     path(
@@ -54,5 +54,31 @@ urlpatterns = [
         "patients/<int:patient_id>/imagerie/comptes-rendus/<int:report_id>/",
         views.study_report_pdf,
         name="study-report-pdf",
+    ),
+    # DICOMDIR packages (imaging.packages).
+    path(
+        "imagerie/examens/<int:study_id>/dicomdir/",
+        package_views.study_package_request,
+        name="study-package-request",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/dicomdir/",
+        package_views.patient_package_request,
+        name="imaging-package-request",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/dicomdir/<int:package_id>/",
+        package_views.package_detail,
+        name="imaging-package",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/dicomdir/<int:package_id>/progression/",
+        package_views.package_progress,
+        name="imaging-package-progress",
+    ),
+    path(
+        "patients/<int:patient_id>/imagerie/dicomdir/<int:package_id>/telecharger/",
+        package_views.package_download,
+        name="imaging-package-download",
     ),
 ]

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from imaging import prefetch, review, selectors, services
+from imaging import packages, prefetch, review, selectors, services
 from imaging.access import (
     get_ingest_batch_for_user,
     get_review_room_for,
@@ -25,6 +25,7 @@ from imaging.access import (
 from imaging.archive import ArchiveError, get_archive
 from imaging.forms import ReviewRoomForm
 from imaging.models import ArchiveSync, IngestBatch, PrefetchRequest, Study, StudyIdentity
+from imaging.permissions import may_package_studies
 from portal import audit
 from portal.access import get_patient_for_user, read_only_access_reasons
 from portal.access import may_open_patient as may_open_patient_record
@@ -86,6 +87,10 @@ def patient_dossier(request, patient_id):
             # The expert's way back to the request he reads the priors for.
             "access_reasons": read_only_access_reasons(request.user, patient.pk),
             **({} if patient.access_read_only else _prefetch_panel(request.user, patient)),
+            # The user's own DICOMDIR packages of this patient (imaging.packages).
+            "packages": []
+            if patient.access_read_only
+            else list(packages.packages_of(user=request.user, patient=patient)[:5]),
         },
     )
 
@@ -344,6 +349,8 @@ def study_viewer(request, study_id):
             or may_open_patient_record(request.user, study.patient_id, read_only=True),
             # The expert's way back to the request he reads the priors for.
             "access_reasons": read_only_access_reasons(request.user, study.patient_id),
+            "may_package": not study.access_read_only
+            and may_package_studies(user=request.user, patient=study.patient, studies=[study]),
         },
     )
 

@@ -214,6 +214,11 @@ CELERY_BEAT_SCHEDULE = {
         # minutes late is still in time.
         "schedule": 5 * 60,
     },
+    "imaging-expired-packages": {
+        "task": "imaging.purge_expired_packages",
+        # Seconds: hourly; a DICOMDIR package is deleted within the hour after it expires.
+        "schedule": 60 * 60,
+    },
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -268,6 +273,13 @@ DICOM_GATEWAY_QUERY_MAX_RESULTS = env.int("DICOM_GATEWAY_QUERY_MAX_RESULTS", def
 # them): studies of the last N years, at most this many studies per admission.
 PREFETCH_YEARS = env.int("PREFETCH_YEARS", default=5)
 PREFETCH_MAX_STUDIES = env.int("PREFETCH_MAX_STUDIES", default=10)
+
+# DICOMDIR packages (imaging.packages): zips of a patient's studies for a doctor who wants
+# the images locally, kept under this directory for this many days, then deleted.
+PACKAGES_DIR = env.path("PACKAGES_DIR", default=VAR_DIR / "packages")
+PACKAGES_KEEP_DAYS = env.int("PACKAGES_KEEP_DAYS", default=7)
+if not 1 <= PACKAGES_KEEP_DAYS <= 90:
+    raise ImproperlyConfigured("PACKAGES_KEEP_DAYS must be a number of days from 1 to 90.")
 
 # Migration of an existing archive (manage.py archive_import): worker processes.
 ARCHIVE_IMPORT_WORKERS = env.int("ARCHIVE_IMPORT_WORKERS", default=4)

@@ -57,6 +57,7 @@ def _fast_and_isolated(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.ARCHIVE_ROOT = tmp_path / "archive"
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.PACKAGES_DIR = tmp_path / "packages"
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     # Rate limits, used TOTP codes, access grants and image frames live in caches, and the
     # synthetic studies have deterministic UIDs: no test inherits another's entries.

@@ -1763,3 +1763,82 @@ MATRIX.update(
         ),
     }
 )
+
+
+# --- DICOMDIR packages (imaging.packages) ----------------------------------------------------
+
+
+def _ready_package(world):
+    """The oncologist's DICOMDIR package of world.patient's CT, built (once per world)."""
+    from imaging import packages
+
+    cache = world.__dict__.setdefault("_packages", [])
+    if not cache:
+        package = packages.package_request(
+            by=Actor(user=world.oncologist.user),
+            patient=world.patient,
+            studies=[imaged_study(world)["study"]],
+        )
+        cache.append(packages.package_build(package_id=package.pk))
+    return cache[0]
+
+
+def _dossier_with_a_study(world) -> dict:
+    """world.patient's dossier, its CT built first: the POST data only names it."""
+    imaged_study(world)
+    return {"patient_id": world.patient.pk}
+
+
+def _package_kwargs(world) -> dict:
+    return {"patient_id": world.patient.pk, "package_id": _ready_package(world).pk}
+
+
+MATRIX.update(
+    {
+        "study-package-request": ObjectRoute(
+            kwargs=lambda w: {"study_id": imaged_study(w)["study"].pk},
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            method="post",
+            expect=302,
+            audit_event=AuditEventId.PATIENT_RECORD,
+            patient=lambda w: w.patient,
+        ),
+        "imaging-package-request": ObjectRoute(
+            kwargs=_dossier_with_a_study,
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            extra_outsiders=[lambda w: w.admin_user],
+            method="post",
+            data=lambda w: {"study": [imaged_study(w)["study"].pk]},
+            expect=302,
+            audit_event=AuditEventId.PATIENT_RECORD,
+            patient=lambda w: w.patient,
+        ),
+        # A package is its requester's: the GP of the same patient does not see it.
+        "imaging-package": ObjectRoute(
+            kwargs=_package_kwargs,
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            extra_outsiders=[lambda w: w.gp.user],
+            audit_event=AuditEventId.PATIENT_RECORD,
+            patient=lambda w: w.patient,
+        ),
+        "imaging-package-progress": ObjectRoute(
+            kwargs=_package_kwargs,
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            extra_outsiders=[lambda w: w.gp.user],
+            patient=lambda w: w.patient,
+            patient_data=False,  # state and counts only
+        ),
+        "imaging-package-download": ObjectRoute(
+            kwargs=_package_kwargs,
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            extra_outsiders=[lambda w: w.gp.user],
+            audit_event=AuditEventId.EXPORT,
+            patient=lambda w: w.patient,
+        ),
+    }
+)
