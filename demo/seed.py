@@ -18,6 +18,7 @@ from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
+from django.utils import timezone
 
 from portal import roles, services
 from portal.administration import role_grant_by_system
@@ -25,8 +26,10 @@ from portal.audit import Actor
 from portal.identifiers import ins_key, luhn_complete
 from portal.models import (
     Affiliation,
+    CareRelationship,
     CareRole,
     Establishment,
+    GpDeclarationSource,
     IdentityConflict,
     IdentityConflictSource,
     IdentityStatus,
@@ -425,6 +428,15 @@ def _patients(establishments, professionals, actor) -> list:
                     professional=gps[number % 2],
                     role=CareRole.GP,
                     by=actor,
+                )
+                # Declared with the patient's Assurance Maladie form some time ago, as the
+                # patient page shows it ("déclaré depuis le …, par le portail"); declared
+                # without notifying the GP again, who has known these patients for years.
+                CareRelationship.objects.filter(
+                    patient=patient, role=CareRole.GP, ended_at__isnull=True
+                ).update(
+                    started_on=timezone.localdate() - dt.timedelta(days=90 + 61 * number),
+                    source=GpDeclarationSource.PORTAL,
                 )
             patients.append(patient)
             number += 1
