@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from imaging import prefetch, services
+from imaging import activity, prefetch, services
 from imaging.archive import ArchiveUnavailable
 from imaging.dicom_send import DestinationUnreachable
 from imaging.models import IngestBatch, Study
@@ -87,4 +87,16 @@ def prefetch_send(self, request_id: int) -> None:
     last attempt records why it gave up instead."""
     prefetch.prefetch_send(
         request_id=request_id, final_attempt=self.request.retries >= self.max_retries
+    )
+
+
+@shared_task(name="imaging.compute_activity")
+def compute_activity() -> None:
+    """Nightly (CELERY_BEAT_SCHEDULE): the programme's indicators of the open months."""
+    report = activity.activity_compute()
+    logger.info(
+        "activity: %d months recomputed, %d closed, %d rows",
+        len(report.months),
+        len(report.closed),
+        report.rows,
     )
