@@ -73,11 +73,12 @@ FIGURES = {
     "studies": _("Studies archived that month, each counted once however often it was sent."),
     "instances": _("Images of the studies archived that month."),
     "bytes": _("Size of the images archived that month that went through the portal."),
-    **{
-        f"studies_{origin.value}": _("Studies archived that month that came by: %(origin)s.")
-        % {"origin": origin.label}
-        for origin in StudyOrigin
-    },
+    "studies_access_point": _("Studies archived that month sent by the DICOM gateway."),
+    "studies_upload": _("Studies archived that month uploaded on the portal."),
+    "studies_stow": _("Studies archived that month sent by STOW-RS."),
+    "studies_migration": _("Studies archived that month by the migration of an archive."),
+    "studies_archive": _("Studies found that month in the regional archive."),
+    "studies_unknown": _("Studies archived that month before their origin was recorded."),
     "opened_by_others": _(
         "Studies of the establishment opened that month by professionals of another one."
     ),
