@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.utils import timezone
 
 from imaging.activity import activity_compute
 from imaging.models import (
@@ -380,4 +381,72 @@ def test_each_ingest_path_records_where_a_study_came_from(tmp_path):
         uid("origin-gateway", "study"): StudyOrigin.ACCESS_POINT,
         uid("origin-migration", "study"): StudyOrigin.MIGRATION,
         uid("origin-stow", "study"): StudyOrigin.STOW,
+    }
+
+
+def test_tele_expertise_brings_its_figures_through_its_app_config(region):
+    """Blois asks the CHU's teleradiology about Mme Martin with her two CTs (one of the CHU):
+    a request with a study of another establishment; a second one with its own CT only; the
+    first closed with "an exam was avoided". Imaging reads them through
+    ExpertiseConfig.imaging_activity, never importing expertise."""
+    from expertise import services
+    from expertise.models import Request
+    from portal.models import CareRole
+    from tests.expertise_world import REPORT
+
+    chu, blois = region["chu"], region["blois"]
+    asker = region["people"]["blois"]
+    martin = region["studies"][1].patient
+    builders.care_team(martin, (asker, CareRole.REFERRING))
+    expert = region["people"]["chu"]
+    pool = builders.pool(
+        name="Téléradiologie",
+        specialty="radiologie",
+        establishment=chu,
+        members=[(expert, "expert")],
+    )
+    details = {
+        "question": "Nodule ?",
+        "patient_informed": True,
+        "consent_date": timezone.localdate(),
+        "consent_method": "oral",
+    }
+    with_studies = builders.request(
+        patient=martin,
+        pool=pool,
+        by=asker.user,
+        studies=[region["studies"][1], region["studies"][2]],
+        **details,
+    )
+    services.request_send(request=with_studies, by=Actor(user=asker.user))
+    # A second one with Blois's own CT only.
+    builders.request(
+        patient=martin,
+        pool=pool,
+        by=asker.user,
+        studies=[region["studies"][2]],
+        send=True,
+        **details,
+    )
+    # The CHU's radiologist answers the first; Blois closes it: an exam avoided.
+    as_expert = Actor(user=expert.user)
+    claimed = services.request_claim(request=with_studies, by=as_expert)
+    report = services.report_save(request=claimed, by=as_expert, revision=None, **REPORT)
+    services.report_sign_and_send(request=claimed, by=as_expert, revision=report.revision)
+    claimed.refresh_from_db()
+    services.request_close(
+        request=claimed, by=Actor(user=asker.user), outcome=Request.Outcome.AVOIDED
+    )
+
+    activity_compute()
+
+    month = timezone.localdate().replace(day=1)
+    assert {
+        figure: value
+        for (modality, figure), value in figures(blois, month).items()
+        if figure.startswith("expertise_")
+    } == {
+        "expertise_requests_with_studies": 2,
+        "expertise_requests_with_other_studies": 1,
+        "expertise_referral_or_exam_avoided": 1,
     }
