@@ -30,6 +30,9 @@ Paris) and modality, so that a quarter, a year, the region or all modalities are
 * **Turnaround** (``turnaround_count``, ``turnaround_seconds``, ``turnaround_within_day``,
   ``turnaround_within_week``): for the studies archived that month, the time to their first
   opening by another establishment, as a sum and a count (the mean is their quotient).
+* **Live reviews** (``review_rooms``, ``review_room_participants``): the rooms opened that
+  month (whether for an RCP case, a tele-expertise request or a study), by their
+  coordinator's establishment, and their coordinator and invited members.
 * **Higher apps' figures**: whatever an AppConfig's ``imaging_activity(starts_at=, zone=)``
   answers (ActivityFigure rows); imaging never imports rcp or expertise.
 
@@ -51,7 +54,7 @@ from zoneinfo import ZoneInfo
 from django.apps import apps
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -62,10 +65,18 @@ from imaging.models import (
     Instance,
     PrefetchItem,
     PrefetchRequest,
+    ReviewRoom,
     Study,
     StudyOrigin,
 )
-from portal.models import AuditEvent, AuditEventId, AuditOutcome, Establishment, Patient
+from portal.models import (
+    Affiliation,
+    AuditEvent,
+    AuditEventId,
+    AuditOutcome,
+    Establishment,
+    Patient,
+)
 from portal.periods import local_zone
 
 # The figures imaging computes, each explained in a sentence (the page shows them).
@@ -98,6 +109,8 @@ FIGURES = {
         "New exams with a recent prior from another establishment that nobody here opened: "
         "possibly redundant."
     ),
+    "review_rooms": _("Live reviews of images opened by the establishment's professionals."),
+    "review_room_participants": _("Participants of those reviews, the coordinator included."),
     "turnaround_count": _("Studies archived that month that another establishment opened."),
     "turnaround_seconds": _(
         "Total time from archiving to the first opening by another establishment."
@@ -191,6 +204,7 @@ def activity_compute(*, now: dt.datetime | None = None) -> ComputeReport:
     studies = _archived(figures, starts_at, zone)
     first_opens = _sharing(figures, starts_at, zone, studies)
     _prefetches(figures, starts_at, zone)
+    _review_rooms(figures, starts_at, zone)
     _repeats(figures, starts_at, zone, first_opens)
     _higher_apps(figures, starts_at, zone)
     rows = figures.rows()
@@ -375,6 +389,28 @@ def _prefetches(figures: _Figures, starts_at, zone) -> None:
         figures.add(
             establishment_id, month_of(month, zone), modality, "prefetch_studies_sent", count
         )
+
+
+def _review_rooms(figures: _Figures, starts_at, zone) -> None:
+    """Live reviews opened that month (an RCP's, a tele-expertise's or a study's), by the
+    coordinator's establishment, and their participants: the coordinator and the invited."""
+    coordinator_establishment = Affiliation.objects.filter(
+        professional__user=OuterRef("coordinator"), is_primary=True
+    ).values("establishment_id")[:1]
+    for establishment_id, month, modality, rooms, invited in (
+        ReviewRoom.objects.filter(created_at__gte=starts_at)
+        .annotate(
+            month=TruncMonth("created_at", tzinfo=zone),
+            held_by=Subquery(coordinator_establishment),
+        )
+        .order_by()
+        .values("held_by", "month", "study__modalities")
+        .annotate(rooms=Count("pk", distinct=True), invited=Count("members"))
+        .values_list("held_by", "month", "study__modalities", "rooms", "invited")
+    ):
+        key = (establishment_id, month_of(month, zone), modality)
+        figures.add(*key, "review_rooms", rooms)
+        figures.add(*key, "review_room_participants", rooms + invited)
 
 
 @dataclass

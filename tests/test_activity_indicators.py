@@ -450,3 +450,30 @@ def test_tele_expertise_brings_its_figures_through_its_app_config(region):
         "expertise_requests_with_other_studies": 1,
         "expertise_referral_or_exam_avoided": 1,
     }
+
+
+def test_rcp_cases_and_live_reviews_with_their_images(world):
+    """The thoracic RCP of Tours gets the oncologist's case with the patient's CT (a study of
+    Tours), and the oncologist opens a live review of it with the surgeon."""
+    from imaging import review
+    from tests.rcp_world import submitted_case
+
+    case = submitted_case(world)
+    study = case.studies.get()
+    Study.objects.filter(pk=study.pk).update(establishment=world.tours)
+    room = review.review_room_create(
+        study=study,
+        title="Revue du scanner",
+        members=[world.surgeon.user],
+        by=Actor(user=world.oncologist.user),
+    )
+    assert list(room.members.all()) == [world.surgeon.user]
+
+    activity_compute()
+
+    mine = figures(world.tours, timezone.localdate().replace(day=1))
+    assert {key: value for key, value in mine.items() if "rcp" in key[1] or "review" in key[1]} == {
+        ("", "rcp_cases_with_studies"): 1,
+        ("CT", "review_rooms"): 1,
+        ("CT", "review_room_participants"): 2,
+    }
