@@ -53,7 +53,7 @@ from zoneinfo import ZoneInfo
 
 from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
@@ -69,6 +69,8 @@ from imaging.models import (
     Study,
     StudyOrigin,
 )
+from portal import audit
+from portal.audit import Actor
 from portal.models import (
     Affiliation,
     AuditEvent,
@@ -207,9 +209,17 @@ def activity_compute(*, now: dt.datetime | None = None) -> ComputeReport:
     _review_rooms(figures, starts_at, zone)
     _repeats(figures, starts_at, zone, first_opens)
     _higher_apps(figures, starts_at, zone)
-    rows = figures.rows()
-    closing = [m for m in months if now >= closes_at(m, zone)]
     with transaction.atomic():
+        _lock_writers()
+        # A run that wrote meanwhile may have closed some of them: those stay as it left them.
+        closed_meanwhile = set(
+            ActivityMonthState.objects.filter(month__in=months, closed=True).values_list(
+                "month", flat=True
+            )
+        )
+        months = [m for m in months if m not in closed_meanwhile]
+        rows = [row for row in figures.rows() if row.month not in closed_meanwhile]
+        closing = [m for m in months if now >= closes_at(m, zone)]
         # Whole months replaced: a figure that dropped to nothing leaves no stale row.
         ActivityMonth.objects.filter(month__in=months).delete()
         ActivityMonth.objects.bulk_create(rows, batch_size=5000)
@@ -225,7 +235,33 @@ def activity_compute(*, now: dt.datetime | None = None) -> ComputeReport:
         )
         ActivityMonthState.objects.filter(month__in=known).update(computed_at=now)
         ActivityMonthState.objects.filter(month__in=closing).update(closed=True)
+        # The trail was read, in bulk, for aggregate figures (DCM 110101 Audit Log Used).
+        audit.record(
+            actor=Actor.system("activity indicators"),
+            event=audit.AuditEventId.AUDIT_LOG_USED,
+            action=audit.AuditAction.EXECUTE,
+            object_type="imaging.activitymonth",
+            purpose=audit.AuditPurpose.ADMINISTRATION,
+            query=f"activity indicators {months[0]:%Y-%m}..{months[-1]:%Y-%m}" if months else "",
+            detail={
+                "months": [f"{m:%Y-%m}" for m in months],
+                "closed": [f"{m:%Y-%m}" for m in closing],
+                "rows": len(rows),
+            },
+        )
     return ComputeReport(months=months, closed=closing, rows=len(rows))
+
+
+# "activity" in ASCII: one nightly writer at a time (a manual run beside the beat's).
+_WRITER_LOCK = 0x6163746976697479
+
+
+def _lock_writers() -> None:
+    """Serialize the writers of the summary tables until the transaction ends: PostgreSQL's
+    transaction-level advisory lock; SQLite takes its write lock at BEGIN (IMMEDIATE)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITER_LOCK])
 
 
 def _first_month(zone) -> dt.date | None:

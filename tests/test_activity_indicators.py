@@ -42,7 +42,7 @@ from imaging.selectors import activity_table
 from portal import audit
 from portal import services as portal_services
 from portal.audit import Actor
-from portal.models import Patient
+from portal.models import AuditEvent, Patient
 from portal.periods import Period
 from tests import builders
 
@@ -250,6 +250,13 @@ def test_each_figure_of_the_quarter_is_exact(region):
         ("CT", "repeat_no_prior"): 1,
     }
     assert not ActivityMonth.objects.filter(establishment__isnull=True).exists()
+    # Reading the trail for the figures is itself in the trail.
+    used = AuditEvent.objects.get(event_id=audit.AuditEventId.AUDIT_LOG_USED)
+    assert (used.object_type, used.query) == (
+        "imaging.activitymonth",
+        "activity indicators 2026-01..2026-04",
+    )
+    assert used.detail["closed"] == ["2026-01", "2026-02", "2026-03"]
 
 
 def test_the_quarter_the_year_and_the_region_are_sums_of_months(region, django_assert_num_queries):
@@ -477,3 +484,25 @@ def test_rcp_cases_and_live_reviews_with_their_images(world):
         ("CT", "review_rooms"): 1,
         ("CT", "review_room_participants"): 2,
     }
+
+
+def test_the_beat_runs_the_job_every_night(settings):
+    """The schedule names the registered task; run (eagerly), it computes."""
+    from celery.schedules import crontab
+
+    from portal.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["imaging-compute-activity"]
+    assert isinstance(entry["schedule"], crontab)
+    assert entry["task"] in app.tasks
+    Study.objects.create(
+        study_instance_uid="1.2.826.0.1.3680043.10.1017.99",
+        identity=StudyIdentity.UNKNOWN,
+        modalities="US",
+    )
+
+    app.tasks[entry["task"]].delay().get()
+
+    month = timezone.localdate().replace(day=1)
+    assert ActivityMonth.objects.get(establishment=None, month=month, figure="studies").value == 1
+    assert not ActivityMonthState.objects.get(month=month).closed
