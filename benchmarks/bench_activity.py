@@ -18,7 +18,8 @@ the job never reads it), then ANALYZE, as the autovacuum would.
 Each scale runs in a child process on its own temporary database (harness.Database, dropped at
 the end). A round is the first night over that year: the summary tables emptied, then
 ``imaging.activity.activity_compute`` as the beat task calls it, every month open (the worst
-case: a normal night recomputes only the months not yet closed). Prints the median (min-max)
+case), then once more as a usual night (the months before December closed by the nights
+before: December and January left). Prints the median (min-max)
 of ``--rounds`` rounds per scale (each in a process of its own, as a worker runs it, its peak
 memory its own), the ratio, the job's peak memory and the load average, and
 writes every sample to ``benchmarks/results/activity-<UTC start>.json``.
@@ -454,10 +455,28 @@ def child(scale: float, rounds: int) -> None:
                     f"scale {scale}: round {number + 1}: {job['seconds']:.2f} s,"
                     f" {job['rows']} rows, {job['peak_mb']:.0f} MB"
                 )
+            # A usual night: the months of the year closed by the nights before, only
+            # December (closing mid-January) and January left to compute.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE imaging_activitymonthstate SET closed = true WHERE month < %s",
+                    [dt.date(YEAR, 12, 1)],
+                )
+            harness.close_connections()
+            answer = subprocess.run(
+                [harness.PYTHON, __file__, "--job"],
+                cwd=harness.PROJECT,
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+            night = json.loads(answer.stdout.strip().splitlines()[-1])
+            say(f"scale {scale}: a usual night: {night['seconds']:.2f} s, {night['months']} months")
             print(
                 json.dumps(
                     {
                         "scale": scale,
+                        "usual_night_s": night["seconds"],
                         **sizes,
                         "generation_s": generation,
                         "rows": job["rows"],
@@ -522,13 +541,14 @@ def main() -> None:
         )
         results.append(json.loads(answer.stdout.strip().splitlines()[-1]))
     print(
-        f"{'scale':>6} {'studies':>8} {'events':>9} {'median s':>9} {'min-max s':>14} {'job MB':>7}"
+        f"{'scale':>6} {'studies':>8} {'events':>9} {'median s':>9} {'min-max s':>14}"
+        f" {'job MB':>7} {'usual night s':>14}"
     )
     for result in results:
         print(
             f"{result['scale']:>6} {result['studies']:>8} {result['audit_events']:>9} "
             f"{result['median_s']:>9.2f} {result['min_s']:>6.2f}-{result['max_s']:<7.2f}"
-            f"{result['peak_mb']:>7.0f}"
+            f"{result['peak_mb']:>7.0f} {result['usual_night_s']:>14.2f}"
         )
     if len(results) >= 2:
         small, large = results[0], results[-1]

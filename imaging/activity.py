@@ -15,7 +15,10 @@ Paris) and modality, so that a quarter, a year, the region or all modalities are
   named by UID), the studies of the establishment opened that month by professionals of
   another establishment (an actor's establishment is the FINESS the trail copied), and the
   studies of other establishments opened by its own. A study opened ten times in a month by
-  others counts once that month.
+  others counts once that month. Joining a live review is audited on its room, not on a
+  study: it counts as a review (below), not here. The accesses are read from a window before
+  the first open month (the longest repeat window and a month), enough for the priors of its
+  new exams.
 * **Prefetch** (``prefetch_requests_sent``, ``prefetch_studies_sent``): priors delivered to
   the establishment's PACS, by the month the request finished.
 * **Repeat exams** (``repeat_no_prior``, ``repeat_prior_consulted``,
