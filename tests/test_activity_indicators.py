@@ -506,3 +506,23 @@ def test_the_beat_runs_the_job_every_night(settings):
     month = timezone.localdate().replace(day=1)
     assert ActivityMonth.objects.get(establishment=None, month=month, figure="studies").value == 1
     assert not ActivityMonthState.objects.get(month=month).closed
+
+
+def test_a_prior_the_patient_kept_from_other_establishments_is_no_prior(region):
+    """Mme Martin opposed sharing (told by Blois's HL7 feed) before her January CT at Blois:
+    Blois could not see the CHU's CT, so its own is no repeat of it."""
+    from portal.models import PatientIdentifier
+
+    blois = region["blois"]
+    martin = region["studies"][1].patient
+    PatientIdentifier.objects.create(patient=martin, establishment=blois, value="B1")
+    with time_machine.travel(at(1, 15), tick=False):
+        portal_services.sharing_opposition_record(
+            patient=martin, by=Actor.system("hl7"), source="hl7", establishment=blois
+        )
+
+    activity_compute(now=at(4, 20))
+
+    assert {
+        figure: value for (_m, figure), value in figures(blois, JAN).items() if "repeat" in figure
+    } == {"repeat_no_prior": 1}
