@@ -526,3 +526,17 @@ def test_a_prior_the_patient_kept_from_other_establishments_is_no_prior(region):
     assert {
         figure: value for (_m, figure), value in figures(blois, JAN).items() if "repeat" in figure
     } == {"repeat_no_prior": 1}
+
+
+def test_an_operator_computes_the_open_months_now(region):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    with time_machine.travel(at(4, 20), tick=False):
+        call_command("activity_compute", stdout=out)
+
+    # In French, as the portal speaks.
+    assert "4 mois calculés (de 2026-01 à 2026-04), 3 clos" in out.getvalue()
+    assert figures(region["clinic"], MAR)[("CT", "studies")] == 1
