@@ -47,7 +47,7 @@ from django.utils.translation import gettext_lazy
 
 from imaging.archive import ArchiveUnavailable
 from imaging.ingest_pool import after_fork, worker_for
-from imaging.models import IngestItem
+from imaging.models import IngestItem, StudyOrigin
 from imaging.services import ingest_announce, ingest_from_establishment
 from imaging.validation import UploadedFile
 from portal import audit
@@ -284,6 +284,7 @@ def ingest_chunk(
     actor: Actor,
     private: bool = False,
     verdicts: dict | None = None,
+    origin: str = StudyOrigin.ACCESS_POINT,
 ) -> list[FileOutcome]:
     """Read ``paths`` and ingest them as ``establishment`` sends them; one outcome per path.
 
@@ -291,6 +292,9 @@ def ingest_chunk(
     so the sandbox child may read them from disk rather than receive their bytes; an
     establishment's archive being imported could change between the two reads. Private
     files may come with their sandboxed checks' ``verdicts`` (path -> validation.file_verdicts).
+
+    ``origin``: recorded on the studies created (StudyOrigin): the gateway's spool comes
+    from its access point, this module's own runs are a migration.
 
     Raises ArchiveUnavailable (nothing of the chunk is decided then).
     """
@@ -314,7 +318,7 @@ def ingest_chunk(
                 IngestItem.Status.REJECTED,
                 _("unreadable file (%(error)s)") % {"error": error.strerror or error},
             )
-    results = _ingest(uploads, establishment, actor)
+    results = _ingest(uploads, establishment, actor, origin)
     # A study that failed inside the ingest (a lock that outlasted its timeout, two workers
     # racing on one SOPInstanceUID) is answered "internal error": once more, alone. The
     # ingest is idempotent: what was stored comes back as stored.
@@ -325,7 +329,7 @@ def ingest_chunk(
         if r.status == IngestItem.Status.REJECTED and str(r.reason) == internal
     ]
     if again:
-        retried = _ingest([uploads[i] for i in again], establishment, actor)
+        retried = _ingest([uploads[i] for i in again], establishment, actor, origin)
         for index, result in zip(again, retried, strict=True):
             results[index] = result
     for upload, result in zip(uploads, results, strict=True):
@@ -342,10 +346,12 @@ def ingest_chunk(
     return [outcomes[path] for path in paths]
 
 
-def _ingest(uploads, establishment, actor) -> list:
+def _ingest(uploads, establishment, actor, origin) -> list:
     for attempt in range(LOCKED_RETRIES + 1):
         try:
-            return ingest_from_establishment(uploads=uploads, establishment=establishment, by=actor)
+            return ingest_from_establishment(
+                uploads=uploads, establishment=establishment, by=actor, origin=origin
+            )
         except OperationalError as error:
             # SQLite's write lock outlasted its timeout: the ingest is idempotent, again.
             if "locked" not in str(error) or attempt == LOCKED_RETRIES:
@@ -378,7 +384,12 @@ def _worker(establishment_pk: int, tasks, results, parent_pid: int) -> None:
                     (
                         chunk_id,
                         "done",
-                        ingest_chunk(paths, establishment=establishment, actor=actor),
+                        ingest_chunk(
+                            paths,
+                            establishment=establishment,
+                            actor=actor,
+                            origin=StudyOrigin.MIGRATION,
+                        ),
                     )
                 )
             except ArchiveUnavailable as error:
@@ -637,7 +648,9 @@ def _run_here(run, paths, establishment, actor, after_chunk) -> None:
     for chunk in _chunks(paths):
         run.journal.sent(chunk)
         try:
-            outcomes = ingest_chunk(chunk, establishment=establishment, actor=actor)
+            outcomes = ingest_chunk(
+                chunk, establishment=establishment, actor=actor, origin=StudyOrigin.MIGRATION
+            )
         except ArchiveUnavailable as error:
             logger.warning("archive import: archive unavailable: %s", error)
             raise ImportStopped(_("the archive does not answer")) from error

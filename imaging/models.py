@@ -63,6 +63,19 @@ class StudyIdentity(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown patient")
 
 
+class StudyOrigin(models.TextChoices):
+    """How a study reached the regional archive, set by the ingest path that created it (the
+    programme's indicators count studies by origin, issue 17)."""
+
+    ACCESS_POINT = "access_point", _("Access point (DICOM gateway)")
+    UPLOAD = "upload", _("Upload")
+    STOW = "stow", _("STOW-RS")
+    MIGRATION = "migration", _("Migration of an archive")
+    ARCHIVE = "archive", _("Found in the archive")
+    # Studies indexed before the origin was recorded, that no upload names.
+    UNKNOWN = "unknown", _("Unknown")
+
+
 class Study(models.Model):
     """A study of the regional archive as the portal knows it."""
 
@@ -92,6 +105,9 @@ class Study(models.Model):
     series_count = models.PositiveIntegerField(default=0)
     instance_count = models.PositiveIntegerField(default=0)
     thumbnail = models.CharField(max_length=200, blank=True)
+    origin = models.CharField(
+        max_length=12, choices=StudyOrigin.choices, default=StudyOrigin.UNKNOWN
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -551,3 +567,68 @@ class StudyPackage(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.READY, self.Status.FAILED, self.Status.EXPIRED)
+
+
+# --- The regional programme's indicators (imaging.activity, issue 17) -------------------------
+
+
+class ActivityMonth(models.Model):
+    """One figure of one month: the summary table the indicators are read from.
+
+    A row is (establishment, month, modality, figure) -> value. ``establishment`` is the
+    establishment the figure belongs to; null for what no establishment owns (a study whose
+    images named none). ``modality`` is the study's modalities as the dossier lists them
+    ("CT", "CT/PT"), empty for a figure that has none (a prefetch request, a tele-expertise
+    request). ``figure`` is one of imaging.activity.FIGURES, or a key a higher app brings
+    through its AppConfig's ``imaging_activity``. Every figure is additive: a quarter, a
+    year, the region or all modalities are sums of rows (imaging.selectors.activity_table),
+    and an average is kept as a sum and a count.
+
+    Written only by imaging.activity.activity_compute, month by month: an open month's rows
+    are replaced whole, a closed month's (ActivityMonthState.closed) never again.
+    """
+
+    establishment = models.ForeignKey(
+        Establishment, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    month = models.DateField()  # its first day
+    modality = models.CharField(max_length=64, blank=True)
+    figure = models.CharField(max_length=64)
+    value = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["establishment", "month", "modality", "figure"],
+                condition=models.Q(establishment__isnull=False),
+                name="activity_month_unique",
+            ),
+            # NULL is distinct from NULL in a unique index: the rows of no establishment
+            # get their own (SQLite has no NULLS NOT DISTINCT).
+            models.UniqueConstraint(
+                fields=["month", "modality", "figure"],
+                condition=models.Q(establishment__isnull=True),
+                name="activity_month_unique_none",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(month__day=1), name="activity_month_first_day"
+            ),
+        ]
+        indexes = [models.Index(fields=["month", "figure"], name="activity_month_idx")]
+
+    def __str__(self):
+        return f"{self.month:%Y-%m} {self.establishment_id or '-'} {self.figure}={self.value}"
+
+
+class ActivityMonthState(models.Model):
+    """When a month's figures were computed, and whether they are closed for good.
+
+    A month closes at its first computation made ACTIVITY_MONTH_CLOSES_AFTER_DAYS days or more
+    after its end: from then on its figures never change, whatever data arrives late."""
+
+    month = models.DateField(unique=True)
+    computed_at = models.DateTimeField()
+    closed = models.BooleanField(default=False)
+
+    def __str__(self):
+        return f"{self.month:%Y-%m} ({'closed' if self.closed else 'open'})"

@@ -1,7 +1,7 @@
 """Reads of the imaging domain, filtered by what the user may see."""
 
 from django.apps import apps
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, Sum
 
 from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
 from portal.access import read_only_patient_grants
@@ -198,3 +198,57 @@ def studies_for_establishment(establishment) -> QuerySet[Study]:
     return Study.objects.filter(identity=StudyIdentity.MATCHED, patient__in=known).filter(
         shared_with_establishments([establishment.pk])
     )
+
+
+# --- The programme's indicators (imaging.activity) ---------------------------------------------
+
+ACTIVITY_GROUPINGS = ("month", "quarter", "year", "period")
+
+
+def _activity_bucket(month, group: str, first):
+    if group == "month":
+        return month
+    if group == "quarter":
+        return month.replace(month=3 * ((month.month - 1) // 3) + 1)
+    if group == "year":
+        return month.replace(month=1)
+    return first
+
+
+def activity_table(
+    *, period, group: str = "month", establishment_ids=None, modality: str | None = None
+) -> dict:
+    """The programme's figures over ``period`` (portal.periods.Period; the months it touches,
+    whole), summed by ``group`` (month, quarter, year or the whole period), in one query
+    whatever the period.
+
+    Returns ``{"lines": {(establishment_id, bucket): {figure: value}}, "region": {bucket:
+    {figure: value}}}``; a bucket is its first month's first day (the period's first month for
+    "period"). ``establishment_ids`` limits the lines (a director sees his own); the region's
+    totals are always every establishment's, those of no establishment included.
+    ``modality``: one modality's rows only ("" for the figures that have none).
+    """
+    from imaging.models import ActivityMonth
+
+    if group not in ACTIVITY_GROUPINGS:
+        raise ValueError(f"group must be one of {ACTIVITY_GROUPINGS}")
+    months = period.months()
+    rows = ActivityMonth.objects.filter(month__gte=months[0], month__lte=months[-1])
+    if modality is not None:
+        rows = rows.filter(modality=modality)
+    wanted = None if establishment_ids is None else set(establishment_ids)
+    lines: dict = {}
+    region: dict = {}
+    for establishment_id, month, figure, value in (
+        rows.order_by()
+        .values("establishment_id", "month", "figure")
+        .annotate(total=Sum("value"))
+        .values_list("establishment_id", "month", "figure", "total")
+    ):
+        bucket = _activity_bucket(month, group, months[0])
+        totals = region.setdefault(bucket, {})
+        totals[figure] = totals.get(figure, 0) + value
+        if wanted is None or establishment_id in wanted:
+            line = lines.setdefault((establishment_id, bucket), {})
+            line[figure] = line.get(figure, 0) + value
+    return {"lines": lines, "region": region}

@@ -31,6 +31,7 @@ from imaging.models import (
     Series,
     Study,
     StudyIdentity,
+    StudyOrigin,
     StudyReport,
     ViewerToken,
 )
@@ -467,6 +468,7 @@ def ingest_parsed(
     actor: Actor,
     may_attach=None,
     announce: bool = True,
+    origin: str = StudyOrigin.UPLOAD,
 ) -> set[int]:
     """Store and index parsed files; each result (IngestItem or FileResult) gets its outcome.
 
@@ -474,7 +476,8 @@ def ingest_parsed(
     designate, by its IPP, a patient ``may_attach(patient)`` accepts. Returns the ids of
     the studies touched. Raises ArchiveUnavailable when the archive fails: results not
     yet decided stay WAITING. ``announce=False`` leaves the import audit and thumbnail to
-    the caller (ingest_announce), which ingests piecewise (C-STORE, in batches).
+    the caller (ingest_announce), which ingests piecewise (C-STORE, in batches). ``origin``
+    (StudyOrigin) is recorded on the studies it creates, for the programme's indicators.
     """
     archive = get_archive()
     touched: set[int] = set()
@@ -483,7 +486,9 @@ def ingest_parsed(
             # One transaction a study (a STOW request, a gateway batch): its index rows,
             # counts, outcomes and audit are committed together, or not at all.
             with transaction.atomic():
-                study = _ingest_study(archive, study_uid, members, known, target, actor, may_attach)
+                study = _ingest_study(
+                    archive, study_uid, members, known, target, actor, may_attach, origin
+                )
                 if study is not None:
                     _refresh_counts(study)
                     if announce:
@@ -530,7 +535,9 @@ def _announce(studies: list[Study], actor: Actor) -> None:
         enqueue_on_commit("imaging.study_thumbnail", study.pk)
 
 
-def _ingest_study(archive, study_uid, members, study, target, actor, may_attach) -> Study | None:
+def _ingest_study(
+    archive, study_uid, members, study, target, actor, may_attach, origin
+) -> Study | None:
     """Store one study's files (``study``: its row, if known); the study is indexed only if
     one of its images is."""
     identity = DicomIdentity.of_dataset(members[0][1])
@@ -541,8 +548,10 @@ def _ingest_study(archive, study_uid, members, study, target, actor, may_attach)
             for result, _file in members:
                 _reject(result, _("no patient of yours matches the identity of these images"))
             return None
+        # A study sent again keeps the origin it was first archived with.
         study = Study.objects.create(
             study_instance_uid=study_uid,
+            origin=origin,
             **_study_defaults(members[0][1].dataset, owner, identity),
         )
         created = True
@@ -610,12 +619,18 @@ def ingest_stow(
             _reject(result, _("this instance belongs to another study"))
             continue
         parsed.append((result, file))
-    ingest_parsed(parsed=parsed, target=None, actor=by, may_attach=may_attach)
+    ingest_parsed(
+        parsed=parsed, target=None, actor=by, may_attach=may_attach, origin=StudyOrigin.STOW
+    )
     return results
 
 
 def ingest_from_establishment(
-    *, uploads: list[UploadedFile], establishment: Establishment, by: Actor
+    *,
+    uploads: list[UploadedFile],
+    establishment: Establishment,
+    by: Actor,
+    origin: str = StudyOrigin.ACCESS_POINT,
 ) -> list[FileResult]:
     """Instances an establishment sends (the DICOM gateway's C-STORE), through the same ingest;
     the caller announces the studies touched (ingest_announce) when its association ends.
@@ -631,7 +646,9 @@ def ingest_from_establishment(
     of one batch while the previous batch is stored.
     """
     results, parsed = ingest_from_establishment_check(uploads=uploads, establishment=establishment)
-    ingest_from_establishment_store(parsed=parsed, establishment=establishment, by=by)
+    ingest_from_establishment_store(
+        parsed=parsed, establishment=establishment, by=by, origin=origin
+    )
     return results
 
 
@@ -659,10 +676,15 @@ def ingest_from_establishment_check(
 
 
 def ingest_from_establishment_store(
-    *, parsed: list, establishment: Establishment, by: Actor
+    *,
+    parsed: list,
+    establishment: Establishment,
+    by: Actor,
+    origin: str = StudyOrigin.ACCESS_POINT,
 ) -> None:
     """The second half of ingest_from_establishment: the checked files stored, each result
-    given its outcome."""
+    given its outcome. ``origin``: the gateway's access point, or the migration of an
+    establishment's archive (imaging.archive_import)."""
 
     def known_here(patient: Patient) -> bool:
         return PatientIdentifier.objects.filter(
@@ -670,7 +692,14 @@ def ingest_from_establishment_store(
         ).exists()
 
     # The gateway announces the studies once its association ends (ingest_announce).
-    ingest_parsed(parsed=parsed, target=None, actor=by, may_attach=known_here, announce=False)
+    ingest_parsed(
+        parsed=parsed,
+        target=None,
+        actor=by,
+        may_attach=known_here,
+        announce=False,
+        origin=origin,
+    )
 
 
 def _store_members(archive, actor, study, members) -> None:
@@ -906,7 +935,9 @@ def patient_studies_sync(*, patient: Patient) -> int:
             with transaction.atomic():
                 owner = resolve_study_owner(identity=identity, target=None, by=actor)
                 study = Study.objects.create(
-                    study_instance_uid=study_uid, **_study_defaults(attributes, owner, identity)
+                    study_instance_uid=study_uid,
+                    origin=StudyOrigin.ARCHIVE,
+                    **_study_defaults(attributes, owner, identity),
                 )
                 _index_series_from_archive(archive, study)
                 _refresh_counts(study)

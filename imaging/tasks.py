@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from imaging import packages, prefetch, services
+from imaging import activity, packages, prefetch, services
 from imaging.archive import ArchiveUnavailable
 from imaging.dicom_send import DestinationUnreachable
 from imaging.models import IngestBatch, Study
@@ -125,3 +125,15 @@ def purge_expired_packages() -> None:
     count = packages.purge_expired_packages()
     if count:
         logger.info("%s expired DICOMDIR packages deleted", count)
+
+
+@shared_task(name="imaging.compute_activity")
+def compute_activity() -> None:
+    """Nightly (CELERY_BEAT_SCHEDULE): the programme's indicators of the open months."""
+    report = activity.activity_compute()
+    logger.info(
+        "activity: %d months recomputed, %d closed, %d rows",
+        len(report.months),
+        len(report.closed),
+        report.rows,
+    )

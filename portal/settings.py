@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
@@ -219,6 +220,12 @@ CELERY_BEAT_SCHEDULE = {
         # Seconds: hourly; a DICOMDIR package is deleted within the hour after it expires.
         "schedule": 60 * 60,
     },
+    "imaging-compute-activity": {
+        "task": "imaging.compute_activity",
+        # Nightly (UTC), when the portal is quiet: the programme's indicators of the open
+        # months, recomputed whole (imaging.activity).
+        "schedule": crontab(hour=2, minute=30),
+    },
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -283,6 +290,23 @@ if not 1 <= PACKAGES_KEEP_DAYS <= 90:
 
 # Migration of an existing archive (manage.py archive_import): worker processes.
 ARCHIVE_IMPORT_WORKERS = env.int("ARCHIVE_IMPORT_WORKERS", default=4)
+
+# The regional programme's indicators (imaging.activity, computed nightly): a month's figures
+# stop changing once computed this many days after its end; a new study is a possible repeat
+# of a study of the same modality and body part made elsewhere within its modality's window
+# (days; "CT=30,MR=30,CR=7,DX=7"; a modality not listed is not checked).
+ACTIVITY_MONTH_CLOSES_AFTER_DAYS = env.int("ACTIVITY_MONTH_CLOSES_AFTER_DAYS", default=15)
+ACTIVITY_REPEAT_WINDOWS = {}
+for _item in env.str("ACTIVITY_REPEAT_WINDOWS", default="CT=30,MR=30,CR=7,DX=7").split(","):
+    _modality, _equals, _days = _item.strip().partition("=")
+    if not _modality or not _days.strip().isdigit():
+        raise ImproperlyConfigured(
+            f"ACTIVITY_REPEAT_WINDOWS: {_item!r} is not MODALITY=DAYS (e.g. CT=30,CR=7)."
+        )
+    ACTIVITY_REPEAT_WINDOWS[_modality.strip().upper()] = int(_days)
+del _item, _modality, _equals, _days
+if ACTIVITY_MONTH_CLOSES_AFTER_DAYS < 0:
+    raise ImproperlyConfigured("ACTIVITY_MONTH_CLOSES_AFTER_DAYS must be 0 or more.")
 
 # Limits on uploaded images (bytes and counts); the reverse proxy must allow as much.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)
