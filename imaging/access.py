@@ -109,3 +109,25 @@ def get_review_room_for(actor: Actor, room_id) -> ReviewRoom:
         )
         raise Http404
     return room
+
+
+def get_share_for_user(request, share_id):
+    """A share of a patient ``request.user`` may open, or any share for the data protection
+    officer (who revokes without being in care); else 404. Who may revoke it is the service's
+    question (imaging.permissions.may_revoke_share)."""
+    from imaging.models import Share
+    from portal.access import may_open_patient
+    from portal.selectors import AUDITOR_PERMISSION
+
+    share = Share.objects.filter(pk=share_id).select_related("patient", "author").first()
+    if share is not None and (
+        request.user.has_perm(AUDITOR_PERMISSION)
+        or may_open_patient(request.user, share.patient_id)
+    ):
+        return share
+    raise not_found(
+        request,
+        object_type="imaging.share",
+        object_id=share_id,
+        patient=patient_of(Share.objects.filter(pk=share_id)),
+    )
