@@ -151,7 +151,8 @@ def share_link(*, granted: bool):
 
 def _masked(email: str) -> str:
     local, _at, domain = email.partition("@")
-    return f"{local[:1]}{'•' * max(len(local) - 1, 3)}@{domain}"
+    # Three dots whatever the length: the mask does not tell how long the address is.
+    return f"{local[:1]}•••@{domain}"
 
 
 @require_http_methods(["GET", "POST"])
@@ -279,6 +280,16 @@ def share_document(request, share, token, document_id):
     if item is None:
         _refused(request, share, "imaging.sharedocument", document_id)
     document = item.content_type.get_object_for_this_type(pk=item.object_id)
+    if isinstance(document, StudyReport) and document.kind == StudyReport.Kind.SR:
+        # A structured report is text the portal indexed: shown as it is, no archive read.
+        shares.share_opened(
+            share=share, actor=shares.recipient_actor(request, share), what="document", obj=document
+        )
+        return render(
+            request,
+            "imaging/shares/report.html",
+            {"share": share, "token": token, "report": document, "patient": share.patient},
+        )
     try:
         data = _document_bytes(document)
     except ArchiveError:

@@ -102,8 +102,7 @@ def shareable_documents(*, user, patient: Patient) -> list[ShareableDocument]:
             report,
         )
         for report in StudyReport.objects.filter(
-            study__in=studies_visible_to(user, include_read_only=False).filter(patient=patient),
-            kind=StudyReport.Kind.PDF,
+            study__in=studies_visible_to(user, include_read_only=False).filter(patient=patient)
         ).select_related("study")
     ]
     for config in apps.get_app_configs():

@@ -24,8 +24,8 @@ from imaging.access import (
 )
 from imaging.archive import ArchiveError, get_archive
 from imaging.forms import ReviewRoomForm
-from imaging.permissions import may_share
 from imaging.models import ArchiveSync, IngestBatch, PrefetchRequest, Study, StudyIdentity
+from imaging.permissions import may_share
 from portal import audit
 from portal.access import get_patient_for_user, read_only_access_reasons
 from portal.access import may_open_patient as may_open_patient_record
