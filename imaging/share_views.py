@@ -22,9 +22,10 @@ from imaging.models import StudyReport
 from imaging.permissions import share_refusal
 from imaging.services import encapsulated_document
 from imaging.share_forms import ShareCodeForm, ShareForm, ShareRevokeForm
-from portal import audit
+from portal import audit, directory_accounts
 from portal.access import get_patient_for_user, record_refusal
 from portal.audit import Actor
+from portal.directory_lookup import lookup_from
 from portal.views import patient_data_view
 
 # --- The author's side ----------------------------------------------------------------------
@@ -45,13 +46,26 @@ def share_create(request, patient_id):
         "recipient_name": request.GET.get("name", "")[:200],
         "recipient_rpps": request.GET.get("rpps", "")[:11],
     }
+    # The recipient found in the national directory (the lookup's POST of ``national_id``)
+    # fills the name and the RPPS; the e-mail is still asked, the directory has none.
+    chosen = request.method == "POST" and "national_id" in request.POST
+    if chosen:
+        try:
+            person = directory_accounts.active_person(request.POST["national_id"][:20])
+        except directory_accounts.NotInDirectory:
+            messages.error(request, _("This professional is not in the national directory."))
+        else:
+            name = f"{person.first_name.title()} {person.last_name}".strip()
+            initial.update(
+                recipient_name=f"{person.civility} {name}".strip(), recipient_rpps=person.rpps
+            )
     form = ShareForm(
-        request.POST if request.method == "POST" else None,
+        request.POST if request.method == "POST" and not chosen else None,
         initial=initial,
         studies=studies.order_by("-study_date", "-pk"),
         documents=documents,
     )
-    if request.method == "POST" and not refusal and form.is_valid():
+    if request.method == "POST" and not chosen and not refusal and form.is_valid():
         data = form.cleaned_data
         try:
             share, _raw = shares.share_create(
@@ -74,7 +88,7 @@ def share_create(request, patient_id):
                 % {"name": share.recipient_name, "email": share.recipient_email},
             )
             return redirect("patient-detail", patient_id=patient.pk)
-    if request.method == "GET":
+    if request.method == "GET" or chosen:
         audit.record(
             actor=Actor.from_request(request),
             event=audit.AuditEventId.PATIENT_RECORD,
@@ -86,7 +100,21 @@ def share_create(request, patient_id):
     return render(
         request,
         "imaging/shares/create.html",
-        {"patient": patient, "form": form, "refusal": refusal},
+        {
+            "patient": patient,
+            "form": form,
+            "refusal": refusal,
+            "lookup": None
+            if refusal
+            else lookup_from(
+                request,
+                keep=[
+                    (key, value)
+                    for key in ("study", "document")
+                    for value in request.GET.getlist(key)
+                ],
+            ),
+        },
     )
 
 

@@ -159,8 +159,8 @@ def test_only_the_care_team_shares_and_the_opposition_forbids_it(world, imaged):
     world.patient.sharing_opposed = True
     world.patient.save(update_fields=["sharing_opposed"])
     page = client_for(world.oncologist.user).get(url)
-    assert "opposes the sharing" in page.context["refusal"]
-    with pytest.raises(shares.ShareRefused, match="opposes"):
+    assert "s'oppose au partage" in page.context["refusal"]
+    with pytest.raises(shares.ShareRefused, match="oppose"):
         _share(world, imaged)
     assert not Share.objects.exists()
 
@@ -235,7 +235,7 @@ def test_codes_expire_after_ten_minutes(world, imaged):
     ShareCode.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     response = client.post(reverse("share-code", args=[token]), {"code": code})
     assert response.status_code == 200
-    assert "no longer works" in str(response.context["form"].errors)
+    assert "ne fonctionne plus" in str(response.context["form"].errors)
 
 
 def test_five_wrong_codes_burn_it_and_codes_are_rate_limited(world, imaged):
@@ -328,9 +328,13 @@ def test_the_share_token_reads_exactly_the_shared_study_on_dicomweb(world, image
 
     assert caches["default"].get(fast_grant_key(shares._hash(raw), ct["study_uid"])) is None
     # The audit names the recipient, as the author gave him.
-    event = AuditEvent.objects.filter(
-        event_id=AuditEventId.INSTANCES_ACCESSED, object_id=ct["study_uid"]
-    ).last()
+    event = (
+        AuditEvent.objects.filter(
+            event_id=AuditEventId.INSTANCES_ACCESSED, object_id=ct["study_uid"]
+        )
+        .order_by("pk")
+        .last()
+    )
     assert event.actor is None and RECIPIENT in event.actor_name
     # Revoked: the token dies with the share, at once.
     shares.share_revoke(share=share, by=Actor(user=world.oncologist.user))
@@ -444,3 +448,65 @@ def test_share_links_never_reach_a_log_line(world, imaged):
     RedactSecrets().filter(record)
     assert token not in record.getMessage()
     assert "/partage/[redacted]/code/" in record.getMessage()
+
+
+# --- The recipient from the national directory, and Pro Santé Connect ---------------------------
+
+
+def test_a_recipient_found_in_the_national_directory_fills_name_and_rpps(world, imaged):
+    from portal.directory_models import DirectoryIdType, DirectoryPerson
+    from portal.identifiers import luhn_complete
+
+    rpps = luhn_complete("1009999999")
+    DirectoryPerson.objects.create(
+        national_id=DirectoryIdType.RPPS + rpps,
+        id_type=DirectoryIdType.RPPS,
+        rpps=rpps,
+        civility="DR",
+        first_name="HÉLÈNE",
+        last_name="GARNIER",
+        profession_code="10",
+        profession_label="Médecin",
+    )
+    client = client_for(world.oncologist.user)
+    url = reverse("share-create", args=[world.patient.pk]) + f"?study={imaged['ct']['study'].pk}"
+    found = client.get(url + "&q=garnier")
+    assert rpps in found.content.decode()
+    chosen = client.post(url, {"national_id": rpps})
+    assert chosen.status_code == 200
+    form = chosen.context["form"]
+    assert form.initial["recipient_rpps"] == rpps
+    assert form.initial["recipient_name"] == "DR Hélène GARNIER"
+    assert form.initial["studies"] == [str(imaged["ct"]["study"].pk)]
+    assert not Share.objects.exists()  # the e-mail is still to be given
+    unknown = client.post(url, {"national_id": "10000000000"}, follow=True)
+    assert "not in the national directory" in unknown.content.decode() or "annuaire" in (
+        unknown.content.decode()
+    )
+
+
+def test_the_recipient_signed_in_with_pro_sante_connect_needs_no_code(world, imaged):
+    from portal import psc
+
+    share, token = _share(world, imaged, rpps=world.outsider.rpps)
+    client = client_for(world.outsider.user)
+    # Signed in, but not through Pro Santé Connect: the code is still asked.
+    assert client.get(reverse("share-contents", args=[token])).status_code == 302
+    session = client.session
+    session[psc.PALIER_SESSION_KEY] = "eidas1"
+    session.save()
+    assert client.get(reverse("share-landing", args=[token])).status_code == 302
+    response = client.get(reverse("share-contents", args=[token]))
+    assert response.status_code == 200
+    event = (
+        AuditEvent.objects.filter(object_type="imaging.share", patient=world.patient)
+        .order_by("pk")
+        .last()
+    )
+    assert event.actor == world.outsider.user
+    # Another professional's PSC session opens nothing.
+    other = client_for(world.gp.user)
+    session = other.session
+    session[psc.PALIER_SESSION_KEY] = "eidas1"
+    session.save()
+    assert other.get(reverse("share-contents", args=[token])).status_code == 302
