@@ -106,7 +106,7 @@ def _caller(request) -> Caller | Unauthenticated:
     if raw:
         token = (
             ViewerToken.objects.filter(token_hash=token_hash(raw))
-            .select_related("user", "share")
+            .select_related("user", "share__patient")
             .first()
         )
         if token is None:
@@ -117,9 +117,9 @@ def _caller(request) -> Caller | Unauthenticated:
             return Unauthenticated("expired viewer token", token)
         if token.share_id:
             # Checked on every request, before any remembered grant: a revoked or expired
-            # share closes its images at once.
+            # share, or the patient's opposition to sharing, closes its images at once.
             if not token.share.in_force:
-                return Unauthenticated("share revoked or expired", token)
+                return Unauthenticated("share revoked, expired or suspended", token)
             return _share_caller(request, token)
         if not token.user.is_active:
             return Unauthenticated("viewer token of a deactivated account", token)

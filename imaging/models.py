@@ -561,8 +561,14 @@ class Share(models.Model):
         return self.expires_at <= timezone.now()
 
     @property
+    def is_suspended(self) -> bool:
+        """The patient opposes sharing (CSP L1110-4) since the share was made: it opens
+        nothing while the opposition lasts (the recipient is outside the care team)."""
+        return self.patient.sharing_opposed
+
+    @property
     def in_force(self) -> bool:
-        return not self.is_revoked and not self.is_expired
+        return not self.is_revoked and not self.is_expired and not self.is_suspended
 
 
 class ShareDocument(models.Model):

@@ -19,6 +19,8 @@ def _state(share) -> tuple[str, str]:
         return "revoked", _("Revoked")
     if share.is_expired:
         return "expired", _("Expired")
+    if share.is_suspended:
+        return "suspended", _("Suspended (opposition to sharing)")
     return "active", _("Active")
 
 
@@ -35,7 +37,8 @@ def patient_panel(*, user, patient) -> PatientPanel:
                 "share": share,
                 "state": state,
                 "state_label": label,
-                "may_revoke": state == "active" and (revokes_all or share.author_id == user.pk),
+                "may_revoke": state in ("active", "suspended")
+                and (revokes_all or share.author_id == user.pk),
             }
         )
     return PatientPanel(

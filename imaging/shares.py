@@ -438,7 +438,7 @@ def shares_of_patient(patient: Patient) -> QuerySet[Share]:
     """The patient's shares, newest first, with what the panel shows (three queries)."""
     return (
         Share.objects.filter(patient=patient)
-        .select_related("author", "revoked_by")
+        .select_related("patient", "author", "revoked_by")
         .prefetch_related(
             Prefetch("studies", queryset=Study.objects.order_by("-study_date", "-pk")),
             "documents",

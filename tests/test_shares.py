@@ -510,3 +510,21 @@ def test_the_recipient_signed_in_with_pro_sante_connect_needs_no_code(world, ima
     session[psc.PALIER_SESSION_KEY] = "eidas1"
     session.save()
     assert other.get(reverse("share-contents", args=[token])).status_code == 302
+
+
+def test_an_opposition_recorded_after_the_share_suspends_it(world, imaged):
+    share, token = _share(world, imaged)
+    client = _opened_client(token)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {_viewer_token(client, token)}"}
+    series = f"/dicomweb/studies/{imaged['ct']['study_uid']}/series"
+    assert Client().get(series, **bearer).status_code == 200
+    world.patient.sharing_opposed = True
+    world.patient.save(update_fields=["sharing_opposed"])
+    response = client.get(reverse("share-contents", args=[token]))
+    assert response.status_code == 410
+    assert "suspendu" in response.content.decode()
+    assert Client().get(series, **bearer).status_code == 401
+    panel = client_for(world.oncologist.user).get(
+        reverse("patient-detail", args=[world.patient.pk])
+    )
+    assert "Suspendu" in panel.content.decode()
