@@ -190,8 +190,9 @@ def visible_studies(caller: Caller) -> QuerySet[Study]:
     if caller.share is not None:
         # Exactly the studies shared, of the share's patient: a share opens nothing else.
         return Study.objects.filter(
-            pk__in=caller.share.studies.values("pk"), patient_id=caller.token.patient_id
-        )
+            pk__in=caller.share.studies.values("pk"),
+            patient_id=caller.token.patient_id,
+        ).filter(patient_id=caller.share.patient_id)
     key = (
         f"dicomweb-visible:{caller.user.pk}:{access_generation(caller.user.pk)}:"
         f"{getattr(caller.token, 'pk', 's')}"

@@ -207,7 +207,7 @@ def share_landing(request, share, token):
             "share": share,
             "token": token,
             "masked_email": _masked(share.recipient_email),
-            "study_count": share.studies.count(),
+            "study_count": shares.shared_studies(share).count(),
             "document_count": share.documents.count(),
         },
     )
@@ -276,7 +276,7 @@ def _refused(request, share, object_type, object_id):
 @require_http_methods(["GET"])
 @share_link(granted=True)
 def share_study(request, share, token, study_id):
-    study = share.studies.filter(pk=study_id).select_related("patient").first()
+    study = shares.shared_studies(share).filter(pk=study_id).select_related("patient").first()
     if study is None:
         _refused(request, share, "imaging.study", study_id)
     shares.share_opened(

@@ -427,9 +427,15 @@ def share_by_link_token(raw: str) -> Share | None:
     return Share.objects.filter(link_token_hash=_hash(raw)).select_related("patient").first()
 
 
+def shared_studies(share: Share) -> QuerySet[Study]:
+    """The share's studies still of its patient: a study an identity correction moved to
+    another patient leaves the share with it."""
+    return share.studies.filter(patient_id=share.patient_id)
+
+
 def share_contents(share: Share) -> tuple[list[Study], list[ShareDocument]]:
     return (
-        list(share.studies.order_by("-study_date", "-pk")),
+        list(shared_studies(share).order_by("-study_date", "-pk")),
         list(share.documents.select_related("content_type")),
     )
 

@@ -435,19 +435,32 @@ def test_the_patient_page_lists_the_shares_in_constant_queries(
 
 
 def test_share_links_never_reach_a_log_line(world, imaged):
+    from portal.logging import AccessLog
+    from tests.test_logging_redaction import configured_handlers_output
+
     _share_row, token = _share(world, imaged)
+    client = _opened_client(token)
+    raw = _viewer_token(client, token)
+    path = f"/partage/{token}/code/"
+    with configured_handlers_output() as output:
+        # daphne's access log (make demo), and Django's line for a refused request.
+        AccessLog()(
+            "http",
+            "complete",
+            {"path": path, "status": 200, "method": "POST", "client": "127.0.0.1:5", "size": 9},
+        )
+        logging.getLogger("django.request").warning("Gone: %s", f"/partage/{token}/contenu/")
+        logging.getLogger("django.server").warning("next=%s", f"%2Fpartage%2F{token}%2F")
+        logging.getLogger("imaging.dicomweb").warning("Authorization: Bearer %s", raw)
+    logged = output.getvalue()
+    assert token not in logged and raw not in logged
+    assert "/partage/[redacted]/code/" in logged and "/partage/[redacted]/contenu/" in logged
+    # The author's own pages under /partage/ carry no secret and stay readable.
     record = logging.LogRecord(
-        "django.request",
-        logging.WARNING,
-        __file__,
-        1,
-        'Not Found: "GET /partage/%s/code/ HTTP/1.1" next=%%2Fpartage%%2F%s',
-        (token, token),
-        None,
+        "x", logging.INFO, __file__, 1, "/partage/patients/12/nouveau/", (), None
     )
     RedactSecrets().filter(record)
-    assert token not in record.getMessage()
-    assert "/partage/[redacted]/code/" in record.getMessage()
+    assert record.getMessage() == "/partage/patients/12/nouveau/"
 
 
 # --- The recipient from the national directory, and Pro Santé Connect ---------------------------
