@@ -66,6 +66,31 @@ class ExpertiseConfig(AppConfig):
 
         return patient_panel(user=user, patient=patient)
 
+    def shareable_documents(self, *, user, patient):
+        """The signed reports (their ready PDF) of the patient's requests that ``user`` may
+        open, as (document, label), for a share with a doctor outside the portal (asked by
+        imaging.shares, which must not import this app)."""
+        from expertise.models import ReportDocument
+        from expertise.selectors import requests_visible_to
+
+        documents = (
+            ReportDocument.objects.filter(
+                status=ReportDocument.Status.READY,
+                report__signed_at__isnull=False,
+                report__request__in=requests_visible_to(user).filter(patient=patient),
+            )
+            .select_related("report")
+            .order_by("-report__signed_at")
+        )
+        return [
+            (
+                document,
+                _("Tele-expertise report of %(date)s")
+                % {"date": document.report.signed_at.strftime("%d/%m/%Y")},
+            )
+            for document in documents
+        ]
+
     def studies_shared_with(self, user):
         """The studies of the requests ``user`` answers or may claim (asked by
         imaging.selectors, which must not import this app)."""

@@ -127,3 +127,25 @@ def get_package_for_user(request, patient_id, package_id):
         )
     package.patient = patient  # the one opened above: no second query
     return package
+
+
+def get_share_for_user(request, share_id):
+    """A share of a patient ``request.user`` may open, or any share for the data protection
+    officer (who revokes without being in care); else 404. Who may revoke it is the service's
+    question (imaging.permissions.may_revoke_share)."""
+    from imaging.models import Share
+    from portal.access import may_open_patient
+    from portal.selectors import AUDITOR_PERMISSION
+
+    share = Share.objects.filter(pk=share_id).select_related("patient", "author").first()
+    if share is not None and (
+        request.user.has_perm(AUDITOR_PERMISSION)
+        or may_open_patient(request.user, share.patient_id)
+    ):
+        return share
+    raise not_found(
+        request,
+        object_type="imaging.share",
+        object_id=share_id,
+        patient=patient_of(Share.objects.filter(pk=share_id)),
+    )

@@ -21,6 +21,13 @@ class ImagingConfig(AppConfig):
 
         patient_admitted.connect(on_patient_admitted, dispatch_uid="imaging.prefetch")
 
+    def patient_panel(self, *, user, patient):
+        """The patient page's panel of shares with doctors outside the portal
+        (portal.selectors.patient_panels, which must not import this app)."""
+        from imaging.share_panel import patient_panel
+
+        return patient_panel(user=user, patient=patient)
+
     def health_checks(self) -> dict:
         """The regional archive, checked by the health endpoint (portal.health)."""
         from imaging.archive import archive_health

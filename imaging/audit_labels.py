@@ -4,7 +4,7 @@ from django.utils import formats
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from imaging.models import Study
+from imaging.models import Share, Study
 from portal.audit_labels import integer_ids, patient_short_name, register
 
 # The names French clinicians give the DICOM modalities (PS3.3 C.7.3.1.1.1).
@@ -43,5 +43,15 @@ def _studies(ids: list[str]) -> dict[str, str]:
     return labels
 
 
+def _shares(ids: list[str]) -> dict[str, str]:
+    """A share (imaging.shares) by its recipient, as the author gave him, and its patient."""
+    return {
+        str(share.pk): _("Share with %(recipient)s — %(patient)s")
+        % {"recipient": share.recipient_name, "patient": patient_short_name(share.patient)}
+        for share in Share.objects.filter(pk__in=integer_ids(ids)).select_related("patient")
+    }
+
+
 def register_labels() -> None:
     register("imaging.study", _studies)
+    register("imaging.share", _shares)

@@ -78,9 +78,14 @@ AUDIT_WINDOW = 600  # seconds: one "instances accessed" event per caller, study 
 
 @dataclass(frozen=True)
 class Caller:
-    user: object
+    user: object  # None for the recipient of a share (no account: caller.token.share)
     token: ViewerToken | None
     actor: Actor
+
+    @property
+    def share(self):
+        """The share whose token the caller holds (imaging.shares), else None."""
+        return self.token.share if self.token is not None and self.token.share_id else None
 
 
 def token_hash(raw: str) -> str:
@@ -100,7 +105,9 @@ def _caller(request) -> Caller | Unauthenticated:
     raw = header[7:].strip() if header.lower().startswith("bearer ") else request.GET.get("token")
     if raw:
         token = (
-            ViewerToken.objects.filter(token_hash=token_hash(raw)).select_related("user").first()
+            ViewerToken.objects.filter(token_hash=token_hash(raw))
+            .select_related("user", "share__patient")
+            .first()
         )
         if token is None:
             return Unauthenticated("unknown viewer token")
@@ -108,6 +115,12 @@ def _caller(request) -> Caller | Unauthenticated:
             return Unauthenticated("revoked viewer token", token)
         if not token.is_valid:
             return Unauthenticated("expired viewer token", token)
+        if token.share_id:
+            # Checked on every request, before any remembered grant: a revoked or expired
+            # share, or the patient's opposition to sharing, closes its images at once.
+            if not token.share.in_force:
+                return Unauthenticated("share revoked, expired or suspended", token)
+            return _share_caller(request, token)
         if not token.user.is_active:
             return Unauthenticated("viewer token of a deactivated account", token)
         now = timezone.now()
@@ -120,6 +133,16 @@ def _caller(request) -> Caller | Unauthenticated:
     if request.user.is_authenticated:
         return Caller(request.user, None, Actor.from_request(request))
     return Unauthenticated("no credentials")
+
+
+def _share_caller(request, token: ViewerToken) -> Caller:
+    from imaging.shares import share_actor_name
+
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ViewerToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    actor = Actor.from_request(request)
+    return Caller(None, token, Actor(ip=actor.ip, name=share_actor_name(token.share)))
 
 
 UNAUTHENTICATED_AUDIT_SECONDS = 60
@@ -164,6 +187,12 @@ def visible_studies(caller: Caller) -> QuerySet[Study]:
     the user's access forgets it at once). The SQL is run on every request, against the
     rows of the moment: a new study of a patient in care is found at once.
     """
+    if caller.share is not None:
+        # Exactly the studies shared, of the share's patient: a share opens nothing else.
+        return Study.objects.filter(
+            pk__in=caller.share.studies.values("pk"),
+            patient_id=caller.token.patient_id,
+        ).filter(patient_id=caller.share.patient_id)
     key = (
         f"dicomweb-visible:{caller.user.pk}:{access_generation(caller.user.pk)}:"
         f"{getattr(caller.token, 'pk', 's')}"
@@ -230,6 +259,8 @@ GRANT_SECONDS = 30
 
 
 def _grant_key(caller: Caller, study_uid: str) -> str:
+    if caller.share is not None:
+        return f"dicomweb-grant:share:{caller.token.pk}:{study_uid}"
     generation = access_generation(caller.user.pk)
     return (
         f"dicomweb-grant:{caller.user.pk}:{generation}:"
@@ -270,6 +301,8 @@ def _access_purpose(caller: Caller, study: Study) -> str:
     (imaging.access.get_study_for_user): care, unless the study is open to the caller only
     through a read-only grant (the expert reading the priors of a claimed request), whose
     purpose it is then. Asked only once access was granted; it grants nothing itself."""
+    if caller.share is not None:
+        return AuditPurpose.CARE
     if studies_visible_to(caller.user, include_read_only=False).filter(pk=study.pk).exists():
         return AuditPurpose.CARE
     _granted, purpose = read_only_study(caller.user, study.pk)
@@ -309,6 +342,8 @@ def _instance_in_study(caller: Caller, study: Study, series_uid: str, sop_uid: s
 
 
 def _audit_key(caller: Caller, study: Study) -> str:
+    if caller.share is not None:
+        return f"dicomweb-audit:share:{caller.token.pk}:{study.pk}"
     return f"dicomweb-audit:{caller.user.pk}:{getattr(caller.token, 'pk', 's')}:{study.pk}"
 
 
@@ -758,7 +793,12 @@ class _NotAcceptable(Exception):
 
 
 def _grant_fast_path(request, caller: Caller, study: Study) -> None:
-    """Let imaging.fast_frames answer this caller's next frames of this study from Redis."""
+    """Let imaging.fast_frames answer this caller's next frames of this study from Redis.
+
+    Never for a share's token: the fast path checks a user's access generation, which a
+    share has not, and could not see the share revoked. Its frames all go through here."""
+    if caller.share is not None:
+        return
     if caller.token is not None:
         credential, expires = caller.token.token_hash, caller.token.expires_at
     elif request.session.session_key:
@@ -983,6 +1023,8 @@ def _multipart_parts(body: bytes, content_type: str) -> list[bytes]:
 @dicomweb_endpoint
 def store(request, caller, study_uid=None):
     """STOW-RS (PS3.18 §10.5): each study must belong to a patient the caller may see."""
+    if caller.share is not None:
+        return _problem(403, "a share is read-only")
     content_type = request.META.get("CONTENT_TYPE", "")
     if not content_type.startswith("multipart/related"):
         return _problem(415, 'send multipart/related; type="application/dicom"')

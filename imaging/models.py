@@ -272,8 +272,17 @@ class ViewerToken(models.Model):
     viewer (OHIF, Weasis) launched on the portal's DICOMweb service. Only a hash is kept."""
 
     token_hash = models.CharField(max_length=64, unique=True)
+    # Empty for the token of a share (imaging.shares): its recipient has no account, and the
+    # token opens the share's studies only, while the share is in force.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="viewer_tokens"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="viewer_tokens",
+    )
+    share = models.ForeignKey(
+        "Share", on_delete=models.CASCADE, null=True, blank=True, related_name="viewer_tokens"
     )
     study = models.ForeignKey(
         Study, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
@@ -292,11 +301,18 @@ class ViewerToken(models.Model):
                 condition=models.Q(study__isnull=False, patient__isnull=True)
                 | models.Q(study__isnull=True, patient__isnull=False),
                 name="viewer_token_one_scope",
-            )
+            ),
+            # A token is a user's, or a share's (then scoped to the share's patient): never
+            # both, never neither.
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, share__isnull=True)
+                | models.Q(user__isnull=True, share__isnull=False, patient__isnull=False),
+                name="viewer_token_user_or_share",
+            ),
         ]
 
     def __str__(self):
-        return f"token {self.pk} of {self.user_id}"
+        return f"token {self.pk} of {self.user_id or f'share {self.share_id}'}"
 
     @property
     def is_valid(self) -> bool:
@@ -632,3 +648,106 @@ class ActivityMonthState(models.Model):
 
     def __str__(self):
         return f"{self.month:%Y-%m} ({'closed' if self.closed else 'open'})"
+
+
+# --- Shares with a professional who has no account (imaging.shares) ---------------------------
+
+
+class Share(models.Model):
+    """Studies and documents of one patient shared with a named professional without an
+    account, by a link and a one-time code sent to their e-mail (imaging.shares).
+
+    Only the hash of the link's token is kept. The share ends at ``expires_at`` or when
+    revoked; every opening is counted here and audited against the patient."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="shares")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    recipient_name = models.CharField(_("recipient's name"), max_length=200)
+    recipient_email = models.EmailField(_("recipient's e-mail"))
+    recipient_rpps = models.CharField(_("recipient's RPPS"), max_length=11, blank=True)
+    note = models.TextField(_("note to the recipient"), blank=True)
+    studies = models.ManyToManyField(Study, related_name="shares", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    revoke_reason = models.CharField(max_length=300, blank=True)
+    view_count = models.PositiveIntegerField(default=0)
+    last_viewed_at = models.DateTimeField(null=True, blank=True)
+    link_token_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("share")
+        verbose_name_plural = _("shares")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(expires_at__gt=models.F("created_at")),
+                name="share_expires_after_creation",
+            )
+        ]
+
+    def __str__(self):
+        return f"share {self.pk} with {self.recipient_name}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def is_suspended(self) -> bool:
+        """The patient opposes sharing (CSP L1110-4) since the share was made: it opens
+        nothing while the opposition lasts (the recipient is outside the care team)."""
+        return self.patient.sharing_opposed
+
+    @property
+    def in_force(self) -> bool:
+        return not self.is_revoked and not self.is_expired and not self.is_suspended
+
+
+class ShareDocument(models.Model):
+    """A document of a share: a study report of imaging, or a generated document of a
+    higher app (a signed fiche RCP, a tele-expertise report), named by content type and id
+    because imaging cannot import those apps; they offer them through their AppConfig's
+    ``shareable_documents``."""
+
+    share = models.ForeignKey(Share, on_delete=models.CASCADE, related_name="documents")
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT)
+    object_id = models.PositiveBigIntegerField()
+    label = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["share", "content_type", "object_id"], name="share_document_unique"
+            )
+        ]
+
+    def __str__(self):
+        return self.label
+
+
+class ShareCode(models.Model):
+    """A one-time code sent to the recipient's e-mail: used once, valid ten minutes, burnt
+    after too many wrong tries. Only its hash is kept."""
+
+    share = models.ForeignKey(Share, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["share", "-created_at"], name="share_code_idx")]
+
+    def __str__(self):
+        return f"code {self.pk} of share {self.share_id}"

@@ -1,8 +1,18 @@
-"""Who may act on the imaging objects: predicates asked by views (to show a button) and by
-services (to refuse)."""
+"""Who may act on imaging's objects: asked by views (to show a button) and services (to refuse).
+
+DICOMDIR packages (imaging.packages): someone who may open the record for care and sees every
+study. Shares with a professional without an account (imaging.shares): a member of the
+patient's care team shares; the author, the patient's referring doctor or the data protection
+officer revokes.
+"""
+
+from django.utils.translation import gettext as _
 
 from imaging.selectors import studies_visible_to
 from portal.access import may_open_patient
+from portal.models import CareRelationship, Patient
+from portal.permissions import is_referring_doctor
+from portal.selectors import AUDITOR_PERMISSION
 
 
 def may_package_studies(*, user, patient, studies) -> bool:
@@ -22,3 +32,41 @@ def may_package_studies(*, user, patient, studies) -> bool:
         .values_list("pk", flat=True)
     )
     return visible == wanted
+
+
+def _in_care_team(user, patient: Patient) -> bool:
+    return CareRelationship.objects.filter(
+        patient=patient, professional__user=user, ended_at__isnull=True
+    ).exists()
+
+
+def share_refusal(user, patient: Patient) -> str | None:
+    """Why ``user`` may not share ``patient``'s images and documents, or None if he may.
+
+    The recipient is outside the care team by definition: the patient's opposition to sharing
+    (CSP L1110-4, portal.sharing) forbids it whoever asks."""
+    if not getattr(user, "is_authenticated", False):
+        return _("Sign in to share.")
+    if not _in_care_team(user, patient) or not may_open_patient(user, patient.pk):
+        return _("Only a member of the patient's care team may share their record.")
+    if patient.sharing_opposed:
+        return _(
+            "The patient opposes the sharing of their record outside the care team: "
+            "nothing can be shared with a doctor outside it."
+        )
+    return None
+
+
+def may_share(user, patient: Patient) -> bool:
+    return share_refusal(user, patient) is None
+
+
+def may_revoke_share(user, share) -> bool:
+    """The author, the patient's referring doctor, or the data protection officer."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return (
+        share.author_id == user.pk
+        or is_referring_doctor(user=user, patient=share.patient)
+        or user.has_perm(AUDITOR_PERMISSION)
+    )

@@ -133,7 +133,6 @@ def viewer_config(*, study: Study, user, room=None, key_images: dict | None = No
     patient's other studies the user may see (to compare with a prior), the live room, and
     where to post key images (``{"url", "csrf"}``, an RCP case's page) or None."""
     from imaging.review import display_name
-    from imaging.viewer_labels import LABELS
 
     patient = study.patient
     others = list(
@@ -148,7 +147,24 @@ def viewer_config(*, study: Study, user, room=None, key_images: dict | None = No
         others.sort(
             key=lambda other: bool(other.study_date and other.study_date > study.study_date)
         )
-    studies = [study, *others]
+    return viewer_config_of(
+        study=study,
+        studies=[study, *others],
+        user_info={"id": user.pk, "name": display_name(user)},
+        room=room,
+        coordinator=room is not None and room.coordinator_id == user.pk,
+        key_images=key_images,
+    )
+
+
+def viewer_config_of(
+    *, study: Study, studies: list, user_info: dict, room=None, coordinator=False, key_images=None
+) -> dict:
+    """The viewer's configuration for ``studies`` (``study`` first): also what a share's
+    recipient, who has no account, gets for the shared studies only (imaging.shares)."""
+    from imaging.viewer_labels import LABELS
+
+    patient = study.patient
     return {
         "dicomweb": "/dicomweb",
         "studies": [
@@ -177,12 +193,12 @@ def viewer_config(*, study: Study, user, room=None, key_images: dict | None = No
                 "id": str(room.pk),
                 "ws": f"/ws/review/{room.pk}/",
                 "title": room.title,
-                "coordinator": room.coordinator_id == user.pk,
+                "coordinator": coordinator,
             }
             if room is not None
             else None
         ),
-        "user": {"id": user.pk, "name": display_name(user)},
+        "user": user_info,
         "keyImages": key_images,
         "labels": {key: str(text) for key, text in LABELS.items()},
     }

@@ -25,7 +25,7 @@ from imaging.access import (
 from imaging.archive import ArchiveError, get_archive
 from imaging.forms import ReviewRoomForm
 from imaging.models import ArchiveSync, IngestBatch, PrefetchRequest, Study, StudyIdentity
-from imaging.permissions import may_package_studies
+from imaging.permissions import may_package_studies, may_share
 from portal import audit
 from portal.access import get_patient_for_user, read_only_access_reasons
 from portal.access import may_open_patient as may_open_patient_record
@@ -84,6 +84,8 @@ def patient_dossier(request, patient_id):
             "max_upload_mb": settings.INGEST_MAX_UPLOAD_BYTES // 1024**2,
             "read_only": patient.access_read_only,
             "may_open_patient": not patient.access_read_only,
+            # The "Share" link of each study (imaging.shares): the care team only.
+            "may_share": not patient.access_read_only and may_share(request.user, patient),
             # The expert's way back to the request he reads the priors for.
             "access_reasons": read_only_access_reasons(request.user, patient.pk),
             **({} if patient.access_read_only else _prefetch_panel(request.user, patient)),
@@ -345,6 +347,9 @@ def study_viewer(request, study_id):
             if study.access_read_only
             else ReviewRoomForm(study=study, user=request.user),
             "may_open_patient": may_open_patient,
+            "may_share": may_open_patient
+            and not study.access_read_only
+            and may_share(request.user, study.patient),
             "may_open_dossier": may_open_patient
             or may_open_patient_record(request.user, study.patient_id, read_only=True),
             # The expert's way back to the request he reads the priors for.

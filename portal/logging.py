@@ -1,4 +1,5 @@
-"""Logs without credentials: the viewer tokens and bearer headers never reach a log line.
+"""Logs without credentials: the viewer tokens, bearer headers and share links never reach a
+log line.
 
 A viewer token is a password to one study: an external viewer may still send it as
 ``?token=`` (DICOMweb clients that cannot set headers), and every access log writes the
@@ -32,6 +33,11 @@ _AUTHORIZATION = re.compile(
 )
 # A bearer credential on its own ("Bearer abc...").
 _BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\[redacted\])[A-Za-z0-9._~+/=-]+")
+# The link of a share (imaging.shares): its token is the path segment after /partage/
+# (the author's own pages there, "patients" and "gestion", carry none).
+_SHARE_LINK = re.compile(
+    r"(?i)((?:/|%2f)partage(?:/|%2f))(?!patients(?:/|%2f)|gestion(?:/|%2f))[A-Za-z0-9_-]{16,}"
+)
 
 
 def redact(text: str) -> str:
@@ -40,7 +46,8 @@ def redact(text: str) -> str:
         return text
     text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
     text = _AUTHORIZATION.sub(rf"\1\2{REDACTED}", text)
-    return _BEARER.sub(rf"\1{REDACTED}", text)
+    text = _BEARER.sub(rf"\1{REDACTED}", text)
+    return _SHARE_LINK.sub(rf"\1{REDACTED}", text)
 
 
 class RedactSecrets(logging.Filter):

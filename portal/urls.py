@@ -124,6 +124,7 @@ urlpatterns = [
     path("", include("rcp.urls")),
     path("", include("expertise.urls")),
     path("dicomweb/", include("imaging.dicomweb_urls")),
+    path("partage/", include("imaging.share_urls")),
     path("acces/", include(access_patterns)),
     path("audit/", include(audit_patterns)),
     path("identitovigilance/", include(identity_patterns)),

@@ -32,6 +32,35 @@ class RcpConfig(AppConfig):
 
         return patient_panel(user=user, patient=patient)
 
+    def shareable_documents(self, *, user, patient):
+        """The fiches RCP (ready, of a validated decision) of the patient's cases that
+        ``user`` may open, as (document, label), for a share with a doctor outside the portal
+        (asked by imaging.shares, which must not import this app)."""
+        from rcp.models import RcpDocument
+        from rcp.selectors import cases_visible_to
+
+        fiches = (
+            RcpDocument.objects.filter(
+                kind=RcpDocument.Kind.FICHE,
+                status=RcpDocument.Status.READY,
+                case__in=cases_visible_to(user).filter(patient=patient),
+                decision__validated_at__isnull=False,
+            )
+            .select_related("case__committee", "decision")
+            .order_by("-decision__validated_at")
+        )
+        return [
+            (
+                fiche,
+                _("RCP form: %(committee)s, %(date)s")
+                % {
+                    "committee": fiche.case.committee.name,
+                    "date": fiche.decision.validated_at.strftime("%d/%m/%Y"),
+                },
+            )
+            for fiche in fiches
+        ]
+
     def patient_reader_ids(self, *, patient):
         """Users who may hold a cached grant on the patient's studies through this app: the
         members of the committees the patient's cases went to (asked by portal.services when

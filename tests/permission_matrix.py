@@ -1688,6 +1688,94 @@ MATRIX.update(
     }
 )
 
+# --- Shares with a doctor who has no account (imaging.shares) -----------------------------------
+
+
+@dataclass
+class ShareLinkRoute:
+    """Reached without an account, by the share's link token in the address
+    (tests/test_permission_matrix.py ``test_share_link_*``): an unknown token → 404; a revoked
+    or expired share → 410 (a page that says so); ``granted`` routes send a browser without
+    the code (or with a wrong one) back to the landing page (302), and answer ``expect`` once
+    the code was entered, auditing ``opening_audit_event`` against the patient in the
+    recipient's name."""
+
+    kwargs: Callable  # world -> URL kwargs, with the share's link token
+    granted: bool = True
+    method: str = "get"
+    expect: int = 200
+    opening_audit_event: str | None = None
+
+
+def share_link(world):
+    """World.patient's CT and its report shared with Dr Garnier by Dr Martin: (share, token)."""
+    from imaging import shares
+
+    cache = world.__dict__.setdefault("_shares", [])
+    if not cache:
+        study = imaged_study(world)["study"]
+        report = _study_report(world)
+        documents = [
+            item
+            for item in shares.shareable_documents(
+                user=world.oncologist.user, patient=world.patient
+            )
+            if item.document == report
+        ]
+        cache.append(
+            shares.share_create(
+                patient=world.patient,
+                studies=[study],
+                documents=documents,
+                recipient_name="Dr Hélène Garnier",
+                recipient_email="h.garnier@chu-lyon.test",
+                by=Actor(user=world.oncologist.user),
+            )
+        )
+    return cache[0]
+
+
+def _share_token(world) -> str:
+    return share_link(world)[1]
+
+
+MATRIX.update(
+    {
+        "share-create": ObjectRoute(
+            kwargs=lambda w: {"patient_id": w.patient.pk},
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            audit_event=AuditEventId.PATIENT_RECORD,
+            patient=lambda w: w.patient,
+        ),
+        # GET: the confirmation; the DPO reaches it too (tests/test_shares.py).
+        "share-revoke": ObjectRoute(
+            kwargs=lambda w: {"share_id": share_link(w)[0].pk},
+            entitled=lambda w: w.oncologist.user,
+            outsider=lambda w: w.outsider.user,
+            audit_event=AuditEventId.PATIENT_RECORD,
+            patient=lambda w: w.patient,
+        ),
+        "share-landing": ShareLinkRoute(kwargs=lambda w: {"token": _share_token(w)}, granted=False),
+        "share-code": ShareLinkRoute(kwargs=lambda w: {"token": _share_token(w)}, granted=False),
+        "share-contents": ShareLinkRoute(
+            kwargs=lambda w: {"token": _share_token(w)},
+            opening_audit_event=AuditEventId.PATIENT_RECORD,
+        ),
+        "share-study": ShareLinkRoute(
+            kwargs=lambda w: {"token": _share_token(w), "study_id": imaged_study(w)["study"].pk},
+            opening_audit_event=AuditEventId.INSTANCES_ACCESSED,
+        ),
+        "share-document": ShareLinkRoute(
+            kwargs=lambda w: {
+                "token": _share_token(w),
+                "document_id": share_link(w)[0].documents.get().pk,
+            },
+            opening_audit_event=AuditEventId.PATIENT_RECORD,
+        ),
+    }
+)
+
 # Routes of libraries, covered by their own rules in the matrix test.
 THIRD_PARTY_PREFIXES = {
     "accounts/": "django-allauth: sign-in, MFA, SSO; no patient data",

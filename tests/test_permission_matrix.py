@@ -25,6 +25,7 @@ from tests.permission_matrix import (
     GlobalPermission,
     ObjectRoute,
     Public,
+    ShareLinkRoute,
     SignedIn,
     TokenRoute,
     imaged_study,
@@ -105,7 +106,9 @@ def _is_login_redirect(response):
 )
 def test_anonymous(name, world):
     entry = MATRIX[name]
-    kwargs = entry.kwargs(world) if isinstance(entry, ObjectRoute | TokenRoute) else {}
+    kwargs = (
+        entry.kwargs(world) if isinstance(entry, ObjectRoute | TokenRoute | ShareLinkRoute) else {}
+    )
     before = (
         AuditEvent.objects.filter(outcome=AuditOutcome.SUCCESS)
         .exclude(event_id=AuditEventId.USER_AUTHENTICATION)
@@ -114,6 +117,13 @@ def test_anonymous(name, world):
     response = _call(client_for(None), entry, reverse(name, kwargs=kwargs), world)
     if isinstance(entry, Public | TokenRoute):
         assert response.status_code == entry.expect
+    elif isinstance(entry, ShareLinkRoute):
+        # No account: the link's own pages answer, the shared contents wait for the code.
+        assert response.status_code == (302 if entry.granted else 200), name
+        if entry.granted:
+            assert response["Location"] == reverse(
+                "share-landing", kwargs={"token": kwargs["token"]}
+            )
     else:
         assert _is_login_redirect(response), f"{name}: {response.status_code}"
         after = (
@@ -432,3 +442,90 @@ def test_dicomweb_token_of_another_study_gets_404(name, world):
         HTTP_AUTHORIZATION=f"Bearer {raw}",
     )
     assert own.status_code == 200
+
+
+# --- Shares with a doctor who has no account (imaging.shares) -----------------------------------
+
+SHARE_LINK_ROUTES = sorted(n for n, e in MATRIX.items() if isinstance(e, ShareLinkRoute))
+
+
+def _share_code_sent(client, token, django_capture_on_commit_callbacks) -> str:
+    """The code the landing page sends, read from the outgoing mail."""
+    from django.core import mail
+
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("share-landing", kwargs={"token": token}))
+    return re.search(r"\b(\d{6})\b", mail.outbox[-1].body).group(1)
+
+
+@pytest.mark.parametrize("name", SHARE_LINK_ROUTES)
+def test_share_link_unknown_token_is_404(name, world):
+    kwargs = {**MATRIX[name].kwargs(world), "token": "not-a-share-token-at-all"}
+    assert Client().get(reverse(name, kwargs=kwargs)).status_code == 404
+
+
+@pytest.mark.parametrize("name", SHARE_LINK_ROUTES)
+def test_share_link_wrong_code_opens_nothing(name, world, django_capture_on_commit_callbacks):
+    entry = MATRIX[name]
+    kwargs = entry.kwargs(world)
+    client = Client()
+    code = _share_code_sent(client, kwargs["token"], django_capture_on_commit_callbacks)
+    wrong = "000000" if code != "000000" else "111111"
+    page = client.post(reverse("share-code", kwargs={"token": kwargs["token"]}), {"code": wrong})
+    assert page.status_code == 200 and page.context["form"].errors
+    response = client.get(reverse(name, kwargs=kwargs))
+    assert response.status_code == (302 if entry.granted else 200)
+
+
+@pytest.mark.parametrize("name", SHARE_LINK_ROUTES)
+def test_share_link_with_the_code(name, world, django_capture_on_commit_callbacks):
+    from imaging.models import Share
+
+    entry = MATRIX[name]
+    kwargs = entry.kwargs(world)
+    client = Client()
+    code = _share_code_sent(client, kwargs["token"], django_capture_on_commit_callbacks)
+    assert client.post(reverse("share-code", kwargs={"token": kwargs["token"]}), {"code": code})
+    last = _last_event_pk()
+    response = client.get(reverse(name, kwargs=kwargs))
+    if not entry.granted:
+        # Past the code, the link's own pages lead to the contents.
+        assert response.status_code == (302 if name == "share-landing" else 200)
+        return
+    assert response.status_code == entry.expect
+    assert "no-store" in response["Cache-Control"]
+    [event] = AuditEvent.objects.filter(pk__gt=last)
+    assert event.event_id == entry.opening_audit_event
+    assert event.patient == world.patient
+    assert event.actor is None and event.actor_name.startswith("partage ")
+    assert Share.objects.get().view_count == 1
+
+
+@pytest.mark.parametrize("name", SHARE_LINK_ROUTES)
+def test_share_link_revoked_or_expired_is_410(name, world, django_capture_on_commit_callbacks):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from imaging import shares
+    from imaging.models import Share
+    from portal.audit import Actor
+
+    entry = MATRIX[name]
+    kwargs = entry.kwargs(world)
+    client = Client()
+    code = _share_code_sent(client, kwargs["token"], django_capture_on_commit_callbacks)
+    client.post(reverse("share-code", kwargs={"token": kwargs["token"]}), {"code": code})
+    share = Share.objects.get()
+    Share.objects.filter(pk=share.pk).update(
+        created_at=timezone.now() - dt.timedelta(days=2),
+        expires_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+    assert client.get(reverse(name, kwargs=kwargs)).status_code == 410
+    Share.objects.filter(pk=share.pk).update(expires_at=timezone.now() + dt.timedelta(days=1))
+    assert client.get(reverse(name, kwargs=kwargs)).status_code in (200, 302)
+    shares.share_revoke(share=share, by=Actor(user=world.oncologist.user))
+    response = client.get(reverse(name, kwargs=kwargs))
+    assert response.status_code == 410
+    assert "no-store" in response["Cache-Control"]
