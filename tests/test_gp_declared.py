@@ -206,6 +206,20 @@ def test_the_record_shows_the_current_gp_since_when_by_whom_and_the_history(worl
     assert 'data-testid="gp-declare"' in page
 
 
+def test_a_declaration_the_portal_recorded_without_a_person_names_nobody(world, bernard):
+    """The demo's GPs, and any declared by the portal itself (no user): no empty "by"."""
+    jeanne = world.patient
+    oncologist = client_for(world.oncologist.user)
+    _declare_from_the_page(oncologist, jeanne, "8" + bernard.rpps)
+    CareRelationship.objects.filter(patient=jeanne, role=CareRole.GP, ended_at__isnull=True).update(
+        created_by=None
+    )
+    page = _text(oncologist.get(reverse("patient-detail", args=[jeanne.pk])))
+    today = timezone.localdate().strftime("%d/%m/%Y")
+    assert f"Depuis le {today}, déclaré dans le portail le {today}." in page
+    assert "par  le" not in page and "par le" not in page
+
+
 def test_the_declaration_is_one_audited_change_on_the_patient(world, bernard):
     jeanne = world.patient
     previous = _current_gp(jeanne)
