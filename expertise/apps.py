@@ -130,39 +130,20 @@ class ExpertiseConfig(AppConfig):
         imaging.activity, which must not import this app), by the requesting establishment:
         requests sent with studies, those with a study of another establishment among them,
         and requests closed with "a referral or an exam was avoided"."""
-        from django.db.models import Count, Exists, F, OuterRef, Q
+        from django.db.models import Count
         from django.db.models.functions import TruncMonth
 
         from expertise.models import Request
-        from imaging.activity import ActivityFigure
+        from imaging.activity import ActivityFigure, studies_attached_figures
 
-        attached = Request.studies.through.objects.filter(request_id=OuterRef("pk"))
-        sent = (
-            Request.objects.filter(sent_at__gte=starts_at, requester_establishment__isnull=False)
-            .annotate(
-                with_studies=Exists(attached),
-                with_others=Exists(
-                    attached.exclude(
-                        study__establishment_id=F("request__requester_establishment_id")
-                    ).filter(study__establishment__isnull=False)
-                ),
-                month=TruncMonth("sent_at", tzinfo=zone),
-            )
-            .order_by()
-            .values("requester_establishment_id", "month")
-            .annotate(
-                studies=Count("pk", filter=Q(with_studies=True)),
-                others=Count("pk", filter=Q(with_others=True)),
-            )
+        yield from studies_attached_figures(
+            Request.objects.filter(sent_at__gte=starts_at, requester_establishment__isnull=False),
+            owner="request",
+            establishment="requester_establishment_id",
+            moment="sent_at",
+            zone=zone,
+            figures=("expertise_requests_with_studies", "expertise_requests_with_other_studies"),
         )
-        for row in sent:
-            for figure, key in (
-                ("expertise_requests_with_studies", "studies"),
-                ("expertise_requests_with_other_studies", "others"),
-            ):
-                yield ActivityFigure(
-                    row["requester_establishment_id"], row["month"], "", figure, row[key]
-                )
         avoided = (
             Request.objects.filter(
                 closed_at__gte=starts_at,

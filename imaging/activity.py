@@ -57,7 +57,7 @@ from zoneinfo import ZoneInfo
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -135,6 +135,46 @@ class ActivityFigure(NamedTuple):
     modality: str
     figure: str
     value: int
+
+
+def studies_attached_figures(
+    objects: QuerySet,
+    *,
+    owner: str,
+    establishment: str,
+    moment: str,
+    zone,
+    figures: tuple[str, str],
+) -> Iterator[ActivityFigure]:
+    """For a higher app's ``imaging_activity``: of ``objects`` (RCP cases, tele-expertise
+    requests: a model with a ``studies`` many-to-many), how many a month and establishment have
+    studies attached, and how many have a study of another establishment among them.
+
+    ``owner`` names the object in the many-to-many's rows ("case", "request");
+    ``establishment`` is the lookup of the object's establishment; ``moment`` the date field
+    that places it in a month; ``figures`` the two figures' keys (with studies, with another
+    establishment's)."""
+    attached = objects.model.studies.through.objects.filter(**{f"{owner}_id": OuterRef("pk")})
+    rows = (
+        objects.annotate(
+            with_studies=Exists(attached),
+            with_others=Exists(
+                attached.exclude(study__establishment_id=F(f"{owner}__{establishment}")).filter(
+                    study__establishment__isnull=False
+                )
+            ),
+            month=TruncMonth(moment, tzinfo=zone),
+        )
+        .order_by()
+        .values(establishment, "month")
+        .annotate(
+            studies=Count("pk", filter=Q(with_studies=True)),
+            others=Count("pk", filter=Q(with_others=True)),
+        )
+    )
+    for row in rows:
+        for figure, key in zip(figures, ("studies", "others"), strict=True):
+            yield ActivityFigure(row[establishment], row["month"], "", figure, row[key])
 
 
 @dataclass(frozen=True)

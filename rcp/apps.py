@@ -113,36 +113,14 @@ class RcpConfig(AppConfig):
         """The programme's RCP figures since ``starts_at`` (asked by imaging.activity, which
         must not import this app), by the committee's establishment and the month the case
         was submitted: cases with studies, and with a study of another establishment."""
-        from django.db.models import Count, Exists, F, OuterRef, Q
-        from django.db.models.functions import TruncMonth
-
-        from imaging.activity import ActivityFigure
+        from imaging.activity import studies_attached_figures
         from rcp.models import Case
 
-        attached = Case.studies.through.objects.filter(case_id=OuterRef("pk"))
-        submitted = (
-            Case.objects.filter(submitted_at__gte=starts_at)
-            .annotate(
-                with_studies=Exists(attached),
-                with_others=Exists(
-                    attached.exclude(
-                        study__establishment_id=F("case__committee__establishment_id")
-                    ).filter(study__establishment__isnull=False)
-                ),
-                month=TruncMonth("submitted_at", tzinfo=zone),
-            )
-            .order_by()
-            .values("committee__establishment_id", "month")
-            .annotate(
-                studies=Count("pk", filter=Q(with_studies=True)),
-                others=Count("pk", filter=Q(with_others=True)),
-            )
+        yield from studies_attached_figures(
+            Case.objects.filter(submitted_at__gte=starts_at),
+            owner="case",
+            establishment="committee__establishment_id",
+            moment="submitted_at",
+            zone=zone,
+            figures=("rcp_cases_with_studies", "rcp_cases_with_other_studies"),
         )
-        for row in submitted:
-            for figure, key in (
-                ("rcp_cases_with_studies", "studies"),
-                ("rcp_cases_with_other_studies", "others"),
-            ):
-                yield ActivityFigure(
-                    row["committee__establishment_id"], row["month"], "", figure, row[key]
-                )
