@@ -78,6 +78,7 @@ def generate(scale: float, seed: int = 17) -> dict:
     """A region's year at ``scale``, written with COPY; returns what was written."""
     from django.db import connection
 
+    from portal.audit import CHAINED_FIELDS
     from portal.identifiers import luhn_complete
 
     rng = random.Random(seed)
@@ -335,27 +336,8 @@ def generate(scale: float, seed: int = 17) -> dict:
         _copy(
             cursor,
             "portal_auditevent",
-            [
-                "occurred_at",
-                "event_id",
-                "event_type",
-                "action",
-                "outcome",
-                "actor_id",
-                "actor_name",
-                "actor_rpps",
-                "actor_establishment",
-                "session_hash",
-                "client_ip",
-                "object_type",
-                "object_id",
-                "patient_id",
-                "purpose",
-                "query",
-                "detail",
-                "previous_hash",
-                "event_hash",
-            ],
+            # The chained columns, in the chain's order, then the chain's own two.
+            [*CHAINED_FIELDS, "previous_hash", "event_hash"],
             event_rows(),
         )
         prefetch_rows = []
