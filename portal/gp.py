@@ -43,6 +43,7 @@ from portal.services import (
     _refuse_care_team_change,
     _sync_patient_permission,
     access_changed,
+    end_running_relationship,
 )
 
 # Why the previous GP's relationship ended (CareRelationship.end_reason).
@@ -89,13 +90,23 @@ def _professional_of(professional, *, by: Actor) -> Professional:
     return professional
 
 
-def _end_current(*, current: CareRelationship, by: Actor, reason: str) -> None:
-    ended = CareRelationship.objects.filter(pk=current.pk, ended_at__isnull=True).update(
-        ended_at=timezone.now(),
-        ended_by=by.user if by.is_authenticated else None,
-        end_reason=reason,
+def _audit_gp_change(*, by: Actor, obj: CareRelationship, patient: Patient, detail: dict) -> None:
+    """A declaration or its withdrawal changes who may open the record: a security-attribute
+    change on the patient (DCM 110113), as every care-team change is."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
+        action=audit.AuditAction.EXECUTE,
+        obj=obj,
+        patient=patient,
+        purpose=AuditPurpose.CARE,
+        detail=detail,
     )
-    if not ended:
+
+
+def _end_current(*, current: CareRelationship, by: Actor, reason: str) -> None:
+    if not end_running_relationship(relationship=current, by=by, reason=reason):
         raise GpDeclarationStale(
             _("The patient's GP changed meanwhile: look at the page again before declaring.")
         )
@@ -197,14 +208,10 @@ def gp_declare(
         access_changed(user_id=professional.user_id)
         if current is not None:
             access_changed(user_id=current.professional.user_id)
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-            action=audit.AuditAction.EXECUTE,
+        _audit_gp_change(
+            by=by,
             obj=relationship,
             patient=patient,
-            purpose=AuditPurpose.CARE,
             detail={
                 **(detail or {}),
                 "gp_declared": professional.rpps,
@@ -276,14 +283,10 @@ def gp_withdraw(
             return None
         _end_current(current=current, by=by, reason=WITHDRAWN_REASON)
         access_changed(user_id=current.professional.user_id)
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-            action=audit.AuditAction.EXECUTE,
+        _audit_gp_change(
+            by=by,
             obj=current,
             patient=patient,
-            purpose=AuditPurpose.CARE,
             detail={
                 **(detail or {}),
                 "gp_withdrawn": current.professional.rpps,

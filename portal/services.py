@@ -458,6 +458,18 @@ class CareRelationshipAlreadyEnded(ValidationError):
     """The relationship had already ended (a second click, or someone else was quicker)."""
 
 
+def end_running_relationship(*, relationship: CareRelationship, by: Actor, reason: str) -> bool:
+    """End ``relationship`` if it still runs: one conditioned UPDATE, so that of two people
+    ending it at once only one does (False for the other). Who ended it and why are kept."""
+    return bool(
+        CareRelationship.objects.filter(pk=relationship.pk, ended_at__isnull=True).update(
+            ended_at=timezone.now(),
+            ended_by=by.user if by.is_authenticated else None,
+            end_reason=reason,
+        )
+    )
+
+
 def care_relationship_end(
     *, relationship: CareRelationship, by: Actor, reason: str = ""
 ) -> CareRelationship:
@@ -481,12 +493,7 @@ def care_relationship_end(
         if not reason:
             raise ValidationError(_("Say why this professional leaves the care team."))
     with transaction.atomic():
-        ended = CareRelationship.objects.filter(pk=relationship.pk, ended_at__isnull=True).update(
-            ended_at=timezone.now(),
-            ended_by=by.user if by.is_authenticated else None,
-            end_reason=reason,
-        )
-        if not ended:
+        if not end_running_relationship(relationship=relationship, by=by, reason=reason):
             raise CareRelationshipAlreadyEnded(
                 _("%(name)s had already left the care team.")
                 % {"name": relationship.professional.display_name}

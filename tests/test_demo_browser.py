@@ -6,6 +6,7 @@ tests/demo_seed.py), then signs in through the browser.
 Needs Debian's Chromium (/usr/bin/chromium); Playwright never downloads a browser.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -43,13 +44,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def demo_server(seeded_demo, tmp_path_factory):
-    """daphne serving this module's own copy of the seeded demo (see tests/demo_seed.py)."""
-    workdir = tmp_path_factory.mktemp("demo") / "portal"
-    shutil.copytree(seeded_demo, workdir)
-    env = demo_env(workdir)
-    manage = manager(env)
+@contextlib.contextmanager
+def serving(env: dict):
+    """daphne serving the demo folder ``env`` points at (tests/demo_seed.demo_env), on a free
+    port, until the block ends; yields its base URL once /health/ answers."""
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -80,10 +78,20 @@ def demo_server(seeded_demo, tmp_path_factory):
 
     try:
         wait_until(answers, timeout=SERVER_START, what=f"daphne to answer {base}/health/")
-        yield base, manage
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def demo_server(seeded_demo, tmp_path_factory):
+    """daphne serving this module's own copy of the seeded demo (see tests/demo_seed.py)."""
+    workdir = tmp_path_factory.mktemp("demo") / "portal"
+    shutil.copytree(seeded_demo, workdir)
+    env = demo_env(workdir)
+    with serving(env) as base:
+        yield base, manager(env)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,12 @@ patient's page show all of it.
 
 import re
 import shutil
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.demo_seed import demo_env, manager
-from tests.test_demo_browser import ARTIFACTS, ROOT, SERVER_START, _free_port, browser  # noqa: F401
+from tests.test_demo_browser import ARTIFACTS, browser, serving  # noqa: F401
 from tests.test_rcp_browser import _page, _shell
 from tests.waiting import on_page, wait_until
 
@@ -44,40 +41,8 @@ def mail_server(seeded_demo, tmp_path_factory):
     outbox = workdir / "mail"
     outbox.mkdir()
     env = {**demo_env(workdir), "EMAIL_URL": f"filemail:///{outbox}"}
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "portal.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if server.poll() is not None:
-            pytest.fail("daphne did not start: " + server.stderr.read1().decode())
-        try:
-            urllib.request.urlopen(f"{base}/health/", timeout=1).close()  # noqa: S310
-        except OSError:
-            return False
-        return True
-
-    try:
-        wait_until(answers, timeout=SERVER_START, what=f"daphne to answer {base}/health/")
+    with serving(env) as base:
         yield base, manager(env), outbox
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _mails(outbox: Path) -> list[str]:
