@@ -4,10 +4,11 @@ The link's token is in the path: portal.logging redacts ``/partage/<token>`` fro
 
 from django.urls import path
 
-from imaging import share_views
+from imaging import share_dpo_views, share_views
 
 urlpatterns = [
     path("patients/<int:patient_id>/nouveau/", share_views.share_create, name="share-create"),
+    path("gestion/", share_dpo_views.share_dpo_list, name="share-dpo-list"),
     path("gestion/<int:share_id>/revoquer/", share_views.share_revoke, name="share-revoke"),
     path("<slug:token>/", share_views.share_landing, name="share-landing"),
     path("<slug:token>/code/", share_views.share_code, name="share-code"),

@@ -452,6 +452,21 @@ def shares_of_patient(patient: Patient) -> QuerySet[Share]:
     )
 
 
+def shares_for_dpo(*, show_all: bool = False) -> QuerySet[Share]:
+    """The region's shares for the data protection officer: those still open (not revoked,
+    not expired), the soonest to end first; with ``show_all``, every share, newest first.
+    Constant queries per page (author, patient, revoker joined; studies and documents
+    prefetched)."""
+    shares = Share.objects.select_related("patient", "author", "revoked_by").prefetch_related(
+        Prefetch("studies", queryset=Study.objects.order_by("-study_date", "-pk")), "documents"
+    )
+    if show_all:
+        return shares.order_by("-created_at", "-pk")
+    return shares.filter(revoked_at__isnull=True, expires_at__gt=timezone.now()).order_by(
+        "expires_at", "pk"
+    )
+
+
 def _send(address: str, subject: str, body: str, *, what: str) -> None:
     """One e-mail to an address without an account. A failure is logged, not raised: the
     author's share exists, and the recipient can ask for a code again."""

@@ -1756,6 +1756,10 @@ MATRIX.update(
             audit_event=AuditEventId.PATIENT_RECORD,
             patient=lambda w: w.patient,
         ),
+        # The DPO's list of every share (he revokes without being in care).
+        "share-dpo-list": GlobalPermission(
+            holder=lambda w: w.auditor_user, audit_event=AuditEventId.QUERY
+        ),
         "share-landing": ShareLinkRoute(kwargs=lambda w: {"token": _share_token(w)}, granted=False),
         "share-code": ShareLinkRoute(kwargs=lambda w: {"token": _share_token(w)}, granted=False),
         "share-contents": ShareLinkRoute(

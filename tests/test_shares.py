@@ -541,3 +541,42 @@ def test_an_opposition_recorded_after_the_share_suspends_it(world, imaged):
         reverse("patient-detail", args=[world.patient.pk])
     )
     assert "Suspendu" in panel.content.decode()
+
+
+# --- The data protection officer's list ---------------------------------------------------------
+
+
+def test_the_dpo_finds_every_open_share_and_revokes_one_from_his_list(
+    world, imaged, django_assert_max_num_queries
+):
+    """The DPO is in no care team: his list (linked from the audit trail) is where he finds a
+    share to revoke at once; a doctor gets the 403 of a page that is not his."""
+    share, token = _share(world, imaged)
+    dpo = client_for(world.auditor_user)
+    assert 'data-testid="share-dpo-link"' in dpo.get(reverse("audit-event-list")).content.decode()
+    url = reverse("share-dpo-list")
+    page = dpo.get(url).content.decode()
+    assert "Dr Hélène Garnier" in page and world.patient.display_name in page
+    assert reverse("share-revoke", args=[share.pk]) in page
+    dpo.get(url)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as one:
+        dpo.get(url)
+    for _n in range(3):
+        _share(world, imaged)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        dpo.get(url)
+
+    assert dpo.post(reverse("share-revoke", args=[share.pk])).status_code == 302
+    open_list = dpo.get(url).content.decode()
+    assert f'data-testid="share-dpo-{share.pk}"' not in open_list
+    every = dpo.get(url + "?tous=1").content.decode()
+    assert f'data-testid="share-dpo-{share.pk}"' in every and "Révoqué le" in every
+    assert _opened_client_refused(token)
+    assert client_for(world.oncologist.user).get(url).status_code == 403
+
+
+def _opened_client_refused(token) -> bool:
+    return Client().get(reverse("share-landing", args=[token])).status_code == 410
