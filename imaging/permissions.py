@@ -1,8 +1,12 @@
 """Who may act on the imaging objects: predicates asked by views (to show a button) and by
 services (to refuse)."""
 
+from django.db.models import Q
+
 from imaging.selectors import studies_visible_to
 from portal.access import may_open_patient
+from portal.models import Establishment
+from portal.permissions import administered_establishments
 
 
 def may_package_studies(*, user, patient, studies) -> bool:
@@ -22,3 +26,32 @@ def may_package_studies(*, user, patient, studies) -> bool:
         .values_list("pk", flat=True)
     )
     return visible == wanted
+
+
+# --- Usage statements (imaging.metering) ------------------------------------------------------
+
+STATEMENTS_PERMISSION = "imaging.view_statement"  # every establishment's: the programme
+AFFILIATED_STATEMENTS_PERMISSION = "imaging.view_affiliated_statements"  # the billing office
+
+
+def statement_establishments(user):
+    """The establishments whose usage statements ``user`` may read: every one for the
+    regional programme; those they are affiliated to for a billing office; those they
+    administer (portal.permissions.administered_establishments)."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Establishment.objects.none()
+    if user.has_perm(STATEMENTS_PERMISSION):
+        return Establishment.objects.all()
+    allowed = Q(pk__in=administered_establishments(user).values("pk"))
+    if user.has_perm(AFFILIATED_STATEMENTS_PERMISSION):
+        allowed |= Q(pk__in=Establishment.objects.filter(affiliations__professional__user=user))
+    return Establishment.objects.filter(allowed)
+
+
+def may_view_statements(user) -> bool:
+    """The "Usage statements" page: someone who may read the statements of one establishment."""
+    return statement_establishments(user).exists()
+
+
+def may_view_statement(*, user, statement) -> bool:
+    return statement_establishments(user).filter(pk=statement.establishment_id).exists()
