@@ -259,7 +259,8 @@ def test_the_prices_are_checked_at_start_up(monkeypatch):
             importlib.reload(portal.settings)
     monkeypatch.setenv("METERING_PRICES", "archive=1.5,sharing=0,storage=0.0125")
     importlib.reload(portal.settings)
-    assert portal.settings.METERING_PRICES == {
+    prices = portal.settings.METERING_PRICES
+    assert prices == {
         "archive": Decimal("1.5"),
         "sharing": Decimal("0"),
         "storage": Decimal("0.0125"),
