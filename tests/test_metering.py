@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pypdf import PdfReader
@@ -212,6 +212,22 @@ def test_never_two_statements_for_one_establishment_month(region):
             storage_gb=0,
             total=0,
         )
+
+
+def test_the_database_refuses_to_change_an_issued_statement(region):
+    issue_january()
+    statement = Statement.objects.get(establishment=region["chu"], month=JAN)
+    with pytest.raises(DatabaseError), transaction.atomic():
+        Statement.objects.filter(pk=statement.pk).update(total=Decimal("0.01"))
+    with pytest.raises(DatabaseError), transaction.atomic():
+        StatementLine.objects.filter(statement=statement).update(unit_price=Decimal("9"))
+    statement.refresh_from_db()
+    assert statement.total == Decimal("1.89")
+    assert set(statement.lines.values_list("unit_price", flat=True)) == {
+        Decimal("0.80"),
+        Decimal("0.20"),
+        Decimal("0.05"),
+    }
 
 
 def test_a_late_study_is_a_correction_of_the_next_month_and_january_never_changes(region, settings):
