@@ -264,6 +264,28 @@ def test_a_late_study_is_a_correction_of_the_next_month_and_january_never_change
     ).exists()
 
 
+def test_the_nightly_task_and_the_command_issue_after_the_indicators_job(region, settings):
+    from django.core.management import call_command
+
+    from imaging import tasks
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["imaging-issue-statements"]
+    activity = settings.CELERY_BEAT_SCHEDULE["imaging-compute-activity"]
+    assert schedule["task"] == "imaging.issue_statements"
+    assert (schedule["schedule"].hour, activity["schedule"].hour) == ({3}, {2})
+    activity_compute(now=at(2, 20, 2))
+    with time_machine.travel(at(2, 20, 3), tick=False):
+        tasks.issue_statements()
+    assert Statement.objects.filter(month=JAN).count() == 2
+    out = io.StringIO()
+    call_command("statements_issue", stdout=out)
+    assert Statement.objects.count() == 2
+    assert out.getvalue().strip() in (
+        "No closed month left to issue.",
+        "Aucun mois clos à émettre.",
+    )
+
+
 def test_the_prices_are_checked_at_start_up(monkeypatch):
     import importlib
 
