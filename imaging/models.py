@@ -713,6 +713,11 @@ class StatementLine(models.Model):
     def __str__(self):
         return f"{self.service} {self.modality} {self.quantity} × {self.unit_price}"
 
+    @property
+    def price_places(self) -> int:
+        """The decimals the unit price is shown with: two, more if the price has them."""
+        return max(2, -self.unit_price.normalize().as_tuple().exponent)
+
 
 class StatementDocument(GeneratedDocument):
     """The PDF of a statement (portal.documents; imaging.metering's kind)."""
