@@ -6,7 +6,11 @@ from django.db.models import Q
 from imaging.selectors import studies_visible_to
 from portal.access import may_open_patient
 from portal.models import Establishment
-from portal.permissions import administered_establishments
+from portal.permissions import (
+    CARE_TEAM_ADMINISTRATION_PERMISSION,
+    REGIONAL_ADMINISTRATION_PERMISSION,
+    administered_establishments,
+)
 
 
 def may_package_studies(*, user, patient, studies) -> bool:
@@ -50,6 +54,18 @@ def statement_establishments(user):
 
 def may_view_statements(user) -> bool:
     """The "Usage statements" page: someone who may read the statements of one establishment."""
+    # Asked by the home page: the permissions (cached on the user for the request) rule out
+    # most users without a query of their own.
+    if not getattr(user, "is_authenticated", False) or not any(
+        user.has_perm(permission)
+        for permission in (
+            STATEMENTS_PERMISSION,
+            AFFILIATED_STATEMENTS_PERMISSION,
+            REGIONAL_ADMINISTRATION_PERMISSION,
+            CARE_TEAM_ADMINISTRATION_PERMISSION,
+        )
+    ):
+        return False
     return statement_establishments(user).exists()
 
 

@@ -372,6 +372,13 @@ def test_the_list_shows_each_reader_their_establishments(region, readers):
     assert client_for(readers["doctor"]).get(reverse("imaging-statements")).status_code == 403
 
 
+def test_the_home_page_leads_the_readers_to_their_statements(readers):
+    for who, shown in (("programme", True), ("admin", True), ("billing", True), ("doctor", False)):
+        response = client_for(readers[who]).get(reverse("home"))
+        assert response.status_code == 200
+        assert ('data-testid="statements-panel"' in response.content.decode()) is shown, who
+
+
 def test_pages_read_in_constant_queries(region, readers, settings):
     client = client_for(readers["programme"])
 
