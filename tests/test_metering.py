@@ -286,6 +286,32 @@ def test_the_nightly_task_and_the_command_issue_after_the_indicators_job(region,
     )
 
 
+def test_a_study_moved_to_another_establishment_is_corrected_on_both(region):
+    issue_january()
+    # The MR of January was Blois's, not the CHRU's (its images named the wrong one).
+    Study.objects.filter(modalities="MR").update(establishment=region["blois"])
+    activity_compute(now=at(3, 20, 2))
+    report = statements_issue(now=at(3, 20, 3))
+    assert report.months == [FEB]
+
+    def corrections(establishment):
+        return [
+            (line.service, line.modality, line.quantity, line.amount)
+            for line in StatementLine.objects.filter(
+                statement__establishment=establishment, statement__month=FEB, kind="correction"
+            )
+        ]
+
+    assert corrections(region["chu"]) == [
+        ("archive", "MR", -1, Decimal("-0.80")),
+        ("storage", "", Decimal("-0.250"), Decimal("-0.01")),
+    ]
+    assert corrections(region["blois"]) == [
+        ("archive", "MR", 1, Decimal("0.80")),
+        ("storage", "", Decimal("0.250"), Decimal("0.01")),
+    ]
+
+
 def test_the_prices_are_checked_at_start_up(monkeypatch):
     import importlib
 
@@ -370,6 +396,11 @@ def test_the_list_shows_each_reader_their_establishments(region, readers):
     )
     assert response.status_code == 400
     assert client_for(readers["doctor"]).get(reverse("imaging-statements")).status_code == 403
+    # Bad input is a message, never a 500.
+    for query in ("?year=abc", "?year=1900", "?establishment=xyz"):
+        response = client_for(readers["programme"]).get(reverse("imaging-statements") + query)
+        assert response.status_code == 400, query
+        assert response.context["form"].errors, query
 
 
 def test_the_home_page_leads_the_readers_to_their_statements(readers):
