@@ -2,7 +2,15 @@
 
 from django.http import Http404
 
-from imaging.models import IngestBatch, ReviewRoom, Study, StudyPackage, StudyReport
+from imaging.models import (
+    IngestBatch,
+    ReviewRoom,
+    Statement,
+    Study,
+    StudyPackage,
+    StudyReport,
+)
+from imaging.permissions import statement_establishments
 from imaging.selectors import read_only_study, studies_visible_to
 from portal.access import get_patient_for_user, not_found, patient_of, record_refusal
 from portal.audit import Actor
@@ -149,3 +157,23 @@ def get_share_for_user(request, share_id):
         object_id=share_id,
         patient=patient_of(Share.objects.filter(pk=share_id)),
     )
+
+
+def get_statement_for_user(request, statement_id):
+    """A usage statement of an establishment ``request.user`` may read statements of, else
+    the audited 404 (an establishment's administrator learns nothing of another's)."""
+    statement = (
+        Statement.objects.filter(
+            pk=statement_id, establishment__in=statement_establishments(request.user)
+        )
+        .select_related("establishment")
+        .first()
+    )
+    if statement is None:
+        raise not_found(
+            request,
+            object_type="imaging.statement",
+            object_id=statement_id,
+            purpose=AuditPurpose.ADMINISTRATION,
+        )
+    return statement

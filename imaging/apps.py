@@ -59,3 +59,11 @@ class ImagingConfig(AppConfig):
                     and model is not ViewerToken
                 ):
                     model.objects.filter(**{field.name: source}).update(**{field.name: target})
+
+    def portal_roles(self):
+        """What this app adds to the roles of portal.roles: the regional programme reads every
+        establishment's usage statements; a billing office those of its establishments."""
+        return {
+            "programme": ["imaging.view_statement"],
+            "billing": ["imaging.view_affiliated_statements"],
+        }

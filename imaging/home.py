@@ -11,9 +11,10 @@ from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+from imaging import permissions as may
 from imaging.models import Study, StudyIdentity, StudyReport
 from imaging.notifications import report_url
-from portal.home import NewsItem, register_news
+from portal.home import NewsItem, register_news, register_panel
 
 # At most this many new studies (and as many study reports) among the GP's news.
 STUDIES_SHOWN = 6
@@ -101,7 +102,21 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
     return items
 
 
+def statements_panel(request) -> dict | None:
+    """For whoever reads usage statements (imaging.metering): the way to them."""
+    if not may.may_view_statements(request.user):
+        return None
+    return {"url": reverse("imaging-statements")}
+
+
 def register() -> None:
+    register_panel(
+        key="imaging_statements",
+        order=90,
+        template="imaging/metering/home_panel.html",
+        build=statements_panel,
+        patient_data=False,
+    )
     # A patient's images arrive by the dozen: a few of them, the decisions stay in view.
     register_news(key="imaging-studies", fetch=study_news, max_shown=STUDIES_SHOWN)
     register_news(key="imaging-reports", fetch=report_news, max_shown=STUDIES_SHOWN)

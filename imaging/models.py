@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from portal.documents_models import GeneratedDocument
 from portal.models import Establishment, Patient
 
 UID_LENGTH = 64
@@ -751,3 +752,107 @@ class ShareCode(models.Model):
 
     def __str__(self):
         return f"code {self.pk} of share {self.share_id}"
+
+
+# --- Usage metering: the establishments' monthly statements (imaging.metering, issue 17) -----
+
+
+class MeteringService(models.TextChoices):
+    """What a statement line counts (its price: METERING_PRICES, per unit)."""
+
+    ARCHIVE = "archive", _("Exams archived")
+    SHARING = "sharing", _("Exams consulted by other establishments")
+    STORAGE = "storage", _("Storage at the end of the month (GB)")
+
+
+class Statement(models.Model):
+    """The usage statement of one establishment for one closed month (its first day).
+
+    Issued once by imaging.metering.statements_issue and never changed: what a later recount
+    finds different becomes a correction line of a later statement. The totals are those of
+    its lines, copied for the lists; ``total`` is in euros, corrections included."""
+
+    establishment = models.ForeignKey(
+        Establishment, on_delete=models.PROTECT, related_name="usage_statements"
+    )
+    month = models.DateField()
+    issued_at = models.DateTimeField()
+    exams_archived = models.PositiveIntegerField()
+    exams_consulted = models.PositiveIntegerField()
+    storage_gb = models.DecimalField(max_digits=14, decimal_places=3)
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        verbose_name = _("usage statement")
+        verbose_name_plural = _("usage statements")
+        ordering = ["-month", "establishment__name"]
+        constraints = [
+            # Never two statements for one establishment-month, whatever runs at once.
+            models.UniqueConstraint(fields=["establishment", "month"], name="statement_unique"),
+            models.CheckConstraint(condition=models.Q(month__day=1), name="statement_first_day"),
+        ]
+        # view_statement (Django's own) reads every establishment's; this one, those of the
+        # holder's establishments (an establishment-scoped role: the billing office).
+        permissions = [
+            ("view_affiliated_statements", "Can view the statements of its establishments")
+        ]
+
+    def __str__(self):
+        return f"{self.establishment_id} {self.month:%Y-%m}"
+
+
+class StatementLine(models.Model):
+    """One line of a statement: a service, a modality, a quantity at the price of the day."""
+
+    class Kind(models.TextChoices):
+        NORMAL = "normal", _("Month")
+        CORRECTION = "correction", _("Correction")
+
+    statement = models.ForeignKey(Statement, on_delete=models.PROTECT, related_name="lines")
+    service = models.CharField(max_length=16, choices=MeteringService.choices)
+    modality = models.CharField(max_length=64, blank=True)
+    quantity = models.DecimalField(max_digits=14, decimal_places=3)
+    unit_price = models.DecimalField(max_digits=10, decimal_places=4)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.NORMAL)
+    # A correction's month: the earlier statement whose figure it puts right.
+    corrects_month = models.DateField(null=True, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-kind", "corrects_month", "service", "modality", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="normal", corrects_month__isnull=True)
+                | models.Q(kind="correction", corrects_month__isnull=False),
+                name="statement_line_correction_month",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.service} {self.modality} {self.quantity} × {self.unit_price}"
+
+    @property
+    def price_places(self) -> int:
+        """The decimals the unit price is shown with: two, more if the price has them."""
+        return max(2, -self.unit_price.normalize().as_tuple().exponent)
+
+
+class StatementDocument(GeneratedDocument):
+    """The PDF of a statement (portal.documents; imaging.metering's kind)."""
+
+    statement = models.ForeignKey(Statement, on_delete=models.PROTECT, related_name="documents")
+    file = models.FileField(upload_to="imaging/statements/%Y/%m/", blank=True)
+
+    class Meta(GeneratedDocument.Meta):
+        constraints = [
+            # One being made or made at a time; a failed one may be tried again.
+            models.UniqueConstraint(
+                fields=["statement"],
+                condition=~models.Q(status="failed"),
+                name="statement_document_one_live",
+            ),
+        ]
+
+    def __str__(self):
+        return f"statement {self.statement_id} ({self.status})"

@@ -6,12 +6,18 @@ patient's care team shares; the author, the patient's referring doctor or the da
 officer revokes.
 """
 
+from django.db.models import Q
 from django.utils.translation import gettext as _
 
 from imaging.selectors import studies_visible_to
 from portal.access import may_open_patient
-from portal.models import CareRelationship, Patient
-from portal.permissions import is_referring_doctor
+from portal.models import CareRelationship, Establishment, Patient
+from portal.permissions import (
+    CARE_TEAM_ADMINISTRATION_PERMISSION,
+    REGIONAL_ADMINISTRATION_PERMISSION,
+    administered_establishments,
+    is_referring_doctor,
+)
 from portal.selectors import AUDITOR_PERMISSION
 
 
@@ -70,3 +76,44 @@ def may_revoke_share(user, share) -> bool:
         or is_referring_doctor(user=user, patient=share.patient)
         or user.has_perm(AUDITOR_PERMISSION)
     )
+
+
+# --- Usage statements (imaging.metering) ------------------------------------------------------
+
+STATEMENTS_PERMISSION = "imaging.view_statement"  # every establishment's: the programme
+AFFILIATED_STATEMENTS_PERMISSION = "imaging.view_affiliated_statements"  # the billing office
+
+
+def statement_establishments(user):
+    """The establishments whose usage statements ``user`` may read: every one for the
+    regional programme; those they are affiliated to for a billing office; those they
+    administer (portal.permissions.administered_establishments)."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Establishment.objects.none()
+    if user.has_perm(STATEMENTS_PERMISSION):
+        return Establishment.objects.all()
+    allowed = Q(pk__in=administered_establishments(user).values("pk"))
+    if user.has_perm(AFFILIATED_STATEMENTS_PERMISSION):
+        allowed |= Q(pk__in=Establishment.objects.filter(affiliations__professional__user=user))
+    return Establishment.objects.filter(allowed)
+
+
+def may_view_statements(user) -> bool:
+    """The "Usage statements" page: someone who may read the statements of one establishment."""
+    # Asked by the home page: the permissions (cached on the user for the request) rule out
+    # most users without a query of their own.
+    if not getattr(user, "is_authenticated", False) or not any(
+        user.has_perm(permission)
+        for permission in (
+            STATEMENTS_PERMISSION,
+            AFFILIATED_STATEMENTS_PERMISSION,
+            REGIONAL_ADMINISTRATION_PERMISSION,
+            CARE_TEAM_ADMINISTRATION_PERMISSION,
+        )
+    ):
+        return False
+    return statement_establishments(user).exists()
+
+
+def may_view_statement(*, user, statement) -> bool:
+    return statement_establishments(user).filter(pk=statement.establishment_id).exists()

@@ -3,7 +3,7 @@
 from django.apps import apps
 from django.db.models import Prefetch, Q, QuerySet, Sum
 
-from imaging.models import IngestBatch, Series, Study, StudyIdentity, StudyReport
+from imaging.models import IngestBatch, Series, Statement, Study, StudyIdentity, StudyReport
 from portal.access import read_only_patient_grants
 from portal.models import Affiliation, Patient
 from portal.selectors import emergency_patient_ids, patients_visible_to
@@ -268,3 +268,14 @@ def activity_table(
             line = lines.setdefault((establishment_id, bucket), {})
             line[figure] = line.get(figure, 0) + value
     return {"lines": lines, "region": region}
+
+
+def statements_of(establishments, *, establishment=None, year: int | None = None):
+    """The usage statements of ``establishments`` (a queryset the caller may read), newest
+    first, optionally of one of them and one year, with their establishment."""
+    statements = Statement.objects.filter(establishment__in=establishments)
+    if establishment is not None:
+        statements = statements.filter(establishment=establishment)
+    if year is not None:
+        statements = statements.filter(month__year=year)
+    return statements.select_related("establishment").order_by("-month", "establishment__name")

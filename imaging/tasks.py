@@ -4,7 +4,8 @@ import logging
 
 from celery import shared_task
 
-from imaging import activity, packages, prefetch, services
+# metering also registers its PDF kind with portal.documents for the workers.
+from imaging import activity, metering, packages, prefetch, services
 from imaging.archive import ArchiveUnavailable
 from imaging.dicom_send import DestinationUnreachable
 from imaging.models import IngestBatch, Study
@@ -136,4 +137,16 @@ def compute_activity() -> None:
         len(report.months),
         len(report.closed),
         report.rows,
+    )
+
+
+@shared_task(name="imaging.issue_statements")
+def issue_statements() -> None:
+    """Nightly, after the indicators' job: the usage statements of the newly closed months."""
+    report = metering.statements_issue()
+    logger.info(
+        "metering: %d statements issued for %s, %d correction lines",
+        report.statements,
+        ", ".join(f"{month:%Y-%m}" for month in report.months) or "no month",
+        report.corrections,
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from imaging import package_views, views
+from imaging import metering_views, package_views, views
 
 urlpatterns = [
     path(
@@ -80,5 +80,32 @@ urlpatterns = [
         "patients/<int:patient_id>/imagerie/dicomdir/<int:package_id>/telecharger/",
         package_views.package_download,
         name="imaging-package-download",
+    ),
+    # Usage statements (imaging.metering).
+    path("imagerie/releves/", metering_views.statement_list, name="imaging-statements"),
+    path(
+        "imagerie/releves/<int:statement_id>/",
+        metering_views.statement_detail,
+        name="imaging-statement",
+    ),
+    path(
+        "imagerie/releves/<int:statement_id>/csv/",
+        metering_views.statement_csv,
+        name="imaging-statement-csv",
+    ),
+    path(
+        "imagerie/releves/<int:statement_id>/pdf/",
+        metering_views.statement_outputs,
+        name="imaging-statement-outputs",
+    ),
+    path(
+        "imagerie/releves/<int:statement_id>/pdf/demander/",
+        metering_views.statement_pdf_request,
+        name="imaging-statement-pdf-request",
+    ),
+    path(
+        "imagerie/releves/<int:statement_id>/pdf/<int:document_id>/",
+        metering_views.statement_pdf,
+        name="imaging-statement-pdf",
     ),
 ]

@@ -12,6 +12,7 @@ A bad or missing value fails at start-up with django-environ's ImproperlyConfigu
 which names the variable.
 """
 
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -226,6 +227,12 @@ CELERY_BEAT_SCHEDULE = {
         # months, recomputed whole (imaging.activity).
         "schedule": crontab(hour=2, minute=30),
     },
+    "imaging-issue-statements": {
+        "task": "imaging.issue_statements",
+        # Nightly, after the indicators' job has closed the months it closes: each closed
+        # month's usage statements, once (imaging.metering).
+        "schedule": crontab(hour=3, minute=30),
+    },
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -307,6 +314,39 @@ for _item in env.str("ACTIVITY_REPEAT_WINDOWS", default="CT=30,MR=30,CR=7,DX=7")
 del _item, _modality, _equals, _days
 if ACTIVITY_MONTH_CLOSES_AFTER_DAYS < 0:
     raise ImproperlyConfigured("ACTIVITY_MONTH_CLOSES_AFTER_DAYS must be 0 or more.")
+
+# Usage metering (imaging.metering, issue 17): the price of each service of the monthly
+# statements, in euros, "archive=0.80,sharing=0.20,storage=0.05": per exam archived, per exam
+# consulted by another establishment, per gigabyte stored at the month's end. Every service
+# is priced (0 is a price); a statement line keeps the price it was issued with.
+METERING_SERVICES = ("archive", "sharing", "storage")
+METERING_PRICES = {}
+for _item in env.str("METERING_PRICES", default="archive=0.80,sharing=0.20,storage=0.05").split(
+    ","
+):
+    _service, _equals, _price = _item.strip().partition("=")
+    try:
+        _euros = Decimal(_price.strip())
+    except ArithmeticError:
+        _euros = None
+    if (
+        _service.strip() not in METERING_SERVICES
+        or _euros is None
+        or not _euros.is_finite()
+        or _euros < 0
+        or _euros.as_tuple().exponent < -4
+        or _service.strip() in METERING_PRICES
+    ):
+        raise ImproperlyConfigured(
+            f"METERING_PRICES: {_item!r} is not SERVICE=EUROS with a service among "
+            f"{', '.join(METERING_SERVICES)}, once each (e.g. archive=0.80,sharing=0.20)."
+        )
+    METERING_PRICES[_service.strip()] = _euros
+del _item, _service, _equals, _price, _euros
+if set(METERING_PRICES) != set(METERING_SERVICES):
+    raise ImproperlyConfigured(
+        f"METERING_PRICES: give a price for each of {', '.join(METERING_SERVICES)}."
+    )
 
 # Limits on uploaded images (bytes and counts); the reverse proxy must allow as much.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=512 * 1024**2)

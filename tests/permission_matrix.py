@@ -1934,3 +1934,105 @@ MATRIX.update(
         ),
     }
 )
+
+
+# --- Usage statements (imaging.metering) -------------------------------------------------------
+
+
+def _programme(world):
+    """The regional programme's officer: every establishment's statements (a role)."""
+    if "_programme" not in world.__dict__:
+        world._programme = _with_role(
+            builders.professional(
+                email="programme@mirc.test",
+                first_name="Claire",
+                last_name="Lemoine",
+                profession="autre",
+                title="Mme",
+                with_rpps=False,
+            ).user,
+            "programme",
+        )
+    return world._programme
+
+
+def _bourges_administration(world):
+    """The establishment's administrator at CH de Bourges: not the CHRU's statements."""
+    if "_bourges_administration" not in world.__dict__:
+        world._bourges_administration = _with_role(
+            builders.professional(
+                email="admissions.bourges@mirc.test",
+                first_name="Luc",
+                last_name="Perrin",
+                profession="autre",
+                establishment=world.bourges,
+                title="M.",
+                with_rpps=False,
+            ).user,
+            "establishment_admin",
+        )
+    return world._bourges_administration
+
+
+def _tours_statement(world):
+    """January 2026's statement of CHRU de Tours (built once per world)."""
+    from decimal import Decimal
+
+    from imaging.models import Statement, StatementLine
+
+    if "_tours_statement" not in world.__dict__:
+        statement = Statement.objects.create(
+            establishment=world.tours,
+            month=dt.date(2026, 1, 1),
+            issued_at=dt.datetime(2026, 2, 20, 3, 30, tzinfo=dt.UTC),
+            exams_archived=2,
+            exams_consulted=0,
+            storage_gb=Decimal("0"),
+            total=Decimal("1.60"),
+        )
+        StatementLine.objects.create(
+            statement=statement,
+            service="archive",
+            modality="CT",
+            quantity=Decimal(2),
+            unit_price=Decimal("0.80"),
+            amount=Decimal("1.60"),
+        )
+        world._tours_statement = statement
+    return world._tours_statement
+
+
+def _statement_pdf_kwargs(world) -> dict:
+    from imaging.models import StatementDocument
+    from portal import documents
+
+    statement = _tours_statement(world)
+    document = statement.documents.filter(status=StatementDocument.Status.READY).first()
+    if document is None:
+        document = documents.render(document=StatementDocument.objects.create(statement=statement))
+    return {"statement_id": statement.pk, "document_id": document.pk}
+
+
+def _statement_route(**fields) -> ObjectRoute:
+    fields.setdefault("kwargs", lambda w: {"statement_id": _tours_statement(w).pk})
+    return ObjectRoute(
+        entitled=tours_administration,
+        outsider=_bourges_administration,
+        extra_outsiders=[lambda w: w.oncologist.user],
+        patient_data=False,  # an establishment's counts and amounts, no patient
+        **fields,
+    )
+
+
+MATRIX.update(
+    {
+        "imaging-statements": GlobalPermission(holder=_programme, audit_event=AuditEventId.QUERY),
+        "imaging-statement": _statement_route(audit_event=AuditEventId.QUERY),
+        "imaging-statement-csv": _statement_route(audit_event=AuditEventId.EXPORT),
+        "imaging-statement-outputs": _statement_route(),
+        "imaging-statement-pdf-request": _statement_route(method="post", expect=302),
+        "imaging-statement-pdf": _statement_route(
+            kwargs=_statement_pdf_kwargs, audit_event=AuditEventId.EXPORT
+        ),
+    }
+)
