@@ -237,7 +237,7 @@ def test_ctrl_c_stops_the_four_servers(demo):
     seeded demo has a directory, so run_demo starts it)."""
     runner, ports = demo["runner"], demo["ports"]
     children = _children(runner.pid)
-    assert len(children) == 4
+    assert len(children) == 4, "".join(demo["output"])
     runner.send_signal(signal.SIGINT)
     assert runner.wait(timeout=30) == 0
     _wait_for(lambda: not any(_alive(pid) for pid in children), "the servers to exit", 30)
