@@ -575,6 +575,30 @@ def package_integrity_failed(*, package: StudyPackage, by: Actor) -> None:
         )
 
 
+def share_packages_withdraw(*, share: Share) -> None:
+    """The share was revoked: its packages are withdrawn at once rather than left on disk for
+    PACKAGES_KEEP_DAYS; a ready one expires (its file deleted once the revocation commits),
+    one being made fails (its build, fenced out by the status, publishes nothing). Called
+    inside the revocation's transaction."""
+    now = timezone.now()
+    ready = StudyPackage.objects.filter(share=share, status=Status.READY)
+    names = [name for name in ready.values_list("file_name", flat=True) if name]
+    ready.update(status=Status.EXPIRED, file_name="", expires_at=now, updated_at=now)
+    StudyPackage.objects.filter(share=share, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.FAILED,
+        error=_("The share was revoked."),
+        finished_at=now,
+        updated_at=now,
+    )
+    directory = Path(settings.PACKAGES_DIR)
+
+    def delete_files():
+        for name in names:
+            (directory / name).unlink(missing_ok=True)
+
+    transaction.on_commit(delete_files)
+
+
 # --- Expiry -------------------------------------------------------------------------------------
 
 

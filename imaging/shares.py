@@ -229,13 +229,15 @@ def share_create(
 
 def share_revoke(*, share: Share, by: Actor, reason: str = "") -> bool:
     """End the share now: its link, its codes and its viewer tokens stop working at once
-    (imaging.dicomweb checks the share on every request). False if it was already revoked."""
+    (imaging.dicomweb checks the share on every request), and its DICOMDIR packages are
+    withdrawn (files deleted). False if it was already revoked."""
     if not may_revoke_share(by.user, share):
         raise ShareRefused(_("Only the author, the referring doctor or the DPO may revoke it."))
     now = timezone.now()
 
     def then():
         ViewerToken.objects.filter(share=share, revoked_at__isnull=True).update(revoked_at=now)
+        packages.share_packages_withdraw(share=share)
         audit.record(
             actor=by,
             event=audit.AuditEventId.EXPORT,

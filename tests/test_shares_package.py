@@ -305,7 +305,12 @@ def test_an_ended_share_serves_its_zip_no_more(world, imaged):
     page = reverse("share-package", args=[token, package.pk])
     download = reverse("share-package-download", args=[token, package.pk])
     assert client.get(download).status_code == 200
-    shares.share_revoke(share=share, by=Actor(user=world.oncologist.user))
+    path = packages.package_path(package)
+    with committed():
+        shares.share_revoke(share=share, by=Actor(user=world.oncologist.user))
+    # Withdrawn at once, not left on disk until the purge.
+    assert not path.exists()
+    assert StudyPackage.objects.get(pk=package.pk).status == Status.EXPIRED
     for url in (page, download):
         response = client.get(url)
         assert response.status_code == 410
@@ -313,6 +318,18 @@ def test_an_ended_share_serves_its_zip_no_more(world, imaged):
         assert world.oncologist.user.email in response.content.decode()  # whom to ask
     assert _ask(client, token).status_code == 410
     assert StudyPackage.objects.count() == 1
+
+
+def test_a_package_being_made_when_the_share_is_revoked_publishes_nothing(world, imaged):
+    share, token = _share(world, imaged)
+    # Asked, its task not run yet (the on-commit callbacks are not executed here).
+    package = shares.share_package_request(share=share, actor=Actor(name="recipient"))
+    with committed():
+        shares.share_revoke(share=share, by=Actor(user=world.oncologist.user))
+    assert packages.package_build(package_id=package.pk) is None
+    package.refresh_from_db()
+    assert package.status == Status.FAILED and not package.file_name
+    assert package.error == "Le partage a été révoqué."
 
 
 def test_an_opposition_suspends_the_zip(world, imaged):
