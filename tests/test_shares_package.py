@@ -158,6 +158,9 @@ def test_the_share_form_asks_whether_the_images_may_be_downloaded(world, imaged)
     assert Share.objects.get().allow_download is True
     event = AuditEvent.objects.get(event_id=AuditEventId.EXPORT, object_type="imaging.share")
     assert event.detail["download"] is True
+    # The author's panel on the patient's page says so.
+    panel = client.get(reverse("patient-detail", args=[world.patient.pk])).content.decode()
+    assert "images téléchargeables (DICOMDIR)" in panel
 
 
 def test_without_the_authors_consent_there_is_no_zip(world, imaged):
