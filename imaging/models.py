@@ -570,6 +570,16 @@ class StudyPackage(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # The share whose recipient asked for it (imaging.shares), requested_by then empty.
+    # PROTECT: a share is never deleted, only revoked; a package row is the record of an
+    # export (its audit events point at it) and the purge finds its file through it.
+    share = models.ForeignKey(
+        "imaging.Share",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="packages",
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -678,6 +688,8 @@ class Share(models.Model):
     view_count = models.PositiveIntegerField(default=0)
     last_viewed_at = models.DateTimeField(null=True, blank=True)
     link_token_hash = models.CharField(max_length=64, unique=True)
+    # The author lets the recipient take the studies away as a DICOMDIR zip (imaging.packages).
+    allow_download = models.BooleanField(_("images downloadable (DICOMDIR)"), default=False)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

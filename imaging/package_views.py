@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -18,6 +19,15 @@ from portal.access import get_patient_for_user
 from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
+
+
+def _urls(package) -> dict:
+    """Where the polled block (imaging/_package_progress.html) polls and downloads from."""
+    args = [package.patient_id, package.pk]
+    return {
+        "progress_url": reverse("imaging-package-progress", args=args),
+        "download_url": reverse("imaging-package-download", args=args),
+    }
 
 
 def _ask(request, patient, studies, *, back):
@@ -84,6 +94,7 @@ def package_detail(request, patient_id, package_id):
             "studies": package.studies.select_related("establishment").order_by(
                 "study_date", "study_time", "pk"
             ),
+            **_urls(package),
         },
     )
 
@@ -98,7 +109,7 @@ def package_progress(request, patient_id, package_id):
     return render(
         request,
         "imaging/_package_progress.html",
-        {"package": package, "patient": package.patient},
+        {"package": package, "patient": package.patient, **_urls(package)},
     )
 
 

@@ -27,9 +27,9 @@ latest attempt may finish it, so two workers never both publish a file. The file
 ``settings.PACKAGES_KEEP_DAYS`` days under ``settings.PACKAGES_DIR``, then deleted by the
 beat job ``imaging.purge_expired_packages``.
 
-For another app (a share of studies, later): call :func:`package_request` once, with the
-doctor who shares as ``by`` (the same permission applies: only who may take the images away
-may give them) and keep the package's id; serve its file with :func:`open_verified`.
+A share of studies (imaging.shares) calls :func:`package_enqueue`, the core without a user's
+permission (the share's own rules apply), with the share set on the package; its recipient
+downloads the file through the share's pages, served by :func:`open_verified`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from pydicom import dcmread
 
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
 from imaging.dicomdir import DicomDir, RecordError
-from imaging.models import Study, StudyIdentity, StudyPackage, StudyReport
+from imaging.models import Share, Study, StudyIdentity, StudyPackage, StudyReport
 from imaging.permissions import may_package_studies
 from imaging.selectors import studies_visible_to
 from imaging.services import encapsulated_document
@@ -134,14 +134,12 @@ def _document_reference(label: str, document: GeneratedDocument) -> dict:
     return {"label": str(label)[:200], "model": document._meta.label, "pk": document.pk}
 
 
-def _live_twin(*, user, patient: Patient, study_ids: set[int]) -> StudyPackage | None:
-    """The user's package of exactly these studies still being made or ready: asked twice
-    (a double click, a second tab), the package is made once."""
+def _live_twin(candidates: QuerySet[StudyPackage], study_ids: set[int]) -> StudyPackage | None:
+    """Among ``candidates``, a package of exactly these studies still being made or ready:
+    asked twice (a double click, a second tab), the package is made once."""
     now = timezone.now()
     candidates = (
-        packages_of(user=user, patient=patient)
-        .filter(documents=[])
-        .exclude(status__in=[Status.FAILED, Status.EXPIRED])
+        candidates.exclude(status__in=[Status.FAILED, Status.EXPIRED])
         .exclude(status=Status.READY, expires_at__lte=now)
         .exclude(status__in=[Status.QUEUED, Status.RUNNING], updated_at__lt=now - STALE_AFTER)
         .prefetch_related("studies")[:10]
@@ -150,6 +148,13 @@ def _live_twin(*, user, patient: Patient, study_ids: set[int]) -> StudyPackage |
         if {study.pk for study in candidate.studies.all()} == study_ids:
             return candidate
     return None
+
+
+def _check_studies(patient: Patient, studies: list[Study]) -> None:
+    if not studies:
+        raise PackageRefused(_("Choose at least one study to download."))
+    if any(study.patient_id != patient.pk for study in studies):
+        raise PackageRefused(_("These studies are not all in this patient's dossier."))
 
 
 def package_request(
@@ -173,24 +178,49 @@ def package_request(
     away (imaging.permissions.may_package_studies). Audited (DCM 110110, the studies asked).
     """
     studies = list(studies)
-    if not studies:
-        raise PackageRefused(_("Choose at least one study to download."))
-    if any(study.patient_id != patient.pk for study in studies):
-        raise PackageRefused(_("These studies are not all in this patient's dossier."))
+    _check_studies(patient, studies)
     user = by.user if by.is_authenticated else None
     if not may_package_studies(user=user, patient=patient, studies=studies):
         raise PackageRefused(_("You may not download these images."))
+    return package_enqueue(
+        by=by, patient=patient, studies=studies, documents=documents, label=label, user=user
+    )
+
+
+def package_enqueue(
+    *,
+    by: Actor,
+    patient: Patient,
+    studies: Sequence[Study],
+    documents: Sequence[tuple[str, GeneratedDocument]] = (),
+    label: str = "",
+    user=None,
+    share: Share | None = None,
+) -> StudyPackage:
+    """:func:`package_request`'s core, without a user's permission: for a caller that applied
+    its own rules (imaging.shares: the share in force, its author's consent to the download).
+    The package is ``user``'s, or ``share``'s (a live one of the same share and studies is
+    reused, whatever its documents: they are the share's). Audited against ``patient``
+    with ``by``."""
+    studies = list(studies)
+    _check_studies(patient, studies)
     references = [_document_reference(name, document) for name, document in documents]
     study_ids = {study.pk for study in studies}
     with transaction.atomic():
-        package = (
-            None if references else _live_twin(user=user, patient=patient, study_ids=study_ids)
-        )
+        if share is not None:
+            package = _live_twin(StudyPackage.objects.filter(share=share), study_ids)
+        elif references:
+            package = None
+        else:
+            package = _live_twin(
+                packages_of(user=user, patient=patient).filter(documents=[]), study_ids
+            )
         reused = package is not None
         if package is None:
             package = StudyPackage.objects.create(
                 patient=patient,
                 requested_by=user,
+                share=share,
                 label=label[:200],
                 documents=references,
                 # The index's count; the build counts again what the archive holds.
@@ -198,6 +228,14 @@ def package_request(
             )
             package.studies.set(studies)
             enqueue_on_commit("imaging.build_package", package.pk)
+        detail = {
+            "action": "DICOMDIR package requested",
+            "studies": sorted(study.study_instance_uid for study in studies),
+            "documents": len(references),
+            "reused": reused,
+        }
+        if share is not None:
+            detail["share"] = share.pk
         audit.record(
             actor=by,
             event=audit.AuditEventId.PATIENT_RECORD,
@@ -205,12 +243,7 @@ def package_request(
             obj=package,
             patient=patient,
             purpose=AuditPurpose.CARE,
-            detail={
-                "action": "DICOMDIR package requested",
-                "studies": sorted(study.study_instance_uid for study in studies),
-                "documents": len(references),
-                "reused": reused,
-            },
+            detail=detail,
         )
     return package
 
@@ -540,6 +573,30 @@ def package_integrity_failed(*, package: StudyPackage, by: Actor) -> None:
             purpose=AuditPurpose.CARE,
             detail={"integrity": "sha256 mismatch", "expected": package.sha256},
         )
+
+
+def share_packages_withdraw(*, share: Share) -> None:
+    """The share was revoked: its packages are withdrawn at once rather than left on disk for
+    PACKAGES_KEEP_DAYS; a ready one expires (its file deleted once the revocation commits),
+    one being made fails (its build, fenced out by the status, publishes nothing). Called
+    inside the revocation's transaction."""
+    now = timezone.now()
+    ready = StudyPackage.objects.filter(share=share, status=Status.READY)
+    names = [name for name in ready.values_list("file_name", flat=True) if name]
+    ready.update(status=Status.EXPIRED, file_name="", expires_at=now, updated_at=now)
+    StudyPackage.objects.filter(share=share, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.FAILED,
+        error=_("The share was revoked."),
+        finished_at=now,
+        updated_at=now,
+    )
+    directory = Path(settings.PACKAGES_DIR)
+
+    def delete_files():
+        for name in names:
+            (directory / name).unlink(missing_ok=True)
+
+    transaction.on_commit(delete_files)
 
 
 # --- Expiry -------------------------------------------------------------------------------------

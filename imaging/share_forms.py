@@ -32,6 +32,14 @@ class ShareForm(forms.Form):
     days = forms.IntegerField(
         label=_("Available for (days)"), min_value=1, max_value=MAX_DAYS, initial=DEFAULT_DAYS
     )
+    allow_download = forms.BooleanField(
+        label=_("Allow downloading the images (DICOMDIR)"),
+        required=False,
+        help_text=_(
+            "The recipient may then take the shared studies away as a zip, as on a CD of "
+            "images; otherwise he only views them."
+        ),
+    )
     note = forms.CharField(
         label=_("Note to the recipient"),
         required=False,

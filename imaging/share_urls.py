@@ -19,4 +19,15 @@ urlpatterns = [
         share_views.share_document,
         name="share-document",
     ),
+    path("<slug:token>/paquet/", share_views.share_package_request, name="share-package-request"),
+    path(
+        "<slug:token>/paquet/<int:package_id>/",
+        share_views.share_package_detail,
+        name="share-package",
+    ),
+    path(
+        "<slug:token>/paquet/<int:package_id>/telecharger/",
+        share_views.share_package_download,
+        name="share-package-download",
+    ),
 ]

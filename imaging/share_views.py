@@ -9,13 +9,14 @@ share answers 410 with a page saying so and whom to ask, not an error that looks
 from functools import wraps
 
 from django.contrib import messages
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from imaging import selectors, shares
+from imaging import packages, selectors, shares
 from imaging.access import get_share_for_user
 from imaging.archive import ArchiveError, get_archive
 from imaging.models import StudyReport
@@ -77,6 +78,7 @@ def share_create(request, patient_id):
                 recipient_rpps=data["recipient_rpps"],
                 note=data["note"],
                 days=data["days"],
+                allow_download=data["allow_download"],
                 by=Actor.from_request(request),
             )
         except shares.ShareError as error:
@@ -346,3 +348,85 @@ def _document_bytes(document) -> bytes:
     from portal import documents as generated
 
     return generated.read(document)
+
+
+# --- The recipient's DICOMDIR package (imaging.shares.share_package_request) ---------------
+# share_link is the outer decorator: an unknown link is a 404 and an ended share a 410 (its
+# package no longer served) whatever the method, before the method is even looked at.
+
+
+@share_link(granted=True)
+@require_POST
+def share_package_request(request, share, token):
+    """ "Download the images (DICOMDIR)" on the contents page."""
+    try:
+        package = shares.share_package_request(
+            share=share, actor=shares.recipient_actor(request, share)
+        )
+    except shares.ShareError as error:
+        messages.error(request, str(error))
+        return redirect("share-contents", token=token)
+    return redirect("share-package", token=token, package_id=package.pk)
+
+
+def _share_package_or_404(request, share, package_id):
+    package = shares.share_package(share, package_id)
+    if package is None:
+        _refused(request, share, "imaging.studypackage", package_id)
+    return package
+
+
+def _package_urls(token, package) -> dict:
+    # The page itself answers the block's polls (an htmx request): see share_package_detail.
+    return {
+        "progress_url": reverse("share-package", args=[token, package.pk]),
+        "download_url": reverse("share-package-download", args=[token, package.pk]),
+    }
+
+
+@share_link(granted=True)
+@require_GET
+def share_package_detail(request, share, token, package_id):
+    """The package's page (an opening of the share); polled by its block through htmx, it
+    answers the block alone: state and counts, no images nor identity, no audit event."""
+    package = _share_package_or_404(request, share, package_id)
+    context = {"share": share, "token": token, "package": package, **_package_urls(token, package)}
+    if request.headers.get("HX-Request") == "true":
+        return render(request, "imaging/_package_progress.html", context)
+    shares.share_opened(
+        share=share, actor=shares.recipient_actor(request, share), what="package", obj=package
+    )
+    studies = package.studies.order_by("study_date", "study_time", "pk")
+    return render(
+        request,
+        "imaging/shares/package.html",
+        {**context, "patient": share.patient, "studies": studies},
+    )
+
+
+@share_link(granted=True)
+@require_GET
+def share_package_download(request, share, token, package_id):
+    """The zip as an attachment, checked against its SHA-256 first; audited as an export in
+    the recipient's name."""
+    package = _share_package_or_404(request, share, package_id)
+    back = redirect("share-package", token=token, package_id=package.pk)
+    if package.status != package.Status.READY:
+        messages.info(request, _("The package is not ready to download."))
+        return back
+    actor = shares.recipient_actor(request, share)
+    try:
+        stream = packages.open_verified(package)
+    except packages.PackageCorrupted:
+        packages.package_integrity_failed(package=package, by=actor)
+        messages.error(
+            request, _("The file of the package was altered or lost: ask for a new one.")
+        )
+        return back
+    shares.share_package_downloaded(share=share, package=package, actor=actor)
+    return FileResponse(
+        stream,
+        as_attachment=True,
+        filename=f"dicomdir-{package.pk}.zip",
+        content_type="application/zip",
+    )

@@ -32,11 +32,22 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from imaging.models import Share, ShareCode, ShareDocument, Study, StudyReport, ViewerToken
+from imaging import packages
+from imaging.models import (
+    Share,
+    ShareCode,
+    ShareDocument,
+    Study,
+    StudyIdentity,
+    StudyPackage,
+    StudyReport,
+    ViewerToken,
+)
 from imaging.permissions import may_revoke_share, share_refusal
 from imaging.selectors import studies_visible_to
 from portal import audit
 from portal.audit import Actor
+from portal.documents_models import GeneratedDocument
 from portal.mail import portal_url
 from portal.models import AuditPurpose, Patient
 from portal.psc import PALIER_SESSION_KEY
@@ -128,10 +139,12 @@ def share_create(
     recipient_rpps: str = "",
     note: str = "",
     days: int = DEFAULT_DAYS,
+    allow_download: bool = False,
     by: Actor,
 ) -> tuple[Share, str]:
     """Share ``studies`` and ``documents`` of ``patient``; the share and its link's raw token
-    (returned once: only its hash is kept). The recipient is e-mailed the link after commit."""
+    (returned once: only its hash is kept). The recipient is e-mailed the link after commit.
+    With ``allow_download`` he may also take the studies away as a DICOMDIR zip."""
     refusal = share_refusal(by.user, patient)
     if refusal:
         raise ShareRefused(refusal)
@@ -162,6 +175,7 @@ def share_create(
             created_at=now,
             expires_at=now + dt.timedelta(days=days),
             link_token_hash=_hash(raw),
+            allow_download=allow_download,
         )
         share.studies.set(studies)
         ShareDocument.objects.bulk_create(
@@ -187,6 +201,7 @@ def share_create(
                 "studies": [study.study_instance_uid for study in studies],
                 "documents": [item.key for item in documents],
                 "days": days,
+                "download": allow_download,
             },
         )
         link = portal_url(reverse("share-landing", args=[raw]))
@@ -214,13 +229,15 @@ def share_create(
 
 def share_revoke(*, share: Share, by: Actor, reason: str = "") -> bool:
     """End the share now: its link, its codes and its viewer tokens stop working at once
-    (imaging.dicomweb checks the share on every request). False if it was already revoked."""
+    (imaging.dicomweb checks the share on every request), and its DICOMDIR packages are
+    withdrawn (files deleted). False if it was already revoked."""
     if not may_revoke_share(by.user, share):
         raise ShareRefused(_("Only the author, the referring doctor or the DPO may revoke it."))
     now = timezone.now()
 
     def then():
         ViewerToken.objects.filter(share=share, revoked_at__isnull=True).update(revoked_at=now)
+        packages.share_packages_withdraw(share=share)
         audit.record(
             actor=by,
             event=audit.AuditEventId.EXPORT,
@@ -418,6 +435,87 @@ def share_viewer_token(*, share: Share) -> str:
         expires_at=min(share.expires_at, timezone.now() + dt.timedelta(hours=VIEWER_TOKEN_HOURS)),
     )
     return raw
+
+
+# --- The recipient's DICOMDIR package (imaging.packages) ---------------------------------------
+
+
+def share_package_request(*, share: Share, actor: Actor) -> StudyPackage:
+    """A DICOMDIR zip of the share's studies still of its patient and of its generated
+    documents, for its recipient (``actor``, audited against the patient); the build is queued
+    after commit. A live package of the share is reused rather than made twice.
+
+    The share's own rules stand in for a user's permission: in force (not revoked, expired or
+    suspended by the patient's opposition) and its author allowed the download. The studies'
+    reports are in the zip as their studies carry them (PS3.3 Encapsulated PDF, SR), as the
+    share's viewer already shows them; a shared report of a study not shared is not."""
+    if not share.in_force:
+        raise ShareRefused(_("This share is no longer available."))
+    if not share.allow_download:
+        raise ShareRefused(_("The doctor who shared these images did not allow downloading them."))
+    studies = list(
+        shared_studies(share)
+        .filter(identity=StudyIdentity.MATCHED)
+        .order_by("study_date", "study_time", "pk")
+    )
+    if not studies:
+        raise ShareRefused(_("This share holds no images to download."))
+    documents = []
+    for item in share.documents.select_related("content_type"):
+        document = item.content_type.get_object_for_this_type(pk=item.object_id)
+        if isinstance(document, GeneratedDocument):
+            documents.append((item.label, document))
+    with transaction.atomic():
+        # Serialises the recipient's requests (a double click): the second finds the first's.
+        Share.objects.select_for_update().filter(pk=share.pk).first()
+        try:
+            return packages.package_enqueue(
+                by=actor,
+                patient=share.patient,
+                studies=studies,
+                documents=documents,
+                label=_("Share with %(name)s") % {"name": share.recipient_name},
+                share=share,
+            )
+        except packages.PackageRefused as refusal:
+            raise ShareRefused(str(refusal)) from refusal
+
+
+def share_package(share: Share, package_id) -> StudyPackage | None:
+    """The share's package ``package_id`` (None for another share's, or a doctor's)."""
+    if not share.allow_download:
+        return None
+    package = StudyPackage.objects.filter(
+        pk=package_id, share=share, patient_id=share.patient_id
+    ).first()
+    if package is not None:
+        package.patient = share.patient  # opened with the share: no second query
+    return package
+
+
+def share_package_downloaded(*, share: Share, package: StudyPackage, actor: Actor) -> None:
+    """The recipient took the zip (DCM 110106 Export): audited against the patient in his
+    name, and counted as an opening of the share."""
+    studies = sorted(package.studies.values_list("study_instance_uid", flat=True))
+    with transaction.atomic():
+        Share.objects.filter(pk=share.pk).update(
+            view_count=F("view_count") + 1, last_viewed_at=timezone.now()
+        )
+        audit.record(
+            actor=actor,
+            event=audit.AuditEventId.EXPORT,
+            action=audit.AuditAction.READ,
+            obj=package,
+            patient=share.patient,
+            purpose=AuditPurpose.CARE,
+            detail={
+                "share": share.pk,
+                "format": "DICOMDIR zip",
+                "studies": studies,
+                "sha256": package.sha256,
+                "size": package.size,
+            },
+        )
 
 
 # --- Reads ----------------------------------------------------------------------------------

@@ -1705,6 +1705,9 @@ class ShareLinkRoute:
     method: str = "get"
     expect: int = 200
     opening_audit_event: str | None = None
+    # Whether the route counts as an opening of the share (Share.view_count): asking for the
+    # DICOMDIR package is audited but views nothing yet.
+    counts_view: bool = True
 
 
 def share_link(world):
@@ -1729,6 +1732,7 @@ def share_link(world):
                 documents=documents,
                 recipient_name="Dr Hélène Garnier",
                 recipient_email="h.garnier@chu-lyon.test",
+                allow_download=True,
                 by=Actor(user=world.oncologist.user),
             )
         )
@@ -1737,6 +1741,21 @@ def share_link(world):
 
 def _share_token(world) -> str:
     return share_link(world)[1]
+
+
+def _share_package(world):
+    """The DICOMDIR package of share_link(world), asked by its recipient and built (once)."""
+    from imaging import packages, shares
+
+    cache = world.__dict__.setdefault("_share_packages", [])
+    if not cache:
+        share = share_link(world)[0]
+        package = shares.share_package_request(
+            share=share, actor=Actor(name=shares.share_actor_name(share))
+        )
+        packages.package_build(package_id=package.pk)
+        cache.append(package)
+    return cache[0]
 
 
 MATRIX.update(
@@ -1776,6 +1795,22 @@ MATRIX.update(
                 "document_id": share_link(w)[0].documents.get().pk,
             },
             opening_audit_event=AuditEventId.PATIENT_RECORD,
+        ),
+        # The recipient's DICOMDIR package (tests/test_shares_package.py).
+        "share-package-request": ShareLinkRoute(
+            kwargs=lambda w: {"token": _share_token(w)},
+            method="post",
+            expect=302,
+            opening_audit_event=AuditEventId.PATIENT_RECORD,
+            counts_view=False,
+        ),
+        "share-package": ShareLinkRoute(
+            kwargs=lambda w: {"token": _share_token(w), "package_id": _share_package(w).pk},
+            opening_audit_event=AuditEventId.PATIENT_RECORD,
+        ),
+        "share-package-download": ShareLinkRoute(
+            kwargs=lambda w: {"token": _share_token(w), "package_id": _share_package(w).pk},
+            opening_audit_event=AuditEventId.EXPORT,
         ),
     }
 )
