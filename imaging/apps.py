@@ -21,6 +21,24 @@ class ImagingConfig(AppConfig):
 
         patient_admitted.connect(on_patient_admitted, dispatch_uid="imaging.prefetch")
 
+    def portal_roles(self):
+        """What this app adds to the roles of portal.roles: the regional programme reads every
+        establishment's imaging indicators; a director his establishments' (hence scoped:
+        imaging.permissions.activity_establishments limits him to his affiliations)."""
+        return {
+            "programme": ["imaging.view_activitymonth"],
+            "establishment_director": ["imaging.view_establishment_activity"],
+        }
+
+    def portal_role_details(self):
+        return {
+            "programme": {"label": _("Regional programme"), "establishment_scoped": False},
+            "establishment_director": {
+                "label": _("Establishment director"),
+                "establishment_scoped": True,
+            },
+        }
+
     def health_checks(self) -> dict:
         """The regional archive, checked by the health endpoint (portal.health)."""
         from imaging.archive import archive_health

@@ -13,7 +13,8 @@ from django.utils.translation import gettext as _
 
 from imaging.models import Study, StudyIdentity, StudyReport
 from imaging.notifications import report_url
-from portal.home import NewsItem, register_news
+from imaging.permissions import may_read_activity
+from portal.home import NewsItem, register_news, register_panel
 
 # At most this many new studies (and as many study reports) among the GP's news.
 STUDIES_SHOWN = 6
@@ -101,7 +102,20 @@ def report_news(*, user, patients, since, limit) -> list[NewsItem]:
     return items
 
 
+def activity_panel(request) -> dict | None:
+    """For the regional programme and the establishments' directors: their indicators."""
+    return {} if may_read_activity(request.user) else None
+
+
 def register() -> None:
+    # Counts only, no patient: the home's reading is not audited for it.
+    register_panel(
+        key="imaging_activity",
+        order=40,
+        template="imaging/activity/home_panel.html",
+        build=activity_panel,
+        patient_data=False,
+    )
     # A patient's images arrive by the dozen: a few of them, the decisions stay in view.
     register_news(key="imaging-studies", fetch=study_news, max_shown=STUDIES_SHOWN)
     register_news(key="imaging-reports", fetch=report_news, max_shown=STUDIES_SHOWN)

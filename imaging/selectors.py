@@ -252,3 +252,22 @@ def activity_table(
             line = lines.setdefault((establishment_id, bucket), {})
             line[figure] = line.get(figure, 0) + value
     return {"lines": lines, "region": region}
+
+
+def activity_buckets(period, group: str) -> list:
+    """Every bucket of ``period`` as activity_table names them, oldest first, those without
+    a figure included (a table's empty line, a chart's empty bar)."""
+    months = period.months()
+    return list(dict.fromkeys(_activity_bucket(month, group, months[0]) for month in months))
+
+
+def activity_modalities() -> list[str]:
+    """The modalities the programme's figures know ("CT", "CT/PT"), for the page's filter."""
+    from imaging.models import ActivityMonth
+
+    return list(
+        ActivityMonth.objects.exclude(modality="")
+        .order_by("modality")
+        .values_list("modality", flat=True)
+        .distinct()
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from imaging import package_views, views
+from imaging import activity_views, package_views, views
 
 urlpatterns = [
     path(
@@ -81,4 +81,6 @@ urlpatterns = [
         package_views.package_download,
         name="imaging-package-download",
     ),
+    # The regional programme's imaging indicators (issue 17).
+    path("imagerie/indicateurs/", activity_views.activity_page, name="imaging-activity"),
 ]

@@ -382,8 +382,10 @@ def test_the_registry_takes_the_apps_roles_and_keeps_one_group_each():
     assert set(registry["programme"].permissions) == {
         "rcp.view_indicators",
         "expertise.view_indicators",
+        "imaging.view_activitymonth",
     }
     assert registry["billing"].establishment_scoped
+    assert registry["establishment_director"].establishment_scoped
     assert not registry[roles.DATA_PROTECTION].establishment_scoped
 
 
