@@ -257,10 +257,14 @@ def seed_demo(*, stdout, style, portal_only: bool = False) -> None:
         for seed_domain in (imaging.seed, rcp.seed, expertise.seed):
             seed_domain(stdout=stdout)
         # The programme's indicators of the data just made (what the nightly job computes),
-        # so that its page shows them at once.
+        # so that its page shows them at once. Once only: a second seed makes no new data,
+        # and each run of the job leaves its trace in the audit trail.
         from django.core.management import call_command
 
-        call_command("activity_compute", stdout=stdout)
+        from imaging.models import ActivityMonthState
+
+        if not ActivityMonthState.objects.exists():
+            call_command("activity_compute", stdout=stdout)
     _print_summary(stdout, style, establishments, professionals, patients, admin_secret)
 
 
