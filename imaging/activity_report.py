@@ -266,6 +266,64 @@ def chart_data(report: Report, group: Group) -> dict:
     }
 
 
+# Studies archived by modality, over the whole period (imaging.selectors.activity_by_modality).
+MODALITY_COLUMNS = tuple(
+    column
+    for column in GROUPS_BY_KEY["archived"].columns
+    if column.key in ("studies", "instances", "bytes")
+)
+MODALITY_FIGURES = tuple(column.key for column in MODALITY_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ModalityTable:
+    """Per modality, the establishments shown (summed) then the region."""
+
+    rows: list[dict]
+    columns: tuple[Column, ...] = MODALITY_COLUMNS
+
+    @classmethod
+    def build(cls, by_modality: dict) -> ModalityTable:
+        modalities = sorted(by_modality["region"])
+        return cls(
+            rows=[
+                {
+                    "modality": modality,
+                    "shown": [
+                        c.value(by_modality["lines"].get(modality, {})) for c in MODALITY_COLUMNS
+                    ],
+                    "region": [c.value(by_modality["region"][modality]) for c in MODALITY_COLUMNS],
+                }
+                for modality in modalities
+            ]
+        )
+
+    def chart(self) -> dict:
+        return {
+            "type": "bar",
+            "labels": [row["modality"] for row in self.rows],
+            "datasets": [
+                {
+                    "label": str(MODALITY_COLUMNS[0].label),
+                    "data": [row["shown"][0] for row in self.rows],
+                }
+            ],
+        }
+
+    def csv_rows(self) -> list[list]:
+        from portal.indicators import csv_number
+
+        shown = [str(column.label) for column in self.columns]
+        region = [_("%(figure)s, region") % {"figure": label} for label in shown]
+        return [
+            [_("Modality"), *shown, *region],
+            *(
+                [row["modality"], *(csv_number(v) for v in [*row["shown"], *row["region"]])]
+                for row in self.rows
+            ),
+        ]
+
+
 def csv_rows(report: Report, group: Group) -> list[list]:
     from portal.indicators import csv_number
 

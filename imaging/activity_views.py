@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from imaging import activity_report
 from imaging.activity_forms import ActivityFilterForm
 from imaging.permissions import activity_establishments, may_read_activity
-from imaging.selectors import activity_modalities, activity_table
+from imaging.selectors import activity_by_modality, activity_modalities, activity_table
 from portal.indicators import IndicatorsAudit, csv_response, refuse
 from portal.models import AuditPurpose
 from portal.views import patient_data_view
@@ -81,6 +81,14 @@ def activity_page(request):
     report = activity_report.build_report(
         table=table, period=period, group=group, establishments=shown
     )
+    modalities = activity_report.ModalityTable.build(
+        activity_by_modality(
+            period=period,
+            figures=activity_report.MODALITY_FIGURES,
+            establishment_ids=[establishment.pk for establishment in shown],
+            modality=data.get("modality") or None,
+        )
+    )
     detail = {
         "group": group,
         "establishment": chosen.finess if chosen else "",
@@ -88,13 +96,16 @@ def activity_page(request):
         "establishments": len(shown),
     }
     if wants_csv:
-        table_group = activity_report.GROUPS_BY_KEY.get(table_key)
-        if table_group is None:
+        if table_key == "modalities":
+            rows = modalities.csv_rows()
+        elif table_key in activity_report.GROUPS_BY_KEY:
+            rows = activity_report.csv_rows(report, activity_report.GROUPS_BY_KEY[table_key])
+        else:
             raise Http404
         AUDIT.record(request, chosen, period, csv=True, table=table_key, **detail)
         return csv_response(
             f"indicateurs-imagerie-{table_key}-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv",
-            activity_report.csv_rows(report, table_group),
+            rows,
         )
     AUDIT.record(request, chosen, period, csv=False, **detail)
     query = urlencode(
@@ -119,5 +130,12 @@ def activity_page(request):
     return render(
         request,
         TEMPLATE,
-        {"form": form, "tables": tables, "period": period, "sees_region": len(shown) > 1},
+        {
+            "form": form,
+            "tables": tables,
+            "modalities": modalities,
+            "modalities_chart": modalities.chart(),
+            "modalities_csv_url": f"?{query}&format=csv&table=modalities",
+            "period": period,
+        },
     )

@@ -271,3 +271,34 @@ def activity_modalities() -> list[str]:
         .values_list("modality", flat=True)
         .distinct()
     )
+
+
+def activity_by_modality(
+    *, period, figures, establishment_ids=None, modality: str | None = None
+) -> dict:
+    """``figures`` over the whole ``period`` per modality, in one query: ``{"lines":
+    {modality: {figure: value}}, "region": {modality: {figure: value}}}``, the lines summing
+    ``establishment_ids`` (every establishment when None), the region every row."""
+    from imaging.models import ActivityMonth
+
+    months = period.months()
+    rows = ActivityMonth.objects.filter(
+        month__gte=months[0], month__lte=months[-1], figure__in=list(figures)
+    ).exclude(modality="")
+    if modality is not None:
+        rows = rows.filter(modality=modality)
+    wanted = None if establishment_ids is None else set(establishment_ids)
+    lines: dict = {}
+    region: dict = {}
+    for establishment_id, row_modality, figure, value in (
+        rows.order_by()
+        .values("establishment_id", "modality", "figure")
+        .annotate(total=Sum("value"))
+        .values_list("establishment_id", "modality", "figure", "total")
+    ):
+        totals = region.setdefault(row_modality, {})
+        totals[figure] = totals.get(figure, 0) + value
+        if wanted is None or establishment_id in wanted:
+            line = lines.setdefault(row_modality, {})
+            line[figure] = line.get(figure, 0) + value
+    return {"lines": lines, "region": region}

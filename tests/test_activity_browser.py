@@ -50,7 +50,7 @@ def test_the_programme_sees_the_charts_drawn(demo_server, browser):  # noqa: F81
             sleep=on_page(page),
         )
         assert painted > 500
-        assert page.locator("canvas[data-chart-drawn=true]").count() == 5
+        assert page.locator("canvas[data-chart-drawn=true]").count() == 6
         assert errors == []
     finally:
         context.close()

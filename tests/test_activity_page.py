@@ -206,7 +206,7 @@ def test_bad_filters_give_a_message_not_an_error(world, programme):
 def test_each_figure_is_explained_and_charted_with_its_table(world, programme):
     response = client_for(programme).get(URL, {**QUARTER, "group": "month"})
     content = response.content.decode()
-    for key in ("archived", "sharing", "repeats", "meetings", "turnaround"):
+    for key in ("archived", "modalities", "sharing", "repeats", "meetings", "turnaround"):
         assert f'data-chart="chart-{key}"' in content
         assert f'<script id="chart-{key}" type="application/json">' in content
         assert f'data-testid="activity-table-{key}"' in content
@@ -221,9 +221,9 @@ def test_each_figure_is_explained_and_charted_with_its_table(world, programme):
 def test_constant_queries_whatever_the_period(world, programme, django_assert_max_num_queries):
     client = client_for(programme)
     client.get(URL, QUARTER)  # the session, the permissions' cache
-    with django_assert_max_num_queries(13) as month:
+    with django_assert_max_num_queries(14) as month:
         client.get(URL, {"start": "2026-01-01", "end": "2026-01-31", "group": "month"})
-    with django_assert_max_num_queries(13) as year:
+    with django_assert_max_num_queries(14) as year:
         client.get(URL, {"start": "2025-01-01", "end": "2026-12-31", "group": "month"})
     assert len(year.captured_queries) == len(month.captured_queries)
 
@@ -235,3 +235,23 @@ def test_the_home_links_the_readers_to_the_page(world, programme, director):
         'data-testid="activity-link"'
         not in client_for(world.oncologist.user).get("/").content.decode()
     )
+
+
+def test_studies_by_modality_for_the_director_and_the_region(world, director):
+    rows = _csv(client_for(director).get(URL, {**QUARTER, "format": "csv", "table": "modalities"}))
+    assert rows == [
+        [
+            "Modalité",
+            "Examens",
+            "Images",
+            "Volume (Go)",
+            "Examens, région",
+            "Images, région",
+            "Volume (Go), région",
+        ],
+        ["CR", "1", "0", "0,0", "2", "0", "0,0"],
+        ["CT", "2", "0", "0,0", "5", "10", "1,5"],
+        ["MR", "0", "0", "0,0", "1", "0", "0,0"],
+    ]
+    page = client_for(director).get(URL, QUARTER)
+    assert page.context["modalities_chart"]["datasets"] == [{"label": "Examens", "data": [1, 2, 0]}]
