@@ -33,19 +33,15 @@ TEMPLATE = "imaging/activity/indicators.html"
 
 
 def _filters(params, *, establishments):
-    """The filters of the query string without ``format`` and ``table`` (as
-    portal.indicators.period_filters does for the whole of it): the form and its period, or
-    None when it is not valid."""
-    modalities = activity_modalities()
-    if not params:
-        default = ActivityFilterForm.default_period()
-        form = ActivityFilterForm(
-            initial={"start": default.start, "end": default.end, "group": "month"},
-            establishments=establishments,
-            modalities=modalities,
-        )
-        return form, default
-    form = ActivityFilterForm(params, establishments=establishments, modalities=modalities)
+    """The filters of the query string without ``format`` and ``table``, what it leaves out
+    being the default's (the last twelve months, month by month), shown in the form: the form
+    and its period, or None when it is not valid."""
+    default = ActivityFilterForm.default_period()
+    form = ActivityFilterForm(
+        {"start": default.start, "end": default.end, "group": "month", **params.dict()},
+        establishments=establishments,
+        modalities=activity_modalities(),
+    )
     if not form.is_valid():
         return form, None
     return form, form.cleaned_data["period"]
@@ -68,8 +64,8 @@ def activity_page(request):
     if period is None:
         messages.error(request, _("The filters are not valid: correct them below."))
         return render(request, TEMPLATE, {"form": form, "tables": None}, status=400)
-    data = form.cleaned_data if form.is_bound else {"group": "month"}
-    group = data.get("group") or "month"
+    data = form.cleaned_data
+    group = data["group"]
     chosen = data.get("establishment")
     shown = [chosen] if chosen else list(visible)
     table = activity_table(

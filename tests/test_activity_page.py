@@ -255,3 +255,13 @@ def test_studies_by_modality_for_the_director_and_the_region(world, director):
     ]
     page = client_for(director).get(URL, QUARTER)
     assert page.context["modalities_chart"]["datasets"] == [{"label": "Examens", "data": [1, 2, 0]}]
+
+
+def test_what_the_filters_leave_out_is_the_default_period_shown_in_the_form(world, programme):
+    from portal.indicators import PeriodForm
+
+    default = PeriodForm.default_period()
+    response = client_for(programme).get(URL, {"group": "quarter"})
+    assert response.status_code == 200
+    assert f'value="{default.start.isoformat()}"' in response.content.decode()
+    assert response.context["tables"][0]["rows"][-1]["label"].startswith("T")
