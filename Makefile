@@ -20,7 +20,8 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 messages: $(INSTALLED)
 	$(BIN)/pybabel compile --domain django --directory locale --statistics
 
-# The viewer (Cornerstone3D) bundled by Vite from frontend/ into static/build/ (not committed).
+# The viewer (Cornerstone3D) bundled by Vite from frontend/ into static/build/ (not committed),
+# with the indicator pages' charts (Chart.js, static/build/charts.js) from the same build.
 VIEWER := static/build/viewer.js
 $(VIEWER): frontend/package.json frontend/package-lock.json frontend/vite.config.js $(shell find frontend/src frontend/scripts -type f 2>/dev/null)
 	@command -v npm >/dev/null || { echo "npm (Node.js 20 or newer) is needed to build the viewer"; exit 1; }

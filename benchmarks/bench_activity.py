@@ -454,11 +454,17 @@ def child(scale: float, rounds: int) -> None:
             )
             night = json.loads(answer.stdout.strip().splitlines()[-1])
             say(f"scale {scale}: a usual night: {night['seconds']:.2f} s, {night['months']} months")
+            page = time_page()
+            say(
+                f"scale {scale}: the page, a year by month: {page['month_median_ms']:.0f} ms,"
+                f" by year: {page['year_median_ms']:.0f} ms (median of {PAGE_ROUNDS})"
+            )
             print(
                 json.dumps(
                     {
                         "scale": scale,
                         "usual_night_s": night["seconds"],
+                        **page,
                         **sizes,
                         "generation_s": generation,
                         "rows": job["rows"],
@@ -470,6 +476,64 @@ def child(scale: float, rounds: int) -> None:
             )
         finally:
             database.drop()
+
+
+PAGE_ROUNDS = 20
+PAGE_TARGET_MS = 300
+
+
+def time_page() -> dict:
+    """The indicators page (imaging.activity_views) of the generated year, read by the regional
+    programme (every establishment's lines), month by month and by year: the view's own time,
+    in this process (Django's test client: no HTTP, what the server spends)."""
+    from django.conf import settings
+    from django.contrib.auth.models import Permission
+    from django.test import Client, override_settings
+
+    from portal.models import User
+
+    reader, _created = User.objects.get_or_create(
+        email="programme.bench@mirc.test", defaults={"first_name": "Mathilde"}
+    )
+    reader.user_permissions.add(
+        Permission.objects.get(content_type__app_label="imaging", codename="view_activitymonth")
+    )
+    client = Client(SERVER_NAME="localhost")
+    client.force_login(reader)
+    figures = {}
+    # A session opened by force_login passed no second factor: as bench_pages, not enforced.
+    # No collectstatic in this child: the static files' plain storage (the manifest's lookup
+    # of a name is a dictionary's, the same cost).
+    storages = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(MFA_ENFORCE="none", STORAGES=storages):
+        for group in ("month", "year"):
+            figures.update(_time_group(client, group))
+    return figures
+
+
+def _time_group(client, group: str) -> dict:
+    """The year 2025 cut by ``group``: PAGE_ROUNDS timings after one warm-up (templates and
+    translations loaded)."""
+    query = {"start": f"{YEAR}-01-01", "end": f"{YEAR}-12-31", "group": group}
+    samples = []
+    for number in range(PAGE_ROUNDS + 1):
+        started = time.perf_counter()
+        response = client.get("/imagerie/indicateurs/", query)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise SystemExit(
+                f"the indicators page answered {response.status_code}"
+                f" {response.get('Location', '')}"
+            )
+        if number:
+            samples.append(elapsed)
+    return {
+        f"{group}_{key}": value
+        for key, value in harness.spread(samples, suffix="_ms", digits=1).items()
+    }
 
 
 def job() -> None:
@@ -540,6 +604,14 @@ def main() -> None:
     largest = results[-1]
     verdict = "under" if largest["median_s"] < TARGET_SECONDS else "OVER"
     print(f"scale {largest['scale']}: {largest['median_s']:.1f} s, {verdict} {TARGET_SECONDS} s")
+    for result in results:
+        slowest = max(result["month_median_ms"], result["year_median_ms"])
+        verdict = "under" if slowest < PAGE_TARGET_MS else "OVER"
+        print(
+            f"scale {result['scale']}: the page, a year by month {result['month_median_ms']:.0f} ms"
+            f" (max {result['month_max_ms']:.0f}), by year {result['year_median_ms']:.0f} ms"
+            f" (max {result['year_max_ms']:.0f}): {verdict} {PAGE_TARGET_MS} ms"
+        )
     print(harness.load_line(load_at_start))
     harness.write_results(
         {

@@ -45,7 +45,11 @@ DEMO_PASSWORD = "mirc-demo-2026"  # noqa: S105 - printed for the local demo, nev
 # Roles of the portal (portal.roles) held by the demo's people, besides those their profession
 # brings (the DPO, identity vigilance): the coordinator of CHRU de Tours runs the region's
 # administration; the coordinator of CHR d'Orléans administers his establishment.
-DEMO_ROLES = {"j.perrin": [roles.REGIONAL_ADMIN], "k.haddad": [roles.ESTABLISHMENT_ADMIN]}
+DEMO_ROLES = {
+    "j.perrin": [roles.REGIONAL_ADMIN],
+    # Orléans' administrator is its director too: its imaging indicators (imaging.apps).
+    "k.haddad": [roles.ESTABLISHMENT_ADMIN, "establishment_director"],
+}
 ROLE_OF_PROFESSION = {
     Profession.DATA_PROTECTION: roles.DATA_PROTECTION,
     Profession.IDENTITY_VIGILANCE: roles.IDENTITY_VIGILANCE,
@@ -252,6 +256,15 @@ def seed_demo(*, stdout, style, portal_only: bool = False) -> None:
         # Lower layers first: the meetings and the requests attach the demo studies.
         for seed_domain in (imaging.seed, rcp.seed, expertise.seed):
             seed_domain(stdout=stdout)
+        # The programme's indicators of the data just made (what the nightly job computes),
+        # so that its page shows them at once. Once only: a second seed makes no new data,
+        # and each run of the job leaves its trace in the audit trail.
+        from django.core.management import call_command
+
+        from imaging.models import ActivityMonthState
+
+        if not ActivityMonthState.objects.exists():
+            call_command("activity_compute", stdout=stdout)
     _print_summary(stdout, style, establishments, professionals, patients, admin_secret)
 
 

@@ -1,7 +1,7 @@
 /**
  * Builds the viewer into ../static/build/ (git-ignored): viewer.js (ES module entry) and
- * viewer.css under fixed names, so that a template can say {% static 'build/viewer.js' %}
- * without a manifest; chunks, the decoding web worker and the WebAssembly codecs get hashed
+ * viewer.css, and the indicator pages' charts.js (a second entry), under fixed names, so that
+ * a template can say {% static 'build/viewer.js' %} without a manifest; chunks, the decoding web worker and the WebAssembly codecs get hashed
  * names and are loaded relative to /static/build/ (Django's STATIC_URL + build/).
  * Nothing is fetched from elsewhere at run time.
  */
@@ -29,7 +29,11 @@ export default defineConfig({
     // Cornerstone3D is large; the entry is loaded once per page and cached.
     chunkSizeWarningLimit: 6000,
     rollupOptions: {
-      input: { viewer: fileURLToPath(new URL('src/main.js', import.meta.url)) },
+      input: {
+        viewer: fileURLToPath(new URL('src/main.js', import.meta.url)),
+        // The indicator pages' charts (Chart.js): charts.js, loaded by those pages only.
+        charts: fileURLToPath(new URL('src/charts.js', import.meta.url)),
+      },
       output: {
         entryFileNames: '[name].js',
         chunkFileNames: 'chunks/[name]-[hash].js',

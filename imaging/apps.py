@@ -28,6 +28,26 @@ class ImagingConfig(AppConfig):
 
         return patient_panel(user=user, patient=patient)
 
+    def portal_roles(self):
+        """What this app adds to the roles of portal.roles: the regional programme reads every
+        establishment's imaging indicators and usage statements; a director his
+        establishments' indicators (hence scoped: imaging.permissions.activity_establishments
+        limits him to his affiliations); a billing office its establishments' statements."""
+        return {
+            "programme": ["imaging.view_activitymonth", "imaging.view_statement"],
+            "establishment_director": ["imaging.view_establishment_activity"],
+            "billing": ["imaging.view_affiliated_statements"],
+        }
+
+    def portal_role_details(self):
+        return {
+            "programme": {"label": _("Regional programme"), "establishment_scoped": False},
+            "establishment_director": {
+                "label": _("Establishment director"),
+                "establishment_scoped": True,
+            },
+        }
+
     def health_checks(self) -> dict:
         """The regional archive, checked by the health endpoint (portal.health)."""
         from imaging.archive import archive_health
@@ -59,11 +79,3 @@ class ImagingConfig(AppConfig):
                     and model is not ViewerToken
                 ):
                     model.objects.filter(**{field.name: source}).update(**{field.name: target})
-
-    def portal_roles(self):
-        """What this app adds to the roles of portal.roles: the regional programme reads every
-        establishment's usage statements; a billing office those of its establishments."""
-        return {
-            "programme": ["imaging.view_statement"],
-            "billing": ["imaging.view_affiliated_statements"],
-        }

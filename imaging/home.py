@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from imaging import permissions as may
 from imaging.models import Study, StudyIdentity, StudyReport
 from imaging.notifications import report_url
+from imaging.permissions import may_read_activity
 from portal.home import NewsItem, register_news, register_panel
 
 # At most this many new studies (and as many study reports) among the GP's news.
@@ -109,12 +110,25 @@ def statements_panel(request) -> dict | None:
     return {"url": reverse("imaging-statements")}
 
 
+def activity_panel(request) -> dict | None:
+    """For the regional programme and the establishments' directors: their indicators."""
+    return {} if may_read_activity(request.user) else None
+
+
 def register() -> None:
     register_panel(
         key="imaging_statements",
         order=90,
         template="imaging/metering/home_panel.html",
         build=statements_panel,
+        patient_data=False,
+    )
+    # Counts only, no patient: the home's reading is not audited for it.
+    register_panel(
+        key="imaging_activity",
+        order=40,
+        template="imaging/activity/home_panel.html",
+        build=activity_panel,
         patient_data=False,
     )
     # A patient's images arrive by the dozen: a few of them, the decisions stay in view.

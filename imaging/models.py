@@ -642,6 +642,11 @@ class ActivityMonth(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["month", "figure"], name="activity_month_idx")]
+        # view_activitymonth reads every establishment's figures (the regional programme);
+        # this one only those of the holder's establishments (a director, imaging.permissions).
+        permissions = [
+            ("view_establishment_activity", "Can read the imaging activity of its establishments")
+        ]
 
     def __str__(self):
         return f"{self.month:%Y-%m} {self.establishment_id or '-'} {self.figure}={self.value}"

@@ -279,3 +279,53 @@ def statements_of(establishments, *, establishment=None, year: int | None = None
     if year is not None:
         statements = statements.filter(month__year=year)
     return statements.select_related("establishment").order_by("-month", "establishment__name")
+
+
+def activity_buckets(period, group: str) -> list:
+    """Every bucket of ``period`` as activity_table names them, oldest first, those without
+    a figure included (a table's empty line, a chart's empty bar)."""
+    months = period.months()
+    return list(dict.fromkeys(_activity_bucket(month, group, months[0]) for month in months))
+
+
+def activity_modalities() -> list[str]:
+    """The modalities the programme's figures know ("CT", "CT/PT"), for the page's filter."""
+    from imaging.models import ActivityMonth
+
+    return list(
+        ActivityMonth.objects.exclude(modality="")
+        .order_by("modality")
+        .values_list("modality", flat=True)
+        .distinct()
+    )
+
+
+def activity_by_modality(
+    *, period, figures, establishment_ids=None, modality: str | None = None
+) -> dict:
+    """``figures`` over the whole ``period`` per modality, in one query: ``{"lines":
+    {modality: {figure: value}}, "region": {modality: {figure: value}}}``, the lines summing
+    ``establishment_ids`` (every establishment when None), the region every row."""
+    from imaging.models import ActivityMonth
+
+    months = period.months()
+    rows = ActivityMonth.objects.filter(
+        month__gte=months[0], month__lte=months[-1], figure__in=list(figures)
+    ).exclude(modality="")
+    if modality is not None:
+        rows = rows.filter(modality=modality)
+    wanted = None if establishment_ids is None else set(establishment_ids)
+    lines: dict = {}
+    region: dict = {}
+    for establishment_id, row_modality, figure, value in (
+        rows.order_by()
+        .values("establishment_id", "modality", "figure")
+        .annotate(total=Sum("value"))
+        .values_list("establishment_id", "modality", "figure", "total")
+    ):
+        totals = region.setdefault(row_modality, {})
+        totals[figure] = totals.get(figure, 0) + value
+        if wanted is None or establishment_id in wanted:
+            line = lines.setdefault(row_modality, {})
+            line[figure] = line.get(figure, 0) + value
+    return {"lines": lines, "region": region}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from imaging import metering_views, package_views, views
+from imaging import activity_views, metering_views, package_views, views
 
 urlpatterns = [
     path(
@@ -108,4 +108,6 @@ urlpatterns = [
         metering_views.statement_pdf,
         name="imaging-statement-pdf",
     ),
+    # The regional programme's imaging indicators (issue 17).
+    path("imagerie/indicateurs/", activity_views.activity_page, name="imaging-activity"),
 ]

@@ -487,6 +487,18 @@ def _regional_programme(world):
     return world._regional_programme
 
 
+def _activity_programme(world):
+    """The regional programme's reader of the imaging indicators (built once per world)."""
+    if "_activity_programme" not in world.__dict__:
+        world._activity_programme = builders.user(
+            email="programme.imagerie@mirc.test",
+            first_name="Mathilde",
+            last_name="Dumas",
+            permissions=["imaging.view_activitymonth"],
+        )
+    return world._activity_programme
+
+
 def _regional_admin(world):
     """The regional administration: sets up committees and pools (built once per world)."""
     if "_regional_admin" not in world.__dict__:
@@ -1497,6 +1509,11 @@ MATRIX = {
         holder=_expertise_evaluator, audit_event=AuditEventId.QUERY
     ),
     "expertise-acts": GlobalPermission(holder=_billing_office, audit_event=AuditEventId.EXPORT),
+    # The programme's imaging indicators (issue 17): the regional programme reads every
+    # establishment's (a director his own: tests/test_activity_page.py).
+    "imaging-activity": GlobalPermission(
+        holder=_activity_programme, audit_event=AuditEventId.QUERY
+    ),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),
     # The idle script's keep-alive: how long the session has left, "I am still here".

@@ -383,9 +383,11 @@ def test_the_registry_takes_the_apps_roles_and_keeps_one_group_each():
         "rcp.view_indicators",
         "expertise.view_indicators",
         "imaging.view_statement",  # every establishment's usage statements
+        "imaging.view_activitymonth",
     }
     assert registry["billing"].establishment_scoped
     assert "imaging.view_affiliated_statements" in registry["billing"].permissions
+    assert registry["establishment_director"].establishment_scoped
     assert not registry[roles.DATA_PROTECTION].establishment_scoped
 
 
@@ -551,6 +553,7 @@ def test_list_pages_make_a_constant_number_of_queries(
 
 def test_the_demo_grants_its_people_their_roles(db):
     from demo.seed import _establishments, _professionals
+    from imaging.permissions import activity_establishments
 
     people = _professionals(_establishments())
     _professionals(_establishments())  # a second run changes nothing
@@ -562,6 +565,7 @@ def test_the_demo_grants_its_people_their_roles(db):
     assert permissions.is_regional_administrator(perrin)
     assert perrin.has_perm("rcp.add_committee") and perrin.has_perm("expertise.add_pool")
     assert [e.name for e in permissions.administered_establishments(haddad)] == ["CHR d'Orléans"]
+    assert [e.name for e in activity_establishments(haddad)] == ["CHR d'Orléans"]
     assert user("n.simon").has_perm("portal.view_auditevent")
     assert user("m.robin").has_perm("portal.change_identityconflict")
     assert not user("c.martin").groups.exists()

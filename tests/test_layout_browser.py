@@ -86,6 +86,7 @@ def _pages(ids) -> dict[str, tuple[str, list[tuple[str, str]]]]:
             [
                 ("rcp-indicators", "/rcp/indicateurs/"),
                 ("expertise-indicators", "/teleexpertise/indicateurs/"),
+                ("imaging-indicators", "/imagerie/indicateurs/"),
             ],
         ),
         "dpo": ("n.simon@mirc.test", [("audit", "/audit/")]),
