@@ -76,15 +76,7 @@ def patient_package_request(request, patient_id):
 def package_detail(request, patient_id, package_id):
     """The package's page: what it holds, its progress, and its download once ready."""
     package = get_package_for_user(request, patient_id, package_id)
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=package,
-        patient=package.patient,
-        purpose=AuditPurpose.CARE,
-        detail={"view": "DICOMDIR package"},
-    )
+    audit.record_view(request, package, view="DICOMDIR package", patient=package.patient)
     return render(
         request,
         "imaging/package.html",

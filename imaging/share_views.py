@@ -91,14 +91,7 @@ def share_create(request, patient_id):
             )
             return redirect("patient-detail", patient_id=patient.pk)
     if request.method == "GET" or chosen:
-        audit.record(
-            actor=Actor.from_request(request),
-            event=audit.AuditEventId.PATIENT_RECORD,
-            action=audit.AuditAction.READ,
-            obj=patient,
-            purpose=patient.access_purpose,
-            detail={"view": "share form"},
-        )
+        audit.record_view(request, patient, view="share form", purpose=patient.access_purpose)
     return render(
         request,
         "imaging/shares/create.html",

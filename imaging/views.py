@@ -61,13 +61,12 @@ def patient_dossier(request, patient_id):
     # Reading only: the expert who claimed a tele-expertise request reads the priors too
     # (the page then offers no import and no link to share).
     patient = get_patient_for_user(request, patient_id, read_only=True)
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=patient,
+    audit.record_view(
+        request,
+        patient,
+        view="imaging dossier",
         purpose=patient.access_purpose,
-        detail={"view": "imaging dossier", "read_only": patient.access_read_only},
+        read_only=patient.access_read_only,
     )
     sync = _request_sync_if_stale(patient)
     studies = list(selectors.patient_studies(patient=patient, user=request.user))
@@ -193,15 +192,7 @@ def study_upload(request, patient_id):
 @patient_data_view
 def ingest_batch_detail(request, patient_id, batch_id):
     batch = get_ingest_batch_for_user(request, patient_id, batch_id)
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=batch,
-        patient=batch.patient,
-        purpose=AuditPurpose.CARE,
-        detail={"view": "image import results"},
-    )
+    audit.record_view(request, batch, view="image import results", patient=batch.patient)
     return render(
         request,
         "imaging/batch.html",
@@ -242,14 +233,12 @@ def study_report_pdf(request, patient_id, report_id):
     except ArchiveError:
         messages.error(request, _("The regional archive does not answer: try again shortly."))
         return redirect("imaging-dossier", patient_id=report.study.patient_id)
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=report,
+    audit.record_view(
+        request,
+        report,
+        view="study report",
         patient=report.study.patient,
         purpose=report.access_purpose,
-        detail={"view": "study report"},
     )
     notifications_mark_read_for_url(user=request.user, url=request.path)
     response = HttpResponse(document, content_type="application/pdf")
@@ -324,14 +313,14 @@ def viewer_link_revoke(request, token_id):
 def study_viewer(request, study_id):
     """The embedded viewer, full page, on one study (and the patient's priors to compare)."""
     study = get_study_for_user(request, study_id, read_only=True)
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.INSTANCES_ACCESSED,
-        action=audit.AuditAction.READ,
-        obj=study,
+    audit.record_view(
+        request,
+        study,
+        view="viewer",
         patient=study.patient,
         purpose=study.access_purpose,
-        detail={"view": "viewer", "read_only": study.access_read_only},
+        event=audit.AuditEventId.INSTANCES_ACCESSED,
+        read_only=study.access_read_only,
     )
     # The breadcrumbs link only where the same access helpers would let the user in.
     may_open_patient = may_open_patient_record(request.user, study.patient_id)

@@ -155,6 +155,30 @@ def record(
     return _append(event, using=router.db_for_write(AuditEvent))
 
 
+def record_view(
+    request,
+    obj: models.Model,
+    *,
+    view: str,
+    patient: Patient | None = None,
+    purpose: AuditPurpose | str = AuditPurpose.CARE,
+    event: AuditEventId = AuditEventId.PATIENT_RECORD,
+    **detail,
+) -> AuditEvent:
+    """A page showing ``obj`` to the person signed in: one read event (DCM 110110 Patient
+    Record by default) naming the page (``view``), against ``patient`` (``obj`` itself when it
+    is a patient)."""
+    return record(
+        actor=Actor.from_request(request),
+        event=event,
+        action=AuditAction.READ,
+        obj=obj,
+        patient=patient,
+        purpose=purpose,
+        detail={"view": view, **detail},
+    )
+
+
 def record_patient_change(
     *, actor: Actor, obj, purpose: AuditPurpose | str, detail: dict, action=AuditAction.UPDATE
 ) -> AuditEvent:

@@ -253,14 +253,7 @@ def sharing_opposition(request, patient_id):
                 else _("The patient's opposition to sharing is lifted."),
             )
         return back
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=patient,
-        purpose=AuditPurpose.CARE,
-        detail={"view": "sharing opposition"},
-    )
+    audit.record_view(request, patient, view="sharing opposition")
     return render(
         request,
         "portal/patients/sharing_opposition.html",

@@ -19,7 +19,7 @@ from portal.audit import Actor
 from portal.directory_accounts import NotInDirectory, active_person
 from portal.directory_lookup import lookup_from
 from portal.forms import GpDeclareForm
-from portal.models import AuditPurpose, GpDeclarationSource
+from portal.models import GpDeclarationSource
 from portal.views import patient_data_view
 
 
@@ -107,14 +107,7 @@ def patient_gp(request, patient_id):
                 "started_on": timezone.localdate(),
             }
         )
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.PATIENT_RECORD,
-        action=audit.AuditAction.READ,
-        obj=patient,
-        purpose=AuditPurpose.CARE,
-        detail={"view": "declared GP"},
-    )
+    audit.record_view(request, patient, view="declared GP")
     return render(
         request,
         "portal/patients/gp.html",
