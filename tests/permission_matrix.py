@@ -475,28 +475,15 @@ def _expertise_evaluator(world):
 
 
 def _regional_programme(world):
-    """The regional programme, like the demo's m.dumas: the indicators of every pool and
-    every RCP committee, no committee seat, no patient (built once per world)."""
+    """The regional programme, like the demo's m.dumas (its role): the indicators of every pool,
+    RCP committee and establishment, the usage statements; no committee seat, no patient
+    (built once per world)."""
     if "_regional_programme" not in world.__dict__:
-        world._regional_programme = builders.user(
-            email="programme@mirc.test",
-            first_name="Mathilde",
-            last_name="Dumas",
-            permissions=["rcp.view_indicators", "expertise.view_indicators"],
+        world._regional_programme = _with_role(
+            builders.user(email="programme@mirc.test", first_name="Mathilde", last_name="Dumas"),
+            "programme",
         )
     return world._regional_programme
-
-
-def _activity_programme(world):
-    """The regional programme's reader of the imaging indicators (built once per world)."""
-    if "_activity_programme" not in world.__dict__:
-        world._activity_programme = builders.user(
-            email="programme.imagerie@mirc.test",
-            first_name="Mathilde",
-            last_name="Dumas",
-            permissions=["imaging.view_activitymonth"],
-        )
-    return world._activity_programme
 
 
 def _regional_admin(world):
@@ -1512,7 +1499,7 @@ MATRIX = {
     # The programme's imaging indicators (issue 17): the regional programme reads every
     # establishment's (a director his own: tests/test_activity_page.py).
     "imaging-activity": GlobalPermission(
-        holder=_activity_programme, audit_event=AuditEventId.QUERY
+        holder=_regional_programme, audit_event=AuditEventId.QUERY
     ),
     "notification-list": SignedIn(),
     "notification-mark-read": SignedIn(method="post", expect=302),
@@ -1991,41 +1978,6 @@ MATRIX.update(
 # --- Usage statements (imaging.metering) -------------------------------------------------------
 
 
-def _programme(world):
-    """The regional programme's officer: every establishment's statements (a role)."""
-    if "_programme" not in world.__dict__:
-        world._programme = _with_role(
-            builders.professional(
-                email="programme@mirc.test",
-                first_name="Claire",
-                last_name="Lemoine",
-                profession="autre",
-                title="Mme",
-                with_rpps=False,
-            ).user,
-            "programme",
-        )
-    return world._programme
-
-
-def _bourges_administration(world):
-    """The establishment's administrator at CH de Bourges: not the CHRU's statements."""
-    if "_bourges_administration" not in world.__dict__:
-        world._bourges_administration = _with_role(
-            builders.professional(
-                email="admissions.bourges@mirc.test",
-                first_name="Luc",
-                last_name="Perrin",
-                profession="autre",
-                establishment=world.bourges,
-                title="M.",
-                with_rpps=False,
-            ).user,
-            "establishment_admin",
-        )
-    return world._bourges_administration
-
-
 def _tours_statement(world):
     """January 2026's statement of CHRU de Tours (built once per world)."""
     from decimal import Decimal
@@ -2069,7 +2021,7 @@ def _statement_route(**fields) -> ObjectRoute:
     fields.setdefault("kwargs", lambda w: {"statement_id": _tours_statement(w).pk})
     return ObjectRoute(
         entitled=tours_administration,
-        outsider=_bourges_administration,
+        outsider=bourges_administration,
         extra_outsiders=[lambda w: w.oncologist.user],
         patient_data=False,  # an establishment's counts and amounts, no patient
         **fields,
@@ -2078,7 +2030,9 @@ def _statement_route(**fields) -> ObjectRoute:
 
 MATRIX.update(
     {
-        "imaging-statements": GlobalPermission(holder=_programme, audit_event=AuditEventId.QUERY),
+        "imaging-statements": GlobalPermission(
+            holder=_regional_programme, audit_event=AuditEventId.QUERY
+        ),
         "imaging-statement": _statement_route(audit_event=AuditEventId.QUERY),
         "imaging-statement-csv": _statement_route(audit_event=AuditEventId.EXPORT),
         "imaging-statement-outputs": _statement_route(),
