@@ -15,6 +15,7 @@ they are computed); here they are written by hand, first quarter of 2026:
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from imaging.models import ActivityMonth
@@ -221,9 +222,11 @@ def test_each_figure_is_explained_and_charted_with_its_table(world, programme):
 def test_constant_queries_whatever_the_period(world, programme, django_assert_max_num_queries):
     client = client_for(programme)
     client.get(URL, QUARTER)  # the session, the permissions' cache
-    with django_assert_max_num_queries(14) as month:
+    # On PostgreSQL the audit event's append takes the chain's advisory lock: one more.
+    most = 14 + (connection.vendor == "postgresql")
+    with django_assert_max_num_queries(most) as month:
         client.get(URL, {"start": "2026-01-01", "end": "2026-01-31", "group": "month"})
-    with django_assert_max_num_queries(14) as year:
+    with django_assert_max_num_queries(most) as year:
         client.get(URL, {"start": "2025-01-01", "end": "2026-12-31", "group": "month"})
     assert len(year.captured_queries) == len(month.captured_queries)
 
