@@ -136,8 +136,9 @@ def test_a_director_sees_his_establishment_and_the_region_only(world, director):
         )
     )
     assert rows[1:] == [
-        ["T1 2026", "CH de Bourges", "1", "2,0", "1", "0"],
-        ["T1 2026", "Région", "1", "2,0", "1", "0"],
+        # The tele-expertise's answers joined the turnaround (issue 17): none here.
+        ["T1 2026", "CH de Bourges", "1", "2,0", "1", "0", "0", ""],
+        ["T1 2026", "Région", "1", "2,0", "1", "0", "0", ""],
     ]
     # Another establishment asked for by its id: not one of his, the form refuses it.
     refused = client_for(director).get(URL, {**QUARTER, "establishment": world.tours.pk})
@@ -173,14 +174,16 @@ def test_the_filters_by_month_modality_and_establishment(world, programme):
             },
         )
     )
+    # The tele-expertise's "avoided" is three columns since issue 17: an exam, a transfer,
+    # and the answer of before the split.
     assert rows[1:] == [
-        ["janvier 2026", "CH de Bourges", "0", "1", "0", "0"],
+        ["janvier 2026", "CH de Bourges", "0", "1", "0", "0", "0", "0"],
         # Tours' possibly redundant repeat was an MR: not among the CTs.
-        ["janvier 2026", "Région", "0", "1", "0", "0"],
-        ["février 2026", "CH de Bourges", "0", "0", "0", "0"],
-        ["février 2026", "Région", "0", "0", "0", "0"],
-        ["mars 2026", "CH de Bourges", "0", "0", "0", "0"],
-        ["mars 2026", "Région", "0", "0", "0", "0"],
+        ["janvier 2026", "Région", "0", "1", "0", "0", "0", "0"],
+        ["février 2026", "CH de Bourges", "0", "0", "0", "0", "0", "0"],
+        ["février 2026", "Région", "0", "0", "0", "0", "0", "0"],
+        ["mars 2026", "CH de Bourges", "0", "0", "0", "0", "0", "0"],
+        ["mars 2026", "Région", "0", "0", "0", "0", "0", "0"],
     ]
 
 
