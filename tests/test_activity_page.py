@@ -209,7 +209,7 @@ def test_bad_filters_give_a_message_not_an_error(world, programme):
 def test_each_figure_is_explained_and_charted_with_its_table(world, programme):
     response = client_for(programme).get(URL, {**QUARTER, "group": "month"})
     content = response.content.decode()
-    for key in ("archived", "modalities", "sharing", "repeats", "meetings", "turnaround"):
+    for key in ("archived", "modalities", "sharing", "repeats", "meetings", "turnaround", "city"):
         assert f'data-chart="chart-{key}"' in content
         assert f'<script id="chart-{key}" type="application/json">' in content
         assert f'data-testid="activity-table-{key}"' in content
@@ -268,3 +268,53 @@ def test_what_the_filters_leave_out_is_the_default_period_shown_in_the_form(worl
     assert response.status_code == 200
     assert f'value="{default.start.isoformat()}"' in response.content.decode()
     assert response.context["tables"][0]["rows"][-1]["label"].startswith("T")
+
+
+def test_city_doctors_and_tele_expertise_answers_in_their_tables(world, programme):
+    """Issue 17's city-doctor figures (their own table) and the tele-expertise's time to
+    answer (in the turnaround table), each with its CSV."""
+    rows = [
+        (world.tours, FEB, "CT", "city_consultations", 2),
+        (world.tours, FEB, "", "shares_made", 1),
+        (world.tours, FEB, "", "share_openings", 3),
+        (world.tours, FEB, "", "packages_made", 1),
+        (world.bourges, FEB, "MR", "city_consultations", 1),
+        (world.bourges, FEB, "", "expertise_answered", 2),
+        (world.bourges, FEB, "", "expertise_answer_seconds", 40 * 3600),
+        (world.bourges, FEB, "", "expertise_exam_avoided", 1),
+        (world.bourges, FEB, "", "expertise_transfer_avoided", 1),
+    ]
+    ActivityMonth.objects.bulk_create(
+        ActivityMonth(establishment=e, month=m, modality=mod, figure=f, value=v)
+        for e, m, mod, f, v in rows
+    )
+    client = client_for(programme)
+    page = client.get(URL, {**QUARTER, "group": "quarter"}).content.decode()
+    assert 'data-testid="activity-table-city"' in page
+    assert "Médecins de ville" in page
+    assert "Examens ouverts par des médecins généralistes" in page
+
+    def csv_lines(table):
+        found = _csv(
+            client.get(URL, {**QUARTER, "group": "quarter", "format": "csv", "table": table})
+        )
+        return found[0], {line[1]: line[2:] for line in found[1:]}
+
+    header, city = csv_lines("city")
+    assert header[2:] == [
+        "Examens ouverts par des médecins généralistes",
+        "Partages faits",
+        "Ouvertures des partages",
+        "Paquets DICOMDIR produits",
+    ]
+    assert city == {
+        "CH de Bourges": ["1", "0", "0", "0"],
+        "CHRU de Tours": ["2", "1", "3", "1"],
+        "MSP de Vierzon": ["0", "0", "0", "0"],
+        "Région": ["3", "1", "3", "1"],
+    }
+    _header, turnaround = csv_lines("turnaround")
+    # Two requests answered in 40 hours in all: 20 hours each on average.
+    assert turnaround["CH de Bourges"][-2:] == ["2", "20,0"]
+    _header, repeats = csv_lines("repeats")
+    assert repeats["CH de Bourges"][-3:] == ["1", "1", "0"]
