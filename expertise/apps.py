@@ -129,10 +129,13 @@ class ExpertiseConfig(AppConfig):
         """The programme's tele-expertise figures since ``starts_at`` (asked by
         imaging.activity, which must not import this app), by the requesting establishment:
         requests sent with studies, those with a study of another establishment among them,
-        and requests closed with "a referral or an exam was avoided"."""
+        requests closed with an exam avoided, with a transfer avoided, or with the answer of
+        before that split ("a referral or an exam"), and the time to answer of the requests
+        sent that month (expertise.indicators.answer_times)."""
         from django.db.models import Count
         from django.db.models.functions import TruncMonth
 
+        from expertise.indicators import answer_times
         from expertise.models import Request
         from imaging.activity import ActivityFigure, studies_attached_figures
 
@@ -144,15 +147,20 @@ class ExpertiseConfig(AppConfig):
             zone=zone,
             figures=("expertise_requests_with_studies", "expertise_requests_with_other_studies"),
         )
+        figure_of = {
+            Request.Outcome.EXAM_AVOIDED: "expertise_exam_avoided",
+            Request.Outcome.TRANSFER_AVOIDED: "expertise_transfer_avoided",
+            Request.Outcome.AVOIDED: "expertise_referral_or_exam_avoided",
+        }
         avoided = (
             Request.objects.filter(
                 closed_at__gte=starts_at,
-                outcome=Request.Outcome.AVOIDED,
+                outcome__in=list(figure_of),
                 requester_establishment__isnull=False,
             )
             .annotate(month=TruncMonth("closed_at", tzinfo=zone))
             .order_by()
-            .values("requester_establishment_id", "month")
+            .values("requester_establishment_id", "month", "outcome")
             .annotate(count=Count("pk"))
         )
         for row in avoided:
@@ -160,6 +168,16 @@ class ExpertiseConfig(AppConfig):
                 row["requester_establishment_id"],
                 row["month"],
                 "",
-                "expertise_referral_or_exam_avoided",
+                figure_of[row["outcome"]],
                 row["count"],
+            )
+        for row in answer_times(sent_since=starts_at, zone=zone):
+            establishment_id, month = row["requester_establishment_id"], row["month"]
+            yield ActivityFigure(establishment_id, month, "", "expertise_answered", row["answered"])
+            yield ActivityFigure(
+                establishment_id,
+                month,
+                "",
+                "expertise_answer_seconds",
+                int(row["waited"].total_seconds()),
             )

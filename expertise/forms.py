@@ -244,7 +244,8 @@ class QuestionForm(forms.Form):
 class CloseForm(forms.Form):
     outcome = forms.ChoiceField(
         label=_("Did this tele-expertise avoid a referral or an exam?"),
-        choices=Request.Outcome.choices,
+        # The answer of before the exam/transfer split is not offered any more.
+        choices=[(value, Request.Outcome(value).label) for value in Request.OFFERED_OUTCOMES],
         widget=forms.RadioSelect,
     )
 

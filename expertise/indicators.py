@@ -21,8 +21,9 @@ What counts:
   the states where the expert's clock runs count (sent, accepted): one waiting for the
   requester's information, declined back to its author or cancelled is nobody's late answer;
 * *declined* is declined at least once (by an expert or a coordinator), wherever it went;
-* *avoided* is among the closed requests, the requester's answer that a referral or an exam
-  was avoided.
+* *avoided* is among the closed requests, the requester's answer that an exam, a transfer
+  or a referral was avoided (an exam and a transfer are told apart since issue 17; the
+  answers of before, "a referral or an exam", count here too).
 """
 
 from __future__ import annotations
@@ -33,7 +34,17 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from expertise.models import Pool, Request, RequestEvent
@@ -153,7 +164,7 @@ def _figures(pool: Pool | None, sent: list[_Sent], *, cutoff: dt.datetime) -> Fi
             len(answered) + overdue,
         ),
         declined=Share(sum(1 for r in sent if r.declined), len(sent)),
-        avoided=Share(sum(1 for r in closed if r.outcome == Request.Outcome.AVOIDED), len(closed)),
+        avoided=Share(sum(1 for r in closed if r.outcome in Request.AVOIDED_OUTCOMES), len(closed)),
     )
 
 
@@ -163,6 +174,30 @@ def sent_requests(*, pools: QuerySet[Pool], period: Period) -> QuerySet[Request]
         pool__in=pools.values("pk"),
         sent_at__gte=period.starts_at,
         sent_at__lt=period.ends_before,
+    )
+
+
+def answer_times(*, sent_since: dt.datetime, zone) -> QuerySet:
+    """Time to answer (sent → answered, as the figures above take it) summed per requesting
+    establishment and month of sending, in one query: rows of ``requester_establishment_id``,
+    ``month``, ``answered`` (how many) and ``waited`` (their total, a timedelta). For the
+    imaging indicators' turnaround (ExpertiseConfig.imaging_activity), whose sums add up
+    over months and establishments where a median would not."""
+    return (
+        Request.objects.filter(
+            sent_at__gte=sent_since,
+            answered_at__isnull=False,
+            requester_establishment__isnull=False,
+        )
+        .annotate(month=TruncMonth("sent_at", tzinfo=zone))
+        .order_by()
+        .values("requester_establishment_id", "month")
+        .annotate(
+            answered=Count("pk"),
+            waited=Sum(
+                ExpressionWrapper(F("answered_at") - F("sent_at"), output_field=DurationField())
+            ),
+        )
     )
 
 

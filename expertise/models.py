@@ -129,9 +129,24 @@ class Request(models.Model):
     ENDED_STATES = (State.ANSWERED, State.CLOSED, State.CANCELLED)
 
     class Outcome(models.TextChoices):
-        AVOIDED = "avoided", _("Yes: a referral or an exam was avoided")
+        # The programme counts an exam avoided and a transfer avoided apart (issue 17).
+        EXAM_AVOIDED = "exam_avoided", _("Yes: an exam was avoided")
+        TRANSFER_AVOIDED = "transfer_avoided", _("Yes: a transfer or a referral was avoided")
+        # Before that split one answer said both: the requests closed then keep it (nobody
+        # can tell which it was), the close-out form no longer offers it (OFFERED_OUTCOMES).
+        AVOIDED = "avoided", _("Yes: a referral or an exam was avoided (former answer)")
         NOT_AVOIDED = "not_avoided", _("No: the patient still needs a referral or an exam")
         UNSURE = "unsure", _("Cannot tell yet")
+
+    # What the close-out form offers (expertise.forms.CloseForm): the legacy answer is not.
+    OFFERED_OUTCOMES = (
+        Outcome.EXAM_AVOIDED,
+        Outcome.TRANSFER_AVOIDED,
+        Outcome.NOT_AVOIDED,
+        Outcome.UNSURE,
+    )
+    # Every answer that says something was avoided (the indicators' "avoided").
+    AVOIDED_OUTCOMES = (Outcome.EXAM_AVOIDED, Outcome.TRANSFER_AVOIDED, Outcome.AVOIDED)
 
     patient = models.ForeignKey(
         Patient, on_delete=models.PROTECT, related_name="expertise_requests"
@@ -191,7 +206,7 @@ class Request(models.Model):
     decline_reason = models.TextField(_("reason for declining"), blank=True)
     cancel_reason = models.TextField(_("reason for cancelling"), blank=True)
     outcome = models.CharField(
-        _("did it avoid a referral or an exam?"), max_length=12, choices=Outcome.choices, blank=True
+        _("did it avoid a referral or an exam?"), max_length=20, choices=Outcome.choices, blank=True
     )
 
     class Meta:

@@ -36,6 +36,17 @@ Paris) and modality, so that a quarter, a year, the region or all modalities are
 * **Live reviews** (``review_rooms``, ``review_room_participants``): the rooms opened that
   month (whether for an RCP case, a tele-expertise request or a study), by their
   coordinator's establishment, and their coordinator and invited members.
+* **City doctors** (``city_consultations``, ``shares_made``, ``share_openings``,
+  ``packages_made``): the studies opened that month by general practitioners (the trail's
+  actor is an account whose professional specialty is general practice: the city doctors
+  who consult in the portal, declared GP of the patient or not), by the study's
+  establishment, a study counted once a month; the shares made that month with a doctor
+  outside the portal, their openings as imaging.shares audits them (its page, a study, a
+  document, a package downloaded: the share's view count) and the DICOMDIR packages built
+  (for a care-team doctor or a share's recipient), all three by the establishment of the
+  professional who made the share or asked for the package (the one the audit trail gives
+  him: primary affiliation, else his first), since a share may hold studies of several
+  establishments, or none but documents.
 * **Higher apps' figures**: whatever an AppConfig's ``imaging_activity(starts_at=, zone=)``
   answers (ActivityFigure rows); imaging never imports rcp or expertise.
 
@@ -58,7 +69,8 @@ from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -69,18 +81,22 @@ from imaging.models import (
     PrefetchItem,
     PrefetchRequest,
     ReviewRoom,
+    Share,
     Study,
     StudyOrigin,
+    StudyPackage,
 )
 from portal import audit
 from portal.audit import Actor
 from portal.models import (
     Affiliation,
+    AuditAction,
     AuditEvent,
     AuditEventId,
     AuditOutcome,
     Establishment,
     Patient,
+    Specialty,
 )
 from portal.periods import local_zone
 
@@ -122,9 +138,27 @@ FIGURES = {
     ),
     "turnaround_within_day": _("Studies first opened by another establishment within a day."),
     "turnaround_within_week": _("Studies first opened by another establishment within a week."),
+    "city_consultations": _(
+        "Studies of the establishment opened that month by general practitioners (professionals "
+        "of general practice with an account), each study counted once a month."
+    ),
+    "shares_made": _(
+        "Shares with a doctor outside the portal made that month by the establishment's "
+        "professionals."
+    ),
+    "share_openings": _(
+        "Openings that month of those shares by their recipients: the page, a study, a "
+        "document or a package downloaded."
+    ),
+    "packages_made": _(
+        "DICOMDIR packages of images built that month for the establishment's professionals "
+        "or the recipients of their shares."
+    ),
 }
 
 DAY = dt.timedelta(days=1)
+# Who counts as a city doctor in the trail: the actor's professional specialty.
+GENERAL_PRACTICE = Specialty.GENERAL_PRACTICE
 
 
 class ActivityFigure(NamedTuple):
@@ -250,6 +284,7 @@ def activity_compute(*, now: dt.datetime | None = None) -> ComputeReport:
     first_opens = _sharing(figures, starts_at, zone, studies)
     _prefetches(figures, starts_at, zone)
     _review_rooms(figures, starts_at, zone)
+    _city_doctors(figures, starts_at, zone)
     _repeats(figures, starts_at, zone, first_opens)
     _higher_apps(figures, starts_at, zone)
     with transaction.atomic():
@@ -490,6 +525,93 @@ def _review_rooms(figures: _Figures, starts_at, zone) -> None:
         key = (establishment_id, month_of(month, zone), modality)
         figures.add(*key, "review_rooms", rooms)
         figures.add(*key, "review_room_participants", rooms + invited)
+
+
+def _held_by(user_field: str) -> Subquery:
+    """The establishment of the professional ``user_field`` names, as the audit trail gives
+    it (Professional.primary_establishment: the primary affiliation, else the first)."""
+    return Subquery(
+        Affiliation.objects.filter(professional__user=OuterRef(user_field))
+        .order_by("-is_primary", "pk")
+        .values("establishment_id")[:1]
+    )
+
+
+def _city_doctors(figures: _Figures, starts_at, zone, chunk: int = 5000) -> None:
+    """Studies opened by general practitioners, shares made and opened, packages built."""
+    gp_opens = (
+        _opens()
+        .filter(occurred_at__gte=starts_at, actor__professional__specialty=GENERAL_PRACTICE)
+        .annotate(month=TruncMonth("occurred_at", tzinfo=zone))
+        .order_by()
+        .values_list("object_id", "month")
+        .distinct()
+    )
+    named = list(gp_opens.iterator(chunk_size=10000))
+    by_pk = {object_id for object_id, _month in named if object_id.isdigit()}
+    studies = _studies_named(by_pk, {object_id for object_id, _m in named} - by_pk)
+    # A study named by pk (the viewer) and by UID (DICOMweb) the same month counts once.
+    opened = {
+        (studies[object_id].pk, month_of(month, zone))
+        for object_id, month in named
+        if object_id in studies
+    }
+    for pk, month in opened:
+        study = studies[str(pk)]
+        figures.add(study.establishment_id, month, study.modality, "city_consultations")
+
+    for establishment_id, month, count in (
+        Share.objects.filter(created_at__gte=starts_at)
+        .annotate(month=TruncMonth("created_at", tzinfo=zone), held_by=_held_by("author"))
+        .order_by()
+        .values("held_by", "month")
+        .annotate(count=Count("pk"))
+        .values_list("held_by", "month", "count")
+    ):
+        figures.add(establishment_id, month_of(month, zone), "", "shares_made", count)
+
+    # imaging.shares writes every opening as a read naming the share in its detail.
+    openings = list(
+        AuditEvent.objects.filter(
+            occurred_at__gte=starts_at,
+            action=AuditAction.READ,
+            outcome=AuditOutcome.SUCCESS,
+            detail__has_key="share",
+        )
+        .annotate(
+            month=TruncMonth("occurred_at", tzinfo=zone),
+            share_key=KeyTextTransform("share", "detail"),
+        )
+        .order_by()
+        .values("share_key", "month")
+        .annotate(count=Count("pk"))
+        .values_list("share_key", "month", "count")
+    )
+    share_ids = sorted({int(key) for key, _month, _count in openings if str(key).isdigit()})
+    held_by = {}
+    for start in range(0, len(share_ids), chunk):
+        held_by.update(
+            Share.objects.filter(pk__in=share_ids[start : start + chunk])
+            .annotate(held_by=_held_by("author"))
+            .values_list("pk", "held_by")
+        )
+    for key, month, count in openings:
+        if str(key).isdigit() and int(key) in held_by:
+            figures.add(held_by[int(key)], month_of(month, zone), "", "share_openings", count)
+
+    built = (StudyPackage.Status.READY, StudyPackage.Status.EXPIRED)
+    for establishment_id, month, count in (
+        StudyPackage.objects.filter(status__in=built, finished_at__gte=starts_at)
+        .annotate(
+            month=TruncMonth("finished_at", tzinfo=zone),
+            held_by=Coalesce(_held_by("requested_by"), _held_by("share__author")),
+        )
+        .order_by()
+        .values("held_by", "month")
+        .annotate(count=Count("pk"))
+        .values_list("held_by", "month", "count")
+    ):
+        figures.add(establishment_id, month_of(month, zone), "", "packages_made", count)
 
 
 @dataclass

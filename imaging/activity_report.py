@@ -66,8 +66,23 @@ _HIGHER = {
     "expertise_requests_with_other_studies": gettext_lazy(
         "Tele-expertise requests with a study of another establishment among their studies."
     ),
+    "expertise_exam_avoided": gettext_lazy(
+        "Tele-expertise requests closed that month by the requester saying an exam was avoided."
+    ),
+    "expertise_transfer_avoided": gettext_lazy(
+        "Tele-expertise requests closed that month by the requester saying a transfer or a "
+        "referral was avoided."
+    ),
     "expertise_referral_or_exam_avoided": gettext_lazy(
-        "Tele-expertise requests closed that month with a referral or an exam avoided."
+        "Tele-expertise requests closed that month with a referral or an exam avoided, as "
+        "answered before an exam and a transfer were told apart."
+    ),
+    "expertise_answered": gettext_lazy(
+        "Tele-expertise requests sent that month and answered (a signed report)."
+    ),
+    "expertise_answer_seconds": gettext_lazy(
+        "Mean time from sending a tele-expertise request to its answer, for the requests sent "
+        "that month (the tele-expertise indicators page gives the median)."
     ),
 }
 
@@ -107,8 +122,18 @@ GROUPS = (
             _column("repeat_prior_consulted", gettext_lazy("Prior consulted, exam still done")),
             _column("repeat_possibly_redundant", gettext_lazy("Possibly redundant")),
             Column(
+                "expertise_exam_avoided",
+                gettext_lazy("Exam avoided (tele-expertise)"),
+                _HIGHER["expertise_exam_avoided"],
+            ),
+            Column(
+                "expertise_transfer_avoided",
+                gettext_lazy("Transfer avoided (tele-expertise)"),
+                _HIGHER["expertise_transfer_avoided"],
+            ),
+            Column(
                 "expertise_referral_or_exam_avoided",
-                gettext_lazy("Referral or exam avoided (tele-expertise)"),
+                gettext_lazy("Referral or exam avoided (tele-expertise, former answer)"),
                 _HIGHER["expertise_referral_or_exam_avoided"],
             ),
         ),
@@ -163,10 +188,39 @@ GROUPS = (
             ),
             _column("turnaround_within_day", gettext_lazy("Within a day")),
             _column("turnaround_within_week", gettext_lazy("Within a week")),
+            Column(
+                "expertise_answered",
+                gettext_lazy("Tele-expertise requests answered"),
+                _HIGHER["expertise_answered"],
+            ),
+            Column(
+                "expertise_answer_seconds",
+                gettext_lazy("Mean time to the tele-expertise answer (h)"),
+                _HIGHER["expertise_answer_seconds"],
+                unit="hours",
+                over="expertise_answered",
+            ),
         ),
         charted=("turnaround_count", "turnaround_within_day", "turnaround_within_week"),
         note=gettext_lazy(
-            "The tele-expertise's time to answer is on the tele-expertise indicators page."
+            "A tele-expertise request counts in the month it was sent, by the requesting "
+            "establishment; its median time to answer is on the tele-expertise indicators page."
+        ),
+    ),
+    Group(
+        "city",
+        gettext_lazy("City doctors"),
+        (
+            _column("city_consultations", gettext_lazy("Studies opened by general practitioners")),
+            _column("shares_made", gettext_lazy("Shares made")),
+            _column("share_openings", gettext_lazy("Share openings")),
+            _column("packages_made", gettext_lazy("DICOMDIR packages built")),
+        ),
+        charted=("city_consultations", "shares_made", "share_openings"),
+        note=gettext_lazy(
+            "City doctors consult for free: general practitioners with an account open the "
+            "studies in the portal; the others receive a share, a link with a code sent to "
+            "their e-mail, and may take the images away as a DICOMDIR package."
         ),
     ),
 )

@@ -1421,7 +1421,7 @@ MATRIX = {
         "reported", entitled=lambda w: _tele(w).teleradiologist.user, method="get", expect=200
     ),
     "expertise-request-close": _expertise_route(
-        "answered", entitled=lambda w: w.gp.user, data=lambda w: {"outcome": "avoided"}
+        "answered", entitled=lambda w: w.gp.user, data=lambda w: {"outcome": "exam_avoided"}
     ),
     "expertise-request-cancel": _expertise_route(
         "sent", entitled=lambda w: w.gp.user, data=lambda w: {"reason": "Plus nécessaire."}

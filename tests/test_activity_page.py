@@ -137,8 +137,9 @@ def test_a_director_sees_his_establishment_and_the_region_only(world, director):
         )
     )
     assert rows[1:] == [
-        ["T1 2026", "CH de Bourges", "1", "2,0", "1", "0"],
-        ["T1 2026", "Région", "1", "2,0", "1", "0"],
+        # The tele-expertise's answers joined the turnaround (issue 17): none here.
+        ["T1 2026", "CH de Bourges", "1", "2,0", "1", "0", "0", ""],
+        ["T1 2026", "Région", "1", "2,0", "1", "0", "0", ""],
     ]
     # Another establishment asked for by its id: not one of his, the form refuses it.
     refused = client_for(director).get(URL, {**QUARTER, "establishment": world.tours.pk})
@@ -174,14 +175,16 @@ def test_the_filters_by_month_modality_and_establishment(world, programme):
             },
         )
     )
+    # The tele-expertise's "avoided" is three columns since issue 17: an exam, a transfer,
+    # and the answer of before the split.
     assert rows[1:] == [
-        ["janvier 2026", "CH de Bourges", "0", "1", "0", "0"],
+        ["janvier 2026", "CH de Bourges", "0", "1", "0", "0", "0", "0"],
         # Tours' possibly redundant repeat was an MR: not among the CTs.
-        ["janvier 2026", "Région", "0", "1", "0", "0"],
-        ["février 2026", "CH de Bourges", "0", "0", "0", "0"],
-        ["février 2026", "Région", "0", "0", "0", "0"],
-        ["mars 2026", "CH de Bourges", "0", "0", "0", "0"],
-        ["mars 2026", "Région", "0", "0", "0", "0"],
+        ["janvier 2026", "Région", "0", "1", "0", "0", "0", "0"],
+        ["février 2026", "CH de Bourges", "0", "0", "0", "0", "0", "0"],
+        ["février 2026", "Région", "0", "0", "0", "0", "0", "0"],
+        ["mars 2026", "CH de Bourges", "0", "0", "0", "0", "0", "0"],
+        ["mars 2026", "Région", "0", "0", "0", "0", "0", "0"],
     ]
 
 
@@ -207,7 +210,7 @@ def test_bad_filters_give_a_message_not_an_error(world, programme):
 def test_each_figure_is_explained_and_charted_with_its_table(world, programme):
     response = client_for(programme).get(URL, {**QUARTER, "group": "month"})
     content = response.content.decode()
-    for key in ("archived", "modalities", "sharing", "repeats", "meetings", "turnaround"):
+    for key in ("archived", "modalities", "sharing", "repeats", "meetings", "turnaround", "city"):
         assert f'data-chart="chart-{key}"' in content
         assert f'<script id="chart-{key}" type="application/json">' in content
         assert f'data-testid="activity-table-{key}"' in content
@@ -268,3 +271,53 @@ def test_what_the_filters_leave_out_is_the_default_period_shown_in_the_form(worl
     assert response.status_code == 200
     assert f'value="{default.start.isoformat()}"' in response.content.decode()
     assert response.context["tables"][0]["rows"][-1]["label"].startswith("T")
+
+
+def test_city_doctors_and_tele_expertise_answers_in_their_tables(world, programme):
+    """Issue 17's city-doctor figures (their own table) and the tele-expertise's time to
+    answer (in the turnaround table), each with its CSV."""
+    rows = [
+        (world.tours, FEB, "CT", "city_consultations", 2),
+        (world.tours, FEB, "", "shares_made", 1),
+        (world.tours, FEB, "", "share_openings", 3),
+        (world.tours, FEB, "", "packages_made", 1),
+        (world.bourges, FEB, "MR", "city_consultations", 1),
+        (world.bourges, FEB, "", "expertise_answered", 2),
+        (world.bourges, FEB, "", "expertise_answer_seconds", 40 * 3600),
+        (world.bourges, FEB, "", "expertise_exam_avoided", 1),
+        (world.bourges, FEB, "", "expertise_transfer_avoided", 1),
+    ]
+    ActivityMonth.objects.bulk_create(
+        ActivityMonth(establishment=e, month=m, modality=mod, figure=f, value=v)
+        for e, m, mod, f, v in rows
+    )
+    client = client_for(programme)
+    page = client.get(URL, {**QUARTER, "group": "quarter"}).content.decode()
+    assert 'data-testid="activity-table-city"' in page
+    assert "Médecins de ville" in page
+    assert "Examens ouverts par des médecins généralistes" in page
+
+    def csv_lines(table):
+        found = _csv(
+            client.get(URL, {**QUARTER, "group": "quarter", "format": "csv", "table": table})
+        )
+        return found[0], {line[1]: line[2:] for line in found[1:]}
+
+    header, city = csv_lines("city")
+    assert header[2:] == [
+        "Examens ouverts par des médecins généralistes",
+        "Partages faits",
+        "Ouvertures des partages",
+        "Paquets DICOMDIR produits",
+    ]
+    assert city == {
+        "CH de Bourges": ["1", "0", "0", "0"],
+        "CHRU de Tours": ["2", "1", "3", "1"],
+        "MSP de Vierzon": ["0", "0", "0", "0"],
+        "Région": ["3", "1", "3", "1"],
+    }
+    _header, turnaround = csv_lines("turnaround")
+    # Two requests answered in 40 hours in all: 20 hours each on average.
+    assert turnaround["CH de Bourges"][-2:] == ["2", "20,0"]
+    _header, repeats = csv_lines("repeats")
+    assert repeats["CH de Bourges"][-3:] == ["1", "1", "0"]

@@ -7,10 +7,10 @@ their times are set afterwards (queryset updates), in hours after the sending:
 ======  ========  ========  ====  ===============================================
 request accepted  answered  due   what happened
 ======  ========  ========  ====  ===============================================
-r1      2         10        24    closed: a referral was avoided
+r1      2         10        24    closed: an exam was avoided
 r2      4         30        36    declined once, claimed again; the expert waited
                                   12 h for information (due moved from 24 to 36)
-r3      6         50        168   closed: a referral was avoided
+r3      6         50        168   closed: a transfer was avoided
 r4      8         100       72    closed: not avoided (answered late)
 r5      20        —         168   accepted, not answered yet
 r6      —         —         168   declined back to the pool, waiting
@@ -121,11 +121,12 @@ class Activity:
         )
         Outcome = Request.Outcome
 
-        self.r1 = _close(w, answered_request(w), Outcome.AVOIDED)
+        # An exam avoided and a transfer avoided (issue 17) both count as "avoided".
+        self.r1 = _close(w, answered_request(w), Outcome.EXAM_AVOIDED)
         self.r2 = _decline_to_pool(w, accepted_request(w))
         self.r2 = services.request_claim(request=self.r2, by=Actor(user=w.second_radiologist.user))
         self.r2 = _answer(w, self.r2, w.second_radiologist)
-        self.r3 = _close(w, answered_request(w), Outcome.AVOIDED)
+        self.r3 = _close(w, answered_request(w), Outcome.TRANSFER_AVOIDED)
         self.r4 = _close(w, answered_request(w), Outcome.NOT_AVOIDED)
         self.r5 = accepted_request(w)
         self.r6 = _decline_to_pool(w, accepted_request(w))

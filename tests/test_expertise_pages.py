@@ -160,7 +160,7 @@ def test_the_expert_claims_asks_reads_the_answer_and_signs(tele):
     assert request.state == State.ANSWERED
     page = gp.get(reverse("expertise-request", args=[request.pk])).content.decode()
     assert REPORT["conclusion"] in page and 'data-testid="close-request"' in page
-    gp.post(reverse("expertise-request-close", args=[request.pk]), {"outcome": "avoided"})
+    gp.post(reverse("expertise-request-close", args=[request.pk]), {"outcome": "exam_avoided"})
     assert Request.objects.get(pk=request.pk).state == State.CLOSED
 
 

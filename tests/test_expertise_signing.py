@@ -216,7 +216,7 @@ def test_closing_says_it_was_done(tele):
     closed = _follow(
         english(tele.gp.user),
         reverse("expertise-request-close", args=[request.pk]),
-        {"outcome": "avoided"},
+        {"outcome": "exam_avoided"},
     )
     assert any("Request closed" in text for text in _messages(closed))
 
