@@ -10,12 +10,15 @@ delivered to the PACS of the establishments that declared one, and repeat exams 
 built on purpose: "no prior", "prior consulted, exam still done" and "possibly redundant".
 
 Kept apart from the demo's people: the studies belong to fictitious regional patients (test
-INS, an IPP of their home establishment) that no demo professional has a care relationship
+INS only, each with a home establishment) that no demo professional has a care relationship
 with, so no home page, GP page, dossier or browser walk changes, and a persona who types one
 of their ids gets the audited 404 of a missing study. The professionals who open them are
 fictitious too (a name, a test RPPS and the FINESS the trail copies, no account). The studies
-are index rows only (Study, Series, Instance): no archive file, no thumbnail; nothing in the
-demo can open them, and the indicators need nothing more.
+are index rows only (Study, Series, one Instance row per series carrying its size): no archive
+file, no thumbnail. Nothing in the demo can open them: no persona has a care relationship
+(the access helpers' 404), and no establishment holds an IPP of these patients, so the
+gateways' query/retrieve and the HL7-triggered prefetch never reach them. The indicators need
+nothing more.
 
 Idempotent: a second run finds its first study and changes nothing.
 """
@@ -109,7 +112,7 @@ FIRST_UID = _uid("mirc-demo-activity", "study", 0)
 @dataclass
 class _Planned:
     patient: Patient
-    ipp: str  # at its home establishment
+    ipp: str  # the patient id its home establishment's modalities write (no IPP row)
     establishment: Establishment
     modality: str
     body_part: str
@@ -144,8 +147,11 @@ def seed(*, stdout=None) -> None:
 
 
 def _patients(rng, establishments) -> list[tuple[Patient, Establishment, str]]:
-    """Fictitious regional patients with test INS, each known to a home establishment, with
-    no care relationship: nobody of the demo follows them."""
+    """Fictitious regional patients with test INS and no care relationship: nobody of the
+    demo follows them. Registered by INS only, without an IPP: the gateways answer an
+    establishment's PACS about the patients it holds an IPP of (gateway_query), so no demo
+    PACS finds (or retrieves, or is sent as priors) these studies without files. The DICOM
+    headers still carry the home establishment's patient id, as a modality writes it."""
     from demo.seed import BIRTH_PLACES, test_ins
 
     actor = Actor.system("seed_demo")
@@ -172,8 +178,6 @@ def _patients(rng, establishments) -> list[tuple[Patient, Establishment, str]]:
             ins_matricule=ins,
             ins_oid=oid,
             identity_status=IdentityStatus.QUALIFIED,
-            establishment=home,
-            ipp=f"R{700000 + number}",
             source=IdentityConflictSource.IMPORT,
             by=actor,
         )

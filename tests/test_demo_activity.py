@@ -10,8 +10,9 @@ from django.db.models import Sum
 from demo import activity as demo_activity
 from imaging import activity, metering
 from imaging.models import ActivityMonth, ActivityMonthState, Statement, Study
+from imaging.selectors import studies_for_establishment
 from portal import audit
-from portal.models import AuditEvent, CareRelationship, Patient
+from portal.models import AuditEvent, CareRelationship, Establishment, Patient, PatientIdentifier
 from portal.selectors import patients_visible_to
 
 # Figures of imaging.activity.FIGURES that the demo's year leaves at zero, and why:
@@ -81,6 +82,11 @@ def test_the_demo_year_stays_away_from_the_demo_people_and_runs_once(db):
     for relationship in CareRelationship.objects.select_related("professional__user"):
         user = relationship.professional.user
         assert not patients_visible_to(user).filter(pk__in=regional).exists()
+    # No IPP: no establishment's PACS finds or retrieves these file-less studies through
+    # the gateways, and no admission feed prefetches them.
+    assert not PatientIdentifier.objects.filter(patient_id__in=regional).exists()
+    for establishment in Establishment.objects.all():
+        assert not studies_for_establishment(establishment).exists()
     # Past dates: every study and opening is before the seed, over a year.
     oldest = Study.objects.order_by("created_at").values_list("created_at", flat=True).first()
     assert oldest < Study.objects.order_by("-created_at")[0].created_at - dt.timedelta(days=300)
