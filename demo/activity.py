@@ -68,11 +68,12 @@ BACKGROUND_STUDIES = 330
 SCENARIOS_PER_KIND = 9
 
 # FINESS, share of the region's volume, origins (weights), the establishment's professionals
-# who open other establishments' studies (fictitious: no account, test RPPS only).
+# who open other establishments' studies (fictitious: no account, test RPPS only, names
+# no demo person bears).
 ESTABLISHMENTS = {
-    "370000481": (0.38, {"access_point": 6, "stow": 3, "upload": 1}, ["Dr Aubin", "Dr Vidal"]),
-    "450000088": (0.24, {"access_point": 5, "stow": 1, "upload": 1}, ["Dr Tanguy", "Dr Morel"]),
-    "180000028": (0.16, {"access_point": 6, "upload": 2}, ["Dr Masson"]),
+    "370000481": (0.38, {"access_point": 6, "stow": 3, "upload": 1}, ["Dr Aubin", "Dr Perrault"]),
+    "450000088": (0.24, {"access_point": 5, "stow": 1, "upload": 1}, ["Dr Tanguy", "Dr Barre"]),
+    "180000028": (0.16, {"access_point": 6, "upload": 2}, ["Dr Lenoir"]),
     "280000134": (0.13, {"stow": 4, "upload": 2}, ["Dr Ferreira"]),
     "410009990": (0.09, {"upload": 3, "stow": 1}, ["Dr Joly"]),
 }
