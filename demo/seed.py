@@ -256,6 +256,12 @@ def seed_demo(*, stdout, style, portal_only: bool = False) -> None:
         # Lower layers first: the meetings and the requests attach the demo studies.
         for seed_domain in (imaging.seed, rcp.seed, expertise.seed):
             seed_domain(stdout=stdout)
+        # The past year of the region's imaging (demo/activity.py): on fictitious patients
+        # of their own, so that the indicators have a year to show and the personas' pages
+        # stay as they are.
+        from demo import activity
+
+        activity.seed(stdout=stdout)
         # The programme's indicators of the data just made (what the nightly job computes),
         # so that its page shows them at once. Once only: a second seed makes no new data,
         # and each run of the job leaves its trace in the audit trail.
@@ -265,6 +271,11 @@ def seed_demo(*, stdout, style, portal_only: bool = False) -> None:
 
         if not ActivityMonthState.objects.exists():
             call_command("activity_compute", stdout=stdout)
+            # The past months the job just closed get their statements, as the beat's
+            # imaging.issue_statements would after it (a no-op once they are issued).
+            from imaging import metering
+
+            metering.statements_issue()
     _print_summary(stdout, style, establishments, professionals, patients, admin_secret)
 
 

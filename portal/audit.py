@@ -226,6 +226,28 @@ def _append(event: AuditEvent, *, using: str, empty_trail_head: str = "") -> Aud
     return event
 
 
+def record_past(events: list[AuditEvent], *, using: str | None = None) -> int:
+    """Append events that happened before now (each with its own ``occurred_at``, e.g. a
+    year of activity replayed by the demo), sealed to the chain in date order, in bulk.
+
+    They are chained after the head like any event, so audit_verify holds; their dates go
+    back in time along the chain, which a purge tolerates: it removes the prefix before the
+    first event at or after its cutoff, so these stay until the events before them go."""
+    using = using or router.db_for_write(AuditEvent)
+    events = sorted(events, key=lambda event: event.occurred_at)
+    with transaction.atomic(using=using, savepoint=False):
+        _lock_chain(using)
+        previous = _head_hash(using) or GENESIS
+        for event in events:
+            # Stored and read back in UTC: sealed as the verification will read it.
+            event.occurred_at = event.occurred_at.astimezone(dt.UTC)
+            event.previous_hash = previous
+            event.event_hash = previous = seal(_chained_values(event), previous)
+        # One insert per batch, in this order: ids grow along the chain.
+        AuditEvent.objects.using(using).bulk_create(events, batch_size=1000)
+    return len(events)
+
+
 # --- The hash chain ------------------------------------------------------------------------
 #
 # Each event's hash covers its fields and the hash of the event before it, so changing,

@@ -51,6 +51,18 @@ def test_the_programme_sees_the_charts_drawn(demo_server, browser):  # noqa: F81
         )
         assert painted > 500
         assert page.locator("canvas[data-chart-drawn=true]").count() == 6
+        # The demo's past year (demo/activity.py): the region's repeat exams of each kind
+        # over the default twelve months (columns: no prior, prior consulted, possibly
+        # redundant), the numbers as the page prints them.
+        region = page.locator("[data-testid=activity-table-repeats] tr[data-testid=region]")
+        assert region.count() >= 10
+        totals = [0, 0, 0]
+        for row in region.all():
+            cells = row.locator("td").all_inner_texts()[1:4]
+            for index, text in enumerate(cells):
+                digits = "".join(c for c in text if c.isdigit())
+                totals[index] += int(digits or 0)
+        assert all(totals), totals
         assert errors == []
     finally:
         context.close()

@@ -433,3 +433,32 @@ def test_concurrent_writers_on_postgresql_keep_one_chain():
     report = audit.verify_chain()
     assert report.intact, report.broken
     assert report.count == writers * events_each
+
+
+def test_past_events_appended_in_bulk_are_sealed_in_date_order(trail, world):
+    """portal.audit.record_past (the demo's past year): events with their own past dates join
+    the chain after its head, oldest first, and the trail still verifies, then grows on."""
+    now = dt.datetime.now(UTC)
+    past = [
+        AuditEvent(
+            occurred_at=now - dt.timedelta(days=days),
+            event_id=AuditEventId.INSTANCES_ACCESSED,
+            action=AuditAction.READ,
+            outcome=AuditOutcome.SUCCESS,
+            actor_name="Dr Historique",
+            actor_establishment="370000481",
+            object_type="imaging.study",
+            object_id=str(days),
+            patient=world.patient,
+            purpose=AuditPurpose.CARE,
+            detail={"score": 1.0},
+        )
+        for days in (30, 300, 90)
+    ]
+    assert audit.record_past(past) == 3
+    appended = list(AuditEvent.objects.filter(id__gt=trail[-1].id).order_by("id"))
+    assert [event.object_id for event in appended] == ["300", "90", "30"]
+    assert appended[0].previous_hash == trail[-1].event_hash
+    assert audit.verify_chain().broken is None
+    _read(world.patient, world.oncologist)
+    assert audit.verify_chain().broken is None
