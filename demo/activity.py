@@ -40,9 +40,11 @@ from imaging.models import (
     PrefetchRequest,
     PrefetchTrigger,
     Series,
+    Share,
     Study,
     StudyIdentity,
     StudyOrigin,
+    StudyPackage,
 )
 from portal import audit, services
 from portal.audit import Actor
@@ -57,7 +59,9 @@ from portal.models import (
     IdentityStatus,
     InsOid,
     Patient,
+    Professional,
     Sex,
+    Specialty,
 )
 
 SEED = 17  # fixed: the same year on every seed (relative to the day it is seeded)
@@ -140,10 +144,12 @@ def seed(*, stdout=None) -> None:
         studies = _write_studies(rng, planned, now)
         opens = _write_opens(rng, planned, studies, now)
         prefetches = _write_prefetches(rng, planned, studies, establishments, now)
+        city = _write_city_doctors(rng, planned, studies, now)
     if stdout is not None:
         stdout.write(
             f"Regional activity: {len(studies)} studies over {MONTHS} months, "
-            f"{opens} openings by other establishments, {prefetches} prefetches."
+            f"{opens} openings by other establishments, {prefetches} prefetches, "
+            f"{city} city doctors' consultations, shares and packages."
         )
 
 
@@ -427,3 +433,127 @@ def _write_prefetches(rng, planned, studies, establishments, now) -> int:
         for request, prior in items
     )
     return len(requests)
+
+
+# Hospital doctors of the demo who shared images with a doctor outside the portal over the year
+# (the recipients are fictitious, outside the region), and made DICOMDIR packages.
+SHARERS = ("c.martin@mirc.test", "n.faure@mirc.test", "p.lefevre@mirc.test")
+RECIPIENTS = (
+    ("Dr Hélène Garnier", "h.garnier@chu-lyon.test"),
+    ("Dr Paul Verne", "p.verne@aphp.test"),
+    ("Dr Inès Roux", "i.roux@chu-nantes.test"),
+)
+
+
+def _write_city_doctors(rng, planned, studies, now) -> int:
+    """The city doctors' side of the year: the demo's GPs opening results of the region (their
+    consultations), shares made by hospital doctors with doctors outside the portal and their
+    openings, and DICOMDIR packages made. Shares and packages are of the regional patients
+    (no care relationship: nobody of the demo opens them); the packages are past their keeping
+    time (expired: no file), the shares past their expiry."""
+    gps = list(
+        Professional.objects.filter(specialty=Specialty.GENERAL_PRACTICE, user__is_active=True)
+        .select_related("user")
+        .order_by("pk")
+    )
+    sharers = {
+        p.user.email: p
+        for p in Professional.objects.filter(user__email__in=SHARERS).select_related("user")
+    }
+    candidates = [
+        (plan, study)
+        for plan, study in zip(planned, studies, strict=True)
+        if study.origin != StudyOrigin.MIGRATION
+    ]
+    events = []
+    for plan, study in rng.sample(candidates, min(len(candidates), 40)) if gps else []:
+        gp = rng.choice(gps)
+        when = study.created_at + dt.timedelta(hours=rng.randint(6, 24 * 20))
+        if when >= now:
+            continue
+        establishment = gp.primary_establishment()
+        events.append(
+            AuditEvent(
+                occurred_at=when,
+                event_id=AuditEventId.INSTANCES_ACCESSED,
+                action=AuditAction.READ,
+                outcome=AuditOutcome.SUCCESS,
+                actor=gp.user,
+                actor_name=gp.display_name,
+                actor_rpps=gp.rpps,
+                actor_establishment=establishment.finess if establishment else "",
+                object_type="imaging.study",
+                object_id=str(study.pk),
+                patient=plan.patient,
+                purpose=AuditPurpose.CARE,
+                detail={"demo": "regional activity", "view": "viewer"},
+            )
+        )
+    shares, packages = [], []
+    for number, (plan, study) in enumerate(rng.sample(candidates, min(len(candidates), 18))):
+        author = sharers.get(SHARERS[number % len(SHARERS)])
+        if author is None:
+            continue
+        created = study.created_at + dt.timedelta(days=rng.randint(1, 10))
+        if created + dt.timedelta(days=31) >= now:
+            continue
+        name, email = RECIPIENTS[number % len(RECIPIENTS)]
+        shares.append(
+            (
+                Share(
+                    patient=plan.patient,
+                    author=author.user,
+                    recipient_name=name,
+                    recipient_email=email,
+                    note="",
+                    created_at=created,
+                    expires_at=created + dt.timedelta(days=30),
+                    view_count=0,
+                    link_token_hash=f"{rng.getrandbits(256):064x}",
+                ),
+                study,
+            )
+        )
+        if number % 2 == 0:
+            packages.append(
+                StudyPackage(
+                    patient=plan.patient,
+                    requested_by=author.user,
+                    label="DICOMDIR",
+                    status=StudyPackage.Status.EXPIRED,
+                    done=study.instance_count,
+                    total=study.instance_count,
+                    created_at=created,
+                    updated_at=created,
+                    finished_at=created + dt.timedelta(minutes=4),
+                    expires_at=created + dt.timedelta(days=7),
+                )
+            )
+    Share.objects.bulk_create([share for share, _study in shares])
+    for share, study in shares:
+        share.studies.add(study)
+        for opening in range(rng.randint(1, 4)):
+            when = share.created_at + dt.timedelta(hours=2 + 30 * opening)
+            share.view_count += 1
+            events.append(
+                AuditEvent(
+                    occurred_at=when,
+                    event_id=AuditEventId.PATIENT_RECORD,
+                    action=AuditAction.READ,
+                    outcome=AuditOutcome.SUCCESS,
+                    actor_name=f"partage {share.pk}: {share.recipient_name} "
+                    f"<{share.recipient_email}>",
+                    object_type="imaging.share",
+                    object_id=str(share.pk),
+                    patient=share.patient,
+                    purpose=AuditPurpose.CARE,
+                    detail={"share": share.pk, "view": "contents", "demo": "regional activity"},
+                )
+            )
+    Share.objects.bulk_update([share for share, _study in shares], ["view_count"])
+    for package in StudyPackage.objects.bulk_create(packages):
+        package.studies.add(
+            next(study for share, study in shares if share.patient_id == package.patient_id)
+        )
+    audit.record_past(events)
+    return len(events) + len(shares) + len(packages)
