@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,59 @@ def require_dcmtk(*tools: str) -> None:
 
 def wait_for(condition, what: str, timeout: float = 30.0) -> None:
     wait_until(condition, timeout=timeout, what=what)
+
+
+# Gateways serving from threads of the test process, on the test's own database connection
+# (as Django's live server does), by port.
+_IN_THREAD: dict[int, object] = {}
+
+
+def serve_in_thread(gateway, *, host: str = "127.0.0.1") -> int:
+    """Starts ``gateway`` (built with the test's shared connection) on a free port; its port.
+    ``stop_in_thread`` shuts it down."""
+    server = gateway.start(host=host, port=0)
+    port = server.server_address[1]
+    _IN_THREAD[port] = server
+    return port
+
+
+def stop_in_thread(port: int) -> None:
+    """Once its associations have ended: the test's teardown must not roll back the database
+    under a release handler still writing."""
+    try:
+        settle(port)
+    finally:
+        _IN_THREAD.pop(port).shutdown()
+
+
+def _associations(port: int | None) -> set:
+    servers = list(_IN_THREAD.values()) if port is None else [_IN_THREAD.get(port)]
+    return {a for s in servers if s is not None for a in s.active_associations}
+
+
+def settle(port: int | None = None, timeout: float = 30.0, *, keep=frozenset()) -> None:
+    """Waits until the in-thread gateway at ``port`` (every one without) has ended each of
+    its associations but ``keep``, release handlers included.
+
+    A peer program has returned, or a test's own association is released, before the
+    gateway's thread has run its release handlers (the transfer audit); SQLite's one
+    connection cannot serve two threads at once ("cannot open savepoint - SQL statements in
+    progress"), so a test reads the database only once the gateway is quiet.
+    """
+    wait_until(
+        lambda: not (_associations(port) - keep),
+        timeout=timeout,
+        what="the gateway to end its associations",
+    )
+
+
+@contextmanager
+def settling(port: int | None = None):
+    """Around a peer's exchange: on leaving, waits for the associations it opened to end
+    (an association the test holds open meanwhile is not waited for)."""
+    before = frozenset(_associations(port))
+    yield
+    settle(port, keep=before)
 
 
 class StoreSCP:

@@ -41,6 +41,7 @@ from portal.models import (
 )
 from tests.conftest import client_for, require_service
 from tests.dicom_factory import ct_files, uid
+from tests.dicom_peers import serve_in_thread, settle, settling, stop_in_thread
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db, pytest.mark.service("dcmtk")]
@@ -60,7 +61,7 @@ def start_gateway(world):
     CallingAETitle.objects.create(declaration=declaration, ae_title=TOURS_AE)
     connection = connections["default"]
     connection.inc_thread_sharing()
-    servers = []
+    ports = []
 
     def start(max_associations=50):
         gateway = Gateway(
@@ -68,13 +69,12 @@ def start_gateway(world):
             max_associations=max_associations,
             share_connections={"default": connection},
         )
-        server = gateway.start(host="127.0.0.1", port=0)
-        servers.append(server)
-        return server.server_address[1]
+        ports.append(serve_in_thread(gateway))
+        return ports[-1]
 
     yield start
-    for server in servers:
-        server.shutdown()
+    for port in ports:
+        stop_in_thread(port)
     connection.dec_thread_sharing()
 
 
@@ -93,24 +93,26 @@ def _write(tmp_path, files, prefix="img"):
 
 
 def _storescu(port, paths, *, calling=TOURS_AE, options=()):
-    return subprocess.run(
-        ["storescu", "-v", *options, "-aet", calling, "-aec", "MIRC", "-to", "10"]
-        + ["127.0.0.1", str(port), *paths],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    with settling(port):
+        return subprocess.run(
+            ["storescu", "-v", *options, "-aet", calling, "-aec", "MIRC", "-to", "10"]
+            + ["127.0.0.1", str(port), *paths],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
 
 
 def _echoscu(port, *, calling=TOURS_AE):
-    return subprocess.run(
-        ["echoscu", "-aet", calling, "-aec", "MIRC", "-to", "10", "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    with settling(port):
+        return subprocess.run(
+            ["echoscu", "-aet", calling, "-aec", "MIRC", "-to", "10", "127.0.0.1", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
 
 
 def _wait_for(condition, what):
@@ -356,6 +358,7 @@ def test_a_dataset_of_another_sop_class_than_its_context_is_refused(world, gatew
         _wait_for(lambda: statuses, "the gateway's answer")
     finally:
         association.release()
+    settle(gateway_port)
     assert statuses == [0xA900]
     assert not Instance.objects.exists()
 
@@ -515,6 +518,7 @@ def test_instances_answered_before_an_abort_are_stored_still(world, gateway_port
     finally:
         # An A-ABORT instead of a release: the sender cannot know what became of them.
         association.abort()
+    settle(gateway_port)
     assert statuses == [0x0000] * 4
     # Answered Success: all four are ingested all the same, and audited.
     _wait_for(lambda: _transfers(world.patient).exists(), "the transfer audit")

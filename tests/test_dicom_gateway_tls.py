@@ -18,7 +18,7 @@ from django.db import connections
 from imaging.gateway import Gateway, tls_context
 from imaging.management.commands.dicom_gateway import tls_state
 from imaging.models import CallingAETitle, DicomDeclaration
-from tests.dicom_peers import require_dcmtk
+from tests.dicom_peers import require_dcmtk, serve_in_thread, settling, stop_in_thread
 
 pytestmark = [pytest.mark.django_db, pytest.mark.service("dcmtk")]
 
@@ -97,7 +97,7 @@ def start_tls_gateway(world, settings, pki):
     CallingAETitle.objects.create(declaration=declaration, ae_title=TOURS_AE)
     connection = connections["default"]
     connection.inc_thread_sharing()
-    servers = []
+    ports = []
 
     def start(*, require_client_certificates: bool) -> int:
         settings.DICOM_GATEWAY_TLS_KEY, settings.DICOM_GATEWAY_TLS_CERTIFICATE = pki["gateway"]
@@ -110,25 +110,25 @@ def start_tls_gateway(world, settings, pki):
             share_connections={"default": connection},
             ssl_context=tls_context(),
         )
-        server = gateway.start(host="127.0.0.1", port=0)
-        servers.append(server)
-        return server.server_address[1]
+        ports.append(serve_in_thread(gateway))
+        return ports[-1]
 
     yield start
-    for server in servers:
-        server.shutdown()
+    for port in ports:
+        stop_in_thread(port)
     connection.dec_thread_sharing()
 
 
 def _echoscu(port, *tls):
-    return subprocess.run(
-        ["echoscu", "-aet", TOURS_AE, "-aec", "MIRC", "-to", "10", "-ta", "10", "-td", "10"]
-        + [*tls, "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    with settling(port):
+        return subprocess.run(
+            ["echoscu", "-aet", TOURS_AE, "-aec", "MIRC", "-to", "10", "-ta", "10", "-td", "10"]
+            + [*tls, "127.0.0.1", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def test_an_establishment_echoes_the_gateway_in_tls_and_plain_tcp_gets_nothing(
