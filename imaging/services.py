@@ -1011,6 +1011,15 @@ def study_thumbnail_render(*, study: Study) -> str:
     return path
 
 
+def study_report_document(report: StudyReport) -> bytes:
+    """The PDF of an Encapsulated PDF study report, read from the archive (ArchiveError when
+    it does not answer)."""
+    data = get_archive().retrieve_instance(
+        report.study.study_instance_uid, report.series_instance_uid, report.sop_instance_uid
+    )
+    return encapsulated_document(data)
+
+
 def encapsulated_document(data: bytes) -> bytes:
     """The document of an Encapsulated PDF instance (PS3.3 C.24.2), without its padding."""
     ds = dicom.read_full(data)

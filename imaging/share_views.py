@@ -18,10 +18,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from imaging import packages, selectors, shares
 from imaging.access import get_share_for_user
-from imaging.archive import ArchiveError, get_archive
+from imaging.archive import ArchiveError
 from imaging.models import StudyReport
 from imaging.permissions import share_refusal
-from imaging.services import encapsulated_document
+from imaging.services import study_report_document
 from imaging.share_forms import ShareCodeForm, ShareForm, ShareRevokeForm
 from portal import audit, directory_accounts
 from portal.access import get_patient_for_user, record_refusal
@@ -241,6 +241,12 @@ def share_code(request, share, token):
 def share_contents(request, share, token):
     studies, documents = shares.share_contents(share)
     shares.share_opened(share=share, actor=shares.recipient_actor(request, share), what="contents")
+    viewer_token = ""
+    if studies:
+        # One DICOMweb token per reading session, not one row per visit of the page.
+        key = f"share-viewer-token:{share.pk}"
+        viewer_token = shares.share_viewer_token(share=share, held=request.session.get(key, ""))
+        request.session[key] = viewer_token
     return render(
         request,
         "imaging/shares/contents.html",
@@ -252,7 +258,7 @@ def share_contents(request, share, token):
             "documents": documents,
             # One DICOMweb token of the share for the viewer links of this page: it travels in
             # the links' fragment (#token=), which no request line, hence no log, carries.
-            "viewer_token": shares.share_viewer_token(share=share) if studies else "",
+            "viewer_token": viewer_token,
         },
     )
 
@@ -332,12 +338,7 @@ def share_document(request, share, token, document_id):
 def _document_bytes(document) -> bytes:
     """A study report from the archive, or a generated document by its verified read."""
     if isinstance(document, StudyReport):
-        study = document.study
-        return encapsulated_document(
-            get_archive().retrieve_instance(
-                study.study_instance_uid, document.series_instance_uid, document.sop_instance_uid
-            )
-        )
+        return study_report_document(document)
     from portal import documents as generated
 
     return generated.read(document)

@@ -424,15 +424,33 @@ def share_opened(*, share: Share, actor: Actor, what: str, obj=None) -> None:
         )
 
 
-def share_viewer_token(*, share: Share) -> str:
-    """A DICOMweb token for the share's studies, for the viewer of the recipient's page;
-    raw value returned once. It dies with the share (imaging.dicomweb checks both)."""
+# A token the recipient's session already holds is reused while it has this long to live:
+# a viewer opened from the page keeps working for a reading session.
+VIEWER_TOKEN_REUSE_MARGIN = dt.timedelta(minutes=30)
+
+
+def share_viewer_token(*, share: Share, held: str = "") -> str:
+    """A DICOMweb token for the share's studies, for the viewer of the recipient's page:
+    ``held`` (the raw token his session keeps) while it is the share's, unrevoked and far
+    from its end, else a new one; raw value returned, only its hash kept. It dies with the
+    share (imaging.dicomweb checks both)."""
+    now = timezone.now()
+    if (
+        held
+        and ViewerToken.objects.filter(
+            token_hash=_hash(held),
+            share=share,
+            revoked_at__isnull=True,
+            expires_at__gt=now + VIEWER_TOKEN_REUSE_MARGIN,
+        ).exists()
+    ):
+        return held
     raw = secrets.token_urlsafe(32)
     ViewerToken.objects.create(
         token_hash=_hash(raw),
         share=share,
         patient=share.patient,
-        expires_at=min(share.expires_at, timezone.now() + dt.timedelta(hours=VIEWER_TOKEN_HOURS)),
+        expires_at=min(share.expires_at, now + dt.timedelta(hours=VIEWER_TOKEN_HOURS)),
     )
     return raw
 

@@ -22,7 +22,7 @@ from imaging.access import (
     get_study_report_for_user,
     get_viewer_token_for_user,
 )
-from imaging.archive import ArchiveError, get_archive
+from imaging.archive import ArchiveError
 from imaging.forms import ReviewRoomForm
 from imaging.models import ArchiveSync, IngestBatch, PrefetchRequest, Study, StudyIdentity
 from imaging.permissions import may_package_studies, may_share
@@ -226,10 +226,7 @@ def ingest_batch_retry(request, patient_id, batch_id):
 def study_report_pdf(request, patient_id, report_id):
     report = get_study_report_for_user(request, patient_id, report_id)
     try:
-        data = get_archive().retrieve_instance(
-            report.study.study_instance_uid, report.series_instance_uid, report.sop_instance_uid
-        )
-        document = services.encapsulated_document(data)
+        document = services.study_report_document(report)
     except ArchiveError:
         messages.error(request, _("The regional archive does not answer: try again shortly."))
         return redirect("imaging-dossier", patient_id=report.study.patient_id)

@@ -295,6 +295,24 @@ def test_the_recipient_sees_the_shared_ct_and_report_and_nothing_else(world, ima
     assert openings.filter(event_id=AuditEventId.SECURITY_ALERT).count() == 1  # the other CT
 
 
+def test_the_contents_page_keeps_one_viewer_token_per_reading_session(world, imaged):
+    share, token = _share(world, imaged)
+    client = _opened_client(token)
+    first = _viewer_token(client, token)
+    # Visiting the page again (back from the viewer) does not mint a token per visit.
+    assert _viewer_token(client, token) == first
+    assert ViewerToken.objects.filter(share=share).count() == 1
+    # Close to its end, the page hands out a fresh one, for a viewer that outlives the visit.
+    ViewerToken.objects.filter(share=share).update(
+        expires_at=timezone.now() + dt.timedelta(minutes=5)
+    )
+    second = _viewer_token(client, token)
+    assert second != first
+    # Another session of the recipient (another browser) has its own.
+    assert _viewer_token(_opened_client(token), token) not in {first, second}
+    assert ViewerToken.objects.filter(share=share).count() == 3
+
+
 def test_the_share_token_reads_exactly_the_shared_study_on_dicomweb(world, imaged):
     share, token = _share(world, imaged)
     client = _opened_client(token)
