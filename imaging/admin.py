@@ -18,7 +18,10 @@ class DicomDeclarationAdmin(admin.ModelAdmin):
     list_select_related = ["establishment"]
     inlines = [CallingAETitleInline]
     fieldsets = [
-        (None, {"fields": ["establishment", "pacs_ae_title", "pacs_host", "pacs_port"]}),
+        (
+            None,
+            {"fields": ["establishment", "pacs_ae_title", "pacs_host", "pacs_port", "pacs_tls"]},
+        ),
         (
             _("Prefetch of priors"),
             {

@@ -45,6 +45,7 @@ class DicomDeclarationForm(forms.ModelForm):
             "pacs_ae_title",
             "pacs_host",
             "pacs_port",
+            "pacs_tls",
             "prefetch_enabled",
             "prefetch_years",
             "prefetch_max_studies",

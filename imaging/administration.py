@@ -21,6 +21,7 @@ DECLARATION_FIELDS = (
     "pacs_ae_title",
     "pacs_host",
     "pacs_port",
+    "pacs_tls",
     "prefetch_enabled",
     "prefetch_years",
     "prefetch_max_studies",
@@ -108,6 +109,7 @@ def declaration_save(
             detail={
                 "establishment": establishment.finess,
                 "pacs": [declaration.pacs_ae_title, declaration.pacs_host, declaration.pacs_port],
+                "pacs_tls": declaration.pacs_tls,
                 "calling_ae_titles": sorted(calling_ae_titles),
             },
         )

@@ -18,6 +18,7 @@ import contextlib
 import io
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +54,38 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # the PACS takes DICOM over TLS (DicomDeclaration.pacs_tls)
+
+    def association_options(self) -> dict:
+        """What ``AE.associate`` needs besides the address to reach this destination."""
+        return {"tls_args": (client_tls_context(), self.host)} if self.tls else {}
+
+
+def destination_of(declaration) -> Destination:
+    """The PACS an establishment declared (imaging.models.DicomDeclaration)."""
+    return Destination(
+        ae_title=declaration.pacs_ae_title,
+        host=declaration.pacs_host,
+        port=declaration.pacs_port,
+        tls=declaration.pacs_tls,
+    )
+
+
+def client_tls_context() -> ssl.SSLContext:
+    """The TLS context of an association the portal opens (PS3.15 B.1: TLS 1.2 or later).
+
+    The PACS's certificate must chain to ``DICOM_GATEWAY_TLS_CA_CERTIFICATES`` (the system's
+    authorities when unset) and name the declared host; the gateway presents its own
+    certificate when it has one, for the PACS that accepts only known callers."""
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=settings.DICOM_GATEWAY_TLS_CA_CERTIFICATES or None
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.DICOM_GATEWAY_TLS_CERTIFICATE:
+        context.load_cert_chain(
+            settings.DICOM_GATEWAY_TLS_CERTIFICATE, settings.DICOM_GATEWAY_TLS_KEY
+        )
+    return context
 
 
 @dataclass
@@ -165,12 +198,20 @@ def send_instances(
     ae.network_timeout = NETWORK_TIMEOUT
     ae.connection_timeout = CONNECTION_TIMEOUT
     locations = instance_locations(instances)
+    try:
+        options = destination.association_options()
+    except (OSError, ssl.SSLError) as error:
+        # The regional certificates unreadable: said in the request's state, not a crash.
+        raise DestinationUnreachable(
+            f"{destination.ae_title}: TLS not configured ({error})"
+        ) from error
     assoc = ae.associate(
         destination.host,
         destination.port,
         contexts=contexts,
         ae_title=destination.ae_title,
         evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
+        **options,
     )
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted or no answer"

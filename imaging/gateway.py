@@ -1056,6 +1056,7 @@ class Gateway:
             )
             yield None, None
             return
+        destination = dicom_send.destination_of(declaration)
         try:
             keys, instances = self._retrieve_scope(event, session, MOVE_MODELS)
         except QueryRefused as refusal:
@@ -1064,9 +1065,9 @@ class Gateway:
             )
             # pynetdicom associates before the first sub-operation: with a context it needs.
             yield (
-                declaration.pacs_host,
-                declaration.pacs_port,
-                {"contexts": [build_context(Verification)]},
+                destination.host,
+                destination.port,
+                {"contexts": [build_context(Verification)], **destination.association_options()},
             )
             yield 1
             yield _status(refusal.status, refusal.comment), None
@@ -1076,14 +1077,15 @@ class Gateway:
         )
         try:
             yield (
-                declaration.pacs_host,
-                declaration.pacs_port,
+                destination.host,
+                destination.port,
                 {
                     "contexts": dicom_send.presentation_contexts(instances),
                     "evt_handlers": [
                         (evt.EVT_CONN_OPEN, dicom_send.no_delay),
                         (evt.EVT_DIMSE_RECV, retrieve.on_store_answer),
                     ],
+                    **destination.association_options(),
                 },
             )
             yield len(instances)

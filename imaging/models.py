@@ -387,6 +387,17 @@ class DicomDeclaration(models.Model):
     pacs_ae_title = models.CharField(_("PACS AE title"), max_length=16, blank=True)
     pacs_host = models.CharField(_("PACS host"), max_length=255, blank=True)
     pacs_port = models.PositiveIntegerField(_("PACS port"), null=True, blank=True)
+    # Images leave the region's network for the establishment's: over TLS (PS3.15 B.1) when
+    # its PACS takes it, the PACS's certificate checked against the regional CA bundle and
+    # the gateway's own presented (DICOM_GATEWAY_TLS_*).
+    pacs_tls = models.BooleanField(
+        _("TLS"),
+        default=False,
+        help_text=_(
+            "The PACS takes DICOM over TLS: its certificate is checked against the regional "
+            "certification authorities and the gateway presents its own."
+        ),
+    )
     # The prefetch of priors (imaging.prefetch): on admission, the patient's studies made by
     # the other establishments are sent to this PACS. Empty values take the regional settings.
     prefetch_enabled = models.BooleanField(

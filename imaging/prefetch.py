@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from imaging.archive import ArchiveUnavailable
-from imaging.dicom_send import Destination, DestinationUnreachable, send_instances
+from imaging.dicom_send import DestinationUnreachable, destination_of, send_instances
 from imaging.models import (
     DicomDeclaration,
     Instance,
@@ -316,9 +316,7 @@ def prefetch_send(*, request_id: int, final_attempt: bool) -> PrefetchRequest | 
     if declaration is None:
         _give_up(request, _("The establishment no longer declares a PACS."))
         return request
-    destination = Destination(
-        ae_title=declaration.pacs_ae_title, host=declaration.pacs_host, port=declaration.pacs_port
-    )
+    destination = destination_of(declaration)
     # The patient may have opposed sharing since the request was queued.
     allowed = set(
         Study.objects.filter(prefetch_items__request=request)

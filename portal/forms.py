@@ -3,6 +3,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from portal.administration import ESTABLISHMENT_FIELDS
 from portal.identifiers import validate_ins_matricule
 from portal.models import (
     AuditEventId,
@@ -179,17 +180,8 @@ class EstablishmentForm(forms.ModelForm):
 
     class Meta:
         model = Establishment
-        fields = [
-            "name",
-            "finess",
-            "city",
-            "kind",
-            "patient_id_issuer",
-            "hl7_sending_facility",
-            "contact_name",
-            "contact_phone",
-            "contact_email",
-        ]
+        # The fields the administration service writes and audits, in the same order.
+        fields = list(ESTABLISHMENT_FIELDS)
 
 
 class RoleChoiceForm(forms.Form):

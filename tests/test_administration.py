@@ -258,9 +258,16 @@ def test_the_regional_administrator_declares_an_establishments_dicom_access(worl
         "TOURS_PACS": "10.1.2.3",
     }
     assert _events(event_id=SECURITY, object_type="imaging.dicomdeclaration").count() == 1
-    # A second save that drops a title removes it.
-    client_for(admin).post(url, _declaration_post(world, calling_ae_titles="TOURS_MOD1"))
+    assert declaration.pacs_tls is False
+    # A second save that drops a title removes it; the PACS now takes TLS (audited).
+    client_for(admin).post(
+        url, _declaration_post(world, calling_ae_titles="TOURS_MOD1", pacs_tls="on")
+    )
     assert list(declaration.calling_ae_titles.values_list("ae_title", flat=True)) == ["TOURS_MOD1"]
+    declaration.refresh_from_db()
+    assert declaration.pacs_tls is True
+    last = _events(event_id=SECURITY, object_type="imaging.dicomdeclaration").order_by("pk").last()
+    assert last.detail["pacs_tls"] is True
 
 
 @pytest.mark.parametrize(

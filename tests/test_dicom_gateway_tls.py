@@ -68,7 +68,8 @@ def _write(directory, name, key, certificate):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A regional CA, the gateway's and Tours' certificates, and an outsider's from another CA."""
+    """A regional CA, the gateway's and Tours' certificates, and an outsider's from another CA;
+    for the gateway's own associations, Tours' PACS and an impostor PACS from that other CA."""
     directory = tmp_path_factory.mktemp("pki")
     ca_key = _key()
     ca = _certificate("MIRC test CA", ca_key, ca=True)
@@ -79,6 +80,8 @@ def pki(tmp_path_factory):
         ("gateway", ca, ca_key, True),
         ("tours", ca, ca_key, False),
         ("outsider", rogue, rogue_key, False),
+        ("tours_pacs", ca, ca_key, True),
+        ("impostor_pacs", rogue, rogue_key, True),
     ):
         key = _key()
         paths[name] = _write(
