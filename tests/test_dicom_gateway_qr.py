@@ -13,7 +13,6 @@ import datetime as dt
 import io
 import re
 import subprocess
-import time
 
 import pydicom
 import pytest
@@ -535,11 +534,8 @@ def test_one_patient_among_many_studies_is_found_in_a_bounded_number_of_queries(
         gateway_query.STUDY_ROOT,
     )
     with django_assert_max_num_queries(4):
-        started = time.perf_counter()
         result = gateway_query.find(query, region.world.tours, limit=500, retrieve_ae_title="MIRC")
-        elapsed = time.perf_counter() - started
     assert len(result.answers) == 2
-    assert elapsed < 1.0  # generous on a busy machine; the benchmark is by hand
 
 
 def _identifier(**values):

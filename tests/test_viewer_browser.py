@@ -6,8 +6,6 @@ static/build/ (``cd frontend && npm ci && npm run build``); without it these tes
 or fail under REQUIRE_SERVICES=1. The viewer exposes test hooks on ``window.mircViewers``.
 """
 
-import time
-
 import pytest
 
 from tests.conftest import require_service
@@ -17,7 +15,6 @@ from tests.waiting import on_page, wait_until
 pytestmark = pytest.mark.service("chromium")
 
 VIEWER = "window.mircViewers[0]"
-SYNC_SECONDS = 1.0
 
 TRANSFER_SYNTAX_STUDY = """
 import datetime as dt
@@ -68,17 +65,14 @@ def viewer_build():
 
 def _wait(page, expression, *, timeout=10.0, interval=0.025):
     """Polls a JS expression until it is truthy (the portal's CSP forbids the eval that
-    Playwright's wait_for_function needs); returns its value and the seconds waited, which
-    a look every ``interval`` at most keeps close to the truth."""
-    start = time.monotonic()
-    value = wait_until(
+    Playwright's wait_for_function needs); returns its value."""
+    return wait_until(
         lambda: page.evaluate(expression),
         timeout=timeout,
         what=expression,
         sleep=on_page(page),
         longest_pause=interval,
     )
-    return value, time.monotonic() - start
 
 
 def _signed_in(browser, base, email, errors):  # noqa: F811
@@ -168,8 +162,9 @@ def test_a_presenter_leads_a_shared_review(demo_server, browser, viewer_build): 
     annotations = martin.evaluate(f"JSON.stringify({VIEWER}.getAnnotations())")
     assert [a["tool"] for a in martin.evaluate(f"{VIEWER}.getAnnotations()")] == ["Length"]
 
-    _, waited = _wait(moreau, _synced(moreau, shown, annotations), timeout=5)
-    assert waited < SYNC_SECONDS, f"the follower caught up after {waited:.2f} s"
+    # The follower catches up (how fast is benchmarks/bench_review.py's to measure, not a
+    # test's: a busy machine must not fail it).
+    _wait(moreau, _synced(moreau, shown, annotations))
     assert _view(moreau)["index"] == shown["index"] >= 3
     ARTIFACTS.mkdir(exist_ok=True)
     martin.screenshot(path=str(ARTIFACTS / "review-presenter.png"))
@@ -188,8 +183,7 @@ def test_a_presenter_leads_a_shared_review(demo_server, browser, viewer_build): 
     martin.keyboard.press("ArrowUp")
     _wait(martin, f"{VIEWER}.getView().index === {shown['index'] - 1}")
     moreau.click("[data-testid=follow-again]")
-    _, waited = _wait(moreau, _synced(moreau, _view(martin)), timeout=5)
-    assert waited < SYNC_SECONDS
+    _wait(moreau, _synced(moreau, _view(martin)))
     assert moreau.evaluate(f"{VIEWER}.isFollowing()")
     assert not moreau.locator("[data-testid=not-following-banner]").is_visible()
 
@@ -202,8 +196,7 @@ def test_a_presenter_leads_a_shared_review(demo_server, browser, viewer_build): 
     moreau.mouse.move(mx, my)
     moreau.keyboard.press("PageDown")
     _wait(moreau, f"{VIEWER}.getView().index === {shown['index'] + 9}")
-    _, waited = _wait(martin, _synced(martin, _view(moreau)), timeout=5)
-    assert waited < SYNC_SECONDS
+    _wait(martin, _synced(martin, _view(moreau)))
     martin.screenshot(path=str(ARTIFACTS / "review-former-presenter-follows.png"))
     moreau.screenshot(path=str(ARTIFACTS / "review-new-presenter.png"))
     assert not errors, errors
@@ -228,7 +221,7 @@ def test_the_300_slice_ct_opens_and_prefetches(demo_server, browser, viewer_buil
     context, page = _open(
         browser, base, "c.martin@mirc.test", f"/imagerie/examens/{study_id}/visionneuse/", errors
     )
-    timings, _ = _wait(
+    timings = _wait(
         page,
         f"{VIEWER}.timings.prefetchMs !== null && {VIEWER}.timings",
         timeout=120,
@@ -240,9 +233,12 @@ def test_the_300_slice_ct_opens_and_prefetches(demo_server, browser, viewer_buil
     assert view["index"] == 0 and view["voi"] == {"ww": 350, "wc": 50}
     assert "Image 1 / 300" in page.locator("[data-testid=overlay-bl]").inner_text()
     # Every image is cached: scrolling to the last one needs no network.
+    fetched = []
+    page.on("request", lambda request: "/dicomweb/" in request.url and fetched.append(request.url))
     page.mouse.move(*_viewport_centre(page))
     page.keyboard.press("End")
-    _wait(page, f"{VIEWER}.getView().index === 299", timeout=2)
+    _wait(page, f"{VIEWER}.getView().index === 299")
+    assert fetched == []
     page.screenshot(path=str(ARTIFACTS / "viewer-ct-300.png"))
     with capsys.disabled():
         print(
