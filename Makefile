@@ -16,9 +16,14 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Compiles the translation catalogues (pure Python, no GNU gettext needed).
-messages: $(INSTALLED)
+# Compiles the translation catalogues (pure Python, no GNU gettext needed), when they changed:
+# CI's two suites start at once and must not rewrite a catalogue the other is reading.
+MESSAGES := locale/fr/LC_MESSAGES/django.mo
+$(MESSAGES): locale/fr/LC_MESSAGES/django.po $(INSTALLED)
 	$(BIN)/pybabel compile --domain django --directory locale --statistics
+	touch $@
+
+messages: $(MESSAGES)
 
 # The viewer (Cornerstone3D) bundled by Vite from frontend/ into static/build/ (not committed),
 # with the indicator pages' charts (Chart.js, static/build/charts.js) from the same build.

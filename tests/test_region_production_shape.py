@@ -185,8 +185,11 @@ def region(tmp_path, orthanc, orthanc_pacs, postgres_url, redis_url):  # noqa: F
     name = f"mirc_region_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_url, autocommit=True, connect_timeout=5) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    # A Redis database of its own: this worker takes only this test's tasks.
-    broker = urlunparse(urlparse(redis_url)._replace(path="/13"))
+    # A Redis database of its own: this worker takes only this test's tasks. Two below the
+    # suite's own (15 → 13, CI's production shape 14 → 12): CI runs both suites at once.
+    own = int(urlparse(redis_url).path.lstrip("/") or 0) - 2
+    assert own >= 0, f"{redis_url}: the region's broker needs the database two below"
+    broker = urlunparse(urlparse(redis_url)._replace(path=f"/{own}"))
     redis.Redis.from_url(broker).flushdb()
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
