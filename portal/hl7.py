@@ -817,7 +817,20 @@ def _apply_declared_gp(
     common = {"by": actor, "patient": patient, "source": GpDeclarationSource.HL7}
     if declared.withdraw:
         if declared.sent and professional is None:
-            # Withdrawing someone the portal does not know: he cannot be the current GP.
+            # Withdrawing someone neither the portal nor the directory knows: he cannot be the
+            # current GP, so nothing changes, but the feed names an RPPS nobody knows, which
+            # the interface team hears of as for a declaration.
+            _gp_not_applied(
+                patient=patient,
+                declared=declared,
+                establishment=establishment,
+                header=header,
+                actor=actor,
+                reason="unknown GP" if declared.rpps else "no RPPS",
+            )
+            result.warning = f"Withdrawn GP not known: {declared.sent}."
+            result.warning_code = UNKNOWN_KEY_IDENTIFIER
+            result.warning_location = declared.location
             return
         if not isinstance(professional, Professional | None):
             return  # a directory person without an account is nobody's GP yet

@@ -520,6 +520,24 @@ def test_a_rol_de_ends_the_declaration(world, bernard):
     assert AuditEvent.objects.filter(patient=jeanne, detail__gp_withdrawn=bernard.rpps).exists()
 
 
+def test_withdrawing_an_unknown_gp_changes_nothing_and_is_kept_in_the_audit(world, bernard):
+    jeanne = world.patient
+    handle_message(_jeanne_a08("GP-11", pd1=f"PD1|||CABINET^^^|{_xcn(bernard.rpps)}"))
+    unknown = _xcn(UNKNOWN_RPPS, "INCONNU", "JEAN")
+
+    result = handle_message(_jeanne_a08("GP-12", rol=f"ROL|1|DE|PP|{unknown}"))
+
+    ack = ack_fields(result.ack)
+    assert ack["MSA"][1] == "AA"
+    assert (ack["ERR"][4], ack["ERR"][2]) == ("W", "ROL^1^4")
+    assert _current_gp(jeanne).professional == bernard
+    event = AuditEvent.objects.get(patient=jeanne, detail__message="GP-12")
+    assert event.outcome == AuditOutcome.MINOR_FAILURE
+    assert event.detail["gp_withdraw"] is True
+    assert event.detail["gp_unresolved"]["family_name"] == "INCONNU"
+    assert event.detail["reason"] == "unknown GP"
+
+
 def test_an_older_rol_date_or_a_bad_one_changes_nothing(world, bernard, girard):
     jeanne = world.patient
     handle_message(_jeanne_a08("GP-7", pd1=f"PD1|||CABINET^^^|{_xcn(bernard.rpps)}"))
