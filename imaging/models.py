@@ -576,6 +576,9 @@ class StudyPackage(models.Model):
     size = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
     error = models.CharField(max_length=300, blank=True)
+    # Files of the archive a ready package leaves out, as they could not be described in a
+    # DICOMDIR: [{"study", "series", "instance", "reason"}] (imaging.packages).
+    omitted = models.JSONField(default=list, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

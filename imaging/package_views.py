@@ -140,6 +140,8 @@ def package_download(request, patient_id, package_id):
             "studies": sorted(study.study_instance_uid for study in studies),
             "sha256": package.sha256,
             "size": package.size,
+            # Files of the studies the zip does not hold (imaging.packages.UNDESCRIBABLE).
+            "omitted": [entry["instance"] for entry in package.omitted],
         },
     )
     return FileResponse(

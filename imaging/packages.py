@@ -22,6 +22,11 @@ goes into the zip (written to disk as it grows) under the File ID its directory 
 names, so a large study is never held in memory; the DICOMDIR is written last. Progress
 (``done``/``total``) is saved after every instance.
 
+A file the archive holds but that cannot be read or described in a DICOMDIR (UNDESCRIBABLE:
+an establishment's PACS may keep odd files) is left out rather than failing the whole
+package: the package's ``omitted`` names it and why, and so do README.TXT, the package's page
+and the download's audit event. A package of nothing but such files fails.
+
 A redelivered task (acks_late) takes the package again with a new attempt number; only the
 latest attempt may finish it, so two workers never both publish a file. The file is kept
 ``settings.PACKAGES_KEEP_DAYS`` days under ``settings.PACKAGES_DIR``, then deleted by the
@@ -54,6 +59,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 
 from imaging.archive import ArchiveError, ArchiveNotFound, ArchiveUnavailable, get_archive
 from imaging.dicomdir import DicomDir, RecordError
@@ -89,6 +95,11 @@ STALE_AFTER = dt.timedelta(hours=1)
 BUILD_PREFIX = ".build-"
 FILE_SET_ID = "MIRC"  # (0004,1130) File-set ID, CS, at most 16 characters
 HASH_CHUNK = 1024 * 1024
+# What an archived file that cannot be read or described in a DICOMDIR raises (pydicom on a
+# malformed header, a record missing what PS3.3 Annex F requires): that file is left out of
+# the package, the rest is made (OSError stays transient: the disk, not the file).
+UNDESCRIBABLE = (InvalidDicomError, RecordError, ValueError, KeyError, AttributeError, EOFError)
+OMITTED_REASON_LENGTH = 200
 
 PDF_REPORT = StudyReport.Kind.PDF
 
@@ -362,7 +373,7 @@ def _document_entries(package: StudyPackage) -> list[tuple[str, bytes]]:
     return entries
 
 
-def _readme(package: StudyPackage, studies: list[Study], listing_count: int, names) -> str:
+def _readme(package: StudyPackage, studies: list[Study], listing_count: int, names, omitted) -> str:
     """README.TXT, in French whatever the worker's language: the package is a record."""
     with translation.override("fr"):
         lines = [
@@ -384,6 +395,16 @@ def _readme(package: StudyPackage, studies: list[Study], listing_count: int, nam
                 "package. The files are those of the regional archive, unchanged."
             ),
         ]
+        if omitted:
+            lines += [
+                "",
+                _(
+                    "Left out: %(count)d file(s) of the regional archive could not be described "
+                    "in a DICOMDIR. Ask the establishment that made the study for them:"
+                )
+                % {"count": len(omitted)},
+            ]
+            lines += [f"  - {entry['instance']}: {entry['reason']}" for entry in omitted]
         if names:
             lines += ["", _("Reports and documents (REPORTS folder):")]
             lines += [f"  - {name}: {label}" for name, label in names]
@@ -422,7 +443,7 @@ def package_build(*, package_id: int) -> StudyPackage | None:
             dir=directory, prefix=f"{BUILD_PREFIX}{package.pk}-"
         ) as work_name:
             work = Path(work_name)
-            zip_path = _build_zip(package, attempt, studies, archive, work)
+            zip_path, omitted = _build_zip(package, attempt, studies, archive, work)
             name = f"{uuid.uuid4().hex}.zip"
             size, sha256 = zip_path.stat().st_size, _hash_file(zip_path)
             os.replace(zip_path, directory / name)
@@ -437,6 +458,7 @@ def package_build(*, package_id: int) -> StudyPackage | None:
         sha256=sha256,
         done=F("total"),
         error="",
+        omitted=omitted,
         finished_at=now,
         updated_at=now,
         expires_at=now + dt.timedelta(days=settings.PACKAGES_KEEP_DAYS),
@@ -460,25 +482,40 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
     pdf_reports = {report.sop_instance_uid for report in reports if report.kind == PDF_REPORT}
     pdfs: dict[str, bytes] = {}
     directory = DicomDir(file_set_id=FILE_SET_ID)
+    omitted: list[dict] = []
     zip_path = work / "package.zip"
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for position, (study, series_uid, sop_uid) in enumerate(listing, start=1):
             data = archive.retrieve_instance(study.study_instance_uid, series_uid, sop_uid)
-            header = dcmread(io.BytesIO(data), stop_before_pixels=True)
-            _recordable(header, study, position)
             try:
+                header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+                _recordable(header, study, position)
                 file_id = directory.add(header)
-            except RecordError as error:
-                raise PackageRefused(
-                    _("An image cannot be described in a DICOMDIR (%(uid)s): %(error)s")
-                    % {"uid": sop_uid, "error": error}
-                ) from error
-            # The archive's bytes, as they came: one instance in memory at a time.
-            zf.writestr(file_id, data)
-            if sop_uid in pdf_reports:
-                pdfs[sop_uid] = encapsulated_document(data)
+            except UNDESCRIBABLE as error:
+                # One odd file of an establishment's PACS does not keep the doctor from the
+                # rest: it stays out, and the package says which and why (README.TXT, its
+                # page), so that nobody takes it for the whole study.
+                logger.warning("package %s: %s left out: %s", package.pk, sop_uid, error)
+                omitted.append(
+                    {
+                        "study": study.study_instance_uid,
+                        "series": series_uid,
+                        "instance": sop_uid,
+                        "reason": str(error)[:OMITTED_REASON_LENGTH] or type(error).__name__,
+                    }
+                )
+            else:
+                # The archive's bytes, as they came: one instance in memory at a time.
+                zf.writestr(file_id, data)
+                if sop_uid in pdf_reports:
+                    pdfs[sop_uid] = encapsulated_document(data)
             del data
             _set_progress(package.pk, attempt, done=position)
+        if not directory.count:
+            raise PackageRefused(
+                _("No file of these studies can be described in a DICOMDIR: %(reason)s")
+                % {"reason": omitted[0]["reason"]}
+            )
         zf.writestr("DICOMDIR", directory.encode())
         entries = _report_entries(reports, pdfs)
         documents = _document_entries(package)
@@ -488,8 +525,10 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
             (name, reference["label"])
             for (name, _content), reference in zip(documents, package.documents, strict=True)
         ]
-        zf.writestr("README.TXT", _readme(package, studies, directory.count, labels).encode())
-    return zip_path
+        zf.writestr(
+            "README.TXT", _readme(package, studies, directory.count, labels, omitted).encode()
+        )
+    return zip_path, omitted
 
 
 def _failure_message(error: Exception) -> str:

@@ -266,6 +266,75 @@ def test_an_attempt_overtaken_by_a_redelivery_publishes_nothing(world, capture, 
     assert list(Path(settings.PACKAGES_DIR).iterdir()) == []
 
 
+class SpoilingArchive(WatchingArchive):
+    """The configured archive, answering unreadable bytes for the instances named."""
+
+    def __init__(self, spoiled):
+        super().__init__()
+        self.spoiled = set(spoiled)
+
+    def retrieve_instance(self, study_uid, series_uid, sop_uid):
+        data = super().retrieve_instance(study_uid, series_uid, sop_uid)
+        return b"not a DICOM file" if sop_uid in self.spoiled else data
+
+
+def test_a_file_the_dicomdir_cannot_describe_is_left_out_and_named(
+    world, capture, monkeypatch, tmp_path
+):
+    study = thoracic_ct(world)
+    spoiled = uid("pkg", "instance", 2)
+    monkeypatch.setattr(packages, "get_archive", lambda: SpoilingArchive({spoiled}))
+
+    package = ask(world, [study], capture)
+
+    assert package.status == Status.READY, package.error
+    assert [entry["instance"] for entry in package.omitted] == [spoiled]
+    assert package.omitted[0]["study"] == study.study_instance_uid
+    root, archive_zip = _unzip(package, tmp_path)
+    leaves = _leaf_records(dcmread(root / "DICOMDIR"))
+    referenced = {_file_id(record) for record in leaves}
+    in_zip = {
+        name
+        for name in archive_zip.namelist()
+        if name not in NOT_DICOM and not name.startswith("REPORTS/")
+    }
+    assert referenced == in_zip and len(referenced) == 5
+    assert spoiled not in {record.ReferencedSOPInstanceUIDInFile for record in leaves}
+    readme = archive_zip.read("README.TXT").decode()
+    assert "Écartés : 1 fichier(s)" in readme and spoiled in readme
+    # The doctor reads it before downloading, in French.
+    page = (
+        client_for(world.oncologist.user)
+        .get(
+            reverse("imaging-package", args=[world.patient.pk, package.pk]),
+            HTTP_ACCEPT_LANGUAGE="fr",
+        )
+        .content.decode()
+    )
+    assert 'data-testid="package-omitted"' in page
+    assert "1 fichier de l'archive régionale n'a pas pu être décrit" in page
+    assert spoiled in page
+    # Taken away, the export says what the zip lacks.
+    client_for(world.oncologist.user).get(
+        reverse("imaging-package-download", args=[world.patient.pk, package.pk])
+    )
+    export = AuditEvent.objects.filter(event_id=AuditEventId.EXPORT).latest("pk")
+    assert export.detail["omitted"] == [spoiled]
+
+
+def test_a_package_of_only_undescribable_files_fails_with_the_reason(world, capture, monkeypatch):
+    _ingest(world.patient, world.oncologist.user, ct_files(world.patient, key="pkg-bad", slices=2))
+    study = Study.objects.get(study_instance_uid=uid("pkg-bad", "study"))
+    every = {uid("pkg-bad", "instance", n) for n in range(2)}
+    monkeypatch.setattr(packages, "get_archive", lambda: SpoilingArchive(every))
+
+    package = ask(world, [study], capture)
+
+    assert package.status == Status.FAILED
+    assert "Aucun fichier de ces examens ne peut être décrit dans un DICOMDIR" in package.error
+    assert list(Path(settings.PACKAGES_DIR).iterdir()) == []
+
+
 def test_asked_twice_the_package_is_made_once(world, capture):
     study = thoracic_ct(world)
     first = ask(world, [study], capture)
