@@ -786,9 +786,16 @@ def _gp_professional(rpps: str) -> Professional | None:
         return None
 
 
-def _gp_not_applied(*, patient, declared: DeclaredGp, establishment, header, actor, reason):
-    """The declared GP could not be applied: the message stays accepted, the GP as sent and
-    why are kept in an audit event on the patient (for the establishment's interface team)."""
+def _gp_not_applied(
+    *, patient, declared: DeclaredGp, establishment, header, actor, reason, code, result: Result
+):
+    """The declared (or withdrawn) GP could not be applied: the message stays accepted with a
+    warning, the GP as sent and why are kept in an audit event on the patient (for the
+    establishment's interface team)."""
+    verb = "Withdrawn" if declared.withdraw else "Declared"
+    result.warning = f"{verb} GP not applied ({reason}): {declared.sent}."
+    result.warning_code = code
+    result.warning_location = declared.location
     audit.record(
         actor=actor,
         event=audit.AuditEventId.IMPORT,
@@ -815,31 +822,20 @@ def _apply_declared_gp(
     professional = _gp_professional(declared.rpps) if declared.rpps else None
     detail = _audit_detail(establishment, header)
     common = {"by": actor, "patient": patient, "source": GpDeclarationSource.HL7}
+    reason, code = "", ""
     if declared.withdraw:
         if declared.sent and professional is None:
             # Withdrawing someone neither the portal nor the directory knows: he cannot be the
             # current GP, so nothing changes, but the feed names an RPPS nobody knows, which
             # the interface team hears of as for a declaration.
-            _gp_not_applied(
-                patient=patient,
-                declared=declared,
-                establishment=establishment,
-                header=header,
-                actor=actor,
-                reason="unknown GP" if declared.rpps else "no RPPS",
+            reason = "unknown GP" if declared.rpps else "no RPPS"
+            code = UNKNOWN_KEY_IDENTIFIER
+        elif isinstance(professional, Professional | None):
+            gp.gp_withdraw(
+                **common, establishment=establishment, professional=professional, detail=detail
             )
-            result.warning = f"Withdrawn GP not known: {declared.sent}."
-            result.warning_code = UNKNOWN_KEY_IDENTIFIER
-            result.warning_location = declared.location
-            return
-        if not isinstance(professional, Professional | None):
-            return  # a directory person without an account is nobody's GP yet
-        gp.gp_withdraw(
-            **common, establishment=establishment, professional=professional, detail=detail
-        )
-        return
-    reason = ""
-    if professional is None:
+        # else a directory person without an account: nobody's GP yet, nothing to end.
+    elif professional is None:
         reason = "unknown GP" if declared.rpps else "no RPPS"
         code = UNKNOWN_KEY_IDENTIFIER
     else:
@@ -864,10 +860,9 @@ def _apply_declared_gp(
             header=header,
             actor=actor,
             reason=reason,
+            code=code,
+            result=result,
         )
-        result.warning = f"Declared GP not applied ({reason}): {declared.sent}."
-        result.warning_code = code
-        result.warning_location = declared.location
 
 
 def _identifier(establishment: Establishment, ipp: str) -> PatientIdentifier | None:
