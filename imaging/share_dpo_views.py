@@ -8,7 +8,6 @@ from django.shortcuts import render
 
 from imaging import shares
 from portal import audit
-from portal.audit import Actor
 from portal.models import AuditPurpose
 from portal.selectors import AUDITOR_PERMISSION
 from portal.views import global_permission_required, patient_data_view
@@ -23,12 +22,11 @@ def share_dpo_list(request):
     page = Paginator(shares.shares_for_dpo(show_all=show_all), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        purpose=AuditPurpose.AUDIT,
+    audit.record_query(
+        request,
         object_type="imaging.share",
-        detail={"results": page.paginator.count, "all": show_all},
+        purpose=AuditPurpose.AUDIT,
+        results=page.paginator.count,
+        all=show_all,
     )
     return render(request, "imaging/shares/dpo_list.html", {"page": page, "show_all": show_all})

@@ -246,13 +246,8 @@ def study_report_pdf(request, patient_id, report_id):
 @patient_data_view
 def recent_studies(request):
     studies = list(selectors.recent_studies(user=request.user))
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        purpose=AuditPurpose.CARE,
-        object_type="imaging.study",
-        detail={"view": "recent studies", "results": len(studies)},
+    audit.record_query(
+        request, object_type="imaging.study", view="recent studies", results=len(studies)
     )
     return render(request, "imaging/recent.html", {"studies": studies})
 
@@ -371,14 +366,7 @@ def review_room_list(request):
         .select_related("patient", "study", "coordinator__professional")
         .order_by("-created_at")[:50]
     )
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        object_type="imaging.reviewroom",
-        purpose=AuditPurpose.CARE,
-        query="review rooms",
-    )
+    audit.record_query(request, object_type="imaging.reviewroom", query="review rooms")
     return render(request, "imaging/review_rooms.html", {"rooms": rooms})
 
 

@@ -179,6 +179,28 @@ def record_view(
     )
 
 
+def record_query(
+    request,
+    *,
+    object_type: str,
+    purpose: AuditPurpose | str = AuditPurpose.CARE,
+    query: str = "",
+    **detail,
+) -> AuditEvent:
+    """A page listing or searching what the person signed in may see: one query event
+    (DCM 110112 Query) naming the kind of object listed, what was looked for (``query``)
+    and how much was shown (``detail``: results, page...)."""
+    return record(
+        actor=Actor.from_request(request),
+        event=AuditEventId.QUERY,
+        action=AuditAction.EXECUTE,
+        object_type=object_type,
+        purpose=purpose,
+        query=query,
+        detail=detail,
+    )
+
+
 def record_patient_change(
     *, actor: Actor, obj, purpose: AuditPurpose | str, detail: dict, action=AuditAction.UPDATE
 ) -> AuditEvent:

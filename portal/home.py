@@ -108,14 +108,7 @@ def audit_home_read(request, panels: list[ShownPanel]) -> None:
     """One query event when the home showed patients (none for the tiles alone)."""
     keys = [panel.key for panel in panels if panel.patient_data]
     if keys:
-        audit.record(
-            actor=Actor.from_request(request),
-            event=audit.AuditEventId.QUERY,
-            action=audit.AuditAction.EXECUTE,
-            object_type="portal.home",
-            purpose=AuditPurpose.CARE,
-            query="home: " + ", ".join(keys),
-        )
+        audit.record_query(request, object_type="portal.home", query="home: " + ", ".join(keys))
 
 
 # --- The GP's news ------------------------------------------------------------------------------

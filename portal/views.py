@@ -128,14 +128,12 @@ def patient_list(request):
     query = form.cleaned_data["q"].strip() if form.is_valid() else ""
     patients = selectors.patient_search(user=request.user, query=query)
     page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        purpose=AuditPurpose.CARE,
-        query=query,
+    audit.record_query(
+        request,
         object_type="portal.patient",
-        detail={"results": page.paginator.count, "page": page.number},
+        query=query,
+        results=page.paginator.count,
+        page=page.number,
     )
     template = "portal/patients/_results.html" if request.htmx else "portal/patients/list.html"
     return render(
@@ -439,13 +437,12 @@ def identity_conflict_list(request):
         user=request.user, include_resolved=show_resolved
     )
     page = Paginator(conflicts, PAGE_SIZE).get_page(request.GET.get("page"))
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        purpose=AuditPurpose.ADMINISTRATION,
+    audit.record_query(
+        request,
         object_type="portal.identityconflict",
-        detail={"results": page.paginator.count, "resolved": show_resolved},
+        purpose=AuditPurpose.ADMINISTRATION,
+        results=page.paginator.count,
+        resolved=show_resolved,
     )
     return render(
         request,

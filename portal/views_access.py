@@ -208,13 +208,11 @@ def access_request_inbox(request):
     page = Paginator(selectors.access_requests_to_answer(user=request.user), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        purpose=AuditPurpose.CARE,
+    audit.record_query(
+        request,
         object_type="portal.accessrequest",
-        detail={"results": page.paginator.count, "page": page.number},
+        results=page.paginator.count,
+        page=page.number,
     )
     return render(
         request,
@@ -271,13 +269,12 @@ def emergency_review_list(request):
     page = Paginator(
         selectors.emergency_review_queue(user=request.user, reviewed=reviewed), PAGE_SIZE
     ).get_page(request.GET.get("page"))
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        purpose=AuditPurpose.AUDIT,
+    audit.record_query(
+        request,
         object_type="portal.emergencyaccess",
-        detail={"results": page.paginator.count, "reviewed": reviewed},
+        purpose=AuditPurpose.AUDIT,
+        results=page.paginator.count,
+        reviewed=reviewed,
     )
     return render(
         request,

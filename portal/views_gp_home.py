@@ -10,9 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal import audit, selectors
 from portal import home as home_panels
-from portal.audit import Actor
 from portal.forms import PatientSearchForm
-from portal.models import AuditPurpose
 from portal.views import patient_data_view
 
 # The patients his search found, shown above their items: a search names a few.
@@ -42,18 +40,13 @@ def gp_home(request):
     else:
         page = home_panels.gp_items(request.user, page=number)
     # Like the patient list: what he looked for and how much he was shown.
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
+    audit.record_query(
+        request,
         object_type="portal.gp_home",
-        purpose=AuditPurpose.CARE,
         query=query,
-        detail={
-            "items": len(page.items),
-            "page": page.number,
-            "patients": patients.paginator.count if patients is not None else None,
-        },
+        items=len(page.items),
+        page=page.number,
+        patients=patients.paginator.count if patients is not None else None,
     )
     return render(
         request,

@@ -5,8 +5,6 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from portal import audit
-from portal.audit import Actor
-from portal.models import AuditPurpose
 from portal.selectors import patients_followed_as_gp
 from portal.views import patient_data_view
 from rcp import selectors
@@ -26,14 +24,7 @@ def rcp_home(request):
         .select_related("patient", "committee", "session")
         .order_by("-created_at")[:30]
     )
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        object_type="rcp.case",
-        purpose=AuditPurpose.CARE,
-        query="my RCP cases",
-    )
+    audit.record_query(request, object_type="rcp.case", query="my RCP cases")
     return render(
         request,
         "rcp/home.html",
@@ -54,13 +45,7 @@ def rcp_home(request):
 def gp_cases(request):
     """Décisions RCP de mes patients: the GP follows his patients' cases, read-only."""
     cases = list(selectors.cases_of_my_patients(request.user)[:GP_CASES_SHOWN])
-    audit.record(
-        actor=Actor.from_request(request),
-        event=audit.AuditEventId.QUERY,
-        action=audit.AuditAction.EXECUTE,
-        object_type="rcp.case",
-        purpose=AuditPurpose.CARE,
-        query="my patients' RCP cases",
-        detail={"results": len(cases)},
+    audit.record_query(
+        request, object_type="rcp.case", query="my patients' RCP cases", results=len(cases)
     )
     return render(request, "rcp/gp_cases.html", {"cases": cases, "limit": GP_CASES_SHOWN})
