@@ -244,28 +244,46 @@ def activity_table(
     totals are always every establishment's, those of no establishment included.
     ``modality``: one modality's rows only ("" for the figures that have none).
     """
-    from imaging.models import ActivityMonth
-
     if group not in ACTIVITY_GROUPINGS:
         raise ValueError(f"group must be one of {ACTIVITY_GROUPINGS}")
+    first = period.months()[0]
+    return _activity_sums(
+        _activity_rows(period, modality),
+        "month",
+        establishment_ids=establishment_ids,
+        bucket=lambda month: _activity_bucket(month, group, first),
+        per_establishment=True,
+    )
+
+
+def _activity_rows(period, modality: str | None):
+    """The programme's monthly rows of the months ``period`` touches, of one modality or all."""
+    from imaging.models import ActivityMonth
+
     months = period.months()
     rows = ActivityMonth.objects.filter(month__gte=months[0], month__lte=months[-1])
-    if modality is not None:
-        rows = rows.filter(modality=modality)
+    return rows if modality is None else rows.filter(modality=modality)
+
+
+def _activity_sums(rows, key: str, *, establishment_ids, bucket, per_establishment) -> dict:
+    """``rows`` summed in one grouped query by establishment, ``key`` and figure, then by
+    ``bucket(key)``: the region's totals of every row, the lines of ``establishment_ids``
+    only (all when None), per (establishment, bucket) or, not ``per_establishment``, per
+    bucket summed over them."""
     wanted = None if establishment_ids is None else set(establishment_ids)
     lines: dict = {}
     region: dict = {}
-    for establishment_id, month, figure, value in (
+    for establishment_id, value_of_key, figure, value in (
         rows.order_by()
-        .values("establishment_id", "month", "figure")
+        .values("establishment_id", key, "figure")
         .annotate(total=Sum("value"))
-        .values_list("establishment_id", "month", "figure", "total")
+        .values_list("establishment_id", key, "figure", "total")
     ):
-        bucket = _activity_bucket(month, group, months[0])
-        totals = region.setdefault(bucket, {})
+        name = bucket(value_of_key)
+        totals = region.setdefault(name, {})
         totals[figure] = totals.get(figure, 0) + value
         if wanted is None or establishment_id in wanted:
-            line = lines.setdefault((establishment_id, bucket), {})
+            line = lines.setdefault((establishment_id, name) if per_establishment else name, {})
             line[figure] = line.get(figure, 0) + value
     return {"lines": lines, "region": region}
 
@@ -306,26 +324,11 @@ def activity_by_modality(
     """``figures`` over the whole ``period`` per modality, in one query: ``{"lines":
     {modality: {figure: value}}, "region": {modality: {figure: value}}}``, the lines summing
     ``establishment_ids`` (every establishment when None), the region every row."""
-    from imaging.models import ActivityMonth
-
-    months = period.months()
-    rows = ActivityMonth.objects.filter(
-        month__gte=months[0], month__lte=months[-1], figure__in=list(figures)
-    ).exclude(modality="")
-    if modality is not None:
-        rows = rows.filter(modality=modality)
-    wanted = None if establishment_ids is None else set(establishment_ids)
-    lines: dict = {}
-    region: dict = {}
-    for establishment_id, row_modality, figure, value in (
-        rows.order_by()
-        .values("establishment_id", "modality", "figure")
-        .annotate(total=Sum("value"))
-        .values_list("establishment_id", "modality", "figure", "total")
-    ):
-        totals = region.setdefault(row_modality, {})
-        totals[figure] = totals.get(figure, 0) + value
-        if wanted is None or establishment_id in wanted:
-            line = lines.setdefault(row_modality, {})
-            line[figure] = line.get(figure, 0) + value
-    return {"lines": lines, "region": region}
+    rows = _activity_rows(period, modality).filter(figure__in=list(figures)).exclude(modality="")
+    return _activity_sums(
+        rows,
+        "modality",
+        establishment_ids=establishment_ids,
+        bucket=lambda modality: modality,
+        per_establishment=False,
+    )
