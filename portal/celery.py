@@ -54,12 +54,10 @@ def _access_expiry_schedule(sender, **kwargs):
 
 @app.on_after_configure.connect
 def _digest_schedule(sender, **kwargs):
-    """The daily digest of notifications (portal.send_digests) at DIGEST_HOUR; each user's
-    digest is claimed for the day before it leaves, so a second run sends nothing."""
-    from django.conf import settings
-
+    """The daily digest of notifications at DIGEST_HOUR, Paris time: beat (in UTC) runs
+    portal.digest_hour every hour, which sends the digests when it is that hour in Paris;
+    each user's digest is claimed for the day before it leaves, so a second run sends
+    nothing."""
     sender.add_periodic_task(
-        crontab(hour=settings.DIGEST_HOUR, minute=0),
-        sender.signature("portal.send_digests"),
-        name="portal-send-digests",
+        crontab(minute=0), sender.signature("portal.digest_hour"), name="portal-send-digests"
     )

@@ -2,9 +2,10 @@
 (NotificationPreference.email == "digest"; portal.notifications' e-mail channel then sends
 them nothing at once).
 
-At DIGEST_HOUR the beat task ``portal.send_digests`` enqueues ``portal.send_digest`` for each
-of them. A digest lists the reader's unread notifications left since his previous digest: their
-text (which never names a patient) and their link, in his language; nothing new, no e-mail.
+At DIGEST_HOUR, Paris time (the hourly beat task ``portal.digest_hour`` checks the hour),
+``portal.send_digests`` enqueues ``portal.send_digest`` for each of them. A digest lists the
+reader's unread notifications left since his previous digest: their text (which never names a
+patient) and their link, in his language; nothing new, no e-mail.
 
 One digest a day at most: the day's row (NotificationDigest, unique per user and day) is
 claimed in a transaction before the e-mail leaves, so a redelivered or repeated task finds it
@@ -33,6 +34,11 @@ PARIS = ZoneInfo("Europe/Paris")
 TEMPLATE = "portal/email/digest"
 # A digest is a summary: past this many, the last line sends the reader to the portal.
 DIGEST_MAX_LINKS = 50
+
+
+def digest_hour_now(now: dt.datetime | None = None) -> bool:
+    """Whether it is DIGEST_HOUR in Paris (the hour the readers were promised)."""
+    return timezone.localtime(now or timezone.now(), PARIS).hour == settings.DIGEST_HOUR
 
 
 def digest_readers() -> list[int]:

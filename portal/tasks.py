@@ -74,9 +74,19 @@ def close_expired_accesses() -> int:
     return access_requests.close_expired_accesses()
 
 
+@shared_task(name="portal.digest_hour")
+def digest_hour() -> int:
+    """Hourly (beat): at DIGEST_HOUR by the clocks of Paris, the day's digests. Celery beat
+    keeps its schedules in UTC (its crontab skips or repeats runs across a change of summer
+    time), so the hour is checked here: 7 is 7 in winter and in summer."""
+    if not digests.digest_hour_now():
+        return 0
+    return send_digests()
+
+
 @shared_task(name="portal.send_digests")
 def send_digests() -> int:
-    """At DIGEST_HOUR (beat): one digest task per reader who chose the daily digest."""
+    """The day's digests now: one digest task per reader who chose the daily digest."""
     readers = digests.digest_readers()
     for user_id in readers:
         enqueue("portal.send_digest", user_id)

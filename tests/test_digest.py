@@ -7,6 +7,7 @@ import datetime as dt
 import re
 
 import pytest
+import time_machine
 from celery.schedules import crontab
 from django.core import mail
 from django.urls import reverse
@@ -16,7 +17,7 @@ from portal import digests, services
 from portal.audit import Actor
 from portal.models import AuditEvent, AuditEventId, Notification
 from portal.notification_models import EmailFrequency, NotificationDigest, NotificationPreference
-from portal.tasks import send_digest, send_digests
+from portal.tasks import digest_hour, send_digest, send_digests
 from tests.conftest import client_for
 from tests.permission_matrix import _rcp_case, _study_report
 from tests.test_settings import _run
@@ -234,12 +235,28 @@ def test_the_digest_speaks_his_language(world):
     assert "Un avis" not in digest.body
 
 
-def test_the_beat_sends_the_digests_at_digest_hour(settings):
+def test_the_beat_sends_the_digests_at_digest_hour_in_paris_summer_and_winter(world, settings):
     from portal.celery import app
 
     entry = app.conf.beat_schedule["portal-send-digests"]
-    assert entry["task"] == send_digests.name
-    assert entry["schedule"] == crontab(hour=settings.DIGEST_HOUR, minute=0)
+    assert entry["task"] == digest_hour.name
+    assert entry["schedule"] == crontab(minute=0)  # hourly, in beat's UTC
+    settings.DIGEST_HOUR = 7
+    _choose(world.gp.user, EmailFrequency.DIGEST)
+    _notifications(world.gp.user, 1)
+    utc = dt.UTC
+    for instant, sends in [
+        (dt.datetime(2026, 7, 1, 6, 0, tzinfo=utc), False),  # 8:00 in Paris (summer time)
+        (dt.datetime(2026, 7, 1, 5, 0, tzinfo=utc), True),  # 7:00 in Paris
+        (dt.datetime(2026, 12, 1, 5, 0, tzinfo=utc), False),  # 6:00 in Paris (winter time)
+        (dt.datetime(2026, 12, 1, 6, 0, tzinfo=utc), True),  # 7:00 in Paris
+    ]:
+        with time_machine.travel(instant, tick=False):
+            assert digest_hour.delay().get() == (1 if sends else 0), instant
+    assert [row.day for row in NotificationDigest.objects.order_by("day")] == [
+        dt.date(2026, 7, 1),
+        dt.date(2026, 12, 1),
+    ]
 
 
 def test_a_bad_digest_hour_is_named_at_start_up():
