@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test lint messages viewer worker clean
+.PHONY: setup demo test lint messages catalogue viewer worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ $(MESSAGES): locale/fr/LC_MESSAGES/django.po $(INSTALLED)
 	touch $@
 
 messages: $(MESSAGES)
+
+# Refreshes the French catalogue from the source (GNU gettext needed): new strings appear
+# untranslated, gone ones leave, locations follow the code. Translate what is new (the suite
+# refuses an empty or fuzzy entry: tests/test_i18n.py), then `make messages`.
+catalogue: $(INSTALLED)
+	DJANGO_DEBUG=true $(BIN)/python manage.py makemessages -l fr --no-obsolete \
+		--ignore=.venv --ignore=staticfiles --ignore=tests --ignore=node_modules \
+		--ignore=benchmarks --ignore=frontend
 
 # The viewer (Cornerstone3D) bundled by Vite from frontend/ into static/build/ (not committed),
 # with the indicator pages' charts (Chart.js, static/build/charts.js) from the same build.
