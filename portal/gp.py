@@ -76,6 +76,23 @@ def _current_gp_relationship(patient: Patient) -> CareRelationship | None:
     )
 
 
+def _replaced_elsewhere(*, patient, professional, current, source, establishment) -> bool:
+    """Whether ``professional`` was the patient's GP until the ``current`` declaration, made
+    by another source than this one (the portal, another establishment's feed)."""
+    if current is None or (current.source, current.establishment_id) == (
+        source,
+        establishment.pk if establishment else None,
+    ):
+        return False
+    return CareRelationship.objects.filter(
+        patient=patient,
+        professional=professional,
+        role=CareRole.GP,
+        ended_at__isnull=False,
+        ended_at__lte=current.started_at,
+    ).exists()
+
+
 def _check_start_date(started_on) -> None:
     if not isinstance(started_on, dt.date):
         raise ValidationError(_("Give the date from which the GP is declared."))
@@ -118,7 +135,7 @@ def gp_declare(
     by: Actor,
     patient: Patient,
     professional: Professional | DirectoryPerson,
-    started_on: dt.date,
+    started_on: dt.date | None,
     source: str,
     establishment: Establishment | None = None,
     seen_current=NOT_CHECKED,
@@ -134,8 +151,13 @@ def gp_declare(
     ``source`` is "portal" or "hl7" (then ``establishment`` is the feed's sender).
     ``seen_current``: the id of the GP relationship the person declaring saw (None: no GP);
     when another was declared meanwhile the declaration is refused (GpDeclarationStale), as
-    is one that starts before the current GP's declaration. ``detail`` adds context to the
-    audit event (the HL7 message).
+    is one that starts before the current GP's declaration. ``started_on`` None is an undated
+    declaration (an HL7 feed's PD1-4, a ROL without ROL-5): it starts today, but it does not
+    bring back a GP whom a declaration made elsewhere (the portal, another establishment's
+    feed) has replaced since (GpDeclarationStale): an establishment's record that still names
+    the old GP would otherwise take the patient back from the new one at every message. A
+    dated declaration, or one made in the portal, can.
+    ``detail`` adds context to the audit event (the HL7 message).
 
     Who: portal.permissions.may_declare_gp (PermissionDenied, audited); the feed is code.
     Raises GpAlreadyDeclared when he already is the GP, ValidationError for a date in the
@@ -147,6 +169,8 @@ def gp_declare(
         _refuse_care_team_change(
             by=by, relationship_or_patient=patient, patient=patient, reason="may not declare GP"
         )
+    undated = started_on is None
+    started_on = timezone.localdate() if undated else started_on
     _check_start_date(started_on)
     with transaction.atomic():
         # Declarations of one patient's GP wait for one another (PostgreSQL): the second
@@ -172,6 +196,23 @@ def gp_declare(
             raise GpAlreadyDeclared(
                 _("%(name)s is already the patient's declared GP.")
                 % {"name": professional.display_name}
+            )
+        if undated and _replaced_elsewhere(
+            patient=patient,
+            professional=professional,
+            current=current,
+            source=source,
+            establishment=establishment,
+        ):
+            raise GpDeclarationStale(
+                _(
+                    "%(name)s was replaced as the patient's GP by the declaration of "
+                    "%(since)s, made elsewhere: an undated declaration does not bring him back."
+                )
+                % {
+                    "name": professional.display_name,
+                    "since": declared_since(current).strftime("%d/%m/%Y"),
+                }
             )
         if current is not None and started_on < declared_since(current):
             raise GpDeclarationStale(

@@ -843,7 +843,7 @@ def _apply_declared_gp(
             gp.gp_declare(
                 **common,
                 professional=professional,
-                started_on=declared.started_on or timezone.localdate(),
+                started_on=declared.started_on,
                 establishment=establishment,
                 detail=detail,
             )

@@ -538,6 +538,57 @@ def test_withdrawing_an_unknown_gp_changes_nothing_and_is_kept_in_the_audit(worl
     assert event.detail["reason"] == "unknown GP"
 
 
+def test_a_feed_still_naming_the_replaced_gp_does_not_take_the_patient_back(
+    world, bernard, girard
+):
+    jeanne = world.patient
+    pd1_bernard = f"PD1|||CABINET^^^|{_xcn(bernard.rpps)}"
+    handle_message(_jeanne_a08("GP-20", pd1=pd1_bernard))
+    assert _current_gp(jeanne).professional == bernard
+    # Jeanne chose Dr Girard: her oncologist declares him in the portal.
+    gp_services.gp_declare(
+        by=Actor(user=world.oncologist.user),
+        patient=jeanne,
+        professional=girard,
+        started_on=timezone.localdate(),
+        source="portal",
+    )
+    girard_professional = Professional.objects.get(rpps=GIRARD_RPPS)
+
+    # The CHRU's record still names Dr Bernard, undated, in every A08.
+    result = handle_message(_jeanne_a08("GP-21", pd1=pd1_bernard))
+
+    ack = ack_fields(result.ack)
+    assert ack["MSA"][1] == "AA"
+    assert (ack["ERR"][4], ack["ERR"][2]) == ("W", "PD1^1^4")
+    assert _current_gp(jeanne).professional == girard_professional
+    assert not patients_visible_to(bernard.user).filter(pk=jeanne.pk).exists()
+    event = AuditEvent.objects.get(patient=jeanne, detail__message="GP-21")
+    assert event.outcome == AuditOutcome.MINOR_FAILURE
+    assert "does not bring him back" in event.detail["reason"]
+
+    # A dated ROL of the CHRU (she went back to Dr Bernard) does.
+    rol = f"ROL|1|UC|PP|{_xcn(bernard.rpps)}|{timezone.localdate():%Y%m%d}"
+    assert ack_fields(handle_message(_jeanne_a08("GP-22", rol=rol)).ack)["MSA"][1] == "AA"
+    assert _current_gp(jeanne).professional == bernard
+
+
+def test_an_undated_feed_declares_a_gp_never_declared_before(world, bernard, girard):
+    jeanne = world.patient
+    _lemoine_for_over_a_year(jeanne)
+    gp_services.gp_declare(
+        by=Actor(user=world.oncologist.user),
+        patient=jeanne,
+        professional=bernard,
+        started_on=timezone.localdate() - dt.timedelta(days=10),
+        source="portal",
+    )
+    girard_xcn = _xcn(GIRARD_RPPS, "GIRARD", "MARC")
+    result = handle_message(_jeanne_a08("GP-23", pd1=f"PD1|||CABINET^^^|{girard_xcn}"))
+    assert "ERR" not in ack_fields(result.ack)
+    assert _current_gp(jeanne).professional.rpps == GIRARD_RPPS
+
+
 def test_an_older_rol_date_or_a_bad_one_changes_nothing(world, bernard, girard):
     jeanne = world.patient
     handle_message(_jeanne_a08("GP-7", pd1=f"PD1|||CABINET^^^|{_xcn(bernard.rpps)}"))
