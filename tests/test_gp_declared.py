@@ -115,6 +115,16 @@ def _declare_from_the_page(client, patient, national_id, started_on=None):
     )
 
 
+def _declare_in_portal(by: Actor, patient, professional, *, started_on):
+    return gp_services.gp_declare(
+        by=by,
+        patient=patient,
+        professional=professional,
+        started_on=started_on,
+        source="portal",
+    )
+
+
 def _lemoine_for_over_a_year(patient) -> None:
     """Dr Lemoine has been her GP for over a year (the world records him today)."""
     CareRelationship.objects.filter(patient=patient, role=CareRole.GP).update(
@@ -227,12 +237,8 @@ def test_the_declaration_is_one_audited_change_on_the_patient(world, bernard):
     bernard_generation = access_generation(bernard.user.pk)
     lemoine_generation = access_generation(world.gp.user.pk)
 
-    relationship = gp_services.gp_declare(
-        by=Actor(user=world.oncologist.user),
-        patient=jeanne,
-        professional=bernard,
-        started_on=timezone.localdate(),
-        source="portal",
+    relationship = _declare_in_portal(
+        Actor(user=world.oncologist.user), jeanne, bernard, started_on=timezone.localdate()
     )
 
     [event] = AuditEvent.objects.filter(pk__gt=before)
@@ -328,34 +334,20 @@ def test_who_may_declare(world, bernard):
     # The Bourges radiologist is outside her care team: the record does not open (matrix).
     # The DPO reads the audit trail; he does not treat her.
     with pytest.raises(PermissionDenied):
-        gp_services.gp_declare(
-            by=Actor(user=world.coordinator.user),
-            patient=jeanne,
-            professional=bernard,
-            started_on=timezone.localdate(),
-            source="portal",
+        _declare_in_portal(
+            Actor(user=world.coordinator.user), jeanne, bernard, started_on=timezone.localdate()
         )
     refusal = AuditEvent.objects.filter(
         actor=world.coordinator.user, outcome=AuditOutcome.MINOR_FAILURE
     ).get()
     assert refusal.patient == jeanne
     # Her GP himself records her new choice.
-    gp_services.gp_declare(
-        by=Actor(user=world.gp.user),
-        patient=jeanne,
-        professional=bernard,
-        started_on=timezone.localdate(),
-        source="portal",
-    )
+    _declare_in_portal(Actor(user=world.gp.user), jeanne, bernard, started_on=timezone.localdate())
     assert _current_gp(jeanne).professional == bernard
     # Declaring her again is said, not repeated.
     with pytest.raises(gp_services.GpAlreadyDeclared):
-        gp_services.gp_declare(
-            by=Actor(user=world.oncologist.user),
-            patient=jeanne,
-            professional=bernard,
-            started_on=timezone.localdate(),
-            source="portal",
+        _declare_in_portal(
+            Actor(user=world.oncologist.user), jeanne, bernard, started_on=timezone.localdate()
         )
 
 
@@ -369,12 +361,8 @@ def test_only_a_physician_is_declared_gp(world):
         title="Mme",
     )
     with pytest.raises(ValidationError, match="Only an active physician"):
-        gp_services.gp_declare(
-            by=Actor(user=world.oncologist.user),
-            patient=world.patient,
-            professional=nurse,
-            started_on=timezone.localdate(),
-            source="portal",
+        _declare_in_portal(
+            Actor(user=world.oncologist.user), world.patient, nurse, started_on=timezone.localdate()
         )
     assert _current_gp(world.patient).professional == world.gp
 
@@ -538,20 +526,14 @@ def test_withdrawing_an_unknown_gp_changes_nothing_and_is_kept_in_the_audit(worl
     assert event.detail["reason"] == "unknown GP"
 
 
-def test_a_feed_still_naming_the_replaced_gp_does_not_take_the_patient_back(
-    world, bernard, girard
-):
+def test_a_feed_still_naming_the_replaced_gp_does_not_take_the_patient_back(world, bernard, girard):
     jeanne = world.patient
     pd1_bernard = f"PD1|||CABINET^^^|{_xcn(bernard.rpps)}"
     handle_message(_jeanne_a08("GP-20", pd1=pd1_bernard))
     assert _current_gp(jeanne).professional == bernard
     # Jeanne chose Dr Girard: her oncologist declares him in the portal.
-    gp_services.gp_declare(
-        by=Actor(user=world.oncologist.user),
-        patient=jeanne,
-        professional=girard,
-        started_on=timezone.localdate(),
-        source="portal",
+    _declare_in_portal(
+        Actor(user=world.oncologist.user), jeanne, girard, started_on=timezone.localdate()
     )
     girard_professional = Professional.objects.get(rpps=GIRARD_RPPS)
 
@@ -576,12 +558,11 @@ def test_a_feed_still_naming_the_replaced_gp_does_not_take_the_patient_back(
 def test_an_undated_feed_declares_a_gp_never_declared_before(world, bernard, girard):
     jeanne = world.patient
     _lemoine_for_over_a_year(jeanne)
-    gp_services.gp_declare(
-        by=Actor(user=world.oncologist.user),
-        patient=jeanne,
-        professional=bernard,
+    _declare_in_portal(
+        Actor(user=world.oncologist.user),
+        jeanne,
+        bernard,
         started_on=timezone.localdate() - dt.timedelta(days=10),
-        source="portal",
     )
     girard_xcn = _xcn(GIRARD_RPPS, "GIRARD", "MARC")
     result = handle_message(_jeanne_a08("GP-23", pd1=f"PD1|||CABINET^^^|{girard_xcn}"))
