@@ -23,12 +23,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from portal import audit, permissions
+from portal import permissions
 from portal.audit import Actor
 from portal.directory_accounts import link_professional
 from portal.directory_models import DirectoryPerson
 from portal.models import (
-    AuditPurpose,
     CareRelationship,
     CareRole,
     Establishment,
@@ -39,15 +38,19 @@ from portal.models import (
 )
 from portal.notifications import notify
 from portal.services import (
+    GP_REPLACED_REASON,
     _actor_display_name,
     _refuse_care_team_change,
     _sync_patient_permission,
     access_changed,
+    audit_care_team_change,
+    current_gp_relationship,
+    declared_since,
     end_running_relationship,
 )
 
 # Why the previous GP's relationship ended (CareRelationship.end_reason).
-REPLACED_REASON = "another GP declared"
+REPLACED_REASON = GP_REPLACED_REASON
 WITHDRAWN_REASON = "GP declaration withdrawn"
 
 # ``seen_current`` not given: the caller (a feed) did not look at the current GP first.
@@ -61,19 +64,6 @@ class GpAlreadyDeclared(ValidationError):
 class GpDeclarationStale(ValidationError):
     """The declaration was made on an outdated view of the patient's GP: another GP was
     declared meanwhile, or the new start date precedes the current GP's."""
-
-
-def declared_since(relationship: CareRelationship) -> dt.date:
-    """The date a GP relationship starts from: the declared one, else the day it was made."""
-    return relationship.started_on or timezone.localdate(relationship.started_at)
-
-
-def _current_gp_relationship(patient: Patient) -> CareRelationship | None:
-    return (
-        CareRelationship.objects.filter(patient=patient, role=CareRole.GP, ended_at__isnull=True)
-        .select_related("professional__user")
-        .first()
-    )
 
 
 def _replaced_elsewhere(*, patient, professional, current, source, establishment) -> bool:
@@ -105,21 +95,6 @@ def _professional_of(professional, *, by: Actor) -> Professional:
     if isinstance(professional, DirectoryPerson):
         return link_professional(professional, by=by).professional
     return professional
-
-
-def _audit_gp_change(*, by: Actor, obj: CareRelationship, patient: Patient, detail: dict) -> None:
-    """A declaration or its withdrawal changes who may open the record: a security-attribute
-    change on the patient (DCM 110113), as every care-team change is."""
-    audit.record(
-        actor=by,
-        event=audit.AuditEventId.SECURITY_ALERT,
-        event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-        action=audit.AuditAction.EXECUTE,
-        obj=obj,
-        patient=patient,
-        purpose=AuditPurpose.CARE,
-        detail=detail,
-    )
 
 
 def _end_current(*, current: CareRelationship, by: Actor, reason: str) -> None:
@@ -184,7 +159,7 @@ def gp_declare(
             raise ValidationError(
                 _("Only an active physician of the directory can be declared the patient's GP.")
             )
-        current = _current_gp_relationship(patient)
+        current = current_gp_relationship(patient)
         if seen_current is not NOT_CHECKED and seen_current != (current.pk if current else None):
             raise GpDeclarationStale(
                 _(
@@ -249,10 +224,9 @@ def gp_declare(
         access_changed(user_id=professional.user_id)
         if current is not None:
             access_changed(user_id=current.professional.user_id)
-        _audit_gp_change(
+        audit_care_team_change(
             by=by,
-            obj=relationship,
-            patient=patient,
+            relationship=relationship,
             detail={
                 **(detail or {}),
                 "gp_declared": professional.rpps,
@@ -317,17 +291,16 @@ def gp_withdraw(
         )
     with transaction.atomic():
         Patient.objects.select_for_update().filter(pk=patient.pk).first()
-        current = _current_gp_relationship(patient)
+        current = current_gp_relationship(patient)
         if current is None or (
             professional is not None and current.professional_id != professional.pk
         ):
             return None
         _end_current(current=current, by=by, reason=WITHDRAWN_REASON)
         access_changed(user_id=current.professional.user_id)
-        _audit_gp_change(
+        audit_care_team_change(
             by=by,
-            obj=current,
-            patient=patient,
+            relationship=current,
             detail={
                 **(detail or {}),
                 "gp_withdrawn": current.professional.rpps,

@@ -383,6 +383,21 @@ def _sync_patient_permission(*, patient: Patient, professional: Professional) ->
         access_changed(user_id=user.pk)
 
 
+def audit_care_team_change(*, by: Actor, relationship: CareRelationship, detail: dict) -> None:
+    """A care relationship begun, ended or changed changes who may open the record: a
+    security-attribute change on the patient (DCM 110113)."""
+    audit.record(
+        actor=by,
+        event=audit.AuditEventId.SECURITY_ALERT,
+        event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
+        action=audit.AuditAction.EXECUTE,
+        obj=relationship,
+        patient=relationship.patient,
+        purpose=audit.AuditPurpose.CARE,
+        detail=detail,
+    )
+
+
 def _refuse_care_team_change(*, by: Actor, relationship_or_patient, patient, reason) -> None:
     """Audit a refused change of the care team (DCM 110113, outcome 4), then refuse it."""
     record_refusal(
@@ -441,14 +456,9 @@ def care_relationship_add(
         )
         if created:
             _sync_patient_permission(patient=patient, professional=professional)
-            audit.record(
-                actor=by,
-                event=audit.AuditEventId.SECURITY_ALERT,
-                event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-                action=audit.AuditAction.EXECUTE,
-                obj=relationship,
-                patient=patient,
-                purpose=audit.AuditPurpose.CARE,
+            audit_care_team_change(
+                by=by,
+                relationship=relationship,
                 detail={"granted_to": professional.user.email, "role": role},
             )
     return relationship
@@ -504,14 +514,9 @@ def care_relationship_end(
         _sync_patient_permission(
             patient=relationship.patient, professional=relationship.professional
         )
-        audit.record(
-            actor=by,
-            event=audit.AuditEventId.SECURITY_ALERT,
-            event_type=audit.AuditEventType.OBJECT_SECURITY_ATTRIBUTES_CHANGED,
-            action=audit.AuditAction.EXECUTE,
-            obj=relationship,
-            patient=relationship.patient,
-            purpose=audit.AuditPurpose.CARE,
+        audit_care_team_change(
+            by=by,
+            relationship=relationship,
             detail={
                 "revoked_from": relationship.professional.user.email,
                 "role": relationship.role,
@@ -702,11 +707,72 @@ def merge_disagreements(*, source: Patient, target: Patient) -> tuple[str, list[
     return ("identity", differing) if differing else ("", [])
 
 
+# Why a GP's relationship ended when another GP was declared (portal.gp, a record merge).
+GP_REPLACED_REASON = "another GP declared"
+
+
+def declared_since(relationship: CareRelationship) -> dt.date:
+    """The date a GP relationship starts from: the declared one, else the day it was made."""
+    return relationship.started_on or timezone.localdate(relationship.started_at)
+
+
+def current_gp_relationship(patient: Patient) -> CareRelationship | None:
+    """The patient's running GP relationship (at most one: care_relationship_one_gp)."""
+    return (
+        CareRelationship.objects.filter(patient=patient, role=CareRole.GP, ended_at__isnull=True)
+        .select_related("professional__user", "establishment")
+        .first()
+    )
+
+
+def _give_way_to_the_newer_gp(*, source: Patient, target: Patient, by: Actor) -> int | None:
+    """Both records have a declared GP: the newer declaration is the patient's choice. When it
+    is ``source``'s, ``target``'s GP is ended as replaced (portal.gp's reason) and stays in
+    the care team as a member, so that ``source``'s GP moves over as the GP; returns the user
+    whose access changed, if any."""
+    theirs, ours = current_gp_relationship(source), current_gp_relationship(target)
+    if theirs is None or ours is None or declared_since(theirs) <= declared_since(ours):
+        return None
+    professional = ours.professional
+    end_running_relationship(relationship=ours, by=by, reason=GP_REPLACED_REASON)
+    audit_care_team_change(
+        by=by,
+        relationship=ours,
+        detail={
+            "revoked_from": professional.user.email,
+            "role": CareRole.GP,
+            "reason": GP_REPLACED_REASON,
+            "gp_declared": theirs.professional.rpps,
+            "merged_from": source.pk,
+        },
+    )
+    _stay_as_member(patient=target, relationship=ours, by=by)
+    _sync_patient_permission(patient=target, professional=professional)
+    return professional.user_id
+
+
+def _stay_as_member(*, patient: Patient, relationship: CareRelationship, by: Actor) -> None:
+    """``relationship``'s professional joins ``patient``'s care team as a member, when he
+    still may (an account closed since does not)."""
+    if permissions.may_join_care_team(professional=relationship.professional):
+        care_relationship_add(
+            patient=patient,
+            professional=relationship.professional,
+            role=CareRole.CARE_TEAM,
+            by=by,
+            establishment=relationship.establishment,
+        )
+
+
 def _move_care_team(*, source: Patient, target: Patient, by: Actor) -> set[int]:
     """Re-create ``source``'s active care relationships on ``target`` through the
     care-relationship services (so the object permissions follow), then end them on
-    ``source``; returns the users whose access moved."""
+    ``source``; returns the users whose access moved. Of two declared GPs, the newer
+    declaration's stays the GP, the other a member of the care team."""
     moved = set()
+    replaced = _give_way_to_the_newer_gp(source=source, target=target, by=by)
+    if replaced is not None:
+        moved.add(replaced)
     relationships = CareRelationship.objects.filter(
         patient=source, ended_at__isnull=True
     ).select_related("professional__user", "establishment")
@@ -728,14 +794,7 @@ def _move_care_team(*, source: Patient, target: Patient, by: Actor) -> set[int]:
         except ValidationError:
             # The survivor already has another GP, or the professional may no longer join
             # (account closed): a GP stays in the team as a member; the others lose access.
-            if permissions.may_join_care_team(professional=professional):
-                care_relationship_add(
-                    patient=target,
-                    professional=professional,
-                    role=CareRole.CARE_TEAM,
-                    by=by,
-                    establishment=relationship.establishment,
-                )
+            _stay_as_member(patient=target, relationship=relationship, by=by)
         care_relationship_end(relationship=relationship, by=by, reason="patient records merged")
         moved.add(professional.user_id)
     return moved

@@ -672,3 +672,42 @@ def test_a_merge_keeps_the_declaration_of_the_gp_it_moves(world, bernard):
         last_month,
         "hl7",
     )
+
+
+@pytest.mark.parametrize("newer", ["duplicate's", "survivor's"])
+def test_at_a_merge_the_newer_declaration_stays_the_gp(world, bernard, newer):
+    from portal.services import patient_merge
+    from tests.test_hl7_merge import duplicate_of_jeanne
+
+    jeanne = world.patient
+    _lemoine_for_over_a_year(jeanne)
+    lemoine = _current_gp(jeanne).professional
+    duplicate = duplicate_of_jeanne(world)
+    days_ago = 30 if newer == "duplicate's" else 500
+    gp_services.gp_declare(
+        by=Actor.system("HL7 370000481"),
+        patient=duplicate,
+        professional=bernard,
+        started_on=timezone.localdate() - dt.timedelta(days=days_ago),
+        source="hl7",
+        establishment=world.tours,
+    )
+
+    patient_merge(source=duplicate, target=jeanne, by=Actor.system("tests"))
+
+    gp, member = (bernard, lemoine) if newer == "duplicate's" else (lemoine, bernard)
+    assert _current_gp(jeanne).professional == gp
+    # The other GP stays in her care team as a member: he keeps the record, not the title.
+    assert CareRelationship.objects.filter(
+        patient=jeanne, professional=member, role=CareRole.CARE_TEAM, ended_at__isnull=True
+    ).exists()
+    for professional in (bernard, lemoine):
+        assert patients_visible_to(professional.user).filter(pk=jeanne.pk).exists()
+    if newer == "duplicate's":
+        ended = CareRelationship.objects.get(patient=jeanne, professional=lemoine, role=CareRole.GP)
+        assert ended.end_reason == "another GP declared"
+        assert AuditEvent.objects.filter(
+            patient=jeanne,
+            detail__revoked_from=lemoine.user.email,
+            detail__gp_declared=bernard.rpps,
+        ).exists()
