@@ -553,6 +553,12 @@ class StudyPackage(models.Model):
         FAILED = "failed", _("Failed")
         EXPIRED = "expired", _("Expired")
 
+    class OmittedReason(models.TextChoices):
+        """Why a file of the archive was left out of the zip (imaging.packages)."""
+
+        UNREADABLE = "unreadable", _("not a readable DICOM file")
+        UNDESCRIBABLE = "undescribable", _("its header lacks what a DICOMDIR record needs")
+
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="study_packages")
     studies = models.ManyToManyField(Study, related_name="+")
     # Who asked (a care-team doctor); null for a package made for something else that keeps
@@ -577,7 +583,7 @@ class StudyPackage(models.Model):
     sha256 = models.CharField(max_length=64, blank=True)
     error = models.CharField(max_length=300, blank=True)
     # Files of the archive a ready package leaves out, as they could not be described in a
-    # DICOMDIR: [{"study", "series", "instance", "reason"}] (imaging.packages).
+    # DICOMDIR: [{"study", "series", "instance", "reason", "detail"}] (imaging.packages).
     omitted = models.JSONField(default=list, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -608,6 +614,13 @@ class StudyPackage(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.READY, self.Status.FAILED, self.Status.EXPIRED)
+
+    @property
+    def omitted_files(self) -> list[tuple[str, str]]:
+        """(instance UID, why, in the reader's language) of each file left out."""
+        return [
+            (entry["instance"], self.OmittedReason(entry["reason"]).label) for entry in self.omitted
+        ]
 
 
 # --- The regional programme's indicators (imaging.activity, issue 17) -------------------------

@@ -99,7 +99,8 @@ HASH_CHUNK = 1024 * 1024
 # malformed header, a record missing what PS3.3 Annex F requires): that file is left out of
 # the package, the rest is made (OSError stays transient: the disk, not the file).
 UNDESCRIBABLE = (InvalidDicomError, RecordError, ValueError, KeyError, AttributeError, EOFError)
-OMITTED_REASON_LENGTH = 200
+OMITTED_DETAIL_LENGTH = 200
+Omitted = StudyPackage.OmittedReason
 
 PDF_REPORT = StudyReport.Kind.PDF
 
@@ -404,7 +405,10 @@ def _readme(package: StudyPackage, studies: list[Study], listing_count: int, nam
                 )
                 % {"count": len(omitted)},
             ]
-            lines += [f"  - {entry['instance']}: {entry['reason']}" for entry in omitted]
+            lines += [
+                f"  - {entry['instance']}: {Omitted(entry['reason']).label} ({entry['detail']})"
+                for entry in omitted
+            ]
         if names:
             lines += ["", _("Reports and documents (REPORTS folder):")]
             lines += [f"  - {name}: {label}" for name, label in names]
@@ -501,7 +505,12 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
                         "study": study.study_instance_uid,
                         "series": series_uid,
                         "instance": sop_uid,
-                        "reason": str(error)[:OMITTED_REASON_LENGTH] or type(error).__name__,
+                        # What the reader is told (OMITTED_REASONS), and pydicom's own words
+                        # for the establishment's interface team.
+                        "reason": Omitted.UNREADABLE
+                        if isinstance(error, InvalidDicomError)
+                        else Omitted.UNDESCRIBABLE,
+                        "detail": str(error)[:OMITTED_DETAIL_LENGTH] or type(error).__name__,
                     }
                 )
             else:
@@ -514,7 +523,7 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
         if not directory.count:
             raise PackageRefused(
                 _("No file of these studies can be described in a DICOMDIR: %(reason)s")
-                % {"reason": omitted[0]["reason"]}
+                % {"reason": f"{Omitted(omitted[0]['reason']).label} ({omitted[0]['detail']})"}
             )
         zf.writestr("DICOMDIR", directory.encode())
         entries = _report_entries(reports, pdfs)
