@@ -617,9 +617,12 @@ class StudyPackage(models.Model):
 
     @property
     def omitted_files(self) -> list[tuple[str, str]]:
-        """(instance UID, why, in the reader's language) of each file left out."""
+        """(instance UID, why, in the reader's language) of each file left out; a reason
+        this version does not know is shown as written."""
+        labels = dict(self.OmittedReason.choices)
         return [
-            (entry["instance"], self.OmittedReason(entry["reason"]).label) for entry in self.omitted
+            (entry.get("instance", ""), labels.get(entry.get("reason"), entry.get("reason", "")))
+            for entry in self.omitted
         ]
 
 
