@@ -31,6 +31,7 @@ from django.db.models import F, Prefetch, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from imaging import packages
 from imaging.models import (
@@ -50,6 +51,7 @@ from portal.audit import Actor
 from portal.documents_models import GeneratedDocument
 from portal.mail import portal_url
 from portal.models import AuditPurpose, Patient
+from portal.notifications import notify
 from portal.psc import PALIER_SESSION_KEY
 from portal.transitions import guarded_update
 
@@ -407,10 +409,26 @@ def share_actor_name(share: Share) -> str:
 
 def share_opened(*, share: Share, actor: Actor, what: str, obj=None) -> None:
     """One opening (the share's page, a study in the viewer, a document): counted, audited
-    against the patient with the recipient's identity as given."""
+    against the patient with the recipient's identity as given. The first one is told to the
+    author (without the patient's name), who then knows the documents reached their reader."""
     now = timezone.now()
     with transaction.atomic():
-        Share.objects.filter(pk=share.pk).update(view_count=F("view_count") + 1, last_viewed_at=now)
+        # The first opening is the one that finds the counter at 0 (one guarded UPDATE: of
+        # two first openings at once, one is first).
+        first = Share.objects.filter(pk=share.pk, view_count=0).update(
+            view_count=1, last_viewed_at=now
+        )
+        if first:
+            notify(
+                [share.author],
+                gettext_noop("%(recipient)s opened the documents you shared with them."),
+                reverse("patient-detail", kwargs={"patient_id": share.patient_id}),
+                params={"recipient": share.recipient_name},
+            )
+        else:
+            Share.objects.filter(pk=share.pk).update(
+                view_count=F("view_count") + 1, last_viewed_at=now
+            )
         audit.record(
             actor=actor,
             event=audit.AuditEventId.INSTANCES_ACCESSED

@@ -295,6 +295,29 @@ def test_the_recipient_sees_the_shared_ct_and_report_and_nothing_else(world, ima
     assert openings.filter(event_id=AuditEventId.SECURITY_ALERT).count() == 1  # the other CT
 
 
+def test_the_author_is_told_of_the_first_opening_without_the_patients_name(world, imaged):
+    from portal.models import Notification
+
+    share, token = _share(world, imaged)
+    author = world.oncologist.user
+    before = Notification.objects.filter(recipient=author).count()
+    client = _opened_client(token)
+    with committed():
+        client.get(reverse("share-contents", args=[token]))
+    with committed():
+        client.get(reverse("share-study", args=[token, imaged["ct"]["study"].pk]))
+
+    [notice] = Notification.objects.filter(recipient=author).order_by("pk")[before:]
+    assert notice.url == reverse("patient-detail", args=[world.patient.pk])
+    assert world.patient.birth_name.upper() not in str(notice.params).upper()
+    page = client_for(author).get(reverse("notification-list")).content.decode()
+    assert "Dr Hélène Garnier opened the documents you shared with them." in page or (
+        "Dr Hélène Garnier a ouvert les documents que vous lui avez partagés." in page
+    )
+    share.refresh_from_db()
+    assert share.view_count == 2
+
+
 def test_the_contents_page_keeps_one_viewer_token_per_reading_session(world, imaged):
     share, token = _share(world, imaged)
     client = _opened_client(token)
