@@ -140,6 +140,10 @@ def test_a_ct_and_its_report_shared_with_a_doctor_outside_the_region(mail_server
     )
     assert dossier.status == 302
 
+    # Dr Martin learns that her colleague opened it, without the patient's name.
+    martin.goto(f"{base}/notifications/")
+    notice = martin.locator("ul.notifications li", has_text="Dr Hélène Garnier").first
+    assert "a ouvert les documents que vous lui avez partagés" in notice.inner_text()
     # Dr Martin revokes it from the patient's page.
     martin.goto(f"{base}/patients/{patient_id}/")
     shares_panel = martin.locator("[data-testid=patient-shares]")
