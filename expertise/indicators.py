@@ -107,6 +107,11 @@ class Figures:
     within_delay: Share
     declined: Share
     avoided: Share
+    # Of the closed requests, those whose requester answered that an exam (or a transfer or
+    # referral) was avoided: the programme counts them apart since issue 17; the former answer
+    # ("a referral or an exam") counts only in ``avoided``.
+    exam_avoided: Share
+    transfer_avoided: Share
 
     @property
     def durations(self) -> list[float | None]:
@@ -164,8 +169,14 @@ def _figures(pool: Pool | None, sent: list[_Sent], *, cutoff: dt.datetime) -> Fi
             len(answered) + overdue,
         ),
         declined=Share(sum(1 for r in sent if r.declined), len(sent)),
-        avoided=Share(sum(1 for r in closed if r.outcome in Request.AVOIDED_OUTCOMES), len(closed)),
+        avoided=_closed_with(closed, Request.AVOIDED_OUTCOMES),
+        exam_avoided=_closed_with(closed, [Request.Outcome.EXAM_AVOIDED]),
+        transfer_avoided=_closed_with(closed, [Request.Outcome.TRANSFER_AVOIDED]),
     )
+
+
+def _closed_with(closed: list[_Sent], outcomes) -> Share:
+    return Share(sum(1 for r in closed if r.outcome in outcomes), len(closed))
 
 
 def sent_requests(*, pools: QuerySet[Pool], period: Period) -> QuerySet[Request]:

@@ -157,16 +157,25 @@ def test_a_gp_asks_teleradiology_and_gets_a_signed_report(demo_server, browser):
     errors += more
     programme.goto(f"{base}/teleexpertise/indicateurs/")
     row = programme.locator("table").first.locator("tbody tr", has_text=POOL)
-    sent, avoided = _shell(
+    sent, avoided, exams = _shell(
         manage,
         "from expertise.models import Request as R;"
         f"q = R.objects.filter(pool__name='{POOL}', sent_at__isnull=False);"
-        "print(q.count(), q.filter(state='closed', outcome__endswith='avoided')"
-        ".exclude(outcome='not_avoided').count())",
+        "c = q.filter(state='closed');"
+        "print(q.count(), c.filter(outcome__endswith='avoided')"
+        ".exclude(outcome='not_avoided').count(), c.filter(outcome='exam_avoided').count())",
     ).split()
-    # This request counts among the pool's requests and among those that avoided a referral.
-    assert row.locator("td").first.inner_text() == sent
-    assert f"{avoided} / " in row.locator("td").last.inner_text()
+    # This request counts among the pool's requests, among those that avoided a referral or
+    # an exam, and among those that avoided an exam (the GP's answer).
+    cells = {
+        header: row.locator("td").nth(number).inner_text()
+        for number, header in enumerate(
+            programme.locator("table").first.locator("thead th").all_text_contents()[1:]
+        )
+    }
+    assert cells["Demandes envoyées"] == sent
+    assert f"{avoided} / " in cells["Consultation ou examen évité (demandes clôturées)"]
+    assert f"dont examen : {exams}," in cells["Consultation ou examen évité (demandes clôturées)"]
     programme.screenshot(path=str(ARTIFACTS / "expertise-indicators.png"), full_page=True)
 
     assert not errors, errors

@@ -192,6 +192,9 @@ def test_the_teleradiology_pool_over_the_last_twelve_months(activity):
     )
     assert (row.declined.count, row.declined.total, row.declined.percent) == (2, 6, 33.3)
     assert (row.avoided.count, row.avoided.total, row.avoided.percent) == (2, 3, 66.7)
+    # r1 avoided an exam, r3 a transfer: the programme reads them apart.
+    assert (row.exam_avoided.count, row.exam_avoided.total) == (1, 3)
+    assert (row.transfer_avoided.count, row.transfer_avoided.percent) == (1, 33.3)
 
 
 def test_every_pool_has_its_row_and_the_total_counts_them_all(activity):
@@ -398,6 +401,10 @@ def test_the_csv_has_one_row_per_pool_and_the_total(activity):
         "Closed": "3",
         "Referral or exam avoided": "2",
         "Referral or exam avoided (%)": "66.7",
+        "Exam avoided": "1",
+        "Exam avoided (%)": "33.3",
+        "Transfer or referral avoided": "1",
+        "Transfer or referral avoided (%)": "33.3",
     }
     derm = table["Dermatologie — CHRU de Tours"]
     assert (derm["Requests sent"], derm["Median time to answer (h)"], derm["Closed"]) == (

@@ -89,6 +89,10 @@ def indicator_csv_header() -> list[str]:
         _("Closed"),
         _("Referral or exam avoided"),
         _("Referral or exam avoided (%)"),
+        _("Exam avoided"),
+        _("Exam avoided (%)"),
+        _("Transfer or referral avoided"),
+        _("Transfer or referral avoided (%)"),
     ]
 
 
@@ -114,6 +118,10 @@ def indicator_csv_row(indicators: Indicators, figures: Figures) -> list:
         figures.avoided.total,
         figures.avoided.count,
         csv_number(figures.avoided.percent),
+        figures.exam_avoided.count,
+        csv_number(figures.exam_avoided.percent),
+        figures.transfer_avoided.count,
+        csv_number(figures.transfer_avoided.percent),
     ]
 
 
