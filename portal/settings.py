@@ -485,6 +485,9 @@ ACCOUNT_RATE_LIMITS = {
 
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_TOTP_ISSUER = "MIRC Centre-Val de Loire"
+# A code read on the phone just before its 30 seconds end is still taken (RFC 6238 §5.2: one
+# time step of delay); each code is taken once (allauth remembers the used ones).
+MFA_TOTP_TOLERANCE = 1
 # The demo (make demo) runs with DEBUG off on plain http://127.0.0.1 and sets this.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = env.bool("MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN", default=DEBUG)
 MFA_PASSKEY_LOGIN_ENABLED = False

@@ -102,6 +102,17 @@ def test_totp_user_is_asked_for_the_code_before_being_signed_in(world):
     assert login.actor == world.oncologist.user
 
 
+@pytest.mark.parametrize(("steps_ago", "taken"), [(1, True), (2, False)])
+def test_a_code_typed_as_it_expires_is_taken_an_older_one_is_not(world, steps_ago, taken):
+    secret = generate_totp_secret()
+    TOTP.activate(world.oncologist.user, secret)
+    client = Client()
+    _login(client, "oncologue@mirc.test")
+    code = format_hotp_value(hotp_value(secret, int(time.time()) // 30 - steps_ago))
+    client.post(reverse("mfa_authenticate"), {"code": code})
+    assert _signed_in(client) is taken
+
+
 def _patient_page(client, world):
     return client.get(reverse("patient-detail", args=[world.patient.pk]))
 
