@@ -57,8 +57,17 @@ class Destination:
     tls: bool = False  # the PACS takes DICOM over TLS (DicomDeclaration.pacs_tls)
 
     def association_options(self) -> dict:
-        """What ``AE.associate`` needs besides the address to reach this destination."""
-        return {"tls_args": (client_tls_context(), self.host)} if self.tls else {}
+        """What ``AE.associate`` needs besides the address to reach this destination.
+        Unreadable regional certificates make it unreachable (DestinationUnreachable, said in
+        the prefetch request's state or the C-MOVE's failure), not a crash."""
+        if not self.tls:
+            return {}
+        try:
+            return {"tls_args": (client_tls_context(), self.host)}
+        except (OSError, ssl.SSLError) as error:
+            raise DestinationUnreachable(
+                f"{self.ae_title}: TLS not configured ({error})"
+            ) from error
 
 
 def destination_of(declaration) -> Destination:
@@ -198,13 +207,7 @@ def send_instances(
     ae.network_timeout = NETWORK_TIMEOUT
     ae.connection_timeout = CONNECTION_TIMEOUT
     locations = instance_locations(instances)
-    try:
-        options = destination.association_options()
-    except (OSError, ssl.SSLError) as error:
-        # The regional certificates unreadable: said in the request's state, not a crash.
-        raise DestinationUnreachable(
-            f"{destination.ae_title}: TLS not configured ({error})"
-        ) from error
+    options = destination.association_options()
     assoc = ae.associate(
         destination.host,
         destination.port,

@@ -616,6 +616,11 @@ class StudyPackage(models.Model):
         return self.status in (self.Status.READY, self.Status.FAILED, self.Status.EXPIRED)
 
     @property
+    def omitted_instances(self) -> list[str]:
+        """The UIDs of the files left out (the export's audit event names them)."""
+        return [entry.get("instance", "") for entry in self.omitted]
+
+    @property
     def omitted_files(self) -> list[tuple[str, str]]:
         """(instance UID, why, in the reader's language) of each file left out; a reason
         this version does not know is shown as written."""

@@ -141,7 +141,7 @@ def package_download(request, patient_id, package_id):
             "sha256": package.sha256,
             "size": package.size,
             # Files of the studies the zip does not hold (imaging.packages.UNDESCRIBABLE).
-            "omitted": [entry["instance"] for entry in package.omitted],
+            "omitted": package.omitted_instances,
         },
     )
     return FileResponse(

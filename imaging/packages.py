@@ -405,10 +405,7 @@ def _readme(package: StudyPackage, studies: list[Study], listing_count: int, nam
                 )
                 % {"count": len(omitted)},
             ]
-            lines += [
-                f"  - {entry['instance']}: {Omitted(entry['reason']).label} ({entry['detail']})"
-                for entry in omitted
-            ]
+            lines += [f"  - {entry['instance']}: {_why_omitted(entry)}" for entry in omitted]
         if names:
             lines += ["", _("Reports and documents (REPORTS folder):")]
             lines += [f"  - {name}: {label}" for name, label in names]
@@ -420,6 +417,11 @@ def _readme(package: StudyPackage, studies: list[Study], listing_count: int, nam
             ),
         ]
     return "\r\n".join(lines) + "\r\n"
+
+
+def _why_omitted(entry: dict) -> str:
+    """A left-out file's reason, then pydicom's words (README.TXT, a failed package)."""
+    return f"{Omitted(entry['reason']).label} ({entry['detail']})"
 
 
 def _hash_file(path: Path) -> str:
@@ -475,7 +477,7 @@ def package_build(*, package_id: int) -> StudyPackage | None:
     return package
 
 
-def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
+def _build_zip(package, attempt, studies, archive, work: Path) -> tuple[Path, list[dict]]:
     listing = _listing(archive, studies)
     if not listing:
         raise PackageRefused(_("The regional archive no longer holds any image of these studies."))
@@ -505,8 +507,8 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
                         "study": study.study_instance_uid,
                         "series": series_uid,
                         "instance": sop_uid,
-                        # What the reader is told (OMITTED_REASONS), and pydicom's own words
-                        # for the establishment's interface team.
+                        # What the reader is told (StudyPackage.OmittedReason), and
+                        # pydicom's own words for the establishment's interface team.
                         "reason": Omitted.UNREADABLE
                         if isinstance(error, InvalidDicomError)
                         else Omitted.UNDESCRIBABLE,
@@ -523,7 +525,7 @@ def _build_zip(package, attempt, studies, archive, work: Path) -> Path:
         if not directory.count:
             raise PackageRefused(
                 _("No file of these studies can be described in a DICOMDIR: %(reason)s")
-                % {"reason": f"{Omitted(omitted[0]['reason']).label} ({omitted[0]['detail']})"}
+                % {"reason": _why_omitted(omitted[0])}
             )
         zf.writestr("DICOMDIR", directory.encode())
         entries = _report_entries(reports, pdfs)

@@ -551,7 +551,7 @@ def share_package_downloaded(*, share: Share, package: StudyPackage, actor: Acto
                 "sha256": package.sha256,
                 "size": package.size,
                 # Files of the studies the zip does not hold (imaging.packages.UNDESCRIBABLE).
-                "omitted": [entry["instance"] for entry in package.omitted],
+                "omitted": package.omitted_instances,
             },
         )
 

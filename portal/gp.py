@@ -49,8 +49,8 @@ from portal.services import (
     end_running_relationship,
 )
 
-# Why the previous GP's relationship ended (CareRelationship.end_reason).
-REPLACED_REASON = GP_REPLACED_REASON
+# Why the GP's relationship ended on a withdrawal (CareRelationship.end_reason; a replacement
+# ends it with services.GP_REPLACED_REASON).
 WITHDRAWN_REASON = "GP declaration withdrawn"
 
 # ``seen_current`` not given: the caller (a feed) did not look at the current GP first.
@@ -198,7 +198,7 @@ def gp_declare(
                 % {"since": declared_since(current).strftime("%d/%m/%Y")}
             )
         if current is not None:
-            _end_current(current=current, by=by, reason=REPLACED_REASON)
+            _end_current(current=current, by=by, reason=GP_REPLACED_REASON)
         try:
             with transaction.atomic():
                 relationship = CareRelationship.objects.create(
@@ -235,7 +235,7 @@ def gp_declare(
                 "source": source,
                 "establishment": establishment.finess if establishment else "",
                 "previous_gp": current.professional.rpps if current else "",
-                "reason": REPLACED_REASON if current else "",
+                "reason": GP_REPLACED_REASON if current else "",
             },
         )
         _tell(

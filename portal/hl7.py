@@ -823,21 +823,18 @@ def _apply_declared_gp(
     detail = _audit_detail(establishment, header)
     common = {"by": actor, "patient": patient, "source": GpDeclarationSource.HL7}
     reason, code = "", ""
-    if declared.withdraw:
-        if declared.sent and professional is None:
-            # Withdrawing someone neither the portal nor the directory knows: he cannot be the
-            # current GP, so nothing changes, but the feed names an RPPS nobody knows, which
-            # the interface team hears of as for a declaration.
-            reason = "unknown GP" if declared.rpps else "no RPPS"
-            code = UNKNOWN_KEY_IDENTIFIER
-        elif isinstance(professional, Professional | None):
+    if professional is None and (declared.sent or not declared.withdraw):
+        # A GP neither the portal nor the directory knows, declared or withdrawn (he cannot be
+        # the current GP: nothing changes): the interface team hears of the RPPS sent.
+        reason = "unknown GP" if declared.rpps else "no RPPS"
+        code = UNKNOWN_KEY_IDENTIFIER
+    elif declared.withdraw:
+        # Nobody named ends the current declaration; a directory person without an account
+        # is nobody's GP yet, so there is nothing to end.
+        if isinstance(professional, Professional | None):
             gp.gp_withdraw(
                 **common, establishment=establishment, professional=professional, detail=detail
             )
-        # else a directory person without an account: nobody's GP yet, nothing to end.
-    elif professional is None:
-        reason = "unknown GP" if declared.rpps else "no RPPS"
-        code = UNKNOWN_KEY_IDENTIFIER
     else:
         try:
             gp.gp_declare(
